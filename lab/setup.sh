@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Installs what the rtvirt lab needs on a Debian 12 host, as root, idempotently:
+# QEMU, busybox-static, can-utils, rt-tests, stress-ng, cpio, iproute2, and
+# Debian's PREEMPT_RT kernel (linux-image-rt-amd64) unpacked into lab/cache/.
+# Running it again does nothing that is already done.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${RTVIRT_LAB_CACHE:-$here/cache}"
+packages=(qemu-system-x86 busybox-static can-utils rt-tests stress-ng cpio iproute2 kmod xz-utils gzip libc6-dev)
+
+log() { printf 'lab/setup: %s\n' "$*" >&2; }
+die() { printf 'lab/setup: error: %s\n' "$*" >&2; exit 2; }
+
+[ "$(id -u)" = 0 ] || die "run as root (it installs packages with apt-get)"
+command -v apt-get >/dev/null || die "apt-get not found: the lab needs a Debian-like host"
+
+updated=0
+apt_update() {
+    if [ "$updated" = 0 ]; then
+        log "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        updated=1
+    fi
+}
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_update
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+    log "packages already installed: ${packages[*]}"
+fi
+
+# The metapackage only depends on the real, versioned image package.
+real_kernel_pkg() {
+    apt-cache depends linux-image-rt-amd64 2>/dev/null \
+        | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-rt-amd64\)$/\1/p' | head -n1
+}
+pkg="$(real_kernel_pkg || true)"
+if [ -z "$pkg" ]; then
+    apt_update
+    pkg="$(real_kernel_pkg || true)"
+fi
+[ -n "$pkg" ] || die "cannot resolve linux-image-rt-amd64 to a linux-image-*-rt-amd64 package (apt-cache depends)"
+
+version="$(apt-cache policy "$pkg" | sed -n 's/^ *Candidate: //p')"
+[ -n "$version" ] && [ "$version" != "(none)" ] || die "no candidate version for $pkg"
+dest="$cache/kernel/${pkg}_${version}"
+
+mkdir -p "$cache/debs" "$cache/kernel"
+if [ -f "$dest/.complete" ]; then
+    log "kernel $pkg $version already unpacked in $dest"
+else
+    deb="$(ls "$cache/debs/${pkg}_"*"${version//:/%3a}"*_amd64.deb 2>/dev/null | head -n1 || true)"
+    if [ -z "$deb" ]; then
+        log "downloading $pkg=$version"
+        if ! (cd "$cache/debs" && apt-get -o APT::Sandbox::User=root download -q "$pkg=$version"); then
+            # Stale package lists point at files the mirror no longer has.
+            apt_update
+            version="$(apt-cache policy "$pkg" | sed -n 's/^ *Candidate: //p')"
+            dest="$cache/kernel/${pkg}_${version}"
+            (cd "$cache/debs" && apt-get -o APT::Sandbox::User=root download -q "$pkg=$version") || die "apt-get download $pkg=$version failed"
+        fi
+        deb="$(ls -t "$cache/debs/${pkg}_"*_amd64.deb | head -n1)"
+    fi
+    log "unpacking $deb into $dest"
+    rm -rf "$dest.tmp"
+    mkdir -p "$dest.tmp"
+    dpkg-deb -x "$deb" "$dest.tmp"
+    ls "$dest.tmp"/boot/vmlinuz-* >/dev/null 2>&1 || die "$deb has no /boot/vmlinuz-*"
+    # The package leaves modules.dep to its postinst: make it here.
+    kver="$(basename "$(ls -d "$dest.tmp"/lib/modules/* | head -n1)")"
+    depmod -b "$dest.tmp" "$kver" || die "depmod -b $dest.tmp $kver failed"
+    rm -rf "$dest"
+    mv "$dest.tmp" "$dest"
+    touch "$dest/.complete"
+fi
+
+# A stable name for the kernel the lab uses: lab/cache/rt-kernel -> kernel/<pkg>_<version>.
+ln -sfn "kernel/${pkg}_${version}" "$cache/rt-kernel"
+vmlinuz="$(ls "$cache/rt-kernel"/boot/vmlinuz-* | head -n1)"
+log "kernel: $vmlinuz"
+
+# The static guest binaries are built for the host's gnu target (crt-static).
+if command -v rustup >/dev/null 2>&1; then
+    rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-gnu \
+        || rustup target add x86_64-unknown-linux-gnu
+fi
+log "ready"

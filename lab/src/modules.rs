@@ -1,0 +1,148 @@
+//! Kernel modules for the guest image: `lib/modules/VERSION/modules.dep` as written by
+//! `depmod` (see depmod(8) and modules.dep(5)).
+//!
+//! The guest's `/init` loads modules with busybox `insmod` in an order computed here, so the
+//! image needs neither `modprobe` nor `depmod` output of its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Result};
+
+/// The modules the lab guest needs: CAN core and raw sockets, the SJA1000 driver behind
+/// QEMU's `kvaser_pci`, `vcan`, and virtio-9p to bring results out.
+pub const LAB_MODULES: &[&str] =
+    &["can", "can-raw", "can-dev", "vcan", "sja1000", "kvaser_pci", "9pnet_virtio", "9p", "virtio_pci"];
+
+/// `modules.dep`: module path (relative to the modules dir) -> its direct dependencies.
+#[derive(Debug, Default, Clone)]
+pub struct ModulesDep {
+    deps: BTreeMap<String, Vec<String>>,
+}
+
+/// The module name of a path: `kernel/net/can/can-raw.ko` (or `.ko.xz`) -> `can-raw`.
+pub fn module_name(path: &str) -> &str {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.split(".ko").next().unwrap_or(file)
+}
+
+/// Names compare with `-` and `_` taken as the same, as `modprobe` does.
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y || (x == b'-' || x == b'_') && (y == b'-' || y == b'_'))
+}
+
+impl ModulesDep {
+    /// Parse the text of `modules.dep` (`path: dep dep ...` per line).
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut deps = BTreeMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((module, rest)) = line.split_once(':') else {
+                bail!("modules.dep line {}: no ':' in {line:?}", n + 1);
+            };
+            deps.insert(module.trim().to_string(), rest.split_whitespace().map(str::to_string).collect());
+        }
+        Ok(Self { deps })
+    }
+
+    /// The path of module `name`.
+    pub fn path_of(&self, name: &str) -> Option<&str> {
+        self.deps.keys().find(|p| same_name(module_name(p), name)).map(String::as_str)
+    }
+
+    /// The paths of `names` and everything they depend on, each after its dependencies.
+    pub fn load_order(&self, names: &[&str]) -> Result<Vec<String>> {
+        let mut order = Vec::new();
+        let mut done = BTreeSet::new();
+        for name in names {
+            let Some(path) = self.path_of(name) else {
+                bail!("Module {name:?} is not in modules.dep (not built for this kernel, or built in)");
+            };
+            self.visit(path, &mut done, &mut BTreeSet::new(), &mut order)?;
+        }
+        Ok(order)
+    }
+
+    fn visit(
+        &self,
+        path: &str,
+        done: &mut BTreeSet<String>,
+        stack: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+    ) -> Result<()> {
+        if done.contains(path) {
+            return Ok(());
+        }
+        if !stack.insert(path.to_string()) {
+            bail!("Dependency cycle in modules.dep at {path}");
+        }
+        let Some(deps) = self.deps.get(path) else {
+            bail!("modules.dep names {path} as a dependency but has no line for it");
+        };
+        for dep in deps {
+            self.visit(dep, done, stack, order)?;
+        }
+        stack.remove(path);
+        done.insert(path.to_string());
+        order.push(path.to_string());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Lines from Debian's 6.1.0-56-rt-amd64 modules.dep.
+    const DEP: &str = "\
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/net/can/dev/can-dev.ko:
+kernel/drivers/net/can/vcan.ko: kernel/drivers/net/can/dev/can-dev.ko
+kernel/drivers/net/can/sja1000/kvaser_pci.ko: kernel/drivers/net/can/sja1000/sja1000.ko kernel/drivers/net/can/dev/can-dev.ko
+kernel/drivers/net/can/sja1000/sja1000.ko: kernel/drivers/net/can/dev/can-dev.ko
+kernel/net/can/can.ko:
+kernel/net/can/can-raw.ko: kernel/net/can/can.ko
+";
+
+    #[test]
+    fn names_from_paths() {
+        assert_eq!(module_name("kernel/net/can/can-raw.ko"), "can-raw");
+        assert_eq!(module_name("kernel/net/can/can-raw.ko.xz"), "can-raw");
+        assert_eq!(module_name("vcan.ko"), "vcan");
+    }
+
+    #[test]
+    fn dependencies_come_first() {
+        let dep = ModulesDep::parse(DEP).unwrap();
+        let order = dep.load_order(&["kvaser_pci", "can_raw", "virtio_pci", "vcan"]).unwrap();
+        let pos = |n: &str| order.iter().position(|p| module_name(p) == n).unwrap();
+        assert!(pos("can-dev") < pos("sja1000"));
+        assert!(pos("sja1000") < pos("kvaser_pci"));
+        assert!(pos("can") < pos("can-raw"));
+        assert!(pos("virtio_ring") < pos("virtio"));
+        assert!(pos("virtio") < pos("virtio_pci"));
+        // can-dev is needed twice but loaded once.
+        assert_eq!(order.iter().filter(|p| module_name(p) == "can-dev").count(), 1);
+        assert_eq!(order.len(), 10);
+    }
+
+    #[test]
+    fn missing_module_is_named() {
+        let dep = ModulesDep::parse(DEP).unwrap();
+        let err = dep.load_order(&["9p"]).unwrap_err().to_string();
+        assert!(err.contains("\"9p\""), "{err}");
+    }
+
+    #[test]
+    fn cycles_and_bad_lines_fail() {
+        assert!(ModulesDep::parse("no colon here\n").is_err());
+        let dep = ModulesDep::parse("a.ko: b.ko\nb.ko: a.ko\n").unwrap();
+        assert!(dep.load_order(&["a"]).is_err());
+    }
+}

@@ -1,0 +1,501 @@
+//! The profile schema: what a RON profile may say. Every struct denies unknown fields;
+//! defaults are documented on each field and in `docs/profiles.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rt_sys::sched::Policy;
+use rt_sys::CpuSet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A whole profile: host tuning, guest measurement, CAN matrix and requirements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Profile name (shown in reports).
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Host tuning (rt-host). Absent: rt-host has nothing to do.
+    #[serde(default)]
+    pub host: Option<Host>,
+    /// Guest-side settings (rt-guest).
+    #[serde(default)]
+    pub guest: Option<Guest>,
+    /// CAN matrix (can-sim).
+    #[serde(default)]
+    pub can: Option<Can>,
+    /// Timing requirements evaluated by `validation`.
+    #[serde(default)]
+    pub requirements: Vec<Requirement>,
+}
+
+/// Host tuning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// CPUs for the OS, IRQs, QEMU main loop and I/O (kernel list, e.g. `"0"`).
+    pub housekeeping_cpus: CpuSet,
+    /// CPUs reserved for real-time vCPUs (e.g. `"1-3"`).
+    pub realtime_cpus: CpuSet,
+    /// Kernel requirements and boot arguments.
+    #[serde(default)]
+    pub kernel: Kernel,
+    /// KVM module parameters.
+    #[serde(default)]
+    pub kvm: Kvm,
+    /// Idle-state (C-state) limits on the realtime CPUs.
+    #[serde(default)]
+    pub idle: Idle,
+    /// Device IRQ steering.
+    #[serde(default)]
+    pub irqs: Irqs,
+    /// Runtime isolation (cgroup cpuset partition, workqueues, kernel threads).
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// The realtime-virtual-host sysctls.
+    #[serde(default)]
+    pub sysctl: Sysctl,
+    /// Hugepages for guest memory.
+    #[serde(default)]
+    pub hugepages: Option<Hugepages>,
+    /// The VM to act on. Absent: only host-wide items are tuned.
+    #[serde(default)]
+    pub vm: Option<Vm>,
+    /// vCPU placement and scheduling.
+    #[serde(default)]
+    pub vcpus: Vec<VcpuPin>,
+    /// CPUs for QEMU's emulator threads (main loop, RCU, workers). Default: housekeeping.
+    #[serde(default)]
+    pub emulator_cpus: Option<CpuSet>,
+    /// CPUs for QEMU I/O threads (`IO iothreadN`). Default: housekeeping.
+    #[serde(default)]
+    pub iothread_cpus: Option<CpuSet>,
+}
+
+/// Kernel requirements and the boot arguments the profile needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kernel {
+    /// Require a PREEMPT_RT kernel (default true).
+    pub require_preempt_rt: bool,
+    /// Put `isolcpus=managed_irq,domain,<realtime>` on the command line (default true).
+    pub isolcpus: bool,
+    /// Put `nohz_full=<realtime>` on the command line (default true).
+    pub nohz_full: bool,
+    /// Put `rcu_nocbs=<realtime>` on the command line (default true).
+    pub rcu_nocbs: bool,
+    /// Extra boot arguments (e.g. `"skew_tick=1"`).
+    pub extra_args: Vec<String>,
+}
+
+impl Default for Kernel {
+    fn default() -> Self {
+        Kernel {
+            require_preempt_rt: true,
+            isolcpus: true,
+            nohz_full: true,
+            rcu_nocbs: true,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// KVM parameters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kvm {
+    /// `/sys/module/kvm/parameters/halt_poll_ns` in ns. Absent: left alone.
+    pub halt_poll_ns: Option<u64>,
+}
+
+/// Idle-state limits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Idle {
+    /// Disable cpuidle states whose exit latency exceeds this (us) on the realtime CPUs.
+    /// `0` leaves only polling. Absent: left alone.
+    pub max_exit_latency_us: Option<u32>,
+}
+
+/// IRQ steering.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Irqs {
+    /// Move device IRQs and `default_smp_affinity` here. Default: the housekeeping CPUs.
+    pub steer_to: Option<CpuSet>,
+    /// Leave IRQ affinity alone (default false).
+    pub skip: bool,
+}
+
+/// Runtime isolation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Isolation {
+    /// Make a cgroup v2 cpuset partition "isolated" (v1 cpuset where v2 lacks it) for the
+    /// realtime CPUs (default true).
+    pub cpuset_partition: bool,
+    /// Move the unbound workqueue cpumask to the housekeeping CPUs (default true).
+    pub workqueues: bool,
+    /// Move movable kernel threads to the housekeeping CPUs (default true).
+    pub kthreads: bool,
+}
+
+impl Default for Isolation {
+    fn default() -> Self {
+        Isolation {
+            cpuset_partition: true,
+            workqueues: true,
+            kthreads: true,
+        }
+    }
+}
+
+/// The realtime-virtual-host sysctls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sysctl {
+    /// Apply tuned's realtime-virtual-host set: `kernel.timer_migration=0`,
+    /// `kernel.numa_balancing=0`, `vm.stat_interval=10`, THP never, KSM off (default true).
+    pub realtime_virtual_host: bool,
+    /// Set `kernel.sched_rt_runtime_us=-1` (no RT throttling). Only honoured when
+    /// housekeeping CPUs exist (default false).
+    pub rt_runtime_unlimited: bool,
+    /// More sysctls, by dotted name (`"vm.swappiness": "10"`).
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Default for Sysctl {
+    fn default() -> Self {
+        Sysctl {
+            realtime_virtual_host: true,
+            rt_runtime_unlimited: false,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// Hugepages reserved for guest memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hugepages {
+    /// Page size in KiB: 2048 or 1048576.
+    pub size_kib: u64,
+    /// Number of pages to reserve.
+    pub count: u64,
+    /// NUMA node for the pages and the vCPUs (default: any).
+    #[serde(default)]
+    pub node: Option<u32>,
+}
+
+/// How to find the VM's QEMU process. Exactly one field must be set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Vm {
+    /// QEMU `-name` (first field or `guest=`).
+    pub qemu_name: Option<String>,
+    /// Process id.
+    pub pid: Option<u32>,
+    /// File holding the process id (QEMU `-pidfile`).
+    pub pidfile: Option<PathBuf>,
+    /// QMP socket (`query-cpus-fast` gives vCPU thread ids).
+    pub qmp: Option<PathBuf>,
+    /// Guest memory in MiB (for the hugepage check).
+    pub memory_mib: Option<u64>,
+}
+
+/// One vCPU's placement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VcpuPin {
+    /// vCPU index (the `n` of `CPU n/KVM`).
+    pub vcpu: u32,
+    /// Host CPU to pin it to (must be a realtime CPU).
+    pub cpu: u32,
+    /// Scheduling policy (default Fifo).
+    #[serde(default = "fifo")]
+    pub policy: Policy,
+    /// Priority 1..=99 for Fifo/Rr (default 50).
+    #[serde(default = "prio50")]
+    pub priority: u8,
+}
+
+fn fifo() -> Policy {
+    Policy::Fifo
+}
+fn prio50() -> u8 {
+    50
+}
+fn prio95() -> u8 {
+    95
+}
+fn prio80() -> u8 {
+    80
+}
+fn yes() -> bool {
+    true
+}
+
+/// Guest-side settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Guest {
+    /// Latency probe settings.
+    pub probe: Probe,
+    /// CPUs the guest should have isolated (checked by `rt-guest check`).
+    pub realtime_cpus: Option<CpuSet>,
+    /// Guest halt polling in ns (`/sys/module/haltpoll/parameters/guest_halt_poll_ns`).
+    pub guest_halt_poll_ns: Option<u64>,
+    /// Disable guest cpuidle states with exit latency above this (us).
+    pub max_exit_latency_us: Option<u32>,
+    /// Priority and affinity of IRQ threads.
+    pub irq_threads: Vec<IrqThread>,
+}
+
+/// The latency probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Probe {
+    /// CPUs to measure, one thread each (default `"1"`).
+    pub cpus: CpuSet,
+    /// Period in us (default 1000).
+    pub interval_us: u32,
+    /// Priority 1..=99 (default 95).
+    pub priority: u8,
+    /// Policy (default Fifo).
+    pub policy: Policy,
+    /// Run time (default 60 s), e.g. `"60s"`, `"10m"`.
+    pub duration: HumanDuration,
+    /// Stop and mark the ftrace trace when a sample exceeds this many us.
+    pub breaktrace_us: Option<u32>,
+    /// Hold `/dev/cpu_dma_latency` at 0 while measuring (default true).
+    pub dma_latency: bool,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe {
+            cpus: CpuSet::from_cpus([1]),
+            interval_us: 1000,
+            priority: prio95(),
+            policy: Policy::Fifo,
+            duration: HumanDuration(Duration::from_secs(60)),
+            breaktrace_us: None,
+            dma_latency: true,
+        }
+    }
+}
+
+/// An IRQ thread setting in the guest (`irq/NN-name`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IrqThread {
+    /// Matches IRQ threads whose name ends with `-<name>` (e.g. `"can1"` for `irq/24-can1`).
+    pub name: String,
+    /// FIFO priority 1..=99.
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// CPUs to pin the thread to.
+    #[serde(default)]
+    pub cpus: Option<CpuSet>,
+}
+
+/// A CAN bus and its ECUs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Can {
+    /// Nominal (arbitration) bitrate in bit/s.
+    pub bitrate: u32,
+    /// CAN FD data-phase bitrate in bit/s. Required when any message is FD with BRS.
+    #[serde(default)]
+    pub data_bitrate: Option<u32>,
+    /// Interface the ECUs send on.
+    pub tx: String,
+    /// Interface the receiver listens on (may equal `tx`: then own frames are looped back).
+    pub rx: String,
+    /// Pace transmissions at the bus rate, so buses without bit timing (vcan, QEMU) carry
+    /// a real bus's load and queuing (default true).
+    #[serde(default = "yes")]
+    pub pace: bool,
+    /// Error frames per second assumed by the response-time analysis (default 0).
+    #[serde(default)]
+    pub error_rate_per_s: f64,
+    /// The ECUs.
+    pub ecus: Vec<Ecu>,
+}
+
+/// One simulated ECU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ecu {
+    /// ECU name.
+    pub name: String,
+    /// CPU its sender thread runs on (default: any non-probe CPU).
+    #[serde(default)]
+    pub cpu: Option<u32>,
+    /// Sender thread FIFO priority (default 80).
+    #[serde(default = "prio80")]
+    pub priority: u8,
+    /// Messages it sends.
+    pub messages: Vec<Message>,
+}
+
+/// Frame format of a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FrameKind {
+    /// Classic CAN 2.0.
+    #[default]
+    Classic,
+    /// CAN FD without bit-rate switch.
+    Fd,
+    /// CAN FD with bit-rate switch (data phase at `data_bitrate`).
+    FdBrs,
+}
+
+/// One periodic message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    /// Name (default `0x<id>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// CAN identifier.
+    pub id: u32,
+    /// 29-bit extended identifier (default false: 11-bit).
+    #[serde(default)]
+    pub extended: bool,
+    /// Frame format (default Classic).
+    #[serde(default)]
+    pub kind: FrameKind,
+    /// Payload bytes: 0..=8 for classic CAN; 0..=8, 12, 16, 20, 24, 32, 48 or 64 for FD.
+    pub len: u8,
+    /// Period in ms.
+    pub period_ms: f64,
+    /// Release offset in us (default 0).
+    #[serde(default)]
+    pub offset_us: u64,
+    /// Release jitter in us (default 0): random delay added to each release.
+    #[serde(default)]
+    pub jitter_us: u64,
+    /// Deadline in us from release to reception (default: the period).
+    #[serde(default)]
+    pub deadline_us: Option<u64>,
+}
+
+/// ASIL (ISO 26262-9) or QM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Asil {
+    /// Quality managed.
+    QM,
+    /// ASIL A.
+    A,
+    /// ASIL B.
+    B,
+    /// ASIL C.
+    C,
+    /// ASIL D.
+    D,
+}
+
+impl fmt::Display for Asil {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Asil::QM => f.write_str("QM"),
+            other => write!(f, "ASIL {other:?}"),
+        }
+    }
+}
+
+/// What a requirement measures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Metric {
+    /// Probe wakeup latency at a percentile (100.0 = max), per CPU (all CPUs when absent).
+    ProbeLatency {
+        /// Percentile, 0 < p <= 100.
+        percentile: f64,
+        /// Restrict to one guest CPU.
+        #[serde(default)]
+        cpu: Option<u32>,
+    },
+    /// Probe missed periods (count bound).
+    ProbeMissed,
+    /// CAN reception latency (release -> kernel RX timestamp) at a percentile, for one
+    /// message id or all messages.
+    CanLatency {
+        /// Percentile, 0 < p <= 100.
+        percentile: f64,
+        /// Message id; all messages when absent.
+        #[serde(default)]
+        id: Option<u32>,
+    },
+    /// CAN inter-arrival jitter against the period at a percentile.
+    CanJitter {
+        /// Percentile.
+        percentile: f64,
+        /// Message id; all when absent.
+        #[serde(default)]
+        id: Option<u32>,
+    },
+    /// Deadline misses (count bound), for one message or all.
+    CanDeadlineMisses {
+        /// Message id; all when absent.
+        #[serde(default)]
+        id: Option<u32>,
+    },
+    /// Lost frames (count bound), for one message or all.
+    CanLoss {
+        /// Message id; all when absent.
+        #[serde(default)]
+        id: Option<u32>,
+    },
+    /// Bus load in percent (bound in percent).
+    BusLoad,
+    /// Analytic worst-case response time slack (deadline - WCRT) must be at least the bound (us).
+    WcrtSlack {
+        /// Message id; all when absent.
+        #[serde(default)]
+        id: Option<u32>,
+    },
+}
+
+/// A timing requirement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    /// Requirement id (e.g. `TSR-RT-001`), unique in the profile.
+    pub id: String,
+    /// ASIL.
+    pub asil: Asil,
+    /// Requirement text.
+    pub text: String,
+    /// What is measured.
+    pub metric: Metric,
+    /// Bound in us for time metrics (latency, jitter; a minimum for WcrtSlack).
+    #[serde(default)]
+    pub bound_us: Option<f64>,
+    /// Bound for count and percent metrics (misses, loss, bus load).
+    #[serde(default)]
+    pub bound: Option<f64>,
+}
+
+/// A duration written as text in profiles (`"60s"`, `"10m"`, `"1h 30m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    }
+}

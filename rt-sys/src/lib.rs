@@ -1,0 +1,18 @@
+//! `rt-sys`: the one place where rtvirt touches the kernel.
+//!
+//! Every read or write of `/sys`, `/proc` and `/dev` goes through a [`SysRoot`], so that
+//! the tuning logic can be tested on a fake tree in a temp dir. Pure parsers for kernel
+//! text formats live beside the readers (parse apart from reading). This is the only
+//! crate of the workspace allowed to use `unsafe`; each block carries a `// SAFETY:` line.
+#![allow(unsafe_code)]
+
+pub mod cpulist;
+pub mod error;
+pub mod kernel;
+pub mod root;
+pub mod sched;
+pub mod task;
+
+pub use cpulist::CpuSet;
+pub use error::SysError;
+pub use root::SysRoot;

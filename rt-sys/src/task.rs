@@ -1,0 +1,255 @@
+//! Processes and their threads: `/proc/PID/task/TID/{comm,stat}`, `/proc/PID/cmdline`.
+//!
+//! Finding vCPU threads by name (`CPU 1/KVM`, `CPU 1/TCG`: QEMU with `-name ...,debug-threads=on`)
+//! and guarding against pid reuse by the thread start time (field 22 of `stat`).
+//! See <https://docs.kernel.org/filesystems/proc.html> (table 1-4).
+
+use crate::{SysError, SysRoot};
+
+/// Fields of `/proc/PID/task/TID/stat` that rtvirt needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskStat {
+    /// Thread id.
+    pub tid: u32,
+    /// `comm` (thread name, at most 15 bytes).
+    pub comm: String,
+    /// State letter (R, S, D, ...).
+    pub state: char,
+    /// Start time after boot in clock ticks: with the tid, identifies the thread across pid reuse.
+    pub start_time: u64,
+    /// CPU the thread last ran on.
+    pub processor: u32,
+    /// Real-time priority (0 for normal policies).
+    pub rt_priority: u32,
+    /// Scheduling policy number (0 OTHER, 1 FIFO, 2 RR, 3 BATCH, 5 IDLE, 6 DEADLINE).
+    pub policy: u32,
+}
+
+/// Parse one `stat` line. `comm` may contain spaces and parentheses, so the fields are
+/// taken after the last `)`.
+pub fn parse_stat(text: &str) -> Result<TaskStat, SysError> {
+    let perr = |d: &str| SysError::Parse {
+        what: "task stat".into(),
+        detail: d.to_string(),
+    };
+    let open = text.find('(').ok_or_else(|| perr("no '('"))?;
+    let close = text.rfind(')').ok_or_else(|| perr("no ')'"))?;
+    let tid: u32 = text[..open].trim().parse().map_err(|_| perr("bad pid"))?;
+    let comm = text[open + 1..close].to_string();
+    let f: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // f[0] is field 3 (state); field n is f[n - 3].
+    let field = |n: usize| -> Result<u64, SysError> {
+        f.get(n - 3)
+            .ok_or_else(|| perr(&format!("missing field {n}")))?
+            .parse()
+            .map_err(|_| perr(&format!("bad field {n}")))
+    };
+    let small = |n: usize| -> Result<u32, SysError> {
+        u32::try_from(field(n)?).map_err(|_| perr(&format!("field {n} out of range")))
+    };
+    Ok(TaskStat {
+        tid,
+        comm,
+        state: f
+            .first()
+            .and_then(|s| s.chars().next())
+            .ok_or_else(|| perr("no state"))?,
+        start_time: field(22)?,
+        processor: small(39)?,
+        rt_priority: small(40)?,
+        policy: small(41)?,
+    })
+}
+
+/// A thread of a process as found in `/proc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thread {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name.
+    pub name: String,
+    /// Start time (clock ticks since boot).
+    pub start_time: u64,
+}
+
+/// The threads of process `pid`.
+pub fn threads(root: &SysRoot, pid: u32) -> Result<Vec<Thread>, SysError> {
+    let mut out = Vec::new();
+    for t in root.list(format!("proc/{pid}/task"))? {
+        let Ok(tid) = t.parse::<u32>() else { continue };
+        match task_stat(root, pid, tid) {
+            Ok(st) => out.push(Thread {
+                pid,
+                tid,
+                name: st.comm,
+                start_time: st.start_time,
+            }),
+            Err(e) if e.is_not_found() => continue, // exited while we listed
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Read `/proc/PID/task/TID/stat`.
+pub fn task_stat(root: &SysRoot, pid: u32, tid: u32) -> Result<TaskStat, SysError> {
+    let rel = format!("proc/{pid}/task/{tid}/stat");
+    let text = root.read(&rel)?;
+    parse_stat(&text).map_err(|e| match e {
+        SysError::Parse { detail, .. } => SysError::Parse {
+            what: root.display(&rel),
+            detail,
+        },
+        other => other,
+    })
+}
+
+/// Read `/proc/TID/stat` for a thread whose process is unknown.
+pub fn tid_stat(root: &SysRoot, tid: u32) -> Result<TaskStat, SysError> {
+    task_stat(root, tid, tid)
+}
+
+/// The command line of `pid` as arguments (NUL separated in procfs).
+pub fn cmdline(root: &SysRoot, pid: u32) -> Result<Vec<String>, SysError> {
+    let raw = root.read(format!("proc/{pid}/cmdline"))?;
+    Ok(raw
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Every process id under `/proc`.
+pub fn pids(root: &SysRoot) -> Result<Vec<u32>, SysError> {
+    Ok(root
+        .list("proc")?
+        .into_iter()
+        .filter_map(|n| n.parse().ok())
+        .collect())
+}
+
+/// The vCPU index of a QEMU thread name: `CPU 1/KVM` and `CPU 1/TCG` give `Some(1)`.
+pub fn vcpu_index(thread_name: &str) -> Option<u32> {
+    let rest = thread_name.strip_prefix("CPU ")?;
+    let (n, accel) = rest.split_once('/')?;
+    if accel.is_empty() {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// Processes whose QEMU `-name` (the first comma-separated field, or `guest=`) is `name`.
+pub fn find_qemu_by_name(root: &SysRoot, name: &str) -> Result<Vec<u32>, SysError> {
+    let mut found = Vec::new();
+    for pid in pids(root)? {
+        let Ok(args) = cmdline(root, pid) else {
+            continue;
+        };
+        if qemu_name_of(&args).as_deref() == Some(name) {
+            found.push(pid);
+        }
+    }
+    Ok(found)
+}
+
+/// The `-name` of a QEMU command line, if any.
+pub fn qemu_name_of(args: &[String]) -> Option<String> {
+    let is_qemu = args.first().is_some_and(|a| a.contains("qemu"));
+    if !is_qemu {
+        return None;
+    }
+    let i = args.iter().position(|a| a == "-name")?;
+    let val = args.get(i + 1)?;
+    for part in val.split(',') {
+        if let Some(g) = part.strip_prefix("guest=") {
+            return Some(g.to_string());
+        }
+    }
+    val.split(',')
+        .next()
+        .filter(|s| !s.contains('='))
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Pasted from a QEMU vCPU thread on this machine's kernel (6.x).
+    const STAT: &str = "2351 (CPU 1/TCG) S 1 2340 2340 0 -1 4194368 120 0 0 0 5207 7 0 0 -51 0 5 0 48812 1516294144 33720 18446744073709551615 1 1 0 0 0 0 268444224 4096 17954 0 0 0 -1 1 50 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+
+    #[test]
+    fn parses_stat_with_spaces_in_comm() {
+        let s = parse_stat(STAT).unwrap();
+        assert_eq!(s.tid, 2351);
+        assert_eq!(s.comm, "CPU 1/TCG");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.start_time, 48812);
+        assert_eq!(s.processor, 1);
+        assert_eq!(s.rt_priority, 50);
+        assert_eq!(s.policy, 1);
+    }
+
+    #[test]
+    fn parses_comm_with_parentheses() {
+        let line = STAT.replace("(CPU 1/TCG)", "(a) b (c)");
+        assert_eq!(parse_stat(&line).unwrap().comm, "a) b (c");
+        assert!(parse_stat("12 (x) S 1").is_err());
+    }
+
+    #[test]
+    fn vcpu_names() {
+        assert_eq!(vcpu_index("CPU 1/KVM"), Some(1));
+        assert_eq!(vcpu_index("CPU 12/TCG"), Some(12));
+        assert_eq!(vcpu_index("CPU x/KVM"), None);
+        assert_eq!(vcpu_index("worker"), None);
+    }
+
+    #[test]
+    fn qemu_names() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            qemu_name_of(&a(&["qemu-system-x86_64", "-name", "lab,debug-threads=on"])),
+            Some("lab".into())
+        );
+        assert_eq!(
+            qemu_name_of(&a(&[
+                "/usr/bin/qemu-system-x86_64",
+                "-name",
+                "guest=ecu0,debug-threads=on"
+            ])),
+            Some("ecu0".into())
+        );
+        assert_eq!(qemu_name_of(&a(&["bash", "-name", "lab"])), None);
+    }
+
+    #[test]
+    fn threads_from_fake_proc() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SysRoot::new(dir.path());
+        for (tid, name) in [
+            (100u32, "qemu-system-x86"),
+            (101, "CPU 0/TCG"),
+            (102, "CPU 1/TCG"),
+        ] {
+            let d = root.path(format!("proc/100/task/{tid}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join("stat"),
+                STAT.replace("2351", &tid.to_string())
+                    .replace("CPU 1/TCG", name),
+            )
+            .unwrap();
+        }
+        let t = threads(&root, 100).unwrap();
+        assert_eq!(t.len(), 3);
+        assert_eq!(
+            t.iter()
+                .filter_map(|t| vcpu_index(&t.name))
+                .collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+    }
+}

@@ -1,0 +1,2 @@
+//! `validation` CLI (placeholder until the report commands land).
+fn main() {}
