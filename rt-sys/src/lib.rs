@@ -8,6 +8,7 @@
 
 pub mod cpulist;
 pub mod error;
+pub mod journal;
 pub mod kernel;
 pub mod root;
 pub mod sched;
