@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# rtvirt's test command (README, .ci/run): installs what the tests need, then runs the
+# format and lint checks and every test, including the root-only and lab tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "lab/test.sh: the root-only and lab tests need root (they tune this host and boot QEMU)" >&2
+  exit 2
+fi
+
+# apt packages (QEMU, busybox, can-utils, rt-tests, stress-ng, chromium, ...) and the
+# PREEMPT_RT guest kernel, cached under lab/cache.
+bash lab/setup.sh
+# What only the tests need: Chromium renders the HTML report, junitparser (PyPI) reads the JUnit
+# file, python-can reads can-sim's candump log.
+test_pkgs=(chromium)
+for p in "${test_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${test_pkgs[@]}"
+    break
+  }
+done
+python3 -c 'import can, junitparser' 2>/dev/null || python3 -m pip install -q python-can junitparser
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo doc -D warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+echo "== cargo test (all, including root and lab tests)"
+# One test thread: root tests tune this host and must not overlap each other or the lab.
+cargo test --workspace -- --include-ignored --test-threads=1
