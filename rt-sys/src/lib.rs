@@ -8,9 +8,11 @@
 
 pub mod cpulist;
 pub mod error;
+pub mod irqthread;
 pub mod journal;
 pub mod kernel;
 pub mod root;
+pub mod rt;
 pub mod sched;
 pub mod task;
 
