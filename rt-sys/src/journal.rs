@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sched::{self, SchedParams};
+use crate::cgroup::{self, CgroupRef};
+use crate::sched::SchedParams;
+use crate::threads::{Live, ThreadOps};
 use crate::{task, CpuSet, SysError, SysRoot};
 
 /// What a journal entry changed.
@@ -46,6 +48,27 @@ pub enum Target {
         /// Thread name, for messages.
         name: String,
     },
+    /// A directory created by the setup (a cgroup); revert removes it.
+    Mkdir {
+        /// Path relative to the root.
+        path: String,
+    },
+    /// The cgroup a thread is in (prior and applied values are paths inside the
+    /// hierarchy, e.g. `/` and `/rtvirt-rt`).
+    CgroupThread {
+        /// Process id.
+        pid: u32,
+        /// Thread id.
+        tid: u32,
+        /// Thread start time (clock ticks).
+        start_time: u64,
+        /// Thread name, for messages.
+        name: String,
+        /// The hierarchy's mount point relative to the root.
+        mount: String,
+        /// True for cgroup2 (threads move through `cgroup.threads`).
+        v2: bool,
+    },
 }
 
 impl std::fmt::Display for Target {
@@ -55,6 +78,10 @@ impl std::fmt::Display for Target {
             Target::ThreadSched { tid, name, .. } => write!(f, "sched of {name:?} (tid {tid})"),
             Target::ThreadAffinity { tid, name, .. } => {
                 write!(f, "affinity of {name:?} (tid {tid})")
+            }
+            Target::Mkdir { path } => write!(f, "directory /{}", path.trim_start_matches('/')),
+            Target::CgroupThread { tid, name, .. } => {
+                write!(f, "cgroup of {name:?} (tid {tid})")
             }
         }
     }
@@ -236,6 +263,32 @@ impl Journal {
         Ok(())
     }
 
+    /// Record several entries with one durable save (a setup moving many threads).
+    /// Targets already journalled keep their first prior value.
+    pub fn record_many(&mut self, entries: Vec<Entry>) -> Result<(), JournalError> {
+        let mut added = false;
+        for e in entries {
+            if !self.has(&e.target) {
+                self.data.entries.push(e);
+                added = true;
+            }
+        }
+        if added {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Drop the entry for `target` (the change was refused, so there is nothing to undo).
+    pub fn forget(&mut self, target: &Target) -> Result<(), JournalError> {
+        let before = self.data.entries.len();
+        self.data.entries.retain(|e| &e.target != target);
+        if self.data.entries.len() != before {
+            self.save()?;
+        }
+        Ok(())
+    }
+
     /// Write the journal atomically: temp file, fsync, rename, fsync the directory.
     pub fn save(&self) -> Result<(), JournalError> {
         let p = self.dir.join(FILE);
@@ -259,9 +312,32 @@ impl Journal {
     /// Restore every entry in reverse order, then remove the journal file if everything
     /// was restored or had vanished. Returns the outcome per entry.
     pub fn revert(&mut self, root: &SysRoot) -> Result<Vec<Reverted>, JournalError> {
+        self.revert_with(root, &Live)
+    }
+
+    /// [`Journal::revert`] with the given thread operations (a fake tree in tests).
+    pub fn revert_with(
+        &mut self,
+        root: &SysRoot,
+        ops: &dyn ThreadOps,
+    ) -> Result<Vec<Reverted>, JournalError> {
+        self.revert_from(root, ops, 0)
+    }
+
+    /// Restore the entries from index `from` on, in reverse order (undo what one setup
+    /// added after earlier ones). Entries before `from` stay; the journal file is
+    /// removed only when nothing is left.
+    pub fn revert_from(
+        &mut self,
+        root: &SysRoot,
+        ops: &dyn ThreadOps,
+        from: usize,
+    ) -> Result<Vec<Reverted>, JournalError> {
+        let from = from.min(self.data.entries.len());
+        let head: Vec<Entry> = self.data.entries[..from].to_vec();
         let mut out = Vec::new();
-        for entry in self.data.entries.iter().rev() {
-            let outcome = match restore(root, entry) {
+        for entry in self.data.entries[from..].iter().rev() {
+            let outcome = match restore_with(root, ops, entry) {
                 Ok(()) => RevertOutcome::Restored,
                 Err(e) if e.is_not_found() => RevertOutcome::Vanished,
                 Err(e) => RevertOutcome::Failed(e.to_string()),
@@ -274,14 +350,15 @@ impl Journal {
         let failed = out
             .iter()
             .any(|r| matches!(r.outcome, RevertOutcome::Failed(_)));
-        if failed {
+        if failed || !head.is_empty() {
             // Keep only what failed, so a second revert retries just those.
-            let keep: Vec<Entry> = out
-                .iter()
-                .rev()
-                .filter(|r| matches!(r.outcome, RevertOutcome::Failed(_)))
-                .map(|r| r.entry.clone())
-                .collect();
+            let mut keep = head;
+            keep.extend(
+                out.iter()
+                    .rev()
+                    .filter(|r| matches!(r.outcome, RevertOutcome::Failed(_)))
+                    .map(|r| r.entry.clone()),
+            );
             self.data.entries = keep;
             self.save()?;
         } else {
@@ -326,8 +403,30 @@ pub fn parse_sched(s: &str) -> Result<SchedParams, SysError> {
 
 /// Restore one entry's prior value.
 pub fn restore(root: &SysRoot, entry: &Entry) -> Result<(), SysError> {
+    restore_with(root, &Live, entry)
+}
+
+/// Restore one entry's prior value with the given thread operations.
+pub fn restore_with(root: &SysRoot, ops: &dyn ThreadOps, entry: &Entry) -> Result<(), SysError> {
     match &entry.target {
         Target::File { path } => root.write(path, &entry.prior),
+        Target::Mkdir { path } => cgroup::remove(root, path),
+        Target::CgroupThread {
+            pid,
+            tid,
+            start_time,
+            mount,
+            v2,
+            ..
+        } => {
+            same_thread(root, *pid, *tid, *start_time)?;
+            let to = CgroupRef {
+                mount: mount.clone(),
+                path: entry.prior.clone(),
+                v2: *v2,
+            };
+            ops.move_to_cgroup(root, *pid, *tid, &to)
+        }
         Target::ThreadSched {
             pid,
             tid,
@@ -335,7 +434,7 @@ pub fn restore(root: &SysRoot, entry: &Entry) -> Result<(), SysError> {
             ..
         } => {
             same_thread(root, *pid, *tid, *start_time)?;
-            sched::set_sched(*tid, parse_sched(&entry.prior)?)
+            ops.set_sched(root, *pid, *tid, parse_sched(&entry.prior)?)
         }
         Target::ThreadAffinity {
             pid,
@@ -348,7 +447,7 @@ pub fn restore(root: &SysRoot, entry: &Entry) -> Result<(), SysError> {
                 what: "journal affinity value".into(),
                 detail: e.to_string(),
             })?;
-            sched::set_affinity(*tid, &cpus)
+            ops.set_affinity(root, *pid, *tid, &cpus)
         }
     }
 }

@@ -1,0 +1,257 @@
+//! cgroup cpusets: where the hierarchies are mounted (`/proc/mounts`), which cgroup a
+//! thread is in (`/proc/PID/task/TID/cgroup`), creating and removing cgroups, and
+//! moving threads (v1 `tasks`, v2 `cgroup.threads`).
+//!
+//! cgroup v2 isolates CPUs with a cpuset partition (`cpuset.cpus.partition = isolated`);
+//! cgroup v1 with exclusive cpusets and `cpuset.sched_load_balance = 0`.
+//! See <https://docs.kernel.org/admin-guide/cgroup-v2.html> ("Cpuset") and
+//! <https://docs.kernel.org/admin-guide/cgroup-v1/cpusets.html>.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{SysError, SysRoot};
+
+/// A mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Mount point, relative to the root (`sys/fs/cgroup/cpuset`).
+    pub path: String,
+    /// True for cgroup2.
+    pub v2: bool,
+    /// Mount options (v1 controllers appear here: `rw,relatime,cpuset`).
+    pub options: Vec<String>,
+}
+
+/// Parse `/proc/mounts` for cgroup and cgroup2 mounts.
+pub fn parse_mounts(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (point, fstype, opts) = (f.get(1)?, f.get(2)?, f.get(3)?);
+            let v2 = match *fstype {
+                "cgroup2" => true,
+                "cgroup" => false,
+                _ => return None,
+            };
+            Some(Mount {
+                path: point.trim_start_matches('/').to_string(),
+                v2,
+                options: opts.split(',').map(str::to_string).collect(),
+            })
+        })
+        .collect()
+}
+
+/// The cgroup hierarchies of the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// The cgroup v1 cpuset hierarchy, if mounted.
+    pub v1_cpuset: Option<String>,
+    /// The cgroup2 mount, if any.
+    pub v2: Option<String>,
+    /// True when the cpuset controller is available in cgroup2 (not bound to v1).
+    pub v2_has_cpuset: bool,
+}
+
+/// Find the cpuset hierarchies from `/proc/mounts` (via the root).
+pub fn layout(root: &SysRoot) -> Result<Layout, SysError> {
+    let mounts = parse_mounts(&root.read("proc/mounts")?);
+    let v1_cpuset = mounts
+        .iter()
+        .find(|m| !m.v2 && m.options.iter().any(|o| o == "cpuset"))
+        .map(|m| m.path.clone());
+    let v2 = mounts.iter().find(|m| m.v2).map(|m| m.path.clone());
+    let v2_has_cpuset = match &v2 {
+        Some(p) => root
+            .read(format!("{p}/cgroup.controllers"))
+            .map(|c| c.split_whitespace().any(|w| w == "cpuset"))
+            .unwrap_or(false),
+        None => false,
+    };
+    Ok(Layout {
+        v1_cpuset,
+        v2,
+        v2_has_cpuset,
+    })
+}
+
+/// A cgroup: its hierarchy's mount and its path inside it (`/`, `/rtvirt-rt`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupRef {
+    /// Mount point relative to the root.
+    pub mount: String,
+    /// Path inside the hierarchy, starting with `/`.
+    pub path: String,
+    /// True for cgroup2.
+    pub v2: bool,
+}
+
+impl CgroupRef {
+    /// The cgroup directory relative to the root.
+    pub fn dir(&self) -> String {
+        let p = self.path.trim_matches('/');
+        if p.is_empty() {
+            self.mount.clone()
+        } else {
+            format!("{}/{p}", self.mount)
+        }
+    }
+
+    /// A file in the cgroup directory.
+    pub fn file(&self, name: &str) -> String {
+        format!("{}/{name}", self.dir())
+    }
+
+    /// The file a thread id is written to, to move that thread here.
+    pub fn attach_file(&self) -> String {
+        self.file(if self.v2 { "cgroup.threads" } else { "tasks" })
+    }
+}
+
+/// The cgroup path of the hierarchy in a `/proc/.../cgroup` text: the `cpuset`
+/// controller's line for v1, the `0::` line for v2.
+pub fn parse_proc_cgroup(text: &str, v2: bool) -> Option<String> {
+    text.lines().find_map(|l| {
+        let mut it = l.splitn(3, ':');
+        let (id, ctrls, path) = (it.next()?, it.next()?, it.next()?);
+        let hit = if v2 {
+            id == "0" && ctrls.is_empty()
+        } else {
+            ctrls.split(',').any(|c| c == "cpuset")
+        };
+        hit.then(|| path.to_string())
+    })
+}
+
+/// The cgroup (path inside the hierarchy) thread `tid` of `pid` is in.
+pub fn thread_cgroup(root: &SysRoot, pid: u32, tid: u32, v2: bool) -> Result<String, SysError> {
+    let rel = format!("proc/{pid}/task/{tid}/cgroup");
+    let text = root.read(&rel)?;
+    parse_proc_cgroup(&text, v2).ok_or_else(|| SysError::Parse {
+        what: root.display(&rel),
+        detail: format!("no {} line", if v2 { "cgroup2" } else { "cpuset" }),
+    })
+}
+
+/// Knob files the kernel creates in a new cpuset cgroup; on a fake root they are
+/// created empty so that a test tree behaves like cgroupfs.
+const V1_FILES: &[&str] = &[
+    "tasks",
+    "cgroup.procs",
+    "cpuset.cpus",
+    "cpuset.mems",
+    "cpuset.cpu_exclusive",
+    "cpuset.sched_load_balance",
+];
+const V2_FILES: &[&str] = &[
+    "cgroup.procs",
+    "cgroup.threads",
+    "cgroup.type",
+    "cgroup.subtree_control",
+    "cpuset.cpus",
+    "cpuset.mems",
+    "cpuset.cpus.partition",
+];
+
+/// Create cgroup directory `rel` (mkdir in cgroupfs). On a fake root the kernel's knob
+/// files are created too, empty.
+pub fn create(root: &SysRoot, rel: &str, v2: bool) -> Result<(), SysError> {
+    let p = root.path(rel);
+    std::fs::create_dir(&p)
+        .map_err(|e| SysError::from_io(root.display(rel), Some(p.clone()), e))?;
+    if !root.is_live() {
+        for f in if v2 { V2_FILES } else { V1_FILES } {
+            std::fs::write(p.join(f), "")
+                .map_err(|e| SysError::from_io(root.display(rel), Some(p.clone()), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Remove cgroup directory `rel` (rmdir; it must hold no tasks). On a fake root the
+/// knob files go with it.
+pub fn remove(root: &SysRoot, rel: &str) -> Result<(), SysError> {
+    let p = root.path(rel);
+    let r = if root.is_live() {
+        std::fs::remove_dir(&p)
+    } else {
+        std::fs::remove_dir_all(&p)
+    };
+    r.map_err(|e| SysError::from_io(root.display(rel), Some(p), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Pasted from this machine: cgroup v1 controllers plus cgroup2 at /sys/fs/cgroup/unified.
+    const MOUNTS: &str = "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0
+tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0
+cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0
+cgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0
+cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0
+cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
+";
+    // Pasted from /proc/self/cgroup on this machine.
+    const PROC_CGROUP: &str = "9:name=systemd:/
+4:memory:/process_api/da67ceb741a2ebfcdfcc976cdae49c57
+3:cpuset:/
+1:cpu:/
+0::/
+";
+
+    #[test]
+    fn mounts_and_layout() {
+        let m = parse_mounts(MOUNTS);
+        assert_eq!(m.len(), 4);
+        assert!(m[3].v2);
+        let dir = tempfile::tempdir().unwrap();
+        let root = SysRoot::new(dir.path());
+        std::fs::create_dir_all(root.path("proc")).unwrap();
+        std::fs::write(root.path("proc/mounts"), MOUNTS).unwrap();
+        std::fs::create_dir_all(root.path("sys/fs/cgroup/unified")).unwrap();
+        std::fs::write(
+            root.path("sys/fs/cgroup/unified/cgroup.controllers"),
+            "hugetlb\n",
+        )
+        .unwrap();
+        let l = layout(&root).unwrap();
+        assert_eq!(l.v1_cpuset.as_deref(), Some("sys/fs/cgroup/cpuset"));
+        assert_eq!(l.v2.as_deref(), Some("sys/fs/cgroup/unified"));
+        assert!(!l.v2_has_cpuset);
+    }
+
+    #[test]
+    fn proc_cgroup_lines() {
+        assert_eq!(parse_proc_cgroup(PROC_CGROUP, false).as_deref(), Some("/"));
+        assert_eq!(parse_proc_cgroup(PROC_CGROUP, true).as_deref(), Some("/"));
+        assert_eq!(parse_proc_cgroup("1:cpu:/\n", false), None);
+        let c = CgroupRef {
+            mount: "sys/fs/cgroup/cpuset".into(),
+            path: "/rtvirt-rt".into(),
+            v2: false,
+        };
+        assert_eq!(c.attach_file(), "sys/fs/cgroup/cpuset/rtvirt-rt/tasks");
+        let r = CgroupRef {
+            path: "/".into(),
+            ..c
+        };
+        assert_eq!(r.file("cpuset.cpus"), "sys/fs/cgroup/cpuset/cpuset.cpus");
+    }
+
+    #[test]
+    fn fake_create_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SysRoot::new(dir.path());
+        std::fs::create_dir_all(root.path("sys/fs/cgroup/cpuset")).unwrap();
+        create(&root, "sys/fs/cgroup/cpuset/rtvirt-rt", false).unwrap();
+        assert!(root.exists("sys/fs/cgroup/cpuset/rtvirt-rt/cpuset.cpus"));
+        let e = create(&root, "sys/fs/cgroup/cpuset/rtvirt-rt", false).unwrap_err();
+        assert!(e.to_string().contains("rtvirt-rt"), "{e}");
+        remove(&root, "sys/fs/cgroup/cpuset/rtvirt-rt").unwrap();
+        assert!(!root.exists("sys/fs/cgroup/cpuset/rtvirt-rt"));
+        assert!(remove(&root, "sys/fs/cgroup/cpuset/rtvirt-rt")
+            .unwrap_err()
+            .is_not_found());
+    }
+}
