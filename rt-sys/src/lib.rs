@@ -6,15 +6,22 @@
 //! crate of the workspace allowed to use `unsafe`; each block carries a `// SAFETY:` line.
 #![allow(unsafe_code)]
 
+pub mod cgroup;
+pub mod cpuidle;
 pub mod cpulist;
 pub mod error;
+pub mod hugepages;
+pub mod irq;
 pub mod irqthread;
 pub mod journal;
 pub mod kernel;
+pub mod qmp;
 pub mod root;
 pub mod rt;
 pub mod sched;
+pub mod sysctl;
 pub mod task;
+pub mod threads;
 
 pub use cpulist::CpuSet;
 pub use error::SysError;
