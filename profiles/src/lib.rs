@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use schema::*;
-pub use validate::{validate, validate_against, ValidationError};
+pub use validate::{validate, validate_against, validate_guest_against, ValidationError};
 
 /// The bundled profiles: (name, RON text).
 pub const BUNDLED: &[(&str, &str)] = &[
@@ -102,21 +102,26 @@ pub enum ProfileError {
     },
 }
 
+/// The RON options profiles are read with: `IMPLICIT_SOME`, so optional fields may be
+/// written plainly (`halt_poll_ns: 200000`) as well as `Some(200000)`.
+fn ron_options() -> ron::Options {
+    ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+}
+
 /// Parse RON text into a [`Profile`] without semantic validation.
+///
+/// Errors carry `origin:line:column`, the field path and what is wrong, e.g.
+/// `lab.ron:22:57: guest.probe.priority: Integer is out of bounds (found `300`)`.
 pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
-    let mut de = ron::de::Deserializer::from_str(text).map_err(|e| syntax(origin, &e, "."))?;
+    let mut de = ron::de::Deserializer::from_str_with_options(text, &ron_options())
+        .map_err(|e| syntax(text, origin, &e, "."))?;
     let result: Result<Profile, _> = serde_path_to_error::deserialize(&mut de);
     match result {
         Ok(p) => {
             de.end().map_err(|e| {
-                syntax(
-                    origin,
-                    &ron::error::SpannedError {
-                        code: e,
-                        span: de_span(text),
-                    },
-                    ".",
-                )
+                let mut spanned = de.span_error(e);
+                spanned.span.start = trailing_start(text, de.remainder());
+                syntax(text, origin, &spanned, ".")
             })?;
             Ok(p)
         }
@@ -124,33 +129,138 @@ pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let spanned = de.span_error(inner);
-            Err(syntax(origin, &spanned, &path))
+            Err(syntax(text, origin, &spanned, &path))
         }
     }
 }
 
-fn de_span(text: &str) -> ron::error::Span {
-    let line = text.lines().count().max(1);
-    let col = text.lines().last().map_or(1, |l| l.len() + 1);
-    let pos = ron::error::Position { line, col };
-    ron::error::Span {
-        start: pos,
-        end: pos,
+fn syntax(text: &str, origin: &str, e: &ron::error::SpannedError, path: &str) -> ProfileError {
+    let (line, mut column) = (e.span.start.line, e.span.start.col);
+    // ron sometimes reports the white space before a value: point at the value.
+    if let Some(src_line) = text.lines().nth(line.saturating_sub(1)) {
+        let ahead = src_line
+            .chars()
+            .skip(column.saturating_sub(1))
+            .take_while(|c| c.is_whitespace())
+            .count();
+        if src_line.chars().count() > column.saturating_sub(1) + ahead {
+            column += ahead;
+        }
+    }
+    ProfileError::Syntax {
+        origin: origin.to_string(),
+        line,
+        column,
+        path: clean_path(path),
+        message: explain(text, &e.code, line, column),
     }
 }
 
-fn syntax(origin: &str, e: &ron::error::SpannedError, path: &str) -> ProfileError {
-    ProfileError::Syntax {
-        origin: origin.to_string(),
-        line: e.span.start.line,
-        column: e.span.start.col,
-        path: path.to_string(),
-        message: e.code.to_string(),
+/// Where trailing text begins: the first character after the profile that is neither
+/// white space nor a comment (ron reports the end of the profile instead).
+fn trailing_start(text: &str, remainder: &str) -> ron::error::Position {
+    let mut rest = remainder;
+    loop {
+        let t = rest.trim_start();
+        if let Some(c) = t.strip_prefix("//") {
+            rest = c.find('\n').map_or("", |i| &c[i..]);
+        } else if let Some(c) = t.strip_prefix("/*") {
+            rest = c.find("*/").map_or("", |i| &c[i + 2..]);
+        } else {
+            rest = t;
+            break;
+        }
+    }
+    let offset = text.len().saturating_sub(rest.len());
+    let before = &text[..offset];
+    ron::error::Position {
+        line: before.matches('\n').count() + 1,
+        col: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+    }
+}
+
+/// `serde_path_to_error` writes `?` for a place it could not name (`host.?`): drop it.
+fn clean_path(path: &str) -> String {
+    let mut p = path;
+    while let Some(rest) = p.strip_suffix(".?") {
+        p = rest;
+    }
+    if p.is_empty() || p == "?" {
+        ".".to_string()
+    } else {
+        p.to_string()
+    }
+}
+
+/// The parser's message, plus what it found where that helps: the offending token for
+/// type and range errors, and the likely place of a missing comma.
+fn explain(text: &str, code: &ron::Error, line: usize, column: usize) -> String {
+    use ron::Error as E;
+    let msg = code.to_string();
+    let src_line = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+    // ron reports a negative integer at its digits: take the sign along.
+    let mut start = column.saturating_sub(1);
+    if start > 0 && matches!(src_line.chars().nth(start - 1), Some('-' | '+')) {
+        start -= 1;
+    }
+    let rest: String = src_line.chars().skip(start).collect();
+    let token: String = rest
+        .chars()
+        .take_while(|c| !matches!(c, ',' | ')' | ']' | '}') && *c != '\n')
+        .collect();
+    let token = token.trim();
+    // ron reads `50.5` in an integer field as `50` followed by junk.
+    let digits: String = src_line
+        .chars()
+        .take(start)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    match code {
+        E::ExpectedComma | E::ExpectedStructLikeEnd
+            if !digits.is_empty() && token.starts_with('.') =>
+        {
+            format!("Expected an integer, found `{digits}{token}`")
+        }
+        E::ExpectedComma | E::ExpectedArrayEnd | E::ExpectedStructLikeEnd
+            if src_line
+                .chars()
+                .take(column.saturating_sub(1))
+                .all(char::is_whitespace)
+                && line > 1 =>
+        {
+            format!("{msg} (missing at the end of line {}?)", line - 1)
+        }
+        E::IntegerOutOfBounds
+        | E::ExpectedInteger
+        | E::ExpectedFloat
+        | E::ExpectedBoolean
+        | E::ExpectedString
+        | E::ExpectedStringEnd
+        | E::ExpectedOption
+        | E::ExpectedArray
+        | E::ExpectedMap
+        | E::ExpectedStructLike
+        | E::ExpectedNamedStructLike(_)
+        | E::ExpectedUnit
+        | E::InvalidValueForType { .. }
+            if !token.is_empty() =>
+        {
+            format!("{msg} (found `{token}`)")
+        }
+        _ => msg,
     }
 }
 
 /// Load a profile by path, or by bundled name (`ecu`, `lab`, `canfd`, with or without
-/// `.ron`) when no such file exists, and validate it.
+/// `.ron`) when no such file exists, and validate it. A file in the current directory
+/// wins over a bundled profile of the same name; a path with a `/` is never replaced by
+/// a bundled profile.
 pub fn load(name_or_path: &str) -> Result<Loaded, ProfileError> {
     let path = Path::new(name_or_path);
     let (text, origin) = if path.is_file() {
@@ -160,12 +270,12 @@ pub fn load(name_or_path: &str) -> Result<Loaded, ProfileError> {
         })?;
         (text, Origin::File(path.to_path_buf()))
     } else {
+        // Only a bare name falls back to the bundled profiles: a path that does not exist
+        // (`conf/ecu.ron`) is a mistake to report, not a request for the bundled `ecu`.
         let stem = name_or_path.strip_suffix(".ron").unwrap_or(name_or_path);
-        let stem = stem.rsplit('/').next().unwrap_or(stem);
+        let bare = !name_or_path.contains(std::path::MAIN_SEPARATOR) && !name_or_path.contains('/');
         match BUNDLED.iter().find(|(n, _)| *n == stem) {
-            Some((n, t)) if !name_or_path.contains('/') || !path.exists() => {
-                ((*t).to_string(), Origin::Bundled(n))
-            }
+            Some((n, t)) if bare => ((*t).to_string(), Origin::Bundled(n)),
             _ => {
                 return Err(ProfileError::NotFound {
                     name: name_or_path.to_string(),

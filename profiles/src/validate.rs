@@ -1,8 +1,21 @@
 //! Semantic validation of profiles: every error names the field path and the bad value.
+//!
+//! [`validate`] checks a profile on its own (CPU roles, priorities, the CAN matrix, the
+//! requirements); [`validate_against`] and [`validate_guest_against`] check it against a
+//! machine, read through a [`SysRoot`]: the CPUs in `/sys/devices/system/cpu/online` (or
+//! `present`), see <https://docs.kernel.org/admin-guide/cputopology.html>, and the
+//! hugepage sizes in `/sys/kernel/mm/hugepages`.
+//!
+//! Errors read `path: value problem`, e.g.
+//! `host.vcpus[1].priority: 0 is outside 1..=99 for policy fifo`, so a reader finds the
+//! place and sees what was written there.
 
-use rt_sys::SysRoot;
+use std::collections::BTreeMap;
 
-use crate::Profile;
+use rt_sys::sched::Policy;
+use rt_sys::{CpuSet, SysRoot};
+
+use crate::{Can, FrameKind, Guest, Host, Message, Metric, Profile, Requirement};
 
 /// One semantic problem in a profile.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -14,14 +27,1209 @@ pub struct ValidationError {
     pub message: String,
 }
 
-/// Check a profile on its own (no machine facts).
-pub fn validate(profile: &Profile) -> Result<(), Vec<ValidationError>> {
-    let _ = profile;
-    Ok(())
+impl ValidationError {
+    /// An error at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ValidationError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
 }
 
-/// Check a profile against a machine: CPUs the host does not have, and so on.
+/// Highest real-time priority of SCHED_FIFO and SCHED_RR.
+pub const MAX_RT_PRIORITY: u8 = 99;
+/// Highest nominal CAN bitrate (ISO 11898-1), bit/s.
+pub const MAX_BITRATE: u32 = 1_000_000;
+/// Highest CAN FD data-phase bitrate accepted, bit/s (common transceivers stop at 8 Mbit/s).
+pub const MAX_DATA_BITRATE: u32 = 8_000_000;
+/// Longest probe interval accepted, us (one second, as cyclictest's practical range).
+pub const MAX_PROBE_INTERVAL_US: u32 = 1_000_000;
+/// Highest standard (11-bit) CAN identifier.
+pub const MAX_STANDARD_ID: u32 = 0x7FF;
+/// Highest extended (29-bit) CAN identifier.
+pub const MAX_EXTENDED_ID: u32 = 0x1FFF_FFFF;
+/// Payload lengths a CAN FD frame can carry (the DLC table of ISO 11898-1).
+pub const FD_LENGTHS: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32, 48, 64];
+/// Hugepage sizes accepted, KiB (x86-64: 2 MiB and 1 GiB).
+pub const HUGEPAGE_SIZES_KIB: [u64; 2] = [2048, 1_048_576];
+/// Longest Linux network interface name (IFNAMSIZ - 1).
+pub const MAX_IFNAME: usize = 15;
+
+/// Check a profile on its own (no machine facts). Returns every problem found.
+pub fn validate(profile: &Profile) -> Result<(), Vec<ValidationError>> {
+    let mut e = Errors::default();
+    if profile.name.trim().is_empty() {
+        e.push(
+            "name",
+            format!("{:?} is empty: give the profile a name", profile.name),
+        );
+    }
+    if let Some(h) = &profile.host {
+        host(h, &mut e);
+    }
+    if let Some(g) = &profile.guest {
+        guest(g, &mut e);
+    }
+    if let Some(c) = &profile.can {
+        can(c, &mut e);
+    }
+    requirements(profile, &mut e);
+    e.finish()
+}
+
+/// Check the `host` section against the machine behind `root` (the KVM host): every CPU
+/// it names must be online, hugepages of its size must be supported, its NUMA node must
+/// exist. Call it after [`validate`]; a profile without `host` passes.
 pub fn validate_against(profile: &Profile, root: &SysRoot) -> Result<(), Vec<ValidationError>> {
-    let _ = (profile, root);
-    Ok(())
+    let Some(h) = &profile.host else {
+        return Ok(());
+    };
+    let mut e = Errors::default();
+    let machine = match Machine::read(root) {
+        Ok(m) => m,
+        Err(msg) => {
+            e.push("host", msg);
+            return e.finish();
+        }
+    };
+    machine.check_set(&mut e, "host.housekeeping_cpus", &h.housekeeping_cpus);
+    machine.check_set(&mut e, "host.realtime_cpus", &h.realtime_cpus);
+    if !machine.cpus.is_empty() && machine.cpus.is_subset(&h.realtime_cpus) {
+        e.push(
+            "host.realtime_cpus",
+            format!(
+                "{} covers every CPU of this machine ({}: {}): keep one for housekeeping",
+                q(&h.realtime_cpus),
+                machine.source,
+                machine.cpus
+            ),
+        );
+    }
+    if let Some(s) = &h.emulator_cpus {
+        machine.check_set(&mut e, "host.emulator_cpus", s);
+    }
+    if let Some(s) = &h.iothread_cpus {
+        machine.check_set(&mut e, "host.iothread_cpus", s);
+    }
+    if let Some(s) = &h.irqs.steer_to {
+        machine.check_set(&mut e, "host.irqs.steer_to", s);
+    }
+    for (i, v) in h.vcpus.iter().enumerate() {
+        machine.check_set(
+            &mut e,
+            &format!("host.vcpus[{i}].cpu"),
+            &CpuSet::from_cpus([v.cpu]),
+        );
+    }
+    if let Some(hp) = &h.hugepages {
+        let dir = "sys/kernel/mm/hugepages";
+        let sub = format!("{dir}/hugepages-{}kB", hp.size_kib);
+        // A tree without the directory says nothing (a fake root, hugetlbfs not built).
+        if root.exists(dir) && !root.exists(&sub) {
+            e.push(
+                "host.hugepages.size_kib",
+                format!(
+                    "{} KiB pages are not supported by this kernel (no {})",
+                    hp.size_kib,
+                    root.display(&sub)
+                ),
+            );
+        }
+        if let Some(node) = hp.node {
+            let nodes = "sys/devices/system/node";
+            let n = format!("{nodes}/node{node}");
+            if root.exists(nodes) && !root.exists(&n) {
+                e.push(
+                    "host.hugepages.node",
+                    format!(
+                        "{node} is not a NUMA node of this machine (no {})",
+                        root.display(&n)
+                    ),
+                );
+            }
+        }
+    }
+    e.finish()
+}
+
+/// Check the guest-side CPUs (`guest.probe.cpus`, `guest.realtime_cpus`, IRQ threads,
+/// ECU sender CPUs) against the machine behind `root` (the guest). Call it after
+/// [`validate`], inside the guest.
+pub fn validate_guest_against(
+    profile: &Profile,
+    root: &SysRoot,
+) -> Result<(), Vec<ValidationError>> {
+    let ecu_cpus = profile
+        .can
+        .as_ref()
+        .is_some_and(|c| c.ecus.iter().any(|x| x.cpu.is_some()));
+    if profile.guest.is_none() && !ecu_cpus {
+        return Ok(());
+    }
+    let mut e = Errors::default();
+    let machine = match Machine::read(root) {
+        Ok(m) => m,
+        Err(msg) => {
+            e.push("guest", msg);
+            return e.finish();
+        }
+    };
+    if let Some(g) = &profile.guest {
+        machine.check_set(&mut e, "guest.probe.cpus", &g.probe.cpus);
+        if let Some(s) = &g.realtime_cpus {
+            machine.check_set(&mut e, "guest.realtime_cpus", s);
+        }
+        for (i, t) in g.irq_threads.iter().enumerate() {
+            if let Some(s) = &t.cpus {
+                machine.check_set(&mut e, &format!("guest.irq_threads[{i}].cpus"), s);
+            }
+        }
+    }
+    if let Some(c) = &profile.can {
+        for (i, x) in c.ecus.iter().enumerate() {
+            if let Some(cpu) = x.cpu {
+                machine.check_set(
+                    &mut e,
+                    &format!("can.ecus[{i}].cpu"),
+                    &CpuSet::from_cpus([cpu]),
+                );
+            }
+        }
+    }
+    e.finish()
+}
+
+/// The CPUs a machine has, and which file said so.
+struct Machine {
+    cpus: CpuSet,
+    /// `online` or `present`.
+    source: &'static str,
+}
+
+impl Machine {
+    fn read(root: &SysRoot) -> Result<Machine, String> {
+        let mut last = String::new();
+        for source in ["online", "present"] {
+            let rel = format!("sys/devices/system/cpu/{source}");
+            match root.read_trim(&rel) {
+                Ok(text) => {
+                    let cpus = CpuSet::parse(&text)
+                        .map_err(|err| format!("cannot tell which CPUs exist: {err}"))?;
+                    return Ok(Machine { cpus, source });
+                }
+                Err(err) => last = err.to_string(),
+            }
+        }
+        Err(format!("cannot tell which CPUs exist: {last}"))
+    }
+
+    fn check_set(&self, e: &mut Errors, path: &str, set: &CpuSet) {
+        let missing = set.difference(&self.cpus);
+        if !missing.is_empty() {
+            e.push(
+                path,
+                format!(
+                    "{} not {} on this machine ({}: {})",
+                    cpus_are(&missing),
+                    self.source,
+                    self.source,
+                    self.cpus
+                ),
+            );
+        }
+    }
+}
+
+/// Collected errors.
+#[derive(Default)]
+struct Errors(Vec<ValidationError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ValidationError::new(path, message));
+    }
+
+    fn finish(self) -> Result<(), Vec<ValidationError>> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
+    }
+}
+
+/// A CPU set as written in a profile: `"0-1"`.
+fn q(set: &CpuSet) -> String {
+    format!("\"{set}\"")
+}
+
+/// `CPU 3 is` or `CPUs 2-7 are`.
+fn cpus_are(set: &CpuSet) -> String {
+    if set.len() == 1 {
+        format!("CPU {set} is")
+    } else {
+        format!("CPUs {set} are")
+    }
+}
+
+/// A CAN identifier in the usual hex form: `0x0C0`, `0x18FF5021`.
+fn can_id(id: u32, extended: bool) -> String {
+    if extended {
+        format!("0x{id:08X}")
+    } else {
+        format!("0x{id:03X}")
+    }
+}
+
+/// Priority rules of the kernel: 1..=99 for FIFO/RR, 0 for the others.
+fn priority(e: &mut Errors, path: &str, policy: Policy, prio: u8, default_note: &str) {
+    if policy.is_realtime() {
+        if prio == 0 || prio > MAX_RT_PRIORITY {
+            e.push(
+                path,
+                format!("{prio} is outside 1..={MAX_RT_PRIORITY} for policy {policy}"),
+            );
+        }
+    } else if prio != 0 {
+        e.push(
+            path,
+            format!("{prio} must be 0 for policy {policy}{default_note}"),
+        );
+    }
+}
+
+/// A real-time priority that is always FIFO (sender threads, IRQ threads).
+fn fifo_priority(e: &mut Errors, path: &str, prio: u8) {
+    if prio == 0 || prio > MAX_RT_PRIORITY {
+        e.push(path, format!("{prio} is outside 1..={MAX_RT_PRIORITY}"));
+    }
+}
+
+/// An optional CPU set that must not be empty and must stay off the realtime CPUs.
+fn off_realtime(e: &mut Errors, path: &str, set: &CpuSet, realtime: &CpuSet, what: &str) {
+    if set.is_empty() {
+        e.push(path, format!("\"\" is empty: {what} need at least one CPU"));
+        return;
+    }
+    let both = set.intersection(realtime);
+    if !both.is_empty() {
+        e.push(
+            path,
+            format!(
+                "{} {} also realtime (realtime_cpus {}): {what} belong on housekeeping CPUs",
+                q(set),
+                if both.len() == 1 {
+                    format!("has CPU {both}, which is")
+                } else {
+                    format!("has CPUs {both}, which are")
+                },
+                q(realtime)
+            ),
+        );
+    }
+}
+
+fn host(h: &Host, e: &mut Errors) {
+    let hk = &h.housekeeping_cpus;
+    let rt = &h.realtime_cpus;
+    if hk.is_empty() {
+        e.push(
+            "host.housekeeping_cpus",
+            "\"\" is empty: keep at least one CPU for the OS, device IRQs and QEMU's main \
+             loop (FIFO vCPUs on every CPU starve them)",
+        );
+    }
+    if rt.is_empty() {
+        e.push(
+            "host.realtime_cpus",
+            "\"\" is empty: name the CPUs reserved for real-time vCPUs",
+        );
+    }
+    let both = hk.intersection(rt);
+    if !both.is_empty() {
+        e.push(
+            "host.realtime_cpus",
+            format!(
+                "{} also in housekeeping_cpus {}: a CPU is either housekeeping or realtime",
+                cpus_are(&both),
+                q(hk)
+            ),
+        );
+    }
+
+    for (i, arg) in h.kernel.extra_args.iter().enumerate() {
+        let path = format!("host.kernel.extra_args[{i}]");
+        if arg.trim().is_empty() || arg.chars().any(char::is_whitespace) {
+            e.push(
+                path,
+                format!("{arg:?} is not one boot argument (empty or contains spaces)"),
+            );
+            continue;
+        }
+        let key = arg.split('=').next().unwrap_or(arg);
+        let generated = match key {
+            "isolcpus" => h.kernel.isolcpus,
+            "nohz_full" => h.kernel.nohz_full,
+            "rcu_nocbs" => h.kernel.rcu_nocbs,
+            _ => false,
+        };
+        if generated {
+            e.push(
+                path,
+                format!(
+                    "{arg:?} repeats what host.kernel.{key} = true generates from \
+                     realtime_cpus: set one of them"
+                ),
+            );
+        }
+    }
+
+    if let Some(ns) = h.kvm.halt_poll_ns {
+        if ns > u64::from(u32::MAX) {
+            e.push(
+                "host.kvm.halt_poll_ns",
+                format!(
+                    "{ns} is above {} (the kernel parameter is an unsigned int)",
+                    u32::MAX
+                ),
+            );
+        }
+    }
+
+    if let Some(s) = &h.irqs.steer_to {
+        if h.irqs.skip {
+            e.push(
+                "host.irqs.skip",
+                format!(
+                    "true, but host.irqs.steer_to is {}: say one or the other",
+                    q(s)
+                ),
+            );
+        } else {
+            off_realtime(e, "host.irqs.steer_to", s, rt, "device IRQs");
+        }
+    }
+    if let Some(s) = &h.emulator_cpus {
+        off_realtime(e, "host.emulator_cpus", s, rt, "QEMU's emulator threads");
+    }
+    if let Some(s) = &h.iothread_cpus {
+        off_realtime(e, "host.iothread_cpus", s, rt, "QEMU's I/O threads");
+    }
+
+    for (key, value) in &h.sysctl.extra {
+        let path = format!("host.sysctl.extra[{key:?}]");
+        let valid_name = key.contains('.')
+            && !key.starts_with('.')
+            && !key.ends_with('.')
+            && !key.contains("..")
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid_name {
+            e.push(
+                path,
+                format!("{key:?} is not a dotted sysctl name (like \"vm.swappiness\")"),
+            );
+        } else if key == "kernel.sched_rt_runtime_us" {
+            e.push(
+                path,
+                "sets RT throttling by hand: use host.sysctl.rt_runtime_unlimited, which is \
+                 only honoured when housekeeping CPUs exist",
+            );
+        } else if value.trim().is_empty() {
+            e.push(path, format!("{value:?} is empty"));
+        }
+    }
+
+    if let Some(hp) = &h.hugepages {
+        if !HUGEPAGE_SIZES_KIB.contains(&hp.size_kib) {
+            e.push(
+                "host.hugepages.size_kib",
+                format!(
+                    "{} is not a hugepage size: use 2048 (2 MiB) or 1048576 (1 GiB)",
+                    hp.size_kib
+                ),
+            );
+        }
+        if hp.count == 0 {
+            e.push(
+                "host.hugepages.count",
+                "0 reserves nothing: give the number of pages, or drop host.hugepages",
+            );
+        } else if let Some(mem) = h.vm.as_ref().and_then(|v| v.memory_mib) {
+            let have_kib = hp.count.saturating_mul(hp.size_kib);
+            if HUGEPAGE_SIZES_KIB.contains(&hp.size_kib) && have_kib < mem.saturating_mul(1024) {
+                e.push(
+                    "host.hugepages.count",
+                    format!(
+                        "{} pages of {} KiB ({} MiB) cannot hold host.vm.memory_mib {mem}",
+                        hp.count,
+                        hp.size_kib,
+                        have_kib / 1024
+                    ),
+                );
+            }
+        }
+    }
+
+    match &h.vm {
+        None => {
+            if !h.vcpus.is_empty() {
+                e.push(
+                    "host.vcpus",
+                    format!(
+                        "{} placement(s) but host.vm is absent: say which QEMU process \
+                         (qemu_name, pid, pidfile or qmp)",
+                        h.vcpus.len()
+                    ),
+                );
+            }
+        }
+        Some(vm) => {
+            let mut set = Vec::new();
+            if let Some(n) = &vm.qemu_name {
+                set.push(format!("qemu_name {n:?}"));
+                if n.trim().is_empty() {
+                    e.push("host.vm.qemu_name", "\"\" is empty");
+                }
+            }
+            if let Some(p) = vm.pid {
+                set.push(format!("pid {p}"));
+                if p == 0 {
+                    e.push("host.vm.pid", "0 is not a process id");
+                }
+            }
+            if let Some(p) = &vm.pidfile {
+                set.push(format!("pidfile {:?}", p.display().to_string()));
+            }
+            if let Some(p) = &vm.qmp {
+                set.push(format!("qmp {:?}", p.display().to_string()));
+            }
+            match set.len() {
+                0 => e.push(
+                    "host.vm",
+                    "names no process: set one of qemu_name, pid, pidfile or qmp",
+                ),
+                1 => {}
+                2 => e.push(
+                    "host.vm",
+                    format!("{} are both set: choose one", set.join(" and ")),
+                ),
+                _ => e.push(
+                    "host.vm",
+                    format!("{} are all set: choose one", set.join(", ")),
+                ),
+            }
+            if vm.memory_mib == Some(0) {
+                e.push("host.vm.memory_mib", "0 is not a memory size");
+            }
+        }
+    }
+
+    let mut by_index: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut by_cpu: BTreeMap<u32, usize> = BTreeMap::new();
+    for (i, v) in h.vcpus.iter().enumerate() {
+        let p = format!("host.vcpus[{i}]");
+        if let Some(j) = by_index.insert(v.vcpu, i) {
+            by_index.insert(v.vcpu, j);
+            e.push(
+                format!("{p}.vcpu"),
+                format!("{} is already placed by host.vcpus[{j}]", v.vcpu),
+            );
+        }
+        priority(
+            e,
+            &format!("{p}.priority"),
+            v.policy,
+            v.priority,
+            " (priority defaults to 50: write priority: 0)",
+        );
+        let realtime = v.policy.is_realtime();
+        if realtime && !rt.is_empty() && !rt.contains(v.cpu) {
+            e.push(
+                format!("{p}.cpu"),
+                format!(
+                    "{} is not a realtime CPU (realtime_cpus {}): a {} vCPU belongs on an \
+                     isolated CPU",
+                    v.cpu,
+                    q(rt),
+                    v.policy
+                ),
+            );
+        }
+        match by_cpu.get(&v.cpu) {
+            Some(&j) if realtime || h.vcpus[j].policy.is_realtime() => e.push(
+                format!("{p}.cpu"),
+                format!(
+                    "{} already runs vCPU {} (host.vcpus[{j}]): one real-time vCPU per CPU",
+                    v.cpu, h.vcpus[j].vcpu
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                by_cpu.insert(v.cpu, i);
+            }
+        }
+    }
+}
+
+fn guest(g: &Guest, e: &mut Errors) {
+    let p = &g.probe;
+    if p.cpus.is_empty() {
+        e.push(
+            "guest.probe.cpus",
+            "\"\" is empty: name the CPUs to measure",
+        );
+    }
+    if p.interval_us == 0 || p.interval_us > MAX_PROBE_INTERVAL_US {
+        e.push(
+            "guest.probe.interval_us",
+            format!(
+                "{} is outside 1..={MAX_PROBE_INTERVAL_US} us",
+                p.interval_us
+            ),
+        );
+    }
+    priority(
+        e,
+        "guest.probe.priority",
+        p.policy,
+        p.priority,
+        " (priority defaults to 95: write priority: 0)",
+    );
+    let dur = p.duration.0;
+    if dur.is_zero() {
+        e.push(
+            "guest.probe.duration",
+            format!(
+                "{:?} is zero: measure for some time, e.g. \"60s\"",
+                fmt_duration(dur)
+            ),
+        );
+    } else if p.interval_us > 0 && dur.as_micros() < u128::from(p.interval_us) {
+        e.push(
+            "guest.probe.duration",
+            format!(
+                "{:?} is shorter than one interval ({} us)",
+                fmt_duration(dur),
+                p.interval_us
+            ),
+        );
+    }
+    if p.breaktrace_us == Some(0) {
+        e.push(
+            "guest.probe.breaktrace_us",
+            "0 would stop at the first sample: give a latency in us",
+        );
+    }
+    if let Some(s) = &g.realtime_cpus {
+        if s.is_empty() {
+            e.push("guest.realtime_cpus", "\"\" is empty: omit it or name CPUs");
+        }
+    }
+    if let Some(ns) = g.guest_halt_poll_ns {
+        if ns > u64::from(u32::MAX) {
+            e.push(
+                "guest.guest_halt_poll_ns",
+                format!(
+                    "{ns} is above {} (the parameter is an unsigned int)",
+                    u32::MAX
+                ),
+            );
+        }
+    }
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, t) in g.irq_threads.iter().enumerate() {
+        let path = format!("guest.irq_threads[{i}]");
+        if t.name.trim().is_empty() {
+            e.push(
+                format!("{path}.name"),
+                "\"\" is empty: name the IRQ (e.g. \"can1\")",
+            );
+        } else if let Some(j) = names.insert(t.name.as_str(), i) {
+            names.insert(t.name.as_str(), j);
+            e.push(
+                format!("{path}.name"),
+                format!("{:?} is already set by guest.irq_threads[{j}]", t.name),
+            );
+        }
+        if let Some(prio) = t.priority {
+            fifo_priority(e, &format!("{path}.priority"), prio);
+        }
+        if let Some(s) = &t.cpus {
+            if s.is_empty() {
+                e.push(
+                    format!("{path}.cpus"),
+                    "\"\" is empty: omit it or name CPUs",
+                );
+            }
+        }
+        if t.priority.is_none() && t.cpus.is_none() {
+            e.push(path, format!("{:?} sets neither priority nor cpus", t.name));
+        }
+    }
+}
+
+fn fmt_duration(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn ifname(e: &mut Errors, path: &str, name: &str) {
+    if name.is_empty() {
+        e.push(path, "\"\" is empty: name a CAN interface (e.g. \"can0\")");
+    } else if name.len() > MAX_IFNAME || name.contains('/') || name.chars().any(char::is_whitespace)
+    {
+        e.push(
+            path,
+            format!(
+                "{name:?} is not an interface name (at most {MAX_IFNAME} bytes, no '/' or spaces)"
+            ),
+        );
+    }
+}
+
+fn can(c: &Can, e: &mut Errors) {
+    if c.bitrate == 0 || c.bitrate > MAX_BITRATE {
+        e.push(
+            "can.bitrate",
+            format!("{} is outside 1..={MAX_BITRATE} bit/s", c.bitrate),
+        );
+    }
+    let fd_msgs: Vec<(usize, usize, &Message)> = c
+        .ecus
+        .iter()
+        .enumerate()
+        .flat_map(|(i, x)| x.messages.iter().enumerate().map(move |(j, m)| (i, j, m)))
+        .filter(|(_, _, m)| m.kind != FrameKind::Classic)
+        .collect();
+    match c.data_bitrate {
+        Some(d) => {
+            if d < c.bitrate {
+                e.push(
+                    "can.data_bitrate",
+                    format!("{d} is below the nominal bitrate {}", c.bitrate),
+                );
+            } else if d > MAX_DATA_BITRATE {
+                e.push(
+                    "can.data_bitrate",
+                    format!("{d} is above {MAX_DATA_BITRATE} bit/s"),
+                );
+            } else if fd_msgs.is_empty() {
+                e.push(
+                    "can.data_bitrate",
+                    format!(
+                        "{d} is set but no message is CAN FD: give messages kind: FdBrs, or \
+                         drop data_bitrate"
+                    ),
+                );
+            }
+        }
+        None => {
+            if let Some((i, j, m)) = fd_msgs.iter().find(|(_, _, m)| m.kind == FrameKind::FdBrs) {
+                e.push(
+                    "can.data_bitrate",
+                    format!(
+                        "missing, but can.ecus[{i}].messages[{j}] ({}) is FdBrs: give the \
+                         data-phase bitrate",
+                        msg_name(m)
+                    ),
+                );
+            }
+        }
+    }
+    ifname(e, "can.tx", &c.tx);
+    ifname(e, "can.rx", &c.rx);
+    if !(c.error_rate_per_s >= 0.0 && c.error_rate_per_s.is_finite()) {
+        e.push(
+            "can.error_rate_per_s",
+            format!("{} is not a rate (>= 0)", c.error_rate_per_s),
+        );
+    }
+    if c.ecus.is_empty() {
+        e.push(
+            "can.ecus",
+            "[] is empty: list at least one ECU with messages",
+        );
+    }
+
+    let mut ecu_names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut ids: BTreeMap<(u32, bool), (usize, usize)> = BTreeMap::new();
+    let mut msg_names: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (i, x) in c.ecus.iter().enumerate() {
+        let ep = format!("can.ecus[{i}]");
+        if x.name.trim().is_empty() {
+            e.push(format!("{ep}.name"), "\"\" is empty");
+        } else if let Some(k) = ecu_names.insert(x.name.as_str(), i) {
+            ecu_names.insert(x.name.as_str(), k);
+            e.push(
+                format!("{ep}.name"),
+                format!("{:?} is already the name of can.ecus[{k}]", x.name),
+            );
+        }
+        fifo_priority(e, &format!("{ep}.priority"), x.priority);
+        if x.messages.is_empty() {
+            e.push(
+                format!("{ep}.messages"),
+                format!("[] is empty: ECU {:?} sends nothing", x.name),
+            );
+        }
+        for (j, m) in x.messages.iter().enumerate() {
+            let mp = format!("{ep}.messages[{j}]");
+            message(e, &mp, m);
+            if let Some(&(a, b)) = ids.get(&(m.id, m.extended)) {
+                e.push(
+                    format!("{mp}.id"),
+                    format!(
+                        "{} is already sent by can.ecus[{a}].messages[{b}] ({}): one sender \
+                         per id on a bus",
+                        can_id(m.id, m.extended),
+                        msg_name(&c.ecus[a].messages[b])
+                    ),
+                );
+            } else {
+                ids.insert((m.id, m.extended), (i, j));
+            }
+            if let Some(n) = &m.name {
+                if n.trim().is_empty() {
+                    e.push(
+                        format!("{mp}.name"),
+                        "\"\" is empty: omit it or name the message",
+                    );
+                } else if let Some(&(a, b)) = msg_names.get(n.as_str()) {
+                    e.push(
+                        format!("{mp}.name"),
+                        format!("{n:?} is already the name of can.ecus[{a}].messages[{b}]"),
+                    );
+                } else {
+                    msg_names.insert(n.as_str(), (i, j));
+                }
+            }
+        }
+    }
+}
+
+/// A message's name for error texts.
+fn msg_name(m: &Message) -> String {
+    m.name.clone().unwrap_or_else(|| can_id(m.id, m.extended))
+}
+
+fn message(e: &mut Errors, mp: &str, m: &Message) {
+    let max = if m.extended {
+        MAX_EXTENDED_ID
+    } else {
+        MAX_STANDARD_ID
+    };
+    if m.id > max {
+        e.push(
+            format!("{mp}.id"),
+            format!(
+                "0x{:X} is above 0x{max:X}, the highest {} id{}",
+                m.id,
+                if m.extended {
+                    "extended (29-bit)"
+                } else {
+                    "standard (11-bit)"
+                },
+                if m.extended {
+                    ""
+                } else {
+                    " (extended: true for 29-bit ids)"
+                }
+            ),
+        );
+    }
+    match m.kind {
+        FrameKind::Classic if m.len > 8 => e.push(
+            format!("{mp}.len"),
+            format!(
+                "{} is above 8, the classic CAN maximum (kind: Fd or FdBrs for more)",
+                m.len
+            ),
+        ),
+        FrameKind::Fd | FrameKind::FdBrs if !FD_LENGTHS.contains(&m.len) => e.push(
+            format!("{mp}.len"),
+            format!(
+                "{} is not a CAN FD length (0..=8, 12, 16, 20, 24, 32, 48, 64)",
+                m.len
+            ),
+        ),
+        _ => {}
+    }
+    let period_ok = m.period_ms > 0.0 && m.period_ms.is_finite();
+    if !period_ok {
+        e.push(
+            format!("{mp}.period_ms"),
+            format!("{} is not a positive number of ms", m.period_ms),
+        );
+    }
+    if m.deadline_us == Some(0) {
+        e.push(
+            format!("{mp}.deadline_us"),
+            "0 cannot be met: give the deadline in us, or omit it (the period)",
+        );
+    }
+    if period_ok {
+        let period_us = m.period_ms * 1000.0;
+        for (field, v) in [("offset_us", m.offset_us), ("jitter_us", m.jitter_us)] {
+            // u64 -> f64 loses precision only above 2^53 us, far beyond any period.
+            let vf = v as f64;
+            if vf >= period_us {
+                e.push(
+                    format!("{mp}.{field}"),
+                    format!(
+                        "{v} is not below the period ({} ms = {period_us} us)",
+                        m.period_ms
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Metrics whose bound is a time (`bound_us`); the others take `bound`.
+fn is_time_metric(m: &Metric) -> bool {
+    matches!(
+        m,
+        Metric::ProbeLatency { .. }
+            | Metric::CanLatency { .. }
+            | Metric::CanJitter { .. }
+            | Metric::WcrtSlack { .. }
+    )
+}
+
+fn metric_name(m: &Metric) -> &'static str {
+    match m {
+        Metric::ProbeLatency { .. } => "ProbeLatency",
+        Metric::ProbeMissed => "ProbeMissed",
+        Metric::CanLatency { .. } => "CanLatency",
+        Metric::CanJitter { .. } => "CanJitter",
+        Metric::CanDeadlineMisses { .. } => "CanDeadlineMisses",
+        Metric::CanLoss { .. } => "CanLoss",
+        Metric::BusLoad => "BusLoad",
+        Metric::WcrtSlack { .. } => "WcrtSlack",
+    }
+}
+
+fn requirements(profile: &Profile, e: &mut Errors) {
+    let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, r) in profile.requirements.iter().enumerate() {
+        let rp = format!("requirements[{i}]");
+        if r.id.trim().is_empty() {
+            e.push(
+                format!("{rp}.id"),
+                "\"\" is empty: give the requirement an id",
+            );
+        } else if let Some(k) = ids.insert(r.id.as_str(), i) {
+            ids.insert(r.id.as_str(), k);
+            e.push(
+                format!("{rp}.id"),
+                format!("{:?} is already the id of requirements[{k}]", r.id),
+            );
+        }
+        if r.text.trim().is_empty() {
+            e.push(format!("{rp}.text"), "\"\" is empty: say what is required");
+        }
+        metric(profile, r, &rp, e);
+        bound(r, &rp, e);
+    }
+}
+
+fn metric(profile: &Profile, r: &Requirement, rp: &str, e: &mut Errors) {
+    let name = metric_name(&r.metric);
+    let (percentile, id) = match &r.metric {
+        Metric::ProbeLatency { percentile, .. } => (Some(*percentile), None),
+        Metric::CanLatency { percentile, id } | Metric::CanJitter { percentile, id } => {
+            (Some(*percentile), *id)
+        }
+        Metric::CanDeadlineMisses { id } | Metric::CanLoss { id } | Metric::WcrtSlack { id } => {
+            (None, *id)
+        }
+        Metric::ProbeMissed | Metric::BusLoad => (None, None),
+    };
+    if let Some(p) = percentile {
+        if !(p > 0.0 && p <= 100.0) {
+            e.push(
+                format!("{rp}.metric.percentile"),
+                format!("{p} is outside (0, 100] (100 is the maximum)"),
+            );
+        }
+    }
+    let probe = matches!(r.metric, Metric::ProbeLatency { .. } | Metric::ProbeMissed);
+    if probe {
+        match &profile.guest {
+            None => e.push(
+                format!("{rp}.metric"),
+                format!("{name} needs a guest section (the probe), and the profile has none"),
+            ),
+            Some(g) => {
+                if let Metric::ProbeLatency { cpu: Some(cpu), .. } = r.metric {
+                    if !g.probe.cpus.contains(cpu) {
+                        e.push(
+                            format!("{rp}.metric.cpu"),
+                            format!(
+                                "{cpu} is not measured (guest.probe.cpus {})",
+                                q(&g.probe.cpus)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        return;
+    }
+    match &profile.can {
+        None => e.push(
+            format!("{rp}.metric"),
+            format!("{name} needs a can section, and the profile has none"),
+        ),
+        Some(c) => {
+            if let Some(id) = id {
+                let known = c.ecus.iter().flat_map(|x| &x.messages).any(|m| m.id == id);
+                if !known {
+                    e.push(
+                        format!("{rp}.metric.id"),
+                        format!("0x{id:03X} is not a message of the CAN matrix (can.ecus)"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn bound(r: &Requirement, rp: &str, e: &mut Errors) {
+    let name = metric_name(&r.metric);
+    let (want, field, other, unit) = if is_time_metric(&r.metric) {
+        (r.bound_us, "bound_us", "bound", "microseconds")
+    } else {
+        (r.bound, "bound", "bound_us", "a count or percent")
+    };
+    let wrong = if is_time_metric(&r.metric) {
+        r.bound
+    } else {
+        r.bound_us
+    };
+    if let Some(w) = wrong {
+        e.push(
+            format!("{rp}.{other}"),
+            format!("{w} is the wrong kind of bound: {name} takes {field} ({unit})"),
+        );
+        return;
+    }
+    let Some(v) = want else {
+        e.push(
+            format!("{rp}.{field}"),
+            format!("missing: {name} needs {field} ({unit})"),
+        );
+        return;
+    };
+    if !(v >= 0.0 && v.is_finite()) {
+        e.push(
+            format!("{rp}.{field}"),
+            format!("{v} is not a bound (>= 0)"),
+        );
+        return;
+    }
+    match r.metric {
+        Metric::BusLoad if v > 100.0 => e.push(
+            format!("{rp}.{field}"),
+            format!("{v} is above 100 (percent)"),
+        ),
+        Metric::ProbeMissed | Metric::CanDeadlineMisses { .. } | Metric::CanLoss { .. }
+            if v.fract() != 0.0 =>
+        {
+            e.push(format!("{rp}.{field}"), format!("{v} is not a whole count"));
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundled(name: &str) -> Profile {
+        let text = crate::BUNDLED.iter().find(|(n, _)| *n == name).unwrap().1;
+        crate::parse(text, name).unwrap()
+    }
+
+    fn one(p: &Profile) -> String {
+        let errs = validate(p).expect_err("expected an error");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        errs[0].to_string()
+    }
+
+    #[test]
+    fn bundled_profiles_are_valid() {
+        for (n, _) in crate::BUNDLED {
+            validate(&bundled(n)).unwrap_or_else(|e| panic!("{n}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn rr_priority_100_and_other_with_priority() {
+        let mut p = bundled("lab");
+        let h = p.host.as_mut().unwrap();
+        h.vcpus[0].policy = Policy::Rr;
+        h.vcpus[0].priority = 100;
+        assert_eq!(
+            one(&p),
+            "host.vcpus[0].priority: 100 is outside 1..=99 for policy rr"
+        );
+        let h = p.host.as_mut().unwrap();
+        h.vcpus[0].policy = Policy::Other;
+        h.vcpus[0].priority = 50;
+        assert!(one(&p).starts_with("host.vcpus[0].priority: 50 must be 0 for policy other"));
+        p.host.as_mut().unwrap().vcpus[0].priority = 0;
+        validate(&p).unwrap();
+    }
+
+    #[test]
+    fn other_vcpus_may_share_a_housekeeping_cpu() {
+        let mut p = bundled("lab");
+        let h = p.host.as_mut().unwrap();
+        h.vcpus = vec![
+            crate::VcpuPin {
+                vcpu: 0,
+                cpu: 0,
+                policy: Policy::Other,
+                priority: 0,
+            },
+            crate::VcpuPin {
+                vcpu: 2,
+                cpu: 0,
+                policy: Policy::Other,
+                priority: 0,
+            },
+            crate::VcpuPin {
+                vcpu: 1,
+                cpu: 1,
+                policy: Policy::Fifo,
+                priority: 50,
+            },
+        ];
+        validate(&p).unwrap();
+        p.host.as_mut().unwrap().vcpus[1].policy = Policy::Fifo;
+        p.host.as_mut().unwrap().vcpus[1].priority = 10;
+        // vCPU 2 at FIFO on CPU 0: not realtime, and shares with vCPU 0.
+        let errs = validate(&p).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text[0].starts_with("host.vcpus[1].cpu: 0 is not a realtime CPU"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].starts_with("host.vcpus[1].cpu: 0 already runs vCPU 0"),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn nan_period_and_negative_bound() {
+        let mut p = bundled("lab");
+        p.can.as_mut().unwrap().ecus[0].messages[0].period_ms = f64::NAN;
+        assert!(one(&p).starts_with("can.ecus[0].messages[0].period_ms: NaN is not"));
+        let mut p = bundled("lab");
+        p.requirements[0].bound_us = Some(-1.0);
+        assert_eq!(
+            one(&p),
+            "requirements[0].bound_us: -1 is not a bound (>= 0)"
+        );
+    }
+
+    #[test]
+    fn count_bounds_are_whole_and_load_is_a_percentage() {
+        let mut p = bundled("lab");
+        p.requirements[1].bound = Some(0.5);
+        assert_eq!(one(&p), "requirements[1].bound: 0.5 is not a whole count");
+        let mut p = bundled("lab");
+        p.requirements[5].bound = Some(120.0);
+        assert_eq!(one(&p), "requirements[5].bound: 120 is above 100 (percent)");
+    }
+
+    #[test]
+    fn several_errors_are_all_reported() {
+        let mut p = bundled("ecu");
+        let h = p.host.as_mut().unwrap();
+        h.housekeeping_cpus = CpuSet::new();
+        h.vcpus[0].priority = 0;
+        p.can.as_mut().unwrap().bitrate = 0;
+        let errs = validate(&p).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "host.housekeeping_cpus",
+                "host.vcpus[0].priority",
+                "can.bitrate"
+            ]
+        );
+    }
+
+    #[test]
+    fn machine_without_cpu_files_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let errs = validate_against(&bundled("lab"), &SysRoot::new(dir.path())).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("host: cannot tell which CPUs exist"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn present_is_used_when_online_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = dir.path().join("sys/devices/system/cpu");
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::write(cpu.join("present"), "0\n").unwrap();
+        let errs = validate_against(&bundled("lab"), &SysRoot::new(dir.path())).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text[0],
+            "host.realtime_cpus: CPU 1 is not present on this machine (present: 0)"
+        );
+    }
+
+    #[test]
+    fn hugepage_size_checked_when_the_kernel_lists_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        std::fs::create_dir_all(sys.join("devices/system/cpu")).unwrap();
+        std::fs::write(sys.join("devices/system/cpu/online"), "0-7\n").unwrap();
+        std::fs::create_dir_all(sys.join("kernel/mm/hugepages/hugepages-1048576kB")).unwrap();
+        let root = SysRoot::new(dir.path());
+        let errs = validate_against(&bundled("ecu"), &root).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("host.hugepages.size_kib: 2048 KiB pages are not supported"),
+            "{errs:?}"
+        );
+        std::fs::create_dir_all(sys.join("kernel/mm/hugepages/hugepages-2048kB")).unwrap();
+        validate_against(&bundled("ecu"), &root).unwrap();
+    }
+
+    #[test]
+    fn guest_cpus_against_the_guest() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = dir.path().join("sys/devices/system/cpu");
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::write(cpu.join("online"), "0-1\n").unwrap();
+        let root = SysRoot::new(dir.path());
+        validate_guest_against(&bundled("lab"), &root).unwrap();
+        let errs = validate_guest_against(&bundled("ecu"), &root).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "guest.probe.cpus: CPUs 2-3 are not online on this machine (online: 0-1)",
+                "guest.realtime_cpus: CPUs 2-3 are not online on this machine (online: 0-1)",
+            ]
+        );
+    }
 }

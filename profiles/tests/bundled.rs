@@ -26,3 +26,53 @@ fn syntax_error_has_line_column_and_path() {
     assert!(e.contains("bogus"), "{e}");
     assert!(e.contains("host"), "{e}");
 }
+
+/// A fake machine with CPUs 0 and 1 online, like this 2-core lab host.
+fn two_cpu_machine() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let cpu = dir.path().join("sys/devices/system/cpu");
+    std::fs::create_dir_all(&cpu).unwrap();
+    std::fs::write(cpu.join("online"), "0-1\n").unwrap();
+    dir
+}
+
+#[test]
+fn lab_fits_a_two_cpu_machine() {
+    let machine = two_cpu_machine();
+    let root = rt_sys::SysRoot::new(machine.path());
+    let lab = profiles::load("lab").unwrap().profile;
+    profiles::validate_against(&lab, &root).unwrap();
+    profiles::validate_guest_against(&lab, &root).unwrap();
+}
+
+#[test]
+fn ecu_does_not_fit_a_two_cpu_machine_and_says_which_cpus_are_missing() {
+    let machine = two_cpu_machine();
+    let root = rt_sys::SysRoot::new(machine.path());
+    let ecu = profiles::load("ecu").unwrap().profile;
+    let errs: Vec<String> = profiles::validate_against(&ecu, &root)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errs,
+        [
+            "host.realtime_cpus: CPUs 2-7 are not online on this machine (online: 0-1)",
+            "host.vcpus[0].cpu: CPU 2 is not online on this machine (online: 0-1)",
+            "host.vcpus[1].cpu: CPU 3 is not online on this machine (online: 0-1)",
+            "host.vcpus[2].cpu: CPU 4 is not online on this machine (online: 0-1)",
+            "host.vcpus[3].cpu: CPU 5 is not online on this machine (online: 0-1)",
+        ]
+    );
+}
+
+#[test]
+fn bundled_names_do_not_shadow_a_missing_path() {
+    let e = profiles::load("no/such/dir/ecu.ron")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("No profile \"no/such/dir/ecu.ron\""), "{e}");
+    let e = profiles::load("nosuch").unwrap_err().to_string();
+    assert!(e.contains("ecu, lab, canfd"), "{e}");
+}
