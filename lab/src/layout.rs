@@ -31,13 +31,21 @@ impl Layout {
                 .to_path_buf(),
         };
         if !root.join("Cargo.toml").is_file() {
-            bail!("{} is not the rtvirt workspace (no Cargo.toml); set RTVIRT_LAB_ROOT", root.display());
+            bail!(
+                "{} is not the rtvirt workspace (no Cargo.toml); set RTVIRT_LAB_ROOT",
+                root.display()
+            );
         }
-        let env_or = |var: &str, default: PathBuf| std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
+        let env_or = |var: &str, default: PathBuf| {
+            std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
+        };
         Ok(Self {
             cache: env_or("RTVIRT_LAB_CACHE", root.join("lab/cache")),
             out: env_or("RTVIRT_LAB_OUT", root.join("lab/out")),
-            static_target: env_or("RTVIRT_LAB_STATIC_TARGET_DIR", root.join("target-lab-static")),
+            static_target: env_or(
+                "RTVIRT_LAB_STATIC_TARGET_DIR",
+                root.join("target-lab-static"),
+            ),
             root,
         })
     }
@@ -46,7 +54,9 @@ impl Layout {
     pub fn new_out_dir(&self, kind: &str) -> Result<PathBuf> {
         let now = time::OffsetDateTime::now_utc();
         let stamp = now
-            .format(&time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+            .format(&time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
             .context("Formatting the time")?;
         let mut dir = self.out.join(format!("{kind}-{stamp}"));
         let mut n = 1;
@@ -76,14 +86,26 @@ impl Kernel {
         let base = cache.join("rt-kernel");
         let boot = base.join("boot");
         let vmlinuz = first_entry(&boot, "vmlinuz-").with_context(|| {
-            format!("No kernel in {}: run lab/setup.sh (as root) to fetch linux-image-rt-amd64", boot.display())
+            format!(
+                "No kernel in {}: run lab/setup.sh (as root) to fetch linux-image-rt-amd64",
+                boot.display()
+            )
         })?;
-        let version = file_name(&vmlinuz).trim_start_matches("vmlinuz-").to_string();
+        let version = file_name(&vmlinuz)
+            .trim_start_matches("vmlinuz-")
+            .to_string();
         let modules = base.join("lib/modules").join(&version);
         if !modules.join("modules.dep").is_file() {
-            bail!("{} has no modules.dep: run lab/setup.sh again", modules.display());
+            bail!(
+                "{} has no modules.dep: run lab/setup.sh again",
+                modules.display()
+            );
         }
-        Ok(Self { vmlinuz, modules: Some(modules), version })
+        Ok(Self {
+            vmlinuz,
+            modules: Some(modules),
+            version,
+        })
     }
 
     /// A kernel given by the user; its modules are found next to it when it sits in an
@@ -92,18 +114,26 @@ impl Kernel {
         if !vmlinuz.is_file() {
             bail!("Kernel {} does not exist", vmlinuz.display());
         }
-        let version = file_name(vmlinuz).trim_start_matches("vmlinuz-").to_string();
+        let version = file_name(vmlinuz)
+            .trim_start_matches("vmlinuz-")
+            .to_string();
         let modules = vmlinuz
             .parent()
             .and_then(Path::parent)
             .map(|p| p.join("lib/modules").join(&version))
             .filter(|m| m.join("modules.dep").is_file());
-        Ok(Self { vmlinuz: vmlinuz.to_path_buf(), modules, version })
+        Ok(Self {
+            vmlinuz: vmlinuz.to_path_buf(),
+            modules,
+            version,
+        })
     }
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn first_entry(dir: &Path, prefix: &str) -> Result<PathBuf> {
@@ -114,5 +144,7 @@ fn first_entry(dir: &Path, prefix: &str) -> Result<PathBuf> {
         .filter(|p| file_name(p).starts_with(prefix))
         .collect();
     found.sort();
-    found.pop().with_context(|| format!("No {prefix}* in {}", dir.display()))
+    found
+        .pop()
+        .with_context(|| format!("No {prefix}* in {}", dir.display()))
 }

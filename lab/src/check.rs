@@ -1,0 +1,149 @@
+//! Cross-checks on what came out of the guest: can-sim's counts in `can.json` against the
+//! frames candump logged on the same interface, and the lab's notes attached to each run
+//! directory (host check result, accelerator, candump capture) through
+//! `validation::record::RunDir`, so the evidence says where it was measured.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::flow::{CanCheck, Summary, MARKER_ID};
+
+/// Frames in a candump `-L` log received on `rx`, marker frames excluded.
+/// A line reads `(1732590000.123456) can1 0C0#1122334455667788`.
+pub fn count_candump(text: &str, rx: &str) -> u64 {
+    let marker = format!("{MARKER_ID}#");
+    let n = text
+        .lines()
+        .filter(|l| {
+            let mut f = l.split_whitespace();
+            let (_, iface, frame) = (f.next(), f.next(), f.next().unwrap_or(""));
+            iface == Some(rx) && !frame.starts_with(&marker)
+        })
+        .count();
+    n as u64
+}
+
+/// Sum `sent`, `received`, `lost` over the messages of a `can.json`.
+pub fn can_totals(can: &Value) -> Option<(u64, u64, u64)> {
+    let msgs = can.get("messages")?.as_array()?;
+    let mut t = (0, 0, 0);
+    for m in msgs {
+        t.0 += m.get("sent")?.as_u64()?;
+        t.1 += m.get("received")?.as_u64()?;
+        t.2 += m.get("lost")?.as_u64()?;
+    }
+    Some(t)
+}
+
+/// The check for run directory `dir`, whose candump log sits beside it as
+/// `candump-NAME.log`.
+pub fn can_check(dir: &Path, link: &str, rx: &str) -> CanCheck {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let log = dir.with_file_name(format!("candump-{name}.log"));
+    let candump_frames = fs::read_to_string(log).ok().map(|t| count_candump(&t, rx));
+    let totals = fs::read_to_string(dir.join("can.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| can_totals(&v));
+    CanCheck {
+        link: link.to_string(),
+        rx: rx.to_string(),
+        run: dir.to_path_buf(),
+        candump_frames,
+        sent: totals.map(|t| t.0),
+        received: totals.map(|t| t.1),
+        lost: totals.map(|t| t.2),
+    }
+}
+
+/// Attach the lab's view to each run: the `rt-host check --json` taken while tuned, the
+/// accelerator (a TCG run is not real-time evidence), and the candump capture.
+pub fn attach(
+    runs: &[std::path::PathBuf],
+    out: &Path,
+    loaded: &profiles::Loaded,
+    summary: &Summary,
+) -> Result<()> {
+    let host_check: Option<Value> = fs::read_to_string(out.join("host-check.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    for dir in runs {
+        let mut rd = validation::record::RunDir::open(dir)
+            .with_context(|| format!("Opening run {}", dir.display()))?;
+        rd.begin_tool(
+            "rtvirt-lab flow",
+            env!("CARGO_PKG_VERSION"),
+            "unknown",
+            std::env::args().skip(1).collect(),
+        )
+        .with_context(|| format!("Recording the lab in {}", dir.display()))?;
+        let origin = match &loaded.origin {
+            profiles::Origin::File(p) => p.display().to_string(),
+            profiles::Origin::Bundled(n) => format!("bundled:{n}"),
+        };
+        rd.set_profile(&loaded.profile.name, &origin, &loaded.text)?;
+        let env = &mut rd.manifest_mut().environment;
+        if host_check.is_some() {
+            env.host_check = host_check.clone();
+        }
+        env.notes.push(format!(
+            "rtvirt lab: QEMU accel {} ({}); guest kernel {}; host tuned by rt-host setup {} around the guest steps",
+            summary.accel,
+            summary.accel_reason,
+            summary.guest.as_ref().map(|g| format!("{} {}", g.uname_r, g.uname_v)).unwrap_or_default(),
+            summary.profile
+        ));
+        if summary.accel == "tcg" {
+            env.notes
+                .push("QEMU TCG (binary translation): latencies are not real-time evidence".into());
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let log = dir.with_file_name(format!("candump-{name}.log"));
+        if let Ok(bytes) = fs::read(&log) {
+            rd.write_file("candump.log", &bytes)?;
+        }
+        rd.end_tool(None)?;
+        rd.save()
+            .with_context(|| format!("Saving the manifest of {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candump_counts_frames_on_rx_without_markers() {
+        let log = "(1732590000.100000) can1 1FFFFFF0#5354415254\n\
+                   (1732590000.200000) can1 0C0#1122334455667788\n\
+                   (1732590000.210000) can1 18FF5021#0000000000000000\n\
+                   (1732590000.220000) can0 0C0#1122334455667788\n\
+                   (1732590000.300000) can1 1FFFFFF0#454E44\n";
+        assert_eq!(count_candump(log, "can1"), 2);
+        assert_eq!(count_candump(log, "can0"), 1);
+        assert_eq!(count_candump("", "can1"), 0);
+    }
+
+    #[test]
+    fn can_json_totals() {
+        let v: Value = serde_json::from_str(
+            r#"{"messages": [{"sent": 10, "received": 9, "lost": 1}, {"sent": 5, "received": 5, "lost": 0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(can_totals(&v), Some((15, 14, 1)));
+        assert_eq!(
+            can_totals(&serde_json::json!({"messages": [{"sent": 1}]})),
+            None
+        );
+    }
+}

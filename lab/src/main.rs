@@ -1,0 +1,319 @@
+//! `rtvirt-lab`: build the guest image, boot it, or run the whole flow in QEMU.
+//!
+//! Exit codes: 0 ok, 2 error (the flow failed; the message names the step).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use lab::flow::{self, FlowOptions};
+use lab::guest::Agent;
+use lab::layout::{Kernel, Layout};
+use lab::qemu::Accel;
+
+/// The rtvirt lab: a PREEMPT_RT guest in QEMU with two CAN cards, on this machine.
+#[derive(Parser, Debug)]
+#[command(name = "rtvirt-lab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Build the guest initramfs (static rt-guest and can-sim, busybox, can-utils, modules).
+    Image {
+        #[command(flatten)]
+        kernel: KernelArgs,
+        /// A profile file to put in the image as well (bundled ones always are).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Output directory (default lab/out/image-UTC).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print what went in as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Boot the lab VM and wait until the guest is up; then run --exec commands in it and
+    /// power off, or keep it running until Ctrl-C.
+    Boot {
+        #[command(flatten)]
+        kernel: KernelArgs,
+        #[command(flatten)]
+        vm: VmArgs,
+        /// A shell command to run in the guest (repeatable); the VM stops after the last.
+        #[arg(long = "exec")]
+        exec: Vec<String>,
+        /// Output directory (default lab/out/boot-UTC).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The whole flow: boot, rt-host setup, the guest tools, rt-host revert, the report.
+    Flow {
+        /// Profile: a bundled name or a RON file.
+        #[arg(long, default_value = "lab")]
+        profile: String,
+        #[command(flatten)]
+        kernel: KernelArgs,
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Probe duration in the guest.
+        #[arg(long, default_value = "15s")]
+        probe_duration: String,
+        /// Duration of each CAN run.
+        #[arg(long, default_value = "10s")]
+        can_duration: String,
+        /// Output directory (default lab/out/flow-UTC).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Run what exists when a contract command is missing (the flow still fails).
+        #[arg(long)]
+        keep_going: bool,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct KernelArgs {
+    /// Kernel to boot (default: the Debian RT kernel in lab/cache from lab/setup.sh).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Initramfs to boot instead of building one (must carry the lab /init agent).
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct VmArgs {
+    /// Extra kernel command line.
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Seconds the guest may take to come up.
+    #[arg(long, default_value_t = 120)]
+    boot_timeout: u64,
+    /// Seconds KVM gets to start the kernel before the lab falls back to TCG
+    /// (RTVIRT_LAB_ACCEL=kvm|tcg skips the try).
+    #[arg(long, default_value_t = 10)]
+    kvm_probe: u64,
+}
+
+fn kernel_of(layout: &Layout, k: &KernelArgs) -> Result<Kernel> {
+    match &k.kernel {
+        Some(p) => Kernel::from_path(p),
+        None => Kernel::from_cache(&layout.cache),
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rtvirt-lab: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    lab::install_signal_handlers().context("Installing SIGINT/SIGTERM handlers")?;
+    match cli.command {
+        Cmd::Image {
+            kernel,
+            profile,
+            out,
+            json,
+        } => {
+            let layout = Layout::from_env()?;
+            let k = kernel_of(&layout, &kernel)?;
+            let dir = match out {
+                Some(o) => {
+                    std::fs::create_dir_all(&o)?;
+                    o
+                }
+                None => layout.new_out_dir("image")?,
+            };
+            let img = lab::image::build(&layout, &k, &dir, profile.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&img)?);
+            } else {
+                println!("initrd: {}", img.initrd.display());
+                println!("kernel: {} ({})", img.kernel.display(), img.kernel_version);
+                println!("modules: {}", img.modules.join(" "));
+                println!("rtvirt binaries: {}", img.binaries.join(" "));
+                if !img.missing_binaries.is_empty() {
+                    println!("missing (not built): {}", img.missing_binaries.join(" "));
+                }
+                println!("tools: {}", img.tools.join(" "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Boot {
+            kernel,
+            vm,
+            exec,
+            out,
+        } => boot(kernel, vm, exec, out),
+        Cmd::Flow {
+            profile,
+            kernel,
+            vm,
+            probe_duration,
+            can_duration,
+            out,
+            keep_going,
+            json,
+        } => {
+            let opts = FlowOptions {
+                profile,
+                kernel: kernel.kernel,
+                initrd: kernel.initrd,
+                append: vm.append,
+                boot_timeout: Duration::from_secs(vm.boot_timeout),
+                kvm_probe: Duration::from_secs(vm.kvm_probe),
+                probe_duration,
+                can_duration,
+                out,
+                keep_going,
+            };
+            let summary = flow::run(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            }
+            print_summary(&summary);
+            if summary.ok() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(2))
+            }
+        }
+    }
+}
+
+fn print_summary(s: &flow::Summary) {
+    eprintln!(
+        "\nlab: flow summary ({:.0} s, accel {}: {})",
+        s.secs, s.accel, s.accel_reason
+    );
+    for step in &s.steps {
+        let rc = step.rc.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+        eprintln!(
+            "  [{}] {:<45} rc {:>3}  {:>6.1} s",
+            if step.ok { " ok " } else { "FAIL" },
+            step.name,
+            rc,
+            step.secs
+        );
+    }
+    for v in s.vcpus_tuned.iter().chain(&s.vcpus_after) {
+        let _ = v;
+    }
+    let show = |label: &str, v: &[lab::sched::VcpuSample]| {
+        let list: Vec<String> = v
+            .iter()
+            .map(|x| format!("{} {}:{} on {}", x.name, x.policy, x.priority, x.affinity))
+            .collect();
+        eprintln!("  vCPUs {label}: {}", list.join(", "));
+    };
+    show("before setup", &s.vcpus_before);
+    show("tuned", &s.vcpus_tuned);
+    show("after revert", &s.vcpus_after);
+    for c in &s.can {
+        eprintln!(
+            "  CAN {}: can-sim sent {:?} received {:?} lost {:?}; candump in the guest {:?}",
+            c.link, c.sent, c.received, c.lost, c.candump_frames
+        );
+    }
+    for m in &s.missing {
+        eprintln!("  MISSING: {m}");
+    }
+    if let Some(e) = &s.error {
+        eprintln!("  error: {e}");
+    }
+    for e in &s.cleanup_errors {
+        eprintln!("  cleanup error: {e}");
+    }
+    match s.reports.get("html") {
+        Some(r) => println!("report: {}", r.display()),
+        None => eprintln!("  no report (see {}/summary.json)", s.out.display()),
+    }
+}
+
+fn boot(
+    kernel: KernelArgs,
+    vm_args: VmArgs,
+    exec: Vec<String>,
+    out: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let layout = Layout::from_env()?;
+    let k = kernel_of(&layout, &kernel)?;
+    let dir = match out {
+        Some(o) => {
+            std::fs::create_dir_all(&o)?;
+            o.canonicalize()?
+        }
+        None => layout.new_out_dir("boot")?,
+    };
+    let initrd = match kernel.initrd {
+        Some(i) => i,
+        None => lab::image::build(&layout, &k, &dir, None)?.initrd,
+    };
+    let qemu = lab::image::find_program("qemu-system-x86_64")
+        .context("qemu-system-x86_64 not found: run lab/setup.sh")?;
+    let config = lab::qemu::VmConfig {
+        qemu,
+        name: "lab".into(),
+        kernel: k.vmlinuz.clone(),
+        initrd,
+        append: vm_args.append,
+        smp: 2,
+        mem_mib: 512,
+        share: dir.join("share"),
+        qmp: dir.join("qmp.sock"),
+        console: dir.join("console.log"),
+        qemu_log: dir.join("qemu.log"),
+        housekeeping: "0".into(),
+    };
+    let (mut vm, reason) = flow::boot(
+        &config,
+        Accel::from_env()?,
+        Duration::from_secs(vm_args.kvm_probe),
+    )?;
+    eprintln!("lab: accel {} ({reason})", vm.accel);
+    let mut agent = Agent::new(&config.share);
+    let info = agent.wait_ready(&mut vm, Duration::from_secs(vm_args.boot_timeout))?;
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    eprintln!(
+        "lab: vCPU threads: {:?}",
+        lab::sched::vcpu_samples(vm.pid, vm.accel.thread_suffix())?
+    );
+    if exec.is_empty() {
+        eprintln!(
+            "lab: guest up (QEMU pid {}, QMP {}, console {}); Ctrl-C stops it",
+            vm.pid,
+            config.qmp.display(),
+            config.console.display()
+        );
+        while !lab::interrupted() && vm.alive() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    } else {
+        for cmd in &exec {
+            let out = agent.run(&mut vm, cmd, Duration::from_secs(300))?;
+            print!("{}", out.output);
+            eprintln!("lab: `{cmd}` exited {}", out.rc);
+        }
+        let _ = agent.poweroff(&mut vm);
+    }
+    vm.stop();
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,307 @@
+//! The lab end to end: one `rtvirt-lab flow` run in QEMU (shared by every test here),
+//! then assertions on what it left. These need root (the flow tunes this host) and the lab
+//! (QEMU and the cached PREEMPT_RT kernel from lab/setup.sh): run `bash lab/test.sh`, or
+//! `cargo test -p lab --test lab -- --include-ignored`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use lab::flow::Summary;
+use lab::sched::VcpuSample;
+
+/// What one flow run left.
+struct Run {
+    summary: Summary,
+    /// vCPU thread states seen by this test's own watcher while the flow ran.
+    watched: Vec<VcpuSample>,
+    stderr: String,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Why the lab cannot run on this machine, if it cannot.
+fn missing_lab() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("not root: the flow tunes this host".into());
+    }
+    if lab::image::find_program("qemu-system-x86_64").is_none() {
+        return Some("qemu-system-x86_64 is not installed (lab/setup.sh installs it)".into());
+    }
+    let layout = lab::layout::Layout::from_env().ok()?;
+    if let Err(e) = lab::layout::Kernel::from_cache(&layout.cache) {
+        return Some(format!("no lab kernel: {e:#}"));
+    }
+    None
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Poll the vCPU threads of the QEMU the flow started (its pid appears in OUT/qemu.pid)
+/// until `done`; keep every distinct state seen.
+fn watch(out: PathBuf, done: Arc<Mutex<bool>>, seen: Arc<Mutex<Vec<VcpuSample>>>) {
+    let mut pid = None;
+    while !*done.lock().unwrap() {
+        if pid.is_none() {
+            pid = fs::read_to_string(out.join("qemu.pid"))
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok());
+        }
+        if let Some(p) = pid {
+            for suffix in ["TCG", "KVM"] {
+                if let Ok(samples) = lab::sched::vcpu_samples(p, suffix) {
+                    let mut s = seen.lock().unwrap();
+                    for v in samples {
+                        if !s.contains(&v) {
+                            s.push(v);
+                        }
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run_flow() -> Option<Run> {
+    if let Some(why) = missing_lab() {
+        eprintln!("SKIP lab tests: {why}");
+        return None;
+    }
+    let root = root();
+    // The host tools the flow runs, built as lab/flow.sh builds them.
+    let status = Command::new(cargo())
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "rt-host", "-p", "validation"])
+        .status()
+        .expect("running cargo build");
+    assert!(
+        status.success(),
+        "cargo build --release -p rt-host -p validation failed"
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+
+    let out = root
+        .join("lab/out")
+        .join(format!("test-flow-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out).unwrap();
+    let done = Arc::new(Mutex::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let watcher = {
+        let (out, done, seen) = (out.clone(), done.clone(), seen.clone());
+        std::thread::spawn(move || watch(out, done, seen))
+    };
+    let start = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_rtvirt-lab"))
+        .args(["flow", "--profile", "lab", "--out"])
+        .arg(&out)
+        .env("RTVIRT_LAB_BIN_DIR", target.join("release"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running rtvirt-lab flow");
+    *done.lock().unwrap() = true;
+    watcher.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprintln!(
+        "rtvirt-lab flow ({:.0} s, {}):\n{stderr}",
+        start.elapsed().as_secs_f64(),
+        output.status
+    );
+    let text = fs::read_to_string(out.join("summary.json")).unwrap_or_else(|e| {
+        panic!(
+            "no summary.json in {} ({e}); flow stderr:\n{stderr}",
+            out.display()
+        )
+    });
+    let summary: Summary = serde_json::from_str(&text).expect("summary.json parses");
+    let watched = seen.lock().unwrap().clone();
+    Some(Run {
+        summary,
+        watched,
+        stderr,
+    })
+}
+
+fn flow() -> Option<&'static Run> {
+    static RUN: OnceLock<Option<Run>> = OnceLock::new();
+    RUN.get_or_init(run_flow).as_ref()
+}
+
+fn vcpu1(samples: &[VcpuSample]) -> Option<&VcpuSample> {
+    samples.iter().find(|v| v.name.starts_with("CPU 1/"))
+}
+
+#[test]
+#[ignore = "needs root and the QEMU lab: run lab/test.sh"]
+fn lab_flow_passes_and_leaves_no_qemu() {
+    let Some(run) = flow() else { return };
+    let s = &run.summary;
+    assert!(
+        s.ok(),
+        "flow failed: error {:?}, missing {:?}, cleanup {:?}\n{}",
+        s.error,
+        s.missing,
+        s.cleanup_errors,
+        run.stderr
+    );
+    let pid = s.qemu_pid.expect("the flow started QEMU");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "QEMU pid {pid} still runs after the flow"
+    );
+    assert!(!s.out.join("qmp.sock").exists(), "temp files left");
+    assert!(s.secs < 600.0, "the flow took {:.0} s", s.secs);
+}
+
+#[test]
+#[ignore = "needs root and the QEMU lab: run lab/test.sh"]
+fn lab_guest_kernel_is_preempt_rt() {
+    let Some(run) = flow() else { return };
+    let g = run.summary.guest.as_ref().expect("the guest came up");
+    assert!(g.uname_v.contains("PREEMPT_RT"), "uname -v: {}", g.uname_v);
+    assert_eq!(g.realtime, "1", "/sys/kernel/realtime");
+    assert_eq!(g.nproc, 2);
+    for i in ["can0", "can1"] {
+        assert!(
+            g.net.iter().any(|n| n == i),
+            "guest interfaces {:?} lack {i}",
+            g.net
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root and the QEMU lab: run lab/test.sh"]
+fn lab_vcpu_thread_was_fifo_while_tuned_and_reverted_after() {
+    let Some(run) = flow() else { return };
+    let s = &run.summary;
+    let suffix = if s.accel == "kvm" { "KVM" } else { "TCG" };
+    let name = format!("CPU 1/{suffix}");
+    let before = vcpu1(&s.vcpus_before)
+        .unwrap_or_else(|| panic!("no {name} before setup: {:?}", s.vcpus_before));
+    assert_eq!(before.name, name);
+    assert_ne!(
+        before.policy, "fifo",
+        "{name} was FIFO before rt-host setup"
+    );
+    // Seen by this test's own watcher, independently of the flow's bookkeeping.
+    assert!(
+        run.watched
+            .iter()
+            .any(|v| v.name == name && v.policy == "fifo" && v.priority == 50),
+        "the watcher never saw {name} at FIFO 50: {:?}",
+        run.watched
+    );
+    let tuned = vcpu1(&s.vcpus_tuned).expect("vCPU sample while tuned");
+    assert_eq!(
+        (
+            tuned.policy.as_str(),
+            tuned.priority,
+            tuned.affinity.as_str()
+        ),
+        ("fifo", 50, "1")
+    );
+    let end = vcpu1(&s.vcpus_tuned_end).expect("vCPU sample at the end of the guest steps");
+    assert_eq!(end.policy, "fifo", "{name} lost FIFO during the run");
+    let after = vcpu1(&s.vcpus_after).expect("vCPU sample after revert");
+    assert_eq!(
+        (after.policy.as_str(), after.priority),
+        (before.policy.as_str(), before.priority),
+        "not reverted"
+    );
+    // The other vCPU stays off FIFO: CPU 0 keeps housekeeping.
+    for v in s.vcpus_tuned.iter().filter(|v| v.name != name) {
+        assert_ne!(v.policy, "fifo", "{} is FIFO too", v.name);
+    }
+}
+
+#[test]
+#[ignore = "needs root and the QEMU lab: run lab/test.sh"]
+fn lab_probe_produced_samples() {
+    let Some(run) = flow() else { return };
+    let runs = &run.summary.runs;
+    let can_run = runs
+        .iter()
+        .find(|r| r.ends_with("run-lab-can"))
+        .expect("run-lab-can came out");
+    let probe: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(can_run.join("probe.json")).unwrap()).unwrap();
+    let threads = probe["threads"].as_array().expect("probe.json has threads");
+    assert!(!threads.is_empty());
+    for t in threads {
+        let samples = t["samples"].as_u64().unwrap_or(0);
+        assert!(
+            samples > 1000,
+            "probe thread on CPU {} has {samples} samples",
+            t["cpu"]
+        );
+        assert_eq!(
+            t["cpu"].as_u64(),
+            Some(1),
+            "the lab profile probes guest CPU 1"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root and the QEMU lab: run lab/test.sh"]
+fn lab_can_counts_match_candump() {
+    let Some(run) = flow() else { return };
+    let checks = &run.summary.can;
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    for c in checks {
+        let (sent, received, lost) = (c.sent.unwrap(), c.received.unwrap(), c.lost.unwrap());
+        assert!(sent > 100, "{}: can-sim sent only {sent}", c.link);
+        assert_eq!(sent, received + lost, "{}: sent != received + lost", c.link);
+        assert_eq!(
+            c.candump_frames,
+            Some(received),
+            "{}: candump in the guest disagrees with can-sim",
+            c.link
+        );
+        let run_dir = validation::record::RunDir::open(&c.run).unwrap();
+        run_dir.verify().expect("run directory hashes");
+        assert!(run_dir.manifest().files.contains_key("candump.log"));
+    }
+}
+
+#[test]
+#[ignore = "needs root and the QEMU lab: run lab/test.sh"]
+fn lab_report_marks_tcg_run_not_valid() {
+    let Some(run) = flow() else { return };
+    let s = &run.summary;
+    for f in ["html", "md", "json", "junit"] {
+        let p = s
+            .reports
+            .get(f)
+            .unwrap_or_else(|| panic!("no {f} report: {:?}", s.reports));
+        assert!(
+            fs::metadata(p).unwrap().len() > 0,
+            "{} is empty",
+            p.display()
+        );
+    }
+    let json = fs::read_to_string(&s.reports["json"]).unwrap();
+    let html = fs::read_to_string(&s.reports["html"]).unwrap();
+    if s.accel == "tcg" {
+        for (name, text) in [("json", &json), ("html", &html)] {
+            assert!(text.contains("TCG"), "the {name} report does not name TCG");
+            assert!(
+                text.contains("not valid evidence"),
+                "the {name} report does not say the TCG run is not valid evidence"
+            );
+        }
+    }
+}
