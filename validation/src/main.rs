@@ -1,2 +1,322 @@
-//! `validation` CLI (placeholder until the report commands land).
-fn main() {}
+//! `validation`: turn rtvirt run directories into ISO 26262 timing evidence.
+//!
+//! Exit codes: 0 every requirement passed or is inconclusive (and `verify` found every file
+//! intact), 1 a requirement failed (or `verify` found a changed, truncated or missing file),
+//! 2 error.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use validation::evidence::{self, EvalOptions, ProfileRef, RunData};
+use validation::report::{self, Format};
+
+/// Turn rtvirt run directories into ISO 26262 timing evidence: requirement verdicts,
+/// measured against analysed timing, traceable to sha256-checked raw data.
+#[derive(Debug, Parser)]
+#[command(name = "validation", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evidence reports.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+    /// Merge runs (HDR histograms added per CPU / per CAN message) into one run directory.
+    Merge {
+        /// Run directories to merge.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The new run directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every file of the runs against the sha256 in their manifests.
+    Verify {
+        /// Run directories.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate man pages or shell completions from these definitions.
+    #[command(hide = true)]
+    Generate {
+        /// What to generate.
+        what: Generate,
+        /// Output directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Generate {
+    /// Man pages (validation.1 and one per subcommand).
+    Man,
+    /// bash, zsh, fish, elvish and PowerShell completions.
+    Completions,
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Evaluate the profile's requirements over the runs and write the report.
+    Export {
+        /// Run directories (their histograms are pooled).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Profile (path or bundled name); default: the copy in the runs' manifests.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Report format.
+        #[arg(long, value_enum)]
+        format: FormatArg,
+        /// Output file (`-` for stdout); default `report-<run id>.<ext>` here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Samples a max (percentile 100) claim needs before it can pass.
+        #[arg(long, default_value_t = 1000)]
+        min_samples_max: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    /// One self-contained HTML file with charts.
+    Html,
+    /// Markdown (no charts).
+    Md,
+    /// The Evidence struct as JSON.
+    Json,
+    /// JUnit XML, one testcase per requirement.
+    Junit,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Html => Format::Html,
+            FormatArg::Md => Format::Md,
+            FormatArg::Json => Format::Json,
+            FormatArg::Junit => Format::Junit,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("validation: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Report {
+            command:
+                ReportCommand::Export {
+                    runs,
+                    profile,
+                    format,
+                    out,
+                    min_samples_max,
+                },
+        } => export(
+            &runs,
+            profile.as_deref(),
+            format.into(),
+            out,
+            min_samples_max,
+        ),
+        Command::Merge { runs, out, json } => {
+            let inputs: Vec<&Path> = runs.iter().map(PathBuf::as_path).collect();
+            let s = validation::merge::merge(&inputs, &out, std::env::args().collect())
+                .with_context(|| format!("Cannot merge into {}", out.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "merged {} runs into {} ({} CPUs, {} CAN messages)",
+                    s.sources.len(),
+                    s.out,
+                    s.cpus,
+                    s.messages
+                );
+                for src in &s.sources {
+                    println!("  source {src}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { runs, json } => verify(&runs, json),
+        Command::Generate { what, dir } => generate(what, &dir),
+    }
+}
+
+fn export(
+    runs: &[PathBuf],
+    profile: Option<&str>,
+    format: Format,
+    out: Option<PathBuf>,
+    min_samples_max: u64,
+) -> Result<ExitCode> {
+    let data = runs
+        .iter()
+        .map(|p| RunData::open(p).with_context(|| format!("Cannot read run {}", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let (profile, pref) = match profile {
+        Some(name) => {
+            let l = profiles::load(name)?;
+            let r = ProfileRef {
+                name: l.profile.name.clone(),
+                origin: l.origin.to_string(),
+                sha256: l.sha256(),
+            };
+            (l.profile, r)
+        }
+        None => evidence::profile_of_runs(&data)?,
+    };
+    if profile.requirements.is_empty() {
+        bail!("Profile {} has no requirements to evaluate", pref.origin);
+    }
+    let ev = evidence::evaluate(&profile, pref, &data, &EvalOptions { min_samples_max })?;
+    let text = report::render(&ev, format)?;
+    let out = out.unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "report-{}.{}",
+            data.first().map(|d| d.id().to_string()).unwrap_or_default(),
+            format.ext()
+        ))
+    });
+    if out.as_os_str() == "-" {
+        std::io::stdout().write_all(text.as_bytes())?;
+    } else {
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("Cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&out, &text).with_context(|| format!("Cannot write {}", out.display()))?;
+    }
+    // The summary goes to stderr when the report itself goes to stdout.
+    let mut msg = String::new();
+    for r in &ev.results {
+        msg.push_str(&format!(
+            "  {:<13} {:<12} {}\n",
+            r.id,
+            r.verdict.to_string(),
+            r.metric_label
+        ));
+    }
+    msg.push_str(&format!(
+        "{} pass, {} fail, {} inconclusive, {} WCRT deviation(s)\n",
+        ev.summary.pass, ev.summary.fail, ev.summary.inconclusive, ev.summary.deviations
+    ));
+    if out.as_os_str() != "-" {
+        msg.push_str(&format!("report: {}\n", out.display()));
+        print!("{msg}");
+    } else {
+        eprint!("{msg}");
+    }
+    Ok(if ev.any_fail() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(serde::Serialize)]
+struct VerifyResult {
+    run: String,
+    ok: bool,
+    files: usize,
+    error: Option<String>,
+}
+
+fn verify(runs: &[PathBuf], json: bool) -> Result<ExitCode> {
+    let mut results = Vec::new();
+    for p in runs {
+        let r = match RunData::open(p) {
+            Ok(d) => VerifyResult {
+                run: p.display().to_string(),
+                ok: true,
+                files: d.manifest.files.len(),
+                error: None,
+            },
+            Err(e) => {
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg.push_str(&format!(": {s}"));
+                    src = s.source();
+                }
+                VerifyResult {
+                    run: p.display().to_string(),
+                    ok: false,
+                    files: 0,
+                    error: Some(msg),
+                }
+            }
+        };
+        results.push(r);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            match &r.error {
+                None => println!("ok      {} ({} files intact)", r.run, r.files),
+                Some(e) => println!("FAILED  {}: {e}", r.run),
+            }
+        }
+    }
+    Ok(if results.iter().all(|r| r.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn generate(what: Generate, dir: &Path) -> Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("Cannot create {}", dir.display()))?;
+    let cmd = Cli::command();
+    match what {
+        Generate::Man => {
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("Cannot write man pages to {}", dir.display()))?;
+        }
+        Generate::Completions => {
+            use clap_complete::Shell;
+            for shell in [
+                Shell::Bash,
+                Shell::Zsh,
+                Shell::Fish,
+                Shell::Elvish,
+                Shell::PowerShell,
+            ] {
+                let mut c = Cli::command();
+                clap_complete::generate_to(shell, &mut c, "validation", dir).with_context(
+                    || format!("Cannot write {shell} completions to {}", dir.display()),
+                )?;
+            }
+        }
+    }
+    println!("wrote {what:?} into {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
