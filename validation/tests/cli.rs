@@ -1,0 +1,653 @@
+//! CLI runs of `validation` on run directories built here with real HDR histograms.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rt_sys::kernel::{KernelFacts, Virtualization};
+use validation::hist::{self, HistSummary};
+use validation::record::{
+    self, CanMessageRecord, CanRecord, ProbeRecord, ProbeSettings, ProbeThread, RunDir,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_validation");
+
+fn validation(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run validation")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn hist_of(values_us: &[(u64, u64)]) -> HistSummary {
+    let mut h = hist::new_ns();
+    for (us, n) in values_us {
+        h.record_n(us * 1000, *n).unwrap();
+    }
+    HistSummary::from_hist(&h)
+}
+
+/// How a fixture run looks.
+#[derive(Clone, Copy)]
+struct Fixture {
+    virt: Virtualization,
+    preempt_rt: bool,
+    host_ok: bool,
+    /// Worst probe latency (us); 59 000 samples at 6 us, 990 at 11 us, 10 at this.
+    probe_max_us: u64,
+    /// Lost frames of 0x0C0.
+    lost: u64,
+}
+
+const GOOD: Fixture = Fixture {
+    virt: Virtualization::Kvm,
+    preempt_rt: true,
+    host_ok: true,
+    probe_max_us: 31,
+    lost: 0,
+};
+
+fn make_run(dir: &Path, name: &str, fx: Fixture) -> PathBuf {
+    let path = dir.join(name);
+    let lab = profiles::BUNDLED
+        .iter()
+        .find(|(n, _)| *n == "lab")
+        .unwrap()
+        .1;
+    let mut rd = RunDir::open_or_create(&path).unwrap();
+    rd.begin_tool("rt-guest probe", "0.1.0", "0123abcd", vec!["probe".into()])
+        .unwrap();
+    rd.set_profile("lab", "bundled profile \"lab\"", lab)
+        .unwrap();
+    {
+        let env = &mut rd.manifest_mut().environment;
+        env.hostname = format!("{name}-guest");
+        env.kernel = Some(KernelFacts {
+            release: "6.1.0-41-rt-amd64".into(),
+            version: if fx.preempt_rt {
+                "#1 SMP PREEMPT_RT Debian 6.1.158-1".into()
+            } else {
+                "#1 SMP PREEMPT_DYNAMIC Debian 6.1.158-1".into()
+            },
+            preempt_rt: fx.preempt_rt,
+            cmdline: "console=ttyS0 isolcpus=1 nohz_full=1".into(),
+            virtualization: fx.virt,
+            hypervisor_signature: Some(
+                if fx.virt == Virtualization::Tcg {
+                    "TCGTCGTCGTCG"
+                } else {
+                    "KVMKVMKVM"
+                }
+                .into(),
+            ),
+            cpu_model: "QEMU Virtual CPU version 2.5+".into(),
+            online_cpus: "0-1".into(),
+            nested_capable: false,
+            cgroup_version: 2,
+        });
+        env.host_check = Some(serde_json::json!({
+            "ok": fx.host_ok,
+            "kernel": {"virtualization": "none"},
+        }));
+        env.selftest =
+            Some(serde_json::json!({"ok": true, "summary": "clock and histogram checks passed"}));
+    }
+    rd.save().unwrap();
+    let latency = hist_of(&[(6, 59_000), (11, 990), (fx.probe_max_us, 10)]);
+    let probe = ProbeRecord {
+        settings: ProbeSettings {
+            interval_ns: 1_000_000,
+            policy: "fifo".into(),
+            priority: 95,
+            duration_s: Some(60.0),
+            loops: None,
+            mlock: true,
+            dma_latency_held: true,
+            clock: "CLOCK_MONOTONIC".into(),
+        },
+        threads: vec![ProbeThread {
+            cpu: 1,
+            tid: 4242,
+            policy: "fifo".into(),
+            priority: 95,
+            samples: latency.samples,
+            missed_periods: 0,
+            out_of_range: 0,
+            max_at_cycle: 1234,
+            max_at: Some("2026-11-26T05:00:01Z".into()),
+            latency,
+        }],
+        elapsed_s: 60.0,
+        partial: false,
+    };
+    rd.write_json(record::PROBE, &probe).unwrap();
+    rd.end_tool(None).unwrap();
+
+    let mut rd = RunDir::open_or_create(&path).unwrap();
+    rd.begin_tool(
+        "can-sim run",
+        "0.1.0",
+        "0123abcd",
+        vec!["run".into(), "lab".into()],
+    )
+    .unwrap();
+    let msg = |id: u32, name: &str, period_us: u64, lat: &[(u64, u64)], wcrt: f64| {
+        let latency = hist_of(lat);
+        CanMessageRecord {
+            ecu: "engine".into(),
+            name: name.into(),
+            id,
+            extended: id > 0x7FF,
+            kind: "classic".into(),
+            len: 8,
+            period_us,
+            deadline_us: 5000,
+            sent: latency.samples,
+            received: latency.samples,
+            lost: 0,
+            duplicates: 0,
+            reordered: 0,
+            deadline_misses: 0,
+            jitter: hist_of(&[(20, latency.samples)]),
+            latency,
+            frame_time_us: 270.0,
+            wcrt_us: Some(wcrt),
+        }
+    };
+    let mut m0 = msg(
+        0x0C0,
+        "EngineSpeed",
+        10_000,
+        &[(320, 5990), (610, 10)],
+        1100.0,
+    );
+    m0.lost = fx.lost;
+    m0.sent += fx.lost;
+    let can = CanRecord {
+        tx: "can0".into(),
+        rx: "can1".into(),
+        bitrate: 500_000,
+        data_bitrate: None,
+        paced: true,
+        elapsed_s: 60.0,
+        bus_load_analytic_pct: 14.2,
+        bus_load_measured_pct: 13.9,
+        tx_enobufs: 0,
+        bus_errors: vec![],
+        timestamp_source: "kernel".into(),
+        messages: vec![
+            m0,
+            msg(0x1A0, "EngineTorque", 20_000, &[(330, 3000)], 1650.0),
+            // Measured above its WCRT: a deviation.
+            msg(
+                0x0F0,
+                "WheelSpeeds",
+                10_000,
+                &[(300, 5999), (1500, 1)],
+                1400.0,
+            ),
+        ],
+        partial: false,
+    };
+    rd.write_json(record::CAN, &can).unwrap();
+    rd.write_file(
+        record::CAN_LOG,
+        b"(1764133201.000100) can1 0C0#0001020304050607\n",
+    )
+    .unwrap();
+    rd.end_tool(None).unwrap();
+    path
+}
+
+fn export(run: &Path, format: &str, out: &Path) -> Output {
+    validation(&[
+        "report",
+        "export",
+        run.to_str().unwrap(),
+        "--format",
+        format,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn valid_run_passes_and_says_where_the_report_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(dir.path(), "run-good", GOOD);
+    let out = dir.path().join("r.md");
+    let o = export(&run, "md", &out);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("report: {}", out.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("6 pass, 0 fail, 0 inconclusive, 1 WCRT deviation"),
+        "{stdout}"
+    );
+    let md = std::fs::read_to_string(&out).unwrap();
+    println!("{md}");
+    assert!(md.contains("DEVIATION: measured above WCRT"), "{md}");
+    assert!(md.contains("0x0F0 WheelSpeeds"));
+}
+
+#[test]
+fn failed_requirement_exits_1_even_under_tcg() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(
+        dir.path(),
+        "run-tcg-slow",
+        Fixture {
+            virt: Virtualization::Tcg,
+            probe_max_us: 1800,
+            ..GOOD
+        },
+    );
+    let out = dir.path().join("r.json");
+    let o = export(&run, "json", &out);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let ev: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let results = ev["results"].as_array().unwrap();
+    let verdict = |id: &str| {
+        results.iter().find(|r| r["id"] == id).unwrap()["verdict"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(verdict("TSR-RT-001"), "Fail", "a miss is a miss");
+    assert_eq!(
+        verdict("TSR-CAN-001"),
+        "Inconclusive",
+        "a TCG pass is no pass"
+    );
+    assert!(ev["limits"].to_string().contains("TCG"));
+}
+
+#[test]
+fn invalid_environment_turns_passes_inconclusive_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(
+        dir.path(),
+        "run-untuned",
+        Fixture {
+            preempt_rt: false,
+            host_ok: false,
+            ..GOOD
+        },
+    );
+    let o = export(&run, "md", &dir.path().join("r.md"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("0 pass, 0 fail, 6 inconclusive"),
+        "{}",
+        text(&o)
+    );
+    let md = std::fs::read_to_string(dir.path().join("r.md")).unwrap();
+    assert!(md.contains("not PREEMPT_RT"));
+    assert!(md.contains("host tuning not verified"));
+}
+
+#[test]
+fn tampered_and_truncated_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(dir.path(), "run-t", GOOD);
+    let o = validation(&["verify", run.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("3 files intact"));
+
+    // Same size, one byte changed.
+    let p = run.join("probe.json");
+    let mut bytes = std::fs::read(&p).unwrap();
+    let i = bytes.iter().position(|b| *b == b'9').unwrap();
+    bytes[i] = b'8';
+    std::fs::write(&p, &bytes).unwrap();
+    let o = validation(&["verify", run.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let s = text(&o);
+    assert!(s.contains("probe.json was changed after the run"), "{s}");
+    let o = export(&run, "md", &dir.path().join("r.md"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("probe.json"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.path().join("r.md").exists());
+
+    // Truncated log.
+    let run2 = make_run(dir.path(), "run-t2", GOOD);
+    let log = run2.join("can.log");
+    let len = std::fs::metadata(&log).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let o = validation(&["verify", "--json", run2.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let err = v[0]["error"].as_str().unwrap();
+    assert!(err.contains("can.log was truncated"), "{err}");
+
+    // Missing file.
+    std::fs::remove_file(run2.join("can.json")).unwrap();
+    let o = validation(&["verify", run2.to_str().unwrap()]);
+    assert!(text(&o).contains("can.json"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn not_a_run_is_an_error_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = export(dir.path(), "md", &dir.path().join("r.md"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a run directory"));
+}
+
+#[test]
+fn junit_parses_with_a_real_junit_parser() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(dir.path(), "run-j", Fixture { lost: 2, ..GOOD });
+    let out = dir.path().join("r.xml");
+    let o = export(&run, "junit", &out);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let script = r#"
+import sys
+path = sys.argv[1]
+try:
+    from junitparser import JUnitXml, Failure, Skipped
+    xml = JUnitXml.fromfile(path)
+    print("parser: junitparser")
+    for suite in xml:
+        for case in suite:
+            kinds = [type(r).__name__ for r in case.result]
+            # junitparser models properties on suites; read the testcase's own from its element.
+            props = {p.get("name"): p.get("value") for p in case._elem.iter("property")}
+            print(case.name, "|".join(kinds) or "Pass", props.get("asil", "?"))
+except ImportError:
+    import xml.etree.ElementTree as ET
+    print("parser: xml.etree (junitparser not importable)")
+    for case in ET.parse(path).getroot().iter("testcase"):
+        kinds = [c.tag.capitalize() for c in case if c.tag in ("failure", "skipped", "error")]
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        print(case.get("name"), "|".join(kinds) or "Pass", props.get("asil", "?"))
+"#;
+    let py = Command::new("python3")
+        .args(["-c", script, out.to_str().unwrap()])
+        .output();
+    let Ok(py) = py else {
+        println!("python3 is not installed: JUnit checked by the unit tests only");
+        return;
+    };
+    let s = String::from_utf8_lossy(&py.stdout).to_string();
+    println!("{s}{}", String::from_utf8_lossy(&py.stderr));
+    assert!(py.status.success(), "{s}");
+    let lines: Vec<&str> = s.lines().collect();
+    assert!(lines[0].starts_with("parser: "));
+    // Six requirements of the lab profile; loss and deadline misses fail with 2 lost frames.
+    assert_eq!(lines.len(), 7, "{s}");
+    assert!(lines.contains(&"TSR-CAN-003 Failure ASIL D"), "{s}");
+    assert!(lines.contains(&"TSR-CAN-002 Failure ASIL D"), "{s}");
+    assert!(lines.contains(&"TSR-RT-001 Pass ASIL D"), "{s}");
+    assert!(lines.contains(&"TSR-CAN-004 Pass ASIL C"), "{s}");
+}
+
+#[test]
+fn merge_adds_histograms_and_counters_and_lists_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_run(dir.path(), "run-a", GOOD);
+    let b = make_run(
+        dir.path(),
+        "run-b",
+        Fixture {
+            lost: 3,
+            probe_max_us: 44,
+            ..GOOD
+        },
+    );
+    let out = dir.path().join("merged");
+    let o = validation(&[
+        "merge",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("merged 2 runs"));
+
+    let o = validation(&["verify", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let rd = RunDir::open(&out).unwrap();
+    let m = rd.manifest();
+    assert_eq!(m.sources.len(), 2);
+    let sha_a = record::sha256_hex(&std::fs::read(a.join("manifest.json")).unwrap());
+    assert_eq!(m.sources[0], format!("run-a sha256:{sha_a}"));
+    assert!(m.files.contains_key("sources/00-run-a.manifest.json"));
+    assert!(m.files.contains_key("sources/01-run-b.can.log"));
+    assert!(m.profile.is_some());
+
+    let p: ProbeRecord = rd.read_json(record::PROBE).unwrap();
+    assert_eq!(p.threads.len(), 1);
+    assert_eq!(p.threads[0].samples, 120_000);
+    let h = p.threads[0].latency.histogram().unwrap();
+    assert_eq!(h.len(), 120_000);
+    assert_eq!(h.count_between(6000, 6000), 118_000);
+    assert!(h.max() >= 44_000 && h.max() < 44_100);
+    assert_eq!(p.elapsed_s, 120.0);
+
+    let c: CanRecord = rd.read_json(record::CAN).unwrap();
+    let m0 = c.messages.iter().find(|m| m.id == 0x0C0).unwrap();
+    assert_eq!(m0.lost, 3);
+    assert_eq!(m0.sent, 6000 + 6003);
+    assert_eq!(m0.latency.samples, 12_000);
+    assert_eq!(m0.jitter.samples, 12_000);
+
+    // The merged run reports like the two runs given together.
+    let o1 = export(&out, "json", &dir.path().join("m.json"));
+    let o2 = validation(&[
+        "report",
+        "export",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--format",
+        "json",
+        "--out",
+        dir.path().join("ab.json").to_str().unwrap(),
+    ]);
+    assert_eq!(o1.status.code(), Some(1), "{}", text(&o1));
+    assert_eq!(o2.status.code(), Some(1), "{}", text(&o2));
+    let v1: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+    let v2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("ab.json")).unwrap()).unwrap();
+    for i in 0..6 {
+        let (r1, r2) = (&v1["results"][i], &v2["results"][i]);
+        assert_eq!(r1["verdict"], r2["verdict"], "{r1}\n{r2}");
+        assert_eq!(r1["measured"], r2["measured"], "{r1}\n{r2}");
+        assert_eq!(r1["samples"], r2["samples"], "{r1}\n{r2}");
+    }
+
+    // Merging into an existing run is refused.
+    let o = validation(&["merge", a.to_str().unwrap(), "--out", b.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn merged_record_is_judged_by_its_sources_environments() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_run(dir.path(), "run-a", GOOD);
+    let b = make_run(
+        dir.path(),
+        "run-tcg",
+        Fixture {
+            virt: Virtualization::Tcg,
+            ..GOOD
+        },
+    );
+    let out = dir.path().join("merged");
+    let o = validation(&[
+        "merge",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = export(&out, "md", &dir.path().join("m.md"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let md = std::fs::read_to_string(dir.path().join("m.md")).unwrap();
+    assert!(
+        md.contains("source run-tcg: measured under QEMU TCG"),
+        "{md}"
+    );
+    assert!(md.contains("**INCONCLUSIVE**"));
+}
+
+#[test]
+fn generate_man_and_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = validation(&["generate", "man", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let man = std::fs::read_to_string(dir.path().join("validation.1")).unwrap();
+    assert!(man.contains(".TH validation"), "{man}");
+    assert!(dir.path().join("validation-report-export.1").exists());
+    let o = validation(&["generate", "completions", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let bash = std::fs::read_to_string(dir.path().join("validation.bash")).unwrap();
+    assert!(bash.contains("--min-samples-max"));
+    // Hidden from help.
+    let help = text(&validation(&["--help"]));
+    assert!(!help.contains("generate"), "{help}");
+}
+
+/// Run `cmd` with a deadline, killing it (by its pid) when it overruns.
+fn run_with_deadline(cmd: &mut Command, limit: Duration) -> Option<Output> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().ok(),
+            Ok(None) if start.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs chromium: run by lab/test.sh"]
+fn chromium_report_renders() {
+    let chromium = Path::new("/usr/bin/chromium");
+    if !chromium.exists() {
+        println!("skipped: /usr/bin/chromium is missing (apt-get install chromium)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(dir.path(), "run-html", Fixture { lost: 1, ..GOOD });
+    let html = dir.path().join("report.html");
+    let o = export(&run, "html", &html);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let profile_dir = dir.path().join("chromium-profile");
+    let png_path = dir.path().join("shot.png");
+    let url = format!("file://{}", html.display());
+    let base = |c: &mut Command| {
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile_dir.display()));
+    };
+    let mut shot = Command::new(chromium);
+    base(&mut shot);
+    shot.arg(format!("--screenshot={}", png_path.display()))
+        .arg("--window-size=1280,2000")
+        .arg(&url);
+    let o = run_with_deadline(&mut shot, Duration::from_secs(120)).expect("chromium screenshot");
+    assert!(png_path.exists(), "no screenshot: {}", text(&o));
+
+    let decoder = png::Decoder::new(std::fs::File::open(&png_path).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    assert!(channels >= 3, "{:?}", info.color_type);
+    let px = &buf[..info.buffer_size()];
+    let mut colours = std::collections::HashSet::new();
+    let mut non_white = 0usize;
+    let mut total = 0usize;
+    for p in px.chunks(channels) {
+        total += 1;
+        colours.insert((p[0], p[1], p[2]));
+        if p[0] < 240 || p[1] < 240 || p[2] < 240 {
+            non_white += 1;
+        }
+    }
+    println!(
+        "screenshot {}x{}: {} distinct colours, {:.1} % non-white pixels",
+        info.width,
+        info.height,
+        colours.len(),
+        100.0 * non_white as f64 / total as f64
+    );
+    if let Some(keep) = std::env::var_os("VALIDATION_KEEP_REPORT") {
+        // For a human look: keep the report and its screenshot.
+        let keep = PathBuf::from(keep);
+        std::fs::create_dir_all(&keep).unwrap();
+        std::fs::copy(&html, keep.join("report.html")).unwrap();
+        std::fs::copy(&png_path, keep.join("report.png")).unwrap();
+    }
+    assert!(colours.len() > 50, "{} colours", colours.len());
+    assert!(non_white * 20 > total, "{non_white} of {total} non-white");
+
+    let mut dump = Command::new(chromium);
+    base(&mut dump);
+    dump.arg("--dump-dom").arg(&url);
+    let o = run_with_deadline(&mut dump, Duration::from_secs(120)).expect("chromium dump-dom");
+    let dom = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(dom.contains("<svg"), "no charts in the DOM");
+    let ev: serde_json::Value = {
+        let json = dir.path().join("r.json");
+        export(&run, "json", &json);
+        serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+    };
+    for r in ev["results"].as_array().unwrap() {
+        let id = r["id"].as_str().unwrap();
+        let verdict = r["verdict"].as_str().unwrap().to_uppercase();
+        let row = dom
+            .split("<tr>")
+            .find(|row| row.contains(&format!("<b>{id}</b>")))
+            .unwrap_or_else(|| panic!("{id} not in the DOM"));
+        assert!(
+            row.contains(&format!(">{verdict}</td>")),
+            "{id}: {verdict} not in {row}"
+        );
+    }
+}
