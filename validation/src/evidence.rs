@@ -518,40 +518,58 @@ fn short(sha: &str) -> &str {
 
 // ---------------------------------------------------------------- environment
 
-/// Is `host_check` (the `rt-host check --json` output) all ok? Accepts a top-level boolean
-/// `ok` / `all_ok` / `passed`, or a list of items (top level or under `items`, `checks`,
-/// `results`) each with `ok: true` or a `status` of ok / pass / applied / match.
+/// Is `host_check` (the `rt-host check --json` output) all ok?
+///
+/// `rt-host check --json` prints `{"profile", "met", "summary", "vm", "changes": [{"item",
+/// "target", "status": "ok" | "differs" | "needs-reboot" | "not-permitted" |
+/// "not-applicable", ...}]}`. Every item must be `ok` or `not-applicable`: an item the
+/// kernel refused (`not-permitted`) is tuning that is not in place, so the host is not
+/// verified even though `check` exits 0 for it. Also accepted: a top-level boolean `ok` /
+/// `all_ok` / `passed` / `met` (false fails), and item lists under `items`, `checks`,
+/// `results` or at the top level, each item with `ok: bool` or a `status`.
 pub fn host_check_ok(v: &Value) -> Result<(), String> {
-    for key in ["ok", "all_ok", "passed"] {
+    let mut flag = None;
+    for key in ["ok", "all_ok", "passed", "met"] {
         if let Some(b) = v.get(key).and_then(Value::as_bool) {
-            return if b {
-                Ok(())
-            } else {
-                Err(format!("rt-host check reported {key}: false"))
-            };
+            if !b {
+                return Err(format!("rt-host check reported {key}: false"));
+            }
+            flag = Some(key);
         }
     }
     let items = match v {
         Value::Array(a) => Some(a),
-        _ => ["items", "checks", "results"]
+        _ => ["changes", "items", "checks", "results"]
             .iter()
             .find_map(|k| v.get(*k).and_then(Value::as_array)),
     };
     let Some(items) = items else {
-        return Err("rt-host check output has no ok flag and no item list".into());
+        return match flag {
+            Some(_) => Ok(()),
+            None => Err("rt-host check output has no ok flag and no item list".into()),
+        };
     };
-    if items.is_empty() {
+    if items.is_empty() && flag.is_none() {
         return Err("rt-host check listed no items".into());
     }
     let bad: Vec<String> = items
         .iter()
         .filter(|it| !item_ok(it))
         .map(|it| {
-            ["name", "item", "target", "what"]
+            let name: Vec<&str> = ["item", "name", "target", "what"]
                 .iter()
-                .find_map(|k| it.get(*k).and_then(Value::as_str))
-                .map(str::to_string)
-                .unwrap_or_else(|| it.to_string())
+                .filter_map(|k| it.get(*k).and_then(Value::as_str))
+                .take(2)
+                .collect();
+            let name = if name.is_empty() {
+                it.to_string()
+            } else {
+                name.join(" ")
+            };
+            match it.get("status").and_then(Value::as_str) {
+                Some(st) => format!("{name}: {st}"),
+                None => name,
+            }
         })
         .collect();
     if bad.is_empty() {
@@ -575,7 +593,7 @@ fn item_ok(it: &Value) -> bool {
         .map(|s| {
             matches!(
                 s.to_ascii_lowercase().as_str(),
-                "ok" | "pass" | "passed" | "applied" | "match" | "matches"
+                "ok" | "pass" | "passed" | "applied" | "match" | "matches" | "not-applicable"
             )
         })
         .unwrap_or(false)
@@ -603,10 +621,26 @@ fn selftest_words(v: Option<&Value>) -> (String, bool) {
     let ok = ["ok", "passed", "pass"]
         .iter()
         .find_map(|k| v.get(*k).and_then(Value::as_bool));
+    let rt_guest = match (
+        v.get("injected").and_then(Value::as_u64),
+        v.get("detected").and_then(Value::as_u64),
+        v.get("delay_us").and_then(Value::as_f64),
+        v.get("max_us").and_then(Value::as_f64),
+    ) {
+        // `rt-guest selftest`: known delays injected, detected by the probe.
+        (Some(inj), Some(det), Some(d), Some(max)) => Some(format!(
+            ": {inj} delays of {} us injected on CPU {}, {det} detected, max {} us",
+            fmt_num(d),
+            v.get("cpu").and_then(Value::as_u64).unwrap_or(0),
+            fmt_num(max)
+        )),
+        _ => None,
+    };
     let detail = ["summary", "message", "detail"]
         .iter()
         .find_map(|k| v.get(*k).and_then(Value::as_str))
         .map(|s| format!(": {s}"))
+        .or(rt_guest)
         .unwrap_or_default();
     match ok {
         Some(true) => (format!("passed{detail}"), false),
@@ -1954,6 +1988,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn selftest_in_words() {
+        let v = serde_json::json!({"passed": true, "cpu": 1, "interval_us": 1000, "delay_us": 200.0,
+            "every": 10, "injected": 100, "detected": 100, "max_us": 231.5, "checks": []});
+        let (s, failed) = selftest_words(Some(&v));
+        assert_eq!(
+            s,
+            "passed: 100 delays of 200 us injected on CPU 1, 100 detected, max 231.5 us"
+        );
+        assert!(!failed);
+        let (s, failed) = selftest_words(Some(&serde_json::json!({"passed": false})));
+        assert!(failed && s.starts_with("FAILED"));
+        assert_eq!(selftest_words(None), ("not run".to_string(), false));
+    }
+
+    #[test]
     fn host_check_shapes() {
         assert!(host_check_ok(&serde_json::json!({"ok": true})).is_ok());
         assert!(host_check_ok(&serde_json::json!({"all_ok": false})).is_err());
@@ -1963,5 +2012,23 @@ pub(crate) mod tests {
                 .unwrap_err();
         assert!(e.contains("cpu1 idle"), "{e}");
         assert!(host_check_ok(&serde_json::json!("yes")).is_err());
+        // rt-host check --json as printed on this machine (halt_poll_ns refused: EPERM).
+        let rt_host = serde_json::json!({
+            "profile": "lab", "met": true,
+            "summary": {"ok": 1, "differs": 0, "needs_reboot": 0, "not_permitted": 1, "not_applicable": 1},
+            "vm": null,
+            "changes": [
+                {"item": "cpuidle", "target": "cpu1 state1", "current": "1", "desired": "1", "when": "now", "status": "ok"},
+                {"item": "halt-poll", "target": "/sys/module/kvm/parameters/halt_poll_ns", "current": "200000", "desired": "200000", "when": "now", "status": "not-permitted"},
+                {"item": "hugepages", "target": "-", "current": "-", "desired": "-", "when": "now", "status": "not-applicable"}
+            ]
+        });
+        let e = host_check_ok(&rt_host).unwrap_err();
+        assert!(e.contains("1 of 3 items not ok (halt-poll /sys/module/kvm/parameters/halt_poll_ns: not-permitted)"), "{e}");
+        let mut all_ok = rt_host.clone();
+        all_ok["changes"][1]["status"] = "ok".into();
+        assert!(host_check_ok(&all_ok).is_ok());
+        all_ok["met"] = false.into();
+        assert!(host_check_ok(&all_ok).is_err());
     }
 }
