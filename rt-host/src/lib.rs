@@ -1,1 +1,16 @@
-//! rt-host
+//! `rt-host`: tune a KVM host for real-time guests, verify it, and undo it exactly.
+//!
+//! A profile's `host` section becomes a [`plan::Plan`] of changes (current -> desired,
+//! now or at next boot); [`apply::setup`] applies them in a safe order with a
+//! write-ahead journal, verifies by planning again, and [`apply::revert`] restores every
+//! journalled value, also after a crash. [`bootargs`] computes the kernel command line.
+//! Every kernel access goes through [`rt_sys::SysRoot`], so all of it runs on fake trees.
+
+pub mod apply;
+pub mod bootargs;
+pub mod error;
+pub mod plan;
+pub mod render;
+pub mod vm;
+
+pub use error::TuneError;

@@ -1,0 +1,305 @@
+//! `rt-host`: tune a KVM host for a real-time guest, verify, and revert exactly.
+//!
+//! Exit codes: 0 ok; 1 something differs or is not met (check, setup verify, status
+//! partial); 2 error (bad profile, unexpected kernel error, failed restore).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use rt_host::apply::{self, SetupOptions};
+use rt_host::plan::{self, Ctx};
+use rt_host::{bootargs, render, TuneError};
+use rt_sys::{threads, SysRoot};
+
+/// Tune a KVM host for real-time guests (vCPU pinning and FIFO, halt polling, C-states,
+/// IRQs, isolation, sysctls, hugepages), verify it, and undo it exactly from a journal.
+#[derive(Parser, Debug)]
+#[command(name = "rt-host", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Root of the /sys, /proc, /dev and /run tree (a fake tree for tests).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// Journal directory [default: <root>/run/rt-host].
+    #[arg(long, value_name = "DIR")]
+    journal_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ProfileArgs {
+    /// Profile file or bundled name (ecu, lab, canfd).
+    profile: String,
+    #[command(flatten)]
+    common: Common,
+    /// The VM's QEMU pid (overrides the profile's host.vm).
+    #[arg(long, value_name = "PID")]
+    vm_pid: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Read-only audit: each item ok / differs / needs reboot / not permitted here / not
+    /// applicable. Exit 1 when something differs or needs a reboot.
+    Check(ProfileArgs),
+    /// What setup would change: current -> desired, now or at next boot.
+    Plan(ProfileArgs),
+    /// Apply the runtime items in a safe order, journalling each prior value, then verify.
+    Setup {
+        #[command(flatten)]
+        args: ProfileArgs,
+        /// Test hook: stop after N applied changes and wait to be killed.
+        #[arg(long, hide = true, value_name = "N", env = "RT_HOST_PAUSE_AFTER")]
+        pause_after: Option<usize>,
+    },
+    /// Restore every journalled value (also after a crash; skips threads that are gone).
+    Revert {
+        /// Profile (optional: the journal knows what to restore).
+        profile: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// What is applied now, from the journal and the system.
+    Status {
+        /// Profile (optional).
+        profile: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The kernel command line the profile needs, and how to install it (GRUB, BLS).
+    BootArgs(ProfileArgs),
+    /// Hold /dev/cpu_dma_latency at the profile's exit-latency limit until SIGINT/SIGTERM.
+    Hold {
+        #[command(flatten)]
+        args: ProfileArgs,
+        /// Limit in us (default: host.idle.max_exit_latency_us).
+        #[arg(long, value_name = "US")]
+        us: Option<u32>,
+        /// Print a systemd unit that runs this hold, instead of holding.
+        #[arg(long)]
+        systemd_unit: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("rt-host: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn journal_dir(c: &Common) -> PathBuf {
+    c.journal_dir
+        .clone()
+        .unwrap_or_else(|| SysRoot::new(&c.root).path("run/rt-host"))
+}
+
+fn load(profile: &str) -> Result<(String, profiles::Host)> {
+    let l = profiles::load(profile).with_context(|| format!("Loading profile {profile:?}"))?;
+    let name = l.profile.name.clone();
+    let host = l.profile.host.ok_or(TuneError::NoHost(name.clone()))?;
+    Ok((name, host))
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.cmd {
+        Cmd::Check(a) => plan_cmd(&a, true),
+        Cmd::Plan(a) => plan_cmd(&a, false),
+        Cmd::Setup { args, pause_after } => {
+            let (name, host) = load(&args.profile)?;
+            let root = SysRoot::new(&args.common.root);
+            let mut ctx = Ctx::new(&root);
+            ctx.vm_pid = args.vm_pid;
+            let dir = journal_dir(&args.common);
+            let r = apply::setup(&name, &host, &ctx, &dir, &SetupOptions { pause_after })
+                .with_context(|| format!("Setting up profile {name:?}"))?;
+            if args.common.json {
+                print_json(&r)?;
+            } else {
+                print!("{}", render::setup(&r));
+            }
+            Ok(if r.verified() { 0 } else { 1 })
+        }
+        Cmd::Revert { profile: _, common } => {
+            let root = SysRoot::new(&common.root);
+            let dir = journal_dir(&common);
+            let r = apply::revert(&root, threads::for_root(&root), &dir).context("Reverting")?;
+            if common.json {
+                print_json(&r)?;
+            } else {
+                print!("{}", render::revert(&r));
+            }
+            if !r.ok() {
+                anyhow::bail!("Some values could not be restored; they stay in the journal {} for another revert", dir.display());
+            }
+            Ok(0)
+        }
+        Cmd::Status { profile: _, common } => {
+            let root = SysRoot::new(&common.root);
+            let r = apply::status(&root, threads::for_root(&root), &journal_dir(&common))?;
+            if common.json {
+                print_json(&r)?;
+            } else {
+                print!("{}", render::status(&r));
+            }
+            Ok(if r.profile.is_some() && !r.complete {
+                1
+            } else {
+                0
+            })
+        }
+        Cmd::BootArgs(a) => {
+            let (name, host) = load(&a.profile)?;
+            let root = SysRoot::new(&a.common.root);
+            let args = bootargs::boot_args(&host);
+            let cmdline = rt_sys::kernel::facts(&root)
+                .map(|f| f.cmdline)
+                .unwrap_or_default();
+            let missing: Vec<String> = args
+                .iter()
+                .filter(|x| !bootargs::satisfied(&cmdline, x))
+                .map(|x| x.to_string())
+                .collect();
+            if a.common.json {
+                print_json(&serde_json::json!({
+                    "profile": name,
+                    "args": args,
+                    "line": bootargs::line(&args),
+                    "missing": missing,
+                    "grub_dropin": bootargs::grub_dropin(&a.profile, &args),
+                    "bls": bootargs::bls_text(&args),
+                }))?;
+            } else {
+                println!("# kernel command line for profile {name:?}:");
+                println!("{}", bootargs::line(&args));
+                for x in &args {
+                    println!("#   {x}: {}", x.why);
+                }
+                if missing.is_empty() {
+                    println!("# /proc/cmdline has all of them");
+                } else {
+                    println!(
+                        "# missing from /proc/cmdline (needs a reboot): {}",
+                        missing.join(" ")
+                    );
+                }
+                println!();
+                print!("{}", bootargs::grub_dropin(&a.profile, &args));
+                println!();
+                print!("{}", bootargs::bls_text(&args));
+            }
+            Ok(0)
+        }
+        Cmd::Hold {
+            args,
+            us,
+            systemd_unit,
+        } => hold(&args, us, systemd_unit),
+    }
+}
+
+fn plan_cmd(a: &ProfileArgs, check: bool) -> Result<u8> {
+    let (name, host) = load(&a.profile)?;
+    let root = SysRoot::new(&a.common.root);
+    let mut ctx = Ctx::new(&root);
+    ctx.vm_pid = a.vm_pid;
+    ctx.refused = apply::load_refused(&journal_dir(&a.common));
+    let p =
+        plan::build(&name, &host, &ctx).with_context(|| format!("Planning profile {name:?}"))?;
+    if a.common.json {
+        print_json(&serde_json::json!({
+            "profile": p.profile,
+            "met": p.met(),
+            "summary": p.summary(),
+            "vm": p.vm,
+            "changes": p.changes,
+        }))?;
+    } else {
+        print!("{}", render::plan(&p, !check));
+    }
+    Ok(if check && !p.met() { 1 } else { 0 })
+}
+
+fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
+    let (name, host) = load(&a.profile)?;
+    let us = us
+        .or(host.idle.max_exit_latency_us)
+        .context("No limit: the profile has no host.idle.max_exit_latency_us; give --us")?;
+    if unit {
+        let exe = std::env::current_exe().context("Finding the rt-host executable")?;
+        let prof = if Path::new(&a.profile).is_file() {
+            std::fs::canonicalize(&a.profile)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| a.profile.clone())
+        } else {
+            a.profile.clone()
+        };
+        print!(
+            "# /etc/systemd/system/rtvirt-dma-latency.service\n\
+             [Unit]\n\
+             Description=rtvirt: hold /dev/cpu_dma_latency at {us} us (profile {name})\n\
+             Documentation=man:rt-host(1)\n\
+             \n\
+             [Service]\n\
+             Type=simple\n\
+             ExecStart={} hold {prof} --us {us}\n\
+             Restart=on-failure\n\
+             \n\
+             [Install]\n\
+             WantedBy=multi-user.target\n",
+            exe.display()
+        );
+        return Ok(0);
+    }
+    let root = SysRoot::new(&a.common.root);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("Installing signal handlers")?;
+    }
+    let v = i32::try_from(us).context("Limit too large")?;
+    let held = rt_sys::rt::DmaLatency::hold(&root, v).context("Holding /dev/cpu_dma_latency")?;
+    if a.common.json {
+        println!(
+            "{}",
+            serde_json::json!({"holding_us": us, "pid": std::process::id(), "profile": name})
+        );
+    } else {
+        println!(
+            "holding {} at {us} us (pid {}); SIGINT or SIGTERM releases it",
+            root.display("dev/cpu_dma_latency"),
+            std::process::id()
+        );
+    }
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(held);
+    if !a.common.json {
+        println!("released");
+    }
+    Ok(0)
+}
