@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use profiles::Host;
 use rt_sys::cgroup::{self, CgroupRef};
 use rt_sys::journal::{Entry, Target};
-use rt_sys::sched::{Policy, SchedParams};
+use rt_sys::sched::SchedParams;
 use rt_sys::task::Thread;
 use rt_sys::threads::{self, ThreadOps};
 use rt_sys::{cpuidle, hugepages, irq, kernel, sysctl, CpuSet, SysError, SysRoot};
@@ -1286,6 +1286,7 @@ fn vm_items(b: &mut B<'_, '_>, host: &Host, v: &VmThreads) -> Result<(), TuneErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rt_sys::sched::Policy;
 
     #[test]
     fn unsafe_profiles_are_refused() {
