@@ -339,7 +339,9 @@ pub fn boot(config: &VmConfig, forced: Option<Accel>, kvm_probe: Duration) -> Re
                     ));
                 }
                 if !vm.alive() {
-                    why = Some(vm.gone_reason());
+                    let log = fs::read_to_string(&vm.config.qemu_log).unwrap_or_default();
+                    let first = log.lines().next().unwrap_or("no message").to_string();
+                    why = Some(format!("KVM failed: QEMU exited at once ({first})"));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -437,7 +439,7 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
             let extra = Path::new(&opts.profile)
                 .is_file()
                 .then(|| Path::new(&opts.profile));
-            let img = image::build(&layout, &kernel, &st.out, extra)?;
+            let img = image::build(&layout, &kernel, &st.out, extra, true)?;
             for m in &img.missing_binaries {
                 missing.push(format!(
                     "{m} (guest binary: the crate builds no `{m}` executable yet)"
@@ -626,7 +628,7 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
         gr.step("rt-guest revert", "rt-guest revert", minute, &[0, 1])?;
     }
     let copy = format!(
-        "mkdir -p /tmp/runs {GUEST_SHARE}/runs && cp -r /tmp/runs/. {GUEST_SHARE}/runs/ && sync"
+        "dmesg > {GUEST_SHARE}/dmesg.txt; mkdir -p /tmp/runs {GUEST_SHARE}/runs && cp -r /tmp/runs/. {GUEST_SHARE}/runs/ && sync"
     );
     gr.step("copy runs out", &copy, minute, &[0])?;
     let guest_failures = std::mem::take(&mut gr.failures);
@@ -780,34 +782,31 @@ pub const MARKER_ID: &str = "1FFFFFF0";
 
 impl GuestSteps<'_> {
     fn interfaces(&self, tx: &str, rx: &str, bitrate: u32) -> String {
-        // busybox sh prefers its own `ip` applet, which knows no CAN: name iproute2's.
-        let mut s = String::from("set -e\nIP=/usr/bin/ip\n");
-        let mut seen = Vec::new();
-        for i in [tx, rx] {
-            if seen.contains(&i) {
-                continue;
-            }
-            seen.push(i);
-            if i.starts_with("vcan") {
-                s.push_str(&format!("$IP link show {i} >/dev/null 2>&1 || $IP link add {i} type vcan\n$IP link set {i} up\n"));
-            } else {
-                s.push_str(&format!("$IP link set {i} down\n$IP link set {i} type can bitrate {bitrate}\n$IP link set {i} up\n"));
-            }
-        }
-        s.push_str("$IP link show vcan0 >/dev/null 2>&1 || $IP link add vcan0 type vcan\n$IP link set vcan0 up\n$IP -details link show\n");
-        s
+        interfaces_script(&[tx, rx, "vcan0"], bitrate)
     }
 
-    /// can-sim from `tx` to `rx` with candump on `rx` as an independent receiver. Marker
-    /// frames before and after bracket the capture, so candump is known to listen before
-    /// can-sim sends and to have drained after it stops.
+    /// can-sim from `tx` to `rx` with candump on `rx` as an independent receiver.
     fn can_run(&self, tx: &str, rx: &str, run: &str) -> String {
         let log = format!(
             "/tmp/runs/candump-{}.log",
             run.rsplit('/').next().unwrap_or("run")
         );
-        format!(
-            r#"mkdir -p /tmp/runs
+        let sim = format!(
+            "can-sim run {} --tx {tx} --rx {rx} --duration {} --out {run}",
+            self.profile, self.can_duration
+        );
+        capture_script(tx, rx, &log, &sim)
+    }
+}
+
+/// A guest script that runs `command` while `candump -L rx` logs into `log`. Marker frames
+/// (extended id [`MARKER_ID`]) bracket the capture: the start marker is resent from `tx`
+/// until candump logged it, so candump listens before `command` sends; the end marker is
+/// awaited, so candump drained after it stopped. Prints `candump_frames=N` (markers
+/// excluded) and exits with `command`'s exit code.
+pub fn capture_script(tx: &str, rx: &str, log: &str, command: &str) -> String {
+    format!(
+        r#"mkdir -p "$(dirname {log})"
 log={log}
 candump -L {rx} > $log 2>/tmp/candump.err &
 cd_pid=$!
@@ -817,7 +816,7 @@ until grep -q '{MARKER_ID}#5354415254' $log; do
     sleep 0.2; i=$((i + 1))
     [ $i -lt 100 ] || {{ echo "candump on {rx} never saw the start marker"; cat /tmp/candump.err; kill $cd_pid; exit 3; }}
 done
-can-sim run {profile} --tx {tx} --rx {rx} --duration {dur} --out {run}
+{command}
 rc=$?
 i=0
 cansend {tx} {MARKER_ID}#454E44
@@ -827,11 +826,32 @@ until grep -q '{MARKER_ID}#454E44' $log; do
 done
 kill $cd_pid
 echo "candump_frames=$(grep ' {rx} ' $log | grep -vc '{MARKER_ID}#')"
-exit $rc"#,
-            profile = self.profile,
-            dur = self.can_duration,
-        )
+exit $rc"#
+    )
+}
+
+/// The shell lines that bring CAN interfaces up at `bitrate` (vcan ones are created).
+pub fn interfaces_script(ifaces: &[&str], bitrate: u32) -> String {
+    // busybox sh prefers its own `ip` applet, which knows no CAN: name iproute2's.
+    let mut s = String::from("set -e\nIP=/usr/bin/ip\n");
+    let mut seen: Vec<&str> = Vec::new();
+    for &i in ifaces {
+        if seen.contains(&i) {
+            continue;
+        }
+        seen.push(i);
+        if i.starts_with("vcan") {
+            s.push_str(&format!(
+                "$IP link show {i} >/dev/null 2>&1 || $IP link add {i} type vcan\n$IP link set {i} up\n"
+            ));
+        } else {
+            s.push_str(&format!(
+                "$IP link set {i} down\n$IP link set {i} type can bitrate {bitrate}\n$IP link set {i} up\n"
+            ));
+        }
     }
+    s.push_str("$IP -details link show\n");
+    s
 }
 
 #[cfg(test)]
@@ -866,6 +886,7 @@ mod tests {
         let s = g.interfaces("can0", "can1", 500000);
         assert_eq!(s.matches("type can bitrate 500000").count(), 2);
         assert!(s.contains("$IP link add vcan0 type vcan"));
+        assert_eq!(s.matches("link add vcan0").count(), 1);
         let v = g.interfaces("vcan0", "vcan0", 500000);
         assert!(!v.contains("bitrate"));
     }

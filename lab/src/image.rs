@@ -164,6 +164,7 @@ pub fn build(
     kernel: &Kernel,
     dir: &Path,
     extra_profile: Option<&Path>,
+    with_rtvirt: bool,
 ) -> Result<Image> {
     let modules_dir = kernel.modules.as_ref().with_context(|| {
         format!(
@@ -220,7 +221,11 @@ pub fn build(
     fs::write(stage.join("etc/rtvirt/modules.load"), load_lines)?;
 
     // rtvirt binaries (static).
-    let built = build_static(layout)?;
+    let built = if with_rtvirt {
+        build_static(layout)?
+    } else {
+        Vec::new()
+    };
     let mut binaries = Vec::new();
     for (name, path) in &built {
         put(&stage, path, &format!("/usr/bin/{name}"), Some(0o755))?;
@@ -231,7 +236,7 @@ pub fn build(
         .filter(|b| !binaries.iter().any(|n| n == *b))
         .map(|b| b.to_string())
         .collect();
-    for m in &missing_binaries {
+    for m in missing_binaries.iter().filter(|_| with_rtvirt) {
         eprintln!(
             "lab: warning: {m} was not built (the crate has no binary yet): the image lacks it"
         );
@@ -343,6 +348,7 @@ mount -t tmpfs tmpfs /run
 mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null
 mount -t debugfs none /sys/kernel/debug 2>/dev/null
 ip link set lo up
+hostname rtvirt-lab-guest
 echo "lab-init: kernel $(uname -r) ({kernel_version} expected), loading modules"
 failed=""
 while read -r m; do

@@ -37,6 +37,9 @@ enum Cmd {
         /// Print what went in as JSON.
         #[arg(long)]
         json: bool,
+        /// Leave out rt-guest and can-sim (no static build): the bare lab VM.
+        #[arg(long)]
+        no_rtvirt: bool,
     },
     /// Boot the lab VM and wait until the guest is up; then run --exec commands in it and
     /// power off, or keep it running until Ctrl-C.
@@ -51,6 +54,9 @@ enum Cmd {
         /// Output directory (default lab/out/boot-UTC).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Leave out rt-guest and can-sim (no static build): the bare lab VM.
+        #[arg(long)]
+        no_rtvirt: bool,
     },
     /// The whole flow: boot, rt-host setup, the guest tools, rt-host revert, the report.
     Flow {
@@ -132,6 +138,7 @@ fn run() -> Result<ExitCode> {
             profile,
             out,
             json,
+            no_rtvirt,
         } => {
             let layout = Layout::from_env()?;
             let k = kernel_of(&layout, &kernel)?;
@@ -142,7 +149,7 @@ fn run() -> Result<ExitCode> {
                 }
                 None => layout.new_out_dir("image")?,
             };
-            let img = lab::image::build(&layout, &k, &dir, profile.as_deref())?;
+            let img = lab::image::build(&layout, &k, &dir, profile.as_deref(), !no_rtvirt)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&img)?);
             } else {
@@ -162,7 +169,8 @@ fn run() -> Result<ExitCode> {
             vm,
             exec,
             out,
-        } => boot(kernel, vm, exec, out),
+            no_rtvirt,
+        } => boot(kernel, vm, exec, out, no_rtvirt),
         Cmd::Flow {
             profile,
             kernel,
@@ -253,6 +261,7 @@ fn boot(
     vm_args: VmArgs,
     exec: Vec<String>,
     out: Option<PathBuf>,
+    no_rtvirt: bool,
 ) -> Result<ExitCode> {
     let layout = Layout::from_env()?;
     let k = kernel_of(&layout, &kernel)?;
@@ -265,7 +274,7 @@ fn boot(
     };
     let initrd = match kernel.initrd {
         Some(i) => i,
-        None => lab::image::build(&layout, &k, &dir, None)?.initrd,
+        None => lab::image::build(&layout, &k, &dir, None, !no_rtvirt)?.initrd,
     };
     let qemu = lab::image::find_program("qemu-system-x86_64")
         .context("qemu-system-x86_64 not found: run lab/setup.sh")?;
@@ -296,6 +305,7 @@ fn boot(
         "lab: vCPU threads: {:?}",
         lab::sched::vcpu_samples(vm.pid, vm.accel.thread_suffix())?
     );
+    let mut failed = false;
     if exec.is_empty() {
         eprintln!(
             "lab: guest up (QEMU pid {}, QMP {}, console {}); Ctrl-C stops it",
@@ -310,10 +320,15 @@ fn boot(
         for cmd in &exec {
             let out = agent.run(&mut vm, cmd, Duration::from_secs(300))?;
             print!("{}", out.output);
-            eprintln!("lab: `{cmd}` exited {}", out.rc);
+            eprintln!("lab: guest command exited {}", out.rc);
+            failed |= out.rc != 0;
         }
         let _ = agent.poweroff(&mut vm);
     }
     vm.stop();
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

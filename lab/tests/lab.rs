@@ -305,3 +305,47 @@ fn lab_report_marks_tcg_run_not_valid() {
         }
     }
 }
+
+/// The bare lab VM, without the rtvirt tools: proves the image, the boot, the modules and
+/// the emulated CAN bus on their own (a second, short boot).
+#[test]
+#[ignore = "needs root and the QEMU lab: run lab/test.sh"]
+fn lab_bare_vm_carries_frames_from_can0_to_can1() {
+    if let Some(why) = missing_lab() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let out = root()
+        .join("lab/out")
+        .join(format!("test-boot-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&out);
+    let script = format!(
+        "{}\n{}",
+        lab::flow::interfaces_script(&["can0", "can1"], 500_000),
+        lab::flow::capture_script(
+            "can0",
+            "can1",
+            "/tmp/c.log",
+            "cangen can0 -n 200 -g 2 -I 123 -L 8 -D i"
+        )
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_rtvirt-lab"))
+        .args(["boot", "--no-rtvirt", "--out"])
+        .arg(&out)
+        .args(["--exec", &script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running rtvirt-lab boot");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "rtvirt-lab boot failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("PREEMPT_RT"), "{stdout}");
+    assert!(
+        stdout.contains("candump_frames=200"),
+        "candump on can1 did not get the 200 frames:\n{stdout}"
+    );
+    let _ = fs::remove_dir_all(&out);
+}
