@@ -147,12 +147,27 @@ fn syntax(text: &str, origin: &str, e: &ron::error::SpannedError, path: &str) ->
             column += ahead;
         }
     }
+    let mut path = clean_path(path);
+    let message = match fraction_in_integer(text, &e.code, line, column) {
+        Some((field, value, at)) => {
+            column = at;
+            if !field.is_empty() {
+                path = if path == "." {
+                    field
+                } else {
+                    format!("{path}.{field}")
+                };
+            }
+            format!("Expected an integer, found `{value}`")
+        }
+        None => explain(text, &e.code, line, column),
+    };
     ProfileError::Syntax {
         origin: origin.to_string(),
         line,
         column,
-        path: clean_path(path),
-        message: explain(text, &e.code, line, column),
+        path,
+        message,
     }
 }
 
@@ -192,6 +207,54 @@ fn clean_path(path: &str) -> String {
     }
 }
 
+/// ron reads `50.5` in an integer field as `50` followed by junk, and says "Expected
+/// comma" after the struct's field: find the field, the whole number and its column.
+fn fraction_in_integer(
+    text: &str,
+    code: &ron::Error,
+    line: usize,
+    column: usize,
+) -> Option<(String, String, usize)> {
+    if !matches!(
+        code,
+        ron::Error::ExpectedComma | ron::Error::ExpectedStructLikeEnd
+    ) {
+        return None;
+    }
+    let chars: Vec<char> = text.lines().nth(line.checked_sub(1)?)?.chars().collect();
+    let at = column.checked_sub(1)?;
+    if chars.get(at) != Some(&'.') || !chars.get(at + 1).is_some_and(char::is_ascii_digit) {
+        return None;
+    }
+    let int_start = chars[..at]
+        .iter()
+        .rposition(|c| !c.is_ascii_digit() && *c != '-')
+        .map_or(0, |i| i + 1);
+    if int_start == at {
+        return None;
+    }
+    let frac_end = chars[at + 1..]
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .map_or(chars.len(), |i| at + 1 + i);
+    let value: String = chars[int_start..frac_end].iter().collect();
+    let before: String = chars[..int_start].iter().collect();
+    let field: String = before
+        .trim_end()
+        .strip_suffix(':')
+        .map(|b| {
+            let ident: Vec<char> = b
+                .trim_end()
+                .chars()
+                .rev()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            ident.into_iter().rev().collect()
+        })
+        .unwrap_or_default();
+    Some((field, value, int_start + 1))
+}
+
 /// The parser's message, plus what it found where that helps: the offending token for
 /// type and range errors, and the likely place of a missing comma.
 fn explain(text: &str, code: &ron::Error, line: usize, column: usize) -> String {
@@ -209,24 +272,7 @@ fn explain(text: &str, code: &ron::Error, line: usize, column: usize) -> String 
         .take_while(|c| !matches!(c, ',' | ')' | ']' | '}') && *c != '\n')
         .collect();
     let token = token.trim();
-    // ron reads `50.5` in an integer field as `50` followed by junk.
-    let digits: String = src_line
-        .chars()
-        .take(start)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .take_while(char::is_ascii_digit)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
     match code {
-        E::ExpectedComma | E::ExpectedStructLikeEnd
-            if !digits.is_empty() && token.starts_with('.') =>
-        {
-            format!("Expected an integer, found `{digits}{token}`")
-        }
         E::ExpectedComma | E::ExpectedArrayEnd | E::ExpectedStructLikeEnd
             if src_line
                 .chars()
@@ -298,4 +344,62 @@ pub fn load(name_or_path: &str) -> Result<Loaded, ProfileError> {
         text,
         origin,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unnamed_path_segments_are_dropped() {
+        assert_eq!(clean_path("host.?"), "host");
+        assert_eq!(clean_path("?"), ".");
+        assert_eq!(
+            clean_path("can.ecus[0].messages[1]"),
+            "can.ecus[0].messages[1]"
+        );
+    }
+
+    #[test]
+    fn trailing_text_skips_space_and_comments() {
+        let text = "Profile(name: \"x\")\n  // done\n  /* really */ junk";
+        let rest = &text[text.find(')').unwrap() + 1..];
+        let p = trailing_start(text, rest);
+        assert_eq!((p.line, p.col), (3, 16));
+    }
+
+    #[test]
+    fn fraction_names_field_value_and_column() {
+        let text = "(a: 1, prio: -5.25)";
+        let got = fraction_in_integer(text, &ron::Error::ExpectedComma, 1, 16);
+        assert_eq!(got, Some(("prio".to_string(), "-5.25".to_string(), 14)));
+        assert_eq!(
+            fraction_in_integer(text, &ron::Error::ExpectedInteger, 1, 16),
+            None
+        );
+        assert_eq!(
+            fraction_in_integer(text, &ron::Error::ExpectedComma, 1, 3),
+            None
+        );
+    }
+
+    #[test]
+    fn missing_comma_hint_only_at_line_start() {
+        let text = "(a: 1\n  b: 2)";
+        let m = explain(text, &ron::Error::ExpectedComma, 2, 3);
+        assert_eq!(m, "Expected comma (missing at the end of line 1?)");
+        let m = explain("(a: 1 b: 2)", &ron::Error::ExpectedComma, 1, 7);
+        assert_eq!(m, "Expected comma");
+    }
+
+    #[test]
+    fn a_file_wins_over_a_bundled_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lab.ron");
+        std::fs::write(&path, "Profile(name: \"mine\")").unwrap();
+        let l = load(path.to_str().unwrap()).unwrap();
+        assert_eq!(l.profile.name, "mine");
+        assert_eq!(l.origin, Origin::File(path));
+        assert_eq!(load("lab").unwrap().origin, Origin::Bundled("lab"));
+    }
 }
