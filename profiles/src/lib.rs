@@ -4,6 +4,15 @@
 //! which CAN matrix to simulate (`can`) and which timing requirements the evidence must
 //! show (`requirements`). [`load`] takes a path or a bundled name (`ecu` means the
 //! embedded `profiles/ecu.ron`), parses it with field paths in errors, and validates it.
+//!
+//! - Syntax and type errors: `origin:line:column: field.path: message`
+//!   ([`ProfileError::Syntax`]); optional fields may be written with or without `Some(..)`.
+//! - Semantic errors: every problem at once, each `field.path: value problem`
+//!   ([`validate()`], [`ProfileError::Invalid`]).
+//! - Machine checks, through a [`rt_sys::SysRoot`]: [`validate_against`] for the host
+//!   section on the KVM host, [`validate_guest_against`] for the guest CPUs in the guest.
+//!
+//! Every field, unit and default is documented in `docs/profiles.md`.
 
 pub mod schema;
 pub mod validate;
