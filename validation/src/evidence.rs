@@ -410,6 +410,9 @@ pub struct RunInfo {
     pub selftest: String,
     /// Host tuning check, in words.
     pub host_check: String,
+    /// Guest tuning check (`rt-guest check`), in words (shown, not judged).
+    #[serde(default)]
+    pub guest_check: String,
 }
 
 /// Counts of verdicts.
@@ -788,6 +791,13 @@ fn run_info(r: &RunData) -> RunInfo {
         invalid_because: run_issues(r),
         selftest: selftest_words(env.selftest.as_ref()).0,
         host_check,
+        guest_check: match &env.guest_check {
+            None => "not recorded".to_string(),
+            Some(v) => match host_check_ok(v) {
+                Ok(()) => "all items ok".to_string(),
+                Err(e) => e.replace("rt-host check", "rt-guest check"),
+            },
+        },
     }
 }
 
@@ -915,13 +925,13 @@ pub fn evaluate(
     let mut deviations = Vec::new();
     for r in results.iter().filter(|r| r.verdict == Verdict::Fail) {
         deviations.push(format!(
-            "{} ({}) failed: {} {} against the bound {} {}{}",
+            "{} ({}) failed: {} measured {} {} against the bound {}{}",
             r.id,
             r.asil,
             r.metric_label,
             fmt_opt(r.measured),
-            fmt_opt(r.bound),
             r.unit,
+            crate::report::bound_text(r),
             if r.reasons.is_empty() {
                 String::new()
             } else {
@@ -1203,13 +1213,12 @@ fn evaluate_one(
                 }
             }
             let found = pool.found && sent > 0;
-            judge_count(
-                &mut r,
-                found,
-                count,
-                sent,
-                "no CAN frames sent for this metric",
-            );
+            let missing = if runs.iter().any(|r| r.can.is_some()) {
+                "no CAN frames sent for this metric"
+            } else {
+                "no can.json in any run"
+            };
+            judge_count(&mut r, found, count, sent, missing);
             if !loss && lost > 0 {
                 r.reasons
                     .push(format!("{lost} lost frames count as deadline misses"));

@@ -317,6 +317,7 @@ fn env_rows(run: &crate::evidence::RunInfo) -> Vec<(&'static str, String)> {
         None => rows.push(("Kernel", "not recorded".into())),
     }
     rows.push(("Host tuning (rt-host check)", run.host_check.clone()));
+    rows.push(("Guest tuning (rt-guest check)", run.guest_check.clone()));
     rows.push(("Probe self-test", run.selftest.clone()));
     if !e.notes.is_empty() {
         rows.push(("Notes", e.notes.join("; ")));
