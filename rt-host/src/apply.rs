@@ -97,6 +97,9 @@ pub struct SetupOptions {
     /// Stop (sleep until killed) after this many applied changes: a test hook to kill
     /// setup at a known point.
     pub pause_after: Option<usize>,
+    /// Test hook: fail with an unexpected error before the change after N applied ones,
+    /// to exercise the undo of a half-done setup.
+    pub fail_after: Option<usize>,
 }
 
 fn same_thread(root: &SysRoot, t: &plan::ThreadRef) -> Result<(), SysError> {
@@ -172,7 +175,15 @@ pub fn setup(
         let target = entry.target.clone();
         let fresh_target = !journal.has(&target);
         journal.record(entry)?;
-        match perform(root, ops, a) {
+        let result = if opts.fail_after == Some(applied) {
+            Err(SysError::Io {
+                path: PathBuf::from(&c.target),
+                source: std::io::Error::other("injected fault (--fail-after)"),
+            })
+        } else {
+            perform(root, ops, a)
+        };
+        match result {
             Ok(()) => {
                 applied += 1;
                 done.push(Done {
@@ -447,4 +458,375 @@ pub fn status(
         entries,
         refused,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{FakeMachine, QEMU_PID};
+    use profiles::Host;
+    use rt_sys::sched::{Policy, SchedParams};
+    use rt_sys::threads::{ThreadOps, Tree};
+
+    fn lab_host() -> Host {
+        profiles::load("lab").unwrap().profile.host.unwrap()
+    }
+
+    fn full_host() -> Host {
+        let mut h = lab_host();
+        h.isolation.cpuset_partition = true;
+        h.isolation.kthreads = true;
+        h.hugepages = Some(profiles::Hugepages {
+            size_kib: 2048,
+            count: 256,
+            node: None,
+        });
+        h
+    }
+
+    fn setup_in(
+        m: &FakeMachine,
+        host: &Host,
+        jdir: &Path,
+        opts: &SetupOptions,
+    ) -> Result<SetupReport, TuneError> {
+        setup("lab", host, &Ctx::new(&m.root), jdir, opts)
+    }
+
+    #[test]
+    fn plan_on_the_fake_machine_orders_cpuset_affinity_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        let p = plan::build("lab", &full_host(), &Ctx::new(&m.root)).unwrap();
+        let find = |item: &str, target: &str| {
+            p.changes
+                .iter()
+                .position(|c| c.item == item && c.target.contains(target))
+                .unwrap_or_else(|| panic!("no {item} {target}: {:#?}", p.changes))
+        };
+        let st = |i: usize| p.changes[i].status;
+        assert_eq!(st(find("halt-poll", "halt_poll_ns")), Status::Differs);
+        assert_eq!(st(find("cpuidle", "cpu1/cpuidle/state1")), Status::Differs);
+        assert!(!p
+            .changes
+            .iter()
+            .any(|c| c.target.contains("cpu0/cpuidle") || c.target.contains("state0")));
+        assert_eq!(st(find("irq", "irq/26/")), Status::Differs);
+        assert_eq!(st(find("irq", "irq/36/")), Status::Differs);
+        assert_eq!(
+            st(find("nested-virtualization", "hypervisor")),
+            Status::Differs
+        );
+        assert_eq!(st(find("boot-arg", "isolcpus")), Status::NeedsReboot);
+        // The FIFO emulator thread is never moved; the per-CPU kworker is not listed.
+        assert_eq!(st(find("emulator", "rt-worker")), Status::NotApplicable);
+        assert!(!p.changes.iter().any(|c| c.target.contains("kworker")));
+        assert_eq!(st(find("kthread", "kcompactd0")), Status::Differs);
+        assert_eq!(st(find("hugepages", "nr_hugepages")), Status::Differs);
+        // Order: cgroup moves, then affinities (main loop before vCPU), then policy.
+        let cg = find("cpuset", "cgroup of \"CPU 1/TCG\"");
+        let main_aff = find("emulator", "qemu-system-x86");
+        let vcpu_aff = find("vcpu-affinity", "CPU 1/TCG");
+        let vcpu_sched = find("vcpu-sched", "CPU 1/TCG");
+        assert!(
+            cg < main_aff && main_aff < vcpu_aff && vcpu_aff < vcpu_sched,
+            "{cg} {main_aff} {vcpu_aff} {vcpu_sched}"
+        );
+        assert_eq!(p.changes[vcpu_sched].desired, "fifo:50");
+        assert!(!p.met());
+    }
+
+    #[test]
+    fn setup_applies_verifies_and_revert_restores_every_file_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        let jdir = dir.path().join("journal");
+        let before = m.snapshot();
+        let r = setup_in(&m, &full_host(), &jdir, &SetupOptions::default()).unwrap();
+        assert!(r.verified(), "{:#?}", r.verify_failed);
+        let t = Tree;
+        let fifo = SchedParams {
+            policy: Policy::Fifo,
+            priority: 50,
+        };
+        assert_eq!(t.get_sched(&m.root, QEMU_PID, 4003).unwrap(), fifo);
+        assert_eq!(
+            t.get_affinity(&m.root, QEMU_PID, 4003).unwrap().to_string(),
+            "1"
+        );
+        assert_eq!(
+            t.get_affinity(&m.root, QEMU_PID, 4000).unwrap().to_string(),
+            "0"
+        );
+        assert_eq!(
+            t.get_affinity(&m.root, QEMU_PID, 4005).unwrap().to_string(),
+            "0-1",
+            "a FIFO thread is never moved"
+        );
+        assert_eq!(t.get_affinity(&m.root, 60, 60).unwrap().to_string(), "0");
+        assert_eq!(
+            m.root
+                .read_trim("sys/devices/system/cpu/cpu1/cpuidle/state1/disable")
+                .unwrap(),
+            "1"
+        );
+        assert_eq!(
+            m.root
+                .read_trim("sys/devices/system/cpu/cpu0/cpuidle/state1/disable")
+                .unwrap(),
+            "0"
+        );
+        assert_eq!(
+            m.root
+                .read_trim("sys/kernel/mm/transparent_hugepage/enabled")
+                .unwrap(),
+            "never"
+        );
+        assert_eq!(
+            m.root.read_trim("proc/irq/36/smp_affinity").unwrap(),
+            "00000001"
+        );
+        assert_eq!(
+            m.root
+                .read_trim("sys/fs/cgroup/cpuset/rtvirt-rt/cpuset.cpus")
+                .unwrap(),
+            "1"
+        );
+        assert_eq!(
+            rt_sys::cgroup::thread_cgroup(&m.root, QEMU_PID, 4003, false).unwrap(),
+            "/rtvirt-rt"
+        );
+        assert_eq!(
+            rt_sys::cgroup::thread_cgroup(&m.root, QEMU_PID, 4000, false).unwrap(),
+            "/rtvirt-hk"
+        );
+        let s = status(&m.root, &Tree, &jdir).unwrap();
+        assert!(
+            s.complete && !s.entries.is_empty() && s.entries.iter().all(|e| e.in_effect),
+            "{s:#?}"
+        );
+        // Idempotent: a second setup changes nothing and keeps the first prior values.
+        let r2 = setup_in(&m, &full_host(), &jdir, &SetupOptions::default()).unwrap();
+        assert!(r2.done.is_empty(), "{:#?}", r2.done);
+        let rv = revert(&m.root, &Tree, &jdir).unwrap();
+        assert!(rv.ok(), "{rv:#?}");
+        assert!(rv
+            .entries
+            .iter()
+            .all(|e| e.outcome == RevertOutcome::Restored));
+        assert_eq!(
+            FakeMachine::diff(&before, &m.snapshot()),
+            Vec::<String>::new()
+        );
+        assert!(rt_sys::journal::Journal::read(&jdir).unwrap().is_none());
+    }
+
+    #[test]
+    fn refused_write_is_not_permitted_and_setup_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        // A read-only kernfs attribute: open for writing fails with EACCES, even for root.
+        let ro = Path::new("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+        if !ro.exists() {
+            eprintln!("skipped: {} is missing on this kernel", ro.display());
+            return;
+        }
+        let knob = m.root.path("sys/module/kvm/parameters/halt_poll_ns");
+        std::fs::remove_file(&knob).unwrap();
+        std::os::unix::fs::symlink(ro, &knob).unwrap();
+        let jdir = dir.path().join("journal");
+        let before = m.snapshot();
+        let r = setup_in(&m, &lab_host(), &jdir, &SetupOptions::default()).unwrap();
+        let d = r
+            .done
+            .iter()
+            .find(|d| d.change.item == "halt-poll")
+            .unwrap();
+        assert_eq!(d.outcome, Outcome::NotPermitted);
+        assert!(
+            d.detail.as_deref().unwrap().contains("Not permitted here"),
+            "{d:?}"
+        );
+        assert!(
+            r.verified(),
+            "refused items do not fail verify: {:#?}",
+            r.verify_failed
+        );
+        assert!(r
+            .done
+            .iter()
+            .any(|d| d.change.item == "vcpu-sched" && d.outcome == Outcome::Applied));
+        // check shows it as not permitted from the refusal record.
+        let mut ctx = Ctx::new(&m.root);
+        ctx.refused = load_refused(&jdir);
+        let p = plan::build("lab", &lab_host(), &ctx).unwrap();
+        let c = p.changes.iter().find(|c| c.item == "halt-poll").unwrap();
+        assert_eq!(c.status, Status::NotPermitted);
+        let j = rt_sys::journal::Journal::read(&jdir).unwrap().unwrap();
+        assert!(!j
+            .entries
+            .iter()
+            .any(|e| e.target.to_string().contains("halt_poll_ns")));
+        revert(&m.root, &Tree, &jdir).unwrap();
+        assert_eq!(
+            FakeMachine::diff(&before, &m.snapshot()),
+            Vec::<String>::new()
+        );
+        assert!(load_refused(&jdir).is_empty());
+    }
+
+    #[test]
+    fn unexpected_error_reverts_this_run_and_names_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        let jdir = dir.path().join("journal");
+        let before = m.snapshot();
+        let e = setup_in(
+            &m,
+            &lab_host(),
+            &jdir,
+            &SetupOptions {
+                fail_after: Some(4),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        let TuneError::Aborted(a) = &e else {
+            panic!("{e}")
+        };
+        // The 4 applied changes and the failing one (journalled before it was tried).
+        assert_eq!(a.reverted, 5, "{e}");
+        assert_eq!(a.failed, 0);
+        assert!(e.to_string().starts_with("Setup stopped at "), "{e}");
+        assert_eq!(
+            FakeMachine::diff(&before, &m.snapshot()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn vanished_vm_and_reused_tid_are_skipped_on_revert() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        let jdir = dir.path().join("journal");
+        let halt_before = m
+            .root
+            .read_trim("sys/module/kvm/parameters/halt_poll_ns")
+            .unwrap();
+        setup_in(&m, &lab_host(), &jdir, &SetupOptions::default()).unwrap();
+        // vCPU 1's thread exits; the main thread's tid is reused by a newer thread.
+        std::fs::remove_dir_all(m.root.path(format!("proc/{QEMU_PID}/task/4003"))).unwrap();
+        let st = m.root.path(format!("proc/{QEMU_PID}/task/4000/stat"));
+        let text = std::fs::read_to_string(&st)
+            .unwrap()
+            .replace(" 5000 ", " 777777 ");
+        std::fs::write(&st, text).unwrap();
+        let r = revert(&m.root, &Tree, &jdir).unwrap();
+        assert!(r.ok());
+        let vanished: Vec<String> = r
+            .entries
+            .iter()
+            .filter(|e| e.outcome == RevertOutcome::Vanished)
+            .map(|e| e.entry.target.to_string())
+            .collect();
+        assert!(
+            vanished.iter().any(|t| t.contains("CPU 1/TCG")),
+            "{vanished:?}"
+        );
+        assert!(
+            vanished.iter().any(|t| t.contains("qemu-system-x86")),
+            "{vanished:?}"
+        );
+        assert_eq!(
+            Tree.get_affinity(&m.root, QEMU_PID, 4000)
+                .unwrap()
+                .to_string(),
+            "0",
+            "a reused tid is never touched"
+        );
+        assert_eq!(
+            m.root
+                .read_trim("sys/module/kvm/parameters/halt_poll_ns")
+                .unwrap(),
+            halt_before
+        );
+    }
+
+    #[test]
+    fn a_thread_that_exits_between_plan_and_change_is_reported_vanished() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        let p = plan::build("lab", &lab_host(), &Ctx::new(&m.root)).unwrap();
+        let c = p.changes.iter().find(|c| c.item == "vcpu-sched").unwrap();
+        std::fs::remove_dir_all(m.root.path(format!("proc/{QEMU_PID}/task/4003"))).unwrap();
+        let e = perform(&m.root, &Tree, c.action.as_ref().unwrap()).unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+    }
+
+    #[test]
+    fn cgroup_v2_partition_for_the_vcpus() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        m.put("proc/mounts", "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n");
+        m.put(
+            "sys/fs/cgroup/cgroup.controllers",
+            "cpuset cpu io memory pids\n",
+        );
+        m.put(
+            "sys/fs/cgroup/machine.slice/qemu/cgroup.subtree_control",
+            "\n",
+        );
+        m.put("sys/fs/cgroup/machine.slice/qemu/cgroup.threads", "");
+        for (tid, ..) in crate::fake::QEMU_THREADS {
+            m.put(
+                &format!("proc/{QEMU_PID}/task/{tid}/cgroup"),
+                "0::/machine.slice/qemu\n",
+            );
+        }
+        let mut h = lab_host();
+        h.isolation.cpuset_partition = true;
+        let jdir = dir.path().join("journal");
+        let before = m.snapshot();
+        let r = setup_in(&m, &h, &jdir, &SetupOptions::default()).unwrap();
+        assert!(r.verified(), "{:#?}", r.verify_failed);
+        let cg = "sys/fs/cgroup/machine.slice/qemu/rtvirt-rt";
+        assert_eq!(
+            m.root
+                .read_trim(format!("{cg}/cpuset.cpus.partition"))
+                .unwrap(),
+            "isolated"
+        );
+        assert_eq!(
+            m.root.read_trim(format!("{cg}/cgroup.type")).unwrap(),
+            "threaded"
+        );
+        assert_eq!(
+            rt_sys::cgroup::thread_cgroup(&m.root, QEMU_PID, 4003, true).unwrap(),
+            "/machine.slice/qemu/rtvirt-rt"
+        );
+        assert_eq!(
+            rt_sys::cgroup::thread_cgroup(&m.root, QEMU_PID, 4002, true).unwrap(),
+            "/machine.slice/qemu"
+        );
+        revert(&m.root, &Tree, &jdir).unwrap();
+        // cgroupfs undoes `+cpuset` with `-cpuset`; a fake file just keeps what was written.
+        let diff = FakeMachine::diff(&before, &m.snapshot());
+        assert_eq!(diff.len(), 1, "{diff:?}");
+        assert!(
+            diff[0].contains("subtree_control") && diff[0].contains("-cpuset"),
+            "{diff:?}"
+        );
+    }
+
+    #[test]
+    fn no_vm_running_skips_vm_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        std::fs::remove_dir_all(m.root.path(format!("proc/{QEMU_PID}"))).unwrap();
+        let p = plan::build("lab", &lab_host(), &Ctx::new(&m.root)).unwrap();
+        let vm = p.changes.iter().find(|c| c.item == "vm").unwrap();
+        assert_eq!(vm.status, Status::NotApplicable);
+        assert!(!p.changes.iter().any(|c| c.item.starts_with("vcpu")));
+        assert!(p.vm.is_none());
+    }
 }

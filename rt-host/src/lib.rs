@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod bootargs;
 pub mod error;
+pub mod fake;
 pub mod plan;
 pub mod render;
 pub mod vm;

@@ -62,6 +62,9 @@ enum Cmd {
         /// Test hook: stop after N applied changes and wait to be killed.
         #[arg(long, hide = true, value_name = "N", env = "RT_HOST_PAUSE_AFTER")]
         pause_after: Option<usize>,
+        /// Test hook: fail with an unexpected error after N applied changes.
+        #[arg(long, hide = true, value_name = "N")]
+        fail_after: Option<usize>,
     },
     /// Restore every journalled value (also after a crash; skips threads that are gone).
     Revert {
@@ -128,14 +131,27 @@ fn run(cli: Cli) -> Result<u8> {
     match cli.cmd {
         Cmd::Check(a) => plan_cmd(&a, true),
         Cmd::Plan(a) => plan_cmd(&a, false),
-        Cmd::Setup { args, pause_after } => {
+        Cmd::Setup {
+            args,
+            pause_after,
+            fail_after,
+        } => {
             let (name, host) = load(&args.profile)?;
             let root = SysRoot::new(&args.common.root);
             let mut ctx = Ctx::new(&root);
             ctx.vm_pid = args.vm_pid;
             let dir = journal_dir(&args.common);
-            let r = apply::setup(&name, &host, &ctx, &dir, &SetupOptions { pause_after })
-                .with_context(|| format!("Setting up profile {name:?}"))?;
+            let r = apply::setup(
+                &name,
+                &host,
+                &ctx,
+                &dir,
+                &SetupOptions {
+                    pause_after,
+                    fail_after,
+                },
+            )
+            .with_context(|| format!("Setting up profile {name:?}"))?;
             if args.common.json {
                 print_json(&r)?;
             } else {
@@ -230,8 +246,10 @@ fn plan_cmd(a: &ProfileArgs, check: bool) -> Result<u8> {
     let p =
         plan::build(&name, &host, &ctx).with_context(|| format!("Planning profile {name:?}"))?;
     if a.common.json {
+        let kernel = rt_sys::kernel::facts(&root).ok();
         print_json(&serde_json::json!({
             "profile": p.profile,
+            "kernel": kernel,
             "met": p.met(),
             "summary": p.summary(),
             "vm": p.vm,

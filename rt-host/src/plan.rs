@@ -930,7 +930,10 @@ fn cgroup_items(b: &mut B<'_, '_>, host: &Host, vm: Option<&VmThreads>) -> Resul
         };
         let sc = pref.file("cgroup.subtree_control");
         let cur = root.read_trim(&sc).unwrap_or_default();
-        if !cur.split_whitespace().any(|w| w == "cpuset") {
+        if !cur
+            .split_whitespace()
+            .any(|w| w.trim_start_matches('+') == "cpuset")
+        {
             b.push(
                 Change::report("cpuset", root.display(&sc), cur, "+cpuset", Status::Ok).act(
                     Action::Write {

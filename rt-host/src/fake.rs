@@ -1,0 +1,222 @@
+//! A fake `/sys` + `/proc` tree shaped like this project's 2-CPU test machine, with a
+//! QEMU process, kernel threads and cgroup v1 cpusets, for tests and demos of
+//! `rt-host --root DIR` without root. Thread state lives in the fake `/proc` files
+//! (see [`rt_sys::threads::Tree`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rt_sys::SysRoot;
+
+/// The QEMU pid in the fake tree.
+pub const QEMU_PID: u32 = 4000;
+/// Its threads: (tid, name, policy, priority).
+pub const QEMU_THREADS: &[(u32, &str, u32, u32)] = &[
+    (4000, "qemu-system-x86", 0, 0),
+    (4001, "call_rcu", 0, 0),
+    (4002, "CPU 0/TCG", 0, 0),
+    (4003, "CPU 1/TCG", 0, 0),
+    (4004, "IO iothread0", 0, 0),
+    (4005, "rt-worker", 1, 10),
+];
+
+/// A `/proc/PID/task/TID/stat` line with the fields rtvirt reads.
+pub fn stat_line(
+    tid: u32,
+    comm: &str,
+    ppid: u32,
+    flags: u64,
+    start: u64,
+    policy: u32,
+    prio: u32,
+) -> String {
+    // Fields 3..=52; field n sits at index n - 3.
+    let mut f: Vec<String> = vec!["0".to_string(); 50];
+    f[0] = "S".into();
+    f[1] = ppid.to_string();
+    f[6] = flags.to_string();
+    f[19] = start.to_string();
+    f[36] = "1".into();
+    f[37] = prio.to_string();
+    f[38] = policy.to_string();
+    format!("{tid} ({comm}) {}\n", f.join(" "))
+}
+
+/// What the kernel would show for a value written to a fake file: the trailing newline
+/// the kernel adds is ignored, and a choice file (`always [madvise] never`) counts as its
+/// selected word, which is what gets written back.
+fn normalize(text: &str) -> String {
+    let t = text.trim_end();
+    rt_sys::sysctl::selected(t)
+        .ok()
+        .filter(|_| t.contains('['))
+        .map(str::to_string)
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// A fake machine under a directory.
+#[derive(Debug)]
+pub struct FakeMachine {
+    /// The tree's root.
+    pub root: SysRoot,
+}
+
+impl FakeMachine {
+    /// Write a file (creating parents).
+    pub fn put(&self, rel: &str, text: &str) {
+        let p = self.root.path(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("create fake dir");
+        }
+        std::fs::write(p, text).expect("write fake file");
+    }
+
+    /// Add thread `tid` of `pid` with affinity `cpus`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn thread(
+        &self,
+        pid: u32,
+        tid: u32,
+        name: &str,
+        ppid: u32,
+        flags: u64,
+        policy: u32,
+        prio: u32,
+        cpus: &str,
+    ) {
+        let d = format!("proc/{pid}/task/{tid}");
+        let st = stat_line(tid, name, ppid, flags, 1000 + u64::from(tid), policy, prio);
+        self.put(&format!("{d}/stat"), &st);
+        self.put(
+            &format!("{d}/status"),
+            &format!("Name:\t{name}\nTgid:\t{pid}\nPid:\t{tid}\nCpus_allowed_list:\t{cpus}\n"),
+        );
+        self.put(&format!("{d}/cgroup"), "3:cpuset:/\n0::/\n");
+        if tid == pid {
+            self.put(&format!("proc/{pid}/stat"), &st);
+        }
+        self.put(
+            &format!("proc/{tid}/status"),
+            &format!("Name:\t{name}\nTgid:\t{pid}\n"),
+        );
+    }
+
+    /// This machine: 2 CPUs, cpuidle POLL + haltpoll, 2 IRQs, cgroup v1 cpuset, a QEMU
+    /// named `lab` with `CPU 0/TCG` and `CPU 1/TCG`, kthreadd, a per-CPU kworker and a
+    /// movable kcompactd0.
+    pub fn new(dir: &Path) -> FakeMachine {
+        let m = FakeMachine {
+            root: SysRoot::new(dir),
+        };
+        let files: &[(&str, &str)] = &[
+            ("proc/sys/kernel/osrelease", "6.18.44-fc-v669\n"),
+            ("proc/sys/kernel/version", "#1 SMP PREEMPT_DYNAMIC @0\n"),
+            ("proc/cmdline", "console=ttyS0 quiet reboot=k panic=1 nomodule cpuidle_haltpoll.force=1\n"),
+            ("proc/cpuinfo", "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu vme de pse tsc msr hypervisor\n"),
+            ("sys/devices/system/cpu/online", "0-1\n"),
+            ("proc/sys/kernel/timer_migration", "1\n"),
+            ("proc/sys/kernel/numa_balancing", "0\n"),
+            ("proc/sys/vm/stat_interval", "1\n"),
+            ("proc/sys/kernel/sched_rt_runtime_us", "950000\n"),
+            ("sys/kernel/mm/transparent_hugepage/enabled", "always [madvise] never\n"),
+            ("sys/kernel/mm/ksm/run", "0\n"),
+            ("sys/module/kvm/parameters/halt_poll_ns", "0\n"),
+            ("proc/irq/default_smp_affinity", "3\n"),
+            ("proc/irq/26/smp_affinity", "3\n"),
+            ("proc/irq/36/smp_affinity", "2\n"),
+            ("proc/interrupts", "           CPU0       CPU1\n 26:          0         14  IO-APIC   4-edge      ttyS0\n 36:          0      64781 PCI-MSIX-0000:00:02.0   1-edge      virtio1-req.0\nLOC:      38497      36701   Local timer interrupts\n"),
+            ("sys/devices/virtual/workqueue/cpumask", "3\n"),
+            ("proc/meminfo", "MemTotal:        8148412 kB\nHugePages_Total:       0\nHugePages_Free:        0\nHugepagesize:       2048 kB\n"),
+            ("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "0\n"),
+            ("sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "0\n"),
+            ("sys/devices/system/node/node0/cpulist", "0-1\n"),
+            ("proc/mounts", "proc /proc proc rw 0 0\ncgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n"),
+            ("sys/fs/cgroup/cpuset/cpuset.cpus", "0-1\n"),
+            ("sys/fs/cgroup/cpuset/cpuset.mems", "0\n"),
+            ("sys/fs/cgroup/cpuset/cpuset.sched_load_balance", "1\n"),
+            ("sys/fs/cgroup/cpuset/tasks", ""),
+            ("sys/fs/cgroup/unified/cgroup.controllers", "hugetlb\n"),
+        ];
+        for (p, t) in files {
+            m.put(p, t);
+        }
+        for cpu in 0..2 {
+            for (k, name, lat) in [(0, "POLL", "0"), (1, "haltpoll idle", "1")] {
+                let b = format!("sys/devices/system/cpu/cpu{cpu}/cpuidle/state{k}");
+                m.put(&format!("{b}/name"), &format!("{name}\n"));
+                m.put(&format!("{b}/latency"), &format!("{lat}\n"));
+                m.put(&format!("{b}/disable"), "0\n");
+            }
+        }
+        m.put(
+            &format!("proc/{QEMU_PID}/cmdline"),
+            "qemu-system-x86_64\0-name\0lab,debug-threads=on\0-accel\0tcg\0",
+        );
+        for (tid, name, pol, prio) in QEMU_THREADS {
+            m.thread(QEMU_PID, *tid, name, 1, 0x40_0040, *pol, *prio, "0-1");
+        }
+        let k = rt_sys::threads::PF_KTHREAD;
+        m.thread(2, 2, "kthreadd", 0, k, 0, 0, "0-1");
+        m.thread(
+            57,
+            57,
+            "kworker/1:1-events",
+            2,
+            k | rt_sys::threads::PF_NO_SETAFFINITY,
+            0,
+            0,
+            "1",
+        );
+        m.thread(60, 60, "kcompactd0", 2, k, 0, 0, "0-1");
+        m.put("proc/2/cmdline", "");
+        m.put("proc/57/cmdline", "");
+        m.put("proc/60/cmdline", "");
+        m
+    }
+
+    /// The keys whose values differ between two snapshots (empty when equal).
+    pub fn diff(a: &BTreeMap<PathBuf, String>, b: &BTreeMap<PathBuf, String>) -> Vec<String> {
+        let keys: std::collections::BTreeSet<&PathBuf> = a.keys().chain(b.keys()).collect();
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| format!("{}: {:?} != {:?}", k.display(), a.get(k), b.get(k)))
+            .collect()
+    }
+
+    /// Every file under the root with its (normalized) content, except cgroup attach
+    /// files (`tasks`, `cgroup.threads`, `cgroup.procs`), whose fake content is the last
+    /// tid written.
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, String> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![self.root.root().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                let meta = std::fs::symlink_metadata(&p).expect("stat fake file");
+                if meta.is_dir() {
+                    out.insert(p.clone(), "<dir>".into());
+                    stack.push(p);
+                } else if meta.file_type().is_symlink() {
+                    out.insert(
+                        p.clone(),
+                        format!("<link {:?}>", std::fs::read_link(&p).ok()),
+                    );
+                } else {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if matches!(name.as_str(), "tasks" | "cgroup.threads" | "cgroup.procs") {
+                        continue;
+                    }
+                    let text = std::fs::read_to_string(&p).unwrap_or_else(|_| "<binary>".into());
+                    out.insert(p.clone(), normalize(&text));
+                }
+            }
+        }
+        out
+    }
+}
