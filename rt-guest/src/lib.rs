@@ -1,1 +1,21 @@
-//! rt-guest
+//! `rt-guest`: the guest side of rtvirt.
+//!
+//! - [`probe`]: a cyclictest-class wakeup-latency probe (`clock_nanosleep(2)` with
+//!   `TIMER_ABSTIME` on `CLOCK_MONOTONIC`) that counts missed periods, keeps exact
+//!   nanoseconds in HDR histograms and constant memory, and writes a run directory;
+//! - [`cyclictest`]: cyclictest's `--json` and `-h` output formats;
+//! - [`selftest`]: known delays injected to show the probe measures right;
+//! - [`guest`]: check and journalled tuning of the guest (PREEMPT_RT, isolation, halt
+//!   polling, idle states, clocksource, steal time, IRQ threads).
+
+pub mod cli;
+pub mod commands;
+pub mod cyclictest;
+pub mod evidence;
+pub mod guest;
+pub mod latency;
+pub mod probe;
+pub mod selftest;
+
+/// This crate's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

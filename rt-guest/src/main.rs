@@ -1,0 +1,31 @@
+//! `rt-guest`: latency probe, self-test and guest tuning (see `rt-guest --help`).
+//!
+//! Exit codes: 0 ok; 1 a bound, the self-test or a check was not met; 2 error.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use rt_guest::cli::{Cli, Command};
+use rt_guest::commands;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let argv: Vec<String> = std::env::args().collect();
+    let r = match &cli.command {
+        Command::Probe(a) => commands::probe(a, argv),
+        Command::Selftest(a) => commands::selftest(a, argv),
+        Command::Check(a) => commands::check(a),
+        Command::Tune(a) => commands::tune(a),
+        Command::Revert(a) => commands::revert(a),
+    };
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}

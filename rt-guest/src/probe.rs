@@ -1,0 +1,573 @@
+//! The measurement engine: one thread per CPU sleeping on `clock_nanosleep(2)`
+//! (`CLOCK_MONOTONIC`, `TIMER_ABSTIME`) and measuring how late it wakes.
+//!
+//! Each thread, named `probe/N`, sets its affinity, then its policy and priority, prefaults
+//! its stack and waits on a barrier; the first sample is taken after every thread is set
+//! up. The loop neither allocates nor locks: histograms are preallocated by the caller's
+//! thread, the live status goes through atomics read by the reporting thread, which runs
+//! off the measured CPUs. Missed periods are counted, out-of-range values are counted,
+//! and a stop flag (set by SIGINT/SIGTERM) is checked every period.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use nix::errno::Errno;
+use rt_sys::rt::{self, Ftrace};
+use rt_sys::sched::{self, SchedParams};
+use rt_sys::{CpuSet, SysError};
+
+use crate::latency::{classify, Stats, UsBuckets};
+
+/// Errors of the probe; each names the thread or setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// A setting is unusable.
+    #[error("Invalid probe setting {setting}: {detail}")]
+    Setting {
+        /// The option or profile field.
+        setting: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A measurement thread could not be set up (affinity, policy).
+    #[error("Cannot set up measurement thread probe/{cpu}")]
+    Setup {
+        /// The CPU.
+        cpu: u32,
+        /// The cause.
+        #[source]
+        source: SysError,
+    },
+    /// A thread could not be started.
+    #[error("Cannot start thread probe/{cpu}")]
+    Spawn {
+        /// The CPU.
+        cpu: u32,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `clock_nanosleep` failed.
+    #[error("clock_nanosleep failed in probe/{cpu}: {errno}")]
+    Sleep {
+        /// The CPU.
+        cpu: u32,
+        /// The errno.
+        errno: Errno,
+    },
+    /// A thread panicked.
+    #[error("Measurement thread probe/{cpu} panicked")]
+    Panicked {
+        /// The CPU.
+        cpu: u32,
+    },
+}
+
+/// What to measure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    /// One thread per CPU.
+    pub cpus: CpuSet,
+    /// Period, ns.
+    pub interval_ns: u64,
+    /// Policy and priority of the measurement threads.
+    pub sched: SchedParams,
+    /// Stop after this many wakeups per thread.
+    pub loops: Option<u64>,
+    /// Stop after this long.
+    pub duration_ns: Option<u64>,
+    /// Stop and mark the trace when a latency exceeds this (ns).
+    pub breaktrace_ns: Option<u64>,
+    /// Buckets (us) of the cyclictest-style histogram.
+    pub hist_us: usize,
+    /// CPUs for the calling (reporting) thread, off the measured CPUs. None: leave it.
+    pub report_cpus: Option<CpuSet>,
+}
+
+impl ProbeConfig {
+    /// Check the settings before any thread starts.
+    pub fn validate(&self) -> Result<(), ProbeError> {
+        let bad = |setting, detail: String| Err(ProbeError::Setting { setting, detail });
+        if self.cpus.is_empty() {
+            return bad("cpus", "the CPU list is empty".into());
+        }
+        if self.interval_ns < 10_000 {
+            return bad(
+                "interval",
+                format!("{} us is below the 10 us minimum", self.interval_ns / 1000),
+            );
+        }
+        let p = self.sched.priority;
+        if self.sched.policy.is_realtime() && !(1..=99).contains(&p) {
+            return bad(
+                "priority",
+                format!("{p} is outside 1..=99 for {}", self.sched.policy),
+            );
+        }
+        if !self.sched.policy.is_realtime() && p != 0 {
+            return bad(
+                "priority",
+                format!("{p}: policy {} takes priority 0", self.sched.policy),
+            );
+        }
+        if self.loops == Some(0) {
+            return bad("loops", "0 loops measure nothing".into());
+        }
+        if self.duration_ns == Some(0) {
+            return bad("duration", "a zero duration measures nothing".into());
+        }
+        if self.loops.is_none() && self.duration_ns.is_none() {
+            return bad("duration", "give a duration or a loop count".into());
+        }
+        Ok(())
+    }
+}
+
+/// Live status of one thread, written by it and read by the reporting thread.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct LiveThread {
+    /// CPU.
+    pub cpu: AtomicU32,
+    /// Thread id (0 until set up).
+    pub tid: AtomicU32,
+    /// Wakeups so far.
+    pub samples: AtomicU64,
+    /// Last latency, ns.
+    pub last_ns: AtomicI64,
+    /// Max so far, ns.
+    pub max_ns: AtomicU64,
+    /// Min so far, ns.
+    pub min_ns: AtomicU64,
+    /// Sum of in-range latencies, ns (wraps after 584 years of 1 s latencies).
+    pub sum_ns: AtomicU64,
+    /// Missed periods so far.
+    pub missed: AtomicU64,
+}
+
+/// Live status of a run.
+#[derive(Debug)]
+pub struct Live {
+    /// One per thread, in CPU order.
+    pub threads: Vec<LiveThread>,
+    /// `CLOCK_MONOTONIC` ns of the grid's origin: the first wakeup is one interval later.
+    /// 0 until the threads are released.
+    pub start_ns: AtomicU64,
+    /// Threads that have finished.
+    pub finished: AtomicUsize,
+    /// Set when a breaktrace fired: (cpu + 1) of the thread that fired.
+    pub breaktrace_cpu: AtomicU32,
+    /// The latency that fired the breaktrace, ns.
+    pub breaktrace_ns: AtomicU64,
+}
+
+impl Live {
+    /// Status slots for `cpus`.
+    pub fn new(cpus: &CpuSet) -> Self {
+        Live {
+            threads: cpus
+                .iter()
+                .map(|c| {
+                    let t = LiveThread::default();
+                    t.cpu.store(c, Ordering::Relaxed);
+                    t.min_ns.store(u64::MAX, Ordering::Relaxed);
+                    t
+                })
+                .collect(),
+            start_ns: AtomicU64::new(0),
+            finished: AtomicUsize::new(0),
+            breaktrace_cpu: AtomicU32::new(0),
+            breaktrace_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Loops or duration reached.
+    Completed,
+    /// The stop flag was set (SIGINT/SIGTERM).
+    Stopped,
+    /// A latency exceeded the breaktrace bound.
+    Breaktrace,
+}
+
+/// One thread's results.
+#[derive(Debug, Clone)]
+pub struct ThreadResult {
+    /// CPU measured.
+    pub cpu: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Policy and priority read back after setting them.
+    pub sched: SchedParams,
+    /// Exact statistics.
+    pub stats: Stats,
+    /// ns histogram.
+    pub hist: Histogram<u64>,
+    /// cyclictest-style us buckets.
+    pub buckets: UsBuckets,
+}
+
+/// A finished (or interrupted) run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Per thread, in CPU order.
+    pub threads: Vec<ThreadResult>,
+    /// `CLOCK_REALTIME` ns at the grid origin.
+    pub start_wall_ns: u64,
+    /// `CLOCK_REALTIME` ns when the last thread finished.
+    pub end_wall_ns: u64,
+    /// Measured time, ns.
+    pub elapsed_ns: u64,
+    /// Why it ended.
+    pub ending: Ending,
+}
+
+struct Shared {
+    cfg: ProbeConfig,
+    live: Arc<Live>,
+    stop: Arc<AtomicBool>,
+    abort: AtomicBool,
+    ready: Barrier,
+    go: Barrier,
+    ftrace: Option<Ftrace>,
+}
+
+/// Run the probe. `stop` ends it early (within one period); `report` is called about
+/// once per `report_every` from the calling thread while measuring.
+pub fn run(
+    cfg: &ProbeConfig,
+    ftrace: Option<Ftrace>,
+    stop: Arc<AtomicBool>,
+    live: Arc<Live>,
+    report_every: Duration,
+    mut report: impl FnMut(&Live),
+) -> Result<Outcome, ProbeError> {
+    cfg.validate()?;
+    if let Some(cpus) = &cfg.report_cpus {
+        if !cpus.is_empty() {
+            // Best effort: the reporting thread must not disturb the measured CPUs.
+            let _ = sched::set_affinity(0, cpus);
+        }
+    }
+    let n = cfg.cpus.len();
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        live: live.clone(),
+        stop: stop.clone(),
+        abort: AtomicBool::new(false),
+        ready: Barrier::new(n + 1),
+        go: Barrier::new(n + 1),
+        ftrace,
+    });
+    let mut handles = Vec::with_capacity(n);
+    for (slot, cpu) in cfg.cpus.iter().enumerate() {
+        // Allocated here, on the reporting thread: the measurement thread never allocates.
+        let hist = validation::hist::new_ns();
+        let buckets = UsBuckets::new(cfg.hist_us);
+        let sh = shared.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("probe/{cpu}"))
+            .stack_size(256 * 1024)
+            .spawn(move || measure(&sh, slot, cpu, hist, buckets));
+        match h {
+            Ok(h) => handles.push((cpu, h)),
+            Err(source) => {
+                // The threads already started wait on the barrier for good; the caller
+                // exits on this error, which ends them.
+                shared.abort.store(true, Ordering::SeqCst);
+                return Err(ProbeError::Spawn { cpu, source });
+            }
+        }
+    }
+    shared.ready.wait();
+    let wall0 = rt::realtime_ns();
+    let mono0 = rt::monotonic_ns();
+    // The grid origin: a little later, so that every thread is asleep before the first
+    // wakeup.
+    let start = mono0 + 1_000_000;
+    live.start_ns.store(start, Ordering::SeqCst);
+    shared.go.wait();
+
+    let mut last_report = rt::monotonic_ns();
+    let every = u64::try_from(report_every.as_nanos()).unwrap_or(u64::MAX);
+    while live.finished.load(Ordering::SeqCst) < n {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = rt::monotonic_ns();
+        if now.saturating_sub(last_report) >= every {
+            last_report = now;
+            report(&live);
+        }
+    }
+    let end_mono = rt::monotonic_ns();
+    let mut threads = Vec::with_capacity(n);
+    let mut first_err = None;
+    for (cpu, h) in handles {
+        match h.join() {
+            Ok(Ok(t)) => threads.push(t),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => {
+                first_err.get_or_insert(ProbeError::Panicked { cpu });
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let ending = if live.breaktrace_cpu.load(Ordering::SeqCst) != 0 {
+        Ending::Breaktrace
+    } else if stop.load(Ordering::SeqCst) {
+        Ending::Stopped
+    } else {
+        Ending::Completed
+    };
+    let elapsed_ns = end_mono.saturating_sub(start);
+    Ok(Outcome {
+        threads,
+        start_wall_ns: wall0 + (start - mono0),
+        end_wall_ns: wall0 + (end_mono - mono0),
+        elapsed_ns,
+        ending,
+    })
+}
+
+/// Counts the thread as finished when it leaves, whatever the path.
+struct Finished<'a>(&'a AtomicUsize);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn block_stop_signals() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    // Signals go to the reporting thread, which sets the stop flag; a failure here only
+    // means a signal may interrupt a sleep, which the loop handles (EINTR).
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
+fn setup(cfg: &ProbeConfig, cpu: u32) -> Result<SchedParams, SysError> {
+    sched::set_affinity(0, &CpuSet::from_cpus([cpu]))?;
+    sched::set_sched(0, cfg.sched)?;
+    sched::get_sched(0)
+}
+
+fn measure(
+    sh: &Shared,
+    slot: usize,
+    cpu: u32,
+    mut hist: Histogram<u64>,
+    mut buckets: UsBuckets,
+) -> Result<ThreadResult, ProbeError> {
+    let _done = Finished(&sh.live.finished);
+    block_stop_signals();
+    let tid = sched::gettid();
+    let setup = setup(&sh.cfg, cpu);
+    if setup.is_err() {
+        sh.abort.store(true, Ordering::SeqCst);
+    }
+    rt::prefault_stack();
+    sh.ready.wait();
+    sh.go.wait();
+    let read_back = setup.map_err(|source| ProbeError::Setup { cpu, source })?;
+    let live = &sh.live.threads[slot];
+    live.tid.store(tid, Ordering::Relaxed);
+    let mut stats = Stats::default();
+    let result = |stats, hist, buckets| ThreadResult {
+        cpu,
+        tid,
+        sched: read_back,
+        stats,
+        hist,
+        buckets,
+    };
+    if sh.abort.load(Ordering::SeqCst) {
+        return Ok(result(stats, hist, buckets));
+    }
+    let cfg = &sh.cfg;
+    let interval = cfg.interval_ns;
+    let start = sh.live.start_ns.load(Ordering::SeqCst);
+    let end = cfg.duration_ns.map(|d| start.saturating_add(d));
+    let loops = cfg.loops.unwrap_or(u64::MAX);
+    let mut next = start;
+    let mut cycle: u64 = 0;
+
+    // The hot loop: no allocation, no lock.
+    while cycle < loops {
+        next += interval;
+        if end.is_some_and(|e| next > e)
+            || sh.stop.load(Ordering::Relaxed)
+            || sh.abort.load(Ordering::Relaxed)
+        {
+            break;
+        }
+        loop {
+            match rt::sleep_until_monotonic(next) {
+                Ok(()) => break,
+                Err(Errno::EINTR) => {
+                    if sh.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                Err(errno) => return Err(ProbeError::Sleep { cpu, errno }),
+            }
+        }
+        let now = rt::monotonic_ns();
+        if now < next && sh.stop.load(Ordering::Relaxed) {
+            break; // interrupted sleep: not a sample
+        }
+        let w = classify(next, now, interval);
+        if stats.record(&w, cycle, &mut hist) {
+            stats.max_wall_ns = rt::realtime_ns();
+        }
+        buckets.record(w.latency_ns, cycle);
+        live.samples.store(stats.samples, Ordering::Relaxed);
+        live.last_ns.store(w.latency_ns, Ordering::Relaxed);
+        live.max_ns.store(stats.max_ns, Ordering::Relaxed);
+        live.min_ns.store(stats.min_ns, Ordering::Relaxed);
+        live.sum_ns.store(
+            u64::try_from(stats.sum_ns).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        live.missed.store(stats.missed, Ordering::Relaxed);
+        if let Some(bound) = cfg.breaktrace_ns {
+            if w.latency_ns > 0 && w.latency_ns.unsigned_abs() > bound {
+                breaktrace(sh, cpu, w.latency_ns.unsigned_abs());
+                break;
+            }
+        }
+        next = w.next_ns;
+        cycle += 1;
+    }
+    Ok(result(stats, hist, buckets))
+}
+
+/// Mark the trace and stop tracing (first thread only), then stop the run.
+fn breaktrace(sh: &Shared, cpu: u32, latency_ns: u64) {
+    if sh
+        .live
+        .breaktrace_cpu
+        .compare_exchange(0, cpu + 1, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        if let Some(f) = &sh.ftrace {
+            let mut buf = [0u8; 96];
+            let len = {
+                use std::io::Write;
+                let mut w = &mut buf[..];
+                let _ = writeln!(
+                    w,
+                    "rt-guest: hit latency threshold ({} us > {} us) on cpu {cpu}",
+                    latency_ns / 1000,
+                    sh.cfg.breaktrace_ns.unwrap_or(0) / 1000
+                );
+                96 - w.len()
+            };
+            f.mark(&buf[..len]);
+            f.stop();
+        }
+        sh.live.breaktrace_ns.store(latency_ns, Ordering::SeqCst);
+    }
+    sh.stop.store(true, Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rt_sys::sched::Policy;
+
+    fn cfg() -> ProbeConfig {
+        ProbeConfig {
+            cpus: CpuSet::from_cpus([0]),
+            interval_ns: 1_000_000,
+            sched: SchedParams {
+                policy: Policy::Other,
+                priority: 0,
+            },
+            loops: Some(5),
+            duration_ns: None,
+            breaktrace_ns: None,
+            hist_us: 100,
+            report_cpus: None,
+        }
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(cfg().validate().is_ok());
+        let mut c = cfg();
+        c.sched = SchedParams {
+            policy: Policy::Fifo,
+            priority: 0,
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("priority"));
+        let mut c = cfg();
+        c.interval_ns = 1_000;
+        assert!(c.validate().unwrap_err().to_string().contains("interval"));
+        let mut c = cfg();
+        c.loops = None;
+        assert!(c.validate().is_err());
+        let mut c = cfg();
+        c.cpus = CpuSet::new();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn an_unprivileged_run_measures_every_loop() {
+        // SCHED_OTHER needs no privilege: the engine itself runs in a plain `cargo test`.
+        let c = ProbeConfig {
+            cpus: CpuSet::from_cpus([sched::get_affinity(0).unwrap().iter().next().unwrap()]),
+            loops: Some(20),
+            ..cfg()
+        };
+        let live = Arc::new(Live::new(&c.cpus));
+        let out = run(
+            &c,
+            None,
+            Arc::new(AtomicBool::new(false)),
+            live.clone(),
+            Duration::from_secs(10),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(out.ending, Ending::Completed);
+        let t = &out.threads[0];
+        assert_eq!(t.stats.samples, 20);
+        assert_eq!(t.hist.len() + t.stats.out_of_range, 20);
+        assert_eq!(t.buckets.total() + t.buckets.overflows, 20);
+        assert!(out.elapsed_ns >= 20 * c.interval_ns, "{}", out.elapsed_ns);
+        assert_eq!(live.threads[0].samples.load(Ordering::Relaxed), 20);
+    }
+
+    #[test]
+    fn the_stop_flag_ends_a_run_within_a_period() {
+        let c = ProbeConfig {
+            cpus: CpuSet::from_cpus([sched::get_affinity(0).unwrap().iter().next().unwrap()]),
+            loops: None,
+            duration_ns: Some(60_000_000_000),
+            ..cfg()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(Live::new(&c.cpus));
+        let s2 = stop.clone();
+        let out = run(&c, None, stop, live, Duration::from_millis(20), move |l| {
+            if l.threads[0].samples.load(Ordering::Relaxed) >= 3 {
+                s2.store(true, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+        assert_eq!(out.ending, Ending::Stopped);
+        assert!(out.threads[0].stats.samples >= 3);
+        assert!(out.elapsed_ns < 10_000_000_000);
+    }
+}
