@@ -1,0 +1,386 @@
+//! `can-sim`: simulate ECUs on SocketCAN and measure frame reception against the analytic
+//! worst case.
+//!
+//! Exit codes: 0 ok; 1 a requirement of the run is not met (`analyze`: a message is not
+//! schedulable; `run`: frames were lost or missed their deadline); 2 error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use can_sim::{analyze, canlog, dbc, run, transport};
+use clap::{Parser, Subcommand};
+use validation::record::{self, RunDir};
+
+#[derive(Parser)]
+#[command(
+    name = "can-sim",
+    version,
+    about = "Virtual CAN ECUs with measured frame-reception determinism"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Send the profile's CAN matrix from one SCHED_FIFO thread per ECU and measure reception.
+    Run {
+        /// Profile file or bundled name (ecu, lab, canfd).
+        profile: String,
+        /// Interface to send on (default: the profile's can.tx).
+        #[arg(long)]
+        tx: Option<String>,
+        /// Interface to receive on (default: the profile's can.rx).
+        #[arg(long)]
+        rx: Option<String>,
+        /// How long to send, e.g. 10s, 2m.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Run directory to write can.json, can-tx.json and can.log into (default ./run-<utc>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Bring the interfaces up over netlink first (profile bitrate; vcan* created if missing).
+        #[arg(long)]
+        setup: bool,
+        /// Send at release times without pacing at the bus rate (overrides the profile).
+        #[arg(long)]
+        no_pace: bool,
+        /// How long the receiver keeps listening after the last release.
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        drain: Duration,
+        /// Print the can.json record on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Frame times, bus load and worst-case response times (Davis et al. 2007) of a profile.
+    Analyze {
+        /// Profile file or bundled name.
+        profile: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Play a candump log back on an interface with its original timing.
+    Replay {
+        /// candump log (`candump -l` format).
+        log: PathBuf,
+        /// Interface to send on.
+        #[arg(long)]
+        iface: String,
+    },
+    /// Convert a DBC file's periodic messages into a profile `can` section (RON on stdout).
+    ImportDbc {
+        /// The DBC file.
+        file: PathBuf,
+        /// Nominal bitrate (default: the DBC's Baudrate attribute, else 500000).
+        #[arg(long)]
+        bitrate: Option<u32>,
+    },
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("can-sim: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Analyze { profile, json } => {
+            let loaded = profiles::load(&profile).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let Some(can) = &loaded.profile.can else {
+                bail!(
+                    "Profile {} has no can section: nothing to analyse",
+                    loaded.origin
+                );
+            };
+            let r =
+                analyze::analyze(can).with_context(|| format!("Analysing {}", loaded.origin))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", analyze::render(&r));
+            }
+            Ok(if r.schedulable {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::ImportDbc { file, bitrate } => {
+            let text =
+                std::fs::read(&file).with_context(|| format!("Cannot read {}", file.display()))?;
+            // DBC files are often Windows-1252; keep what is valid UTF-8 and replace the rest.
+            let text = String::from_utf8_lossy(&text);
+            let imp = dbc::import(&text, &file.display().to_string(), bitrate)?;
+            print!("{}", dbc::to_ron(&imp));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Replay { log, iface } => replay(&log, &iface),
+        Cmd::Run {
+            profile,
+            tx,
+            rx,
+            duration,
+            out,
+            setup,
+            no_pace,
+            drain,
+            json,
+        } => run_cmd(profile, tx, rx, duration, out, setup, no_pace, drain, json),
+    }
+}
+
+fn replay(log: &std::path::Path, iface: &str) -> Result<ExitCode> {
+    let records = canlog::read(log)?;
+    if records.is_empty() {
+        bail!("{} holds no frames", log.display());
+    }
+    let fd = records
+        .iter()
+        .any(|r| matches!(r.frame, socketcan::CanAnyFrame::Fd(_)));
+    let sock = transport::CanSock::open(iface, fd)?;
+    let offsets = canlog::replay_offsets(&records);
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let start = rt_sys::rt::realtime_ns() + 100_000_000;
+    let mut sent = 0u64;
+    let mut enobufs = 0u64;
+    for (r, off) in records.iter().zip(&offsets) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        run::sleep_until_realtime(start + off);
+        let keep = || !stop.load(Ordering::Relaxed);
+        match sock.write_backoff(&r.frame, keep) {
+            Ok(n) => {
+                enobufs += n;
+                sent += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => break,
+            Err(e) => return Err(e).with_context(|| format!("Cannot send on {iface}")),
+        }
+    }
+    let late =
+        rt_sys::rt::realtime_ns().saturating_sub(start + offsets.last().copied().unwrap_or(0));
+    println!(
+        "replayed {sent} of {} frames from {} on {iface} ({enobufs} ENOBUFS retries, finished {:.3} ms after the log's last timestamp)",
+        records.len(),
+        log.display(),
+        can_sim::timing::ns_to_ms(late)
+    );
+    Ok(if sent == u64::try_from(records.len()).unwrap_or(0) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_cmd(
+    profile: String,
+    tx: Option<String>,
+    rx: Option<String>,
+    duration: Duration,
+    out: Option<PathBuf>,
+    setup: bool,
+    no_pace: bool,
+    drain: Duration,
+    json: bool,
+) -> Result<ExitCode> {
+    let loaded = profiles::load(&profile).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(can) = loaded.profile.can.clone() else {
+        bail!(
+            "Profile {} has no can section: nothing to simulate",
+            loaded.origin
+        );
+    };
+    let opts = run::RunOptions {
+        tx: tx.unwrap_or_else(|| can.tx.clone()),
+        rx: rx.unwrap_or_else(|| can.rx.clone()),
+        duration,
+        pace: can.pace && !no_pace,
+        drain,
+        lead: Duration::from_millis(500),
+    };
+    transport::check_af_can()?;
+    if setup {
+        let mut ifaces = vec![opts.tx.clone()];
+        if opts.rx != opts.tx {
+            ifaces.push(opts.rx.clone());
+        }
+        for i in ifaces {
+            let msg = transport::setup(&i, can.bitrate, can.data_bitrate)?;
+            eprintln!("can-sim: {msg}");
+        }
+    }
+
+    let dir = out.unwrap_or_else(|| PathBuf::from(record::new_run_name()));
+    let mut rd = RunDir::open_or_create(&dir)?;
+    rd.begin_tool(
+        "can-sim run",
+        env!("CARGO_PKG_VERSION"),
+        validation::GIT_SHA,
+        std::env::args().collect(),
+    )?;
+    rd.set_profile(
+        &loaded.profile.name,
+        &loaded.origin.to_string(),
+        &loaded.text,
+    )?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sigint = Arc::new(AtomicBool::new(false));
+    let sigterm = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGINT, &sigint),
+        (signal_hook::consts::SIGTERM, &sigterm),
+    ] {
+        signal_hook::flag::register(sig, stop.clone())?;
+        signal_hook::flag::register(sig, (*flag).clone())?;
+    }
+    eprintln!(
+        "can-sim: {} messages from {} ECUs, {} -> {}, {}, {} s",
+        can.ecus.iter().map(|e| e.messages.len()).sum::<usize>(),
+        can.ecus.len(),
+        opts.tx,
+        opts.rx,
+        if opts.pace {
+            "paced at the bitrate"
+        } else {
+            "unpaced"
+        },
+        duration.as_secs_f64()
+    );
+    let outcome = match run::run(&can, &opts, stop.clone()) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = rd.end_tool(Some(format!("error: {e}")));
+            return Err(e.into());
+        }
+    };
+    let partial = if sigint.load(Ordering::Relaxed) {
+        Some("interrupted by SIGINT".to_string())
+    } else if sigterm.load(Ordering::Relaxed) {
+        Some("interrupted by SIGTERM".to_string())
+    } else {
+        None
+    };
+    let mut rec = outcome.record;
+    rec.partial = partial.is_some();
+    rd.write_json(record::CAN, &rec)?;
+    rd.write_json("can-tx.json", &outcome.tx)?;
+    rd.write_file(record::CAN_LOG, outcome.log.as_bytes())?;
+    rd.end_tool(partial.clone())?;
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rec)?);
+    } else {
+        print_summary(&rec, &outcome.tx);
+    }
+    eprintln!("can-sim: wrote {}", dir.display());
+    if let Some(p) = &partial {
+        eprintln!("can-sim: partial run ({p})");
+    }
+    let bad = rec
+        .messages
+        .iter()
+        .any(|m| m.lost > 0 || m.deadline_misses > 0);
+    Ok(if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn us(ns: u64) -> f64 {
+    can_sim::timing::ns_to_us(ns)
+}
+
+fn print_summary(rec: &validation::record::CanRecord, tx: &run::TxReport) {
+    println!(
+        "{:<14} {:<10} {:>7} {:>7} {:>5} {:>4} {:>4} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "message",
+        "id",
+        "sent",
+        "recv",
+        "lost",
+        "dup",
+        "ooo",
+        "lat p50",
+        "lat p99",
+        "lat max",
+        "WCRT",
+        "miss"
+    );
+    for m in &rec.messages {
+        let id = can_sim::schedule::id_text(m.id, m.extended);
+        println!(
+            "{:<14} {:<10} {:>7} {:>7} {:>5} {:>4} {:>4} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>6}",
+            m.name,
+            id,
+            m.sent,
+            m.received,
+            m.lost,
+            m.duplicates,
+            m.reordered,
+            us(m.latency.percentiles.get("p50").copied().unwrap_or(0)),
+            us(m.latency.percentiles.get("p99").copied().unwrap_or(0)),
+            us(m.latency.max_ns),
+            m.wcrt_us.map_or("-".to_string(), |w| format!("{w:.1}")),
+            m.deadline_misses
+        );
+    }
+    println!("(latency in us: kernel RX timestamp - nominal release)");
+    for e in &tx.ecus {
+        println!(
+            "ecu/{:<12} {} releases, wake-up late p50 {:.1} us, p99 {:.1} us, max {:.1} us ({}{})",
+            e.name,
+            e.releases,
+            us(e.release_latency
+                .percentiles
+                .get("p50")
+                .copied()
+                .unwrap_or(0)),
+            us(e.release_latency
+                .percentiles
+                .get("p99")
+                .copied()
+                .unwrap_or(0)),
+            us(e.release_latency.max_ns),
+            e.sched,
+            e.cpus
+                .as_deref()
+                .map(|c| format!(", cpu {c}"))
+                .unwrap_or_default()
+        );
+        for w in &e.warnings {
+            println!("  warning: {w}");
+        }
+    }
+    println!(
+        "bus load analytic {:.2} %, measured {:.2} %; ENOBUFS retries {}; timestamps {}; foreign frames {}",
+        rec.bus_load_analytic_pct,
+        rec.bus_load_measured_pct,
+        rec.tx_enobufs,
+        rec.timestamp_source,
+        tx.foreign_frames
+    );
+    for e in &rec.bus_errors {
+        println!("bus error: {e}");
+    }
+}

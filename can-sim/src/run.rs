@@ -1,0 +1,681 @@
+//! `can-sim run`: one sender thread per ECU (`ecu/<name>`), an optional bus thread
+//! (`can/bus`) that paces frames at the bitrate in arbitration order, and a receiver
+//! (`can/rx`) that timestamps in the kernel (`SO_TIMESTAMPNS`) and keeps per-message
+//! statistics and the candump log.
+//!
+//! Sender threads set affinity (the ECU's `cpu`), then `SCHED_FIFO` at the ECU's priority,
+//! then wait on a `Barrier`; they sleep with `clock_nanosleep(CLOCK_REALTIME,
+//! TIMER_ABSTIME)` until each release of their precomputed schedule. Nothing in the send
+//! and receive loops allocates (buffers and histograms are sized up front).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use nix::sys::time::TimeSpec;
+use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
+use profiles::{Can, FrameKind};
+use rt_sys::sched::{self, Policy, SchedParams};
+use rt_sys::CpuSet;
+use serde::Serialize;
+use socketcan::id::FdFlags;
+use socketcan::{CanAnyFrame, CanDataFrame, CanFdFrame, EmbeddedFrame, ExtendedId, Id, StandardId};
+use validation::hist::{self, HistSummary};
+use validation::record::CanRecord;
+
+use crate::canlog::{self, Logged};
+use crate::metrics::MsgStats;
+use crate::payload;
+use crate::schedule::{EcuSchedule, MessagePlan, Plan};
+use crate::timing::{self, ErrorModel};
+use crate::transport::{self, CanSock, TransportError};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Interface the ECUs send on.
+    pub tx: String,
+    /// Interface the receiver listens on.
+    pub rx: String,
+    /// Sending time.
+    pub duration: Duration,
+    /// Pace at the bus rate in arbitration order.
+    pub pace: bool,
+    /// Time the receiver keeps listening after the last release.
+    pub drain: Duration,
+    /// Delay from set-up to the first release (threads start, sockets open).
+    pub lead: Duration,
+}
+
+/// What one sender thread saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct EcuReport {
+    /// ECU name.
+    pub name: String,
+    /// Thread id.
+    pub tid: u32,
+    /// Policy and priority in force (read back), e.g. `fifo:80`.
+    pub sched: String,
+    /// CPU list it was pinned to (None: not pinned).
+    pub cpus: Option<String>,
+    /// Set-up problems (not fatal: the run goes on, these are its caveats).
+    pub warnings: Vec<String>,
+    /// Releases performed.
+    pub releases: u64,
+    /// Wake-up lateness: time the thread ran after the planned release, ns.
+    pub release_latency: HistSummary,
+}
+
+/// `can-tx.json`: the sender side of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TxReport {
+    /// Paced at the bus rate.
+    pub paced: bool,
+    /// Start of the schedule (first release base), ns since the epoch.
+    pub start_ns: u64,
+    /// Per ECU.
+    pub ecus: Vec<EcuReport>,
+    /// Frames sent per message id (hex).
+    pub sent: BTreeMap<String, u64>,
+    /// ENOBUFS retries.
+    pub tx_enobufs: u64,
+    /// Longest paced queue seen (frames waiting for the bus).
+    pub bus_queue_max: u64,
+    /// Frames received that are not in the matrix (other senders).
+    pub foreign_frames: u64,
+    /// Frames the receiver could not keep in the log (buffer full).
+    pub log_dropped: u64,
+}
+
+/// Everything a run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// `can.json`.
+    pub record: CanRecord,
+    /// `can-tx.json`.
+    pub tx: TxReport,
+    /// `can.log` text.
+    pub log: String,
+}
+
+/// Errors of a run (set-up; the measurement itself does not fail).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Transport set-up.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The matrix.
+    #[error(transparent)]
+    Timing(#[from] timing::TimingError),
+    /// A thread could not be started.
+    #[error("Cannot start thread {name}")]
+    Thread {
+        /// Thread name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Sleep until `t_ns` on `CLOCK_REALTIME` (absolute), retrying on EINTR.
+pub fn sleep_until_realtime(t_ns: u64) {
+    let ts = TimeSpec::new(
+        i64::try_from(t_ns / 1_000_000_000).unwrap_or(i64::MAX),
+        i64::try_from(t_ns % 1_000_000_000).unwrap_or(0),
+    );
+    while let Err(nix::errno::Errno::EINTR) = clock_nanosleep(
+        ClockId::CLOCK_REALTIME,
+        ClockNanosleepFlags::TIMER_ABSTIME,
+        &ts,
+    ) {}
+}
+
+fn now_ns() -> u64 {
+    rt_sys::rt::realtime_ns()
+}
+
+/// Build the frame for one instance (payload: sequence number and nominal release).
+pub fn build_frame(m: &MessagePlan, seq: u64, release_ns: u64) -> Option<CanAnyFrame> {
+    let mut buf = [0u8; 64];
+    let len = usize::from(m.spec.len);
+    payload::encode(&mut buf, len, seq, release_ns);
+    let id: Id = if m.spec.extended {
+        Id::Extended(ExtendedId::new(m.id)?)
+    } else {
+        Id::Standard(StandardId::new(u16::try_from(m.id).ok()?)?)
+    };
+    match m.spec.kind {
+        FrameKind::Classic => CanDataFrame::new(id, &buf[..len]).map(CanAnyFrame::Normal),
+        FrameKind::Fd => {
+            CanFdFrame::with_flags(id, &buf[..len], FdFlags::empty()).map(CanAnyFrame::Fd)
+        }
+        FrameKind::FdBrs => {
+            CanFdFrame::with_flags(id, &buf[..len], FdFlags::BRS).map(CanAnyFrame::Fd)
+        }
+    }
+}
+
+/// Pin, then set FIFO; failures become warnings (the run still measures, and says so).
+fn setup_thread(cpu: Option<u32>, priority: u8) -> (u32, String, Option<String>, Vec<String>) {
+    let tid = sched::gettid();
+    let mut warnings = Vec::new();
+    let mut cpus = None;
+    if let Some(c) = cpu {
+        let set = CpuSet::from_cpus([c]);
+        match sched::set_affinity(tid, &set) {
+            Ok(()) => cpus = Some(set.to_string()),
+            Err(e) => warnings.push(format!("affinity to CPU {c}: {e}")),
+        }
+    }
+    if let Err(e) = sched::set_sched(
+        tid,
+        SchedParams {
+            policy: Policy::Fifo,
+            priority: u32::from(priority),
+        },
+    ) {
+        warnings.push(format!("SCHED_FIFO {priority}: {e}"));
+    }
+    let sched_now = sched::get_sched(tid)
+        .map(|p| p.to_string())
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    (tid, sched_now, cpus, warnings)
+}
+
+/// A frame waiting for the paced bus.
+type Queued = Reverse<(u64, u64, usize, FrameBox)>;
+
+/// Orderable wrapper (frames are compared only by the key before them).
+#[derive(Clone, Copy)]
+struct FrameBox(CanAnyFrame);
+impl PartialEq for FrameBox {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for FrameBox {}
+impl PartialOrd for FrameBox {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for FrameBox {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+struct Bus {
+    queue: Mutex<BinaryHeap<Queued>>,
+    ready: Condvar,
+}
+
+struct Shared {
+    plan: Plan,
+    sent: Vec<AtomicU64>,
+    enobufs: AtomicU64,
+    stop: Arc<AtomicBool>,
+    senders_done: AtomicBool,
+    rx_stop: AtomicBool,
+    queue_max: AtomicU64,
+}
+
+struct RxResult {
+    stats: Vec<MsgStats>,
+    log: Vec<Logged>,
+    log_dropped: u64,
+    bus_errors: Vec<String>,
+    foreign: u64,
+    bus_ns: u64,
+    kernel_ts: bool,
+    error: Option<String>,
+}
+
+fn rx_loop(sock: &CanSock, sh: &Shared, start_ns: u64, log_cap: usize) -> RxResult {
+    let plan = &sh.plan;
+    let index: HashMap<(u32, bool), usize> = plan
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ((m.id, m.spec.extended), i))
+        .collect();
+    let mut r = RxResult {
+        stats: plan.messages.iter().map(|_| MsgStats::default()).collect(),
+        log: Vec::with_capacity(log_cap),
+        log_dropped: 0,
+        bus_errors: Vec::new(),
+        foreign: 0,
+        bus_ns: 0,
+        kernel_ts: true,
+        error: None,
+    };
+    let mut err_counts: BTreeMap<String, u64> = BTreeMap::new();
+    while !sh.rx_stop.load(Ordering::Relaxed) {
+        let got = match sock.recv() {
+            Ok(Some(g)) => g,
+            Ok(None) => continue,
+            Err(e) => {
+                r.error = Some(format!("receive failed: {e}"));
+                break;
+            }
+        };
+        if !got.kernel {
+            r.kernel_ts = false;
+        }
+        if r.log.len() < log_cap {
+            r.log.push(Logged {
+                ts_ns: got.ts_ns,
+                frame: got.frame,
+            });
+        } else {
+            r.log_dropped += 1;
+        }
+        if let CanAnyFrame::Error(ef) = got.frame {
+            // Error frames are rare; naming them may allocate.
+            *err_counts
+                .entry(transport::describe_error_frame(&ef))
+                .or_default() += 1;
+            continue;
+        }
+        let (id, ext) = canlog::frame_id(&got.frame);
+        let data = canlog::frame_data(&got.frame);
+        let Some(&i) = index.get(&(id, ext)) else {
+            r.foreign += 1;
+            let fd = matches!(got.frame, CanAnyFrame::Fd(_));
+            let len = u8::try_from(data.len()).unwrap_or(64);
+            let bits = timing::can_frame_bits(fd, ext, true, true, len);
+            r.bus_ns += timing::bits_to_ns(u64::from(bits), plan.bitrate);
+            continue;
+        };
+        let m = &plan.messages[i];
+        r.bus_ns += m.frame_ns;
+        let st = &mut r.stats[i];
+        let d = payload::decode(data, st.next_seq(), got.ts_ns);
+        let release = d
+            .release_ns
+            .or_else(|| d.seq.map(|s| m.nominal_release(start_ns, s)));
+        st.on_frame(m, d.seq, release, got.ts_ns);
+    }
+    r.bus_errors = err_counts
+        .into_iter()
+        .map(|(k, n)| format!("{n} x {k}"))
+        .collect();
+    r
+}
+
+fn ecu_loop(
+    sh: &Shared,
+    bus: Option<&Bus>,
+    sock: Option<&CanSock>,
+    mut sched: EcuSchedule,
+    end_ns: u64,
+    lat: &mut Histogram<u64>,
+) -> u64 {
+    let mut releases = 0u64;
+    let mut order = 0u64;
+    while let Some(t) = sched.peek_ns() {
+        if t >= end_ns || sh.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        sleep_until_realtime(t);
+        let woke = now_ns();
+        let _ = lat.record(woke.saturating_sub(t).max(1));
+        // Send everything of this ECU that is due by now (a late wake-up releases a batch).
+        while let Some(next) = sched.peek_ns() {
+            if next > woke || next >= end_ns {
+                break;
+            }
+            let Some(rel) = sched.next_release() else {
+                break;
+            };
+            releases += 1;
+            let m = &sh.plan.messages[rel.msg];
+            let Some(frame) = build_frame(m, rel.seq, rel.nominal_ns) else {
+                continue;
+            };
+            match (bus, sock) {
+                (Some(bus), _) => {
+                    order += 1;
+                    let mut q = bus.queue.lock().unwrap_or_else(|p| p.into_inner());
+                    q.push(Reverse((m.key, order, rel.msg, FrameBox(frame))));
+                    let len = u64::try_from(q.len()).unwrap_or(u64::MAX);
+                    sh.queue_max.fetch_max(len, Ordering::Relaxed);
+                    drop(q);
+                    bus.ready.notify_one();
+                }
+                (None, Some(sock)) => {
+                    let keep = || !sh.stop.load(Ordering::Relaxed);
+                    match sock.write_backoff(&frame, keep) {
+                        Ok(n) => {
+                            sh.enobufs.fetch_add(n, Ordering::Relaxed);
+                            sh.sent[rel.msg].fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            sh.enobufs.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    releases
+}
+
+/// The paced bus: one frame at a time, each taking its worst-case frame time, highest
+/// priority (lowest key) first among those waiting when the bus falls free.
+fn bus_loop(sh: &Shared, bus: &Bus, sock: &CanSock) {
+    let mut free_at = 0u64;
+    loop {
+        {
+            let mut q = bus.queue.lock().unwrap_or_else(|p| p.into_inner());
+            while q.is_empty() {
+                if sh.senders_done.load(Ordering::Acquire) {
+                    return;
+                }
+                q = bus
+                    .ready
+                    .wait_timeout(q, Duration::from_millis(20))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+        }
+        let now = now_ns();
+        if free_at > now {
+            sleep_until_realtime(free_at);
+        }
+        let start = free_at.max(now);
+        let Some(Reverse((_, _, msg, FrameBox(frame)))) =
+            bus.queue.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        else {
+            continue;
+        };
+        let keep = || !sh.stop.load(Ordering::Relaxed);
+        match sock.write_backoff(&frame, keep) {
+            Ok(n) => {
+                sh.enobufs.fetch_add(n, Ordering::Relaxed);
+                sh.sent[msg].fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                sh.enobufs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // The frame occupies the bus for C from when it could start; a slow write (ENOBUFS)
+        // pushes the next start out through `now` above, never into a catch-up burst.
+        free_at = start + sh.plan.messages[msg].frame_ns;
+    }
+}
+
+fn estimate_frames(plan: &Plan, duration: Duration) -> usize {
+    let d = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+    let n: u64 = plan
+        .messages
+        .iter()
+        .map(|m| d / m.period_ns.max(1) + 2)
+        .sum();
+    usize::try_from(n.saturating_mul(2).saturating_add(4096))
+        .unwrap_or(4096)
+        .min(4_000_000)
+}
+
+/// Run the simulation. `stop` ends it early (Ctrl-C); the result is then partial.
+pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOutcome, RunError> {
+    let plan = Plan::from_can(can)?;
+    let fd = plan.has_fd();
+    transport::check_af_can()?;
+    let rx_sock = CanSock::open_rx(&opts.rx, fd)?;
+    // One TX socket per ECU (unpaced) or one for the bus thread (paced).
+    let mut ecu_socks: Vec<Option<CanSock>> = Vec::new();
+    for _ in &plan.ecus {
+        ecu_socks.push(if opts.pace {
+            None
+        } else {
+            Some(CanSock::open(&opts.tx, fd)?)
+        });
+    }
+    let bus_sock = if opts.pace {
+        Some(CanSock::open(&opts.tx, fd)?)
+    } else {
+        None
+    };
+    let _ = nix::sys::mman::mlockall(
+        nix::sys::mman::MlockAllFlags::MCL_CURRENT | nix::sys::mman::MlockAllFlags::MCL_FUTURE,
+    );
+
+    let n_msgs = plan.messages.len();
+    let log_cap = estimate_frames(&plan, opts.duration);
+    let shared = Arc::new(Shared {
+        plan: plan.clone(),
+        sent: (0..n_msgs).map(|_| AtomicU64::new(0)).collect(),
+        enobufs: AtomicU64::new(0),
+        stop: stop.clone(),
+        senders_done: AtomicBool::new(false),
+        rx_stop: AtomicBool::new(false),
+        queue_max: AtomicU64::new(0),
+    });
+    let bus = Arc::new(Bus {
+        queue: Mutex::new(BinaryHeap::with_capacity(n_msgs * 4 + 16)),
+        ready: Condvar::new(),
+    });
+    let lead = u64::try_from(opts.lead.as_nanos()).unwrap_or(500_000_000);
+    let start_ns = (now_ns() + lead) / 1_000_000 * 1_000_000;
+    let end_ns = start_ns + u64::try_from(opts.duration.as_nanos()).unwrap_or(u64::MAX / 4);
+    let n_threads = plan.ecus.len() + 1 + usize::from(opts.pace) + 1;
+    let barrier = Arc::new(Barrier::new(n_threads));
+    let max_prio = can.ecus.iter().map(|e| e.priority).max().unwrap_or(80);
+
+    // Receiver.
+    let rx = {
+        let sh = shared.clone();
+        let b = barrier.clone();
+        let prio = max_prio.saturating_add(1).min(98);
+        thread::Builder::new()
+            .name("can/rx".into())
+            .spawn(move || {
+                let _ = setup_thread(None, prio);
+                b.wait();
+                rx_loop(&rx_sock, &sh, start_ns, log_cap)
+            })
+            .map_err(|source| RunError::Thread {
+                name: "can/rx".into(),
+                source,
+            })?
+    };
+    // Bus.
+    let bus_thread = match bus_sock {
+        Some(sock) => {
+            let sh = shared.clone();
+            let b = barrier.clone();
+            let bus = bus.clone();
+            let prio = max_prio;
+            Some(
+                thread::Builder::new()
+                    .name("can/bus".into())
+                    .spawn(move || {
+                        let _ = setup_thread(None, prio);
+                        b.wait();
+                        bus_loop(&sh, &bus, &sock);
+                    })
+                    .map_err(|source| RunError::Thread {
+                        name: "can/bus".into(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    // ECUs.
+    let mut ecu_threads = Vec::new();
+    for (i, (ecu, sock)) in can.ecus.iter().zip(ecu_socks).enumerate() {
+        let sh = shared.clone();
+        let b = barrier.clone();
+        let bus = bus.clone();
+        let pace = opts.pace;
+        let sched = EcuSchedule::new(&plan, i, start_ns);
+        let (cpu, prio, name) = (ecu.cpu, ecu.priority, ecu.name.clone());
+        let tname = format!("ecu/{}", ecu.name);
+        let h = thread::Builder::new()
+            .name(tname.chars().take(15).collect())
+            .spawn(move || {
+                let (tid, sched_now, cpus, warnings) = setup_thread(cpu, prio);
+                let mut lat = hist::new_ns();
+                b.wait();
+                let releases = ecu_loop(
+                    &sh,
+                    pace.then_some(&*bus),
+                    sock.as_ref(),
+                    sched,
+                    end_ns,
+                    &mut lat,
+                );
+                EcuReport {
+                    name,
+                    tid,
+                    sched: sched_now,
+                    cpus,
+                    warnings,
+                    releases,
+                    release_latency: HistSummary::from_hist(&lat),
+                }
+            })
+            .map_err(|source| RunError::Thread {
+                name: tname,
+                source,
+            })?;
+        ecu_threads.push(h);
+    }
+    barrier.wait();
+
+    let ecus: Vec<EcuReport> = ecu_threads
+        .into_iter()
+        .filter_map(|h| h.join().ok())
+        .collect();
+    shared.senders_done.store(true, Ordering::Release);
+    bus.ready.notify_all();
+    if let Some(h) = bus_thread {
+        let _ = h.join();
+    }
+    // Drain: frames in flight reach the receiver (cut short by a second stop request).
+    let drain_end = now_ns() + u64::try_from(opts.drain.as_nanos()).unwrap_or(0);
+    while now_ns() < drain_end {
+        thread::sleep(Duration::from_millis(10));
+    }
+    shared.rx_stop.store(true, Ordering::Release);
+    let rxr = rx.join().unwrap_or_else(|_| RxResult {
+        stats: plan.messages.iter().map(|_| MsgStats::default()).collect(),
+        log: Vec::new(),
+        log_dropped: 0,
+        bus_errors: vec!["receiver thread panicked".into()],
+        foreign: 0,
+        bus_ns: 0,
+        kernel_ts: false,
+        error: None,
+    });
+    let actual_end = now_ns().min(end_ns).max(start_ns + 1);
+    let elapsed_ns = actual_end - start_ns;
+
+    let tau = timing::tau_bit_ns(can.bitrate);
+    let errors = (can.error_rate_per_s > 0.0).then_some(ErrorModel {
+        rate_per_s: can.error_rate_per_s,
+    });
+    let rta = timing::response_times(&plan.rta_messages(), tau, errors);
+    let sent: Vec<u64> = shared
+        .sent
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .collect();
+    let messages = plan
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| rxr.stats[i].record(m, sent[i], rta[i].wcrt_ns))
+        .collect();
+    let mut bus_errors = rxr.bus_errors.clone();
+    if let Some(e) = &rxr.error {
+        bus_errors.push(e.clone());
+    }
+    let partial = stop.load(Ordering::Relaxed);
+    #[allow(clippy::cast_precision_loss)]
+    let measured = rxr.bus_ns as f64 / elapsed_ns as f64 * 100.0;
+    let record = CanRecord {
+        tx: opts.tx.clone(),
+        rx: opts.rx.clone(),
+        bitrate: can.bitrate,
+        data_bitrate: can.data_bitrate,
+        paced: opts.pace,
+        elapsed_s: timing::ns_to_ms(elapsed_ns) / 1000.0,
+        bus_load_analytic_pct: plan.bus_load_pct(),
+        bus_load_measured_pct: measured,
+        tx_enobufs: shared.enobufs.load(Ordering::Relaxed),
+        bus_errors,
+        timestamp_source: if rxr.kernel_ts { "kernel" } else { "user" }.to_string(),
+        messages,
+        partial,
+    };
+    let tx = TxReport {
+        paced: opts.pace,
+        start_ns,
+        ecus,
+        sent: plan
+            .messages
+            .iter()
+            .zip(&sent)
+            .map(|(m, n)| (crate::schedule::id_text(m.id, m.spec.extended), *n))
+            .collect(),
+        tx_enobufs: record.tx_enobufs,
+        bus_queue_max: shared.queue_max.load(Ordering::Relaxed),
+        foreign_frames: rxr.foreign,
+        log_dropped: rxr.log_dropped,
+    };
+    let log = canlog::render(&rxr.log, &opts.rx);
+    Ok(RunOutcome { record, tx, log })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_the_payload_and_format() {
+        let p = profiles::load("canfd").unwrap().profile;
+        let plan = Plan::from_can(p.can.as_ref().unwrap()).unwrap();
+        for m in &plan.messages {
+            let f = build_frame(m, 7, 1_700_000_000_000_000_123).unwrap();
+            let data = canlog::frame_data(&f);
+            assert_eq!(data.len(), usize::from(m.spec.len));
+            let d = payload::decode(data, 7, 1_700_000_000_000_500_000);
+            assert_eq!(d.seq, Some(7));
+            assert_eq!(d.release_ns, Some(1_700_000_000_000_000_123));
+            assert_eq!(canlog::frame_id(&f), (m.id, m.spec.extended));
+            match (m.spec.kind, f) {
+                (FrameKind::FdBrs, CanAnyFrame::Fd(fd)) => assert!(fd.is_brs()),
+                (FrameKind::Fd, CanAnyFrame::Fd(fd)) => assert!(!fd.is_brs()),
+                (FrameKind::Classic, CanAnyFrame::Normal(_)) => {}
+                (k, f) => panic!("{k:?} built {f:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn absolute_sleep_reaches_its_deadline() {
+        let t = now_ns() + 2_000_000;
+        sleep_until_realtime(t);
+        assert!(now_ns() >= t);
+    }
+
+    #[test]
+    fn log_buffer_is_sized_from_the_matrix() {
+        let p = profiles::load("lab").unwrap().profile;
+        let plan = Plan::from_can(p.can.as_ref().unwrap()).unwrap();
+        // 10 s: 1000 + 500 + 1000 + 100 + 100 frames (+2 each), doubled, + 4096.
+        assert_eq!(
+            estimate_frames(&plan, Duration::from_secs(10)),
+            (2710 * 2) + 4096
+        );
+    }
+}

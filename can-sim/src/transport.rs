@@ -1,0 +1,346 @@
+//! SocketCAN transport: `AF_CAN`/`CAN_RAW` sockets (classic and FD) through the socketcan
+//! crate, kernel RX timestamps (`SO_TIMESTAMPNS`, `CLOCK_REALTIME`, delivered as
+//! `SCM_TIMESTAMPNS` with each `recvmsg`), error frames (`CAN_RAW_ERR_FILTER`), transmit
+//! back-off on `ENOBUFS` (full device queue), and interface set-up over rtnetlink
+//! (`IFLA_CAN_BITTIMING`, vcan creation, link up).
+//! See <https://docs.kernel.org/networking/can.html>.
+
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use socketcan::{
+    CanAnyFrame, CanFdSocket, CanFrame, CanInterface, CanSocket, Socket, SocketOptions,
+};
+use std::os::fd::AsFd;
+
+/// Errors of the transport; each names the interface.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The kernel has no SocketCAN.
+    #[error("AF_CAN not supported by this kernel (socket(AF_CAN) failed with EAFNOSUPPORT): run can-sim in a guest with SocketCAN (the lab guest), or load the can/can-raw modules")]
+    NoAfCan,
+    /// The interface does not exist.
+    #[error("CAN interface {iface:?} does not exist (use --setup to create vcan interfaces, or check `ip link`)")]
+    NoInterface {
+        /// Interface name.
+        iface: String,
+    },
+    /// Opening or configuring a socket failed.
+    #[error("Cannot {what} on CAN interface {iface:?}")]
+    Socket {
+        /// What was attempted.
+        what: &'static str,
+        /// Interface name.
+        iface: String,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A netlink request failed.
+    #[error("Cannot {what} CAN interface {iface:?} over netlink: {reason}")]
+    Netlink {
+        /// What was attempted.
+        what: &'static str,
+        /// Interface name.
+        iface: String,
+        /// The netlink error.
+        reason: String,
+    },
+}
+
+/// Check that the kernel has `AF_CAN` (`socket(AF_CAN, SOCK_RAW, CAN_RAW)`).
+pub fn check_af_can() -> Result<(), TransportError> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
+    match socket(
+        AddressFamily::Can,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::CanRaw,
+    ) {
+        Ok(_fd) => Ok(()),
+        Err(nix::errno::Errno::EAFNOSUPPORT) | Err(nix::errno::Errno::EPROTONOSUPPORT) => {
+            Err(TransportError::NoAfCan)
+        }
+        // Anything else (EPERM, EMFILE) shows up again, named, when the socket is opened.
+        Err(_) => Ok(()),
+    }
+}
+
+fn open_err<'a>(
+    iface: &'a str,
+    what: &'static str,
+) -> impl FnOnce(io::Error) -> TransportError + 'a {
+    move |source| {
+        if source.raw_os_error() == Some(libc::ENODEV) {
+            TransportError::NoInterface {
+                iface: iface.to_string(),
+            }
+        } else if source.raw_os_error() == Some(libc::EAFNOSUPPORT) {
+            TransportError::NoAfCan
+        } else {
+            TransportError::Socket {
+                what,
+                iface: iface.to_string(),
+                source,
+            }
+        }
+    }
+}
+
+/// A received frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// The frame.
+    pub frame: CanAnyFrame,
+    /// Receive time, ns since the epoch.
+    pub ts_ns: u64,
+    /// True when the time is the kernel's socket timestamp.
+    pub kernel: bool,
+}
+
+/// A raw CAN socket, classic or FD.
+pub enum CanSock {
+    /// Classic frames only.
+    Classic(CanSocket),
+    /// Classic and FD frames.
+    Fd(CanFdSocket),
+}
+
+impl CanSock {
+    /// Open a socket on `iface` (`fd`: accept and send FD frames).
+    pub fn open(iface: &str, fd: bool) -> Result<CanSock, TransportError> {
+        check_af_can()?;
+        let s = if fd {
+            CanSock::Fd(CanFdSocket::open(iface).map_err(open_err(iface, "open an FD socket"))?)
+        } else {
+            CanSock::Classic(CanSocket::open(iface).map_err(open_err(iface, "open a socket"))?)
+        };
+        Ok(s)
+    }
+
+    /// Open a receiving socket: kernel RX timestamps on, error frames on, 100 ms read
+    /// timeout so the receiver can notice a stop request.
+    pub fn open_rx(iface: &str, fd: bool) -> Result<CanSock, TransportError> {
+        let s = CanSock::open(iface, fd)?;
+        let e = |what| open_err(iface, what);
+        match &s {
+            CanSock::Classic(c) => {
+                c.set_recv_timestamp(true)
+                    .map_err(e("enable SO_TIMESTAMPNS"))?;
+                c.set_error_filter_accept_all()
+                    .map_err(e("enable error frames"))?;
+                c.set_read_timeout(Duration::from_millis(100))
+                    .map_err(e("set a read timeout"))?;
+            }
+            CanSock::Fd(c) => {
+                c.set_recv_timestamp(true)
+                    .map_err(e("enable SO_TIMESTAMPNS"))?;
+                c.set_error_filter_accept_all()
+                    .map_err(e("enable error frames"))?;
+                c.set_read_timeout(Duration::from_millis(100))
+                    .map_err(e("set a read timeout"))?;
+            }
+        }
+        Ok(s)
+    }
+
+    /// Receive one frame with its kernel timestamp (ns since the epoch, `CLOCK_REALTIME`;
+    /// `kernel` false when no `SCM_TIMESTAMPNS` came and user-space time was taken).
+    /// `Ok(None)` when the read timed out.
+    pub fn recv(&self) -> io::Result<Option<Received>> {
+        let r = match self {
+            CanSock::Classic(c) => c
+                .read_frame_with_timestamps()
+                .map(|(f, t)| (CanAnyFrame::from(f), t)),
+            CanSock::Fd(c) => c.read_frame_with_timestamps(),
+        };
+        match r {
+            Ok((frame, ts)) => Ok(Some(match ts.socket {
+                Some(t) => Received {
+                    frame,
+                    ts_ns: system_time_ns(t),
+                    kernel: true,
+                },
+                None => Received {
+                    frame,
+                    ts_ns: rt_sys::rt::realtime_ns(),
+                    kernel: false,
+                },
+            })),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write one frame once (no retry).
+    pub fn write_once(&self, frame: &CanAnyFrame) -> io::Result<()> {
+        match (self, frame) {
+            (CanSock::Classic(c), CanAnyFrame::Normal(f)) => c.write_frame(f),
+            (CanSock::Classic(c), CanAnyFrame::Remote(f)) => c.write_frame(f),
+            (CanSock::Classic(c), CanAnyFrame::Error(f)) => c.write_frame(&CanFrame::from(*f)),
+            (CanSock::Classic(_), CanAnyFrame::Fd(_)) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an FD frame needs an FD socket",
+            )),
+            (CanSock::Fd(c), CanAnyFrame::Normal(f)) => c.write_frame(f),
+            (CanSock::Fd(c), CanAnyFrame::Remote(f)) => c.write_frame(f),
+            (CanSock::Fd(c), CanAnyFrame::Error(f)) => c.write_frame(&CanFrame::from(*f)),
+            (CanSock::Fd(c), CanAnyFrame::Fd(f)) => c.write_frame(f),
+        }
+    }
+
+    /// Write a frame; on `ENOBUFS` (the device queue is full) count the event, wait for
+    /// POLLOUT (at most 1 ms, then 100 us sleeps) and retry while `keep_going()` says so.
+    /// Returns the number of `ENOBUFS` retries; `Err` only for other errors (or when told
+    /// to stop while the queue stays full: `ErrorKind::Interrupted`).
+    pub fn write_backoff(
+        &self,
+        frame: &CanAnyFrame,
+        keep_going: impl Fn() -> bool,
+    ) -> io::Result<u64> {
+        let mut enobufs = 0;
+        loop {
+            match self.write_once(frame) {
+                Ok(()) => return Ok(enobufs),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    enobufs += 1;
+                    if !keep_going() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Interrupted,
+                            "stopped while the TX queue was full",
+                        ));
+                    }
+                    self.wait_writable();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn wait_writable(&self) {
+        let fd = match self {
+            CanSock::Classic(c) => c.as_fd(),
+            CanSock::Fd(c) => c.as_fd(),
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+        // CAN_RAW reports POLLOUT from the socket's send buffer, not the device queue, so it
+        // is usually ready at once: the short sleep is what actually lets the queue drain.
+        let _ = poll(&mut fds, PollTimeout::from(1u8));
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// A `SystemTime` as ns since the epoch (0 before it).
+pub fn system_time_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Describe an error frame: its causes, and whether it means bus-off or error-passive.
+pub fn describe_error_frame(frame: &socketcan::CanErrorFrame) -> String {
+    let err = frame.into_error();
+    err.to_string()
+}
+
+/// Bring `iface` up for the run: a missing `vcan*` is created; a real controller gets its
+/// bitrate (and FD data bitrate) while down, then is brought up.
+pub fn setup(
+    iface: &str,
+    bitrate: u32,
+    data_bitrate: Option<u32>,
+) -> Result<String, TransportError> {
+    check_af_can()?;
+    let nl = |what: &'static str| {
+        move |e: socketcan::Error| TransportError::Netlink {
+            what,
+            iface: iface.to_string(),
+            reason: e.to_string(),
+        }
+    };
+    let exists = nix::net::if_::if_nametoindex(iface).is_ok();
+    if iface.starts_with("vcan") {
+        let ifc = if exists {
+            CanInterface::open(iface).map_err(|e| TransportError::Netlink {
+                what: "open",
+                iface: iface.to_string(),
+                reason: e.to_string(),
+            })?
+        } else {
+            CanInterface::create_vcan(iface, None).map_err(nl("create"))?
+        };
+        if data_bitrate.is_some() {
+            let _ = ifc.set_mtu(socketcan::nl::Mtu::Fd);
+        }
+        ifc.bring_up().map_err(nl("bring up"))?;
+        return Ok(format!(
+            "{iface}: {} and up (vcan: no bit timing)",
+            if exists { "present" } else { "created" }
+        ));
+    }
+    if !exists {
+        return Err(TransportError::NoInterface {
+            iface: iface.to_string(),
+        });
+    }
+    let ifc = CanInterface::open(iface).map_err(|e| TransportError::Netlink {
+        what: "open",
+        iface: iface.to_string(),
+        reason: e.to_string(),
+    })?;
+    ifc.bring_down().map_err(nl("bring down"))?;
+    ifc.set_bitrate(bitrate, None)
+        .map_err(nl("set the bitrate of"))?;
+    if let Some(d) = data_bitrate {
+        ifc.set_ctrlmode(socketcan::CanCtrlMode::Fd, true)
+            .map_err(nl("enable FD mode of"))?;
+        ifc.set_data_bitrate(d, None)
+            .map_err(nl("set the data bitrate of"))?;
+    }
+    // Restart automatically after bus-off so a long run survives it (and reports it).
+    let _ = ifc.set_restart_ms(100);
+    ifc.bring_up().map_err(nl("bring up"))?;
+    Ok(format!(
+        "{iface}: bitrate {bitrate}{} and up",
+        data_bitrate
+            .map(|d| format!(", data bitrate {d}"))
+            .unwrap_or_default()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_af_can_or_interface_is_a_clear_error() {
+        match CanSock::open("rtvirt-nonexistent0", false) {
+            Err(TransportError::NoAfCan) => {
+                let e = TransportError::NoAfCan.to_string();
+                assert!(e.starts_with("AF_CAN not supported by this kernel"), "{e}");
+            }
+            Err(e @ TransportError::NoInterface { .. }) => {
+                assert!(e.to_string().contains("rtvirt-nonexistent0"), "{e}");
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(_) => panic!("an interface named rtvirt-nonexistent0 exists?"),
+        }
+    }
+
+    #[test]
+    fn timestamps_convert_to_ns() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        assert_eq!(system_time_ns(t), 1_700_000_000_123_456_789);
+    }
+}
