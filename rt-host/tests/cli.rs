@@ -292,3 +292,252 @@ fn hold_keeps_the_latency_request_until_sigterm() {
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "released");
 }
+
+// ---------------------------------------------------------------- root tests: real QEMU
+
+/// A QEMU started by a test, with `CPU n/TCG` threads held stopped (`-S`). Drop reverts the
+/// journal and kills QEMU by its pid, also when the test fails.
+struct Qemu {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    child: std::process::Child,
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+impl Qemu {
+    fn start(tag: &str, extra: &[&str], named: bool) -> Option<Qemu> {
+        // Root tests share the host's knobs: one at a time.
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        // Only root can make other threads SCHED_FIFO and write cpuidle knobs.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let euid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2));
+        if euid != Some("0") {
+            eprintln!("skipped: needs root");
+            return None;
+        }
+        let name = format!("rtvirt-test-{}-{tag}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        let name_arg = if named { format!("{name},debug-threads=on") } else { name.clone() };
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", "tcg", "-name", &name_arg, "-smp", "2", "-m", "64", "-nographic", "-nodefaults", "-S"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("skipped: cannot start qemu-system-x86_64: {e}");
+                return None;
+            }
+        };
+        let q = Qemu { _serial: serial, child, name, dir };
+        // Wait (with a deadline) for both vCPU threads to exist.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while q.threads().iter().filter(|(_, n)| n.starts_with("CPU ") || n == "qemu-system-x86").count() < 3 {
+            assert!(Instant::now() < deadline, "QEMU did not start its vCPU threads: {:?}", q.threads());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(q)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.dir.path().join("journal")
+    }
+
+    fn threads(&self) -> Vec<(u32, String)> {
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else { return Vec::new() };
+        let mut v: Vec<(u32, String)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+                Some((tid, comm.trim().to_string()))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn vcpu_tid(&self, n: u32) -> u32 {
+        self.threads().into_iter().find(|(_, c)| c == &format!("CPU {n}/TCG")).map(|(t, _)| t).expect("vCPU thread")
+    }
+
+    /// A profile tuning this QEMU: vCPU 1 on CPU 1 at FIFO 50, C-states off on CPU 1,
+    /// IRQs to CPU 0 (refused on this machine), halt polling (refused here).
+    fn profile(&self, vm: &str) -> PathBuf {
+        let p = self.dir.path().join("profile.ron");
+        std::fs::write(
+            &p,
+            format!(
+                r#"Profile(name: "root-test", host: Some((
+                    housekeeping_cpus: "0", realtime_cpus: "1",
+                    kernel: (require_preempt_rt: false),
+                    kvm: (halt_poll_ns: Some(100000)),
+                    idle: (max_exit_latency_us: Some(0)),
+                    irqs: (steer_to: Some("0")),
+                    isolation: (cpuset_partition: false, workqueues: true, kthreads: false),
+                    sysctl: (realtime_virtual_host: false),
+                    vm: Some(({vm})),
+                    vcpus: [(vcpu: 1, cpu: 1, policy: Fifo, priority: 50)],
+                    emulator_cpus: Some("0"), iothread_cpus: Some("0"),
+                )))"#
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    fn rt_host(&self, args: &[&str]) -> Output {
+        let j = self.journal();
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend_from_slice(&["--journal-dir", j.to_str().unwrap()]);
+        run(&a)
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if self.journal().join("journal.json").exists() {
+            let o = self.rt_host(&["revert"]);
+            eprintln!("cleanup revert: {}", text(&o));
+        }
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// Every value a setup of `Qemu::profile` may touch: sysfs files and QEMU's threads.
+fn live_snapshot(q: &Qemu) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut files = vec![
+        "/sys/module/kvm/parameters/halt_poll_ns".to_string(),
+        "/proc/irq/default_smp_affinity".to_string(),
+        "/sys/devices/virtual/workqueue/cpumask".to_string(),
+    ];
+    for cpu in 0..2 {
+        for k in 0..10 {
+            files.push(format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle/state{k}/disable"));
+        }
+    }
+    for e in std::fs::read_dir("/proc/irq").unwrap().flatten() {
+        files.push(format!("{}/smp_affinity", e.path().display()));
+    }
+    for f in files {
+        if let Ok(t) = std::fs::read_to_string(&f) {
+            out.insert(f, t);
+        }
+    }
+    for (tid, name) in q.threads() {
+        let s = rt_sys::sched::get_sched(tid).map(|s| s.to_string()).unwrap_or_default();
+        let a = rt_sys::sched::get_affinity(tid).map(|s| s.to_string()).unwrap_or_default();
+        out.insert(format!("thread {tid} {name}"), format!("{s} on {a}"));
+    }
+    out
+}
+
+fn diff(a: &std::collections::BTreeMap<String, String>, b: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    a.iter().filter(|(k, v)| b.get(*k) != Some(v)).map(|(k, v)| format!("{k}: {v:?} -> {:?}", b.get(k))).collect()
+}
+
+#[test]
+#[ignore = "needs root: run by lab/test.sh"]
+fn root_setup_pins_and_fifo_vcpu_then_revert_restores_exactly() {
+    let Some(q) = Qemu::start("setup", &[], true) else { return };
+    let before = live_snapshot(&q);
+    let profile = q.profile(&format!("qemu_name: Some({:?})", q.name));
+    let o = q.rt_host(&["setup", profile.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // This machine refuses halt_poll_ns and IRQ affinity: reported, not fatal.
+    let refused: Vec<&str> = v["done"].as_array().unwrap().iter().filter(|d| d["outcome"] == "not-permitted").map(|d| d["change"]["item"].as_str().unwrap()).collect();
+    eprintln!("refused here: {refused:?}");
+    let t1 = q.vcpu_tid(1);
+    let s = rt_sys::sched::get_sched(t1).unwrap();
+    assert_eq!(s.to_string(), "fifo:50");
+    assert_eq!(rt_sys::sched::get_affinity(t1).unwrap().to_string(), "1");
+    let main = q.pid();
+    assert_eq!(rt_sys::sched::get_affinity(main).unwrap().to_string(), "0", "the main loop goes to housekeeping");
+    assert_eq!(rt_sys::sched::get_sched(q.vcpu_tid(0)).unwrap().to_string(), "other:0", "vCPU 0 is not in the profile");
+    for k in 1..10 {
+        let p = format!("/sys/devices/system/cpu/cpu1/cpuidle/state{k}/disable");
+        if let Ok(t) = std::fs::read_to_string(&p) {
+            let lat: u64 = std::fs::read_to_string(p.replace("disable", "latency")).unwrap().trim().parse().unwrap();
+            if lat > 0 {
+                assert_eq!(t.trim(), "1", "{p}");
+            }
+        }
+    }
+    let o = q.rt_host(&["check", profile.to_str().unwrap(), "--json"]);
+    let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(c["changes"].as_array().unwrap().iter().filter(|c| c["item"] == "vcpu-sched").all(|c| c["status"] == "ok"), "{c}");
+    let o = q.rt_host(&["revert"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let after = live_snapshot(&q);
+    assert_eq!(diff(&before, &after), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "needs root: run by lab/test.sh"]
+fn root_kill_9_mid_setup_then_revert_restores_everything() {
+    let Some(q) = Qemu::start("kill", &[], true) else { return };
+    let before = live_snapshot(&q);
+    let profile = q.profile(&format!("qemu_name: Some({:?})", q.name));
+    let j = q.journal();
+    let mut child = bin()
+        .args(["setup", profile.to_str().unwrap(), "--journal-dir", j.to_str().unwrap(), "--pause-after", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("paused after 3"), "{line}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    assert_ne!(diff(&before, &live_snapshot(&q)), Vec::<String>::new(), "setup changed something before the kill");
+    let o = q.rt_host(&["revert"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(diff(&before, &live_snapshot(&q)), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "needs root: run by lab/test.sh"]
+fn root_qmp_finds_vcpu_threads_without_names_and_vm_gone_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("qmp.sock");
+    let qmp = format!("unix:{},server=on,wait=off", sock.display());
+    let Some(mut q) = Qemu::start("qmp", &["-qmp", &qmp], false) else { return };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "no QMP socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let profile = q.profile(&format!("qmp: Some({:?})", sock.display().to_string()));
+    let o = q.rt_host(&["plan", profile.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["vm"]["pid"], q.pid());
+    assert_eq!(v["vm"]["vcpus"].as_object().unwrap().len(), 2, "{v}");
+    // Tune, then the VM goes away: revert restores the files and skips the threads.
+    let o = q.rt_host(&["setup", profile.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(q.pid() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    q.child.wait().unwrap();
+    let o = q.rt_host(&["revert"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(t.contains("skipped   sched of"), "the FIFO vCPU's entry is skipped: {t}");
+    assert!(!t.contains("FAILED"), "{t}");
+    for k in 1..10 {
+        if let Ok(v) = std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu1/cpuidle/state{k}/disable")) {
+            assert_eq!(v.trim(), "0", "state{k} restored");
+        }
+    }
+}
