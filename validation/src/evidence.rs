@@ -534,10 +534,7 @@ pub fn host_check_ok(v: &Value) -> Result<(), String> {
     let mut flag = None;
     for key in ["ok", "all_ok", "passed", "met"] {
         if let Some(b) = v.get(key).and_then(Value::as_bool) {
-            if !b {
-                return Err(format!("rt-host check reported {key}: false"));
-            }
-            flag = Some(key);
+            flag = Some((key, b));
         }
     }
     let items = match v {
@@ -548,7 +545,8 @@ pub fn host_check_ok(v: &Value) -> Result<(), String> {
     };
     let Some(items) = items else {
         return match flag {
-            Some(_) => Ok(()),
+            Some((_, true)) => Ok(()),
+            Some((key, false)) => Err(format!("rt-host check reported {key}: false")),
             None => Err("rt-host check output has no ok flag and no item list".into()),
         };
     };
@@ -576,13 +574,17 @@ pub fn host_check_ok(v: &Value) -> Result<(), String> {
         })
         .collect();
     if bad.is_empty() {
-        Ok(())
+        match flag {
+            Some((key, false)) => Err(format!("rt-host check reported {key}: false")),
+            _ => Ok(()),
+        }
     } else {
         Err(format!(
-            "rt-host check: {} of {} items not ok ({})",
+            "rt-host check: {} of {} items not ok ({}{})",
             bad.len(),
             items.len(),
-            bad.join(", ")
+            bad.iter().take(6).cloned().collect::<Vec<_>>().join(", "),
+            if bad.len() > 6 { ", ..." } else { "" }
         ))
     }
 }
@@ -671,6 +673,45 @@ impl FloorBoundary for String {
     }
 }
 
+/// Why the host in `host_check` is itself a guest (so the measured VM was nested): the
+/// `nested-virtualization` item of `rt-host check --json` when it is not ok, or the host's
+/// kernel facts when they name a hypervisor.
+fn nested_host(hc: &Value) -> Option<String> {
+    if let Some(item) = hc.get("changes").and_then(Value::as_array).and_then(|a| {
+        a.iter()
+            .find(|c| c.get("item").and_then(Value::as_str) == Some("nested-virtualization"))
+    }) {
+        if item_ok(item) {
+            return None;
+        }
+        return Some(
+            item.get("current")
+                .and_then(Value::as_str)
+                .unwrap_or("rt-host check found the host virtualized")
+                .to_string(),
+        );
+    }
+    host_virtualization(hc)
+        .filter(|v| v != "none" && !v.is_empty())
+        .map(|v| format!("the host itself runs under {v}"))
+}
+
+/// The host kernel release when `rt-host check --json` says it is not PREEMPT_RT.
+fn host_kernel_not_rt(hc: &Value) -> Option<String> {
+    let item = hc
+        .get("changes")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c.get("item").and_then(Value::as_str) == Some("kernel"))?;
+    let current = item.get("current").and_then(Value::as_str)?;
+    current.contains("not PREEMPT_RT").then(|| {
+        item.get("target")
+            .and_then(Value::as_str)
+            .map(|t| t.trim_start_matches("kernel ").to_string())
+            .unwrap_or_else(|| "?".into())
+    })
+}
+
 /// Why the environment of `m` is not valid evidence (empty: valid). `prefix` names a
 /// source run of a merged record.
 pub fn environment_issues(m: &Manifest, prefix: &str) -> Vec<String> {
@@ -693,25 +734,15 @@ pub fn environment_issues(m: &Manifest, prefix: &str) -> Vec<String> {
             }
         }
     }
-    let guest_virtualized = env
-        .kernel
-        .as_ref()
-        .is_some_and(|k| k.virtualization != Virtualization::None);
-    let host_virt = env.host_check.as_ref().and_then(host_virtualization);
-    let noted_nested = env
-        .notes
-        .iter()
-        .any(|n| n.to_ascii_lowercase().contains("nested"));
-    if guest_virtualized
-        && (noted_nested
-            || host_virt
-                .as_deref()
-                .is_some_and(|v| v != "none" && !v.is_empty()))
-    {
-        out.push(format!(
-            "nested virtualization (the host itself runs under {}): not valid evidence",
-            host_virt.as_deref().unwrap_or("a hypervisor")
-        ));
+    if let Some(hc) = &env.host_check {
+        if let Some(why) = nested_host(hc) {
+            out.push(format!("nested virtualization ({why}): not valid evidence"));
+        }
+        if let Some(release) = host_kernel_not_rt(hc) {
+            out.push(format!(
+                "the host kernel {release} is not PREEMPT_RT: not valid evidence"
+            ));
+        }
     }
     match &env.host_check {
         None => out
@@ -1780,6 +1811,23 @@ pub(crate) mod tests {
         let mut e = good_env();
         e.host_check = Some(serde_json::json!({"ok": true, "kernel": {"virtualization": "kvm"}}));
         assert_env_cause(e, false, "nested virtualization");
+
+        let mut e = good_env();
+        e.host_check = Some(serde_json::json!({"met": true, "changes": [
+            {"item": "kernel", "target": "kernel 6.1.0-rt", "current": "PREEMPT_RT", "status": "ok"},
+            {"item": "nested-virtualization", "target": "hypervisor", "status": "ok", "current": "bare metal"}]}));
+        let runs = [run(e.clone(), Some(probe(&[(10, 60_000)], 0)), None)];
+        assert_eq!(eval(&max_latency(50.0), &runs).verdict, Verdict::Pass);
+        e.host_check = Some(serde_json::json!({"met": false, "changes": [
+            {"item": "kernel", "target": "kernel 6.18.44-fc", "current": "not PREEMPT_RT", "status": "not-applicable"},
+            {"item": "nested-virtualization", "target": "hypervisor", "status": "differs",
+             "current": "this host is itself a kvm guest: its VMs are nested"}]}));
+        assert_env_cause(
+            e.clone(),
+            false,
+            "nested virtualization (this host is itself a kvm guest",
+        );
+        assert_env_cause(e, false, "host kernel 6.18.44-fc is not PREEMPT_RT");
 
         let mut e = good_env();
         e.host_check = None;
