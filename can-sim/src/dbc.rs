@@ -190,42 +190,10 @@ pub fn to_ron(imp: &Imported) -> String {
 mod tests {
     use super::*;
 
-    /// A small DBC written for this test: two nodes, three periodic messages (one with an
-    /// extended id and a start delay, one taking the default cycle time), one event message.
-    pub const FIXTURE: &str = r#"VERSION ""
-
-NS_ :
-    BA_DEF_
-    BA_DEF_DEF_
-
-BS_:
-
-BU_: Engine Brakes
-
-BO_ 192 EngineSpeed: 8 Engine
- SG_ Rpm : 0|16@1+ (0.25,0) [0|16383.75] "rpm" Brakes
-
-BO_ 2566869025 Climate: 8 Engine
- SG_ Temp : 0|8@1+ (1,-40) [-40|215] "degC" Brakes
-
-BO_ 240 WheelSpeeds: 6 Brakes
- SG_ FrontLeft : 0|16@1+ (0.01,0) [0|655.35] "km/h" Engine
-
-BO_ 1024 BrakeEvent: 2 Brakes
- SG_ Code : 0|8@1+ (1,0) [0|255] "" Engine
-
-BA_DEF_ BO_ "GenMsgCycleTime" INT 0 65535;
-BA_DEF_ BO_ "GenMsgStartDelayTime" INT 0 65535;
-BA_DEF_  "Baudrate" INT 0 1000000;
-BA_DEF_DEF_ "GenMsgCycleTime" 0;
-BA_DEF_DEF_ "GenMsgStartDelayTime" 0;
-BA_DEF_DEF_ "Baudrate" 500000;
-BA_ "Baudrate" 250000;
-BA_ "GenMsgCycleTime" BO_ 192 10;
-BA_ "GenMsgCycleTime" BO_ 2566869025 100;
-BA_ "GenMsgStartDelayTime" BO_ 2566869025 7;
-BA_ "GenMsgCycleTime" BO_ 240 20;
-"#;
+    /// A small DBC written for these tests (tests/fixtures/powertrain.dbc): two nodes,
+    /// three periodic messages (one with an extended id and a start delay), one event
+    /// message without a cycle time.
+    pub const FIXTURE: &str = include_str!("../tests/fixtures/powertrain.dbc");
 
     #[test]
     fn imports_periodic_messages_by_transmitter() {

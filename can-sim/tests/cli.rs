@@ -1,0 +1,114 @@
+//! CLI runs of the `can-sim` binary: analyze, import-dbc, replay and run error paths.
+
+use std::process::Command;
+
+fn can_sim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_can-sim"))
+}
+
+fn out(c: &mut Command) -> (i32, String, String) {
+    let o = c.output().expect("run can-sim");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn analyze_lab_prints_every_message() {
+    let (code, stdout, _) = out(can_sim().args(["analyze", "lab"]));
+    assert_eq!(code, 0, "{stdout}");
+    for name in [
+        "EngineSpeed",
+        "WheelSpeeds",
+        "EngineTorque",
+        "BodyStatus",
+        "Climate",
+    ] {
+        assert!(stdout.contains(name), "{name} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("all messages schedulable"));
+}
+
+#[test]
+fn analyze_json_has_wcrt_and_slack() {
+    let (code, stdout, _) = out(can_sim().args(["analyze", "ecu", "--json"]));
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let msgs = v["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 12);
+    // AirbagStatus (0x050) is the highest priority: blocked by the longest lower frame
+    // (the extended Climate, 160 bits = 320 us) plus its own 270 us.
+    assert_eq!(msgs[0]["name"], "AirbagStatus");
+    assert_eq!(msgs[0]["wcrt_us"], 590.0);
+    assert_eq!(msgs[0]["slack_us"], 2000.0 - 590.0);
+    assert!(v["total_load_pct"].as_f64().unwrap() > 10.0);
+}
+
+#[test]
+fn analyze_unschedulable_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("over.ron");
+    std::fs::write(
+        &p,
+        r#"Profile(name: "over", can: Some((bitrate: 125000, tx: "vcan0", rx: "vcan0",
+            ecus: [(name: "e", messages: [
+              (name: Some("Fast"), id: 0x10, len: 8, period_ms: 2),
+              (name: Some("Slow"), id: 0x20, len: 8, period_ms: 2, deadline_us: Some(1500)),
+            ])])))"#,
+    )
+    .unwrap();
+    let (code, stdout, _) = out(can_sim().args(["analyze", p.to_str().unwrap()]));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("not schedulable: Slow"), "{stdout}");
+}
+
+#[test]
+fn import_dbc_prints_a_loadable_can_section() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/powertrain.dbc");
+    let (code, stdout, stderr) =
+        out(can_sim().args(["import-dbc", fixture, "--bitrate", "500000"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("bitrate: 500000"), "{stdout}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("dbc.ron");
+    std::fs::write(&p, format!("Profile(name: \"dbc\", {stdout})")).unwrap();
+    let (code, a, e) = out(can_sim().args(["analyze", p.to_str().unwrap()]));
+    assert_eq!(code, 0, "{a}{e}");
+    assert!(a.contains("EngineSpeed") && a.contains("0x18FF5021"), "{a}");
+}
+
+#[test]
+fn missing_files_are_named_with_exit_2() {
+    let (code, _, stderr) =
+        out(can_sim().args(["replay", "/nonexistent/can.log", "--iface", "vcan0"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/can.log"), "{stderr}");
+    let (code, _, stderr) = out(can_sim().args(["import-dbc", "/nonexistent/x.dbc"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/x.dbc"), "{stderr}");
+}
+
+#[test]
+fn run_without_socketcan_or_interface_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = out(can_sim().args([
+        "run",
+        "lab",
+        "--tx",
+        "rtvirtnone0",
+        "--rx",
+        "rtvirtnone0",
+        "--duration",
+        "1s",
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("AF_CAN not supported by this kernel")
+            || stderr.contains("\"rtvirtnone0\" does not exist"),
+        "{stderr}"
+    );
+}
