@@ -1,0 +1,399 @@
+//! CLI runs of `rt-guest`. Tests named `root_*` need root (SCHED_FIFO, mlockall,
+//! /dev/cpu_dma_latency) and CPU 1; they are ignored by default and run by lab/test.sh.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rt_guest::cyclictest::{layout_shape, parse_layout};
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rt-guest"))
+}
+
+fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Keys of `reference` missing from `ours`, recursively, as paths. Histogram buckets are
+/// data, not layout: there only the key form (a whole number of us) is compared.
+fn missing_keys(reference: &Value, ours: &Value, path: &str, out: &mut Vec<String>) {
+    match (reference, ours) {
+        (Value::Object(r), Value::Object(o)) => {
+            if path.ends_with("/histogram") {
+                for k in o.keys() {
+                    if k.parse::<u64>().is_err() {
+                        out.push(format!("{path}/{k} (not a us bucket)"));
+                    }
+                }
+                return;
+            }
+            for (k, rv) in r {
+                match o.get(k) {
+                    Some(ov) => missing_keys(rv, ov, &format!("{path}/{k}"), out),
+                    None => out.push(format!("{path}/{k}")),
+                }
+            }
+        }
+        (Value::Object(_), _) => out.push(format!("{path} (not an object)")),
+        (Value::Number(_), Value::Number(_)) | (Value::String(_), Value::String(_)) => {}
+        (r, o) if std::mem::discriminant(r) != std::mem::discriminant(o) => {
+            out.push(format!("{path} (type differs: {r} vs {o})"))
+        }
+        _ => {}
+    }
+}
+
+/// Check a probe's --json and --histogram output against the real cyclictest files.
+fn assert_cyclictest_formats(json: &Path, hist: &Path, buckets: usize) {
+    let reference: Value = serde_json::from_str(&fixture("cyclictest-h100.json")).unwrap();
+    let ours: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let mut missing = Vec::new();
+    missing_keys(&reference, &ours, "", &mut missing);
+    assert!(
+        missing.is_empty(),
+        "keys cyclictest has and we lack: {missing:?}"
+    );
+    // And the same top-level and per-thread keys: nothing of cyclictest's renamed.
+    let keys = |v: &Value| {
+        v.as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+    };
+    assert!(keys(&reference).is_subset(&keys(&ours)));
+    assert!(keys(&reference["thread"]["0"]).is_subset(&keys(&ours["thread"]["0"])));
+    assert_eq!(ours["num_threads"], 1);
+    assert!(ours["thread"]["0"]["cycles"].as_u64().unwrap() > 0);
+
+    let text = std::fs::read_to_string(hist).unwrap();
+    let ours = layout_shape(&parse_layout(&text).unwrap());
+    let theirs = layout_shape(&parse_layout(&fixture("cyclictest-h100.txt")).unwrap());
+    assert_eq!(ours.0, buckets, "one line per us bucket");
+    if buckets == 100 {
+        assert_eq!(ours, theirs, "layout differs from cyclictest -h 100");
+    } else {
+        assert_eq!(
+            (ours.1, &ours.2, ours.3, ours.4),
+            (theirs.1, &theirs.2, theirs.3, theirs.4)
+        );
+    }
+}
+
+#[test]
+fn the_fixtures_are_what_the_checker_expects() {
+    // The layout checker accepts real cyclictest output, one and two threads.
+    let one = layout_shape(&parse_layout(&fixture("cyclictest-h100.txt")).unwrap());
+    assert_eq!(
+        one,
+        (
+            100,
+            1,
+            vec!["Total", "Min", "Avg", "Max", "Overflows"],
+            1,
+            true
+        )
+    );
+    let two = layout_shape(&parse_layout(&fixture("cyclictest-t2-h20.txt")).unwrap());
+    assert_eq!(
+        two,
+        (
+            20,
+            2,
+            vec!["Total", "Min", "Avg", "Max", "Overflows"],
+            2,
+            true
+        )
+    );
+}
+
+#[test]
+fn help_and_bad_options() {
+    let out = bin().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["probe", "selftest", "check", "tune", "revert"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let out = bin()
+        .args(["probe", "--interval-us", "abc"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = bin()
+        .args(["probe", "--policy", "fifo", "-p", "0", "-l", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("priority"), "{err}");
+}
+
+#[test]
+fn unknown_profile_is_an_error_naming_it() {
+    let out = bin()
+        .args(["probe", "--profile", "no-such-profile"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-profile"), "{err}");
+    let out = bin().args(["tune", "no-such-profile"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn an_unprivileged_probe_writes_every_output() {
+    // SCHED_OTHER needs no privilege: the whole pipeline runs in a plain `cargo test`.
+    let cpu = rt_sys::sched::get_affinity(0)
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let (json, hist) = (dir.path().join("ct.json"), dir.path().join("ct.txt"));
+    let out = bin()
+        .args([
+            "probe",
+            "--policy",
+            "other",
+            "-a",
+            &cpu.to_string(),
+            "-i",
+            "500",
+            "-l",
+            "200",
+        ])
+        .args(["--no-dma-latency", "-q", "--histogram-us", "100"])
+        .arg("--out")
+        .arg(&run)
+        .arg("--json")
+        .arg(&json)
+        .arg("--histogram")
+        .arg(&hist)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_cyclictest_formats(&json, &hist, 100);
+    let rd = validation::record::RunDir::open(&run).unwrap();
+    rd.verify().unwrap();
+    let rec: validation::record::ProbeRecord = rd.read_json("probe.json").unwrap();
+    assert!(!rec.partial);
+    let t = &rec.threads[0];
+    assert_eq!(t.samples, 200, "-l counts wakeups, as cyclictest's cycles");
+    assert_eq!(t.policy, "other");
+    assert!(rd.manifest().environment.kernel.is_some());
+    assert!(rd.manifest().environment.guest_check.is_some());
+}
+
+#[test]
+fn max_us_bound_gives_exit_1() {
+    let cpu = rt_sys::sched::get_affinity(0)
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // No wakeup is ever 0 us late: a bound of 0 is always exceeded.
+    let out = bin()
+        .args([
+            "probe",
+            "--policy",
+            "other",
+            "-a",
+            &cpu.to_string(),
+            "-l",
+            "20",
+            "-q",
+        ])
+        .args(["--no-dma-latency", "--max-us", "0", "--out"])
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_prints_json_and_revert_without_journal_is_a_no_op() {
+    let out = bin()
+        .args(["check", "--json", "--steal-window-ms", "10"])
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"clocksource"), "{names:?}");
+    assert!(names.contains(&"kernel.preempt_rt"), "{names:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["revert", "--journal-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to revert"));
+}
+
+#[test]
+#[ignore = "needs root: run by lab/test.sh"]
+fn root_probe_on_cpu1_has_cyclictests_formats() {
+    if !is_root() {
+        eprintln!("skipped: not root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (json, hist) = (dir.path().join("ct.json"), dir.path().join("ct.txt"));
+    let out = bin()
+        .args([
+            "probe", "-a", "1", "-p", "90", "-i", "1000", "-l", "1000", "-q",
+        ])
+        .args(["--histogram-us", "100", "--out"])
+        .arg(dir.path().join("run"))
+        .arg("--json")
+        .arg(&json)
+        .arg("--histogram")
+        .arg(&hist)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_cyclictest_formats(&json, &hist, 100);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["thread"]["0"]["cpu"], 1);
+    let text = std::fs::read_to_string(&hist).unwrap();
+    assert!(
+        text.starts_with("# /dev/cpu_dma_latency set to 0us\n# Histogram\n"),
+        "{text}"
+    );
+    let rd = validation::record::RunDir::open(dir.path().join("run")).unwrap();
+    let rec: validation::record::ProbeRecord = rd.read_json("probe.json").unwrap();
+    assert_eq!(rec.threads[0].policy, "fifo");
+    assert_eq!(rec.threads[0].priority, 90);
+    assert!(rec.settings.mlock && rec.settings.dma_latency_held);
+}
+
+#[test]
+#[ignore = "needs root: run by lab/test.sh"]
+fn root_selftest_passes_and_is_recorded() {
+    if !is_root() {
+        eprintln!("skipped: not root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = bin()
+        .args(["selftest", "--json", "--loops", "2000", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["passed"], true, "{v:#}");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(v["injected"].as_u64().unwrap() >= 190);
+    // A probe into the same run keeps the self-test in the manifest.
+    let out = bin()
+        .args(["probe", "-a", "1", "-l", "100", "-q", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rd = validation::record::RunDir::open(&run).unwrap();
+    let st = rd.manifest().environment.selftest.as_ref().unwrap();
+    assert_eq!(st["passed"], true);
+    assert_eq!(rd.manifest().tools.len(), 2);
+}
+
+#[test]
+#[ignore = "needs root: run by lab/test.sh"]
+fn root_sigint_keeps_the_data_marked_partial() {
+    if !is_root() {
+        eprintln!("skipped: not root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut child = bin()
+        .args(["probe", "-a", "1", "-p", "90", "-D", "60s", "--out"])
+        .arg(&run)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    // Wait for a status line with samples (one per second), at most 20 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = false;
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let count = line
+            .split("C:")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse::<u64>().ok());
+        if count.is_some_and(|c| c > 0) {
+            seen = true;
+            break;
+        }
+    }
+    if !seen {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+        panic!("no status line with samples within 20 s");
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("the probe did not stop within 10 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let rd = validation::record::RunDir::open(&run).unwrap();
+    rd.verify().unwrap();
+    let rec: validation::record::ProbeRecord = rd.read_json("probe.json").unwrap();
+    assert!(rec.partial);
+    assert!(rec.threads[0].samples > 0);
+    assert!(rec.elapsed_s < 50.0);
+    let tool = &rd.manifest().tools[0];
+    assert!(tool.partial);
+    assert_eq!(
+        tool.partial_reason.as_deref(),
+        Some("interrupted by SIGINT")
+    );
+}
