@@ -950,6 +950,24 @@ pub fn evaluate(
         results.push(evaluate_one(req, runs, opts)?);
     }
     let wcrt = wcrt_comparisons(runs)?;
+    // An analysis the measurement contradicts cannot carry a slack claim.
+    for r in results.iter_mut().filter(|r| r.verdict == Verdict::Pass) {
+        let Metric::WcrtSlack { id } = r.metric else {
+            continue;
+        };
+        let refuted: Vec<&str> = wcrt
+            .iter()
+            .filter(|c| c.deviation && id.is_none_or(|i| i == c.id))
+            .map(|c| c.message.as_str())
+            .collect();
+        if !refuted.is_empty() {
+            r.verdict = Verdict::Inconclusive;
+            r.reasons.push(format!(
+                "the measurement contradicts the analysis (measured above the WCRT: {})",
+                refuted.join(", ")
+            ));
+        }
+    }
     let distributions = distributions(runs)?;
     let run_infos: Vec<RunInfo> = runs.iter().map(run_info).collect();
 
@@ -2021,6 +2039,47 @@ pub(crate) mod tests {
         assert_eq!(ev.summary.deviations, 1);
         assert!(ev.deviations[0].contains("model or the system is wrong"));
         assert_eq!(ev.distributions.len(), 2);
+    }
+
+    #[test]
+    fn a_refuted_analysis_cannot_pass_a_slack_claim() {
+        let runs = [run(
+            good_env(),
+            None,
+            Some(can(vec![
+                can_msg(0xC0, &[(300, 1000), (900, 2)], Some(800.0)),
+                can_msg(0x1A0, &[(400, 500)], Some(1500.0)),
+            ])),
+        )];
+        let profile = Profile {
+            name: "t".into(),
+            description: String::new(),
+            host: None,
+            guest: None,
+            can: None,
+            requirements: vec![
+                req("W-ALL", Metric::WcrtSlack { id: None }, Some(100.0), None),
+                req(
+                    "W-1A0",
+                    Metric::WcrtSlack { id: Some(0x1A0) },
+                    Some(100.0),
+                    None,
+                ),
+            ],
+        };
+        let pref = ProfileRef {
+            name: "t".into(),
+            origin: "test".into(),
+            sha256: "00".into(),
+        };
+        let ev = evaluate(&profile, pref, &runs, &EvalOptions::default()).unwrap();
+        assert_eq!(ev.results[0].verdict, Verdict::Inconclusive);
+        assert!(
+            ev.results[0].reasons[0].contains("0x0C0"),
+            "{:?}",
+            ev.results[0]
+        );
+        assert_eq!(ev.results[1].verdict, Verdict::Pass);
     }
 
     #[test]
