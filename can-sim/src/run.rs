@@ -367,10 +367,12 @@ fn ecu_loop(
     releases
 }
 
-/// The paced bus: one frame at a time, each taking its worst-case frame time, highest
-/// priority (lowest key) first among those waiting when the bus falls free.
+/// The paced bus: one frame at a time. When the bus falls free, arbitration picks the
+/// highest-priority (lowest key) frame waiting; the frame occupies the bus for its
+/// worst-case time C and is written at the end of that slot, when a real receiver would
+/// have it, so measured latency covers queuing, blocking and transmission like R_m.
 fn bus_loop(sh: &Shared, bus: &Bus, sock: &CanSock) {
-    let mut free_at = 0u64;
+    let mut line = PacedBus::default();
     loop {
         {
             let mut q = bus.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -386,15 +388,18 @@ fn bus_loop(sh: &Shared, bus: &Bus, sock: &CanSock) {
             }
         }
         let now = now_ns();
-        if free_at > now {
-            sleep_until_realtime(free_at);
+        // Start of frame: arbitration among everything released by then.
+        let start = line.start(now);
+        if start > now {
+            sleep_until_realtime(start);
         }
-        let start = free_at.max(now);
         let Some(Reverse((_, _, msg, FrameBox(frame)))) =
             bus.queue.lock().unwrap_or_else(|p| p.into_inner()).pop()
         else {
             continue;
         };
+        let end = line.occupy(start, sh.plan.messages[msg].frame_ns);
+        sleep_until_realtime(end);
         let keep = || !sh.stop.load(Ordering::Relaxed);
         match sock.write_backoff(&frame, keep) {
             Ok(n) => {
@@ -405,10 +410,58 @@ fn bus_loop(sh: &Shared, bus: &Bus, sock: &CanSock) {
                 sh.enobufs.fetch_add(1, Ordering::Relaxed);
             }
         }
-        // The frame occupies the bus for C from when it could start; a slow write (ENOBUFS)
-        // pushes the next start out through `now` above, never into a catch-up burst.
-        free_at = start + sh.plan.messages[msg].frame_ns;
+        // A slow write (ENOBUFS) moves the next start out through `now` above, never into
+        // a catch-up burst.
     }
+}
+
+/// The paced bus's clock: when the line falls free.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PacedBus {
+    free_at: u64,
+}
+
+impl PacedBus {
+    /// When the next frame can start if one is ready at `now`.
+    pub fn start(&self, now: u64) -> u64 {
+        self.free_at.max(now)
+    }
+
+    /// Occupy the line from `start` for `c_ns`; returns the end of the frame.
+    pub fn occupy(&mut self, start: u64, c_ns: u64) -> u64 {
+        self.free_at = start + c_ns;
+        self.free_at
+    }
+}
+
+/// What the paced bus does with a set of releases `(time, key, C)`, without a clock:
+/// returns each release's end-of-frame time, in input order. The same arbitration as
+/// `bus_loop` (lowest key among those released when the line falls free).
+pub fn simulate_paced(releases: &[(u64, u64, u64)]) -> Vec<u64> {
+    let mut order: Vec<usize> = (0..releases.len()).collect();
+    order.sort_by_key(|&i| releases[i].0);
+    let mut line = PacedBus::default();
+    let mut ready: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
+    let mut ends = vec![0; releases.len()];
+    let mut next = 0;
+    let mut now = 0;
+    while next < order.len() || !ready.is_empty() {
+        if ready.is_empty() {
+            now = now.max(releases[order[next]].0);
+        }
+        let start = line.start(now);
+        while next < order.len() && releases[order[next]].0 <= start {
+            let i = order[next];
+            ready.push(Reverse((releases[i].1, i)));
+            next += 1;
+        }
+        let Some(Reverse((_, i))) = ready.pop() else {
+            continue;
+        };
+        ends[i] = line.occupy(start, releases[i].2);
+        now = ends[i];
+    }
+    ends
 }
 
 fn estimate_frames(plan: &Plan, duration: Duration) -> usize {
@@ -659,6 +712,32 @@ mod tests {
                 (k, f) => panic!("{k:?} built {f:?}"),
             }
         }
+    }
+
+    /// The paced bus reproduces the worst case of Davis et al. 2007's three-message example
+    /// (see `timing::tests::davis_2007_three_message_example`): released together at 0,
+    /// C's second instance (released at 3.5 ms) ends at 7 ms, a response of 3.5 ms, exactly
+    /// the analysis' R_C.
+    #[test]
+    fn paced_bus_arbitrates_like_the_analysis() {
+        let ms = 1_000_000u64;
+        let rel = [
+            (0, 1, ms),          // A0
+            (5 * ms / 2, 1, ms), // A1
+            (5 * ms, 1, ms),     // A2
+            (0, 2, ms),          // B0
+            (7 * ms / 2, 2, ms), // B1
+            (0, 3, ms),          // C0
+            (7 * ms / 2, 3, ms), // C1
+        ];
+        let ends = simulate_paced(&rel);
+        assert_eq!(
+            ends,
+            vec![ms, 4 * ms, 6 * ms, 2 * ms, 5 * ms, 3 * ms, 7 * ms]
+        );
+        assert_eq!(ends[6] - rel[6].0, 7 * ms / 2);
+        // An idle line starts a lone frame at its release.
+        assert_eq!(simulate_paced(&[(10 * ms, 5, ms)]), vec![11 * ms]);
     }
 
     #[test]
