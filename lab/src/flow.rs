@@ -560,7 +560,18 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
             );
         }
         st.summary.vcpus_tuned = vcpu_samples(pid, suffix)?;
-        let check = host_cmd(&rt_host, &["check", &opts.profile, "--json"])?;
+        let check = host_cmd(
+            &rt_host,
+            &[
+                "check",
+                &opts.profile,
+                "--json",
+                "--journal-dir",
+                &journal,
+                "--vm-pid",
+                &pid_s,
+            ],
+        )?;
         fs::write(st.out.join("host-check.json"), &check.stdout)?;
     }
 
