@@ -311,20 +311,39 @@ impl Qemu {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         // Only root can make other threads SCHED_FIFO and write cpuidle knobs.
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let euid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2));
+        let euid = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2));
         if euid != Some("0") {
             eprintln!("skipped: needs root");
             return None;
         }
         let name = format!("rtvirt-test-{}-{tag}", std::process::id());
         let dir = tempfile::tempdir().unwrap();
-        let name_arg = if named { format!("{name},debug-threads=on") } else { name.clone() };
+        let name_arg = if named {
+            format!("{name},debug-threads=on")
+        } else {
+            name.clone()
+        };
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-name", &name_arg, "-smp", "2", "-m", "64", "-nographic", "-nodefaults", "-S"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-name",
+            &name_arg,
+            "-smp",
+            "2",
+            "-m",
+            "64",
+            "-nographic",
+            "-nodefaults",
+            "-S",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -332,11 +351,26 @@ impl Qemu {
                 return None;
             }
         };
-        let q = Qemu { _serial: serial, child, name, dir };
+        let q = Qemu {
+            _serial: serial,
+            child,
+            name,
+            dir,
+        };
         // Wait (with a deadline) for both vCPU threads to exist.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while q.threads().iter().filter(|(_, n)| n.starts_with("CPU ") || n == "qemu-system-x86").count() < 3 {
-            assert!(Instant::now() < deadline, "QEMU did not start its vCPU threads: {:?}", q.threads());
+        while q
+            .threads()
+            .iter()
+            .filter(|(_, n)| n.starts_with("CPU ") || n == "qemu-system-x86")
+            .count()
+            < 3
+        {
+            assert!(
+                Instant::now() < deadline,
+                "QEMU did not start its vCPU threads: {:?}",
+                q.threads()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Some(q)
@@ -351,7 +385,9 @@ impl Qemu {
     }
 
     fn threads(&self) -> Vec<(u32, String)> {
-        let Ok(rd) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else { return Vec::new() };
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return Vec::new();
+        };
         let mut v: Vec<(u32, String)> = rd
             .flatten()
             .filter_map(|e| {
@@ -365,7 +401,11 @@ impl Qemu {
     }
 
     fn vcpu_tid(&self, n: u32) -> u32 {
-        self.threads().into_iter().find(|(_, c)| c == &format!("CPU {n}/TCG")).map(|(t, _)| t).expect("vCPU thread")
+        self.threads()
+            .into_iter()
+            .find(|(_, c)| c == &format!("CPU {n}/TCG"))
+            .map(|(t, _)| t)
+            .expect("vCPU thread")
     }
 
     /// A profile tuning this QEMU: vCPU 1 on CPU 1 at FIFO 50, C-states off on CPU 1,
@@ -407,7 +447,10 @@ impl Drop for Qemu {
             let o = self.rt_host(&["revert"]);
             eprintln!("cleanup revert: {}", text(&o));
         }
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = self.child.wait();
     }
 }
@@ -422,7 +465,9 @@ fn live_snapshot(q: &Qemu) -> std::collections::BTreeMap<String, String> {
     ];
     for cpu in 0..2 {
         for k in 0..10 {
-            files.push(format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle/state{k}/disable"));
+            files.push(format!(
+                "/sys/devices/system/cpu/cpu{cpu}/cpuidle/state{k}/disable"
+            ));
         }
     }
     for e in std::fs::read_dir("/proc/irq").unwrap().flatten() {
@@ -434,40 +479,70 @@ fn live_snapshot(q: &Qemu) -> std::collections::BTreeMap<String, String> {
         }
     }
     for (tid, name) in q.threads() {
-        let s = rt_sys::sched::get_sched(tid).map(|s| s.to_string()).unwrap_or_default();
-        let a = rt_sys::sched::get_affinity(tid).map(|s| s.to_string()).unwrap_or_default();
+        let s = rt_sys::sched::get_sched(tid)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let a = rt_sys::sched::get_affinity(tid)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
         out.insert(format!("thread {tid} {name}"), format!("{s} on {a}"));
     }
     out
 }
 
-fn diff(a: &std::collections::BTreeMap<String, String>, b: &std::collections::BTreeMap<String, String>) -> Vec<String> {
-    a.iter().filter(|(k, v)| b.get(*k) != Some(v)).map(|(k, v)| format!("{k}: {v:?} -> {:?}", b.get(k))).collect()
+fn diff(
+    a: &std::collections::BTreeMap<String, String>,
+    b: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: {v:?} -> {:?}", b.get(k)))
+        .collect()
 }
 
 #[test]
 #[ignore = "needs root: run by lab/test.sh"]
 fn root_setup_pins_and_fifo_vcpu_then_revert_restores_exactly() {
-    let Some(q) = Qemu::start("setup", &[], true) else { return };
+    let Some(q) = Qemu::start("setup", &[], true) else {
+        return;
+    };
     let before = live_snapshot(&q);
     let profile = q.profile(&format!("qemu_name: Some({:?})", q.name));
     let o = q.rt_host(&["setup", profile.to_str().unwrap(), "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // This machine refuses halt_poll_ns and IRQ affinity: reported, not fatal.
-    let refused: Vec<&str> = v["done"].as_array().unwrap().iter().filter(|d| d["outcome"] == "not-permitted").map(|d| d["change"]["item"].as_str().unwrap()).collect();
+    let refused: Vec<&str> = v["done"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["outcome"] == "not-permitted")
+        .map(|d| d["change"]["item"].as_str().unwrap())
+        .collect();
     eprintln!("refused here: {refused:?}");
     let t1 = q.vcpu_tid(1);
     let s = rt_sys::sched::get_sched(t1).unwrap();
     assert_eq!(s.to_string(), "fifo:50");
     assert_eq!(rt_sys::sched::get_affinity(t1).unwrap().to_string(), "1");
     let main = q.pid();
-    assert_eq!(rt_sys::sched::get_affinity(main).unwrap().to_string(), "0", "the main loop goes to housekeeping");
-    assert_eq!(rt_sys::sched::get_sched(q.vcpu_tid(0)).unwrap().to_string(), "other:0", "vCPU 0 is not in the profile");
+    assert_eq!(
+        rt_sys::sched::get_affinity(main).unwrap().to_string(),
+        "0",
+        "the main loop goes to housekeeping"
+    );
+    assert_eq!(
+        rt_sys::sched::get_sched(q.vcpu_tid(0)).unwrap().to_string(),
+        "other:0",
+        "vCPU 0 is not in the profile"
+    );
     for k in 1..10 {
         let p = format!("/sys/devices/system/cpu/cpu1/cpuidle/state{k}/disable");
         if let Ok(t) = std::fs::read_to_string(&p) {
-            let lat: u64 = std::fs::read_to_string(p.replace("disable", "latency")).unwrap().trim().parse().unwrap();
+            let lat: u64 = std::fs::read_to_string(p.replace("disable", "latency"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
             if lat > 0 {
                 assert_eq!(t.trim(), "1", "{p}");
             }
@@ -475,7 +550,15 @@ fn root_setup_pins_and_fifo_vcpu_then_revert_restores_exactly() {
     }
     let o = q.rt_host(&["check", profile.to_str().unwrap(), "--json"]);
     let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(c["changes"].as_array().unwrap().iter().filter(|c| c["item"] == "vcpu-sched").all(|c| c["status"] == "ok"), "{c}");
+    assert!(
+        c["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["item"] == "vcpu-sched")
+            .all(|c| c["status"] == "ok"),
+        "{c}"
+    );
     let o = q.rt_host(&["revert"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let after = live_snapshot(&q);
@@ -485,12 +568,21 @@ fn root_setup_pins_and_fifo_vcpu_then_revert_restores_exactly() {
 #[test]
 #[ignore = "needs root: run by lab/test.sh"]
 fn root_kill_9_mid_setup_then_revert_restores_everything() {
-    let Some(q) = Qemu::start("kill", &[], true) else { return };
+    let Some(q) = Qemu::start("kill", &[], true) else {
+        return;
+    };
     let before = live_snapshot(&q);
     let profile = q.profile(&format!("qemu_name: Some({:?})", q.name));
     let j = q.journal();
     let mut child = bin()
-        .args(["setup", profile.to_str().unwrap(), "--journal-dir", j.to_str().unwrap(), "--pause-after", "3"])
+        .args([
+            "setup",
+            profile.to_str().unwrap(),
+            "--journal-dir",
+            j.to_str().unwrap(),
+            "--pause-after",
+            "3",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -499,9 +591,17 @@ fn root_kill_9_mid_setup_then_revert_restores_everything() {
     let mut line = String::new();
     err.read_line(&mut line).unwrap();
     assert!(line.contains("paused after 3"), "{line}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     child.wait().unwrap();
-    assert_ne!(diff(&before, &live_snapshot(&q)), Vec::<String>::new(), "setup changed something before the kill");
+    assert_ne!(
+        diff(&before, &live_snapshot(&q)),
+        Vec::<String>::new(),
+        "setup changed something before the kill"
+    );
     let o = q.rt_host(&["revert"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(diff(&before, &live_snapshot(&q)), Vec::<String>::new());
@@ -513,7 +613,9 @@ fn root_qmp_finds_vcpu_threads_without_names_and_vm_gone_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("qmp.sock");
     let qmp = format!("unix:{},server=on,wait=off", sock.display());
-    let Some(mut q) = Qemu::start("qmp", &["-qmp", &qmp], false) else { return };
+    let Some(mut q) = Qemu::start("qmp", &["-qmp", &qmp], false) else {
+        return;
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !sock.exists() {
         assert!(Instant::now() < deadline, "no QMP socket");
@@ -528,15 +630,24 @@ fn root_qmp_finds_vcpu_threads_without_names_and_vm_gone_is_skipped() {
     // Tune, then the VM goes away: revert restores the files and skips the threads.
     let o = q.rt_host(&["setup", profile.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(q.pid() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(q.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     q.child.wait().unwrap();
     let o = q.rt_host(&["revert"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let t = String::from_utf8_lossy(&o.stdout);
-    assert!(t.contains("skipped   sched of"), "the FIFO vCPU's entry is skipped: {t}");
+    assert!(
+        t.contains("skipped   sched of"),
+        "the FIFO vCPU's entry is skipped: {t}"
+    );
     assert!(!t.contains("FAILED"), "{t}");
     for k in 1..10 {
-        if let Ok(v) = std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu1/cpuidle/state{k}/disable")) {
+        if let Ok(v) = std::fs::read_to_string(format!(
+            "/sys/devices/system/cpu/cpu1/cpuidle/state{k}/disable"
+        )) {
             assert_eq!(v.trim(), "0", "state{k} restored");
         }
     }
