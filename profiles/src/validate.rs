@@ -1215,6 +1215,54 @@ mod tests {
     }
 
     #[test]
+    fn realtime_on_every_cpu_of_the_machine_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = dir.path().join("sys/devices/system/cpu");
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::write(cpu.join("online"), "0-1\n").unwrap();
+        let mut p = bundled("lab");
+        let h = p.host.as_mut().unwrap();
+        h.housekeeping_cpus = CpuSet::from_cpus([2]);
+        h.realtime_cpus = CpuSet::from_cpus([0, 1]);
+        h.emulator_cpus = None;
+        h.iothread_cpus = None;
+        h.irqs.steer_to = None;
+        validate(&p).unwrap();
+        let errs = validate_against(&p, &SysRoot::new(dir.path())).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "host.housekeeping_cpus: CPU 2 is not online on this machine (online: 0-1)",
+                "host.realtime_cpus: \"0-1\" covers every CPU of this machine (online: 0-1): \
+                 keep one for housekeeping",
+            ]
+        );
+    }
+
+    #[test]
+    fn hugepage_node_must_exist_when_the_kernel_lists_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        std::fs::create_dir_all(sys.join("devices/system/cpu")).unwrap();
+        std::fs::write(sys.join("devices/system/cpu/online"), "0-7\n").unwrap();
+        std::fs::create_dir_all(sys.join("devices/system/node/node0")).unwrap();
+        let mut p = bundled("ecu");
+        p.host.as_mut().unwrap().hugepages.as_mut().unwrap().node = Some(1);
+        let root = SysRoot::new(dir.path());
+        let errs = validate_against(&p, &root).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("host.hugepages.node: 1 is not a NUMA node of this machine"),
+            "{errs:?}"
+        );
+        p.host.as_mut().unwrap().hugepages.as_mut().unwrap().node = Some(0);
+        validate_against(&p, &root).unwrap();
+    }
+
+    #[test]
     fn guest_cpus_against_the_guest() {
         let dir = tempfile::tempdir().unwrap();
         let cpu = dir.path().join("sys/devices/system/cpu");
