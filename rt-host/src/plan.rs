@@ -668,12 +668,11 @@ pub fn build(name: &str, host: &Host, ctx: &Ctx<'_>) -> Result<Plan, TuneError> 
             };
             let c = Change::report(
                 "irq",
-                root.display(&rel),
+                format!("{} ({label})", root.display(&rel)),
                 set.to_string(),
                 to.to_string(),
                 Status::Ok,
-            )
-            .note(label);
+            );
             if set.is_subset(&to) && !set.is_empty() {
                 b.push(c);
             } else {
