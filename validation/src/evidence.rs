@@ -326,8 +326,11 @@ pub struct RequirementResult {
     pub samples: Option<u64>,
     /// What the samples support, with confidence (`0 of 60000 above 50 us: P <= 5.0e-5 at 95 %`).
     pub confidence: Option<String>,
-    /// Why the verdict is what it is (every inconclusive cause, every note).
+    /// Why the verdict is what it is, from the data (no data, too few samples, notes).
     pub reasons: Vec<String>,
+    /// Why the runs the value rests on are not valid evidence (empty: valid).
+    #[serde(default)]
+    pub environment: Vec<String>,
     /// Data files the value rests on.
     pub trace: Vec<Trace>,
 }
@@ -1095,6 +1098,7 @@ fn base(req: &Requirement, label: String, unit: &str, kind: BoundKind) -> Requir
         samples: None,
         confidence: None,
         reasons: Vec::new(),
+        environment: Vec::new(),
         trace: Vec::new(),
     }
 }
@@ -1387,7 +1391,7 @@ fn finish(r: &mut RequirementResult, pool: Pool) -> RequirementResult {
         Verdict::Pass if !issues.is_empty() => Verdict::Inconclusive,
         v => v,
     };
-    r.reasons.extend(issues);
+    r.environment = issues;
     r.clone()
 }
 
@@ -1809,9 +1813,9 @@ pub(crate) mod tests {
         assert_eq!(r.data_verdict, Verdict::Pass);
         assert_eq!(r.verdict, Verdict::Inconclusive, "{needle}: {r:?}");
         assert!(
-            r.reasons.iter().any(|s| s.contains(needle)),
+            r.environment.iter().any(|s| s.contains(needle)),
             "{needle} not in {:?}",
-            r.reasons
+            r.environment
         );
         // A miss in the same environment stays a miss.
         let r = eval(&max_latency(5.0), &runs);
@@ -1885,7 +1889,7 @@ pub(crate) mod tests {
         });
         let r = eval(&max_latency(50.0), &[r0]);
         assert_eq!(r.verdict, Verdict::Inconclusive);
-        assert!(r.reasons.iter().any(|s| s.contains("SIGINT")));
+        assert!(r.environment.iter().any(|s| s.contains("SIGINT")));
     }
 
     #[test]

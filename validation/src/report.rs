@@ -97,6 +97,20 @@ fn samples_text(r: &RequirementResult) -> String {
     }
 }
 
+/// Reasons for the tables: the data's own, then the environment in short (the causes are
+/// stated once per run, above the table).
+fn reasons_text(r: &RequirementResult) -> String {
+    let mut v = r.reasons.clone();
+    if !r.environment.is_empty() {
+        v.push(format!(
+            "not valid evidence ({} cause{}, see the runs)",
+            r.environment.len(),
+            if r.environment.len() == 1 { "" } else { "s" }
+        ));
+    }
+    v.join("; ")
+}
+
 fn overall(ev: &Evidence) -> Verdict {
     if ev.summary.fail > 0 {
         Verdict::Fail
@@ -141,6 +155,14 @@ pub fn markdown(ev: &Evidence) -> String {
         ev.profile.sha256
     );
 
+    for run in ev.runs.iter().filter(|r| !r.invalid_because.is_empty()) {
+        let _ = writeln!(
+            o,
+            "> **Run {} is not valid evidence**: {}\n",
+            md_cell(&run.run_id),
+            md_cell(&run.invalid_because.join("; "))
+        );
+    }
     let _ = writeln!(o, "## Verdicts\n");
     let _ = writeln!(
         o,
@@ -159,7 +181,7 @@ pub fn markdown(ev: &Evidence) -> String {
             md_cell(&measured_text(r)),
             r.verdict,
             md_cell(&samples_text(r)),
-            md_cell(&r.reasons.join("; "))
+            md_cell(&reasons_text(r))
         );
     }
 
@@ -421,7 +443,7 @@ pub fn html(ev: &Evidence) -> Result<String, ReportError> {
             esc(&measured_text(r)),
             verdict_cell(r.verdict),
             esc(&samples_text(r)),
-            esc(&r.reasons.join("; "))
+            esc(&reasons_text(r))
         );
     }
     let _ = writeln!(o, "</table>");
@@ -562,10 +584,18 @@ pub fn junit(ev: &Evidence) -> Result<String, ReportError> {
             measured_text(r),
             bound_text(r),
             samples_text(r),
-            if r.reasons.is_empty() {
+            if r.reasons.is_empty() && r.environment.is_empty() {
                 String::new()
             } else {
-                format!("; {}", r.reasons.join("; "))
+                format!(
+                    "; {}",
+                    r.reasons
+                        .iter()
+                        .chain(&r.environment)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
             }
         );
         let status = match r.verdict {
@@ -584,7 +614,8 @@ pub fn junit(ev: &Evidence) -> Result<String, ReportError> {
             }
             Verdict::Inconclusive => {
                 let mut s = TestCaseStatus::skipped();
-                s.set_message(format!("inconclusive: {}", r.reasons.join("; ")));
+                let why: Vec<String> = r.reasons.iter().chain(&r.environment).cloned().collect();
+                s.set_message(format!("inconclusive: {}", why.join("; ")));
                 s
             }
         };
