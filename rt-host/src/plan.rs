@@ -645,20 +645,19 @@ pub fn build(name: &str, host: &Host, ctx: &Ctx<'_>) -> Result<Plan, TuneError> 
             .ok()
             .and_then(|t| irq::parse_interrupts(&t).ok())
             .unwrap_or_default();
-        let mut rels = vec![(
-            irq::DEFAULT_AFFINITY.to_string(),
-            "default_smp_affinity".to_string(),
-        )];
+        let mut rels = vec![(irq::DEFAULT_AFFINITY.to_string(), "new IRQs".to_string())];
         for n in irq::irqs(root).map_err(sys("Listing /proc/irq"))? {
             let dev = names
                 .iter()
                 .find(|l| l.irq == n)
                 .map(|l| l.device.clone())
                 .unwrap_or_default();
-            rels.push((
-                irq::affinity_path(n),
-                format!("IRQ {n} {dev}").trim().to_string(),
-            ));
+            let dev = if dev.is_empty() {
+                "no device".to_string()
+            } else {
+                dev
+            };
+            rels.push((irq::affinity_path(n), dev));
         }
         for (rel, label) in rels {
             let (raw, set) = match irq::read_mask(root, &rel) {
