@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use crate::evidence::{fmt_num, Distribution};
 
 /// Chart size in pixels.
-pub const SIZE: (u32, u32) = (720, 300);
+pub const SIZE: (u32, u32) = (600, 280);
 
 /// Errors drawing a chart.
 #[derive(Debug, thiserror::Error)]

@@ -388,7 +388,7 @@ th{background:#e8eef7}tr:nth-child(even) td{background:#f7f9fc}
 .banner{padding:10px 14px;border-radius:6px;font-size:1.1em;margin:12px 0}
 .mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em;word-break:break-all}
 .warn{background:#fff3e0;border-left:4px solid #ef6c00;padding:8px 12px;margin:8px 0}
-.chart{margin:8px 0 18px}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{margin:8px 0 18px;border:1px solid #e3e7ee}
 "#;
 
 fn verdict_cell(v: Verdict) -> String {
@@ -482,10 +482,12 @@ pub fn html(ev: &Evidence) -> Result<String, ReportError> {
             );
         }
         let _ = writeln!(o, "</table>");
+        let _ = writeln!(o, "<div class=\"charts\">");
         for d in &ev.distributions {
             let svg = chart::latency_svg(d)?;
             let _ = writeln!(o, "<div class=\"chart\">{svg}</div>");
         }
+        let _ = writeln!(o, "</div>");
     }
 
     let _ = writeln!(o, "<h2>Environment and tools</h2>");
@@ -741,6 +743,16 @@ mod tests {
         for bad in ["<script", "<link", "src=\"http", "href=\"http", "url("] {
             assert!(!h.contains(bad), "{bad} in HTML");
         }
+    }
+
+    #[test]
+    fn json_is_the_evidence_struct() {
+        let ev = sample_evidence();
+        let text = render(&ev, Format::Json).unwrap();
+        let back: Evidence = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.results, ev.results);
+        assert_eq!(back.summary, ev.summary);
+        assert_eq!(back.distributions.len(), 3);
     }
 
     #[test]
