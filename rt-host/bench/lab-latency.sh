@@ -55,7 +55,7 @@ done
 # The QEMU of this session: the one writing our console log.
 qemu_pid=""
 for p in /proc/[0-9]*; do
-  if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "$OUT/console.log"; then
+  if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q -- "$OUT/console.log"; then
     qemu_pid="${p#/proc/}"
   fi
 done
