@@ -90,6 +90,14 @@ pub enum EvidenceError {
         /// Its run.
         b_run: String,
     },
+    /// The same run given twice.
+    #[error("{b} is the same run as {a} (same manifest sha256): its samples would count twice")]
+    Duplicate {
+        /// First path.
+        a: PathBuf,
+        /// Second path.
+        b: PathBuf,
+    },
     /// Runs that cannot be merged.
     #[error("Cannot merge {what}")]
     Merge {
@@ -467,6 +475,22 @@ impl Evidence {
     pub fn any_fail(&self) -> bool {
         self.summary.fail > 0
     }
+}
+
+/// Refuse a run given twice (same manifest): its samples would count twice.
+pub fn check_distinct(runs: &[RunData]) -> Result<(), EvidenceError> {
+    for (i, a) in runs.iter().enumerate() {
+        if let Some(b) = runs[..i]
+            .iter()
+            .find(|b| b.manifest_sha256 == a.manifest_sha256)
+        {
+            return Err(EvidenceError::Duplicate {
+                a: b.path.clone(),
+                b: a.path.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Choose the profile: the given one, or the copy in the runs' manifests (all the same).

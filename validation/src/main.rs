@@ -181,6 +181,7 @@ fn export(
         .iter()
         .map(|p| RunData::open(p).with_context(|| format!("Cannot read run {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
+    evidence::check_distinct(&data)?;
     let (profile, pref) = match profile {
         Some(name) => {
             let l = profiles::load(name)?;

@@ -225,6 +225,7 @@ pub fn merge(
         .iter()
         .map(|p| RunData::open(p))
         .collect::<Result<Vec<_>, _>>()?;
+    crate::evidence::check_distinct(&runs)?;
     let probe = merge_probe(&runs)?;
     let can = merge_can(&runs)?;
 

@@ -481,6 +481,20 @@ fn merge_adds_histograms_and_counters_and_lists_sources() {
         assert_eq!(r1["samples"], r2["samples"], "{r1}\n{r2}");
     }
 
+    // The same run twice would count its samples twice: refused.
+    let o = validation(&[
+        "report",
+        "export",
+        a.to_str().unwrap(),
+        a.to_str().unwrap(),
+        "--format",
+        "md",
+        "--out",
+        "-",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("same run"), "{}", text(&o));
+
     // Merging into an existing run is refused.
     let o = validation(&["merge", a.to_str().unwrap(), "--out", b.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
