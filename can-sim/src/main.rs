@@ -224,7 +224,12 @@ fn run_cmd(
             ifaces.push(opts.rx.clone());
         }
         for i in ifaces {
-            let msg = transport::setup(&i, can.bitrate, can.data_bitrate)?;
+            let fd = can
+                .ecus
+                .iter()
+                .flat_map(|e| &e.messages)
+                .any(|m| m.kind != profiles::FrameKind::Classic);
+            let msg = transport::setup(&i, can.bitrate, can.data_bitrate, fd)?;
             eprintln!("can-sim: {msg}");
         }
     }

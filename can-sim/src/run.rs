@@ -219,10 +219,28 @@ struct Shared {
     plan: Plan,
     sent: Vec<AtomicU64>,
     enobufs: AtomicU64,
+    tx_errors: AtomicU64,
+    tx_error_first: Mutex<Option<String>>,
     stop: Arc<AtomicBool>,
     senders_done: AtomicBool,
     rx_stop: AtomicBool,
     queue_max: AtomicU64,
+}
+
+impl Shared {
+    /// A write that failed for another reason than a full queue (or was cut by a stop):
+    /// counted; the first one is kept (the error path may allocate).
+    fn tx_error(&self, e: &std::io::Error) {
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return;
+        }
+        if self.tx_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+            *self
+                .tx_error_first
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+    }
 }
 
 struct RxResult {
@@ -355,9 +373,7 @@ fn ecu_loop(
                             sh.enobufs.fetch_add(n, Ordering::Relaxed);
                             sh.sent[rel.msg].fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(_) => {
-                            sh.enobufs.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Err(e) => sh.tx_error(&e),
                     }
                 }
                 (None, None) => {}
@@ -406,9 +422,7 @@ fn bus_loop(sh: &Shared, bus: &Bus, sock: &CanSock) {
                 sh.enobufs.fetch_add(n, Ordering::Relaxed);
                 sh.sent[msg].fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
-                sh.enobufs.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(e) => sh.tx_error(&e),
         }
         // A slow write (ENOBUFS) moves the next start out through `now` above, never into
         // a catch-up burst.
@@ -464,6 +478,9 @@ pub fn simulate_paced(releases: &[(u64, u64, u64)]) -> Vec<u64> {
     ends
 }
 
+/// Most frames kept for `can.log` (80 bytes each: 40 MB, locked in memory by mlockall).
+pub const LOG_CAP_MAX: usize = 500_000;
+
 fn estimate_frames(plan: &Plan, duration: Duration) -> usize {
     let d = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
     let n: u64 = plan
@@ -473,7 +490,7 @@ fn estimate_frames(plan: &Plan, duration: Duration) -> usize {
         .sum();
     usize::try_from(n.saturating_mul(2).saturating_add(4096))
         .unwrap_or(4096)
-        .min(4_000_000)
+        .min(LOG_CAP_MAX)
 }
 
 /// Run the simulation. `stop` ends it early (Ctrl-C); the result is then partial.
@@ -481,6 +498,10 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
     let plan = Plan::from_can(can)?;
     let fd = plan.has_fd();
     transport::check_af_can()?;
+    if fd {
+        transport::check_fd_mtu(&opts.tx)?;
+        transport::check_fd_mtu(&opts.rx)?;
+    }
     let rx_sock = CanSock::open_rx(&opts.rx, fd)?;
     // One TX socket per ECU (unpaced) or one for the bus thread (paced).
     let mut ecu_socks: Vec<Option<CanSock>> = Vec::new();
@@ -506,6 +527,8 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
         plan: plan.clone(),
         sent: (0..n_msgs).map(|_| AtomicU64::new(0)).collect(),
         enobufs: AtomicU64::new(0),
+        tx_errors: AtomicU64::new(0),
+        tx_error_first: Mutex::new(None),
         stop: stop.clone(),
         senders_done: AtomicBool::new(false),
         rx_stop: AtomicBool::new(false),
@@ -651,6 +674,19 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
     let mut bus_errors = rxr.bus_errors.clone();
     if let Some(e) = &rxr.error {
         bus_errors.push(e.clone());
+    }
+    let tx_errors = shared.tx_errors.load(Ordering::Relaxed);
+    if tx_errors > 0 {
+        let first = shared
+            .tx_error_first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        bus_errors.push(format!(
+            "{tx_errors} x transmit failed on {}: {first}",
+            opts.tx
+        ));
     }
     let partial = stop.load(Ordering::Relaxed);
     #[allow(clippy::cast_precision_loss)]

@@ -37,6 +37,12 @@ pub enum TransportError {
         #[source]
         source: io::Error,
     },
+    /// FD frames on an interface whose MTU only carries classic frames.
+    #[error("CAN interface {iface:?} carries only classic frames (MTU 16) and the profile has CAN FD messages: use --setup, or `ip link set {iface} mtu 72` (vcan) / `ip link set {iface} type can fd on dbitrate N` (controllers)")]
+    NotFd {
+        /// Interface name.
+        iface: String,
+    },
     /// A netlink request failed.
     #[error("Cannot {what} CAN interface {iface:?} over netlink: {reason}")]
     Netlink {
@@ -254,12 +260,28 @@ pub fn describe_error_frame(frame: &socketcan::CanErrorFrame) -> String {
     err.to_string()
 }
 
-/// Bring `iface` up for the run: a missing `vcan*` is created; a real controller gets its
-/// bitrate (and FD data bitrate) while down, then is brought up.
+/// Check that `iface` can carry FD frames (MTU 72). Unknown MTU (netlink refused) passes:
+/// the first write will tell.
+pub fn check_fd_mtu(iface: &str) -> Result<(), TransportError> {
+    let Ok(ifc) = CanInterface::open(iface) else {
+        return Ok(());
+    };
+    match ifc.details() {
+        Ok(d) if d.mtu == Some(socketcan::nl::Mtu::Standard) => Err(TransportError::NotFd {
+            iface: iface.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Bring `iface` up for the run: a missing `vcan*` is created (MTU 72 when `fd`); a real
+/// controller gets its bitrate (and FD mode with the data bitrate) while down, then is
+/// brought up.
 pub fn setup(
     iface: &str,
     bitrate: u32,
     data_bitrate: Option<u32>,
+    fd: bool,
 ) -> Result<String, TransportError> {
     check_af_can()?;
     let nl = |what: &'static str| {
@@ -280,8 +302,11 @@ pub fn setup(
         } else {
             CanInterface::create_vcan(iface, None).map_err(nl("create"))?
         };
-        if data_bitrate.is_some() {
-            let _ = ifc.set_mtu(socketcan::nl::Mtu::Fd);
+        if fd {
+            // vcan refuses an MTU change while up.
+            ifc.bring_down().map_err(nl("bring down"))?;
+            ifc.set_mtu(socketcan::nl::Mtu::Fd)
+                .map_err(nl("set MTU 72 (CAN FD) on"))?;
         }
         ifc.bring_up().map_err(nl("bring up"))?;
         return Ok(format!(
@@ -302,11 +327,13 @@ pub fn setup(
     ifc.bring_down().map_err(nl("bring down"))?;
     ifc.set_bitrate(bitrate, None)
         .map_err(nl("set the bitrate of"))?;
-    if let Some(d) = data_bitrate {
+    if fd {
         ifc.set_ctrlmode(socketcan::CanCtrlMode::Fd, true)
             .map_err(nl("enable FD mode of"))?;
-        ifc.set_data_bitrate(d, None)
-            .map_err(nl("set the data bitrate of"))?;
+        if let Some(d) = data_bitrate {
+            ifc.set_data_bitrate(d, None)
+                .map_err(nl("set the data bitrate of"))?;
+        }
     }
     // Restart automatically after bus-off so a long run survives it (and reports it).
     let _ = ifc.set_restart_ms(100);
