@@ -271,7 +271,20 @@ pub fn merge(
             path: out.join(SOURCES_DIR),
             source,
         })?;
-        rd.write_file(&format!("{stem}.manifest.json"), &bytes)?;
+        if r.sources.is_empty() {
+            rd.write_file(&format!("{stem}.manifest.json"), &bytes)?;
+        } else {
+            // A merged input: keep its manifest for the trace, and bring its sources'
+            // manifests and logs along, since their environments are what is judged.
+            rd.write_file(&format!("{stem}.merged-manifest.json"), &bytes)?;
+            let src = RunDir::open(&r.path)?;
+            for name in r.manifest.files.keys() {
+                if let Some(rest) = name.strip_prefix(&format!("{SOURCES_DIR}/")) {
+                    let bytes = src.read_verified(name)?;
+                    rd.write_file(&format!("{stem}-{rest}"), &bytes)?;
+                }
+            }
+        }
         if r.manifest.files.contains_key(record::CAN_LOG) {
             let log = rd_read(r, record::CAN_LOG)?;
             rd.write_file(&format!("{stem}.can.log"), &log)?;

@@ -529,6 +529,42 @@ fn merged_record_is_judged_by_its_sources_environments() {
         "{md}"
     );
     assert!(md.contains("**INCONCLUSIVE**"));
+
+    // A merge of a merge still judges the original runs' environments.
+    let c = make_run(dir.path(), "run-c", GOOD);
+    let out2 = dir.path().join("merged2");
+    let o = validation(&[
+        "merge",
+        out.to_str().unwrap(),
+        c.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let m = RunDir::open(&out2).unwrap().manifest().clone();
+    assert!(
+        m.files
+            .contains_key("sources/00-merged.merged-manifest.json"),
+        "{:?}",
+        m.files.keys()
+    );
+    assert!(
+        m.files
+            .contains_key("sources/00-merged-01-run-tcg.manifest.json"),
+        "{:?}",
+        m.files.keys()
+    );
+    let o = export(&out2, "json", &dir.path().join("m2.json"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m2.json")).unwrap()).unwrap();
+    let why = v["runs"][0]["invalid_because"].to_string();
+    assert!(
+        why.contains("source run-tcg: measured under QEMU TCG"),
+        "{why}"
+    );
+    assert!(!why.contains("environment is unknown"), "{why}");
+    assert_eq!(v["results"][0]["samples"], 180_000);
 }
 
 #[test]
