@@ -127,7 +127,11 @@ pub fn perform(root: &SysRoot, ops: &dyn ThreadOps, a: &Action) -> Result<(), Sy
         Action::CreateCgroup { path, v2, knobs } => {
             cgroup::create(root, path, *v2)?;
             for (f, v) in knobs {
-                root.write(format!("{path}/{f}"), v)?;
+                if let Err(e) = root.write(format!("{path}/{f}"), v) {
+                    // Leave no half-made cgroup behind (it holds no task yet).
+                    let _ = cgroup::remove(root, path);
+                    return Err(e);
+                }
             }
             Ok(())
         }
@@ -772,6 +776,7 @@ mod tests {
             "sys/fs/cgroup/cgroup.controllers",
             "cpuset cpu io memory pids\n",
         );
+        m.put("sys/fs/cgroup/cpuset.cpus.isolated", "\n");
         m.put(
             "sys/fs/cgroup/machine.slice/qemu/cgroup.subtree_control",
             "\n",
@@ -786,6 +791,14 @@ mod tests {
         let mut h = lab_host();
         h.isolation.cpuset_partition = true;
         let jdir = dir.path().join("journal");
+        let p = plan::build("lab", &h, &Ctx::new(&m.root)).unwrap();
+        assert!(p.changes.iter().any(|c| c.item == "cpuset" && c.pending()));
+        // Without partition support the item does not apply.
+        std::fs::remove_file(m.root.path("sys/fs/cgroup/cpuset.cpus.isolated")).unwrap();
+        let p = plan::build("lab", &h, &Ctx::new(&m.root)).unwrap();
+        let c = p.changes.iter().find(|c| c.item == "cpuset").unwrap();
+        assert_eq!(c.status, Status::NotApplicable, "{c:?}");
+        m.put("sys/fs/cgroup/cpuset.cpus.isolated", "\n");
         let before = m.snapshot();
         let r = setup_in(&m, &h, &jdir, &SetupOptions::default()).unwrap();
         assert!(r.verified(), "{:#?}", r.verify_failed);

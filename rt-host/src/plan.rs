@@ -926,6 +926,23 @@ fn cgroup_items(b: &mut B<'_, '_>, host: &Host, vm: Option<&VmThreads>) -> Resul
             path: parent.clone(),
             v2: true,
         };
+        // Partitions: cpuset.cpus.partition in non-root cpusets (5.11+ for "isolated");
+        // the root shows cpuset.cpus.isolated from 6.10 on.
+        let has_partition = root.exists(format!("{mount}/cpuset.cpus.isolated"))
+            || root.exists(pref.file("cpuset.cpus.partition"));
+        if !has_partition {
+            b.push(
+                Change::report(
+                    "cpuset",
+                    root.display(pref.dir()),
+                    "(no cpuset.cpus.partition)",
+                    "isolated partition",
+                    Status::NotApplicable,
+                )
+                .note("this kernel's cgroup v2 cpuset has no partitions"),
+            );
+            return Ok(());
+        }
         let sc = pref.file("cgroup.subtree_control");
         let cur = root.read_trim(&sc).unwrap_or_default();
         if !cur

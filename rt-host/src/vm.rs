@@ -220,4 +220,44 @@ mod tests {
         assert_eq!(describe(&vm), "QEMU -name lab");
         assert!(describe(&Vm::default()).contains("set qemu_name"));
     }
+
+    #[test]
+    fn find_by_pidfile_name_and_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = crate::fake::FakeMachine::new(&dir.path().join("root"));
+        let pidfile = dir.path().join("qemu.pid");
+        std::fs::write(&pidfile, "4000\n").unwrap();
+        let by_file = Vm {
+            pidfile: Some(pidfile.clone()),
+            ..Vm::default()
+        };
+        let v = find(&m.root, &by_file, None).unwrap().unwrap();
+        assert_eq!(v.pid, 4000);
+        assert_eq!(v.vcpus.len(), 2);
+        assert!(v.found_by.starts_with("pidfile"));
+        std::fs::write(&pidfile, "not a pid").unwrap();
+        let e = find(&m.root, &by_file, None).unwrap_err().to_string();
+        assert!(e.contains("not a pid"), "{e}");
+        std::fs::remove_file(&pidfile).unwrap();
+        assert!(
+            find(&m.root, &by_file, None).unwrap().is_none(),
+            "no pidfile: not running"
+        );
+        // A second QEMU with the same name is ambiguous; --vm-pid settles it.
+        let by_name = Vm {
+            qemu_name: Some("lab".into()),
+            ..Vm::default()
+        };
+        m.put(
+            "proc/4100/cmdline",
+            "qemu-system-x86_64\0-name\0guest=lab\0",
+        );
+        m.thread(4100, 4100, "qemu-system-x86", 1, 0, 0, 0, "0-1");
+        let e = find(&m.root, &by_name, None).unwrap_err().to_string();
+        assert!(e.contains("give --vm-pid"), "{e}");
+        let v = find(&m.root, &by_name, Some(4100)).unwrap().unwrap();
+        assert_eq!(v.pid, 4100);
+        assert!(v.vcpus.is_empty());
+        assert!(find(&m.root, &by_name, Some(4999)).unwrap().is_none());
+    }
 }
