@@ -16,7 +16,13 @@ use validation::report::{self, Format};
 /// Turn rtvirt run directories into ISO 26262 timing evidence: requirement verdicts,
 /// measured against analysed timing, traceable to sha256-checked raw data.
 #[derive(Debug, Parser)]
-#[command(name = "validation", version, about, long_about = None)]
+#[command(
+    name = "validation",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 no requirement failed (inconclusive ones are stated in the report) / every run intact; 1 a requirement failed / a file was changed, truncated or removed; 2 error.\nSee docs/evidence.md for how verdicts are decided."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
