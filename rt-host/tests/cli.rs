@@ -293,6 +293,21 @@ fn hold_keeps_the_latency_request_until_sigterm() {
     assert_eq!(line.trim(), "released");
 }
 
+#[test]
+fn man_pages_and_completions_come_from_the_cli_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let o = run(&["generate", "man", &d]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let man = std::fs::read_to_string(dir.path().join("rt-host-setup.1")).unwrap();
+    assert!(man.contains("journal"), "{man}");
+    let o = run(&["generate", "completions", &d]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(std::fs::read_to_string(dir.path().join("rt-host.bash"))
+        .unwrap()
+        .contains("boot-args"));
+}
+
 // ---------------------------------------------------------------- root tests: real QEMU
 
 /// A QEMU started by a test, with `CPU n/TCG` threads held stopped (`-S`). Drop reverts the
