@@ -667,3 +667,42 @@ fn root_qmp_finds_vcpu_threads_without_names_and_vm_gone_is_skipped() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs root: run by lab/test.sh"]
+fn root_hold_sets_and_releases_the_cpu_latency_limit() {
+    let root = rt_sys::SysRoot::live();
+    let Ok(before) = rt_sys::cpuidle::dma_latency(&root) else {
+        eprintln!("skipped: /dev/cpu_dma_latency is not readable here (needs root)");
+        return;
+    };
+    let mut child = bin()
+        .args(["hold", "lab", "--us", "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("holding /dev/cpu_dma_latency at 3 us"),
+        "{line}"
+    );
+    let held = rt_sys::cpuidle::dma_latency(&root).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        held,
+        before.min(3),
+        "the kernel enforces the smallest request"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rt_sys::cpuidle::dma_latency(&root).unwrap() != before {
+        assert!(Instant::now() < deadline, "the limit was not released");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
