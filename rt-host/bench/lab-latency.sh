@@ -97,7 +97,7 @@ summarize() {
     }' "$1"
 }
 
-results=()
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/load.txt"
 for r in $(seq 1 "$ROUNDS"); do
   measure "untuned-$r"
   "$RT_HOST" setup lab --vm-pid "$qemu_pid" --journal-dir "$JOURNAL" >"$OUT/setup-$r.txt" 2>&1 || {
@@ -105,6 +105,8 @@ for r in $(seq 1 "$ROUNDS"); do
   measure "tuned-$r"
   "$RT_HOST" revert --journal-dir "$JOURNAL" >"$OUT/revert-$r.txt" 2>&1
 done
+
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/load.txt"
 
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 echo "| run | samples | p99 (us) | max (us) |"
@@ -123,4 +125,5 @@ for col in 2 3; do
   awk -v n="$name" -v u="$u" -v t="$t" 'BEGIN { printf "\n%s: median untuned %s us, tuned %s us, tuned/untuned %.2f", n, u, t, (u > 0 ? t / u : 0) }'
 done
 echo
+sed 's/^/host /' "$OUT/load.txt"
 echo "raw: $OUT" >&2
