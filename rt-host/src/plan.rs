@@ -1326,4 +1326,76 @@ mod tests {
             .to_string()
             .contains("housekeeping"));
     }
+
+    #[test]
+    fn sysctl_items_follow_the_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = crate::fake::FakeMachine::new(dir.path());
+        let mut h = profiles::load("lab").unwrap().profile.host.unwrap();
+        let find = |p: &Plan, t: &str| p.changes.iter().find(|c| c.target.ends_with(t)).cloned();
+        let p = build("lab", &h, &Ctx::new(&m.root)).unwrap();
+        let rt = find(&p, "sched_rt_runtime_us").unwrap();
+        assert_eq!(
+            (rt.status, rt.desired.as_str()),
+            (Status::Ok, "950000"),
+            "kept by default"
+        );
+        assert_eq!(find(&p, "timer_migration").unwrap().status, Status::Differs);
+        h.sysctl.rt_runtime_unlimited = true;
+        h.sysctl.realtime_virtual_host = false;
+        h.sysctl.extra.insert("vm.swappiness".into(), "10".into());
+        m.put("proc/sys/vm/dirty_ratio", "20\n");
+        h.sysctl.extra.insert("vm.dirty_ratio".into(), "20".into());
+        let p = build("lab", &h, &Ctx::new(&m.root)).unwrap();
+        let rt = find(&p, "sched_rt_runtime_us").unwrap();
+        assert_eq!((rt.status, rt.desired.as_str()), (Status::Differs, "-1"));
+        assert!(find(&p, "timer_migration").is_none());
+        assert_eq!(
+            find(&p, "swappiness").unwrap().status,
+            Status::NotApplicable
+        );
+        assert_eq!(find(&p, "dirty_ratio").unwrap().status, Status::Ok);
+    }
+
+    #[test]
+    fn hugepages_compare_with_vm_memory_and_warn_about_1g() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = crate::fake::FakeMachine::new(dir.path());
+        let mut h = profiles::load("lab").unwrap().profile.host.unwrap();
+        h.hugepages = Some(profiles::Hugepages {
+            size_kib: 2048,
+            count: 128,
+            node: None,
+        });
+        let p = build("lab", &h, &Ctx::new(&m.root)).unwrap();
+        let c = p.changes.iter().find(|c| c.item == "hugepages").unwrap();
+        assert_eq!(c.status, Status::Differs);
+        assert!(
+            c.note
+                .as_deref()
+                .unwrap()
+                .contains("256 MiB is less than the VM's 512 MiB"),
+            "{c:?}"
+        );
+        h.hugepages = Some(profiles::Hugepages {
+            size_kib: 1_048_576,
+            count: 1,
+            node: None,
+        });
+        let p = build("lab", &h, &Ctx::new(&m.root)).unwrap();
+        let c = p.changes.iter().find(|c| c.item == "hugepages").unwrap();
+        assert_eq!(
+            c.status,
+            Status::NotApplicable,
+            "no 1 GB pages in the fake kernel"
+        );
+        assert!(
+            c.note.as_deref().unwrap().contains("try 2 MB pages first"),
+            "{c:?}"
+        );
+        assert!(p
+            .changes
+            .iter()
+            .any(|c| c.target.ends_with("hugepagesz") && c.status == Status::NeedsReboot));
+    }
 }
