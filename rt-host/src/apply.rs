@@ -175,6 +175,26 @@ pub fn setup(
     let mut applied = 0usize;
     for c in plan.changes.iter().filter(|c| c.pending()) {
         let Some(a) = &c.action else { continue };
+        if let Action::MoveCgroup { thread, to, .. } = a {
+            // Attaching a task to a cpuset resets its affinity to the cpuset's CPUs, and
+            // moving it back resets it to the parent's: journal the affinity first, so that
+            // revert (backwards) moves the thread back and then restores its own mask.
+            if let Ok(prior) = ops.get_affinity(root, thread.pid, thread.tid) {
+                let applied = root
+                    .read_trim(to.file("cpuset.cpus"))
+                    .unwrap_or_else(|_| prior.to_string());
+                journal.record(Entry {
+                    target: Action::Affinity {
+                        thread: thread.clone(),
+                        cpus: CpuSet::new(),
+                        prior: prior.clone(),
+                    }
+                    .target(),
+                    prior: prior.to_string(),
+                    applied,
+                })?;
+            }
+        }
         let entry = a.entry();
         let target = entry.target.clone();
         let fresh_target = !journal.has(&target);
@@ -544,9 +564,16 @@ mod tests {
     fn setup_applies_verifies_and_revert_restores_every_file_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let m = FakeMachine::new(&dir.path().join("root"));
+        // A process started with `taskset -c 1`: the cpuset shield moves it to CPU 0 and
+        // the move back to the root cpuset alone would widen it to 0-1.
+        m.thread(300, 300, "pinned-app", 1, 0, 0, 0, "1");
         let jdir = dir.path().join("journal");
         let before = m.snapshot();
         let r = setup_in(&m, &full_host(), &jdir, &SetupOptions::default()).unwrap();
+        assert_eq!(
+            Tree.get_affinity(&m.root, 300, 300).unwrap().to_string(),
+            "0"
+        );
         assert!(r.verified(), "{:#?}", r.verify_failed);
         let t = Tree;
         let fifo = SchedParams {

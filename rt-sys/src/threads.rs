@@ -119,7 +119,8 @@ impl ThreadOps for Live {
     }
 }
 
-/// A fake tree: thread state lives in the fake `/proc` files.
+/// A fake tree: thread state lives in the fake `/proc` files. Moving a thread into a
+/// cgroup sets its affinity to the cgroup's `cpuset.cpus` (when set), as the kernel does.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tree;
 
@@ -217,7 +218,17 @@ impl ThreadOps for Tree {
                 }
             })
             .collect();
-        root.write(&rel, &(new.join("\n") + "\n"))
+        root.write(&rel, &(new.join("\n") + "\n"))?;
+        // As the kernel does on attach: the affinity becomes the cpuset's CPUs.
+        let cpus = root
+            .read_trim(to.file("cpuset.cpus"))
+            .ok()
+            .and_then(|t| CpuSet::parse(&t).ok())
+            .filter(|c| !c.is_empty());
+        match cpus {
+            Some(c) => self.set_affinity(root, pid, tid, &c),
+            None => Ok(()),
+        }
     }
 }
 
