@@ -112,6 +112,33 @@ fn same_thread(root: &SysRoot, t: &plan::ThreadRef) -> Result<(), SysError> {
     Ok(())
 }
 
+/// The journal entries of a cgroup move: the thread's affinity first (attaching a task
+/// to a cpuset resets its affinity to the cpuset's CPUs, and moving it back resets it to
+/// the parent's, so revert, walking backwards, moves the thread back and then restores
+/// its own mask), then the move.
+fn move_entries(root: &SysRoot, ops: &dyn ThreadOps, a: &Action) -> Vec<Entry> {
+    let mut v = Vec::new();
+    if let Action::MoveCgroup { thread, to, .. } = a {
+        if let Ok(prior) = ops.get_affinity(root, thread.pid, thread.tid) {
+            let applied = root
+                .read_trim(to.file("cpuset.cpus"))
+                .unwrap_or_else(|_| prior.to_string());
+            v.push(Entry {
+                target: Action::Affinity {
+                    thread: thread.clone(),
+                    cpus: CpuSet::new(),
+                    prior: prior.clone(),
+                }
+                .target(),
+                prior: prior.to_string(),
+                applied,
+            });
+        }
+    }
+    v.push(a.entry());
+    v
+}
+
 /// Make one change.
 pub fn perform(root: &SysRoot, ops: &dyn ThreadOps, a: &Action) -> Result<(), SysError> {
     match a {
@@ -173,31 +200,41 @@ pub fn setup(
     let mut done = Vec::new();
     let mut refused = BTreeSet::new();
     let mut applied = 0usize;
-    for c in plan.changes.iter().filter(|c| c.pending()) {
+    let pending: Vec<&Change> = plan.changes.iter().filter(|c| c.pending()).collect();
+    // Consecutive cgroup moves (a cpuset shield moves every thread) are journalled with
+    // one durable save; their entries are still written before any of them is made.
+    let mut batch_end = 0usize;
+    let mut batch_fresh: Vec<bool> = Vec::new();
+    let mut deferred_forget: Vec<Target> = Vec::new();
+    for (i, c) in pending.iter().enumerate() {
         let Some(a) = &c.action else { continue };
-        if let Action::MoveCgroup { thread, to, .. } = a {
-            // Attaching a task to a cpuset resets its affinity to the cpuset's CPUs, and
-            // moving it back resets it to the parent's: journal the affinity first, so that
-            // revert (backwards) moves the thread back and then restores its own mask.
-            if let Ok(prior) = ops.get_affinity(root, thread.pid, thread.tid) {
-                let applied = root
-                    .read_trim(to.file("cpuset.cpus"))
-                    .unwrap_or_else(|_| prior.to_string());
-                journal.record(Entry {
-                    target: Action::Affinity {
-                        thread: thread.clone(),
-                        cpus: CpuSet::new(),
-                        prior: prior.clone(),
-                    }
-                    .target(),
-                    prior: prior.to_string(),
-                    applied,
-                })?;
+        if matches!(a, Action::MoveCgroup { .. }) && i >= batch_end {
+            let end = pending[i..]
+                .iter()
+                .position(|c| !matches!(c.action, Some(Action::MoveCgroup { .. })))
+                .map_or(pending.len(), |n| i + n);
+            let mut entries = Vec::new();
+            batch_fresh.clear();
+            for c in &pending[i..end] {
+                if let Some(a) = &c.action {
+                    entries.extend(move_entries(root, ops, a));
+                    batch_fresh.push(!journal.has(&a.target()));
+                }
             }
+            journal.record_many(entries)?;
+            batch_end = end;
         }
+        let in_batch = i < batch_end;
         let entry = a.entry();
         let target = entry.target.clone();
-        let fresh_target = !journal.has(&target);
+        let fresh_target = if in_batch {
+            batch_fresh
+                .get(i + batch_fresh.len() - batch_end)
+                .copied()
+                .unwrap_or(false)
+        } else {
+            !journal.has(&target)
+        };
         journal.record(entry)?;
         let result = if opts.fail_after == Some(applied) {
             Err(SysError::Io {
@@ -211,13 +248,15 @@ pub fn setup(
             Ok(()) => {
                 applied += 1;
                 done.push(Done {
-                    change: c.clone(),
+                    change: (*c).clone(),
                     outcome: Outcome::Applied,
                     detail: None,
                 });
             }
             Err(e) if e.is_not_found() || e.is_not_permitted() || c.item == "kthread" => {
-                if fresh_target {
+                if fresh_target && in_batch {
+                    deferred_forget.push(target);
+                } else if fresh_target {
                     journal.forget(&target)?;
                 }
                 let outcome = if e.is_not_found() {
@@ -229,12 +268,13 @@ pub fn setup(
                     refused.insert(c.target.clone());
                 }
                 done.push(Done {
-                    change: c.clone(),
+                    change: (*c).clone(),
                     outcome,
                     detail: Some(e.to_string()),
                 });
             }
             Err(e) => {
+                journal.forget_many(&deferred_forget)?;
                 let r = journal.revert_from(root, ops, start)?;
                 let failed = r
                     .iter()
@@ -260,6 +300,7 @@ pub fn setup(
             }
         }
     }
+    journal.forget_many(&deferred_forget)?;
     journal.data_mut().complete = true;
     journal.save()?;
     save_refused(journal_dir, &refused)?;

@@ -1094,7 +1094,20 @@ fn cgroup_dir(b: &mut B<'_, '_>, cg: &CgroupRef, knobs: Vec<(String, String)>) {
 
 fn move_threads(b: &mut B<'_, '_>, ts: &[&Thread], to: &CgroupRef) {
     for t in ts {
-        let cur = thread_cg(b, t, to.v2).unwrap_or_else(|| "(unknown)".into());
+        let Some(cur) = thread_cg(b, t, to.v2) else {
+            // Exited, or no such hierarchy line: nothing to move back to later.
+            b.push(
+                Change::report(
+                    "cpuset",
+                    format!("cgroup of {:?} (tid {})", t.name, t.tid),
+                    "(unknown)",
+                    to.path.clone(),
+                    Status::NotApplicable,
+                )
+                .note("the thread's cgroup cannot be read"),
+            );
+            continue;
+        };
         let c = Change::report(
             "cpuset",
             format!("cgroup of {:?} (tid {})", t.name, t.tid),

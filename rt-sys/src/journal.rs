@@ -289,6 +289,19 @@ impl Journal {
         Ok(())
     }
 
+    /// Drop the entries for `targets` with one save.
+    pub fn forget_many(&mut self, targets: &[Target]) -> Result<(), JournalError> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let before = self.data.entries.len();
+        self.data.entries.retain(|e| !targets.contains(&e.target));
+        if self.data.entries.len() != before {
+            self.save()?;
+        }
+        Ok(())
+    }
+
     /// Write the journal atomically: temp file, fsync, rename, fsync the directory.
     pub fn save(&self) -> Result<(), JournalError> {
         let p = self.dir.join(FILE);
