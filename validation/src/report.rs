@@ -577,6 +577,10 @@ pub fn junit(ev: &Evidence) -> Result<String, ReportError> {
                 format!("not valid evidence: {}", run.invalid_because.join("; "))
             },
         ));
+        suite.add_property(Property::new(
+            format!("run {} probe self-test", run.run_id),
+            run.selftest.as_str(),
+        ));
     }
     for r in &ev.results {
         let detail = format!(
@@ -763,5 +767,9 @@ mod tests {
         assert_eq!(x.matches("<failure").count(), 1, "{x}");
         assert_eq!(x.matches("<skipped").count(), 1, "{x}");
         assert!(x.contains("name=\"asil\" value=\"ASIL D\""), "{x}");
+        assert!(
+            x.contains("probe self-test\" value=\"passed: timer accuracy 2 us\""),
+            "{x}"
+        );
     }
 }
