@@ -1025,6 +1025,20 @@ pub fn evaluate(
     }
 
     let mut limits: Vec<String> = Vec::new();
+    for r in runs {
+        match &r.manifest.profile {
+            Some(p) if p.sha256 != profile_ref.sha256 => limits.push(format!(
+                "run {} was made with profile {} (sha256 {}), not with the evaluated profile {} (sha256 {}): its settings may not be the ones these requirements assume",
+                r.id(),
+                p.name,
+                short(&p.sha256),
+                profile_ref.name,
+                short(&profile_ref.sha256)
+            )),
+            None => limits.push(format!("run {} records no profile", r.id())),
+            Some(_) => {}
+        }
+    }
     for ri in &run_infos {
         for why in &ri.invalid_because {
             limits.push(format!("run {}: {why}", ri.run_id));

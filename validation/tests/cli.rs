@@ -240,6 +240,25 @@ fn valid_run_passes_and_says_where_the_report_is() {
     println!("{md}");
     assert!(md.contains("DEVIATION: measured above WCRT"), "{md}");
     assert!(md.contains("0x0F0 WheelSpeeds"));
+
+    // Another profile than the run's: evaluated, and the mismatch is stated.
+    let o = validation(&[
+        "report",
+        "export",
+        run.to_str().unwrap(),
+        "--profile",
+        "ecu",
+        "--format",
+        "md",
+        "--out",
+        "-",
+    ]);
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(md.contains("| TSR-CAN-005 |"), "{}", text(&o));
+    assert!(
+        md.contains("was made with profile lab") && md.contains("evaluated profile ecu-asil-d"),
+        "{md}"
+    );
 }
 
 #[test]
