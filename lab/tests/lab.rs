@@ -72,25 +72,35 @@ fn watch(out: PathBuf, done: Arc<Mutex<bool>>, seen: Arc<Mutex<Vec<VcpuSample>>>
     }
 }
 
+/// Build the host tools the flow runs, as lab/flow.sh does; returns their directory.
+fn host_tools() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = root();
+        let status = Command::new(cargo())
+            .current_dir(&root)
+            .args(["build", "--release", "-p", "rt-host", "-p", "validation"])
+            .status()
+            .expect("running cargo build");
+        assert!(
+            status.success(),
+            "cargo build --release -p rt-host -p validation failed"
+        );
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"))
+            .join("release")
+    })
+    .clone()
+}
+
 fn run_flow() -> Option<Run> {
     if let Some(why) = missing_lab() {
         eprintln!("SKIP lab tests: {why}");
         return None;
     }
     let root = root();
-    // The host tools the flow runs, built as lab/flow.sh builds them.
-    let status = Command::new(cargo())
-        .current_dir(&root)
-        .args(["build", "--release", "-p", "rt-host", "-p", "validation"])
-        .status()
-        .expect("running cargo build");
-    assert!(
-        status.success(),
-        "cargo build --release -p rt-host -p validation failed"
-    );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = host_tools();
 
     let out = root
         .join("lab/out")
@@ -107,7 +117,7 @@ fn run_flow() -> Option<Run> {
     let output = Command::new(env!("CARGO_BIN_EXE_rtvirt-lab"))
         .args(["flow", "--profile", "lab", "--out"])
         .arg(&out)
-        .env("RTVIRT_LAB_BIN_DIR", target.join("release"))
+        .env("RTVIRT_LAB_BIN_DIR", &target)
         .stdin(Stdio::null())
         .output()
         .expect("running rtvirt-lab flow");
@@ -346,6 +356,108 @@ fn lab_bare_vm_carries_frames_from_can0_to_can1() {
     assert!(
         stdout.contains("candump_frames=200"),
         "candump on can1 did not get the 200 frames:\n{stdout}"
+    );
+    let _ = fs::remove_dir_all(&out);
+}
+
+/// Ctrl-C in the middle of the flow, while the host is tuned: the lab reverts the host,
+/// stops QEMU and fails naming the interruption (a second flow, cut short).
+#[test]
+#[ignore = "needs root and the QEMU lab: run lab/test.sh"]
+fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
+    if let Some(why) = missing_lab() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let bin_dir = host_tools();
+    let out = root()
+        .join("lab/out")
+        .join(format!("test-sigint-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rtvirt-lab"))
+        .args([
+            "flow",
+            "--profile",
+            "lab",
+            "--probe-duration",
+            "120s",
+            "--out",
+        ])
+        .arg(&out)
+        .env("RTVIRT_LAB_BIN_DIR", &bin_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting rtvirt-lab flow");
+    // Wait until the vCPU is FIFO (the host is tuned), with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let qemu = loop {
+        assert!(Instant::now() < deadline, "the flow never tuned the vCPU");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the flow ended ({status}) before it was interrupted");
+        }
+        let pid = fs::read_to_string(out.join("qemu.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        if let Some(pid) = pid {
+            let tuned = ["TCG", "KVM"].iter().any(|sfx| {
+                lab::sched::vcpu_samples(pid, sfx)
+                    .map(|v| {
+                        v.iter()
+                            .any(|t| t.name.starts_with("CPU 1/") && t.policy == "fifo")
+                    })
+                    .unwrap_or(false)
+            });
+            if tuned {
+                break pid;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flow did not end within 120 s of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "exit status after SIGINT\n{stderr}");
+    assert!(
+        !Path::new(&format!("/proc/{qemu}")).exists(),
+        "QEMU {qemu} survived SIGINT\n{stderr}"
+    );
+    let summary: Summary =
+        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert!(
+        summary
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("Interrupted"),
+        "{:?}",
+        summary.error
+    );
+    let revert = summary
+        .steps
+        .iter()
+        .find(|s| s.name == "host: rt-host revert")
+        .expect("rt-host revert ran");
+    assert!(revert.ok, "rt-host revert failed: {}", revert.note);
+    let after = vcpu1(&summary.vcpus_after).expect("vCPU sampled after revert");
+    assert_ne!(
+        after.policy, "fifo",
+        "{} still FIFO after revert",
+        after.name
     );
     let _ = fs::remove_dir_all(&out);
 }
