@@ -343,10 +343,15 @@ fn ecu_loop(
         sleep_until_realtime(t);
         let woke = now_ns();
         let _ = lat.record(woke.saturating_sub(t).max(1));
-        // Send everything of this ECU that is due by now (a late wake-up releases a batch).
+        // Send everything of this ECU that is due by now (a late wake-up releases a batch),
+        // but stop at the end of the run by the wall clock: a sender that cannot keep up
+        // (a 1 us period) must not work through its backlog after the run.
         while let Some(next) = sched.peek_ns() {
             if next > woke || next >= end_ns {
                 break;
+            }
+            if now_ns() >= end_ns || sh.stop.load(Ordering::Relaxed) {
+                return releases;
             }
             let Some(rel) = sched.next_release() else {
                 break;
