@@ -4,7 +4,7 @@
 //! `validation::record::RunDir`, so the evidence says where it was measured.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -60,6 +60,63 @@ pub fn can_check(dir: &Path, link: &str, rx: &str) -> CanCheck {
         received: totals.map(|t| t.1),
         lost: totals.map(|t| t.2),
     }
+}
+
+/// Probe results of one run, in microseconds, for the summary.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ProbeStats {
+    /// Run directory.
+    pub run: PathBuf,
+    /// `host untuned` or `host tuned`.
+    pub condition: String,
+    /// Wakeups measured (all threads).
+    pub samples: u64,
+    /// Missed periods (all threads).
+    pub missed_periods: u64,
+    /// Median of the first thread.
+    pub p50_us: f64,
+    /// 99th percentile of the first thread.
+    pub p99_us: f64,
+    /// Maximum over all threads.
+    pub max_us: f64,
+}
+
+/// Read `probe.json` of `dir`.
+pub fn probe_stats(dir: &Path, condition: &str) -> Option<ProbeStats> {
+    let text = fs::read_to_string(dir.join("probe.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let threads = v.get("threads")?.as_array()?;
+    let us = |ns: Option<u64>| ns.unwrap_or(0) as f64 / 1000.0;
+    let first = threads.first()?.get("latency")?;
+    let pct = |k: &str| {
+        us(first
+            .get("percentiles")
+            .and_then(|p| p.get(k))
+            .and_then(Value::as_u64))
+    };
+    Some(ProbeStats {
+        run: dir.to_path_buf(),
+        condition: condition.to_string(),
+        samples: threads
+            .iter()
+            .filter_map(|t| t.get("samples").and_then(Value::as_u64))
+            .sum(),
+        missed_periods: threads
+            .iter()
+            .filter_map(|t| t.get("missed_periods").and_then(Value::as_u64))
+            .sum(),
+        p50_us: pct("p50"),
+        p99_us: pct("p99"),
+        max_us: threads
+            .iter()
+            .filter_map(|t| {
+                t.get("latency")
+                    .and_then(|l| l.get("max_ns"))
+                    .and_then(Value::as_u64)
+            })
+            .map(|n| us(Some(n)))
+            .fold(0.0, f64::max),
+    })
 }
 
 /// Attach the lab's view to each run: the `rt-host check --json` taken while tuned, the
@@ -132,6 +189,23 @@ mod tests {
         assert_eq!(count_candump(log, "can1"), 2);
         assert_eq!(count_candump(log, "can0"), 1);
         assert_eq!(count_candump("", "can1"), 0);
+    }
+
+    #[test]
+    fn probe_stats_from_probe_json() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("probe.json"),
+            r#"{"threads": [{"cpu": 1, "samples": 10553, "missed_periods": 4447,
+                "latency": {"max_ns": 206438399, "percentiles": {"p50": 128767, "p99": 4263935}}}]}"#,
+        )
+        .unwrap();
+        let p = probe_stats(dir.path(), "host tuned").unwrap();
+        assert_eq!((p.samples, p.missed_periods), (10553, 4447));
+        assert!((p.p50_us - 128.767).abs() < 1e-9);
+        assert!((p.p99_us - 4263.935).abs() < 1e-9);
+        assert!((p.max_us - 206438.399).abs() < 1e-6);
+        assert!(probe_stats(&dir.path().join("nope"), "x").is_none());
     }
 
     #[test]

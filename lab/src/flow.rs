@@ -42,6 +42,8 @@ pub struct FlowOptions {
     pub out: Option<PathBuf>,
     /// Go on when a contract binary is missing (the flow still fails at the end).
     pub keep_going: bool,
+    /// Also probe before the host is tuned, for an A/B comparison in one run.
+    pub baseline: bool,
 }
 
 /// One step of the flow.
@@ -115,6 +117,8 @@ pub struct Summary {
     pub reports: BTreeMap<String, PathBuf>,
     /// Exit code of `validation report export` (1: a requirement failed).
     pub report_rc: Option<i32>,
+    /// Probe results per condition (`host untuned` with --baseline, `host tuned`).
+    pub probe: Vec<crate::check::ProbeStats>,
     /// Contract binaries that were missing.
     pub missing: Vec<String>,
     /// The error that ended the flow, if any.
@@ -523,25 +527,79 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
     let pid = vm.pid;
     st.summary.vcpus_before = vcpu_samples(pid, suffix)?;
 
+    // The guest, untuned host: interfaces, guest check and tune, and with --baseline a
+    // probe to compare against (the only difference to the later probe is the host tuning).
+    let g = GuestSteps {
+        profile: &guest_profile,
+        probe_duration: &opts.probe_duration,
+        can_duration: &opts.can_duration,
+    };
+    let run_can = "/tmp/runs/run-lab-can";
+    let run_vcan = "/tmp/runs/run-lab-vcan";
+    let run_base = "/tmp/runs/run-lab-baseline";
+    let secs = |s: &str| humantime::parse_duration(s).unwrap_or(Duration::from_secs(30));
+    let minute = Duration::from_secs(60);
+    let probe_timeout = secs(g.probe_duration) + 90 * minute / 60;
+    let probe = |run: &str| {
+        format!(
+            "rt-guest probe --profile {} --duration {} --out {run}",
+            g.profile, g.probe_duration
+        )
+    };
+    let mut failures = Vec::new();
+    {
+        let vm = st.vm.as_mut().context("VM gone")?;
+        let mut gr = GuestRunner {
+            agent: &mut agent,
+            vm,
+            steps: Vec::new(),
+            failures: Vec::new(),
+        };
+        gr.step(
+            "interfaces up",
+            &g.interfaces(&can.tx, &can.rx, can.bitrate),
+            minute,
+            &[0],
+        )?;
+        if gr.failures.is_empty() {
+            let check = "mkdir -p /tmp/runs && rt-guest check --json > /tmp/runs/guest-check.json; rc=$?; cat /tmp/runs/guest-check.json; exit $rc";
+            gr.step("rt-guest check", check, minute, &[0, 1])?;
+            gr.step(
+                "rt-guest tune",
+                &format!("rt-guest tune {}", g.profile),
+                minute,
+                &[0, 1],
+            )?;
+            if opts.baseline {
+                gr.step(
+                    "rt-guest probe (host untuned)",
+                    &probe(run_base),
+                    probe_timeout,
+                    &[0, 1],
+                )?;
+            }
+        }
+        failures.append(&mut gr.failures);
+        st.summary.steps.append(&mut gr.steps);
+    }
+
     // Host tuning, after the guest kernel booted (trap 1).
     let journal = st.journal.to_string_lossy().into_owned();
     let pid_s = pid.to_string();
-    if let Some(rt_host) = bins.rt_host.clone() {
+    if let (Some(rt_host), true) = (bins.rt_host.clone(), failures.is_empty()) {
         check_interrupt()?;
         st.host_setup_attempted = true;
         let t = Instant::now();
-        let out = host_cmd(
-            &rt_host,
-            &[
-                "setup",
-                &opts.profile,
-                "--json",
-                "--journal-dir",
-                &journal,
-                "--vm-pid",
-                &pid_s,
-            ],
-        )?;
+        let args = [
+            "setup",
+            &opts.profile,
+            "--json",
+            "--journal-dir",
+            &journal,
+            "--vm-pid",
+            &pid_s,
+        ];
+        let out = host_cmd(&rt_host, &args)?;
         fs::write(st.out.join("host-setup.json"), &out.stdout)?;
         let ok = matches!(out.rc, Some(0) | Some(1));
         st.summary.steps.push(Step {
@@ -560,72 +618,39 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
             );
         }
         st.summary.vcpus_tuned = vcpu_samples(pid, suffix)?;
-        let check = host_cmd(
-            &rt_host,
-            &[
-                "check",
-                &opts.profile,
-                "--json",
-                "--journal-dir",
-                &journal,
-                "--vm-pid",
-                &pid_s,
-            ],
-        )?;
+        let args = [
+            "check",
+            &opts.profile,
+            "--json",
+            "--journal-dir",
+            &journal,
+            "--vm-pid",
+            &pid_s,
+        ];
+        let check = host_cmd(&rt_host, &args)?;
         fs::write(st.out.join("host-check.json"), &check.stdout)?;
     }
 
-    // The guest.
+    // The guest, tuned host.
     let vm = st.vm.as_mut().context("VM gone")?;
-    let g = GuestSteps {
-        profile: &guest_profile,
-        probe_duration: &opts.probe_duration,
-        can_duration: &opts.can_duration,
-    };
-    let run_can = "/tmp/runs/run-lab-can";
-    let run_vcan = "/tmp/runs/run-lab-vcan";
-    let secs = |s: &str| humantime::parse_duration(s).unwrap_or(Duration::from_secs(30));
     let mut gr = GuestRunner {
         agent: &mut agent,
         vm,
         steps: Vec::new(),
-        failures: Vec::new(),
+        failures,
     };
-    let minute = Duration::from_secs(60);
-    gr.step(
-        "interfaces up",
-        &g.interfaces(&can.tx, &can.rx, can.bitrate),
-        minute,
-        &[0],
-    )?;
     if gr.failures.is_empty() {
-        let check = "mkdir -p /tmp/runs && rt-guest check --json > /tmp/runs/guest-check.json; rc=$?; cat /tmp/runs/guest-check.json; exit $rc";
-        gr.step("rt-guest check", check, minute, &[0, 1])?;
-        gr.step(
-            "rt-guest tune",
-            &format!("rt-guest tune {}", g.profile),
-            minute,
-            &[0, 1],
-        )?;
         gr.step(
             "rt-guest selftest",
             &format!("rt-guest selftest --out {run_can}"),
             2 * minute,
             &[0],
         )?;
-        let probe = format!(
-            "rt-guest probe --profile {} --duration {} --out {run_can}",
-            g.profile, g.probe_duration
-        );
-        gr.step(
-            "rt-guest probe",
-            &probe,
-            secs(g.probe_duration) + 90 * minute / 60,
-            &[0, 1],
-        )?;
+        gr.step("rt-guest probe", &probe(run_can), probe_timeout, &[0, 1])?;
         let can_timeout = secs(g.can_duration) + 90 * minute / 60;
+        let name = format!("can-sim run {}->{}", can.tx, can.rx);
         gr.step(
-            &format!("can-sim run {}->{}", can.tx, can.rx),
+            &name,
             &g.can_run(&can.tx, &can.rx, run_can),
             can_timeout,
             &[0, 1],
@@ -636,15 +661,14 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
             can_timeout,
             &[0, 1],
         )?;
-        gr.step("rt-guest revert", "rt-guest revert", minute, &[0, 1])?;
     }
+    gr.step("rt-guest revert", "rt-guest revert", minute, &[0, 1])?;
     let copy = format!(
         "dmesg > {GUEST_SHARE}/dmesg.txt; mkdir -p /tmp/runs {GUEST_SHARE}/runs && cp -r /tmp/runs/. {GUEST_SHARE}/runs/ && sync"
     );
     gr.step("copy runs out", &copy, minute, &[0])?;
     let guest_failures = std::mem::take(&mut gr.failures);
-    let guest_steps = std::mem::take(&mut gr.steps);
-    st.summary.steps.extend(guest_steps);
+    st.summary.steps.append(&mut gr.steps);
 
     // Host: still tuned? then revert.
     if bins.rt_host.is_some() {
@@ -682,6 +706,14 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
         st.summary.can.push(check);
         if dir.join("manifest.json").is_file() {
             runs.push(dir);
+        }
+    }
+    for (name, condition) in [
+        ("run-lab-baseline", "host untuned"),
+        ("run-lab-can", "host tuned"),
+    ] {
+        if let Some(p) = crate::check::probe_stats(&runs_dir.join(name), condition) {
+            st.summary.probe.push(p);
         }
     }
     crate::check::attach(&runs, &st.out, &loaded, &st.summary)?;

@@ -82,6 +82,9 @@ enum Cmd {
         /// Print the summary as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Also probe before tuning the host: an untuned/tuned A/B in one run.
+        #[arg(long)]
+        baseline: bool,
     },
 }
 
@@ -180,6 +183,7 @@ fn run() -> Result<ExitCode> {
             out,
             keep_going,
             json,
+            baseline,
         } => {
             let opts = FlowOptions {
                 profile,
@@ -192,6 +196,7 @@ fn run() -> Result<ExitCode> {
                 can_duration,
                 out,
                 keep_going,
+                baseline,
             };
             let summary = flow::run(&opts)?;
             if json {
@@ -222,9 +227,6 @@ fn print_summary(s: &flow::Summary) {
             step.secs
         );
     }
-    for v in s.vcpus_tuned.iter().chain(&s.vcpus_after) {
-        let _ = v;
-    }
     let show = |label: &str, v: &[lab::sched::VcpuSample]| {
         let list: Vec<String> = v
             .iter()
@@ -235,6 +237,12 @@ fn print_summary(s: &flow::Summary) {
     show("before setup", &s.vcpus_before);
     show("tuned", &s.vcpus_tuned);
     show("after revert", &s.vcpus_after);
+    for p in &s.probe {
+        eprintln!(
+            "  probe ({}): {} samples, p50 {:.0} us, p99 {:.0} us, max {:.0} us, {} missed periods",
+            p.condition, p.samples, p.p50_us, p.p99_us, p.max_us, p.missed_periods
+        );
+    }
     for c in &s.can {
         eprintln!(
             "  CAN {}: can-sim sent {:?} received {:?} lost {:?}; candump in the guest {:?}",
