@@ -256,12 +256,7 @@ struct RxResult {
 
 fn rx_loop(sock: &CanSock, sh: &Shared, start_ns: u64, log_cap: usize) -> RxResult {
     let plan = &sh.plan;
-    let index: HashMap<(u32, bool), usize> = plan
-        .messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| ((m.id, m.spec.extended), i))
-        .collect();
+    let index = message_index(plan);
     let mut r = RxResult {
         stats: plan.messages.iter().map(|_| MsgStats::default()).collect(),
         log: Vec::with_capacity(log_cap),
@@ -300,30 +295,72 @@ fn rx_loop(sock: &CanSock, sh: &Shared, start_ns: u64, log_cap: usize) -> RxResu
                 .or_default() += 1;
             continue;
         }
-        let (id, ext) = canlog::frame_id(&got.frame);
-        let data = canlog::frame_data(&got.frame);
-        let Some(&i) = index.get(&(id, ext)) else {
-            r.foreign += 1;
-            let fd = matches!(got.frame, CanAnyFrame::Fd(_));
-            let len = u8::try_from(data.len()).unwrap_or(64);
-            let bits = timing::can_frame_bits(fd, ext, true, true, len);
-            r.bus_ns += timing::bits_to_ns(u64::from(bits), plan.bitrate);
-            continue;
-        };
-        let m = &plan.messages[i];
-        r.bus_ns += m.frame_ns;
-        let st = &mut r.stats[i];
-        let d = payload::decode(data, st.next_seq(), got.ts_ns);
-        let release = d
-            .release_ns
-            .or_else(|| d.seq.map(|s| m.nominal_release(start_ns, s)));
-        st.on_frame(m, d.seq, release, got.ts_ns);
+        match account(plan, &index, &mut r.stats, start_ns, &got.frame, got.ts_ns) {
+            Accounted::Ours(ns) => r.bus_ns += ns,
+            Accounted::Foreign(ns) => {
+                r.foreign += 1;
+                r.bus_ns += ns;
+            }
+        }
     }
     r.bus_errors = err_counts
         .into_iter()
         .map(|(k, n)| format!("{n} x {k}"))
         .collect();
     r
+}
+
+/// What a received data frame was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accounted {
+    /// A frame of the matrix; its bus time in ns.
+    Ours(u64),
+    /// Not in the matrix; its worst-case bus time in ns.
+    Foreign(u64),
+}
+
+/// Account one received data frame into the per-message statistics. `index` maps
+/// (id, extended) to the message; `start_ns` is the schedule's start (for nominal
+/// releases). Does not allocate.
+pub fn account(
+    plan: &Plan,
+    index: &HashMap<(u32, bool), usize>,
+    stats: &mut [MsgStats],
+    start_ns: u64,
+    frame: &CanAnyFrame,
+    ts_ns: u64,
+) -> Accounted {
+    let (id, ext) = canlog::frame_id(frame);
+    let data = canlog::frame_data(frame);
+    let Some(&i) = index.get(&(id, ext)) else {
+        let fd = matches!(frame, CanAnyFrame::Fd(_));
+        let len = u8::try_from(data.len()).unwrap_or(64);
+        let bits = timing::can_frame_bits(fd, ext, true, true, len);
+        return Accounted::Foreign(timing::bits_to_ns(u64::from(bits), plan.bitrate));
+    };
+    let m = &plan.messages[i];
+    let st = &mut stats[i];
+    let d = payload::decode(data, st.next_seq(), ts_ns);
+    // The schedule knows each instance's nominal release: a truncated stamp is widened
+    // against it rather than against the RX time, so latencies beyond 2.1 s (a sender far
+    // behind) stay exact; a full 64-bit stamp is used as sent.
+    let nominal = d.seq.map(|s| m.nominal_release(start_ns, s));
+    let release = match (d.release_ns, nominal) {
+        (Some(r), Some(n)) if data.len() < 12 => Some(payload::widen(r, 32, n)),
+        (Some(r), _) => Some(r),
+        (None, n) => n,
+    };
+    st.on_frame(m, d.seq, release, ts_ns);
+    Accounted::Ours(m.frame_ns)
+}
+
+/// (id, extended) -> message index.
+pub fn message_index(plan: &Plan) -> HashMap<(u32, bool), usize> {
+    plan.messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ((m.id, m.spec.extended), i))
+        .collect()
 }
 
 fn ecu_loop(
@@ -779,6 +816,50 @@ mod tests {
         assert_eq!(ends[6] - rel[6].0, 7 * ms / 2);
         // An idle line starts a lone frame at its release.
         assert_eq!(simulate_paced(&[(10 * ms, 5, ms)]), vec![11 * ms]);
+    }
+
+    /// The receive path on built frames: latency from the payload, a 3 s latency (beyond
+    /// the 2.1 s a 32-bit stamp spans) kept exact through the schedule, short payloads
+    /// timed from the schedule, foreign frames counted apart.
+    #[test]
+    fn receive_path_accounts_frames() {
+        let p = profiles::load("lab").unwrap().profile;
+        let plan = Plan::from_can(p.can.as_ref().unwrap()).unwrap();
+        let index = message_index(&plan);
+        let mut stats: Vec<MsgStats> = plan.messages.iter().map(|_| MsgStats::default()).collect();
+        let start = 1_700_000_000_000_000_000u64;
+        let es = &plan.messages[0];
+        for (seq, lat) in [(0u64, 400_000u64), (1, 3_000_000_000)] {
+            let rel = es.nominal_release(start, seq);
+            let f = build_frame(es, seq, rel).unwrap();
+            assert_eq!(
+                account(&plan, &index, &mut stats, start, &f, rel + lat),
+                Accounted::Ours(270_000)
+            );
+        }
+        assert_eq!(stats[0].received, 2);
+        assert_eq!(
+            stats[0].latency.max(),
+            stats[0].latency.highest_equivalent(3_000_000_000)
+        );
+        assert!(stats[0].latency.min() >= 399_000 && stats[0].latency.min() <= 401_000);
+        assert_eq!(stats[0].deadline_misses, 1);
+        // A 2-byte frame of the same id: sequence only, release from the schedule.
+        let short = CanAnyFrame::Normal(
+            CanDataFrame::new(StandardId::new(0x0C0).unwrap(), &[2, 0]).unwrap(),
+        );
+        let rel2 = es.nominal_release(start, 2);
+        account(&plan, &index, &mut stats, start, &short, rel2 + 500_000);
+        assert_eq!(stats[0].received, 3);
+        assert_eq!(stats[0].latency.len(), 3);
+        // A foreign frame: counted with its bus time.
+        let other = CanAnyFrame::Normal(
+            CanDataFrame::new(StandardId::new(0x7FF).unwrap(), &[0; 8]).unwrap(),
+        );
+        assert_eq!(
+            account(&plan, &index, &mut stats, start, &other, 0),
+            Accounted::Foreign(270_000)
+        );
     }
 
     #[test]
