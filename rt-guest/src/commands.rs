@@ -91,7 +91,10 @@ struct Prepared {
 
 fn prepare(root: &SysRoot, hold_dma: bool) -> Prepared {
     let mut warnings = Vec::new();
-    let mlock = match rt::mlockall() {
+    // Start-up code (options, profile, checks) leaves the resident set before locking:
+    // only what runs from here on is faulted back in and locked.
+    let _ = rt::drop_exe_text(root);
+    let mlock = match rt::mlockall_touched() {
         Ok(()) => true,
         Err(e) => {
             warnings.push(format!("memory not locked: {e}"));
@@ -240,6 +243,12 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
         eprintln!();
     }
     drop(prep.dma.take());
+    // Measuring is over: what is allocated from here on (HDR encoding, JSON) need not be
+    // locked nor populated in full.
+    if prep.mlock {
+        rt::munlockall();
+        let _ = rt::drop_exe_text(&root);
+    }
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
@@ -306,7 +315,7 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
         }
     );
     println!(
-        "{:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>6}",
+        "{:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>6} {:>6}",
         "cpu",
         "samples",
         "min us",
@@ -316,14 +325,15 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
         "max us",
         "max cycle",
         "missed",
-        "o.o.r."
+        "o.o.r.",
+        "faults"
     );
-    for t in &rec.threads {
+    for (t, r) in rec.threads.iter().zip(&outcome.threads) {
         let l = &t.latency;
         #[allow(clippy::cast_precision_loss)]
         let u = |ns: u64| ns as f64 / 1000.0;
         println!(
-            "{:>4} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10} {:>7} {:>6}",
+            "{:>4} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10} {:>7} {:>6} {:>6}",
             t.cpu,
             t.samples,
             u(l.min_ns),
@@ -333,7 +343,8 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
             u(l.max_ns),
             t.max_at_cycle,
             t.missed_periods,
-            t.out_of_range
+            t.out_of_range,
+            r.faults_in_loop
         );
     }
     if exceeded {

@@ -138,6 +138,7 @@ struct Thread<'a> {
     out_of_range: u64,
     max_cycle: u64,
     tid: u32,
+    page_faults_in_loop: u64,
 }
 
 struct Threads<'a>(Vec<Thread<'a>>);
@@ -206,6 +207,7 @@ pub fn json(header: &Header, threads: &[ThreadResult], nodes: &[u32]) -> String 
                         out_of_range: s.out_of_range,
                         max_cycle: s.max_cycle,
                         tid: t.tid,
+                        page_faults_in_loop: t.faults_in_loop,
                     }
                 })
                 .collect(),
@@ -438,6 +440,7 @@ pub(crate) mod tests {
             stats,
             hist,
             buckets,
+            faults_in_loop: 0,
         }
     }
 

@@ -9,6 +9,10 @@ use rt_guest::cli::{Cli, Command};
 use rt_guest::commands;
 
 fn main() -> ExitCode {
+    // Keep the resident set to what runs (see rt_sys::rt); best effort, before anything
+    // else pages in the binary or starts a thread.
+    let _ = rt_sys::rt::advise_exe_random(&rt_sys::SysRoot::live());
+    rt_sys::rt::single_malloc_arena();
     let cli = Cli::parse();
     let argv: Vec<String> = std::env::args().collect();
     let r = match &cli.command {

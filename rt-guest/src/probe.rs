@@ -210,6 +210,9 @@ pub struct ThreadResult {
     pub hist: Histogram<u64>,
     /// cyclictest-style us buckets.
     pub buckets: UsBuckets,
+    /// Page faults the thread took while measuring (should be 0: memory locked, stack
+    /// prefaulted, loop warmed up).
+    pub faults_in_loop: u64,
 }
 
 /// A finished (or interrupted) run.
@@ -269,11 +272,12 @@ pub fn run(
         // Allocated here, on the reporting thread: the measurement thread never allocates.
         let hist = validation::hist::new_ns();
         let buckets = UsBuckets::new(cfg.hist_us);
+        let scratch = Scratch::new();
         let sh = shared.clone();
         let h = std::thread::Builder::new()
             .name(format!("probe/{cpu}"))
-            .stack_size(256 * 1024)
-            .spawn(move || measure(&sh, slot, cpu, hist, buckets));
+            .stack_size(96 * 1024)
+            .spawn(move || measure(&sh, slot, cpu, hist, buckets, scratch));
         match h {
             Ok(h) => handles.push((cpu, h)),
             Err(source) => {
@@ -362,12 +366,33 @@ fn setup(cfg: &ProbeConfig, cpu: u32) -> Result<SchedParams, SysError> {
     sched::get_sched(0)
 }
 
+/// Periods run before the barrier, into scratch accumulators, so that every page the
+/// loop touches (code, vDSO, stack) is resident and locked before the first sample.
+const WARMUP_LOOPS: u64 = 3;
+
+/// Scratch accumulators for the warm-up pass (allocated by the reporting thread).
+pub(crate) struct Scratch {
+    hist: Histogram<u64>,
+    buckets: UsBuckets,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch {
+            // Small bounds: the same code as the real histogram, little memory.
+            hist: Histogram::new_with_bounds(1, 10_000_000, 1).expect("static bounds are valid"),
+            buckets: UsBuckets::new(16),
+        }
+    }
+}
+
 fn measure(
     sh: &Shared,
     slot: usize,
     cpu: u32,
     mut hist: Histogram<u64>,
     mut buckets: UsBuckets,
+    mut scratch: Scratch,
 ) -> Result<ThreadResult, ProbeError> {
     let _done = Finished(&sh.live.finished);
     block_stop_signals();
@@ -377,35 +402,86 @@ fn measure(
         sh.abort.store(true, Ordering::SeqCst);
     }
     rt::prefault_stack();
+    if setup.is_ok() {
+        let now = rt::monotonic_ns();
+        let mut s = Stats::default();
+        let warm = Span {
+            start: now,
+            loops: WARMUP_LOOPS,
+            end: None,
+        };
+        cycles(
+            sh,
+            None,
+            cpu,
+            &warm,
+            &mut s,
+            &mut scratch.hist,
+            &mut scratch.buckets,
+        )?;
+    }
+    drop(scratch);
     sh.ready.wait();
     sh.go.wait();
     let read_back = setup.map_err(|source| ProbeError::Setup { cpu, source })?;
     let live = &sh.live.threads[slot];
     live.tid.store(tid, Ordering::Relaxed);
     let mut stats = Stats::default();
-    let result = |stats, hist, buckets| ThreadResult {
+    let mut faults_in_loop = 0;
+    if !sh.abort.load(Ordering::SeqCst) {
+        let cfg = &sh.cfg;
+        let start = sh.live.start_ns.load(Ordering::SeqCst);
+        let span = Span {
+            start,
+            loops: cfg.loops.unwrap_or(u64::MAX),
+            end: cfg.duration_ns.map(|d| start.saturating_add(d)),
+        };
+        let f0 = rt::thread_faults();
+        cycles(
+            sh,
+            Some(live),
+            cpu,
+            &span,
+            &mut stats,
+            &mut hist,
+            &mut buckets,
+        )?;
+        faults_in_loop = rt::thread_faults().saturating_sub(f0);
+    }
+    Ok(ThreadResult {
         cpu,
         tid,
         sched: read_back,
         stats,
         hist,
         buckets,
-    };
-    if sh.abort.load(Ordering::SeqCst) {
-        return Ok(result(stats, hist, buckets));
-    }
-    let cfg = &sh.cfg;
-    let interval = cfg.interval_ns;
-    let start = sh.live.start_ns.load(Ordering::SeqCst);
-    let end = cfg.duration_ns.map(|d| start.saturating_add(d));
-    let loops = cfg.loops.unwrap_or(u64::MAX);
-    let mut next = start;
-    let mut cycle: u64 = 0;
+        faults_in_loop,
+    })
+}
 
-    // The hot loop: no allocation, no lock.
-    while cycle < loops {
+/// Where the grid starts and when to stop.
+struct Span {
+    start: u64,
+    loops: u64,
+    end: Option<u64>,
+}
+
+/// The hot loop: no allocation, no lock. `live` is None for the warm-up pass.
+fn cycles(
+    sh: &Shared,
+    live: Option<&LiveThread>,
+    cpu: u32,
+    span: &Span,
+    stats: &mut Stats,
+    hist: &mut Histogram<u64>,
+    buckets: &mut UsBuckets,
+) -> Result<(), ProbeError> {
+    let interval = sh.cfg.interval_ns;
+    let mut next = span.start;
+    let mut cycle: u64 = 0;
+    while cycle < span.loops {
         next += interval;
-        if end.is_some_and(|e| next > e)
+        if span.end.is_some_and(|e| next > e)
             || sh.stop.load(Ordering::Relaxed)
             || sh.abort.load(Ordering::Relaxed)
         {
@@ -427,29 +503,31 @@ fn measure(
             break; // interrupted sleep: not a sample
         }
         let w = classify(next, now, interval);
-        if stats.record(&w, cycle, &mut hist) {
+        if stats.record(&w, cycle, hist) {
             stats.max_wall_ns = rt::realtime_ns();
         }
         buckets.record(w.latency_ns, cycle);
-        live.samples.store(stats.samples, Ordering::Relaxed);
-        live.last_ns.store(w.latency_ns, Ordering::Relaxed);
-        live.max_ns.store(stats.max_ns, Ordering::Relaxed);
-        live.min_ns.store(stats.min_ns, Ordering::Relaxed);
-        live.sum_ns.store(
-            u64::try_from(stats.sum_ns).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        live.missed.store(stats.missed, Ordering::Relaxed);
-        if let Some(bound) = cfg.breaktrace_ns {
-            if w.latency_ns > 0 && w.latency_ns.unsigned_abs() > bound {
-                breaktrace(sh, cpu, w.latency_ns.unsigned_abs());
-                break;
+        if let Some(live) = live {
+            live.samples.store(stats.samples, Ordering::Relaxed);
+            live.last_ns.store(w.latency_ns, Ordering::Relaxed);
+            live.max_ns.store(stats.max_ns, Ordering::Relaxed);
+            live.min_ns.store(stats.min_ns, Ordering::Relaxed);
+            live.sum_ns.store(
+                u64::try_from(stats.sum_ns).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            live.missed.store(stats.missed, Ordering::Relaxed);
+            if let Some(bound) = sh.cfg.breaktrace_ns {
+                if w.latency_ns > 0 && w.latency_ns.unsigned_abs() > bound {
+                    breaktrace(sh, cpu, w.latency_ns.unsigned_abs());
+                    break;
+                }
             }
         }
         next = w.next_ns;
         cycle += 1;
     }
-    Ok(result(stats, hist, buckets))
+    Ok(())
 }
 
 /// Mark the trace and stop tracing (first thread only), then stop the run.

@@ -289,6 +289,8 @@ fn root_probe_on_cpu1_has_cyclictests_formats() {
     assert_cyclictest_formats(&json, &hist, 100);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["thread"]["0"]["cpu"], 1);
+    // Memory locked, stack prefaulted, loop warmed up: no page fault while measuring.
+    assert_eq!(v["thread"]["0"]["page_faults_in_loop"], 0, "{v:#}");
     let text = std::fs::read_to_string(&hist).unwrap();
     assert!(
         text.starts_with("# /dev/cpu_dma_latency set to 0us\n# Histogram\n"),

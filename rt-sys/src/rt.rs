@@ -33,6 +33,129 @@ pub fn mlockall() -> Result<(), SysError> {
     Ok(())
 }
 
+/// Lock what the process has mapped as it is touched (`MCL_CURRENT | MCL_ONFAULT`) and
+/// every future mapping in full (`MCL_FUTURE`, populated at `mmap` time).
+///
+/// Unlike [`mlockall`], the parts of the binary and libraries never executed are not read
+/// into RAM: the resident set stays at what the program uses. The caller must touch what
+/// its hot loop needs (code, stack) before measuring; memory allocated afterwards is
+/// resident and locked from the start. See `mlockall(2)` (MCL_ONFAULT, Linux 4.4).
+pub fn mlockall_touched() -> Result<(), SysError> {
+    let lock = |flags: libc::c_int, what: &str| {
+        // SAFETY: mlockall takes flags only and touches no memory of ours.
+        let r = unsafe { libc::mlockall(flags) };
+        if r != 0 {
+            return Err(SysError::from_io(
+                what.to_string(),
+                None,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    };
+    lock(
+        libc::MCL_CURRENT | libc::MCL_ONFAULT,
+        "mlockall(MCL_CURRENT|MCL_ONFAULT)",
+    )?;
+    // Without MCL_CURRENT the current mappings keep their on-fault locking.
+    lock(libc::MCL_FUTURE, "mlockall(MCL_FUTURE)")
+}
+
+/// The mappings of file `path` in `/proc/self/maps` text: (start, end, perms).
+pub fn maps_of<'a>(maps: &'a str, path: &str) -> Vec<(usize, usize, &'a str)> {
+    maps.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let range = f.next()?;
+            let perms = f.next()?;
+            // offset, dev, inode, then the path (which may contain spaces).
+            let p: Vec<&str> = f.skip(3).collect();
+            if p.join(" ") != path {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            Some((
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+                perms,
+            ))
+        })
+        .collect()
+}
+
+/// Apply `advice` to our own executable's mappings whose permissions `want` accepts.
+fn advise_exe(
+    root: &SysRoot,
+    advice: libc::c_int,
+    call: &'static str,
+    want: impl Fn(&str) -> bool,
+) -> Result<usize, SysError> {
+    let exe = root
+        .path("proc/self/exe")
+        .read_link()
+        .map_err(|e| SysError::from_io(root.display("proc/self/exe"), None, e))?;
+    let maps = root.read("proc/self/maps")?;
+    let mut n = 0;
+    for (a, b, perms) in maps_of(&maps, &exe.to_string_lossy()) {
+        if !want(perms) {
+            continue;
+        }
+        // SAFETY: the range is a whole mapping of our own executable, page aligned as the
+        // kernel lists it; the callers pass advice that changes paging only (MADV_RANDOM)
+        // or drops read-only, never-written text pages that fault back in from the file
+        // (MADV_DONTNEED on r-x mappings).
+        let r = unsafe { libc::madvise(a as *mut libc::c_void, b - a, advice) };
+        if r != 0 {
+            return Err(SysError::Syscall {
+                call,
+                what: exe.display().to_string(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Tell the kernel not to map neighbouring pages of our own executable on each page fault
+/// (`madvise(MADV_RANDOM)`: no fault-around, no read-ahead), so that with
+/// [`mlockall_touched`] the resident set is the code that runs, not the whole binary.
+/// Returns the number of mappings advised.
+pub fn advise_exe_random(root: &SysRoot) -> Result<usize, SysError> {
+    advise_exe(root, libc::MADV_RANDOM, "madvise(MADV_RANDOM)", |_| true)
+}
+
+/// Unmap our executable's code pages (`madvise(MADV_DONTNEED)` on the `r-x` mappings,
+/// which are never written): start-up code (argument parsing, profile loading) leaves
+/// the resident set, and what runs afterwards faults back in page by page. Call it
+/// before [`mlockall_touched`]. Returns the number of mappings dropped.
+pub fn drop_exe_text(root: &SysRoot) -> Result<usize, SysError> {
+    advise_exe(root, libc::MADV_DONTNEED, "madvise(MADV_DONTNEED)", |p| {
+        p.starts_with("r-x")
+    })
+}
+
+/// Keep every thread on glibc's main malloc arena (`mallopt(M_ARENA_MAX, 1)`): a
+/// measurement thread that allocates once at start would otherwise get its own arena,
+/// whose first heap [`mlockall_touched`] locks in full.
+pub fn single_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes two integers and changes allocator tuning only.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Page faults (minor + major) of the calling thread so far (`getrusage(RUSAGE_THREAD)`).
+pub fn thread_faults() -> u64 {
+    // SAFETY: rusage is plain data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let f = |v: libc::c_long| u64::try_from(v).unwrap_or(0);
+    f(ru.ru_minflt) + f(ru.ru_majflt)
+}
+
 /// Undo [`mlockall`].
 pub fn munlockall() {
     // SAFETY: munlockall has no arguments.
@@ -100,7 +223,7 @@ pub fn sleep_until_monotonic(deadline_ns: u64) -> Result<(), Errno> {
 }
 
 /// Bytes of stack [`prefault_stack`] touches.
-pub const PREFAULT_STACK_BYTES: usize = 64 * 1024;
+pub const PREFAULT_STACK_BYTES: usize = 48 * 1024;
 
 /// Touch [`PREFAULT_STACK_BYTES`] of the calling thread's stack so that (with
 /// [`mlockall`]) the pages are resident before the first measurement.
@@ -237,6 +360,35 @@ mod tests {
         assert!(realtime_ns() > 1_600_000_000 * NS_PER_S);
         prefault_stack();
         assert!(max_rss_kib() > 0);
+        // Touching 64 KiB of fresh heap faults at least once.
+        let before = thread_faults();
+        let v = vec![1u8; 1 << 20];
+        std::hint::black_box(&v);
+        assert!(thread_faults() > before);
+    }
+
+    #[test]
+    fn maps_lines_of_a_file() {
+        // Lines of /proc/self/maps of rt-guest on this machine.
+        let maps =
+            "55eaaf77c000-55eaaf827000 r--p 00000000 fd:01 1234 /work/target/release/rt-guest\n\
+55eaaf827000-55eaafa4b000 r-xp 000ab000 fd:01 1234 /work/target/release/rt-guest\n\
+7fad18472000-7fad185c8000 r-xp 00028000 fd:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6\n\
+7fff3c47b000-7fff3c49c000 rw-p 00000000 00:00 0 [stack]\n";
+        let r = maps_of(maps, "/work/target/release/rt-guest");
+        assert_eq!(
+            r,
+            vec![
+                (0x55eaaf77c000, 0x55eaaf827000, "r--p"),
+                (0x55eaaf827000, 0x55eaafa4b000, "r-xp")
+            ]
+        );
+        assert!(maps_of(maps, "/nope").is_empty());
+        assert!(advise_exe_random(&SysRoot::live()).unwrap() >= 1);
+        // Dropping the code pages is harmless: what runs next faults them back in.
+        assert!(drop_exe_text(&SysRoot::live()).unwrap() >= 1);
+        assert_eq!(maps_of(maps, "/nope").len(), 0);
+        single_malloc_arena();
     }
 
     #[test]
