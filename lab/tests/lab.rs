@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use lab::flow::Summary;
@@ -146,7 +146,15 @@ fn run_flow() -> Option<Run> {
 
 fn flow() -> Option<&'static Run> {
     static RUN: OnceLock<Option<Run>> = OnceLock::new();
+    let _vm = one_vm_at_a_time();
     RUN.get_or_init(run_flow).as_ref()
+}
+
+/// The lab tests boot VMs and tune this host: one at a time, even without
+/// `--test-threads=1` (a failed test must not block the others, so poisoning is ignored).
+fn one_vm_at_a_time() -> MutexGuard<'static, ()> {
+    static LAB: Mutex<()> = Mutex::new(());
+    LAB.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn vcpu1(samples: &[VcpuSample]) -> Option<&VcpuSample> {
@@ -325,6 +333,7 @@ fn lab_bare_vm_carries_frames_from_can0_to_can1() {
         eprintln!("SKIP: {why}");
         return;
     }
+    let _vm = one_vm_at_a_time();
     let out = root()
         .join("lab/out")
         .join(format!("test-boot-{}", std::process::id()));
@@ -370,6 +379,7 @@ fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
         return;
     }
     let bin_dir = host_tools();
+    let _vm = one_vm_at_a_time();
     let out = root()
         .join("lab/out")
         .join(format!("test-sigint-{}", std::process::id()));
