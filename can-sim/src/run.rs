@@ -161,15 +161,14 @@ pub fn build_frame(m: &MessagePlan, seq: u64, release_ns: u64) -> Option<CanAnyF
 }
 
 /// Pin, then set FIFO; failures become warnings (the run still measures, and says so).
-fn setup_thread(cpu: Option<u32>, priority: u8) -> (u32, String, Option<String>, Vec<String>) {
+fn setup_thread(cpus: Option<CpuSet>, priority: u8) -> (u32, String, Option<String>, Vec<String>) {
     let tid = sched::gettid();
     let mut warnings = Vec::new();
-    let mut cpus = None;
-    if let Some(c) = cpu {
-        let set = CpuSet::from_cpus([c]);
+    let mut pinned = None;
+    if let Some(set) = cpus {
         match sched::set_affinity(tid, &set) {
-            Ok(()) => cpus = Some(set.to_string()),
-            Err(e) => warnings.push(format!("affinity to CPU {c}: {e}")),
+            Ok(()) => pinned = Some(set.to_string()),
+            Err(e) => warnings.push(format!("affinity to CPUs {set}: {e}")),
         }
     }
     if let Err(e) = sched::set_sched(
@@ -184,7 +183,7 @@ fn setup_thread(cpu: Option<u32>, priority: u8) -> (u32, String, Option<String>,
     let sched_now = sched::get_sched(tid)
         .map(|p| p.to_string())
         .unwrap_or_else(|e| format!("unknown ({e})"));
-    (tid, sched_now, cpus, warnings)
+    (tid, sched_now, pinned, warnings)
 }
 
 /// A frame waiting for the paced bus.
@@ -523,6 +522,18 @@ pub fn simulate_paced(releases: &[(u64, u64, u64)]) -> Vec<u64> {
 /// Most frames kept for `can.log` (80 bytes each: 40 MB, locked in memory by mlockall).
 pub const LOG_CAP_MAX: usize = 500_000;
 
+/// Where the receiver and bus threads run: on the allowed CPUs no ECU is pinned to (None:
+/// no such CPU, or no ECU is pinned: left to the scheduler), so they never preempt a
+/// sender; the receiver one priority below the lowest ECU (it only has to keep up: the
+/// latency is the kernel's timestamp, not its wake-up).
+pub fn helper_placement(allowed: &CpuSet, ecus: &[profiles::Ecu]) -> (Option<CpuSet>, u8) {
+    let ecu_cpus = CpuSet::from_cpus(ecus.iter().filter_map(|e| e.cpu));
+    let rest = allowed.difference(&ecu_cpus);
+    let cpus = (!ecu_cpus.is_empty() && !rest.is_empty()).then_some(rest);
+    let low = ecus.iter().map(|e| e.priority).min().unwrap_or(80);
+    (cpus, low.saturating_sub(1).max(1))
+}
+
 fn estimate_frames(plan: &Plan, duration: Duration) -> usize {
     let d = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
     let n: u64 = plan
@@ -586,16 +597,18 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
     let n_threads = plan.ecus.len() + 1 + usize::from(opts.pace) + 1;
     let barrier = Arc::new(Barrier::new(n_threads));
     let max_prio = can.ecus.iter().map(|e| e.priority).max().unwrap_or(80);
+    let allowed = sched::get_affinity(0).unwrap_or_default();
+    let (helper_cpus, rx_prio) = helper_placement(&allowed, &can.ecus);
 
     // Receiver.
     let rx = {
         let sh = shared.clone();
         let b = barrier.clone();
-        let prio = max_prio.saturating_add(1).min(98);
+        let (prio, cpus) = (rx_prio, helper_cpus.clone());
         thread::Builder::new()
             .name("can/rx".into())
             .spawn(move || {
-                let _ = setup_thread(None, prio);
+                let _ = setup_thread(cpus, prio);
                 b.wait();
                 rx_loop(&rx_sock, &sh, start_ns, log_cap)
             })
@@ -610,12 +623,12 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
             let sh = shared.clone();
             let b = barrier.clone();
             let bus = bus.clone();
-            let prio = max_prio;
+            let (prio, cpus) = (max_prio, helper_cpus.clone());
             Some(
                 thread::Builder::new()
                     .name("can/bus".into())
                     .spawn(move || {
-                        let _ = setup_thread(None, prio);
+                        let _ = setup_thread(cpus, prio);
                         b.wait();
                         bus_loop(&sh, &bus, &sock);
                     })
@@ -640,7 +653,8 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
         let h = thread::Builder::new()
             .name(tname.chars().take(15).collect())
             .spawn(move || {
-                let (tid, sched_now, cpus, warnings) = setup_thread(cpu, prio);
+                let (tid, sched_now, cpus, warnings) =
+                    setup_thread(cpu.map(|c| CpuSet::from_cpus([c])), prio);
                 let mut lat = hist::new_ns();
                 b.wait();
                 let releases = ecu_loop(
@@ -860,6 +874,21 @@ mod tests {
             account(&plan, &index, &mut stats, start, &other, 0),
             Accounted::Foreign(270_000)
         );
+    }
+
+    #[test]
+    fn helpers_stay_off_the_ecu_cpus() {
+        let p = profiles::load("lab").unwrap().profile;
+        let ecus = &p.can.as_ref().unwrap().ecus; // all on CPU 0, priorities 80, 80, 70
+        let (cpus, prio) = helper_placement(&CpuSet::parse("0-1").unwrap(), ecus);
+        assert_eq!(cpus.map(|c| c.to_string()), Some("1".to_string()));
+        assert_eq!(prio, 69);
+        // Only CPU 0 allowed: nowhere else to go.
+        assert_eq!(helper_placement(&CpuSet::parse("0").unwrap(), ecus).0, None);
+        // No ECU pinned: left to the scheduler.
+        let p = profiles::load("canfd").unwrap().profile;
+        let (cpus, prio) = helper_placement(&CpuSet::parse("0-3").unwrap(), &p.can.unwrap().ecus);
+        assert_eq!((cpus, prio), (None, 79));
     }
 
     #[test]
