@@ -210,7 +210,8 @@ pub fn build(
         &fs::read_to_string(&dep_path)
             .with_context(|| format!("Reading {}", dep_path.display()))?,
     )
-    .with_context(|| format!("Parsing {}", dep_path.display()))?;
+    .with_context(|| format!("Parsing {}", dep_path.display()))?
+    .with_builtin(&fs::read_to_string(modules_dir.join("modules.builtin")).unwrap_or_default());
     let order = dep.load_order(LAB_MODULES)?;
     let mut load_lines = String::new();
     for rel in &order {

@@ -334,6 +334,17 @@ fn boot(
         let _ = agent.poweroff(&mut vm);
     }
     vm.stop();
+    for tmp in [
+        config.qmp.clone(),
+        config.share.join("cmd"),
+        config.share.join("ready"),
+    ] {
+        let _ = if tmp.is_dir() {
+            std::fs::remove_dir_all(&tmp)
+        } else {
+            std::fs::remove_file(&tmp)
+        };
+    }
     Ok(if failed {
         ExitCode::from(1)
     } else {

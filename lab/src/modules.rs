@@ -26,6 +26,7 @@ pub const LAB_MODULES: &[&str] = &[
 #[derive(Debug, Default, Clone)]
 pub struct ModulesDep {
     deps: BTreeMap<String, Vec<String>>,
+    builtin: Vec<String>,
 }
 
 /// The module name of a path: `kernel/net/can/can-raw.ko` (or `.ko.xz`) -> `can-raw`.
@@ -59,7 +60,26 @@ impl ModulesDep {
                 rest.split_whitespace().map(str::to_string).collect(),
             );
         }
-        Ok(Self { deps })
+        Ok(Self {
+            deps,
+            builtin: Vec::new(),
+        })
+    }
+
+    /// Take note of `modules.builtin` (one path per line): those need no loading.
+    pub fn with_builtin(mut self, text: &str) -> Self {
+        self.builtin = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        self
+    }
+
+    /// Whether `name` is built into the kernel.
+    pub fn is_builtin(&self, name: &str) -> bool {
+        self.builtin.iter().any(|p| same_name(module_name(p), name))
     }
 
     /// The path of module `name`.
@@ -75,6 +95,9 @@ impl ModulesDep {
         let mut order = Vec::new();
         let mut done = BTreeSet::new();
         for name in names {
+            if self.path_of(name).is_none() && self.is_builtin(name) {
+                continue;
+            }
             let Some(path) = self.path_of(name) else {
                 bail!("Module {name:?} is not in modules.dep (not built for this kernel, or built in)");
             };
@@ -160,6 +183,19 @@ kernel/net/can/can-raw.ko: kernel/net/can/can.ko
         let dep = ModulesDep::parse(DEP).unwrap();
         let err = dep.load_order(&["9p"]).unwrap_err().to_string();
         assert!(err.contains("\"9p\""), "{err}");
+    }
+
+    #[test]
+    fn builtin_modules_need_no_loading() {
+        let dep = ModulesDep::parse(DEP)
+            .unwrap()
+            .with_builtin("kernel/fs/9p/9p.ko\nkernel/net/9p/9pnet.ko\n");
+        assert!(dep.is_builtin("9p"));
+        let order = dep.load_order(&["9p", "vcan"]).unwrap();
+        assert_eq!(
+            order.iter().map(|p| module_name(p)).collect::<Vec<_>>(),
+            vec!["can-dev", "vcan"]
+        );
     }
 
     #[test]
