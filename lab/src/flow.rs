@@ -221,7 +221,14 @@ pub fn run(opts: &FlowOptions) -> Result<Summary> {
     let path = st.out.join("summary.json");
     fs::write(&path, serde_json::to_string_pretty(&st.summary)?)
         .with_context(|| format!("Writing {}", path.display()))?;
-    Ok(st.summary)
+    Ok(std::mem::take(&mut st.summary))
+}
+
+impl Drop for State {
+    /// A panic in a step still reverts the host and stops QEMU (cleanup is idempotent).
+    fn drop(&mut self) {
+        cleanup(self);
+    }
 }
 
 fn cleanup(st: &mut State) {
@@ -644,7 +651,9 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
             "rt-guest selftest",
             &format!("rt-guest selftest --out {run_can}"),
             2 * minute,
-            &[0],
+            // 1: the self-test did not pass; the run records it and the report marks the
+            // evidence invalid, like a failed requirement.
+            &[0, 1],
         )?;
         gr.step("rt-guest probe", &probe(run_can), probe_timeout, &[0, 1])?;
         let can_timeout = secs(g.can_duration) + 90 * minute / 60;
@@ -719,17 +728,20 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
     crate::check::attach(&runs, &st.out, &loaded, &st.summary)?;
     st.summary.runs = runs.clone();
 
-    if !guest_failures.is_empty() {
-        bail!("Guest steps failed: {}", guest_failures.join("; "));
-    }
-
-    // Evidence.
+    // Evidence, also when a guest step failed: the report shows what exists.
+    let guest_error = (!guest_failures.is_empty())
+        .then(|| format!("Guest steps failed: {}", guest_failures.join("; ")));
     let Some(validation) = bins.validation else {
-        bail!("Cannot export the report: {}", missing.join("; "))
+        bail!(
+            "{}Cannot export the report: {}",
+            guest_error.map(|e| e + "; ").unwrap_or_default(),
+            missing.join("; ")
+        )
     };
     if runs.is_empty() {
         bail!(
-            "No run directory came out of the guest (looked in {})",
+            "{}No run directory came out of the guest (looked in {})",
+            guest_error.map(|e| e + "; ").unwrap_or_default(),
             runs_dir.display()
         );
     }
@@ -771,6 +783,9 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
         st.summary.reports.insert(format.to_string(), path);
     }
     st.summary.report_rc = report_rc;
+    if let Some(e) = guest_error {
+        bail!("{e}");
+    }
     if !missing.is_empty() {
         bail!("Contract commands missing: {}", missing.join("; "));
     }
