@@ -400,7 +400,7 @@ pub fn kvm_device_usable() -> bool {
     fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/kvm")
+        .open(rt_sys::SysRoot::live().path("dev/kvm"))
         .is_ok()
 }
 

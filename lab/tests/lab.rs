@@ -176,7 +176,7 @@ fn lab_flow_passes_and_leaves_no_qemu() {
     );
     let pid = s.qemu_pid.expect("the flow started QEMU");
     assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
+        !rt_sys::SysRoot::live().exists(format!("proc/{pid}")),
         "QEMU pid {pid} still runs after the flow"
     );
     assert!(!s.out.join("qmp.sock").exists(), "temp files left");
@@ -443,7 +443,7 @@ fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(2), "exit status after SIGINT\n{stderr}");
     assert!(
-        !Path::new(&format!("/proc/{qemu}")).exists(),
+        !rt_sys::SysRoot::live().exists(format!("proc/{qemu}")),
         "QEMU {qemu} survived SIGINT\n{stderr}"
     );
     let summary: Summary =
