@@ -362,6 +362,9 @@ pub fn message_index(plan: &Plan) -> HashMap<(u32, bool), usize> {
         .collect()
 }
 
+/// How long after the end of the run a late sender may still send releases due before it.
+pub const END_GRACE_NS: u64 = 20_000_000;
+
 fn ecu_loop(
     sh: &Shared,
     bus: Option<&Bus>,
@@ -380,13 +383,14 @@ fn ecu_loop(
         let woke = now_ns();
         let _ = lat.record(woke.saturating_sub(t).max(1));
         // Send everything of this ECU that is due by now (a late wake-up releases a batch),
-        // but stop at the end of the run by the wall clock: a sender that cannot keep up
-        // (a 1 us period) must not work through its backlog after the run.
+        // but stop by the wall clock END_GRACE_NS after the end of the run: a release due
+        // before the end still goes out after a late wake-up, while a sender that cannot
+        // keep up (a 1 us period) does not work through its backlog after the run.
         while let Some(next) = sched.peek_ns() {
             if next > woke || next >= end_ns {
                 break;
             }
-            if now_ns() >= end_ns || sh.stop.load(Ordering::Relaxed) {
+            if now_ns() >= end_ns + END_GRACE_NS || sh.stop.load(Ordering::Relaxed) {
                 return releases;
             }
             let Some(rel) = sched.next_release() else {
