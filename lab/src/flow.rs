@@ -373,22 +373,41 @@ pub fn boot(config: &VmConfig, forced: Option<Accel>, kvm_probe: Duration) -> Re
     Ok((vm, reason))
 }
 
-fn vm_config(st: &State, kernel: &Path, initrd: &Path, append: &str) -> Result<VmConfig> {
+/// The VM of the flow: 2 vCPUs; the name, memory and housekeeping CPUs follow the
+/// profile's `host` section where it has one (`lab`, 512 MiB and CPU 0 otherwise).
+fn vm_config(
+    st: &State,
+    profile: &profiles::Profile,
+    kernel: &Path,
+    initrd: &Path,
+    append: &str,
+) -> Result<VmConfig> {
     let qemu = image::find_program("qemu-system-x86_64")
         .context("qemu-system-x86_64 not found: run lab/setup.sh")?;
+    let host = profile.host.as_ref();
+    let vm = host.and_then(|h| h.vm.as_ref());
+    let housekeeping = host
+        .map(|h| h.housekeeping_cpus.to_string())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "0".into());
     Ok(VmConfig {
         qemu,
-        name: "lab".into(),
+        name: vm
+            .and_then(|v| v.qemu_name.clone())
+            .unwrap_or_else(|| "lab".into()),
         kernel: kernel.to_path_buf(),
         initrd: initrd.to_path_buf(),
         append: append.to_string(),
         smp: 2,
-        mem_mib: 512,
+        mem_mib: vm
+            .and_then(|v| v.memory_mib)
+            .and_then(|m| u32::try_from(m).ok())
+            .unwrap_or(512),
         share: st.share.clone(),
         qmp: st.out.join("qmp.sock"),
         console: st.out.join("console.log"),
         qemu_log: st.out.join("qemu.log"),
-        housekeeping: "0".into(),
+        housekeeping,
     })
 }
 
@@ -489,7 +508,7 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
     st.temp.push(st.share.join("cmd"));
     st.temp.push(st.share.join("ready"));
     st.temp.push(st.out.join("qmp.sock"));
-    let config = vm_config(st, &kernel.vmlinuz, &initrd, &opts.append)?;
+    let config = vm_config(st, &profile, &kernel.vmlinuz, &initrd, &opts.append)?;
     let t = Instant::now();
     let (vm, reason) = boot(&config, Accel::from_env()?, opts.kvm_probe)?;
     st.summary.accel = vm.accel.to_string();
