@@ -254,10 +254,11 @@ pub fn system_time_ns(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Describe an error frame: its causes, and whether it means bus-off or error-passive.
+/// Describe an error frame (`CAN_ERR_*` classes of `linux/can/error.h`): every cause,
+/// e.g. "bus off", "controller problem: receive error passive", with the error counters
+/// when the driver reports them.
 pub fn describe_error_frame(frame: &socketcan::CanErrorFrame) -> String {
-    let err = frame.into_error();
-    err.to_string()
+    frame.into_error().to_string()
 }
 
 /// Check that `iface` can carry FD frames (MTU 72). Unknown MTU (netlink refused) passes:
@@ -363,6 +364,16 @@ mod tests {
             Err(other) => panic!("unexpected error: {other}"),
             Ok(_) => panic!("an interface named rtvirt-nonexistent0 exists?"),
         }
+    }
+
+    #[test]
+    fn error_frames_are_named() {
+        // CAN_ERR_BUSOFF (0x40) and CAN_ERR_CRTL (0x04) with data[1] = CAN_ERR_CRTL_RX_PASSIVE.
+        let f =
+            socketcan::CanErrorFrame::new_error(0x40 | 0x04, &[0, 0x10, 0, 0, 0, 0, 0, 0]).unwrap();
+        let s = describe_error_frame(&f);
+        assert!(s.contains("bus off"), "{s}");
+        assert!(s.contains("passive"), "{s}");
     }
 
     #[test]
