@@ -130,13 +130,30 @@ pub fn attach(
     let host_check: Option<Value> = fs::read_to_string(out.join("host-check.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
+    // The guest's kernel facts as a producer recorded them in one of the runs: every run
+    // of the flow was measured in the same guest boot.
+    let mut guest_kernel = None;
+    for dir in runs {
+        if let Ok(rd) = validation::record::RunDir::open(dir) {
+            if let Some(k) = rd.manifest().environment.kernel.clone() {
+                guest_kernel = Some((
+                    k,
+                    dir.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                ));
+                break;
+            }
+        }
+    }
     for dir in runs {
         let mut rd = validation::record::RunDir::open(dir)
             .with_context(|| format!("Opening run {}", dir.display()))?;
         rd.begin_tool(
             "rtvirt-lab flow",
             env!("CARGO_PKG_VERSION"),
-            "unknown",
+            validation::GIT_SHA,
             std::env::args().skip(1).collect(),
         )
         .with_context(|| format!("Recording the lab in {}", dir.display()))?;
@@ -156,6 +173,12 @@ pub fn attach(
             summary.guest.as_ref().map(|g| format!("{} {}", g.uname_r, g.uname_v)).unwrap_or_default(),
             summary.profile
         ));
+        if let (None, Some((k, from))) = (&env.kernel, &guest_kernel) {
+            env.kernel = Some(k.clone());
+            env.notes.push(format!(
+                "kernel facts copied by rtvirt-lab from run {from}: the same guest boot (this run's tool recorded none)"
+            ));
+        }
         if summary.accel == "tcg" {
             env.notes
                 .push("QEMU TCG (binary translation): latencies are not real-time evidence".into());
