@@ -313,14 +313,28 @@ fn lab_report_marks_tcg_run_not_valid() {
     }
     let json = fs::read_to_string(&s.reports["json"]).unwrap();
     let html = fs::read_to_string(&s.reports["html"]).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&json).expect("report.json parses");
+    let runs = report["runs"]
+        .as_array()
+        .expect("report.json lists its runs");
+    assert_eq!(runs.len(), 2, "both run directories are in the report");
     if s.accel == "tcg" {
-        for (name, text) in [("json", &json), ("html", &html)] {
-            assert!(text.contains("TCG"), "the {name} report does not name TCG");
+        for r in runs {
+            let why: Vec<&str> = r["invalid_because"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
             assert!(
-                text.contains("not valid evidence"),
-                "the {name} report does not say the TCG run is not valid evidence"
+                why.iter()
+                    .any(|w| w.contains("TCG") && w.contains("not valid evidence")),
+                "run {} is not marked invalid for TCG: {why:?}",
+                r["run_id"]
             );
         }
+        assert!(
+            html.contains("TCG") && html.contains("not valid evidence"),
+            "the HTML report does not say the TCG run is not valid evidence"
+        );
     }
 }
 
