@@ -5,20 +5,24 @@
 #
 #   sudo rt-guest/bench/vs-cyclictest.sh [PAIRS] [SECONDS]
 #
-# Env: RT_GUEST (binary, default $CARGO_TARGET_DIR or target, release), CPU (default 1),
-# OUT (work directory, default a temp dir). Needs root, cyclictest, /usr/bin/time, python3.
+# The binary is the static build the lab guest runs:
+#   RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile small -p rt-guest \
+#       --target x86_64-unknown-linux-gnu
+# Env: RT_GUEST (binary; default that build under $CARGO_TARGET_DIR or target), CPU
+# (default 1), OUT (work directory, default a temp dir). Needs root, cyclictest,
+# /usr/bin/time, python3.
 set -euo pipefail
 
 PAIRS=${1:-5}
 SECS=${2:-20}
 CPU=${CPU:-1}
-RT_GUEST=${RT_GUEST:-${CARGO_TARGET_DIR:-target}/release/rt-guest}
+RT_GUEST=${RT_GUEST:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/small/rt-guest}
 OUT=${OUT:-$(mktemp -d /tmp/rtguest-bench.XXXXXX)}
 PRIO=90
 INTERVAL=1000
 BUCKETS=2000
 
-[ -x "$RT_GUEST" ] || { echo "no rt-guest binary at $RT_GUEST (cargo build --release -p rt-guest)" >&2; exit 2; }
+[ -x "$RT_GUEST" ] || { echo "no rt-guest binary at $RT_GUEST (see the build command above)" >&2; exit 2; }
 command -v cyclictest >/dev/null || { echo "cyclictest not installed (rt-tests)" >&2; exit 2; }
 mkdir -p "$OUT"
 echo "# $(date -u +%FT%TZ) $(uname -r) cpu=$CPU prio=$PRIO interval=${INTERVAL}us ${PAIRS}x${SECS}s"
@@ -71,18 +75,19 @@ def p99_from_h(path):
 
 rows = []
 for i in range(1, pairs + 1):
+    # Both from their cyclictest-format JSON (whole us, truncated the same way) and their
+    # -h text, so the units match; the probe's exact ns are printed beside.
     ct = json.load(open(f"{out}/ct-{i}.json"))["thread"]["0"]
-    pr = json.load(open(f"{out}/run-{i}/probe.json"))["threads"][0]
-    lat = pr["latency"]
+    pj = json.load(open(f"{out}/probe-{i}.json"))["thread"]["0"]
     c = dict(min=ct["min"], avg=ct["avg"], p99=p99_from_h(f"{out}/ct-{i}.txt"), max=ct["max"],
              cycles=ct["cycles"])
-    p = dict(min=lat["min_ns"] / 1e3, avg=lat["mean_ns"] / 1e3, p99=p99_from_h(f"{out}/probe-{i}.txt"),
-             max=lat["max_ns"] / 1e3, cycles=pr["samples"], missed=pr["missed_periods"],
-             p99_hdr=lat["percentiles"]["p99"] / 1e3)
+    p = dict(min=pj["min"], avg=pj["avg"], p99=p99_from_h(f"{out}/probe-{i}.txt"), max=pj["max"],
+             cycles=pj["cycles"])
     rows.append((c, p))
-    print(f"pair {i}: cyclictest min {c['min']} avg {c['avg']} p99 {c['p99']} max {c['max']} us ({c['cycles']} cycles) | "
-          f"probe min {p['min']:.3f} avg {p['avg']:.3f} p99 {p['p99']} (hdr {p['p99_hdr']:.3f}) max {p['max']:.3f} us "
-          f"({p['cycles']} samples, {p['missed']} missed periods)")
+    print(f"pair {i}: cyclictest min {c['min']} avg {c['avg']} p99 {c['p99']:.0f} max {c['max']} us "
+          f"({c['cycles']} cycles) | probe min {p['min']} avg {p['avg']} p99 {p['p99']:.0f} max {p['max']} us "
+          f"({p['cycles']} cycles, {pj['missed_periods']} missed periods, exact min {pj['min_ns']} ns, "
+          f"max {pj['max_ns']} ns, {pj['page_faults_in_loop']} page faults in the loop)")
 
 print()
 print("| metric | ratio probe/cyclictest min | median | max |")

@@ -85,6 +85,10 @@ pub struct ProbeArgs {
     /// Do not hold /dev/cpu_dma_latency at 0 while measuring.
     #[arg(long)]
     pub no_dma_latency: bool,
+    /// Lock the whole binary in RAM (`mlockall(MCL_CURRENT|MCL_FUTURE)`, as cyclictest
+    /// `-m`) instead of only the pages that run.
+    #[arg(long)]
+    pub mlock_all: bool,
     /// Exit 1 when any thread's max latency exceeds BOUND microseconds.
     #[arg(long, value_name = "BOUND")]
     pub max_us: Option<u64>,

@@ -89,12 +89,17 @@ struct Prepared {
     warnings: Vec<String>,
 }
 
-fn prepare(root: &SysRoot, hold_dma: bool) -> Prepared {
+fn prepare(root: &SysRoot, hold_dma: bool, mlock_all: bool) -> Prepared {
     let mut warnings = Vec::new();
-    // Start-up code (options, profile, checks) leaves the resident set before locking:
-    // only what runs from here on is faulted back in and locked.
-    let _ = rt::drop_exe_text(root);
-    let mlock = match rt::mlockall_touched() {
+    let locked = if mlock_all {
+        rt::mlockall()
+    } else {
+        // Start-up code (options, profile, checks) leaves the resident set before
+        // locking: only what runs from here on is faulted back in and locked.
+        let _ = rt::drop_exe_text(root);
+        rt::mlockall_touched()
+    };
+    let mlock = match locked {
         Ok(()) => true,
         Err(e) => {
             warnings.push(format!("memory not locked: {e}"));
@@ -192,7 +197,7 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
     }
     rd.save()?;
 
-    let mut prep = prepare(&root, resolved.dma_latency);
+    let mut prep = prepare(&root, resolved.dma_latency, args.mlock_all);
     let ftrace = match cfg.breaktrace_ns {
         Some(_) => match Ftrace::open(&root) {
             Ok(f) => Some(f),
@@ -379,7 +384,7 @@ pub fn selftest(args: &SelftestArgs, argv: Vec<String>) -> Result<u8> {
         priority: 90,
         report_cpus: report_cpus(&root, &cpus),
     };
-    let mut prep = prepare(&root, true);
+    let mut prep = prepare(&root, true, false);
     for w in &prep.warnings {
         eprintln!("warning: {w}");
     }

@@ -265,6 +265,13 @@ pub fn check(root: &SysRoot, profile: Option<&Profile>, steal_window: Duration) 
             .unwrap_or_default()
     });
     for cpu in cpus.iter() {
+        if !root.exists(format!("sys/devices/system/cpu/cpu{cpu}")) {
+            items.push(
+                Item::new(format!("cpuidle.cpu{cpu}"), Status::NotPresent, "")
+                    .because(format!("CPU {cpu} does not exist here")),
+            );
+            continue;
+        }
         match cpuidle::states(root, cpu) {
             Ok(states) => {
                 for s in states {
