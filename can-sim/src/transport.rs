@@ -94,6 +94,18 @@ fn open_err<'a>(
     }
 }
 
+fn deep_rx_queue(sock: &impl SocketOptions) {
+    if sock
+        .set_socket_option_int(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RX_BUFFER_BYTES)
+        .is_err()
+    {
+        let _ = sock.set_socket_option_int(libc::SOL_SOCKET, libc::SO_RCVBUF, RX_BUFFER_BYTES);
+    }
+}
+
+/// Receive buffer asked for (bytes; the kernel doubles it for bookkeeping).
+pub const RX_BUFFER_BYTES: i32 = 8 << 20;
+
 /// A received frame.
 #[derive(Debug, Clone, Copy)]
 pub struct Received {
@@ -130,6 +142,13 @@ impl CanSock {
     pub fn open_rx(iface: &str, fd: bool) -> Result<CanSock, TransportError> {
         let s = CanSock::open(iface, fd)?;
         let e = |what| open_err(iface, what);
+        // A deep receive queue, so a receiver that falls behind for a while (a TCG guest,
+        // a flood) loses nothing: SO_RCVBUFFORCE (root) beyond net.core.rmem_max, else
+        // SO_RCVBUF up to that limit. Best effort.
+        match &s {
+            CanSock::Classic(c) => deep_rx_queue(c),
+            CanSock::Fd(c) => deep_rx_queue(c),
+        }
         match &s {
             CanSock::Classic(c) => {
                 c.set_recv_timestamp(true)
