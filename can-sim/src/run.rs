@@ -362,6 +362,9 @@ pub fn message_index(plan: &Plan) -> HashMap<(u32, bool), usize> {
         .collect()
 }
 
+/// Stack of each thread: small, since `mlockall(MCL_FUTURE)` locks all of it.
+const THREAD_STACK: usize = 512 << 10;
+
 /// How long after the end of the run a late sender may still send releases due before it.
 pub const END_GRACE_NS: u64 = 20_000_000;
 
@@ -610,6 +613,7 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
         let b = barrier.clone();
         let (prio, cpus) = (rx_prio, helper_cpus.clone());
         thread::Builder::new()
+            .stack_size(THREAD_STACK)
             .name("can/rx".into())
             .spawn(move || {
                 let _ = setup_thread(cpus, prio);
@@ -630,6 +634,7 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
             let (prio, cpus) = (max_prio, helper_cpus.clone());
             Some(
                 thread::Builder::new()
+                    .stack_size(THREAD_STACK)
                     .name("can/bus".into())
                     .spawn(move || {
                         let _ = setup_thread(cpus, prio);
@@ -655,6 +660,7 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
         let (cpu, prio, name) = (ecu.cpu, ecu.priority, ecu.name.clone());
         let tname = format!("ecu/{}", ecu.name);
         let h = thread::Builder::new()
+            .stack_size(THREAD_STACK)
             .name(tname.chars().take(15).collect())
             .spawn(move || {
                 let (tid, sched_now, cpus, warnings) =
