@@ -373,6 +373,44 @@ pub fn boot(config: &VmConfig, forced: Option<Accel>, kvm_probe: Duration) -> Re
     Ok((vm, reason))
 }
 
+/// Boot (see [`boot`]) and wait until the guest reports `ready`. When KVM was chosen by
+/// detection (not forced) and started the kernel but the guest does not come up in
+/// `boot_timeout`, that VM is stopped (its console kept as `console-kvm.log`) and the
+/// guest booted again under TCG. On an error the VM is stopped (dropped).
+pub fn boot_until_ready(
+    config: &VmConfig,
+    forced: Option<Accel>,
+    kvm_probe: Duration,
+    boot_timeout: Duration,
+) -> Result<(Vm, String, GuestInfo)> {
+    let (mut vm, reason) = boot(config, forced, kvm_probe)?;
+    let agent = Agent::new(&config.share);
+    match agent.wait_ready(&mut vm, boot_timeout) {
+        Ok(info) => Ok((vm, reason, info)),
+        Err(e) if forced.is_none() && vm.accel == Accel::Kvm && !interrupted() => {
+            let why = format!("{e:#}");
+            let why = why.lines().next().unwrap_or("").to_string();
+            eprintln!("lab: the guest did not come up under KVM ({why}); booting it under TCG");
+            vm.stop();
+            drop(vm);
+            let _ = fs::rename(
+                &config.console,
+                config.console.with_file_name("console-kvm.log"),
+            );
+            let _ = fs::remove_file(config.share.join("ready"));
+            let mut vm = Vm::start(config, Accel::Tcg)?;
+            widen_vcpus(&mut vm)?;
+            let info = agent.wait_ready(&mut vm, boot_timeout)?;
+            Ok((
+                vm,
+                format!("KVM started the kernel but the guest did not come up ({why})"),
+                info,
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The VM of the flow: 2 vCPUs; the name, memory and housekeeping CPUs follow the
 /// profile's `host` section where it has one (`lab`, 512 MiB and CPU 0 otherwise).
 fn vm_config(
@@ -510,7 +548,12 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
     st.temp.push(st.out.join("qmp.sock"));
     let config = vm_config(st, &profile, &kernel.vmlinuz, &initrd, &opts.append)?;
     let t = Instant::now();
-    let (vm, reason) = boot(&config, Accel::from_env()?, opts.kvm_probe)?;
+    let (vm, reason, info) = boot_until_ready(
+        &config,
+        Accel::from_env()?,
+        opts.kvm_probe,
+        opts.boot_timeout,
+    )?;
     st.summary.accel = vm.accel.to_string();
     st.summary.accel_reason = reason;
     st.summary.qemu_pid = Some(vm.pid);
@@ -518,7 +561,6 @@ fn steps(st: &mut State, opts: &FlowOptions) -> Result<()> {
     st.temp.push(st.out.join("qemu.pid"));
     let vm = st.vm.insert(vm);
     let mut agent = Agent::new(&st.share);
-    let info = agent.wait_ready(vm, opts.boot_timeout)?;
     eprintln!(
         "lab: guest up in {:.1}s: {} {} realtime={} net={:?}",
         t.elapsed().as_secs_f64(),

@@ -300,14 +300,14 @@ fn boot(
         qemu_log: dir.join("qemu.log"),
         housekeeping: "0".into(),
     };
-    let (mut vm, reason) = flow::boot(
+    let (mut vm, reason, info) = flow::boot_until_ready(
         &config,
         Accel::from_env()?,
         Duration::from_secs(vm_args.kvm_probe),
+        Duration::from_secs(vm_args.boot_timeout),
     )?;
     eprintln!("lab: accel {} ({reason})", vm.accel);
     let mut agent = Agent::new(&config.share);
-    let info = agent.wait_ready(&mut vm, Duration::from_secs(vm_args.boot_timeout))?;
     println!("{}", serde_json::to_string_pretty(&info)?);
     eprintln!(
         "lab: vCPU threads: {:?}",
