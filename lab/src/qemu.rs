@@ -215,11 +215,12 @@ impl Vm {
     /// Why QEMU is gone: its exit status and the end of its own log.
     pub fn gone_reason(&self) -> String {
         let log = fs::read_to_string(&self.config.qemu_log).unwrap_or_default();
+        let log = tail(&log, 5);
         format!(
             "QEMU pid {} exited ({}); its log: {}",
             self.pid,
             self.exit.as_deref().unwrap_or("?"),
-            tail(&log, 5)
+            if log.is_empty() { "(empty)" } else { &log }
         )
     }
 
