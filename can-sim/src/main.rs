@@ -247,6 +247,21 @@ fn run_cmd(
         &loaded.origin.to_string(),
         &loaded.text,
     )?;
+    // The measuring machine's kernel, unless a tool before us (rt-guest probe) recorded it.
+    if rd.manifest().environment.kernel.is_none() {
+        match rt_sys::kernel::facts(&rt_sys::SysRoot::live()) {
+            Ok(facts) => {
+                let env = &mut rd.manifest_mut().environment;
+                if facts.virtualization == rt_sys::kernel::Virtualization::Tcg {
+                    env.notes
+                        .push("measured under QEMU TCG: latencies are not real-time".into());
+                }
+                env.kernel = Some(facts);
+                rd.save()?;
+            }
+            Err(e) => eprintln!("can-sim: warning: cannot read the kernel facts: {e}"),
+        }
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let sigint = Arc::new(AtomicBool::new(false));
