@@ -52,15 +52,25 @@ pub struct Image {
     pub tools: Vec<String>,
 }
 
-/// Build the static guest binaries with `cargo build --release` for the gnu target with
+/// Build the static guest binaries with `cargo build --release` (or the profile in
+/// `RTVIRT_LAB_CARGO_PROFILE`) for the gnu target with
 /// `crt-static`, in their own target dir. Returns the binaries found, by name.
 pub fn build_static(layout: &Layout) -> Result<Vec<(String, PathBuf)>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // `release` by default; RTVIRT_LAB_CARGO_PROFILE=small gives the smaller binaries of
+    // the workspace's `small` profile (slower to build).
+    let profile = std::env::var("RTVIRT_LAB_CARGO_PROFILE").unwrap_or_else(|_| "release".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&layout.root)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_TARGET_DIR", &layout.static_target)
-        .args(["build", "--release", "--target", "x86_64-unknown-linux-gnu"]);
+        .args([
+            "build",
+            "--profile",
+            &profile,
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ]);
     for b in GUEST_BINARIES {
         cmd.args(["-p", b]);
     }
@@ -76,7 +86,8 @@ pub fn build_static(layout: &Layout) -> Result<Vec<(String, PathBuf)>> {
     }
     let dir = layout
         .static_target
-        .join("x86_64-unknown-linux-gnu/release");
+        .join("x86_64-unknown-linux-gnu")
+        .join(&profile);
     let mut found = Vec::new();
     for b in GUEST_BINARIES {
         let p = dir.join(b);
