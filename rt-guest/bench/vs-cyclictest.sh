@@ -9,7 +9,9 @@
 #   RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile small -p rt-guest \
 #       --target x86_64-unknown-linux-gnu
 # Env: RT_GUEST (binary; default that build under $CARGO_TARGET_DIR or target), CPU
-# (default 1), OUT (work directory, default a temp dir). Needs root, cyclictest,
+# (default 1), OUT (work directory, default a temp dir), CT_EXTRA (more cyclictest
+# options, e.g. --mainaffinity=0 to keep its main thread off the measured CPU, as the probe
+# does). Needs root, cyclictest,
 # /usr/bin/time, python3.
 set -euo pipefail
 
@@ -29,13 +31,15 @@ echo "# $(date -u +%FT%TZ) $(uname -r) cpu=$CPU prio=$PRIO interval=${INTERVAL}u
 echo "# cyclictest: $(cyclictest --help 2>&1 | head -1)"
 echo "# rt-guest:   $("$RT_GUEST" --version)"
 echo "# work dir:   $OUT"
+echo "# cyclictest extra options: ${CT_EXTRA:-none}"
 
 for i in $(seq 1 "$PAIRS"); do
     # Alternate which tool goes first, so a drift in the machine's noise hits both.
     if [ $((i % 2)) -eq 1 ]; then order="ct probe"; else order="probe ct"; fi
     for tool in $order; do
         if [ "$tool" = ct ]; then
-            cyclictest -m -p $PRIO -i $INTERVAL -a "$CPU" -t 1 -h $BUCKETS -q -D "$SECS" \
+            # shellcheck disable=SC2086
+            cyclictest -m -p $PRIO -i $INTERVAL -a "$CPU" -t 1 -h $BUCKETS -q -D "$SECS" ${CT_EXTRA:-} \
                 --json="$OUT/ct-$i.json" > "$OUT/ct-$i.txt"
         else
             "$RT_GUEST" probe -a "$CPU" -p $PRIO -i $INTERVAL -D "${SECS}s" -q \
