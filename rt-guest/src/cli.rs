@@ -106,13 +106,16 @@ pub struct SelftestArgs {
     /// CPU to measure and disturb.
     #[arg(long, default_value_t = 1)]
     pub cpu: u32,
-    /// Injected delay in microseconds.
+    /// Probe period in microseconds (raise it under emulation, e.g. QEMU TCG).
+    #[arg(long, default_value_t = 1000)]
+    pub interval_us: u32,
+    /// Injected delay in microseconds (plus a quarter period, it must fit in one period).
     #[arg(long, default_value_t = 500)]
     pub delay_us: u32,
     /// Inject every k-th period.
     #[arg(long, default_value_t = 10)]
     pub every: u64,
-    /// Wakeups per phase (baseline, then injection) at the 1000 us interval.
+    /// Wakeups per phase (baseline, then injection).
     #[arg(long, default_value_t = 3000)]
     pub loops: u64,
 }

@@ -377,7 +377,7 @@ pub fn selftest(args: &SelftestArgs, argv: Vec<String>) -> Result<u8> {
     let cpus = CpuSet::from_cpus([args.cpu]);
     let cfg = SelftestConfig {
         cpu: args.cpu,
-        interval_ns: 1_000_000,
+        interval_ns: u64::from(args.interval_us) * 1000,
         delay_ns: u64::from(args.delay_us) * 1000,
         every: args.every,
         loops: args.loops,
