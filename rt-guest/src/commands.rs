@@ -73,6 +73,30 @@ fn report_cpus(root: &SysRoot, measured: &CpuSet) -> Option<CpuSet> {
     (!rest.is_empty()).then_some(rest)
 }
 
+/// Every measured CPU must be online; measuring every CPU at a real-time policy leaves
+/// no CPU for the reporting thread and the rest of the system (warned, as cyclictest
+/// allows it; RT throttling still applies).
+fn check_cpus(root: &SysRoot, cfg: &probe::ProbeConfig) -> Result<()> {
+    let Ok(text) = root.read_trim("sys/devices/system/cpu/online") else {
+        return Ok(());
+    };
+    let online = CpuSet::parse(&text).context("Cannot parse the online CPU list")?;
+    let absent = cfg.cpus.difference(&online);
+    if !absent.is_empty() {
+        anyhow::bail!(
+            "Invalid probe setting cpus: CPU {absent} is not online here (online: {online})"
+        );
+    }
+    if cfg.report_cpus.is_none() && cfg.sched.policy.is_realtime() {
+        eprintln!(
+            "warning: every online CPU ({online}) is measured at {}: the reporting thread \
+             and the rest of the system share them",
+            cfg.sched
+        );
+    }
+    Ok(())
+}
+
 /// The NUMA node of `cpu` (the `nodeN` link in its sysfs directory), 0 when unknown.
 fn numa_node(root: &SysRoot, cpu: u32) -> u32 {
     root.list(format!("sys/devices/system/cpu/cpu{cpu}"))
@@ -168,6 +192,7 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
     let mut cfg = resolved.config;
     cfg.report_cpus = report_cpus(&root, &cfg.cpus);
     cfg.validate()?;
+    check_cpus(&root, &cfg)?;
     let signals = Signals::register()?;
 
     let out_dir = args

@@ -141,6 +141,17 @@ fn help_and_bad_options() {
 }
 
 #[test]
+fn cpus_that_are_not_online_are_refused() {
+    let out = bin()
+        .args(["probe", "--policy", "other", "-a", "4095", "-l", "10", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CPU 4095 is not online"), "{err}");
+}
+
+#[test]
 fn unknown_profile_is_an_error_naming_it() {
     let out = bin()
         .args(["probe", "--profile", "no-such-profile"])
