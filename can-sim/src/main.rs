@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use can_sim::{analyze, canlog, dbc, run, transport};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use validation::record::{self, RunDir};
 
 #[derive(Parser)]
@@ -73,6 +73,14 @@ enum Cmd {
         #[arg(long)]
         iface: String,
     },
+    /// Generate man pages or shell completions from these definitions.
+    #[command(hide = true)]
+    Generate {
+        /// What to generate.
+        what: validation::clidoc::Generate,
+        /// Output directory.
+        dir: PathBuf,
+    },
     /// Convert a DBC file's periodic messages into a profile `can` section (RON on stdout).
     ImportDbc {
         /// The DBC file.
@@ -130,6 +138,10 @@ fn real_main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Replay { log, iface } => replay(&log, &iface),
+        Cmd::Generate { what, dir } => {
+            validation::clidoc::generate(Cli::command(), "can-sim", what, &dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Run {
             profile,
             tx,

@@ -37,6 +37,14 @@ pub enum Command {
     Tune(TuneArgs),
     /// Undo `tune` from the journal.
     Revert(RevertArgs),
+    /// Generate man pages or shell completions from these definitions.
+    #[command(hide = true)]
+    Generate {
+        /// What to generate.
+        what: validation::clidoc::Generate,
+        /// Output directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Options of `probe`, named like cyclictest's where they mean the same.

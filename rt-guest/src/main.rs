@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use rt_guest::cli::{Cli, Command};
 use rt_guest::commands;
 
@@ -21,6 +21,9 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check(a),
         Command::Tune(a) => commands::tune(a),
         Command::Revert(a) => commands::revert(a),
+        Command::Generate { what, dir } => {
+            validation::clidoc::generate(Cli::command(), "rt-guest", *what, dir).map(|()| 0)
+        }
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use rt_host::apply::{self, SetupOptions};
 use rt_host::plan::{self, Ctx};
 use rt_host::{bootargs, render, TuneError};
@@ -97,42 +97,10 @@ enum Cmd {
     #[command(hide = true)]
     Generate {
         /// What to generate.
-        what: Generate,
+        what: validation::clidoc::Generate,
         /// Output directory.
         dir: PathBuf,
     },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Generate {
-    /// Man pages (rt-host.1 and one per subcommand).
-    Man,
-    /// bash, zsh, fish, elvish and PowerShell completions.
-    Completions,
-}
-
-fn generate(what: Generate, dir: &Path) -> Result<u8> {
-    std::fs::create_dir_all(dir).with_context(|| format!("Creating {}", dir.display()))?;
-    match what {
-        Generate::Man => clap_mangen::generate_to(Cli::command(), dir)
-            .with_context(|| format!("Writing man pages to {}", dir.display()))?,
-        Generate::Completions => {
-            use clap_complete::Shell;
-            for shell in [
-                Shell::Bash,
-                Shell::Zsh,
-                Shell::Fish,
-                Shell::Elvish,
-                Shell::PowerShell,
-            ] {
-                let mut c = Cli::command();
-                clap_complete::generate_to(shell, &mut c, "rt-host", dir)
-                    .with_context(|| format!("Writing {shell} completions to {}", dir.display()))?;
-            }
-        }
-    }
-    println!("wrote {what:?} into {}", dir.display());
-    Ok(0)
 }
 
 fn main() -> ExitCode {
@@ -274,7 +242,10 @@ fn run(cli: Cli) -> Result<u8> {
             us,
             systemd_unit,
         } => hold(&args, us, systemd_unit),
-        Cmd::Generate { what, dir } => generate(what, &dir),
+        Cmd::Generate { what, dir } => {
+            validation::clidoc::generate(Cli::command(), "rt-host", what, &dir)?;
+            Ok(0)
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! verdicts (`evidence`, `stats`), reports (`report`, `chart`) and merged runs (`merge`).
 
 pub mod chart;
+pub mod clidoc;
 pub mod evidence;
 pub mod hist;
 pub mod merge;

@@ -60,18 +60,10 @@ enum Command {
     #[command(hide = true)]
     Generate {
         /// What to generate.
-        what: Generate,
+        what: validation::clidoc::Generate,
         /// Output directory.
         dir: PathBuf,
     },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Generate {
-    /// Man pages (validation.1 and one per subcommand).
-    Man,
-    /// bash, zsh, fish, elvish and PowerShell completions.
-    Completions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,7 +164,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { runs, json } => verify(&runs, json),
-        Command::Generate { what, dir } => generate(what, &dir),
+        Command::Generate { what, dir } => {
+            validation::clidoc::generate(Cli::command(), "validation", what, &dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -298,32 +293,4 @@ fn verify(runs: &[PathBuf], json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-fn generate(what: Generate, dir: &Path) -> Result<ExitCode> {
-    std::fs::create_dir_all(dir).with_context(|| format!("Cannot create {}", dir.display()))?;
-    let cmd = Cli::command();
-    match what {
-        Generate::Man => {
-            clap_mangen::generate_to(cmd, dir)
-                .with_context(|| format!("Cannot write man pages to {}", dir.display()))?;
-        }
-        Generate::Completions => {
-            use clap_complete::Shell;
-            for shell in [
-                Shell::Bash,
-                Shell::Zsh,
-                Shell::Fish,
-                Shell::Elvish,
-                Shell::PowerShell,
-            ] {
-                let mut c = Cli::command();
-                clap_complete::generate_to(shell, &mut c, "validation", dir).with_context(
-                    || format!("Cannot write {shell} completions to {}", dir.display()),
-                )?;
-            }
-        }
-    }
-    println!("wrote {what:?} into {}", dir.display());
-    Ok(ExitCode::SUCCESS)
 }
