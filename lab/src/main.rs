@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use lab::flow::{self, FlowOptions};
 use lab::guest::Agent;
@@ -85,6 +85,14 @@ enum Cmd {
         /// Also probe before tuning the host: an untuned/tuned A/B in one run.
         #[arg(long)]
         baseline: bool,
+    },
+    /// Generate man pages or shell completions from these definitions.
+    #[command(hide = true)]
+    Generate {
+        /// What to generate.
+        what: validation::clidoc::Generate,
+        /// Output directory.
+        dir: PathBuf,
     },
 }
 
@@ -165,6 +173,10 @@ fn run() -> Result<ExitCode> {
                 }
                 println!("tools: {}", img.tools.join(" "));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Generate { what, dir } => {
+            validation::clidoc::generate(Cli::command(), "rtvirt-lab", what, &dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Boot {
