@@ -255,10 +255,15 @@ fn print_summary(s: &flow::Summary) {
             p.condition, p.samples, p.p50_us, p.p99_us, p.max_us, p.missed_periods
         );
     }
+    let n = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |v| v.to_string());
     for c in &s.can {
         eprintln!(
-            "  CAN {}: can-sim sent {:?} received {:?} lost {:?}; candump in the guest {:?}",
-            c.link, c.sent, c.received, c.lost, c.candump_frames
+            "  CAN {}: can-sim sent {} received {} lost {}; candump in the guest {}",
+            c.link,
+            n(c.sent),
+            n(c.received),
+            n(c.lost),
+            n(c.candump_frames)
         );
     }
     for m in &s.missing {
