@@ -1032,25 +1032,17 @@ fn cgroup_items(b: &mut B<'_, '_>, host: &Host, vm: Option<&VmThreads>) -> Resul
     let vcpu_tids: BTreeSet<u32> = vcpu_threads.iter().map(|t| t.tid).collect();
     let mut others = Vec::new();
     for pid in rt_sys::task::pids(&root).map_err(sys("Listing processes"))? {
-        let Ok(ts) = rt_sys::task::threads(&root, pid) else {
+        let Ok(stats) = rt_sys::task::task_stats(&root, pid) else {
             continue;
         };
-        for t in ts {
-            if vcpu_tids.contains(&t.tid) {
+        for st in stats {
+            if vcpu_tids.contains(&st.tid)
+                || st.flags & threads::PF_KTHREAD != 0
+                || matches!(st.policy, 1 | 2 | 6)
+            {
                 continue;
             }
-            let Ok(text) = root.read(format!("proc/{pid}/task/{}/stat", t.tid)) else {
-                continue;
-            };
-            let Ok((_, flags)) = threads::parse_stat_ppid_flags(&text) else {
-                continue;
-            };
-            let Ok(st) = rt_sys::task::parse_stat(&text) else {
-                continue;
-            };
-            if flags & threads::PF_KTHREAD != 0 || matches!(st.policy, 1 | 2 | 6) {
-                continue;
-            }
+            let t = Thread::from_stat(pid, &st);
             if thread_cg(b, &t, false).as_deref() == Some("/") {
                 others.push(t);
             }
@@ -1132,17 +1124,13 @@ fn kthread_items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
     let hk = &host.housekeeping_cpus;
     let mut n_ok = 0usize;
     for pid in rt_sys::task::pids(&root).map_err(sys("Listing processes"))? {
-        let Ok(text) = root.read(format!("proc/{pid}/stat")) else {
+        let Ok(st) = rt_sys::task::tid_stat(&root, pid) else {
             continue;
         };
-        let (Ok((ppid, flags)), Ok(st)) = (
-            threads::parse_stat_ppid_flags(&text),
-            rt_sys::task::parse_stat(&text),
-        ) else {
-            continue;
-        };
-        let is_kthread = flags & threads::PF_KTHREAD != 0 && (pid == 2 || ppid == 2);
-        if !is_kthread || flags & threads::PF_NO_SETAFFINITY != 0 || matches!(st.policy, 1 | 2 | 6)
+        let is_kthread = st.flags & threads::PF_KTHREAD != 0 && (pid == 2 || st.ppid == 2);
+        if !is_kthread
+            || st.flags & threads::PF_NO_SETAFFINITY != 0
+            || matches!(st.policy, 1 | 2 | 6)
         {
             continue;
         }

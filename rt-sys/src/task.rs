@@ -15,6 +15,10 @@ pub struct TaskStat {
     pub comm: String,
     /// State letter (R, S, D, ...).
     pub state: char,
+    /// Parent process id (field 4).
+    pub ppid: u32,
+    /// Kernel `PF_*` flags (field 9): `PF_KTHREAD`, `PF_NO_SETAFFINITY`, ...
+    pub flags: u64,
     /// Start time after boot in clock ticks: with the tid, identifies the thread across pid reuse.
     pub start_time: u64,
     /// CPU the thread last ran on.
@@ -54,6 +58,8 @@ pub fn parse_stat(text: &str) -> Result<TaskStat, SysError> {
             .first()
             .and_then(|s| s.chars().next())
             .ok_or_else(|| perr("no state"))?,
+        ppid: small(4)?,
+        flags: field(9)?,
         start_time: field(22)?,
         processor: small(39)?,
         rt_priority: small(40)?,
@@ -74,23 +80,38 @@ pub struct Thread {
     pub start_time: u64,
 }
 
-/// The threads of process `pid`.
-pub fn threads(root: &SysRoot, pid: u32) -> Result<Vec<Thread>, SysError> {
+/// The `stat` of every thread of process `pid` (threads that exit while listed are skipped).
+pub fn task_stats(root: &SysRoot, pid: u32) -> Result<Vec<TaskStat>, SysError> {
     let mut out = Vec::new();
     for t in root.list(format!("proc/{pid}/task"))? {
         let Ok(tid) = t.parse::<u32>() else { continue };
         match task_stat(root, pid, tid) {
-            Ok(st) => out.push(Thread {
-                pid,
-                tid,
-                name: st.comm,
-                start_time: st.start_time,
-            }),
+            Ok(st) => out.push(st),
             Err(e) if e.is_not_found() => continue, // exited while we listed
             Err(e) => return Err(e),
         }
     }
     Ok(out)
+}
+
+impl Thread {
+    /// The thread of process `pid` described by `st`.
+    pub fn from_stat(pid: u32, st: &TaskStat) -> Thread {
+        Thread {
+            pid,
+            tid: st.tid,
+            name: st.comm.clone(),
+            start_time: st.start_time,
+        }
+    }
+}
+
+/// The threads of process `pid`.
+pub fn threads(root: &SysRoot, pid: u32) -> Result<Vec<Thread>, SysError> {
+    Ok(task_stats(root, pid)?
+        .iter()
+        .map(|st| Thread::from_stat(pid, st))
+        .collect())
 }
 
 /// Read `/proc/PID/task/TID/stat`.
@@ -186,6 +207,8 @@ mod tests {
         assert_eq!(s.tid, 2351);
         assert_eq!(s.comm, "CPU 1/TCG");
         assert_eq!(s.state, 'S');
+        assert_eq!(s.ppid, 1);
+        assert_eq!(s.flags, 4194368);
         assert_eq!(s.start_time, 48812);
         assert_eq!(s.processor, 1);
         assert_eq!(s.rt_priority, 50);

@@ -17,25 +17,6 @@ pub const PF_NO_SETAFFINITY: u64 = 0x0400_0000;
 /// `PF_KTHREAD`: a kernel thread.
 pub const PF_KTHREAD: u64 = 0x0020_0000;
 
-/// Fields of a `stat` line past the comm: `(ppid, flags)` (fields 4 and 9).
-pub fn parse_stat_ppid_flags(text: &str) -> Result<(u32, u64), SysError> {
-    let perr = |d: &str| SysError::Parse {
-        what: "task stat".into(),
-        detail: d.to_string(),
-    };
-    let close = text.rfind(')').ok_or_else(|| perr("no ')'"))?;
-    let f: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    let ppid = f
-        .get(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| perr("bad field 4"))?;
-    let flags = f
-        .get(6)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| perr("bad field 9"))?;
-    Ok((ppid, flags))
-}
-
 /// The value of `key` in `/proc/PID/status` text (`Tgid`, `Cpus_allowed_list`).
 pub fn status_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines().find_map(|l| {
@@ -264,11 +245,12 @@ mod tests {
 
     #[test]
     fn stat_ppid_and_flags() {
-        let (ppid, flags) = parse_stat_ppid_flags(KWORKER).unwrap();
+        let st = crate::task::parse_stat(KWORKER).unwrap();
+        let (ppid, flags) = (st.ppid, st.flags);
         assert_eq!(ppid, 2);
         assert_ne!(flags & PF_KTHREAD, 0);
         assert_ne!(flags & PF_NO_SETAFFINITY, 0);
-        assert!(parse_stat_ppid_flags("1 (x) S").is_err());
+        assert!(crate::task::parse_stat("1 (x) S").is_err());
         assert_eq!(status_field(STATUS, "Tgid"), Some("2340"));
         assert_eq!(status_field(STATUS, "Cpus_allowed_list"), Some("0-1"));
     }
