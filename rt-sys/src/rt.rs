@@ -249,7 +249,7 @@ impl DmaLatency {
     /// Open `/dev/cpu_dma_latency` under `root` and request `us` microseconds (0: stay in
     /// the shallowest state).
     pub fn hold(root: &SysRoot, us: i32) -> Result<DmaLatency, SysError> {
-        let rel = "dev/cpu_dma_latency";
+        let rel = crate::cpuidle::DMA_LATENCY;
         let what = root.display(rel);
         let p = root.path(rel);
         let mut file = std::fs::OpenOptions::new()

@@ -271,8 +271,8 @@ impl RunDir {
             tools: Vec::new(),
             profile: None,
             environment: Environment {
-                hostname: fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|s| s.trim().to_string())
+                hostname: rt_sys::SysRoot::live()
+                    .read_trim("proc/sys/kernel/hostname")
                     .unwrap_or_default(),
                 ..Environment::default()
             },
