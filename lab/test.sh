@@ -31,4 +31,6 @@ echo "== cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== cargo test (all, including root and lab tests)"
 # One test thread: root tests tune this host and must not overlap each other or the lab.
+# RTVIRT_REQUIRE_ALL=1: a test whose prerequisite is missing fails instead of skipping.
+export RTVIRT_REQUIRE_ALL=1
 cargo test --workspace -- --include-ignored --test-threads=1

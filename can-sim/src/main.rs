@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use can_sim::{analyze, canlog, dbc, run, transport};
 use clap::{CommandFactory, Parser, Subcommand};
-use validation::record::{self, RunDir};
+use record::{self, RunDir};
 
 #[derive(Parser)]
 #[command(
@@ -77,7 +77,7 @@ enum Cmd {
     #[command(hide = true)]
     Generate {
         /// What to generate.
-        what: validation::clidoc::Generate,
+        what: rtvirt_cli::clidoc::Generate,
         /// Output directory.
         dir: PathBuf,
     },
@@ -94,13 +94,7 @@ enum Cmd {
 fn main() -> ExitCode {
     match real_main() {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("can-sim: error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            ExitCode::from(2)
-        }
+        Err(e) => rtvirt_cli::exit_with_error("can-sim", &e),
     }
 }
 
@@ -139,7 +133,7 @@ fn real_main() -> Result<ExitCode> {
         }
         Cmd::Replay { log, iface } => replay(&log, &iface),
         Cmd::Generate { what, dir } => {
-            validation::clidoc::generate(Cli::command(), "can-sim", what, &dir)?;
+            rtvirt_cli::clidoc::generate(Cli::command(), "can-sim", what, &dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run {
@@ -251,7 +245,7 @@ fn run_cmd(
     rd.begin_tool(
         "can-sim run",
         env!("CARGO_PKG_VERSION"),
-        validation::GIT_SHA,
+        record::GIT_SHA,
         std::env::args().collect(),
     )?;
     rd.set_profile(
@@ -343,7 +337,7 @@ fn us(ns: u64) -> f64 {
     can_sim::timing::ns_to_us(ns)
 }
 
-fn print_summary(rec: &validation::record::CanRecord, tx: &run::TxReport) {
+fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
     println!(
         "{:<14} {:<10} {:>7} {:>7} {:>5} {:>4} {:>4} {:>9} {:>9} {:>9} {:>9} {:>6}",
         "message",

@@ -4,8 +4,8 @@
 //! tested without a bus. `on_frame` neither allocates nor locks.
 
 use hdrhistogram::Histogram;
-use validation::hist::{self, HistSummary};
-use validation::record::CanMessageRecord;
+use record::hist::{self, HistSummary};
+use record::CanMessageRecord;
 
 use crate::schedule::MessagePlan;
 use crate::timing;

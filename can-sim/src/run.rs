@@ -19,13 +19,13 @@ use hdrhistogram::Histogram;
 use nix::sys::time::TimeSpec;
 use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
 use profiles::{Can, FrameKind};
+use record::hist::{self, HistSummary};
+use record::CanRecord;
 use rt_sys::sched::{self, Policy, SchedParams};
 use rt_sys::CpuSet;
 use serde::Serialize;
 use socketcan::id::FdFlags;
 use socketcan::{CanAnyFrame, CanDataFrame, CanFdFrame, EmbeddedFrame, ExtendedId, Id, StandardId};
-use validation::hist::{self, HistSummary};
-use validation::record::CanRecord;
 
 use crate::canlog::{self, Logged};
 use crate::metrics::MsgStats;

@@ -1,7 +1,7 @@
 //! Cross-checks on what came out of the guest: can-sim's counts in `can.json` against the
 //! frames candump logged on the same interface, and the lab's notes attached to each run
 //! directory (host check result, accelerator, candump capture) through
-//! `validation::record::RunDir`, so the evidence says where it was measured.
+//! `record::RunDir`, so the evidence says where it was measured.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -134,7 +134,7 @@ pub fn attach(
     // of the flow was measured in the same guest boot.
     let mut guest_kernel = None;
     for dir in runs {
-        if let Ok(rd) = validation::record::RunDir::open(dir) {
+        if let Ok(rd) = record::RunDir::open(dir) {
             if let Some(k) = rd.manifest().environment.kernel.clone() {
                 guest_kernel = Some((
                     k,
@@ -148,12 +148,12 @@ pub fn attach(
         }
     }
     for dir in runs {
-        let mut rd = validation::record::RunDir::open(dir)
-            .with_context(|| format!("Opening run {}", dir.display()))?;
+        let mut rd =
+            record::RunDir::open(dir).with_context(|| format!("Opening run {}", dir.display()))?;
         rd.begin_tool(
             "rtvirt-lab flow",
             env!("CARGO_PKG_VERSION"),
-            validation::GIT_SHA,
+            record::GIT_SHA,
             std::env::args().skip(1).collect(),
         )
         .with_context(|| format!("Recording the lab in {}", dir.display()))?;

@@ -90,7 +90,7 @@ enum Cmd {
     #[command(hide = true)]
     Generate {
         /// What to generate.
-        what: validation::clidoc::Generate,
+        what: rtvirt_cli::clidoc::Generate,
         /// Output directory.
         dir: PathBuf,
     },
@@ -130,13 +130,7 @@ fn kernel_of(layout: &Layout, k: &KernelArgs) -> Result<Kernel> {
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("rtvirt-lab: error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            ExitCode::from(2)
-        }
+        Err(e) => rtvirt_cli::exit_with_error("rtvirt-lab", &e),
     }
 }
 
@@ -176,7 +170,7 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Generate { what, dir } => {
-            validation::clidoc::generate(Cli::command(), "rtvirt-lab", what, &dir)?;
+            rtvirt_cli::clidoc::generate(Cli::command(), "rtvirt-lab", what, &dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Boot {

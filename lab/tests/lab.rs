@@ -289,7 +289,7 @@ fn lab_can_counts_match_candump() {
             "{}: candump in the guest disagrees with can-sim",
             c.link
         );
-        let run_dir = validation::record::RunDir::open(&c.run).unwrap();
+        let run_dir = record::RunDir::open(&c.run).unwrap();
         run_dir.verify().expect("run directory hashes");
         assert!(run_dir.manifest().files.contains_key("candump.log"));
     }

@@ -41,7 +41,7 @@ pub enum Command {
     #[command(hide = true)]
     Generate {
         /// What to generate.
-        what: validation::clidoc::Generate,
+        what: rtvirt_cli::clidoc::Generate,
         /// Output directory.
         dir: std::path::PathBuf,
     },

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use record::{self, RunDir};
 use rt_sys::journal::{Journal, RevertOutcome};
 use rt_sys::rt::{self, DmaLatency, Ftrace};
 use rt_sys::{kernel, CpuSet, SysRoot};
-use validation::record::{self, RunDir};
 
 use crate::cli::{CheckArgs, ProbeArgs, RevertArgs, SelftestArgs, TuneArgs};
 use crate::cyclictest::{self, Header, Sysinfo};
@@ -201,7 +201,7 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
         .unwrap_or_else(|| PathBuf::from(record::new_run_name()));
     let mut rd = RunDir::open_or_create(&out_dir)
         .with_context(|| format!("Cannot open run directory {}", out_dir.display()))?;
-    rd.begin_tool("rt-guest probe", VERSION, validation::GIT_SHA, argv.clone())?;
+    rd.begin_tool("rt-guest probe", VERSION, record::GIT_SHA, argv.clone())?;
     if let Some(l) = &loaded {
         rd.set_profile(&l.profile.name, &l.origin.to_string(), &l.text)?;
     }
@@ -423,7 +423,7 @@ pub fn selftest(args: &SelftestArgs, argv: Vec<String>) -> Result<u8> {
     if let Some(dir) = &args.out {
         let mut rd = RunDir::open_or_create(dir)
             .with_context(|| format!("Cannot open run directory {}", dir.display()))?;
-        rd.begin_tool("rt-guest selftest", VERSION, validation::GIT_SHA, argv)?;
+        rd.begin_tool("rt-guest selftest", VERSION, record::GIT_SHA, argv)?;
         rd.manifest_mut().environment.selftest = Some(value.clone());
         rd.end_tool(None)?;
     }

@@ -18,8 +18,8 @@ use std::fmt::Write as _;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use record::hist::PERCENTILES;
 use rt_sys::SysRoot;
-use validation::hist::PERCENTILES;
 
 use crate::latency::ns_to_us;
 use crate::probe::ThreadResult;
@@ -418,7 +418,7 @@ pub(crate) mod tests {
 
     /// A thread result with the given latencies (ns).
     pub(crate) fn result(cpu: u32, hist_us: usize, lats: &[i64]) -> ThreadResult {
-        let mut hist = validation::hist::new_ns();
+        let mut hist = record::hist::new_ns();
         let mut stats = Stats::default();
         let mut buckets = UsBuckets::new(hist_us);
         for (c, l) in lats.iter().enumerate() {

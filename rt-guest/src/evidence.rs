@@ -1,9 +1,9 @@
 //! Turning a probe run into the run-record format (`probe.json`, see
-//! `validation::record::ProbeRecord`): HDR summaries with exact min, mean and max, the
+//! `record::ProbeRecord`): HDR summaries with exact min, mean and max, the
 //! cycle and wall time of the max, missed periods and out-of-range counts.
 
-use validation::hist::HistSummary;
-use validation::record::{ProbeRecord, ProbeSettings, ProbeThread};
+use record::hist::HistSummary;
+use record::{ProbeRecord, ProbeSettings, ProbeThread};
 
 use crate::probe::{Outcome, ProbeConfig, ThreadResult};
 

@@ -513,7 +513,7 @@ pub fn apply(
         let d = journal.data_mut();
         if d.entries.is_empty() {
             d.profile = profile.to_string();
-            d.started = validation::record::now_utc();
+            d.started = record::now_utc();
         }
         d.complete = false;
     }

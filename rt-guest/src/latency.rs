@@ -94,7 +94,7 @@ impl Stats {
             return false;
         };
         // The stated range, not the HDR's rounded-up capacity.
-        if lat <= validation::hist::HIGHEST_NS && hist.record(lat).is_ok() {
+        if lat <= record::hist::HIGHEST_NS && hist.record(lat).is_ok() {
             self.in_range += 1;
             self.sum_ns += u128::from(lat);
             self.min_ns = self.min_ns.min(lat);
@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn stats_keep_exact_values_and_count_out_of_range() {
-        let mut h = validation::hist::new_ns();
+        let mut h = record::hist::new_ns();
         let mut s = Stats::default();
         let mut cycle = 0;
         let mut rec = |lat: i64, s: &mut Stats, h: &mut Histogram<u64>| {

@@ -22,17 +22,11 @@ fn main() -> ExitCode {
         Command::Tune(a) => commands::tune(a),
         Command::Revert(a) => commands::revert(a),
         Command::Generate { what, dir } => {
-            validation::clidoc::generate(Cli::command(), "rt-guest", *what, dir).map(|()| 0)
+            rtvirt_cli::clidoc::generate(Cli::command(), "rt-guest", *what, dir).map(|()| 0)
         }
     };
     match r {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            ExitCode::from(2)
-        }
+        Err(e) => rtvirt_cli::exit_with_error("rt-guest", &e),
     }
 }

@@ -270,7 +270,7 @@ pub fn run(
     let mut handles = Vec::with_capacity(n);
     for (slot, cpu) in cfg.cpus.iter().enumerate() {
         // Allocated here, on the reporting thread: the measurement thread never allocates.
-        let hist = validation::hist::new_ns();
+        let hist = record::hist::new_ns();
         let buckets = UsBuckets::new(cfg.hist_us);
         let scratch = Scratch::new();
         let sh = shared.clone();

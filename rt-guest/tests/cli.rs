@@ -202,9 +202,9 @@ fn an_unprivileged_probe_writes_every_output() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_cyclictest_formats(&json, &hist, 100);
-    let rd = validation::record::RunDir::open(&run).unwrap();
+    let rd = record::RunDir::open(&run).unwrap();
     rd.verify().unwrap();
-    let rec: validation::record::ProbeRecord = rd.read_json("probe.json").unwrap();
+    let rec: record::ProbeRecord = rd.read_json("probe.json").unwrap();
     assert!(!rec.partial);
     let t = &rec.threads[0];
     assert_eq!(t.samples, 200, "-l counts wakeups, as cyclictest's cycles");
@@ -275,8 +275,8 @@ fn breaktrace_ends_the_run_and_is_noted() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rd = validation::record::RunDir::open(&run).unwrap();
-    let rec: validation::record::ProbeRecord = rd.read_json("probe.json").unwrap();
+    let rd = record::RunDir::open(&run).unwrap();
+    let rec: record::ProbeRecord = rd.read_json("probe.json").unwrap();
     assert!(rec.threads[0].samples < 1000, "{}", rec.threads[0].samples);
     assert!(
         !rec.partial,
@@ -348,8 +348,8 @@ fn root_probe_on_cpu1_has_cyclictests_formats() {
         text.starts_with("# /dev/cpu_dma_latency set to 0us\n# Histogram\n"),
         "{text}"
     );
-    let rd = validation::record::RunDir::open(dir.path().join("run")).unwrap();
-    let rec: validation::record::ProbeRecord = rd.read_json("probe.json").unwrap();
+    let rd = record::RunDir::open(dir.path().join("run")).unwrap();
+    let rec: record::ProbeRecord = rd.read_json("probe.json").unwrap();
     assert_eq!(rec.threads[0].policy, "fifo");
     assert_eq!(rec.threads[0].priority, 90);
     assert!(rec.settings.mlock && rec.settings.dma_latency_held);
@@ -381,7 +381,7 @@ fn root_selftest_passes_and_is_recorded() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let rd = validation::record::RunDir::open(&run).unwrap();
+    let rd = record::RunDir::open(&run).unwrap();
     let st = rd.manifest().environment.selftest.as_ref().unwrap();
     assert_eq!(st["passed"], true);
     assert_eq!(rd.manifest().tools.len(), 2);
@@ -438,9 +438,9 @@ fn root_sigint_keeps_the_data_marked_partial() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
-    let rd = validation::record::RunDir::open(&run).unwrap();
+    let rd = record::RunDir::open(&run).unwrap();
     rd.verify().unwrap();
-    let rec: validation::record::ProbeRecord = rd.read_json("probe.json").unwrap();
+    let rec: record::ProbeRecord = rd.read_json("probe.json").unwrap();
     assert!(rec.partial);
     assert!(rec.threads[0].samples > 0);
     assert!(rec.elapsed_s < 50.0);

@@ -97,7 +97,7 @@ enum Cmd {
     #[command(hide = true)]
     Generate {
         /// What to generate.
-        what: validation::clidoc::Generate,
+        what: rtvirt_cli::clidoc::Generate,
         /// Output directory.
         dir: PathBuf,
     },
@@ -107,13 +107,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("rt-host: error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            ExitCode::from(2)
-        }
+        Err(e) => rtvirt_cli::exit_with_error("rt-host", &e),
     }
 }
 
@@ -243,7 +237,7 @@ fn run(cli: Cli) -> Result<u8> {
             systemd_unit,
         } => hold(&args, us, systemd_unit),
         Cmd::Generate { what, dir } => {
-            validation::clidoc::generate(Cli::command(), "rt-host", what, &dir)?;
+            rtvirt_cli::clidoc::generate(Cli::command(), "rt-host", what, &dir)?;
             Ok(0)
         }
     }

@@ -21,12 +21,12 @@ use rt_sys::kernel::Virtualization;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::hist::{self, HistError};
-use crate::record::{
+use crate::stats::{self, f};
+use record::hist::{self, HistError};
+use record::{
     self, CanMessageRecord, CanRecord, Environment, Manifest, ProbeRecord, RecordError, RunDir,
     ToolRun,
 };
-use crate::stats::{self, f};
 
 /// Evidence format version.
 pub const EVIDENCE_FORMAT: u32 = 1;
@@ -1077,7 +1077,7 @@ pub fn evaluate(
         format: EVIDENCE_FORMAT,
         generated: record::now_utc(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        tool_git_sha: crate::GIT_SHA.to_string(),
+        tool_git_sha: record::GIT_SHA.to_string(),
         profile: profile_ref,
         min_samples_max: opts.min_samples_max,
         runs: run_infos,
@@ -1595,8 +1595,8 @@ fn distributions(runs: &[RunData]) -> Result<Vec<Distribution>, EvidenceError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::hist::HistSummary;
-    use crate::record::{ProbeSettings, ProbeThread};
+    use record::hist::HistSummary;
+    use record::{ProbeSettings, ProbeThread};
     use rt_sys::kernel::KernelFacts;
 
     pub(crate) fn facts(virt: Virtualization, rt: bool) -> KernelFacts {

@@ -60,7 +60,7 @@ enum Command {
     #[command(hide = true)]
     Generate {
         /// What to generate.
-        what: validation::clidoc::Generate,
+        what: rtvirt_cli::clidoc::Generate,
         /// Output directory.
         dir: PathBuf,
     },
@@ -115,13 +115,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("validation: error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            ExitCode::from(2)
-        }
+        Err(e) => rtvirt_cli::exit_with_error("validation", &e),
     }
 }
 
@@ -165,7 +159,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Verify { runs, json } => verify(&runs, json),
         Command::Generate { what, dir } => {
-            validation::clidoc::generate(Cli::command(), "validation", what, &dir)?;
+            rtvirt_cli::clidoc::generate(Cli::command(), "validation", what, &dir)?;
             Ok(ExitCode::SUCCESS)
         }
     }

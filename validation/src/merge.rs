@@ -7,10 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::evidence::{msg_label, EvidenceError, RunData, SOURCES_DIR};
-use crate::hist::{self, HistSummary};
-use crate::record::{
-    self, CanMessageRecord, CanRecord, ProbeRecord, ProbeThread, RecordError, RunDir,
-};
+use record::hist::{self, HistSummary};
+use record::{self, CanMessageRecord, CanRecord, ProbeRecord, ProbeThread, RecordError, RunDir};
 
 /// What a merge wrote.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -233,7 +231,7 @@ pub fn merge(
     rd.begin_tool(
         "validation merge",
         env!("CARGO_PKG_VERSION"),
-        crate::GIT_SHA,
+        record::GIT_SHA,
         args,
     )?;
     // The profile: all sources must agree (the first copy is kept).

@@ -4,11 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use record::hist::{self, HistSummary};
+use record::{self, CanMessageRecord, CanRecord, ProbeRecord, ProbeSettings, ProbeThread, RunDir};
 use rt_sys::kernel::{KernelFacts, Virtualization};
-use validation::hist::{self, HistSummary};
-use validation::record::{
-    self, CanMessageRecord, CanRecord, ProbeRecord, ProbeSettings, ProbeThread, RunDir,
-};
 
 const BIN: &str = env!("CARGO_BIN_EXE_validation");
 

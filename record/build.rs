@@ -64,7 +64,7 @@ fn main() {
         sha
     };
     if sha == "unknown" {
-        println!("cargo:warning=validation: git commit unknown (no git and no readable .git): evidence will say `unknown`");
+        println!("cargo:warning=record: git commit unknown (no git and no readable .git): evidence will say `unknown`");
     }
     println!("cargo:rustc-env=RTVIRT_GIT_SHA={sha}");
     if let Some(g) = &git {

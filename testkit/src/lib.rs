@@ -1,0 +1,116 @@
+//! `testkit`: what rtvirt's tests share (a dev-dependency only, never in a binary).
+//!
+//! - [`require`]: a prerequisite. Run by hand, a missing one prints why the test skips;
+//!   under the README test command (`lab/test.sh` sets `RTVIRT_REQUIRE_ALL=1`) it fails the
+//!   test, so a green CI means every test ran.
+//! - [`host_lock`]: one lock for every test that tunes this host or boots the lab, across
+//!   test binaries and checkouts (a `flock(2)` on a file in `/tmp`).
+
+use std::fmt::Display;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// The variable the README test command sets: every prerequisite must hold.
+pub const REQUIRE_ALL: &str = "RTVIRT_REQUIRE_ALL";
+
+/// True when the README test command runs (`RTVIRT_REQUIRE_ALL=1`).
+pub fn require_all() -> bool {
+    std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1")
+}
+
+/// A prerequisite of the calling test: true when it holds. When it does not, the test
+/// should return at once: run by hand, this prints `SKIP: <why>`; under
+/// `RTVIRT_REQUIRE_ALL=1` it panics with `<why>` instead, so the skip fails the run.
+#[track_caller]
+pub fn require(holds: bool, why: impl Display) -> bool {
+    if holds {
+        return true;
+    }
+    let at = std::panic::Location::caller();
+    if require_all() {
+        panic!("prerequisite missing at {at} ({REQUIRE_ALL}=1, so this fails instead of skipping): {why}");
+    }
+    eprintln!("SKIP ({at}): {why}");
+    false
+}
+
+/// [`require`] that this test runs as root.
+#[track_caller]
+pub fn require_root() -> bool {
+    require(nix::unistd::geteuid().is_root(), "needs root")
+}
+
+/// [`require`] that `cmd` is on PATH (or is an existing path).
+#[track_caller]
+pub fn require_command(cmd: &str) -> bool {
+    require(command_exists(cmd), format!("{cmd} is not installed"))
+}
+
+/// Whether `cmd` is on PATH (or is an existing path).
+pub fn command_exists(cmd: &str) -> bool {
+    if cmd.contains('/') {
+        return Path::new(cmd).exists();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(cmd).is_file()))
+}
+
+/// The lock file every host-tuning or lab test holds.
+pub const HOST_LOCK: &str = "/tmp/rtvirt-host-tests.lock";
+
+/// A held [`host_lock`]; released on drop (also when the test panics).
+#[derive(Debug)]
+pub struct HostLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+/// Take the host lock, waiting for any other test (of any binary or checkout) that tunes
+/// this host or boots the lab.
+pub fn host_lock() -> HostLock {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(HOST_LOCK)
+        .unwrap_or_else(|e| panic!("cannot open {HOST_LOCK}: {e}"));
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("cannot lock {HOST_LOCK}: {e}"));
+    HostLock { _lock: lock }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_prerequisite_is_true() {
+        assert!(require(true, "never printed"));
+    }
+
+    #[test]
+    fn a_missing_prerequisite_skips_by_hand_and_fails_under_require_all() {
+        let r = std::panic::catch_unwind(|| require(false, "no such thing"));
+        if require_all() {
+            let msg = r.unwrap_err();
+            let msg = msg.downcast_ref::<String>().unwrap();
+            assert!(msg.contains("no such thing"), "{msg}");
+        } else {
+            assert!(!r.unwrap());
+        }
+    }
+
+    #[test]
+    fn command_lookup() {
+        assert!(command_exists("sh"));
+        assert!(!command_exists("rtvirt-no-such-command"));
+    }
+
+    #[test]
+    fn host_lock_can_be_taken_again_after_release() {
+        let a = host_lock();
+        drop(a);
+        let _b = host_lock();
+    }
+}
