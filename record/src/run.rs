@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rt_sys::kernel::KernelFacts;
@@ -203,25 +202,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RecordError + '_ {
     }
 }
 
-/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename,
-/// fsync the directory.
+/// Write `bytes` to `path` atomically (see [`rt_sys::safefile::write_atomic`]: random
+/// temp name created exclusively in the same directory, fsync, rename, fsync the directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io(path))?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    rt_sys::safefile::write_atomic(path, bytes).map_err(|e| RecordError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// An open run directory.

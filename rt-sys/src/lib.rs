@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod qmp;
 pub mod root;
 pub mod rt;
+pub mod safefile;
 pub mod sched;
 pub mod sysctl;
 pub mod task;
