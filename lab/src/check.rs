@@ -127,9 +127,18 @@ pub fn attach(
     loaded: &profiles::Loaded,
     summary: &Summary,
 ) -> Result<()> {
-    let host_check: Option<Value> = fs::read_to_string(out.join("host-check.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    // `rt-host check --json` prints the typed record::CheckReport the manifest keeps; an
+    // empty file (the check printed nothing) is no check, one that does not parse is an
+    // error.
+    let hc_path = out.join("host-check.json");
+    let host_check: Option<record::CheckReport> = match fs::read(&hc_path) {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => None,
+        Ok(bytes) => Some(
+            record::manifest::from_json(&bytes, &hc_path)
+                .with_context(|| format!("Reading the host check {}", hc_path.display()))?,
+        ),
+        Err(_) => None,
+    };
     // The guest's kernel facts as a producer recorded them in one of the runs: every run
     // of the flow was measured in the same guest boot.
     let mut guest_kernel = None;

@@ -214,7 +214,7 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
     {
         let env = &mut rd.manifest_mut().environment;
         env.kernel = Some(facts.clone());
-        env.guest_check = Some(serde_json::to_value(&check)?);
+        env.guest_check = Some(evidence::check_report(&check, Some(facts.clone())));
         if facts.virtualization == kernel::Virtualization::Tcg {
             env.notes
                 .push("measured under QEMU TCG: latencies are not real-time".into());
@@ -366,11 +366,11 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
             "{:>4} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10} {:>7} {:>6} {:>6}",
             t.cpu,
             t.samples,
-            u(l.min_ns),
-            l.mean_ns / 1000.0,
+            u(l.exact.map_or(l.min_ns, |e| e.min_ns)),
+            l.exact.map_or(l.mean_ns, |e| e.mean_ns) / 1000.0,
             u(l.percentiles.get("p99").copied().unwrap_or(0)),
             u(l.percentiles.get("p99.99").copied().unwrap_or(0)),
-            u(l.max_ns),
+            u(l.exact.map_or(l.max_ns, |e| e.max_ns)),
             t.max_at_cycle,
             t.missed_periods,
             t.out_of_range,
@@ -419,16 +419,16 @@ pub fn selftest(args: &SelftestArgs, argv: Vec<String>) -> Result<u8> {
     if let Some(reason) = signals.reason() {
         anyhow::bail!("Self-test {reason}: no result");
     }
-    let value = serde_json::to_value(&result)?;
     if let Some(dir) = &args.out {
         let mut rd = RunDir::open_or_create(dir)
             .with_context(|| format!("Cannot open run directory {}", dir.display()))?;
         rd.begin_tool("rt-guest selftest", VERSION, record::GIT_SHA, argv)?;
-        rd.manifest_mut().environment.selftest = Some(value.clone());
+        rd.manifest_mut().environment.selftest = Some(evidence::selftest_summary(&result));
         rd.end_tool(None)?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        // The full result (baseline, tolerance); the run record keeps its summary.
+        println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         println!(
             "selftest on cpu {}: {} ({} delays of {} us every {} periods injected, {} detected; max {:.1} us)",
@@ -476,7 +476,9 @@ pub fn check(args: &CheckArgs) -> Result<u8> {
         Duration::from_millis(args.steal_window_ms),
     );
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let facts = kernel::facts(&root).ok();
+        let typed = evidence::check_report(&report, facts);
+        println!("{}", serde_json::to_string_pretty(&typed)?);
     } else {
         for i in &report.items {
             let want = i

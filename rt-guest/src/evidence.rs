@@ -1,11 +1,19 @@
-//! Turning a probe run into the run-record format (`probe.json`, see
-//! `record::ProbeRecord`): HDR summaries with exact min, mean and max, the
-//! cycle and wall time of the max, missed periods and out-of-range counts.
+//! Turning rt-guest's results into the run-record format: the probe run into
+//! `probe.json` (see `record::ProbeRecord`: HDR summaries with the exact min, mean and max
+//! beside the histogram's, the cycle and wall time of the max, missed periods and
+//! out-of-range counts), `rt-guest check` into a `record::CheckReport` and the self-test
+//! into a `record::SelftestSummary`.
 
-use record::hist::HistSummary;
-use record::{ProbeRecord, ProbeSettings, ProbeThread};
+use record::hist::{Exact, HistSummary};
+use record::{
+    CheckItem, CheckReport, CheckStatus, ProbeRecord, ProbeSettings, ProbeThread, SelftestCheck,
+    SelftestSummary,
+};
+use rt_sys::kernel::KernelFacts;
 
+use crate::guest::{Report, Status};
 use crate::probe::{Outcome, ProbeConfig, ThreadResult};
+use crate::selftest::SelftestResult;
 
 /// RFC 3339 UTC (with ns) of a `CLOCK_REALTIME` value in ns.
 pub fn rfc3339(wall_ns: u64) -> String {
@@ -15,20 +23,18 @@ pub fn rfc3339(wall_ns: u64) -> String {
         .unwrap_or_default()
 }
 
-/// The record of one thread. The HDR summary's min, max and mean are replaced by the
-/// exact values (the histogram keeps 3 significant digits); the max also counts values
-/// above the histogram range.
+/// The record of one thread. The HDR summary keeps the histogram's own min, max and
+/// percentiles (what any HdrHistogram tool decodes from it); the exact min, mean and max
+/// (the max also counting values above the histogram range) go into `latency.exact`.
 pub fn thread_record(t: &ThreadResult) -> ProbeThread {
     let s = &t.stats;
     let mut latency = HistSummary::from_hist(&t.hist);
-    if s.in_range > 0 {
-        latency.min_ns = s.min_or_zero();
-        latency.mean_ns = s.mean_ns();
-    }
-    latency.max_ns = s.max_ns;
-    // HDR percentiles are bucket upper bounds: never report one above the exact max.
-    for v in latency.percentiles.values_mut() {
-        *v = (*v).min(s.max_ns);
+    if s.samples > 0 {
+        latency.exact = Some(Exact {
+            min_ns: s.min_or_zero(),
+            max_ns: s.max_ns,
+            mean_ns: s.mean_ns(),
+        });
     }
     ProbeThread {
         cpu: t.cpu,
@@ -41,6 +47,64 @@ pub fn thread_record(t: &ThreadResult) -> ProbeThread {
         max_at_cycle: s.max_cycle,
         max_at: (s.samples > 0 && s.max_wall_ns > 0).then(|| rfc3339(s.max_wall_ns)),
         latency,
+    }
+}
+
+/// The record's status for a guest check status.
+pub fn check_status(s: Status) -> CheckStatus {
+    match s {
+        Status::Ok => CheckStatus::Ok,
+        Status::Warn => CheckStatus::Warn,
+        Status::Bad => CheckStatus::Bad,
+        Status::NotPresent => CheckStatus::NotPresent,
+        Status::NotPermitted => CheckStatus::NotPermitted,
+        Status::Info => CheckStatus::Info,
+    }
+}
+
+/// `rt-guest check` as the run record keeps it (and `check --json` prints it).
+pub fn check_report(r: &Report, kernel: Option<KernelFacts>) -> CheckReport {
+    CheckReport {
+        tool: "rt-guest check".into(),
+        profile: r.profile.clone(),
+        kernel,
+        items: r
+            .items
+            .iter()
+            .map(|i| CheckItem {
+                name: i.name.clone(),
+                target: None,
+                status: check_status(i.status),
+                current: i.current.clone(),
+                desired: i.desired.clone(),
+                detail: (!i.detail.is_empty()).then(|| i.detail.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// The self-test as the run record keeps it (`environment.selftest`).
+pub fn selftest_summary(r: &SelftestResult) -> SelftestSummary {
+    SelftestSummary {
+        passed: r.passed,
+        cpu: r.cpu,
+        interval_us: r.interval_us,
+        delay_us: r.delay_us,
+        every: r.every,
+        injected: r.injected,
+        detected: r.detected,
+        max_us: r.max_us,
+        baseline_max_us: r.baseline_max_us,
+        missed_periods: r.missed_periods,
+        checks: r
+            .checks
+            .iter()
+            .map(|c| SelftestCheck {
+                name: c.name.clone(),
+                passed: c.passed,
+                detail: c.detail.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -107,12 +171,47 @@ mod tests {
         assert_eq!(th.samples, 4);
         assert_eq!(th.out_of_range, 1);
         assert_eq!(th.latency.samples, 3);
-        assert_eq!(th.latency.min_ns, 12_345);
-        assert_eq!(th.latency.max_ns, 98_765_432);
+        let exact = th.latency.exact.unwrap();
+        assert_eq!(exact.min_ns, 12_345);
+        assert_eq!(exact.max_ns, 98_765_432);
+        // The histogram's own values: bucket edges, what an HdrHistogram tool decodes.
+        let h = th.latency.histogram().unwrap();
+        assert_eq!(th.latency.max_ns, h.max());
+        assert_eq!(th.latency.min_ns, h.min());
+        assert_ne!(th.latency.max_ns, exact.max_ns);
         assert_eq!(th.max_at_cycle, 2);
         assert_eq!(th.policy, "fifo");
         assert_eq!(th.latency.histogram().unwrap().len(), 3);
         assert!((r.elapsed_s - 2.5).abs() < 1e-9);
         assert_eq!(rfc3339(1_795_667_925_000_000_000), "2026-11-26T04:38:45Z");
+    }
+
+    #[test]
+    fn guest_statuses_map_to_the_record_and_warn_stays_ok() {
+        let mut r = Report {
+            profile: Some("lab".into()),
+            items: vec![],
+        };
+        for (s, kebab) in [
+            (Status::Ok, "ok"),
+            (Status::Warn, "warn"),
+            (Status::Bad, "bad"),
+            (Status::NotPresent, "not-present"),
+            (Status::NotPermitted, "not-permitted"),
+            (Status::Info, "info"),
+        ] {
+            assert_eq!(check_status(s).as_str(), kebab);
+            r.items.push(crate::guest::Item {
+                name: kebab.into(),
+                status: s,
+                current: "x".into(),
+                desired: None,
+                detail: String::new(),
+            });
+        }
+        let c = check_report(&r, None);
+        let not_ok: Vec<&str> = c.not_ok().iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(not_ok, ["bad", "not-permitted"]);
+        assert_eq!(c.items[1].detail, None);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod bootargs;
+pub mod checkreport;
 pub mod error;
 pub mod fake;
 pub mod plan;

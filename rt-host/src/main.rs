@@ -251,7 +251,11 @@ fn plan_cmd(a: &ProfileArgs, check: bool) -> Result<u8> {
     ctx.refused = apply::load_refused(&journal_dir(&a.common));
     let p =
         plan::build(&name, &host, &ctx).with_context(|| format!("Planning profile {name:?}"))?;
-    if a.common.json {
+    if a.common.json && check {
+        // What the run record keeps (`environment.host_check`): a typed record::CheckReport.
+        let kernel = rt_sys::kernel::facts(&root).ok();
+        print_json(&rt_host::checkreport::check_report(&p, kernel))?;
+    } else if a.common.json {
         let kernel = rt_sys::kernel::facts(&root).ok();
         print_json(&serde_json::json!({
             "profile": p.profile,

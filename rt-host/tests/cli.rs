@@ -59,14 +59,17 @@ fn check_reports_each_status_and_exits_1() {
     let f = fake();
     let o = f.run("check", &["lab", "--json"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // The typed check report the run record keeps (record::CheckReport).
+    let r: record::CheckReport = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r.tool, "rt-host check");
+    assert!(!r.verified());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["met"], false);
     assert_eq!(v["kernel"]["virtualization"], "other");
-    let changes = v["changes"].as_array().unwrap();
+    let changes = v["items"].as_array().unwrap();
     let status = |item: &str| -> Vec<String> {
         changes
             .iter()
-            .filter(|c| c["item"] == item)
+            .filter(|c| c["name"] == item)
             .map(|c| c["status"].as_str().unwrap().to_string())
             .collect()
     };
@@ -74,6 +77,9 @@ fn check_reports_each_status_and_exits_1() {
     assert!(status("boot-arg").iter().all(|s| s == "needs-reboot"));
     assert_eq!(status("kernel"), ["not-applicable"]);
     assert_eq!(status("vcpu-sched"), ["differs"]);
+    // The VM found is in the plan's JSON.
+    let o = f.run("plan", &["lab", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["vm"]["pid"], 4000);
     // Text form.
     let o = f.run("check", &["lab"]);
@@ -117,9 +123,9 @@ fn setup_status_revert_round_trip() {
         .all(|e| e["in_effect"] == true));
     // Check after setup: runtime items ok; boot args still need a reboot.
     let o = f.run("check", &["lab", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r: record::CheckReport = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
-        v["summary"]["differs"],
+        r.count(record::CheckStatus::Differs),
         1,
         "only nested virtualization differs: {}",
         text(&o)
@@ -566,11 +572,11 @@ fn root_setup_pins_and_fifo_vcpu_then_revert_restores_exactly() {
     let o = q.rt_host(&["check", profile.to_str().unwrap(), "--json"]);
     let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(
-        c["changes"]
+        c["items"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|c| c["item"] == "vcpu-sched")
+            .filter(|c| c["name"] == "vcpu-sched")
             .all(|c| c["status"] == "ok"),
         "{c}"
     );

@@ -43,6 +43,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
 /// [`write_atomic`] with the file mode `mode` (e.g. 0o600 for a journal). The mode is set
 /// on the temp file before any byte is written, whatever the umask.
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
+    write_atomic_with(path, mode, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic_mode`] with the content streamed by `fill` into the temp file (a copy
+/// that need not fit in memory). When `fill` fails, nothing is renamed and the temp file
+/// is removed.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), WriteError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -61,7 +72,11 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Wri
     tmp.as_file()
         .set_permissions(Permissions::from_mode(mode))
         .map_err(err(path))?;
-    tmp.write_all(bytes).map_err(err(path))?;
+    {
+        let mut w = io::BufWriter::new(tmp.as_file_mut());
+        fill(&mut w).map_err(err(path))?;
+        w.flush().map_err(err(path))?;
+    }
     tmp.as_file().sync_all().map_err(err(path))?;
     tmp.persist(path).map_err(|e| WriteError {
         path: path.to_path_buf(),

@@ -4,7 +4,8 @@
 
 use plotters::prelude::*;
 
-use crate::evidence::{fmt_num, Distribution};
+use crate::evidence::Distribution;
+use crate::fmt::{f, fmt_num};
 
 /// Chart size in pixels.
 pub const SIZE: (u32, u32) = (600, 280);
@@ -17,6 +18,18 @@ pub struct ChartError {
     pub label: String,
     /// What plotters said.
     pub message: String,
+}
+
+/// The chart in words, for its accessible name.
+pub fn describe(d: &Distribution) -> String {
+    let width = d.bins.first().map_or(0.0, |b| b.hi_us - b.lo_us);
+    format!(
+        "Histogram of {}: {} samples in bins of {} us, max {} us",
+        d.label,
+        d.samples,
+        fmt_num(width),
+        fmt_num(d.max_us)
+    )
 }
 
 /// Draw `d` as an SVG document (a string starting with `<svg`).
@@ -32,7 +45,7 @@ pub fn latency_svg(d: &Distribution) -> Result<String, ChartError> {
         let x_max = d.bins.last().map(|b| b.hi_us).unwrap_or(1.0).max(1.0);
         let y_max = d.bins.iter().map(|b| b.count).max().unwrap_or(1).max(1);
         // Counts of 1 must stay visible on the log axis: bars start at 0.5.
-        let y_top = crate::stats::f(y_max) * 3.0;
+        let y_top = f(y_max) * 3.0;
         let caption = format!(
             "{} ({} samples, max {} us)",
             d.label,
@@ -63,12 +76,11 @@ pub fn latency_svg(d: &Distribution) -> Result<String, ChartError> {
             .map_err(|e| err(&e))?;
         let bar = RGBColor(31, 94, 168);
         chart
-            .draw_series(d.bins.iter().map(|b| {
-                Rectangle::new(
-                    [(b.lo_us, 0.5), (b.hi_us, crate::stats::f(b.count))],
-                    bar.filled(),
-                )
-            }))
+            .draw_series(
+                d.bins
+                    .iter()
+                    .map(|b| Rectangle::new([(b.lo_us, 0.5), (b.hi_us, f(b.count))], bar.filled())),
+            )
             .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }

@@ -1,16 +1,16 @@
 //! `validation`: turn rtvirt run directories into ISO 26262 timing evidence.
 //!
 //! Exit codes: 0 every requirement passed or is inconclusive (and `verify` found every file
-//! intact), 1 a requirement failed (or `verify` found a changed, truncated or missing file),
-//! 2 error.
+//! intact and every run complete), 1 a requirement failed (or `verify` found a changed,
+//! truncated, missing or refused file, or a partial run), 2 error.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use validation::evidence::{self, EvalOptions, ProfileRef, RunData};
+use validation::merge::safe_name;
 use validation::report::{self, Format};
 
 /// Turn rtvirt run directories into ISO 26262 timing evidence: requirement verdicts,
@@ -21,7 +21,7 @@ use validation::report::{self, Format};
     version,
     about,
     long_about = None,
-    after_help = "Exit codes: 0 no requirement failed (inconclusive ones are stated in the report) / every run intact; 1 a requirement failed / a file was changed, truncated or removed; 2 error.\nSee docs/evidence.md for how verdicts are decided."
+    after_help = "Exit codes: 0 no requirement failed (inconclusive ones are stated in the report) / every run intact and complete; 1 a requirement failed / a file was changed, truncated, removed or refused, or a run is partial; 2 error.\nSee docs/evidence.md for how verdicts are decided."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -47,7 +47,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check every file of the runs against the sha256 in their manifests.
+    /// Check every file of the runs against the sha256 in their manifests (and that no tool
+    /// run was interrupted or killed).
     Verify {
         /// Run directories.
         #[arg(required = true)]
@@ -177,6 +178,13 @@ fn export(
         .map(|p| RunData::open(p).with_context(|| format!("Cannot read run {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
     evidence::check_distinct(&data)?;
+    // The default name comes from the run id: sanitized, so it stays in this directory.
+    let out = out.unwrap_or_else(|| {
+        let id = data.first().map(|d| d.id().to_string()).unwrap_or_default();
+        PathBuf::from(format!("report-{}.{}", safe_name(&id), format.ext()))
+    });
+    // Refuse an unwritable output (a directory, a missing parent) before evaluating.
+    let target = rt_sys::safefile::output_target(&out)?;
     let (profile, pref) = match profile {
         Some(name) => {
             let l = profiles::load(name)?;
@@ -194,22 +202,8 @@ fn export(
     }
     let ev = evidence::evaluate(&profile, pref, &data, &EvalOptions { min_samples_max })?;
     let text = report::render(&ev, format)?;
-    let out = out.unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "report-{}.{}",
-            data.first().map(|d| d.id().to_string()).unwrap_or_default(),
-            format.ext()
-        ))
-    });
-    if out.as_os_str() == "-" {
-        std::io::stdout().write_all(text.as_bytes())?;
-    } else {
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("Cannot create {}", dir.display()))?;
-        }
-        std::fs::write(&out, &text).with_context(|| format!("Cannot write {}", out.display()))?;
-    }
+    // `-`, a symlink, a device or a FIFO is written through; a file atomically.
+    rt_sys::safefile::write_output(&out, text.as_bytes())?;
     // The summary goes to stderr when the report itself goes to stdout.
     let mut msg = String::new();
     for r in &ev.results {
@@ -224,11 +218,11 @@ fn export(
         "{} pass, {} fail, {} inconclusive, {} WCRT deviation(s)\n",
         ev.summary.pass, ev.summary.fail, ev.summary.inconclusive, ev.summary.deviations
     ));
-    if out.as_os_str() != "-" {
+    if target == rt_sys::safefile::OutputTarget::Stdout {
+        eprint!("{msg}");
+    } else {
         msg.push_str(&format!("report: {}\n", out.display()));
         print!("{msg}");
-    } else {
-        eprint!("{msg}");
     }
     Ok(if ev.any_fail() {
         ExitCode::from(1)
@@ -240,45 +234,59 @@ fn export(
 #[derive(serde::Serialize)]
 struct VerifyResult {
     run: String,
+    /// Every file intact and the run complete.
     ok: bool,
     files: usize,
+    /// Why the run is partial (a tool interrupted or killed), if it is.
+    partial: Vec<String>,
     error: Option<String>,
 }
 
-fn verify(runs: &[PathBuf], json: bool) -> Result<ExitCode> {
-    let mut results = Vec::new();
-    for p in runs {
-        let r = match RunData::open(p) {
-            Ok(d) => VerifyResult {
+fn verify_one(p: &Path) -> VerifyResult {
+    match RunData::open(p) {
+        Ok(d) => {
+            let partial = d.manifest.partial_because();
+            VerifyResult {
                 run: p.display().to_string(),
-                ok: true,
+                ok: partial.is_empty(),
                 files: d.manifest.files.len(),
+                partial,
                 error: None,
-            },
-            Err(e) => {
-                let mut msg = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(&format!(": {s}"));
-                    src = s.source();
-                }
-                VerifyResult {
-                    run: p.display().to_string(),
-                    ok: false,
-                    files: 0,
-                    error: Some(msg),
-                }
             }
-        };
-        results.push(r);
+        }
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            VerifyResult {
+                run: p.display().to_string(),
+                ok: false,
+                files: 0,
+                partial: vec![],
+                error: Some(msg),
+            }
+        }
     }
+}
+
+fn verify(runs: &[PathBuf], json: bool) -> Result<ExitCode> {
+    let results: Vec<VerifyResult> = runs.iter().map(|p| verify_one(p)).collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         for r in &results {
-            match &r.error {
-                None => println!("ok      {} ({} files intact)", r.run, r.files),
-                Some(e) => println!("FAILED  {}: {e}", r.run),
+            match (&r.error, r.partial.is_empty()) {
+                (None, true) => println!("ok      {} ({} files intact)", r.run, r.files),
+                (None, false) => println!(
+                    "PARTIAL {} ({} files intact; {})",
+                    r.run,
+                    r.files,
+                    r.partial.join("; ")
+                ),
+                (Some(e), _) => println!("FAILED  {}: {e}", r.run),
             }
         }
     }

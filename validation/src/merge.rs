@@ -1,14 +1,24 @@
 //! Merging runs: HDR histograms added losslessly per CPU and per CAN message id across
-//! runs, VMs and hosts, counters summed, into one run directory whose manifest lists its
-//! sources (run id + manifest sha256) and keeps their manifests and CAN logs under
-//! `sources/` so every merged number stays traceable to its raw data.
+//! runs, VMs and hosts, counters summed with checked arithmetic, into one run directory
+//! whose manifest lists its sources (run id + manifest sha256) and keeps their manifests
+//! and CAN logs under `sources/` so every merged number stays traceable to its raw data.
+//!
+//! One CPU or message is merged at a time into a histogram sized to the data, so memory
+//! stays at a few histograms however many messages the runs hold; logs are copied
+//! streamed and checked against their sources' manifests, never through a symlink. The
+//! same run given twice, also inside a merged input, is refused before anything is written.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::evidence::{msg_label, EvidenceError, RunData, SOURCES_DIR};
-use record::hist::{self, HistSummary};
-use record::{self, CanMessageRecord, CanRecord, ProbeRecord, ProbeThread, RecordError, RunDir};
+use hdrhistogram::Histogram;
+use record::hist::{self, Exact, HistSummary};
+use record::{
+    checked_sum, fsafe, msg_label, CanMessageRecord, CanRecord, ProbeRecord, ProbeThread,
+    RecordError, RunDir,
+};
+
+use crate::evidence::{check_distinct, EvidenceError, RunData, SOURCES_DIR};
 
 /// What a merge wrote.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -23,198 +33,337 @@ pub struct MergeSummary {
     pub messages: usize,
 }
 
-fn add(
-    a: &mut hdrhistogram::Histogram<u64>,
-    s: &HistSummary,
-    what: &str,
-) -> Result<(), EvidenceError> {
-    let h = s.histogram().map_err(|source| EvidenceError::Histogram {
-        path: what.into(),
-        what: what.to_string(),
-        source,
-    })?;
-    a.add(&h).map_err(|e| EvidenceError::Merge {
-        what: format!("{what}: {e:?}"),
-    })
+/// Histograms of one key being merged: the sum, and the exact extremes while every
+/// source had them.
+struct Acc {
+    hist: Histogram<u64>,
+    exact: Option<Exact>,
+    first: bool,
+}
+
+impl Acc {
+    fn new() -> Acc {
+        Acc {
+            hist: hist::new_auto(),
+            exact: None,
+            first: true,
+        }
+    }
+
+    fn add(&mut self, s: &HistSummary, path: &Path, what: &str) -> Result<(), EvidenceError> {
+        let err = |source| RecordError::Histogram {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            source,
+        };
+        let h = s.histogram().map_err(err)?;
+        let before = self.hist.len();
+        hist::add(&mut self.hist, &h).map_err(err)?;
+        self.exact = match (self.first, self.exact, s.exact) {
+            (true, _, e) => e,
+            (false, Some(a), Some(b)) => {
+                #[allow(clippy::cast_precision_loss)] // sample counts stay below 2^52
+                let w = |n: u64| n as f64;
+                let n = w(before) + w(h.len());
+                Some(Exact {
+                    min_ns: a.min_ns.min(b.min_ns),
+                    max_ns: a.max_ns.max(b.max_ns),
+                    mean_ns: if n > 0.0 {
+                        (a.mean_ns * w(before) + b.mean_ns * w(h.len())) / n
+                    } else {
+                        0.0
+                    },
+                })
+            }
+            _ => None,
+        };
+        self.first = false;
+        Ok(())
+    }
+
+    fn summary(&self) -> HistSummary {
+        HistSummary {
+            exact: self.exact,
+            ..HistSummary::from_hist(&self.hist)
+        }
+    }
+}
+
+fn merge_thread(recs: &[(&RunData, &ProbeRecord)], cpu: u32) -> Result<ProbeThread, EvidenceError> {
+    let mut acc = Acc::new();
+    let mut out: Option<ProbeThread> = None;
+    let mut worst = 0u64;
+    for (r, p) in recs {
+        let path = r.path.join(record::PROBE);
+        for t in p.threads.iter().filter(|t| t.cpu == cpu) {
+            let what = format!("CPU {cpu}");
+            acc.add(&t.latency, &path, &what)?;
+            let o = out.get_or_insert_with(|| ProbeThread {
+                samples: 0,
+                missed_periods: 0,
+                out_of_range: 0,
+                ..t.clone()
+            });
+            o.samples = checked_sum(o.samples, t.samples, &path, &what)?;
+            o.missed_periods = checked_sum(o.missed_periods, t.missed_periods, &path, &what)?;
+            o.out_of_range = checked_sum(o.out_of_range, t.out_of_range, &path, &what)?;
+            if t.policy != o.policy {
+                o.policy = "mixed".into();
+            }
+            let max = t.latency.exact.map_or(t.latency.max_ns, |e| e.max_ns);
+            if max >= worst {
+                worst = max;
+                o.max_at_cycle = t.max_at_cycle;
+                o.max_at.clone_from(&t.max_at);
+                o.tid = t.tid;
+            }
+        }
+    }
+    let mut t = out.expect("the CPU came from these records");
+    t.latency = acc.summary();
+    Ok(t)
 }
 
 /// Merge the probe records of `runs` (per CPU).
 pub fn merge_probe(runs: &[RunData]) -> Result<Option<ProbeRecord>, EvidenceError> {
-    let mut out: Option<ProbeRecord> = None;
-    let mut by_cpu: BTreeMap<u32, (ProbeThread, hdrhistogram::Histogram<u64>)> = BTreeMap::new();
-    for r in runs {
-        let Some(p) = &r.probe else { continue };
-        match &mut out {
-            None => {
-                out = Some(ProbeRecord {
-                    threads: vec![],
-                    ..p.clone()
-                })
-            }
-            Some(o) => {
-                if o.settings.interval_ns != p.settings.interval_ns {
-                    return Err(EvidenceError::Merge {
-                        what: format!(
-                            "probe runs with different intervals: {} ns and {} ns in {}",
-                            o.settings.interval_ns,
-                            p.settings.interval_ns,
-                            r.path.display()
-                        ),
-                    });
-                }
-                o.elapsed_s += p.elapsed_s;
-                o.partial |= p.partial;
-                if o.settings.duration_s.is_some() {
-                    o.settings.duration_s = Some(
-                        o.settings.duration_s.unwrap_or(0.0) + p.settings.duration_s.unwrap_or(0.0),
-                    );
-                }
-                if o.settings.loops.is_some() {
-                    o.settings.loops =
-                        Some(o.settings.loops.unwrap_or(0) + p.settings.loops.unwrap_or(0));
-                }
-                o.settings.mlock &= p.settings.mlock;
-                o.settings.dma_latency_held &= p.settings.dma_latency_held;
-            }
-        }
-        for t in &p.threads {
-            let what = format!("{} CPU {}", r.path.join(record::PROBE).display(), t.cpu);
-            let e = by_cpu.entry(t.cpu).or_insert_with(|| {
-                (
-                    ProbeThread {
-                        samples: 0,
-                        missed_periods: 0,
-                        out_of_range: 0,
-                        ..t.clone()
-                    },
-                    hist::new_ns(),
-                )
+    let recs: Vec<(&RunData, &ProbeRecord)> = runs
+        .iter()
+        .filter_map(|r| r.probe.as_ref().map(|p| (r, p)))
+        .collect();
+    let Some((_, first)) = recs.first() else {
+        return Ok(None);
+    };
+    let mut o = ProbeRecord {
+        threads: vec![],
+        ..(*first).clone()
+    };
+    for (r, p) in &recs[1..] {
+        if o.settings.interval_ns != p.settings.interval_ns {
+            return Err(EvidenceError::Merge {
+                what: format!(
+                    "probe runs with different intervals: {} ns and {} ns in {}",
+                    o.settings.interval_ns,
+                    p.settings.interval_ns,
+                    r.path.display()
+                ),
             });
-            let before_max = if e.1.is_empty() { 0 } else { e.1.max() };
-            add(&mut e.1, &t.latency, &what)?;
-            e.0.samples += t.samples;
-            e.0.missed_periods += t.missed_periods;
-            e.0.out_of_range += t.out_of_range;
-            if t.policy != e.0.policy {
-                e.0.policy = "mixed".into();
-            }
-            if t.latency.max_ns > before_max {
-                e.0.max_at_cycle = t.max_at_cycle;
-                e.0.max_at.clone_from(&t.max_at);
-                e.0.tid = t.tid;
-            }
         }
+        o.elapsed_s += p.elapsed_s;
+        o.partial |= p.partial;
+        let s = &mut o.settings;
+        s.duration_s = s
+            .duration_s
+            .map(|d| d + p.settings.duration_s.unwrap_or(0.0));
+        if let Some(l) = s.loops {
+            let path = r.path.join(record::PROBE);
+            s.loops = Some(checked_sum(
+                l,
+                p.settings.loops.unwrap_or(0),
+                &path,
+                "loops",
+            )?);
+        }
+        s.mlock &= p.settings.mlock;
+        s.dma_latency_held &= p.settings.dma_latency_held;
     }
-    Ok(out.map(|mut o| {
-        o.threads = by_cpu
-            .into_values()
-            .map(|(mut t, h)| {
-                t.latency = HistSummary::from_hist(&h);
-                t
-            })
-            .collect();
-        o
-    }))
+    let cpus: BTreeSet<u32> = recs
+        .iter()
+        .flat_map(|(_, p)| &p.threads)
+        .map(|t| t.cpu)
+        .collect();
+    for cpu in cpus {
+        o.threads.push(merge_thread(&recs, cpu)?);
+    }
+    Ok(Some(o))
 }
 
-/// Merge the CAN records of `runs` (per message id).
-pub fn merge_can(runs: &[RunData]) -> Result<Option<CanRecord>, EvidenceError> {
-    let mut out: Option<CanRecord> = None;
-    type Acc = (
-        CanMessageRecord,
-        hdrhistogram::Histogram<u64>,
-        hdrhistogram::Histogram<u64>,
-    );
-    let mut by_id: BTreeMap<(u32, bool), Acc> = BTreeMap::new();
-    let mut weighted_load = 0.0;
-    for r in runs {
-        let Some(c) = &r.can else { continue };
-        match &mut out {
-            None => {
-                out = Some(CanRecord {
-                    messages: vec![],
-                    ..c.clone()
-                })
-            }
-            Some(o) => {
-                if o.bitrate != c.bitrate || o.data_bitrate != c.data_bitrate {
-                    return Err(EvidenceError::Merge {
-                        what: format!(
-                            "CAN runs with different bitrates: {} and {} in {}",
-                            o.bitrate,
-                            c.bitrate,
-                            r.path.display()
-                        ),
-                    });
-                }
-                o.elapsed_s += c.elapsed_s;
-                o.bus_load_analytic_pct = o.bus_load_analytic_pct.max(c.bus_load_analytic_pct);
-                o.tx_enobufs += c.tx_enobufs;
-                o.bus_errors.extend(c.bus_errors.iter().cloned());
-                o.paced &= c.paced;
-                o.partial |= c.partial;
-                if o.timestamp_source != c.timestamp_source {
-                    o.timestamp_source = "mixed".into();
-                }
-            }
-        }
-        weighted_load += c.bus_load_measured_pct * c.elapsed_s;
-        for m in &c.messages {
-            let what = format!("{} {}", r.path.join(record::CAN).display(), msg_label(m));
-            let e = by_id.entry((m.id, m.extended)).or_insert_with(|| {
-                (
-                    CanMessageRecord {
-                        sent: 0,
-                        received: 0,
-                        lost: 0,
-                        duplicates: 0,
-                        reordered: 0,
-                        deadline_misses: 0,
-                        ..m.clone()
-                    },
-                    hist::new_ns(),
-                    hist::new_ns(),
-                )
+fn merge_message(
+    recs: &[(&RunData, &CanRecord)],
+    key: (u32, bool),
+) -> Result<CanMessageRecord, EvidenceError> {
+    let (mut lat, mut jit) = (Acc::new(), Acc::new());
+    let mut out: Option<CanMessageRecord> = None;
+    for (r, c) in recs {
+        let path = r.path.join(record::CAN);
+        for m in c.messages.iter().filter(|m| (m.id, m.extended) == key) {
+            let what = msg_label(m);
+            lat.add(&m.latency, &path, &what)?;
+            jit.add(&m.jitter, &path, &what)?;
+            let o = out.get_or_insert_with(|| CanMessageRecord {
+                sent: 0,
+                received: 0,
+                lost: 0,
+                duplicates: 0,
+                reordered: 0,
+                deadline_misses: 0,
+                ..m.clone()
             });
-            add(&mut e.1, &m.latency, &what)?;
-            add(&mut e.2, &m.jitter, &what)?;
-            e.0.sent += m.sent;
-            e.0.received += m.received;
-            e.0.lost += m.lost;
-            e.0.duplicates += m.duplicates;
-            e.0.reordered += m.reordered;
-            e.0.deadline_misses += m.deadline_misses;
-            e.0.frame_time_us = e.0.frame_time_us.max(m.frame_time_us);
-            e.0.wcrt_us = match (e.0.wcrt_us, m.wcrt_us) {
+            o.sent = checked_sum(o.sent, m.sent, &path, &what)?;
+            o.received = checked_sum(o.received, m.received, &path, &what)?;
+            o.lost = checked_sum(o.lost, m.lost, &path, &what)?;
+            o.duplicates = checked_sum(o.duplicates, m.duplicates, &path, &what)?;
+            o.reordered = checked_sum(o.reordered, m.reordered, &path, &what)?;
+            o.deadline_misses = checked_sum(o.deadline_misses, m.deadline_misses, &path, &what)?;
+            o.frame_time_us = o.frame_time_us.max(m.frame_time_us);
+            o.wcrt_us = match (o.wcrt_us, m.wcrt_us) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 _ => None,
             };
         }
     }
-    Ok(out.map(|mut o| {
-        if o.elapsed_s > 0.0 {
-            o.bus_load_measured_pct = weighted_load / o.elapsed_s;
+    let mut m = out.expect("the message came from these records");
+    m.latency = lat.summary();
+    m.jitter = jit.summary();
+    Ok(m)
+}
+
+/// Merge the CAN records of `runs` (per message id).
+pub fn merge_can(runs: &[RunData]) -> Result<Option<CanRecord>, EvidenceError> {
+    let recs: Vec<(&RunData, &CanRecord)> = runs
+        .iter()
+        .filter_map(|r| r.can.as_ref().map(|c| (r, c)))
+        .collect();
+    let Some((_, first)) = recs.first() else {
+        return Ok(None);
+    };
+    let mut o = CanRecord {
+        messages: vec![],
+        ..(*first).clone()
+    };
+    let mut weighted_load = first.bus_load_measured_pct * first.elapsed_s;
+    for (r, c) in &recs[1..] {
+        if o.bitrate != c.bitrate || o.data_bitrate != c.data_bitrate {
+            return Err(EvidenceError::Merge {
+                what: format!(
+                    "CAN runs with different bitrates: {} and {} in {}",
+                    o.bitrate,
+                    c.bitrate,
+                    r.path.display()
+                ),
+            });
         }
-        o.messages = by_id
-            .into_values()
-            .map(|(mut m, lat, jit)| {
-                m.latency = HistSummary::from_hist(&lat);
-                m.jitter = HistSummary::from_hist(&jit);
-                m
-            })
-            .collect();
-        o
-    }))
+        o.elapsed_s += c.elapsed_s;
+        o.bus_load_analytic_pct = o.bus_load_analytic_pct.max(c.bus_load_analytic_pct);
+        o.tx_enobufs = checked_sum(
+            o.tx_enobufs,
+            c.tx_enobufs,
+            &r.path.join(record::CAN),
+            "ENOBUFS",
+        )?;
+        o.bus_errors.extend(c.bus_errors.iter().cloned());
+        o.paced &= c.paced;
+        o.partial |= c.partial;
+        if o.timestamp_source != c.timestamp_source {
+            o.timestamp_source = "mixed".into();
+        }
+        weighted_load += c.bus_load_measured_pct * c.elapsed_s;
+    }
+    if o.elapsed_s > 0.0 {
+        o.bus_load_measured_pct = weighted_load / o.elapsed_s;
+    }
+    let keys: BTreeSet<(u32, bool)> = recs
+        .iter()
+        .flat_map(|(_, c)| &c.messages)
+        .map(|m| (m.id, m.extended))
+        .collect();
+    for key in keys {
+        o.messages.push(merge_message(&recs, key)?);
+    }
+    Ok(Some(o))
+}
+
+/// A run id as a file name: anything but `[A-Za-z0-9._-]` becomes `_`, and a name of
+/// dots only cannot climb (`..` becomes `__`).
+pub fn safe_name(id: &str) -> String {
+    let s: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.chars().all(|c| c == '.') {
+        "_".repeat(s.len().max(1))
+    } else {
+        s
+    }
+}
+
+/// The profile all inputs carry (the first copy); refuse inputs that disagree.
+fn common_profile(runs: &[RunData]) -> Result<Option<&record::ProfileCopy>, EvidenceError> {
+    let mut first: Option<(&record::ProfileCopy, &str)> = None;
+    for r in runs {
+        let Some(p) = &r.manifest.profile else {
+            continue;
+        };
+        match first {
+            None => first = Some((p, r.id())),
+            Some((f, id)) if f.sha256 != p.sha256 => {
+                return Err(EvidenceError::ProfileMismatch {
+                    a: f.sha256.get(..12).unwrap_or(&f.sha256).to_string(),
+                    a_run: id.to_string(),
+                    b: p.sha256.get(..12).unwrap_or(&p.sha256).to_string(),
+                    b_run: r.id().to_string(),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(first.map(|(p, _)| p))
+}
+
+/// The source's manifest bytes, read again beneath it and checked against the sha256 it
+/// had when the run was opened.
+fn manifest_bytes(r: &RunData) -> Result<Vec<u8>, EvidenceError> {
+    let (mut f, len) = fsafe::open_beneath(&r.path, record::MANIFEST)?;
+    let p = r.path.join(record::MANIFEST);
+    let bytes = fsafe::read_capped(&mut f, len, fsafe::MAX_RECORD_BYTES, &p)?;
+    let actual = record::sha256_hex(&bytes);
+    if actual != r.manifest_sha256 {
+        return Err(RecordError::Tampered {
+            path: p,
+            expected: r.manifest_sha256.clone(),
+            actual,
+        }
+        .into());
+    }
+    Ok(bytes)
+}
+
+/// Keep source `i`'s manifest (and, for a merged input, its sources) and CAN log.
+fn copy_source(rd: &mut RunDir, i: usize, r: &RunData) -> Result<(), EvidenceError> {
+    let stem = format!("{SOURCES_DIR}/{i:02}-{}", safe_name(r.id()));
+    let bytes = manifest_bytes(r)?;
+    let src = RunDir::open(&r.path)?;
+    if r.sources.is_empty() {
+        rd.write_file(&format!("{stem}.manifest.json"), &bytes)?;
+    } else {
+        // A merged input: keep its manifest for the trace, and bring its sources'
+        // manifests and logs along, since their environments are what is judged.
+        rd.write_file(&format!("{stem}.merged-manifest.json"), &bytes)?;
+        for name in r.manifest.files.keys() {
+            if let Some(rest) = name.strip_prefix(&format!("{SOURCES_DIR}/")) {
+                rd.copy_from(&format!("{stem}-{rest}"), &src, name)?;
+            }
+        }
+    }
+    if r.manifest.files.contains_key(record::CAN_LOG) {
+        rd.copy_from(&format!("{stem}.can.log"), &src, record::CAN_LOG)?;
+    }
+    Ok(())
 }
 
 /// Merge the run directories `inputs` into a new run directory `out` (which must not be a
-/// run already). Every input is verified first.
+/// run already). Every input is verified and every refusal made before `out` is created.
 pub fn merge(
     inputs: &[&Path],
     out: &Path,
     args: Vec<String>,
 ) -> Result<MergeSummary, EvidenceError> {
-    if out.join(record::MANIFEST).exists() {
+    if std::fs::symlink_metadata(out.join(record::MANIFEST)).is_ok() {
         return Err(EvidenceError::Merge {
             what: format!("into {}: it is a run directory already", out.display()),
         });
@@ -223,7 +372,8 @@ pub fn merge(
         .iter()
         .map(|p| RunData::open(p))
         .collect::<Result<Vec<_>, _>>()?;
-    crate::evidence::check_distinct(&runs)?;
+    check_distinct(&runs)?;
+    let profile = common_profile(&runs)?;
     let probe = merge_probe(&runs)?;
     let can = merge_can(&runs)?;
 
@@ -234,63 +384,17 @@ pub fn merge(
         record::GIT_SHA,
         args,
     )?;
-    // The profile: all sources must agree (the first copy is kept).
-    let mut profile_sha: Option<(String, String)> = None;
-    for r in &runs {
-        if let Some(p) = &r.manifest.profile {
-            match &profile_sha {
-                None => {
-                    profile_sha = Some((p.sha256.clone(), r.id().to_string()));
-                    rd.set_profile(&p.name, &p.origin, &p.text)?;
-                }
-                Some((sha, first)) if *sha != p.sha256 => {
-                    return Err(EvidenceError::ProfileMismatch {
-                        a: sha.get(..12).unwrap_or(sha).to_string(),
-                        a_run: first.clone(),
-                        b: p.sha256.get(..12).unwrap_or(&p.sha256).to_string(),
-                        b_run: r.id().to_string(),
-                    });
-                }
-                Some(_) => {}
-            }
-        }
+    if let Some(p) = profile {
+        rd.set_profile(&p.name, &p.origin, &p.text)?;
     }
     let mut sources = Vec::new();
     for (i, r) in runs.iter().enumerate() {
         sources.push(format!("{} sha256:{}", r.id(), r.manifest_sha256));
-        let stem = format!("{SOURCES_DIR}/{i:02}-{}", safe(r.id()));
-        let bytes =
-            std::fs::read(r.path.join(record::MANIFEST)).map_err(|source| RecordError::Io {
-                path: r.path.join(record::MANIFEST),
-                source,
-            })?;
-        // Nested directory: make sure it exists before the atomic write.
-        std::fs::create_dir_all(out.join(SOURCES_DIR)).map_err(|source| RecordError::Io {
-            path: out.join(SOURCES_DIR),
-            source,
-        })?;
-        if r.sources.is_empty() {
-            rd.write_file(&format!("{stem}.manifest.json"), &bytes)?;
-        } else {
-            // A merged input: keep its manifest for the trace, and bring its sources'
-            // manifests and logs along, since their environments are what is judged.
-            rd.write_file(&format!("{stem}.merged-manifest.json"), &bytes)?;
-            let src = RunDir::open(&r.path)?;
-            for name in r.manifest.files.keys() {
-                if let Some(rest) = name.strip_prefix(&format!("{SOURCES_DIR}/")) {
-                    let bytes = src.read_verified(name)?;
-                    rd.write_file(&format!("{stem}-{rest}"), &bytes)?;
-                }
-            }
-        }
-        if r.manifest.files.contains_key(record::CAN_LOG) {
-            let log = rd_read(r, record::CAN_LOG)?;
-            rd.write_file(&format!("{stem}.can.log"), &log)?;
-        }
+        copy_source(&mut rd, i, r)?;
     }
     {
         let m = rd.manifest_mut();
-        m.sources = sources.clone();
+        m.sources.clone_from(&sources);
         m.environment.hostname = "merged".into();
         m.environment.notes.push(format!(
             "merged record of {} runs: each source's environment is in {SOURCES_DIR}/*.manifest.json and is judged on its own",
@@ -312,18 +416,65 @@ pub fn merge(
     })
 }
 
-fn rd_read(r: &RunData, name: &str) -> Result<Vec<u8>, EvidenceError> {
-    Ok(RunDir::open(&r.path)?.read_verified(name)?)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::fixtures::{can, can_msg, good_env, probe, run};
 
-fn safe(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    #[test]
+    fn run_ids_become_safe_file_names() {
+        assert_eq!(safe_name("run-lab-can"), "run-lab-can");
+        assert_eq!(safe_name("../../etc/x"), ".._.._etc_x");
+        assert_eq!(safe_name(".."), "__");
+        assert_eq!(safe_name(""), "_");
+        assert_eq!(safe_name("a/b c"), "a_b_c");
+    }
+
+    #[test]
+    fn counters_add_and_exact_extremes_merge() {
+        let mut a = run(good_env(), Some(probe(&[(10, 600)], 1)), None);
+        let mut b = run(good_env(), Some(probe(&[(20, 400)], 2)), None);
+        a.probe.as_mut().unwrap().threads[0].latency.exact = Some(Exact {
+            min_ns: 9_990,
+            max_ns: 10_004,
+            mean_ns: 10_000.0,
+        });
+        b.probe.as_mut().unwrap().threads[0].latency.exact = Some(Exact {
+            min_ns: 19_990,
+            max_ns: 20_004,
+            mean_ns: 20_000.0,
+        });
+        let m = merge_probe(&[a.clone(), b.clone()]).unwrap().unwrap();
+        let t = &m.threads[0];
+        assert_eq!((t.samples, t.missed_periods), (1000, 3));
+        let e = t.latency.exact.unwrap();
+        assert_eq!((e.min_ns, e.max_ns), (9_990, 20_004));
+        assert!((e.mean_ns - 14_000.0).abs() < 1e-6, "{e:?}");
+        assert_eq!(m.elapsed_s, 120.0);
+        // One source without exact values: the merge has none either.
+        b.probe.as_mut().unwrap().threads[0].latency.exact = None;
+        let m = merge_probe(&[a, b]).unwrap().unwrap();
+        assert_eq!(m.threads[0].latency.exact, None);
+    }
+
+    #[test]
+    fn merged_counters_that_overflow_are_an_error() {
+        let mut a = run(
+            good_env(),
+            None,
+            Some(can(vec![can_msg(0xC0, &[(300, 10)], None)])),
+        );
+        a.can.as_mut().unwrap().messages[0].duplicates = u64::MAX;
+        let b = run(
+            good_env(),
+            None,
+            Some(can(vec![{
+                let mut m = can_msg(0xC0, &[(300, 10)], None);
+                m.duplicates = 1;
+                m
+            }])),
+        );
+        let e = merge_can(&[a, b]).unwrap_err();
+        assert!(e.to_string().contains("overflows a 64-bit count"), "{e}");
+    }
 }

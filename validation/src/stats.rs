@@ -10,11 +10,7 @@
 /// One-sided confidence level used for every claim.
 pub const CONFIDENCE: f64 = 0.95;
 
-/// `x` as f64 (values here stay far below 2^53, where f64 is exact).
-pub fn f(x: u64) -> f64 {
-    // u64 -> f64 rounds above 2^53 only; sample counts never get there.
-    x as f64
-}
+use crate::fmt::f;
 
 /// Samples needed to carry a claim of exceedance probability `q` at 95 % confidence when no
 /// sample exceeds the bound (rule of three: the smallest n with 1 - 0.05^(1/n) <= q).
@@ -27,14 +23,7 @@ pub fn samples_needed(q: f64) -> Option<u64> {
     }
     // 0.05^(1/n) >= 1 - q  <=>  n >= ln 0.05 / ln(1 - q)
     let n = ((1.0 - CONFIDENCE).ln() / (1.0 - q).ln()).ceil();
-    Some(floor_u64(n).max(1))
-}
-
-/// `x` rounded down to a u64, clamped to `0..=u64::MAX` (NaN gives 0).
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-pub fn floor_u64(x: f64) -> u64 {
-    // `as` from f64 saturates and maps NaN to 0: exactly the clamp wanted here.
-    x.floor() as u64
+    Some(record::floor_u64(n).max(1))
 }
 
 /// One-sided 95 % upper confidence bound on a probability from `k` events in `n` trials

@@ -5,7 +5,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use record::hist::{self, HistSummary};
-use record::{self, CanMessageRecord, CanRecord, ProbeRecord, ProbeSettings, ProbeThread, RunDir};
+use record::{
+    self, CanMessageRecord, CanRecord, CheckItem, CheckReport, CheckStatus, ProbeRecord,
+    ProbeSettings, ProbeThread, RunDir, SelftestCheck, SelftestSummary,
+};
 use rt_sys::kernel::{KernelFacts, Virtualization};
 
 const BIN: &str = env!("CARGO_BIN_EXE_validation");
@@ -27,7 +30,7 @@ fn text(o: &Output) -> String {
 }
 
 fn hist_of(values_us: &[(u64, u64)]) -> HistSummary {
-    let mut h = hist::new_ns();
+    let mut h = hist::new_auto();
     for (us, n) in values_us {
         h.record_n(us * 1000, *n).unwrap();
     }
@@ -53,6 +56,65 @@ const GOOD: Fixture = Fixture {
     probe_max_us: 31,
     lost: 0,
 };
+
+/// `rt-host check --json` of a bare-metal PREEMPT_RT host, all ok or one item refused.
+fn host_check(ok: bool) -> CheckReport {
+    let item = |name: &str, status| CheckItem {
+        name: name.into(),
+        target: Some("/sys/module/kvm/parameters/halt_poll_ns".into()),
+        status,
+        current: "200000".into(),
+        desired: Some("200000".into()),
+        detail: None,
+    };
+    CheckReport {
+        tool: "rt-host check".into(),
+        profile: Some("lab".into()),
+        kernel: Some(KernelFacts {
+            release: "6.1.0-41-rt-amd64".into(),
+            version: "#1 SMP PREEMPT_RT Debian 6.1.158-1".into(),
+            preempt_rt: true,
+            cmdline: "isolcpus=1-3".into(),
+            virtualization: Virtualization::None,
+            hypervisor_signature: None,
+            cpu_model: "host cpu".into(),
+            online_cpus: "0-3".into(),
+            nested_capable: false,
+            cgroup_version: 2,
+        }),
+        items: vec![
+            item(
+                "halt-poll",
+                if ok {
+                    CheckStatus::Ok
+                } else {
+                    CheckStatus::NotPermitted
+                },
+            ),
+            item("nested-virtualization", CheckStatus::Ok),
+        ],
+    }
+}
+
+fn selftest() -> SelftestSummary {
+    SelftestSummary {
+        passed: true,
+        cpu: 1,
+        interval_us: 1000,
+        delay_us: 400.0,
+        every: 10,
+        injected: 290,
+        detected: 290,
+        max_us: 455.0,
+        baseline_max_us: 40.0,
+        missed_periods: 0,
+        checks: vec![SelftestCheck {
+            name: "every delay detected".into(),
+            passed: true,
+            detail: "290 of 290".into(),
+        }],
+    }
+}
 
 fn make_run(dir: &Path, name: &str, fx: Fixture) -> PathBuf {
     let path = dir.join(name);
@@ -92,12 +154,8 @@ fn make_run(dir: &Path, name: &str, fx: Fixture) -> PathBuf {
             nested_capable: false,
             cgroup_version: 2,
         });
-        env.host_check = Some(serde_json::json!({
-            "ok": fx.host_ok,
-            "kernel": {"virtualization": "none"},
-        }));
-        env.selftest =
-            Some(serde_json::json!({"ok": true, "summary": "clock and histogram checks passed"}));
+        env.host_check = Some(host_check(fx.host_ok));
+        env.selftest = Some(selftest());
     }
     rd.save().unwrap();
     let latency = hist_of(&[(6, 59_000), (11, 990), (fx.probe_max_us, 10)]);
@@ -114,7 +172,8 @@ fn make_run(dir: &Path, name: &str, fx: Fixture) -> PathBuf {
         },
         threads: vec![ProbeThread {
             cpu: 1,
-            tid: 4242,
+            // Distinct runs hold distinct data: here, a tid of each run's own.
+            tid: name.bytes().map(u32::from).sum(),
             policy: "fifo".into(),
             priority: 95,
             samples: latency.samples,
@@ -179,7 +238,7 @@ fn make_run(dir: &Path, name: &str, fx: Fixture) -> PathBuf {
         elapsed_s: 60.0,
         bus_load_analytic_pct: 14.2,
         bus_load_measured_pct: 13.9,
-        tx_enobufs: 0,
+        tx_enobufs: name.bytes().map(u64::from).sum(),
         bus_errors: vec![],
         timestamp_source: "kernel".into(),
         messages: vec![
@@ -197,11 +256,9 @@ fn make_run(dir: &Path, name: &str, fx: Fixture) -> PathBuf {
         partial: false,
     };
     rd.write_json(record::CAN, &can).unwrap();
-    rd.write_file(
-        record::CAN_LOG,
-        b"(1764133201.000100) can1 0C0#0001020304050607\n",
-    )
-    .unwrap();
+    // Every run's log differs (its own timestamps): here, the run's name in a comment.
+    let log = format!("(1764133201.000100) can1 0C0#0001020304050607\n# {name}\n");
+    rd.write_file(record::CAN_LOG, log.as_bytes()).unwrap();
     rd.end_tool(None).unwrap();
     path
 }
@@ -380,34 +437,35 @@ fn junit_parses_with_a_real_junit_parser() {
     let out = dir.path().join("r.xml");
     let o = export(&run, "junit", &out);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    if !testkit::require_command("python3") {
+        return;
+    }
+    let has_junitparser = Command::new("python3")
+        .args(["-c", "import junitparser"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !testkit::require(
+        has_junitparser,
+        "python3 cannot import junitparser (pip install junitparser)",
+    ) {
+        return;
+    }
     let script = r#"
 import sys
-path = sys.argv[1]
-try:
-    from junitparser import JUnitXml, Failure, Skipped
-    xml = JUnitXml.fromfile(path)
-    print("parser: junitparser")
-    for suite in xml:
-        for case in suite:
-            kinds = [type(r).__name__ for r in case.result]
-            # junitparser models properties on suites; read the testcase's own from its element.
-            props = {p.get("name"): p.get("value") for p in case._elem.iter("property")}
-            print(case.name, "|".join(kinds) or "Pass", props.get("asil", "?"))
-except ImportError:
-    import xml.etree.ElementTree as ET
-    print("parser: xml.etree (junitparser not importable)")
-    for case in ET.parse(path).getroot().iter("testcase"):
-        kinds = [c.tag.capitalize() for c in case if c.tag in ("failure", "skipped", "error")]
-        props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        print(case.get("name"), "|".join(kinds) or "Pass", props.get("asil", "?"))
+from junitparser import JUnitXml
+xml = JUnitXml.fromfile(sys.argv[1])
+print("parser: junitparser")
+for suite in xml:
+    for case in suite:
+        kinds = [type(r).__name__ for r in case.result]
+        # junitparser models properties on suites; read the testcase's own from its element.
+        props = {p.get("name"): p.get("value") for p in case._elem.iter("property")}
+        print(case.name, "|".join(kinds) or "Pass", props.get("asil", "?"))
 "#;
     let py = Command::new("python3")
         .args(["-c", script, out.to_str().unwrap()])
-        .output();
-    let Ok(py) = py else {
-        println!("python3 is not installed: JUnit checked by the unit tests only");
-        return;
-    };
+        .output()
+        .expect("run python3");
     let s = String::from_utf8_lossy(&py.stdout).to_string();
     println!("{s}{}", String::from_utf8_lossy(&py.stderr));
     assert!(py.status.success(), "{s}");
@@ -627,8 +685,10 @@ fn run_with_deadline(cmd: &mut Command, limit: Duration) -> Option<Output> {
 #[ignore = "needs chromium: run by lab/test.sh"]
 fn chromium_report_renders() {
     let chromium = Path::new("/usr/bin/chromium");
-    if !chromium.exists() {
-        println!("skipped: /usr/bin/chromium is missing (apt-get install chromium)");
+    if !testkit::require(
+        chromium.exists(),
+        "/usr/bin/chromium is missing (apt-get install chromium)",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -710,7 +770,7 @@ fn chromium_report_renders() {
         let verdict = r["verdict"].as_str().unwrap().to_uppercase();
         let row = dom
             .split("<tr>")
-            .find(|row| row.contains(&format!("<b>{id}</b>")))
+            .find(|row| row.contains(&format!("<td><b>{id}</b></td>")))
             .unwrap_or_else(|| panic!("{id} not in the DOM"));
         assert!(
             row.contains(&format!(">{verdict}</td>")),

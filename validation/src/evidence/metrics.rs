@@ -1,0 +1,542 @@
+//! The measured value of each metric, pooled over the runs: one function per metric of
+//! `profiles::Metric`, each leaving the judging to [`super::sufficiency`]. Counts are
+//! summed with checked arithmetic (an overflow is an error naming the file).
+
+use std::collections::BTreeSet;
+
+use profiles::{Metric, Requirement};
+use record::{checked_sum, msg_label};
+
+use super::pool::Pool;
+use super::sufficiency::{finish, judge_count, judge_percentile};
+use super::{BoundKind, EvalOptions, EvidenceError, RequirementResult, RunData, Verdict};
+use crate::fmt::{f, fmt_num, pct_label};
+
+fn base(req: &Requirement, label: String, unit: &str, kind: BoundKind) -> RequirementResult {
+    let bound = match &req.metric {
+        Metric::ProbeLatency { .. }
+        | Metric::CanLatency { .. }
+        | Metric::CanJitter { .. }
+        | Metric::WcrtSlack { .. } => req.bound_us,
+        _ => req.bound,
+    };
+    RequirementResult {
+        id: req.id.clone(),
+        asil: req.asil,
+        text: req.text.clone(),
+        metric: req.metric.clone(),
+        metric_label: label,
+        bound,
+        bound_kind: kind,
+        unit: unit.to_string(),
+        measured: None,
+        verdict: Verdict::Inconclusive,
+        data_verdict: Verdict::Inconclusive,
+        samples: None,
+        confidence: None,
+        reasons: Vec::new(),
+        environment: Vec::new(),
+        trace: Vec::new(),
+    }
+}
+
+fn which_cpu(cpu: Option<u32>) -> String {
+    cpu.map(|c| format!("CPU {c}"))
+        .unwrap_or_else(|| "all CPUs".into())
+}
+
+fn which_msg(id: Option<u32>, runs: &[RunData]) -> String {
+    match id {
+        None => "all messages".into(),
+        Some(id) => runs
+            .iter()
+            .filter_map(|r| r.can.as_ref())
+            .flat_map(|c| c.messages.iter())
+            .find(|m| m.id == id)
+            .map(msg_label)
+            .unwrap_or_else(|| format!("0x{id:03X}")),
+    }
+}
+
+/// Evaluate one requirement over the runs.
+pub fn evaluate_one(
+    req: &Requirement,
+    runs: &[RunData],
+    opts: &EvalOptions,
+) -> Result<RequirementResult, EvidenceError> {
+    let mut r = match &req.metric {
+        Metric::ProbeLatency { percentile, cpu } => {
+            probe_latency(req, *percentile, *cpu, runs, opts)?
+        }
+        Metric::CanLatency { percentile, id } => {
+            can_hist(req, *percentile, *id, false, runs, opts)?
+        }
+        Metric::CanJitter { percentile, id } => can_hist(req, *percentile, *id, true, runs, opts)?,
+        Metric::ProbeMissed => probe_missed(req, runs)?,
+        Metric::CanDeadlineMisses { id } => can_counts(req, *id, false, runs)?,
+        Metric::CanLoss { id } => can_counts(req, *id, true, runs)?,
+        Metric::BusLoad => bus_load(req, runs),
+        Metric::WcrtSlack { id } => return Ok(wcrt_slack(req, *id, runs)),
+    };
+    r.trace.sort();
+    Ok(r)
+}
+
+fn probe_latency(
+    req: &Requirement,
+    p: f64,
+    cpu: Option<u32>,
+    runs: &[RunData],
+    opts: &EvalOptions,
+) -> Result<RequirementResult, EvidenceError> {
+    let label = format!("probe wakeup latency {}, {}", pct_label(p), which_cpu(cpu));
+    let mut r = base(req, label, "us", BoundKind::AtMost);
+    let mut pool = Pool::new();
+    let mut out_of_range = 0u64;
+    for run in runs {
+        let path = run.path.join(record::PROBE);
+        for t in run.probe.iter().flat_map(|p| &p.threads) {
+            if cpu.is_none_or(|c| c == t.cpu) {
+                pool.add(run, record::PROBE, &format!("CPU {}", t.cpu), &t.latency)?;
+                out_of_range = checked_sum(out_of_range, t.out_of_range, &path, "out of range")?;
+            }
+        }
+    }
+    if runs.iter().all(|r| r.probe.is_none()) {
+        r.reasons.push("no probe.json in any run".into());
+    } else if !pool.found {
+        r.reasons
+            .push(format!("no probe thread measured {}", which_cpu(cpu)));
+    }
+    judge_percentile(&mut r, &pool, p, opts);
+    if out_of_range > 0 {
+        r.reasons.push(format!(
+            "{out_of_range} values were outside the histogram range (early wakeups or above 60 s) and are not in the distribution"
+        ));
+    }
+    Ok(finish(&mut r, pool))
+}
+
+fn can_hist(
+    req: &Requirement,
+    p: f64,
+    id: Option<u32>,
+    jitter: bool,
+    runs: &[RunData],
+    opts: &EvalOptions,
+) -> Result<RequirementResult, EvidenceError> {
+    let what = if jitter {
+        "inter-arrival jitter"
+    } else {
+        "reception latency"
+    };
+    let label = format!("CAN {what} {}, {}", pct_label(p), which_msg(id, runs));
+    let mut r = base(req, label, "us", BoundKind::AtMost);
+    let mut pool = Pool::new();
+    for run in runs {
+        for m in run.can.iter().flat_map(|c| &c.messages) {
+            if id.is_none_or(|i| i == m.id) {
+                let h = if jitter { &m.jitter } else { &m.latency };
+                pool.add(run, record::CAN, &msg_label(m), h)?;
+            }
+        }
+    }
+    if runs.iter().all(|r| r.can.is_none()) {
+        r.reasons.push("no can.json in any run".into());
+    } else if !pool.found {
+        r.reasons
+            .push(format!("no message {} in can.json", which_msg(id, runs)));
+    }
+    judge_percentile(&mut r, &pool, p, opts);
+    Ok(finish(&mut r, pool))
+}
+
+fn probe_missed(req: &Requirement, runs: &[RunData]) -> Result<RequirementResult, EvidenceError> {
+    let label = "probe missed periods, all CPUs".to_string();
+    let mut r = base(req, label, "periods", BoundKind::AtMost);
+    let mut pool = Pool::new();
+    let (mut missed, mut samples) = (0u64, 0u64);
+    for run in runs {
+        let path = run.path.join(record::PROBE);
+        for t in run.probe.iter().flat_map(|p| &p.threads) {
+            missed = checked_sum(missed, t.missed_periods, &path, "missed periods")?;
+            samples = checked_sum(samples, t.samples, &path, "samples")?;
+            pool.touch(run, record::PROBE);
+        }
+    }
+    judge_count(
+        &mut r,
+        pool.found,
+        missed,
+        samples,
+        "no probe.json in any run",
+    );
+    Ok(finish(&mut r, pool))
+}
+
+fn can_counts(
+    req: &Requirement,
+    id: Option<u32>,
+    loss: bool,
+    runs: &[RunData],
+) -> Result<RequirementResult, EvidenceError> {
+    let what = if loss {
+        "lost frames"
+    } else {
+        "deadline misses (late or lost frames)"
+    };
+    let label = format!("CAN {what}, {}", which_msg(id, runs));
+    let mut r = base(req, label, "frames", BoundKind::AtMost);
+    let mut pool = Pool::new();
+    let (mut count, mut sent, mut lost) = (0u64, 0u64, 0u64);
+    for run in runs {
+        let path = run.path.join(record::CAN);
+        for m in run.can.iter().flat_map(|c| &c.messages) {
+            if id.is_none_or(|i| i == m.id) {
+                let late = if loss { 0 } else { m.deadline_misses };
+                count = checked_sum(count, checked_sum(late, m.lost, &path, what)?, &path, what)?;
+                lost = checked_sum(lost, m.lost, &path, "lost")?;
+                sent = checked_sum(sent, m.sent, &path, "sent")?;
+                pool.touch(run, record::CAN);
+            }
+        }
+    }
+    let missing = if runs.iter().any(|r| r.can.is_some()) {
+        "no CAN frames sent for this metric"
+    } else {
+        "no can.json in any run"
+    };
+    judge_count(&mut r, pool.found && sent > 0, count, sent, missing);
+    if !loss && lost > 0 {
+        r.reasons
+            .push(format!("{lost} lost frames count as deadline misses"));
+    }
+    Ok(finish(&mut r, pool))
+}
+
+fn bus_load(req: &Requirement, runs: &[RunData]) -> RequirementResult {
+    let mut r = base(
+        req,
+        "CAN bus load (measured)".into(),
+        "%",
+        BoundKind::AtMost,
+    );
+    let mut pool = Pool::new();
+    let mut worst: Option<(f64, f64)> = None;
+    for run in runs {
+        let Some(c) = run.can.as_ref().filter(|c| c.elapsed_s > 0.0) else {
+            continue;
+        };
+        pool.touch(run, record::CAN);
+        let w = worst.get_or_insert((c.bus_load_measured_pct, c.bus_load_analytic_pct));
+        w.0 = w.0.max(c.bus_load_measured_pct);
+        w.1 = w.1.max(c.bus_load_analytic_pct);
+    }
+    match (worst, r.bound) {
+        (None, _) => r.reasons.push("no can.json with a measured time".into()),
+        (Some(_), None) => r.reasons.push("the requirement gives no bound".into()),
+        (Some((measured, analytic)), Some(b)) => {
+            r.measured = Some(measured);
+            r.data_verdict = if measured <= b {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            };
+            r.confidence = Some(format!(
+                "worst run; analytic worst-case load {} %",
+                fmt_num(analytic)
+            ));
+            if analytic > b && r.data_verdict == Verdict::Pass {
+                // The runs stayed below, the worst case does not: not shown.
+                r.data_verdict = Verdict::Inconclusive;
+                r.reasons.push(format!(
+                    "the analytic worst-case load {} % is above the bound: the runs did not meet the worst case",
+                    fmt_num(analytic)
+                ));
+            }
+        }
+    }
+    finish(&mut r, pool)
+}
+
+/// Slack rests on the response-time analysis, not on a measurement: the environment does
+/// not change it (the analysis depends on the profile only: the first can.json carries it).
+fn wcrt_slack(req: &Requirement, id: Option<u32>, runs: &[RunData]) -> RequirementResult {
+    let label = format!(
+        "analytic WCRT slack (deadline - WCRT), {}",
+        which_msg(id, runs)
+    );
+    let mut r = base(req, label, "us", BoundKind::AtLeast);
+    let mut trace = BTreeSet::new();
+    let mut worst: Option<f64> = None;
+    let mut unschedulable = Vec::new();
+    if let Some(run) = runs.iter().find(|r| r.can.is_some()) {
+        for m in run.can.iter().flat_map(|c| &c.messages) {
+            if id.is_none_or(|i| i == m.id) {
+                trace.insert(run.trace(record::CAN));
+                match m.wcrt_us {
+                    Some(w) => {
+                        let s = f(m.deadline_us) - w;
+                        worst = Some(worst.map_or(s, |x: f64| x.min(s)));
+                    }
+                    None => unschedulable.push(msg_label(m)),
+                }
+            }
+        }
+    }
+    r.trace = trace.into_iter().collect();
+    if r.trace.is_empty() {
+        r.reasons.push("no analysed message in can.json".into());
+    } else if !unschedulable.is_empty() {
+        r.data_verdict = Verdict::Fail;
+        r.measured = worst;
+        r.reasons.push(format!(
+            "not schedulable (no finite WCRT): {}",
+            unschedulable.join(", ")
+        ));
+    } else if let (Some(s), Some(b)) = (worst, r.bound) {
+        r.measured = Some(s);
+        r.data_verdict = if s >= b { Verdict::Pass } else { Verdict::Fail };
+        r.confidence = Some("response-time analysis (Davis et al. 2007), not a measurement".into());
+    } else {
+        r.reasons.push("the requirement gives no bound".into());
+    }
+    r.verdict = r.data_verdict;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::fixtures::{
+        can, can_msg, eval, facts, good_env, host_check, max_latency, probe, req, run, selftest,
+        tool,
+    };
+    use rt_sys::kernel::Virtualization;
+
+    fn assert_env_cause(mut env: record::Environment, probe_partial: bool, needle: &str) {
+        env.accelerator = env.derived_accelerator();
+        let mut p = probe(&[(10, 60_000)], 0);
+        p.partial = probe_partial;
+        let runs = [run(env, Some(p), None)];
+        let r = eval(&max_latency(50.0), &runs);
+        assert_eq!(r.data_verdict, Verdict::Pass);
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{needle}: {r:?}");
+        assert!(
+            r.environment.iter().any(|s| s.contains(needle)),
+            "{needle} not in {:?}",
+            r.environment
+        );
+        // A miss in the same environment stays a miss.
+        assert_eq!(eval(&max_latency(5.0), &runs).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn each_invalid_environment_makes_a_pass_inconclusive() {
+        let mut e = good_env();
+        e.kernel = Some(facts(Virtualization::Tcg, true));
+        assert_env_cause(e, false, "TCG");
+        let mut e = good_env();
+        e.kernel = Some(facts(Virtualization::Kvm, false));
+        assert_env_cause(e, false, "not PREEMPT_RT");
+        let mut e = good_env();
+        e.host_check = Some(host_check(Virtualization::Kvm, true));
+        assert_env_cause(
+            e,
+            false,
+            "nested virtualization (the host itself runs under kvm)",
+        );
+        let mut e = good_env();
+        e.host_check = Some(host_check(Virtualization::None, false));
+        assert_env_cause(e, false, "the host kernel 6.1.0-rt-amd64 is not PREEMPT_RT");
+        let mut e = good_env();
+        e.host_check = None;
+        assert_env_cause(e, false, "host tuning not verified");
+        let mut e = good_env();
+        e.kernel = None;
+        assert_env_cause(e, false, "environment is unknown");
+        let mut e = good_env();
+        e.selftest = Some(selftest(false));
+        assert_env_cause(e, false, "self-test failed");
+        assert_env_cause(good_env(), true, "partial run");
+    }
+
+    #[test]
+    fn partial_and_killed_tool_runs_count() {
+        let mut r0 = run(good_env(), Some(probe(&[(10, 60_000)], 0)), None);
+        let mut t = tool("can-sim run");
+        t.partial = true;
+        t.partial_reason = Some("SIGINT".into());
+        r0.manifest.tools.push(t);
+        let r = eval(&max_latency(50.0), &[r0.clone()]);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(r.environment.iter().any(|s| s.contains("SIGINT")));
+        r0.manifest.tools[1].partial = false;
+        r0.manifest.tools[1].end = None;
+        let r = eval(&max_latency(50.0), &[r0]);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(
+            r.environment
+                .iter()
+                .any(|s| s.contains("never recorded its end")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn missing_data_is_inconclusive() {
+        let runs = [run(good_env(), None, None)];
+        for m in [
+            Metric::ProbeLatency {
+                percentile: 99.0,
+                cpu: None,
+            },
+            Metric::ProbeMissed,
+            Metric::CanLatency {
+                percentile: 100.0,
+                id: Some(0xC0),
+            },
+            Metric::CanDeadlineMisses { id: None },
+            Metric::CanLoss { id: None },
+            Metric::BusLoad,
+            Metric::WcrtSlack { id: None },
+        ] {
+            let r = eval(&req("R", m.clone(), Some(1.0), Some(1.0)), &runs);
+            assert_eq!(r.verdict, Verdict::Inconclusive, "{m:?}");
+            assert!(r.reasons[0].starts_with("no "), "{m:?}: {:?}", r.reasons);
+        }
+        let runs = [run(good_env(), Some(probe(&[(10, 60_000)], 0)), None)];
+        let r = eval(&req("R", Metric::ProbeMissed, None, None), &runs);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(r.reasons[0].contains("no bound"));
+        let r = eval(
+            &req(
+                "R-P",
+                Metric::ProbeLatency {
+                    percentile: 99.0,
+                    cpu: Some(3),
+                },
+                Some(20.0),
+                None,
+            ),
+            &runs,
+        );
+        assert!(r.reasons[0].contains("CPU 3"), "{:?}", r.reasons);
+    }
+
+    #[test]
+    fn counts_and_can_metrics() {
+        let runs = [run(good_env(), Some(probe(&[(10, 5000)], 3)), None)];
+        let r = eval(&req("R", Metric::ProbeMissed, None, Some(0.0)), &runs);
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.measured, Some(3.0));
+
+        let mut m1 = can_msg(0xC0, &[(300, 1000), (900, 2)], Some(800.0));
+        m1.lost = 1;
+        m1.sent += 1;
+        let m2 = can_msg(0x1A0, &[(400, 500)], Some(1900.0));
+        let runs = [run(good_env(), None, Some(can(vec![m1, m2])))];
+        let lat = req(
+            "R-L",
+            Metric::CanLatency {
+                percentile: 100.0,
+                id: Some(0xC0),
+            },
+            Some(2000.0),
+            None,
+        );
+        let r = eval(&lat, &runs);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert!(r.metric_label.contains("0x0C0 MsgC0"));
+        let r = eval(
+            &req(
+                "R-D",
+                Metric::CanDeadlineMisses { id: None },
+                None,
+                Some(0.0),
+            ),
+            &runs,
+        );
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert!(r.reasons.iter().any(|s| s.contains("1 lost")));
+        let r = eval(&req("R-B", Metric::BusLoad, None, Some(50.0)), &runs);
+        assert_eq!((r.verdict, r.measured), (Verdict::Pass, Some(18.0)));
+        let r = eval(&req("R-B", Metric::BusLoad, None, Some(10.0)), &runs);
+        assert_eq!(r.verdict, Verdict::Fail);
+        let r = eval(&req("R-B", Metric::BusLoad, None, Some(19.0)), &runs);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(
+            r.reasons[0].contains("analytic worst-case load 20 %"),
+            "{r:?}"
+        );
+        // Slack: min(2000 - 800, 2000 - 1900) = 100 us.
+        let r = eval(
+            &req("R-W", Metric::WcrtSlack { id: None }, Some(200.0), None),
+            &runs,
+        );
+        assert_eq!((r.verdict, r.measured), (Verdict::Fail, Some(100.0)));
+        let r = eval(
+            &req(
+                "R-W",
+                Metric::WcrtSlack { id: Some(0xC0) },
+                Some(200.0),
+                None,
+            ),
+            &runs,
+        );
+        assert_eq!(r.verdict, Verdict::Pass);
+        let r = eval(
+            &req(
+                "R-J",
+                Metric::CanJitter {
+                    percentile: 99.0,
+                    id: None,
+                },
+                Some(10.0),
+                None,
+            ),
+            &runs,
+        );
+        assert_eq!((r.verdict, r.samples), (Verdict::Pass, Some(1502)), "{r:?}");
+    }
+
+    #[test]
+    fn analysis_verdict_ignores_environment() {
+        let mut e = good_env();
+        e.kernel = Some(facts(Virtualization::Tcg, false));
+        let runs = [run(
+            e,
+            None,
+            Some(can(vec![can_msg(0xC0, &[(300, 10)], Some(800.0))])),
+        )];
+        let r = eval(
+            &req("R-W", Metric::WcrtSlack { id: None }, Some(200.0), None),
+            &runs,
+        );
+        assert_eq!(r.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn runs_pool_their_histograms() {
+        let a = run(good_env(), Some(probe(&[(10, 600)], 0)), None);
+        let b = run(good_env(), Some(probe(&[(20, 600)], 0)), None);
+        let r = eval(&max_latency(50.0), &[a, b]);
+        assert_eq!(r.samples, Some(1200));
+        assert_eq!(r.verdict, Verdict::Pass);
+        assert!((r.measured.unwrap() - 20.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn summed_counts_that_overflow_are_an_error() {
+        let mut a = run(good_env(), Some(probe(&[(10, 600)], u64::MAX)), None);
+        a.probe.as_mut().unwrap().threads[0].missed_periods = u64::MAX;
+        let b = run(good_env(), Some(probe(&[(10, 600)], 1)), None);
+        let e = evaluate_one(
+            &req("R", Metric::ProbeMissed, None, Some(0.0)),
+            &[a, b],
+            &EvalOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("overflows a 64-bit count"), "{e}");
+    }
+}

@@ -1,0 +1,161 @@
+//! Rendering [`Evidence`] as a report. One model ([`model::Doc`], built once from the
+//! evidence) is rendered to HTML ([`html`]: one self-contained file, inline CSS and SVG, no
+//! external references) and Markdown ([`md`]: the same content without charts); JSON is
+//! the Evidence struct and JUnit XML ([`junit`]) has one testcase per requirement, for CI
+//! systems.
+
+use crate::chart;
+use crate::evidence::Evidence;
+
+pub mod html;
+pub mod junit;
+pub mod md;
+pub mod model;
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One self-contained HTML file.
+    Html,
+    /// Markdown.
+    Md,
+    /// JSON (the Evidence struct).
+    Json,
+    /// JUnit XML.
+    Junit,
+}
+
+impl Format {
+    /// File extension.
+    pub fn ext(self) -> &'static str {
+        match self {
+            Format::Html => "html",
+            Format::Md => "md",
+            Format::Json => "json",
+            Format::Junit => "junit.xml",
+        }
+    }
+}
+
+/// Errors rendering.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A chart failed.
+    #[error(transparent)]
+    Chart(#[from] chart::ChartError),
+    /// JUnit serialization failed.
+    #[error("Cannot write JUnit XML: {0}")]
+    Junit(String),
+    /// JSON serialization failed.
+    #[error("Cannot write JSON")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Render `ev` in `format`.
+pub fn render(ev: &Evidence, format: Format) -> Result<String, ReportError> {
+    match format {
+        Format::Html => html::render(&model::build(ev), ev),
+        Format::Md => Ok(md::render(&model::build(ev))),
+        Format::Json => Ok(serde_json::to_string_pretty(ev)? + "\n"),
+        Format::Junit => junit::render(ev),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::evidence::fixtures::{can, can_msg, good_env, probe, run};
+    use crate::evidence::{evaluate, EvalOptions, ProfileRef};
+    use profiles::{Asil, Metric, Profile, Requirement};
+
+    pub(crate) fn sample_evidence() -> Evidence {
+        let runs = [run(
+            good_env(),
+            Some(probe(&[(8, 59_000), (12, 990), (31, 10)], 0)),
+            Some(can(vec![
+                can_msg(0xC0, &[(310, 990), (420, 10)], Some(800.0)),
+                can_msg(0x1A0, &[(350, 490), (2100, 10)], Some(1900.0)),
+            ])),
+        )];
+        let req =
+            |id: &str, metric: Metric, bound_us: Option<f64>, bound: Option<f64>| Requirement {
+                id: id.into(),
+                asil: Asil::D,
+                text: format!("{id} <text> & more"),
+                metric,
+                bound_us,
+                bound,
+            };
+        let profile = Profile {
+            name: "ecu-test".into(),
+            description: String::new(),
+            host: None,
+            guest: None,
+            can: None,
+            requirements: vec![
+                req(
+                    "TSR-RT-001",
+                    Metric::ProbeLatency {
+                        percentile: 100.0,
+                        cpu: None,
+                    },
+                    Some(50.0),
+                    None,
+                ),
+                req(
+                    "TSR-RT-002",
+                    Metric::ProbeLatency {
+                        percentile: 99.999,
+                        cpu: Some(1),
+                    },
+                    Some(40.0),
+                    None,
+                ),
+                req(
+                    "TSR-CAN-001",
+                    Metric::CanLatency {
+                        percentile: 100.0,
+                        id: Some(0x1A0),
+                    },
+                    Some(2000.0),
+                    None,
+                ),
+            ],
+        };
+        evaluate(
+            &profile,
+            ProfileRef {
+                name: "ecu-test".into(),
+                origin: "test".into(),
+                sha256: "ef".repeat(32),
+            },
+            &runs,
+            &EvalOptions::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn json_is_the_evidence_struct() {
+        let ev = sample_evidence();
+        let text = render(&ev, Format::Json).unwrap();
+        let back: Evidence = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.results, ev.results);
+        assert_eq!(back.summary, ev.summary);
+        assert_eq!(back.distributions.len(), 3);
+    }
+
+    #[test]
+    fn markdown_and_html_carry_the_same_sections() {
+        let ev = sample_evidence();
+        let md = render(&ev, Format::Md).unwrap();
+        let html = render(&ev, Format::Html).unwrap();
+        for h in model::build(&ev).headings() {
+            assert!(md.contains(&format!(" {h}\n")), "{h} not in the Markdown");
+            assert!(
+                html.contains(&format!(">{}</h", html::esc(&h))),
+                "{h} not in the HTML"
+            );
+        }
+    }
+}
