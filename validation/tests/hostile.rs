@@ -410,3 +410,92 @@ fn a_sixty_character_histogram_claiming_4_gib_is_refused_at_once() {
         text(&o)
     );
 }
+
+/// A run like `make_run`'s with `n` CAN messages of 100 frames each.
+fn many_messages(dir: &Path, name: &str, n: u32) -> PathBuf {
+    let run = make_run(dir, name, GOOD);
+    let rd = record::RunDir::open(&run).unwrap();
+    let mut can: record::CanRecord = rd.read_json(record::CAN).unwrap();
+    let base = can.messages[0].clone();
+    can.messages = (0..n)
+        .map(|i| {
+            let mut m = base.clone();
+            m.id = 0x800 + i;
+            m.extended = true;
+            m.name = format!("M{i}");
+            let mut h = record::hist::new_auto();
+            h.record_n(300_000 + u64::from(i % 500) * 1000, 100)
+                .unwrap();
+            m.latency = record::hist::HistSummary::from_hist(&h);
+            m.jitter = record::hist::HistSummary::from_hist(&h);
+            m.sent = 100;
+            m.received = 100;
+            m.lost = 0;
+            m
+        })
+        .collect();
+    let mut rd = record::RunDir::open(&run).unwrap();
+    rd.write_json(record::CAN, &can).unwrap();
+    run
+}
+
+/// Peak RSS (kB) of `args` run under `/usr/bin/time -v`, with its output.
+fn max_rss_kb(args: &[&str]) -> (u64, Output) {
+    let o = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(BIN)
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let kb = err
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RSS in {err}"));
+    (kb, o)
+}
+
+#[test]
+#[ignore = "builds 20,000 CAN messages and needs /usr/bin/time: run by lab/test.sh"]
+fn ten_thousand_can_messages_export_and_merge_in_bounded_memory() {
+    if !testkit::require_command("/usr/bin/time") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = many_messages(dir.path(), "run-a", 10_000);
+    let b = many_messages(dir.path(), "run-b", 10_000);
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let mut peaks = Vec::new();
+    for fmt in ["json", "html"] {
+        let out = dir.path().join(format!("r.{fmt}"));
+        let (kb, o) = max_rss_kb(&[
+            "report",
+            "export",
+            a_s,
+            "--format",
+            fmt,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let size = std::fs::metadata(&out).unwrap().len();
+        println!(
+            "export {fmt} of 10000 messages: max RSS {} MB, report {} MB",
+            kb / 1024,
+            size >> 20
+        );
+        peaks.push(kb);
+    }
+    let m = dir.path().join("merged");
+    let (kb, o) = max_rss_kb(&["merge", a_s, b_s, "--out", m.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    println!("merge of 2 x 10000 messages: max RSS {} MB", kb / 1024);
+    peaks.push(kb);
+    for kb in peaks {
+        assert!(kb < 512 * 1024, "{} MB", kb / 1024);
+    }
+}
