@@ -555,3 +555,37 @@ fn chromium_report_renders() {
         );
     }
 }
+
+#[test]
+fn report_outputs_are_written_safely() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(dir.path(), "run-o", GOOD);
+    // A symlink the user named is written through: its target gets the report.
+    let target = dir.path().join("target.md");
+    std::fs::write(&target, b"old").unwrap();
+    let link = dir.path().join("link.md");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let o = export(&run, "md", &link);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::read_to_string(&target).unwrap().starts_with("# Timing evidence"));
+    // `-` is standard output, the summary goes to stderr.
+    let o = export(&run, "md", Path::new("-"));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("# Timing evidence"), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("6 pass"), "{}", text(&o));
+    assert!(!dir.path().join("-").exists());
+    // A directory, or a file in a directory that does not exist: refused, nothing written.
+    let o = export(&run, "md", dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("it is a directory"), "{}", text(&o));
+    let o = export(&run, "md", &dir.path().join("nodir").join("r.md"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("does not exist"), "{}", text(&o));
+    // No temp file is left beside the outputs.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}
