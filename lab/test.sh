@@ -14,7 +14,7 @@ fi
 bash lab/setup.sh
 # What only the tests need: Chromium renders the HTML report, junitparser (PyPI) reads the JUnit
 # file, python-can reads can-sim's candump log.
-test_pkgs=(chromium libxml2-utils)
+test_pkgs=(chromium libxml2-utils poppler-utils)
 for p in "${test_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${test_pkgs[@]}"

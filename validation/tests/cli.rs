@@ -554,6 +554,63 @@ fn chromium_report_renders() {
             "{id}: {verdict} not in {row}"
         );
     }
+
+    // Printed (as a browser prints by default, to PDF): the verdicts are in the text and
+    // the FAIL banner keeps its red background (print-color-adjust).
+    if !testkit::require_command("pdftotext") || !testkit::require_command("pdftoppm") {
+        return;
+    }
+    let pdf = dir.path().join("report.pdf");
+    let mut print = Command::new(chromium);
+    base(&mut print);
+    print
+        .arg(format!("--print-to-pdf={}", pdf.display()))
+        .arg("--no-pdf-header-footer")
+        .arg(&url);
+    let o = run_with_deadline(&mut print, Duration::from_secs(120)).expect("chromium print");
+    assert!(pdf.is_file(), "no PDF: {}", text(&o));
+    let t = Command::new("pdftotext")
+        .arg(&pdf)
+        .arg("-")
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&t.stdout);
+    assert!(t.contains("FAIL: 6 requirements"), "{t}");
+    for r in ev["results"].as_array().unwrap() {
+        let id = r["id"].as_str().unwrap();
+        assert!(t.contains(id), "{id} not in the PDF text");
+    }
+    let page = dir.path().join("page");
+    let o = Command::new("pdftoppm")
+        .args(["-r", "40", "-f", "1", "-l", "1", "-png"])
+        .arg(&pdf)
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let png = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("page"))
+        .expect("pdftoppm wrote page 1");
+    let mut reader = png::Decoder::new(std::fs::File::open(&png).unwrap())
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let ch = info.color_type.samples();
+    let red = buf[..info.buffer_size()]
+        .chunks(ch)
+        .filter(|p| p[0] > 150 && p[1] < 90 && p[2] < 90)
+        .count();
+    println!(
+        "printed page 1: {red} red pixels ({}x{})",
+        info.width, info.height
+    );
+    assert!(
+        red > 200,
+        "the FAIL banner lost its background when printed: {red} red pixels"
+    );
 }
 
 #[test]
@@ -567,12 +624,25 @@ fn report_outputs_are_written_safely() {
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let o = export(&run, "md", &link);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-    assert!(std::fs::read_to_string(&target).unwrap().starts_with("# Timing evidence"));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&target)
+        .unwrap()
+        .starts_with("# Timing evidence"));
     // `-` is standard output, the summary goes to stderr.
     let o = export(&run, "md", Path::new("-"));
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("# Timing evidence"), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("6 pass"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("# Timing evidence"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("6 pass"),
+        "{}",
+        text(&o)
+    );
     assert!(!dir.path().join("-").exists());
     // A directory, or a file in a directory that does not exist: refused, nothing written.
     let o = export(&run, "md", dir.path());
