@@ -47,14 +47,18 @@ fn empty(w: &mut W, tag: &str, attrs: &[(&str, &str)]) -> Result<(), ReportError
     w.write_event(Event::Empty(t)).map_err(err)
 }
 
-/// The requirement in one line: text, metric, measured against bound, samples, reasons.
-fn detail(r: &RequirementResult) -> String {
-    let why: Vec<&str> = r
-        .reasons
+/// Why a verdict is what it is: the data's reasons, then the environment's.
+fn why(r: &RequirementResult) -> Vec<&str> {
+    r.reasons
         .iter()
         .chain(&r.environment)
         .map(String::as_str)
-        .collect();
+        .collect()
+}
+
+/// The requirement in one line: text, metric, measured against bound, samples, reasons.
+fn detail(r: &RequirementResult) -> String {
+    let why = why(r);
     format!(
         "{} [{}]: {}: {} measured {} (bound {}); {}{}",
         r.id,
@@ -130,13 +134,7 @@ fn testcase(w: &mut W, ev: &Evidence, r: &RequirementResult) -> Result<(), Repor
         }
         Verdict::Inconclusive => {
             start(w, "testcase", &attrs)?;
-            let why: Vec<&str> = r
-                .reasons
-                .iter()
-                .chain(&r.environment)
-                .map(String::as_str)
-                .collect();
-            let msg = format!("inconclusive: {measured}; {}", why.join("; "));
+            let msg = format!("inconclusive: {measured}; {}", why(r).join("; "));
             element(w, "skipped", &[("message", &msg)], &detail(r))?;
             end(w, "testcase")
         }
