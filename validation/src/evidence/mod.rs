@@ -244,6 +244,9 @@ pub struct Distribution {
     pub p9999_us: f64,
     /// Non-empty bins of equal width (OSADL-style latency plot data).
     pub bins: Vec<Bin>,
+    /// Bounds (us) of the latency requirements that cover it (drawn on its chart).
+    #[serde(default)]
+    pub bounds_us: Vec<f64>,
     /// Files it comes from.
     pub trace: Vec<Trace>,
 }
@@ -359,7 +362,7 @@ pub fn evaluate(
         .collect::<Result<Vec<_>, _>>()?;
     let wcrt = deviations::wcrt_comparisons(runs)?;
     deviations::refute_slack_claims(&mut results, &wcrt);
-    let distributions = pool::distributions(runs)?;
+    let distributions = pool::distributions(runs, &profile.requirements)?;
     let run_infos: Vec<RunInfo> = runs.iter().map(environment::run_info).collect();
     let deviation_list = deviations::deviations(&results, &wcrt);
     let limits = deviations::limits(runs, &run_infos, &profile_ref, opts);

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hdrhistogram::Histogram;
+use profiles::{Metric, Requirement};
 use record::hist::{self, HistSummary};
 use record::{msg_label, RecordError};
 
@@ -97,6 +98,23 @@ pub fn bins(h: &Histogram<u64>) -> Vec<Bin> {
         .collect()
 }
 
+/// The bounds (us) of the latency requirements that cover a probe CPU (`cpu`) or a CAN
+/// message (`can_id`).
+fn bounds(reqs: &[Requirement], cpu: Option<u32>, can_id: Option<u32>) -> Vec<f64> {
+    let mut out: Vec<f64> = reqs
+        .iter()
+        .filter(|r| match (&r.metric, cpu, can_id) {
+            (Metric::ProbeLatency { cpu: c, .. }, Some(k), _) => c.is_none_or(|c| c == k),
+            (Metric::CanLatency { id, .. }, _, Some(k)) => id.is_none_or(|i| i == k),
+            _ => false,
+        })
+        .filter_map(|r| r.bound_us)
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out.dedup();
+    out
+}
+
 /// The distribution of `pool` named `label`.
 pub fn distribution(label: String, pool: &Pool) -> Distribution {
     let h = &pool.hist;
@@ -111,6 +129,7 @@ pub fn distribution(label: String, pool: &Pool) -> Distribution {
         p99_us: at(99.0),
         p9999_us: at(99.99),
         bins: bins(h),
+        bounds_us: Vec::new(),
         trace: pool.trace.iter().cloned().collect(),
     }
 }
@@ -153,8 +172,12 @@ pub fn msg_keys(runs: &[RunData]) -> BTreeSet<(u32, bool)> {
         .collect()
 }
 
-/// The distributions: one per probe CPU, one per CAN message.
-pub fn distributions(runs: &[RunData]) -> Result<Vec<Distribution>, EvidenceError> {
+/// The distributions: one per probe CPU, one per CAN message, with the bounds of `reqs`
+/// that cover each.
+pub fn distributions(
+    runs: &[RunData],
+    reqs: &[Requirement],
+) -> Result<Vec<Distribution>, EvidenceError> {
     let cpus: BTreeSet<u32> = runs
         .iter()
         .flat_map(|r| r.probe.iter().flat_map(|p| &p.threads))
@@ -163,17 +186,15 @@ pub fn distributions(runs: &[RunData]) -> Result<Vec<Distribution>, EvidenceErro
     let mut out = Vec::new();
     for cpu in cpus {
         let pool = cpu_pool(runs, cpu)?;
-        out.push(distribution(
-            format!("Probe wakeup latency, CPU {cpu}"),
-            &pool,
-        ));
+        let mut d = distribution(format!("Probe wakeup latency, CPU {cpu}"), &pool);
+        d.bounds_us = bounds(reqs, Some(cpu), None);
+        out.push(d);
     }
     for key in msg_keys(runs) {
         let (label, pool) = msg_pool(runs, key)?;
-        out.push(distribution(
-            format!("CAN reception latency, {label}"),
-            &pool,
-        ));
+        let mut d = distribution(format!("CAN reception latency, {label}"), &pool);
+        d.bounds_us = bounds(reqs, None, Some(key.0));
+        out.push(d);
     }
     Ok(out)
 }
@@ -204,7 +225,10 @@ mod tests {
                 can_msg(0x1A0, &[(400, 5)], None),
             ])),
         )];
-        let d = distributions(&runs).unwrap();
+        let reqs = [crate::evidence::fixtures::max_latency(50.0)];
+        let d = distributions(&runs, &reqs).unwrap();
+        assert_eq!(d[0].bounds_us, [50.0]);
+        assert!(d[1].bounds_us.is_empty());
         let labels: Vec<&str> = d.iter().map(|d| d.label.as_str()).collect();
         assert_eq!(
             labels,

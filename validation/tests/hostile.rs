@@ -1,0 +1,501 @@
+//! The hostile inputs of issue 17 (items 1-3), each a run built here and then edited as
+//! an attacker or a careless user would: every one must be refused with a message that
+//! names what is wrong, or judged not valid evidence, never counted as a PASS.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn read(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// Enter `file`'s current size and sha256 in the manifest (the attacker re-hashes).
+fn rehash(run: &Path, file: &str) {
+    let bytes = std::fs::read(run.join(file)).unwrap();
+    let mut m = read(&run.join("manifest.json"));
+    m["files"][file]["sha256"] = record::sha256_hex(&bytes).into();
+    m["files"][file]["bytes"] = bytes.len().into();
+    std::fs::write(
+        run.join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Edit a JSON file of the run, then re-hash it in the manifest.
+fn edit(run: &Path, file: &str, f: impl FnOnce(&mut Value)) {
+    let p = run.join(file);
+    let mut v = read(&p);
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    if file != "manifest.json" {
+        rehash(run, file);
+    }
+}
+
+fn copy_run(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn export_json(runs: &[&Path], out: &Path) -> Output {
+    let mut args = vec!["report".to_string(), "export".into()];
+    args.extend(runs.iter().map(|r| r.display().to_string()));
+    args.extend([
+        "--format".into(),
+        "json".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    validation(&a)
+}
+
+/// An error (exit 2) whose message holds every needle.
+#[track_caller]
+fn refused(o: &Output, needles: &[&str]) {
+    let t = text(o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    for n in needles {
+        assert!(t.contains(n), "{n:?} not in\n{t}");
+    }
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(dir.path(), "run-a", GOOD);
+    (dir, run)
+}
+
+#[test]
+fn a_copy_with_one_more_newline_in_its_manifest_is_the_same_run() {
+    let (dir, a) = setup();
+    let b = dir.path().join("run-a-copy");
+    copy_run(&a, &b);
+    let mut m = std::fs::read(b.join("manifest.json")).unwrap();
+    m.push(b'\n');
+    std::fs::write(b.join("manifest.json"), m).unwrap();
+    let o = export_json(&[&a, &b], &dir.path().join("r.json"));
+    refused(
+        &o,
+        &[
+            "run-a-copy holds the same run as",
+            "samples would count twice",
+        ],
+    );
+}
+
+#[test]
+fn a_copy_with_a_new_run_id_is_the_same_run() {
+    let (dir, a) = setup();
+    let b = dir.path().join("run-b");
+    copy_run(&a, &b);
+    edit(&b, "manifest.json", |m| m["run_id"] = "run-b".into());
+    let o = export_json(&[&a, &b], &dir.path().join("r.json"));
+    refused(&o, &["holds the same run as", "same"]);
+}
+
+#[test]
+fn the_same_cpu_twice_in_one_record_is_refused() {
+    let (dir, a) = setup();
+    edit(&a, "probe.json", |p| {
+        let t = p["threads"][0].clone();
+        p["threads"].as_array_mut().unwrap().push(t);
+    });
+    let o = export_json(&[&a], &dir.path().join("r.json"));
+    refused(&o, &["probe.json: CPU 1 appears twice"]);
+}
+
+#[test]
+fn the_same_can_id_twice_in_one_record_is_refused() {
+    let (dir, a) = setup();
+    edit(&a, "can.json", |c| {
+        let m = c["messages"][0].clone();
+        c["messages"].as_array_mut().unwrap().push(m);
+    });
+    let o = export_json(&[&a], &dir.path().join("r.json"));
+    refused(
+        &o,
+        &["can.json: message id 0x0C0 EngineSpeed appears twice"],
+    );
+}
+
+#[test]
+fn histogram_counts_that_wrap_past_2_64_are_refused() {
+    let (dir, a) = setup();
+    let mut h = record::hist::new_auto();
+    for v in [60_000, 61_000, 62_000] {
+        h.record_n(v, i64::MAX as u64).unwrap();
+    }
+    let hdr = record::hist::encode(&h);
+    edit(&a, "probe.json", |p| {
+        p["threads"][0]["latency"]["hdr"] = hdr.into();
+        p["threads"][0]["latency"]["samples"] = u64::MAX.into();
+        p["threads"][0]["samples"] = u64::MAX.into();
+    });
+    let o = export_json(&[&a], &dir.path().join("r.json"));
+    refused(
+        &o,
+        &[
+            "probe.json",
+            "CPU 1",
+            "add up to more than 18446744073709551615",
+        ],
+    );
+}
+
+#[test]
+fn missed_periods_the_elapsed_time_cannot_hold_are_refused() {
+    let (dir, a) = setup();
+    edit(&a, "probe.json", |p| {
+        let mut t = p["threads"][0].clone();
+        t["cpu"] = 2.into();
+        p["threads"].as_array_mut().unwrap().push(t);
+        for i in 0..2 {
+            p["threads"][i]["missed_periods"] = (1u64 << 63).into();
+        }
+    });
+    let o = export_json(&[&a], &dir.path().join("r.json"));
+    refused(
+        &o,
+        &["CPU 1: 60000 samples + 9223372036854775808 missed periods exceed"],
+    );
+}
+
+#[test]
+fn an_edited_profile_copy_is_refused() {
+    let (dir, a) = setup();
+    edit(&a, "manifest.json", |m| {
+        let t = m["profile"]["text"]
+            .as_str()
+            .unwrap()
+            .replace("bound_us: Some(50)", "bound_us: Some(50000)");
+        assert!(t.contains("Some(50000)"));
+        m["profile"]["text"] = t.into();
+    });
+    let o = export_json(&[&a], &dir.path().join("r.json"));
+    refused(
+        &o,
+        &[
+            "manifest.json",
+            "the profile copy's sha256",
+            "the copy was edited",
+        ],
+    );
+}
+
+#[test]
+fn contradicting_or_untyped_check_shapes_are_refused() {
+    let (dir, a) = setup();
+    edit(&a, "manifest.json", |m| {
+        m["environment"]["host_check"] = serde_json::json!({"ok": false, "met": true});
+    });
+    let o = export_json(&[&a], &dir.path().join("r.json"));
+    refused(
+        &o,
+        &[
+            "manifest.json is not a valid record",
+            "environment.host_check",
+        ],
+    );
+
+    let b = make_run(dir.path(), "run-b", GOOD);
+    edit(&b, "manifest.json", |m| {
+        m["environment"]["selftest"]["passed"] = "failed".into()
+    });
+    let o = export_json(&[&b], &dir.path().join("r.json"));
+    refused(&o, &["environment.selftest.passed", "invalid type: string"]);
+}
+
+#[test]
+fn an_unknown_format_version_is_refused_by_file_and_version() {
+    let (dir, a) = setup();
+    edit(&a, "manifest.json", |m| m["format"] = 999.into());
+    let o = export_json(&[&a], &dir.path().join("r.json"));
+    refused(
+        &o,
+        &[
+            "run-a/manifest.json has run-record format 999",
+            "reads format 2",
+        ],
+    );
+    let o = validation(&["verify", a.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("format 999"), "{}", text(&o));
+}
+
+#[test]
+fn a_run_without_a_tool_run_is_refused() {
+    let (dir, a) = setup();
+    edit(&a, "manifest.json", |m| m["tools"] = serde_json::json!([]));
+    let o = export_json(&[&a], &dir.path().join("r.json"));
+    refused(&o, &["records no tool run"]);
+}
+
+#[test]
+fn a_killed_tool_run_makes_the_run_partial_never_ok() {
+    let (dir, a) = setup();
+    edit(&a, "manifest.json", |m| m["tools"][1]["end"] = Value::Null);
+    let out = dir.path().join("r.json");
+    let o = export_json(&[&a], &out);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let ev = read(&out);
+    for r in ev["results"].as_array().unwrap() {
+        assert_ne!(r["verdict"], "Pass", "{r}");
+    }
+    assert!(ev["runs"][0]["invalid_because"]
+        .to_string()
+        .contains("never recorded its end"));
+    let o = validation(&["verify", a.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("PARTIAL"), "{}", text(&o));
+}
+
+#[test]
+fn a_merge_never_lists_a_source_twice() {
+    let (dir, a) = setup();
+    let b = make_run(dir.path(), "run-b", GOOD);
+    let m = dir.path().join("merged");
+    let o = validation(&[
+        "merge",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        m.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let m2 = dir.path().join("merged2");
+    let o = validation(&[
+        "merge",
+        m.to_str().unwrap(),
+        a.to_str().unwrap(),
+        "--out",
+        m2.to_str().unwrap(),
+    ]);
+    refused(&o, &["run-a holds the same run as", "merged"]);
+    assert!(!m2.exists(), "nothing written before the refusal");
+    let o = validation(&[
+        "merge",
+        a.to_str().unwrap(),
+        a.to_str().unwrap(),
+        "--out",
+        m2.to_str().unwrap(),
+    ]);
+    refused(&o, &["holds the same run as"]);
+}
+
+#[test]
+fn entries_that_leave_the_run_are_refused_by_name() {
+    let (dir, a) = setup();
+    let outside = dir.path().join("x");
+    std::fs::write(&outside, b"outside").unwrap();
+    for name in ["../x", "/etc/hostname", "/dev/zero"] {
+        let b = dir.path().join(format!("run-{}", name.len()));
+        copy_run(&a, &b);
+        edit(&b, "manifest.json", |m| {
+            m["files"][name] = serde_json::json!({
+                "sha256": record::sha256_hex(b"outside"), "bytes": 7, "written_by": "x"});
+        });
+        let o = validation(&["verify", b.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!("Manifest entry {name:?}")),
+            "{}",
+            text(&o)
+        );
+        refused(
+            &export_json(&[&b], &dir.path().join("r.json")),
+            &[&format!("{name:?}")],
+        );
+    }
+}
+
+#[test]
+fn symlinks_and_fifos_inside_a_run_are_refused_without_blocking() {
+    let (dir, a) = setup();
+    // A symlink to a file with the very content the manifest expects.
+    let copy = dir.path().join("can.log.elsewhere");
+    std::fs::copy(a.join("can.log"), &copy).unwrap();
+    std::fs::remove_file(a.join("can.log")).unwrap();
+    std::os::unix::fs::symlink(&copy, a.join("can.log")).unwrap();
+    let o = validation(&["verify", a.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("\"can.log\"") && text(&o).contains("symlink"),
+        "{}",
+        text(&o)
+    );
+    let m = dir.path().join("merged");
+    let o = validation(&["merge", a.to_str().unwrap(), "--out", m.to_str().unwrap()]);
+    refused(&o, &["\"can.log\"", "symlink"]);
+    assert!(!m.exists());
+
+    // A FIFO (and a symlink to /dev/zero) in place of a record: refused at once.
+    let b = make_run(dir.path(), "run-b", GOOD);
+    std::fs::remove_file(b.join("can.log")).unwrap();
+    nix::unistd::mkfifo(
+        &b.join("can.log"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["verify", b.to_str().unwrap()]);
+    let o = run_with_deadline(&mut cmd, Duration::from_secs(20)).expect("verify returned");
+    assert!(text(&o).contains("FIFO"), "{}", text(&o));
+    std::fs::remove_file(b.join("can.log")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", b.join("can.log")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["verify", b.to_str().unwrap()]);
+    let o = run_with_deadline(&mut cmd, Duration::from_secs(20)).expect("verify returned");
+    assert!(text(&o).contains("symlink"), "{}", text(&o));
+}
+
+#[test]
+fn a_run_id_with_dot_dot_cannot_place_the_report_outside() {
+    let (dir, a) = setup();
+    edit(&a, "manifest.json", |m| m["run_id"] = "../../escape".into());
+    let work = dir.path().join("w1").join("w2");
+    std::fs::create_dir_all(&work).unwrap();
+    let o = Command::new(BIN)
+        .current_dir(&work)
+        .args(["report", "export", a.to_str().unwrap(), "--format", "md"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        work.join("report-.._.._escape.md").is_file(),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !dir.path().join("escape.md").exists() && !dir.path().join("report-escape.md").exists()
+    );
+}
+
+#[test]
+fn a_sixty_character_histogram_claiming_4_gib_is_refused_at_once() {
+    let (_dir, a) = setup();
+    // V2 cookie, payload_len 0xFFFFFFF0, our parameters, 4 bytes of payload.
+    let mut b = Vec::new();
+    b.extend(0x1c84_9313u32.to_be_bytes());
+    b.extend(0xFFFF_FFF0u32.to_be_bytes());
+    b.extend(0u32.to_be_bytes());
+    b.extend(3u32.to_be_bytes());
+    b.extend(1u64.to_be_bytes());
+    b.extend(60_000_000_000u64.to_be_bytes());
+    b.extend(1.0f64.to_bits().to_be_bytes());
+    b.extend([2, 2, 2, 2]);
+    use base64::Engine;
+    let s = base64::engine::general_purpose::STANDARD.encode(&b);
+    assert!(s.len() <= 60);
+    edit(&a, "probe.json", |p| {
+        p["threads"][0]["latency"]["hdr"] = s.into()
+    });
+    let mut cmd = Command::new(BIN);
+    cmd.args(["verify", a.to_str().unwrap()]);
+    let o = run_with_deadline(&mut cmd, Duration::from_secs(10)).expect("verify returned");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("payload length 4294967280 but 4 bytes follow"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A run like `make_run`'s with `n` CAN messages of 100 frames each.
+fn many_messages(dir: &Path, name: &str, n: u32) -> PathBuf {
+    let run = make_run(dir, name, GOOD);
+    let rd = record::RunDir::open(&run).unwrap();
+    let mut can: record::CanRecord = rd.read_json(record::CAN).unwrap();
+    let base = can.messages[0].clone();
+    can.messages = (0..n)
+        .map(|i| {
+            let mut m = base.clone();
+            m.id = 0x800 + i;
+            m.extended = true;
+            m.name = format!("M{i}");
+            let mut h = record::hist::new_auto();
+            h.record_n(300_000 + u64::from(i % 500) * 1000, 100)
+                .unwrap();
+            m.latency = record::hist::HistSummary::from_hist(&h);
+            m.jitter = record::hist::HistSummary::from_hist(&h);
+            m.sent = 100;
+            m.received = 100;
+            m.lost = 0;
+            m
+        })
+        .collect();
+    let mut rd = record::RunDir::open(&run).unwrap();
+    rd.write_json(record::CAN, &can).unwrap();
+    run
+}
+
+/// Peak RSS (kB) of `args` run under `/usr/bin/time -v`, with its output.
+fn max_rss_kb(args: &[&str]) -> (u64, Output) {
+    let o = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(BIN)
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let kb = err
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RSS in {err}"));
+    (kb, o)
+}
+
+#[test]
+#[ignore = "builds 20,000 CAN messages and needs /usr/bin/time: run by lab/test.sh"]
+fn ten_thousand_can_messages_export_and_merge_in_bounded_memory() {
+    if !testkit::require_command("/usr/bin/time") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = many_messages(dir.path(), "run-a", 10_000);
+    let b = many_messages(dir.path(), "run-b", 10_000);
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let mut peaks = Vec::new();
+    for fmt in ["json", "html"] {
+        let out = dir.path().join(format!("r.{fmt}"));
+        let (kb, o) = max_rss_kb(&[
+            "report",
+            "export",
+            a_s,
+            "--format",
+            fmt,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let size = std::fs::metadata(&out).unwrap().len();
+        println!(
+            "export {fmt} of 10000 messages: max RSS {} MB, report {} MB",
+            kb / 1024,
+            size >> 20
+        );
+        peaks.push(kb);
+    }
+    let m = dir.path().join("merged");
+    let (kb, o) = max_rss_kb(&["merge", a_s, b_s, "--out", m.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    println!("merge of 2 x 10000 messages: max RSS {} MB", kb / 1024);
+    peaks.push(kb);
+    for kb in peaks {
+        assert!(kb < 512 * 1024, "{} MB", kb / 1024);
+    }
+}
