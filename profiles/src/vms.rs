@@ -67,6 +67,23 @@ impl VmView {
         )
     }
 
+    /// The profile field that sets `field` of this VM (`numa_node`, `hugepage_kib`, ...), for
+    /// messages: `host.vms[0].numa_node`, or in the single-VM form the host field that
+    /// stands for it (`host.hugepages.node`), or a hint to use `host.vms`.
+    pub fn field(&self, field: &str) -> String {
+        if self.path != "host" {
+            return format!("{}.{field}", self.path);
+        }
+        match field {
+            "numa_node" => "host.hugepages.node".into(),
+            "hugepage_kib" => "host.hugepages.size_kib".into(),
+            "memory_mib" => "host.vm.memory_mib".into(),
+            "name" => "host.vm.qemu_name".into(),
+            "vcpus" | "emulator_cpus" | "iothread_cpus" => format!("host.{field}"),
+            other => format!("host.vms[].{other} (describe the VM in host.vms)"),
+        }
+    }
+
     /// The placement of vCPU `index`, if the profile gives one.
     pub fn pin(&self, index: u32) -> Option<&VcpuPin> {
         self.vcpus.iter().find(|v| v.vcpu == index)

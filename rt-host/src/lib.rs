@@ -14,5 +14,6 @@ pub mod fake;
 pub mod plan;
 pub mod render;
 pub mod vm;
+pub mod vmdef;
 
 pub use error::TuneError;

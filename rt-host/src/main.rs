@@ -15,6 +15,8 @@ use rt_host::plan::{self, Ctx};
 use rt_host::{bootargs, render, TuneError};
 use rt_sys::{threads, SysRoot};
 
+mod vm_cmd;
+
 /// Tune a KVM host for real-time guests (vCPU pinning and FIFO, halt polling, C-states,
 /// IRQs, isolation, sysctls, hugepages), verify it, and undo it exactly from a journal.
 #[derive(Parser, Debug)]
@@ -93,6 +95,9 @@ enum Cmd {
         #[arg(long)]
         systemd_unit: bool,
     },
+    /// Render the profile's VM definition: libvirt domain XML, a QEMU script or a KubeVirt
+    /// VirtualMachineInstance, each real-time choice with its reason.
+    Vm(vm_cmd::VmArgs),
     /// Generate man pages or shell completions from these definitions.
     #[command(hide = true)]
     Generate {
@@ -236,6 +241,7 @@ fn run(cli: Cli) -> Result<u8> {
             us,
             systemd_unit,
         } => hold(&args, us, systemd_unit),
+        Cmd::Vm(a) => vm_cmd::run(&a),
         Cmd::Generate { what, dir } => {
             rtvirt_cli::clidoc::generate(Cli::command(), "rt-host", what, &dir)?;
             Ok(0)

@@ -1,0 +1,474 @@
+//! `rt-host vm`: the rendered definitions of every bundled profile and of a two-VM
+//! profile, checked against what reads them: libvirt's own schema (`virt-xml-validate`,
+//! run by lab/test.sh), KubeVirt's VirtualMachineInstance field names and types, bash.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_norway::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rt-host"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run rt-host")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Every (profile, VM) pair to render: the bundled profiles with a host VM, and the
+/// two-VM fixture. Bundled profiles without one are named, so none is skipped silently.
+fn targets() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut without = Vec::new();
+    for (name, _) in profiles::BUNDLED {
+        let p = profiles::load(name).unwrap().profile;
+        let vms = p.host.as_ref().map(profiles::host_vms).unwrap_or_default();
+        if vms.is_empty() {
+            without.push(*name);
+        }
+        out.extend(vms.into_iter().map(|v| (name.to_string(), v.name)));
+    }
+    assert_eq!(without, ["canfd"], "bundled profiles without a VM");
+    for vm in ["ecu0", "ecu1"] {
+        out.push((fixture("two-vms.ron"), vm.to_string()));
+    }
+    out
+}
+
+fn render(profile: &str, vm: &str, format: &str) -> String {
+    stdout(&run(&["vm", profile, "--vm", vm, "--format", format]))
+}
+
+#[test]
+#[ignore = "needs virt-xml-validate (Debian libvirt-clients, libxml2-utils): run by lab/test.sh"]
+fn libvirt_xml_of_every_profile_validates_with_libvirts_schema() {
+    if !testkit::require_command("virt-xml-validate") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (profile, vm) in targets() {
+        let xml = render(&profile, &vm, "libvirt");
+        let f = dir.path().join(format!("{vm}.xml"));
+        std::fs::write(&f, &xml).unwrap();
+        let o = Command::new("virt-xml-validate")
+            .arg(&f)
+            .arg("domain")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{profile} {vm}: {}{}\n{xml}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // The schema is strict enough to notice a wrong element: a misspelt one fails.
+    let bad = render("lab", "lab", "libvirt").replace("<memballoon", "<memoryballoon");
+    let f = dir.path().join("bad.xml");
+    std::fs::write(&f, bad).unwrap();
+    let o = Command::new("virt-xml-validate")
+        .arg(&f)
+        .arg("domain")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a misspelt element passed the schema");
+}
+
+#[test]
+fn the_two_vm_fixture_renders_every_element() {
+    let x = render(&fixture("two-vms.ron"), "ecu0", "libvirt");
+    for want in [
+        "<emulatorsched scheduler=\"fifo\" priority=\"1\"/>",
+        "<memory mode=\"strict\" nodeset=\"0\"/>",
+        "<qemu:arg value=\"can-host-socketcan,id=canbus0-host,canbus=canbus0,if=vcan0\"/>",
+        "<kernel>/var/lib/rtvirt/vmlinuz</kernel>",
+        "<cmdline>console=ttyS0 isolcpus=1</cmdline>",
+        "<driver name=\"qemu\" type=\"qcow2\" cache=\"none\" io=\"native\" iothread=\"1\"/>",
+        "<vcpupin vcpu=\"0\" cpuset=\"0\"/>",
+        "<vcpupin vcpu=\"1\" cpuset=\"1\"/>",
+    ] {
+        assert!(x.contains(want), "missing {want} in\n{x}");
+    }
+    let q = render(&fixture("two-vms.ron"), "ecu1", "qemu");
+    assert!(q.contains("-pidfile /run/rtvirt-ecu1.pid"), "{q}");
+    assert!(
+        q.contains("#   vCPU 0 -> CPU 0, other: rt-host setup"),
+        "{q}"
+    );
+}
+
+#[test]
+fn several_vms_need_a_name_except_for_kubevirt() {
+    let f = fixture("two-vms.ron");
+    let o = run(&["vm", &f, "--format", "libvirt"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("has 2 VMs (ecu0, ecu1): choose one with --vm NAME"),
+        "{e}"
+    );
+    let o = run(&["vm", &f, "--vm", "ecu7", "--format", "qemu"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("has no VM \"ecu7\" (VMs: ecu0, ecu1)"), "{e}");
+    let y = stdout(&run(&["vm", &f, "--format", "kubevirt"]));
+    let docs: Vec<Value> = y
+        .split("\n---\n")
+        .map(|d| serde_norway::from_str(d).unwrap())
+        .collect();
+    let names: Vec<&str> = docs
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ecu0", "ecu1"]);
+    let o = run(&["vm", "canfd", "--format", "qemu"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no `host` section"));
+}
+
+#[test]
+fn json_gives_the_argv_and_explain_gives_every_reason() {
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&run(&["vm", "lab", "--format", "qemu", "--json"]))).unwrap();
+    let argv: Vec<&str> = v["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let i = argv.iter().position(|a| *a == "-name").unwrap();
+    assert_eq!(argv[i + 1], "guest=lab,debug-threads=on");
+    assert!(v["text"].as_str().unwrap().starts_with("#!/bin/bash\n"));
+    let choices = v["choices"].as_array().unwrap();
+    assert!(choices
+        .iter()
+        .all(|c| !c["why"].as_str().unwrap().is_empty()
+            && c["source"]["url"].as_str().unwrap().contains('/')));
+    let e = stdout(&run(&["vm", "ecu", "--format", "libvirt", "--explain"]));
+    assert!(
+        e.contains("<hint-dedicated state='on'/></kvm>\n    KVM_HINTS_REALTIME"),
+        "{e}"
+    );
+    assert!(e.contains("source: libvirt: KVM Real Time Guest Config <https://libvirt.org/kbase/kvm-realtime.html>"), "{e}");
+}
+
+#[test]
+fn output_file_is_written_and_kubevirt_refuses_a_non_kubernetes_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out: PathBuf = dir.path().join("lab.xml");
+    let o = run(&[
+        "vm",
+        "lab",
+        "--format",
+        "libvirt",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success() && o.stdout.is_empty());
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .starts_with("<domain type=\"kvm\">"));
+    let prof = dir.path().join("upper.ron");
+    std::fs::write(
+        &prof,
+        r#"Profile(name: "u", host: (housekeeping_cpus: "0", realtime_cpus: "1",
+           vms: [(name: "ECU0", memory_mib: 64)]))"#,
+    )
+    .unwrap();
+    let o = run(&["vm", prof.to_str().unwrap(), "--format", "kubevirt"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("host.vms[0].name: \"ECU0\" is not a Kubernetes object name"),
+        "{e}"
+    );
+}
+
+/// What the KubeVirt API (kubevirt.io/api core/v1 schema.go) says about the fields the
+/// rendering may use: their names and JSON types. An object lists every field allowed.
+#[derive(Debug)]
+enum T {
+    Str,
+    Int,
+    Bool,
+    /// A resource.Quantity: a string like "512Mi" (or a bare number).
+    Quantity,
+    OneOf(&'static [&'static str]),
+    Obj(&'static [(&'static str, T)]),
+    /// A map with free keys (v1.ResourceList: cpu, memory).
+    Map(&'static T),
+    List(&'static T),
+    /// A struct whose other fields this test does not use: the listed ones are checked,
+    /// the rest must at least be KubeVirt field names.
+    Partial(&'static [(&'static str, T)], &'static [&'static str]),
+}
+
+const CPU_FEATURE: T = T::Obj(&[
+    ("name", T::Str),
+    (
+        "policy",
+        T::OneOf(&["force", "require", "optional", "disable", "forbid"]),
+    ),
+]);
+const CPU: T = T::Obj(&[
+    ("cores", T::Int),
+    ("sockets", T::Int),
+    ("maxSockets", T::Int),
+    ("threads", T::Int),
+    ("model", T::Str),
+    ("features", T::List(&CPU_FEATURE)),
+    ("dedicatedCpuPlacement", T::Bool),
+    ("numa", T::Obj(&[("guestMappingPassthrough", T::Obj(&[]))])),
+    ("isolateEmulatorThread", T::Bool),
+    ("realtime", T::Obj(&[("mask", T::Str)])),
+]);
+const MEMORY: T = T::Obj(&[
+    (
+        "hugepages",
+        T::Obj(&[("pageSize", T::OneOf(&["2Mi", "1Gi"]))]),
+    ),
+    ("guest", T::Quantity),
+    ("maxGuest", T::Quantity),
+]);
+const RESOURCES: T = T::Obj(&[
+    ("requests", T::Map(&T::Quantity)),
+    ("limits", T::Map(&T::Quantity)),
+    ("overcommitGuestOverhead", T::Bool),
+]);
+const DEVICES: T = T::Partial(
+    &[
+        ("autoattachPodInterface", T::Bool),
+        ("autoattachGraphicsDevice", T::Bool),
+        ("autoattachSerialConsole", T::Bool),
+        ("autoattachMemBalloon", T::Bool),
+        ("autoattachInputDevice", T::Bool),
+        ("autoattachVSOCK", T::Bool),
+    ],
+    &[
+        "useVirtioTransitional",
+        "disableHotplug",
+        "disks",
+        "watchdog",
+        "interfaces",
+        "inputs",
+        "logSerialConsole",
+        "rng",
+        "blockMultiQueue",
+        "networkInterfaceMultiqueue",
+        "gpus",
+        "downwardMetrics",
+        "filesystems",
+        "hostDevices",
+        "clientPassthrough",
+        "sound",
+        "tpm",
+    ],
+);
+const DOMAIN: T = T::Partial(
+    &[
+        ("resources", RESOURCES),
+        ("cpu", CPU),
+        ("memory", MEMORY),
+        ("machine", T::Obj(&[("type", T::Str)])),
+        ("devices", DEVICES),
+        (
+            "ioThreadsPolicy",
+            T::OneOf(&["shared", "auto", "supplementalPool"]),
+        ),
+    ],
+    &["firmware", "clock", "features", "chassis", "launchSecurity"],
+);
+const VMI: T = T::Obj(&[
+    ("apiVersion", T::OneOf(&["kubevirt.io/v1"])),
+    ("kind", T::OneOf(&["VirtualMachineInstance"])),
+    (
+        "metadata",
+        T::Partial(&[("name", T::Str)], &["namespace", "labels", "annotations"]),
+    ),
+    (
+        "spec",
+        T::Partial(
+            &[("domain", DOMAIN)],
+            &["volumes", "networks", "nodeSelector"],
+        ),
+    ),
+]);
+
+fn check(v: &Value, t: &T, path: &str, errs: &mut Vec<String>) {
+    let mut fail = |what: &str| errs.push(format!("{path}: {what}, found {v:?}"));
+    match t {
+        T::Str => {
+            if !v.is_string() {
+                fail("not a string")
+            }
+        }
+        T::Int => {
+            if !v.is_u64() {
+                fail("not an integer")
+            }
+        }
+        T::Bool => {
+            if !v.is_bool() {
+                fail("not a boolean")
+            }
+        }
+        T::Quantity => {
+            let ok = v.as_str().is_some_and(|s| {
+                let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+                !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
+            }) || v.is_u64();
+            if !ok {
+                fail("not a quantity")
+            }
+        }
+        T::OneOf(vals) => {
+            if !v.as_str().is_some_and(|s| vals.contains(&s)) {
+                fail(&format!("not one of {vals:?}"))
+            }
+        }
+        T::List(item) => match v.as_sequence() {
+            Some(seq) => {
+                for (i, x) in seq.iter().enumerate() {
+                    check(x, item, &format!("{path}[{i}]"), errs);
+                }
+            }
+            None => fail("not a list"),
+        },
+        T::Map(val) => match v.as_mapping() {
+            Some(m) => {
+                for (k, x) in m {
+                    check(
+                        x,
+                        val,
+                        &format!("{path}.{}", k.as_str().unwrap_or("?")),
+                        errs,
+                    );
+                }
+            }
+            None => fail("not a map"),
+        },
+        T::Obj(fields) | T::Partial(fields, _) => {
+            let others: &[&str] = match t {
+                T::Partial(_, o) => o,
+                _ => &[],
+            };
+            let Some(m) = v.as_mapping() else {
+                return fail("not an object");
+            };
+            for (k, x) in m {
+                let k = k.as_str().unwrap_or("?");
+                let p = format!("{path}.{k}");
+                match fields.iter().find(|(n, _)| *n == k) {
+                    Some((_, ft)) => check(x, ft, &p, errs),
+                    None if others.contains(&k) => {}
+                    None => errs.push(format!("{p}: no such field in KubeVirt's API")),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn kubevirt_output_has_the_vmi_fields_with_kubevirts_types() {
+    for (profile, vm) in targets() {
+        let y = render(&profile, &vm, "kubevirt");
+        let v: Value = serde_norway::from_str(&y).unwrap_or_else(|e| panic!("{vm}: {e}\n{y}"));
+        let mut errs = Vec::new();
+        check(&v, &VMI, "", &mut errs);
+        assert!(errs.is_empty(), "{vm}:\n{}\n{y}", errs.join("\n"));
+        let d = &v["spec"]["domain"];
+        assert_eq!(d["cpu"]["dedicatedCpuPlacement"], Value::Bool(true), "{vm}");
+        assert_eq!(d["cpu"]["isolateEmulatorThread"], Value::Bool(true), "{vm}");
+        assert_eq!(
+            d["devices"]["autoattachMemBalloon"],
+            Value::Bool(false),
+            "{vm}"
+        );
+        assert_eq!(
+            d["devices"]["autoattachGraphicsDevice"],
+            Value::Bool(false),
+            "{vm}"
+        );
+        assert_eq!(d["ioThreadsPolicy"].as_str(), Some("auto"), "{vm}");
+        assert_eq!(d["cpu"]["model"].as_str(), Some("host-passthrough"), "{vm}");
+        let p = profiles::load(&profile).unwrap().profile;
+        let view = profiles::host_vms(p.host.as_ref().unwrap())
+            .into_iter()
+            .find(|x| x.name == vm)
+            .unwrap();
+        let rt = view.realtime_vcpus();
+        if rt.is_empty() {
+            assert!(
+                d["cpu"].get("realtime").is_none(),
+                "{vm}: no real-time vCPU"
+            );
+        } else {
+            assert_eq!(
+                d["cpu"]["realtime"]["mask"].as_str(),
+                Some(rt.to_string().as_str()),
+                "{vm}"
+            );
+        }
+        match view.hugepage_kib {
+            Some(2048) => assert_eq!(d["memory"]["hugepages"]["pageSize"].as_str(), Some("2Mi")),
+            Some(k) => panic!("{vm}: unexpected page size {k}"),
+            None => assert!(d["memory"].get("hugepages").is_none(), "{vm}"),
+        }
+        let cores = d["cpu"]["cores"].as_u64().unwrap();
+        assert_eq!(cores, u64::from(view.cpus), "{vm}");
+    }
+    // The check itself catches a misspelt field (autoattachGraphicsDevices is a common one).
+    let y = render("ecu", "ecu0", "kubevirt")
+        .replace("autoattachGraphicsDevice:", "autoattachGraphicsDevices:");
+    let mut errs = Vec::new();
+    check(&serde_norway::from_str(&y).unwrap(), &VMI, "", &mut errs);
+    assert_eq!(
+        errs,
+        [".spec.domain.devices.autoattachGraphicsDevices: no such field in KubeVirt's API"]
+    );
+}
+
+#[test]
+fn every_qemu_script_is_valid_bash_and_lists_each_vcpu() {
+    let dir = tempfile::tempdir().unwrap();
+    for (profile, vm) in targets() {
+        let s = render(&profile, &vm, "qemu");
+        let f = dir.path().join(format!("{vm}.sh"));
+        std::fs::write(&f, &s).unwrap();
+        let o = Command::new("bash").arg("-n").arg(&f).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{vm}: {}\n{s}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let p = profiles::load(&profile).unwrap().profile;
+        let view = profiles::host_vms(p.host.as_ref().unwrap())
+            .into_iter()
+            .find(|x| x.name == vm)
+            .unwrap();
+        for i in 0..view.cpus {
+            assert!(
+                s.contains(&format!("#   vCPU {i} ")),
+                "{vm}: vCPU {i} missing\n{s}"
+            );
+        }
+    }
+}
