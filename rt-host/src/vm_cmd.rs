@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use rt_host::plan::Change;
+use rt_host::vmdef::audit::{self, AuditOptions};
 use rt_host::vmdef::{self, Def, Format};
 use rt_sys::SysRoot;
 
@@ -31,6 +33,28 @@ pub struct VmArgs {
     /// Root of the /sys tree whose NUMA nodes fill in a missing host.vms[].numa_node.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
+}
+
+/// The VM audit options of `rt-host check`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AuditArgs {
+    /// Audit this libvirt domain XML (`virsh dumpxml NAME > FILE`) against the profile's
+    /// VM definition.
+    #[arg(long, value_name = "FILE")]
+    pub libvirt_xml: Option<PathBuf>,
+    /// Audit the defined XML of this libvirt domain (`virsh dumpxml`); a QEMU that libvirt
+    /// started is recognised without it.
+    #[arg(long, value_name = "NAME")]
+    pub libvirt_domain: Option<String>,
+}
+
+/// The VM audit items of `rt-host check`.
+pub fn audit(profile: &str, host: &profiles::Host, root: &SysRoot, a: &AuditArgs) -> Vec<Change> {
+    let opts = AuditOptions {
+        libvirt_xml: a.libvirt_xml.clone(),
+        libvirt_domain: a.libvirt_domain.clone(),
+    };
+    audit::items(profile, host, root, &opts)
 }
 
 /// Run `rt-host vm`.

@@ -472,3 +472,214 @@ fn every_qemu_script_is_valid_bash_and_lists_each_vcpu() {
         }
     }
 }
+
+/// A fake machine tree with the lab's QEMU (pid 4000), for `rt-host check --root`.
+fn fake_lab() -> (
+    tempfile::TempDir,
+    rt_host::fake::FakeMachine,
+    String,
+    String,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = rt_host::fake::FakeMachine::new(&dir.path().join("root"));
+    let root = dir.path().join("root").display().to_string();
+    let journal = dir.path().join("journal").display().to_string();
+    (dir, m, root, journal)
+}
+
+#[test]
+fn check_audits_the_vms_memory_and_its_libvirt_xml_on_a_fake_tree() {
+    let (dir, m, root, journal) = fake_lab();
+    // QEMU locked 600 MiB, no hugepages: the lab VM (512 MiB) is locked.
+    m.put(
+        "proc/4000/status",
+        "Name:\tqemu-system-x86\nTgid:\t4000\nVmLck:\t  614400 kB\nVmRSS:\t  620000 kB\nHugetlbPages:\t       0 kB\n",
+    );
+    let xml = render("lab", "lab", "libvirt").replace("<memballoon model=\"none\"/>", "");
+    let f = dir.path().join("lab.xml");
+    std::fs::write(&f, xml).unwrap();
+    let o = run(&[
+        "check",
+        "lab",
+        "--json",
+        "--root",
+        &root,
+        "--journal-dir",
+        &journal,
+        "--libvirt-xml",
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // check --json is a record::CheckReport: items with name, target, status, detail.
+    let items: Vec<&serde_json::Value> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().unwrap().starts_with("vm-"))
+        .collect();
+    let find = |t: &str| {
+        items
+            .iter()
+            .find(|c| c["target"].as_str().unwrap().contains(t))
+            .unwrap_or_else(|| panic!("no item {t}: {items:#?}"))
+    };
+    let locked = find("locked memory");
+    assert_eq!(locked["status"], "ok", "{locked}");
+    assert_eq!(locked["current"], "VmLck 614400 kB, HugetlbPages 0 kB");
+    let cpu = find("guest CPU");
+    assert_eq!(cpu["status"], "not-applicable");
+    assert!(
+        cpu["detail"].as_str().unwrap().contains("no QMP socket"),
+        "{cpu}"
+    );
+    let balloon = find("<memballoon>");
+    assert_eq!(
+        (balloon["status"].as_str(), balloon["current"].as_str()),
+        (Some("differs"), Some("(absent: virtio)"))
+    );
+    assert!(balloon["detail"]
+        .as_str()
+        .unwrap()
+        .contains("fix: virsh edit lab and set <memballoon model='none'/>"));
+    assert_eq!(find("<emulatorpin>")["status"], "ok");
+    // Text form names the item and its fix.
+    let o = run(&[
+        "check",
+        "lab",
+        "--root",
+        &root,
+        "--journal-dir",
+        &journal,
+        "--libvirt-xml",
+        f.to_str().unwrap(),
+    ]);
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(t.contains("<memballoon>"), "{t}");
+}
+
+/// QEMU started from `rt-host vm --format qemu` output, under TCG (the host's KVM cannot
+/// run stock guests here): `-cpu host` becomes `-cpu max` and `accel=kvm` `accel=tcg`.
+struct Qemu {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    profile: PathBuf,
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_tcg_qemu(name: &str) -> Qemu {
+    let dir = tempfile::tempdir().unwrap();
+    let qmp = dir.path().join("qmp.sock");
+    let profile = dir.path().join("audit.ron");
+    std::fs::write(
+        &profile,
+        format!(
+            r#"Profile(name: "audit", host: (housekeeping_cpus: "0", realtime_cpus: "1",
+               kernel: (require_preempt_rt: false),
+               vms: [(name: "{name}", memory_mib: 64, cpus: 2, find: (qmp: "{}"),
+                      vcpus: [(vcpu: 1, cpu: 1)])]))"#,
+            qmp.display()
+        ),
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&run(&[
+        "vm",
+        profile.to_str().unwrap(),
+        "--format",
+        "qemu",
+        "--json",
+    ])))
+    .unwrap();
+    let argv: Vec<String> = v["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap();
+            a.replace("q35,accel=kvm", "q35,accel=tcg")
+                .replace("host,migratable=off,", "max,")
+                .replace("mon:stdio", "null")
+        })
+        .collect();
+    let child = Command::new("qemu-system-x86_64")
+        .args(&argv)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start qemu-system-x86_64");
+    // Ready when QMP answers (QEMU preallocates and starts its main loop first).
+    let t = std::time::Instant::now();
+    let wait = std::time::Duration::from_secs(2);
+    while rt_sys::qmp::Qmp::connect(&qmp, wait).is_err() {
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "QEMU's QMP never answered: {argv:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Qemu {
+        child,
+        _dir: dir,
+        profile,
+    }
+}
+
+#[test]
+#[ignore = "starts QEMU (TCG) and needs root for -overcommit mem-lock: run by lab/test.sh"]
+fn check_reads_the_guest_cpu_over_qmp_and_the_locked_memory_of_a_running_qemu() {
+    if !testkit::require_root() || !testkit::require_command("qemu-system-x86_64") {
+        return;
+    }
+    let _g = testkit::host_lock();
+    let q = start_tcg_qemu("vmdef-audit");
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&[
+        "check",
+        q.profile.to_str().unwrap(),
+        "--json",
+        "--journal-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    let items: Vec<&serde_json::Value> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().unwrap().starts_with("vm"))
+        .collect();
+    let find = |t: &str| {
+        *items
+            .iter()
+            .find(|c| c["target"].as_str().unwrap().contains(t))
+            .unwrap_or_else(|| panic!("no item {t}: {items:#?}"))
+    };
+    // TCG offers neither the TSC-deadline timer nor the realtime hint: the audit sees the
+    // running vCPU without them, although the command line asked for them.
+    for prop in ["tsc-deadline", "invtsc", "kvm-hint-dedicated"] {
+        let c = find(&format!("vCPU 0 {prop} "));
+        assert_eq!(
+            (c["status"].as_str(), c["current"].as_str()),
+            (Some("differs"), Some("off")),
+            "{c}"
+        );
+        let note = c["detail"].as_str().unwrap();
+        assert!(note.contains("fix: libvirt <"), "{c}");
+        assert!(
+            note.contains("QEMU runs without KVM (query-kvm: not enabled)"),
+            "{c}"
+        );
+    }
+    assert_eq!(find("vCPU 0 pmu ")["status"], "ok");
+    // -overcommit mem-lock=on locked all of QEMU's memory: at least the 64 MiB guest.
+    let locked = find("locked memory");
+    assert_eq!(locked["status"], "ok", "{locked}");
+    assert_eq!(find("hugepage-backed")["status"], "not-applicable");
+}

@@ -9,6 +9,7 @@
 //! renderers put the reason beside what they write (XML comment, shell comment, YAML
 //! comment) and list the choices for `rt-host vm --explain`. See `docs/vm-definition.md`.
 
+pub mod audit;
 pub mod kubevirt;
 pub mod libvirt;
 pub mod qemu;
