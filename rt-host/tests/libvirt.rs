@@ -253,8 +253,9 @@ fn root_libvirt_starts_the_rendered_domain_setup_tunes_it_and_revert_restores_it
     let o = rt_host(&["check", &prof, "--json", "--journal-dir", j]);
     let v: serde_json::Value =
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    // check --json is a record::CheckReport: items with name, target, status, detail.
     let find = |t: &str| -> serde_json::Value {
-        v["changes"]
+        v["items"]
             .as_array()
             .unwrap()
             .iter()
