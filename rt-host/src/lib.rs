@@ -11,6 +11,7 @@ pub mod bootargs;
 pub mod checkreport;
 pub mod error;
 pub mod fake;
+pub mod placement;
 pub mod plan;
 pub mod render;
 pub mod vm;

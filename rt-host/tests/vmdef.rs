@@ -683,3 +683,122 @@ fn check_reads_the_guest_cpu_over_qmp_and_the_locked_memory_of_a_running_qemu() 
     assert_eq!(locked["status"], "ok", "{locked}");
     assert_eq!(find("hugepage-backed")["status"], "not-applicable");
 }
+
+/// Two VMs on the fake 2-CPU tree: the lab's QEMU (pid 4000) and a second one, `ecu1`.
+fn two_vm_profile(dir: &Path, ecu1_cpu: u32, ecu1_policy: &str) -> String {
+    let p = dir.join("two.ron");
+    let prio = if ecu1_policy == "Other" { 0 } else { 50 };
+    std::fs::write(
+        &p,
+        format!(
+            r#"Profile(name: "two", host: (
+                housekeeping_cpus: "0", realtime_cpus: "1",
+                kernel: (require_preempt_rt: false),
+                isolation: (cpuset_partition: false, workqueues: true, kthreads: false),
+                vms: [
+                    (name: "lab", memory_mib: 256, cpus: 2, vcpus: [(vcpu: 1, cpu: 1)]),
+                    (name: "ecu1", memory_mib: 256, cpus: 1,
+                     vcpus: [(vcpu: 0, cpu: {ecu1_cpu}, policy: {ecu1_policy}, priority: {prio})]),
+                ]))"#
+        ),
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn two_vms_are_both_placed_by_plan_and_setup_and_revert_restores_them() {
+    let (dir, m, root, journal) = fake_lab();
+    m.put(
+        "proc/4100/cmdline",
+        "qemu-system-x86_64\0-name\0ecu1,debug-threads=on\0-accel\0tcg\0",
+    );
+    for (tid, name) in [
+        (4100, "qemu-system-x86"),
+        (4102, "CPU 0/TCG"),
+        (4104, "IO iothread0"),
+    ] {
+        m.thread(4100, tid, name, 1, 0x40_0040, 0, 0, "0-1");
+    }
+    let prof = two_vm_profile(dir.path(), 0, "Other");
+    let before = m.snapshot();
+    let args = |cmd: &'static str| {
+        vec![
+            cmd,
+            prof.as_str(),
+            "--json",
+            "--root",
+            &root,
+            "--journal-dir",
+            &journal,
+        ]
+    };
+    let o = run(&args("plan"));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    let change = |item: &str, tid: u32| -> serde_json::Value {
+        v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c["item"] == item
+                    && c["target"]
+                        .as_str()
+                        .unwrap()
+                        .contains(&format!("(tid {tid})"))
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no {item} of tid {tid}: {v:#}"))
+    };
+    // VM "lab": vCPU 1 to CPU 1 at FIFO 50; VM "ecu1": vCPU 0 to CPU 0, its I/O thread to 0.
+    assert_eq!(change("vcpu-affinity", 4003)["desired"], "1");
+    assert_eq!(change("vcpu-sched", 4003)["desired"], "fifo:50");
+    assert_eq!(change("vcpu-affinity", 4102)["desired"], "0");
+    assert_eq!(change("iothread", 4104)["desired"], "0");
+    assert_eq!(change("emulator", 4100)["desired"], "0");
+    let vms: Vec<&serde_json::Value> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["item"] == "vm")
+        .collect();
+    assert_eq!(vms.len(), 2, "one vm item per VM: {vms:#?}");
+    let o = run(&args("setup"));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let tree = |rel: &str| std::fs::read_to_string(m.root.path(rel)).unwrap();
+    assert!(tree("proc/4000/task/4003/status").contains("Cpus_allowed_list:\t1\n"));
+    assert!(tree("proc/4100/task/4102/status").contains("Cpus_allowed_list:\t0\n"));
+    let o = run(&["revert", "--root", &root, "--journal-dir", &journal]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        rt_host::fake::FakeMachine::diff(&before, &m.snapshot()),
+        Vec::<String>::new()
+    );
+
+    // Both VMs with a FIFO vCPU on CPU 1: refused before anything is touched.
+    let prof = two_vm_profile(dir.path(), 1, "Fifo");
+    for cmd in ["plan", "setup"] {
+        let o = run(&[cmd, &prof, "--root", &root, "--journal-dir", &journal]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            e.contains("host.vms[1].vcpus[0].cpu: 1 already runs vCPU 1 of VM \"lab\" (host.vms[0].vcpus[0])"),
+            "{cmd}: {e}"
+        );
+    }
+    assert_eq!(
+        rt_host::fake::FakeMachine::diff(&before, &m.snapshot()),
+        Vec::<String>::new()
+    );
+}
