@@ -473,6 +473,18 @@ fn every_qemu_script_is_valid_bash_and_lists_each_vcpu() {
     }
 }
 
+/// The VM audit item of `rt-host check --json` (a record::CheckReport: items with name,
+/// target, status, detail) whose target contains `t`.
+fn vm_item(v: &serde_json::Value, t: &str) -> serde_json::Value {
+    let items = v["items"].as_array().unwrap();
+    items
+        .iter()
+        .filter(|c| c["name"].as_str().unwrap().starts_with("vm"))
+        .find(|c| c["target"].as_str().unwrap().contains(t))
+        .cloned()
+        .unwrap_or_else(|| panic!("no item {t}: {items:#?}"))
+}
+
 /// A fake machine tree with the lab's QEMU (pid 4000), for `rt-host check --root`.
 fn fake_lab() -> (
     tempfile::TempDir,
@@ -511,19 +523,7 @@ fn check_audits_the_vms_memory_and_its_libvirt_xml_on_a_fake_tree() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    // check --json is a record::CheckReport: items with name, target, status, detail.
-    let items: Vec<&serde_json::Value> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["name"].as_str().unwrap().starts_with("vm-"))
-        .collect();
-    let find = |t: &str| {
-        items
-            .iter()
-            .find(|c| c["target"].as_str().unwrap().contains(t))
-            .unwrap_or_else(|| panic!("no item {t}: {items:#?}"))
-    };
+    let find = |t: &str| vm_item(&v, t);
     let locked = find("locked memory");
     assert_eq!(locked["status"], "ok", "{locked}");
     assert_eq!(locked["current"], "VmLck 614400 kB, HugetlbPages 0 kB");
@@ -649,18 +649,7 @@ fn check_reads_the_guest_cpu_over_qmp_and_the_locked_memory_of_a_running_qemu() 
     ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
-    let items: Vec<&serde_json::Value> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["name"].as_str().unwrap().starts_with("vm"))
-        .collect();
-    let find = |t: &str| {
-        *items
-            .iter()
-            .find(|c| c["target"].as_str().unwrap().contains(t))
-            .unwrap_or_else(|| panic!("no item {t}: {items:#?}"))
-    };
+    let find = |t: &str| vm_item(&v, t);
     // TCG offers neither the TSC-deadline timer nor the realtime hint: the audit sees the
     // running vCPU without them, although the command line asked for them.
     for prop in ["tsc-deadline", "invtsc", "kvm-hint-dedicated"] {

@@ -485,6 +485,19 @@ fn page_kib(size: &str, unit: Option<&str>) -> Option<u64> {
     Some(n * mult)
 }
 
+/// `a, b`, or `empty` for none.
+fn listed<S: AsRef<str>>(items: &[S], empty: &str) -> String {
+    if items.is_empty() {
+        empty.to_string()
+    } else {
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 struct XmlAudit<'d, 'p> {
     def: &'d Def<'p>,
     from: &'d str,
@@ -758,11 +771,7 @@ impl XmlAudit<'_, '_> {
             .collect();
         self.check(
             "<controller type='usb'>",
-            if usb.is_empty() {
-                "(absent: default)".into()
-            } else {
-                usb.join(", ")
-            },
+            listed(&usb, "(absent: default)"),
             "<controller type='usb' model='none'/>",
             usb == ["none"],
             Knob::NoUsb,
@@ -778,11 +787,7 @@ impl XmlAudit<'_, '_> {
             .collect();
         self.check(
             "<graphics>/<video>",
-            if gfx.is_empty() {
-                "none".into()
-            } else {
-                gfx.join(", ")
-            },
+            listed(&gfx, "none"),
             "no <graphics>, no <video>",
             gfx.is_empty(),
             Knob::NoGraphics,
