@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the rtvirt lab needs on a Debian 12 host, as root, idempotently:
-# QEMU, busybox-static, can-utils, rt-tests, stress-ng, cpio, iproute2, and
+# QEMU, busybox-static, can-utils, rt-tests, stress-ng, cpio, iproute2, libvirt (daemon,
+# virsh, virt-xml-validate) with a qemu.conf for root, and
 # Debian's PREEMPT_RT kernel (linux-image-rt-amd64) unpacked into lab/cache/.
 # Running it again does nothing that is already done.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${RTVIRT_LAB_CACHE:-$here/cache}"
-packages=(qemu-system-x86 busybox-static can-utils rt-tests stress-ng cpio iproute2 kmod xz-utils gzip libc6-dev)
+packages=(qemu-system-x86 busybox-static can-utils rt-tests stress-ng cpio iproute2 kmod xz-utils gzip libc6-dev
+          libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libxml2-utils)
 
 log() { printf 'lab/setup: %s\n' "$*" >&2; }
 die() { printf 'lab/setup: error: %s\n' "$*" >&2; exit 2; }
@@ -36,6 +38,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
     log "packages already installed: ${packages[*]}"
+fi
+
+# libvirt for rt-host's VM-definition tests (they start libvirtd and virtlogd themselves,
+# no systemd here): its state directories, the users Debian's libvirt expects, and a
+# qemu.conf that runs QEMU as root without a security driver (none is loaded here).
+mkdir -p /var/log/libvirt/qemu /var/lib/libvirt/qemu /run/libvirt
+getent group kvm >/dev/null || groupadd -r kvm
+getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+id libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+qemu_conf=/etc/libvirt/qemu.conf
+if ! grep -q '^security_driver = "none"' "$qemu_conf" 2>/dev/null; then
+    log "writing $qemu_conf (user/group root, security_driver none)"
+    mkdir -p /etc/libvirt
+    [ -f "$qemu_conf" ] && cp "$qemu_conf" "$qemu_conf.rtvirt-orig"
+    printf 'user = "root"\ngroup = "root"\nsecurity_driver = "none"\n' > "$qemu_conf"
 fi
 
 # The metapackage only depends on the real, versioned image package.

@@ -16,6 +16,7 @@
 
 pub mod schema;
 pub mod validate;
+pub mod vms;
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 pub use schema::*;
 pub use validate::{validate, validate_against, validate_guest_against, ValidationError};
+pub use vms::{host_vms, VmView};
 
 /// The bundled profiles: (name, RON text).
 pub const BUNDLED: &[(&str, &str)] = &[

@@ -74,6 +74,10 @@ pub struct Host {
     /// CPUs for QEMU I/O threads (`IO iothreadN`). Default: housekeeping.
     #[serde(default)]
     pub iothread_cpus: Option<CpuSet>,
+    /// Several VMs, each with its own placement and definition (instead of `vm` and
+    /// `vcpus`; `emulator_cpus` and `iothread_cpus` are then their defaults).
+    #[serde(default)]
+    pub vms: Vec<VmSpec>,
 }
 
 /// Kernel requirements and the boot arguments the profile needs.
@@ -207,6 +211,100 @@ pub struct Vm {
     pub memory_mib: Option<u64>,
 }
 
+/// One VM of `host.vms`: how rt-host finds it, where its threads run, and what
+/// `rt-host vm` renders for libvirt, QEMU and KubeVirt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// VM name: the libvirt domain name, QEMU's `-name guest=`, KubeVirt's `metadata.name`.
+    pub name: String,
+    /// How rt-host finds the running VM (default: the QEMU process named `name`).
+    #[serde(default)]
+    pub find: Option<Vm>,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// Number of vCPUs (default: the highest index in `vcpus` plus one).
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// vCPU placement and scheduling; vCPUs not listed stay on the emulator CPUs.
+    #[serde(default)]
+    pub vcpus: Vec<VcpuPin>,
+    /// CPUs for this VM's emulator threads (default: `host.emulator_cpus`, else housekeeping).
+    #[serde(default)]
+    pub emulator_cpus: Option<CpuSet>,
+    /// CPUs for this VM's I/O threads (default: `host.iothread_cpus`, else housekeeping).
+    #[serde(default)]
+    pub iothread_cpus: Option<CpuSet>,
+    /// Number of QEMU I/O threads (default 1).
+    #[serde(default = "one")]
+    pub iothreads: u32,
+    /// Scheduling policy of the emulator threads (default Other: no `<emulatorsched>`).
+    #[serde(default = "other")]
+    pub emulator_policy: Policy,
+    /// Priority of the emulator threads, 1..=99 for Fifo/Rr (default 0).
+    #[serde(default)]
+    pub emulator_priority: u8,
+    /// Hugepage size in KiB backing guest memory (default: `host.hugepages.size_kib`;
+    /// absent there too: ordinary pages).
+    #[serde(default)]
+    pub hugepage_kib: Option<u64>,
+    /// Host NUMA node the memory is bound to, strictly (default: `host.hugepages.node`).
+    #[serde(default)]
+    pub numa_node: Option<u32>,
+    /// Emulated CAN buses and their controllers.
+    #[serde(default)]
+    pub can_buses: Vec<CanBus>,
+    /// What the VM boots (default: nothing; add a disk or kernel to the rendered definition).
+    #[serde(default)]
+    pub boot: Option<VmBoot>,
+}
+
+/// An emulated CAN bus of a VM (QEMU `can-bus`), its controllers in the guest and an
+/// optional bridge to a host SocketCAN interface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanBus {
+    /// QEMU object id of the bus (e.g. `"canbus0"`).
+    pub id: String,
+    /// Controller model (default KvaserPci).
+    #[serde(default)]
+    pub controller: CanController,
+    /// Controllers on this bus (default 1); two give the guest a can0/can1 pair on one bus.
+    #[serde(default = "one")]
+    pub controllers: u32,
+    /// Host SocketCAN interface joined to the bus (QEMU `can-host-socketcan`), e.g. `"vcan0"`.
+    #[serde(default)]
+    pub host_interface: Option<String>,
+}
+
+/// A CAN controller model QEMU emulates (all PCI; SJA1000-based except CtucanPci).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CanController {
+    /// Kvaser PCIcan-S, one SJA1000 channel (`kvaser_pci`, Linux `kvaser_pci`).
+    #[default]
+    KvaserPci,
+    /// Advantech PCM-3680, two SJA1000 channels (`pcm3680_pci`, Linux `plx_pci`).
+    Pcm3680Pci,
+    /// MIOe-3680, two SJA1000 channels (`mioe3680_pci`, Linux `plx_pci`).
+    Mioe3680Pci,
+    /// CTU CAN FD, two channels (`ctucan_pci`, Linux `ctucanfd_pci`).
+    CtucanPci,
+}
+
+/// What a VM boots.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmBoot {
+    /// Kernel image on the host (direct kernel boot).
+    pub kernel: Option<PathBuf>,
+    /// Initramfs on the host (needs `kernel`).
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line (needs `kernel`).
+    pub cmdline: Option<String>,
+    /// Disk image on the host (raw, or qcow2 by its `.qcow2` name), served by I/O thread 1.
+    pub disk: Option<PathBuf>,
+}
+
 /// One vCPU's placement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -225,6 +323,12 @@ pub struct VcpuPin {
 
 fn fifo() -> Policy {
     Policy::Fifo
+}
+fn other() -> Policy {
+    Policy::Other
+}
+fn one() -> u32 {
+    1
 }
 fn prio50() -> u8 {
     50

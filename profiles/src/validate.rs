@@ -122,6 +122,7 @@ pub fn validate_against(profile: &Profile, root: &SysRoot) -> Result<(), Vec<Val
             &CpuSet::from_cpus([v.cpu]),
         );
     }
+    crate::vms::validate_against(h, &machine, &mut e);
     if let Some(hp) = &h.hugepages {
         let dir = "sys/kernel/mm/hugepages";
         let sub = format!("{dir}/hugepages-{}kB", hp.size_kib);
@@ -201,14 +202,14 @@ pub fn validate_guest_against(
 }
 
 /// The CPUs a machine has, and which file said so.
-struct Machine {
+pub(crate) struct Machine {
     cpus: CpuSet,
     /// `online` or `present`.
     source: &'static str,
 }
 
 impl Machine {
-    fn read(root: &SysRoot) -> Result<Machine, String> {
+    pub(crate) fn read(root: &SysRoot) -> Result<Machine, String> {
         let mut last = String::new();
         for source in ["online", "present"] {
             let rel = format!("sys/devices/system/cpu/{source}");
@@ -224,7 +225,7 @@ impl Machine {
         Err(format!("cannot tell which CPUs exist: {last}"))
     }
 
-    fn check_set(&self, e: &mut Errors, path: &str, set: &CpuSet) {
+    pub(crate) fn check_set(&self, e: &mut Errors, path: &str, set: &CpuSet) {
         let missing = set.difference(&self.cpus);
         if !missing.is_empty() {
             e.push(
@@ -243,10 +244,10 @@ impl Machine {
 
 /// Collected errors.
 #[derive(Default)]
-struct Errors(Vec<ValidationError>);
+pub(crate) struct Errors(Vec<ValidationError>);
 
 impl Errors {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ValidationError::new(path, message));
     }
 
@@ -260,7 +261,7 @@ impl Errors {
 }
 
 /// A CPU set as written in a profile: `"0-1"`.
-fn q(set: &CpuSet) -> String {
+pub(crate) fn q(set: &CpuSet) -> String {
     format!("\"{set}\"")
 }
 
@@ -283,7 +284,7 @@ fn can_id(id: u32, extended: bool) -> String {
 }
 
 /// Priority rules of the kernel: 1..=99 for FIFO/RR, 0 for the others.
-fn priority(e: &mut Errors, path: &str, policy: Policy, prio: u8, default_note: &str) {
+pub(crate) fn priority(e: &mut Errors, path: &str, policy: Policy, prio: u8, default_note: &str) {
     if policy.is_realtime() {
         if prio == 0 || prio > MAX_RT_PRIORITY {
             e.push(
@@ -307,7 +308,13 @@ fn fifo_priority(e: &mut Errors, path: &str, prio: u8) {
 }
 
 /// An optional CPU set that must not be empty and must stay off the realtime CPUs.
-fn off_realtime(e: &mut Errors, path: &str, set: &CpuSet, realtime: &CpuSet, what: &str) {
+pub(crate) fn off_realtime(
+    e: &mut Errors,
+    path: &str,
+    set: &CpuSet,
+    realtime: &CpuSet,
+    what: &str,
+) {
     if set.is_empty() {
         e.push(path, format!("\"\" is empty: {what} need at least one CPU"));
         return;
@@ -457,13 +464,13 @@ fn host(h: &Host, e: &mut Errors) {
                 "host.hugepages.count",
                 "0 reserves nothing: give the number of pages, or drop host.hugepages",
             );
-        } else if let Some(mem) = h.vm.as_ref().and_then(|v| v.memory_mib) {
+        } else if let Some((mem, what)) = crate::vms::hugepage_memory(h) {
             let have_kib = hp.count.saturating_mul(hp.size_kib);
             if HUGEPAGE_SIZES_KIB.contains(&hp.size_kib) && have_kib < mem.saturating_mul(1024) {
                 e.push(
                     "host.hugepages.count",
                     format!(
-                        "{} pages of {} KiB ({} MiB) cannot hold host.vm.memory_mib {mem}",
+                        "{} pages of {} KiB ({} MiB) cannot hold {what}",
                         hp.count,
                         hp.size_kib,
                         have_kib / 1024
@@ -475,7 +482,7 @@ fn host(h: &Host, e: &mut Errors) {
 
     match &h.vm {
         None => {
-            if !h.vcpus.is_empty() {
+            if !h.vcpus.is_empty() && h.vms.is_empty() {
                 e.push(
                     "host.vcpus",
                     format!(
@@ -486,56 +493,62 @@ fn host(h: &Host, e: &mut Errors) {
                 );
             }
         }
-        Some(vm) => {
-            let mut set = Vec::new();
-            if let Some(n) = &vm.qemu_name {
-                set.push(format!("qemu_name {n:?}"));
-                if n.trim().is_empty() {
-                    e.push("host.vm.qemu_name", "\"\" is empty");
-                }
-            }
-            if let Some(p) = vm.pid {
-                set.push(format!("pid {p}"));
-                if p == 0 {
-                    e.push("host.vm.pid", "0 is not a process id");
-                }
-            }
-            if let Some(p) = &vm.pidfile {
-                set.push(format!("pidfile {:?}", p.display().to_string()));
-            }
-            if let Some(p) = &vm.qmp {
-                set.push(format!("qmp {:?}", p.display().to_string()));
-            }
-            match set.len() {
-                0 => e.push(
-                    "host.vm",
-                    "names no process: set one of qemu_name, pid, pidfile or qmp",
-                ),
-                1 => {}
-                2 => e.push(
-                    "host.vm",
-                    format!("{} are both set: choose one", set.join(" and ")),
-                ),
-                _ => e.push(
-                    "host.vm",
-                    format!("{} are all set: choose one", set.join(", ")),
-                ),
-            }
-            if vm.memory_mib == Some(0) {
-                e.push("host.vm.memory_mib", "0 is not a memory size");
-            }
+        Some(vm) => vm_locator(e, "host.vm", vm),
+    }
+    crate::vms::validate(h, e);
+    vcpu_list(e, "host.vcpus", &h.vcpus, rt);
+}
+
+/// A VM locator (`host.vm`, `host.vms[i].find`): exactly one way to find the process.
+pub(crate) fn vm_locator(e: &mut Errors, path: &str, vm: &crate::Vm) {
+    let mut set = Vec::new();
+    if let Some(n) = &vm.qemu_name {
+        set.push(format!("qemu_name {n:?}"));
+        if n.trim().is_empty() {
+            e.push(format!("{path}.qemu_name"), "\"\" is empty");
         }
     }
+    if let Some(p) = vm.pid {
+        set.push(format!("pid {p}"));
+        if p == 0 {
+            e.push(format!("{path}.pid"), "0 is not a process id");
+        }
+    }
+    if let Some(p) = &vm.pidfile {
+        set.push(format!("pidfile {:?}", p.display().to_string()));
+    }
+    if let Some(p) = &vm.qmp {
+        set.push(format!("qmp {:?}", p.display().to_string()));
+    }
+    match set.len() {
+        0 => e.push(
+            path,
+            "names no process: set one of qemu_name, pid, pidfile or qmp",
+        ),
+        1 => {}
+        2 => e.push(
+            path,
+            format!("{} are both set: choose one", set.join(" and ")),
+        ),
+        _ => e.push(path, format!("{} are all set: choose one", set.join(", "))),
+    }
+    if vm.memory_mib == Some(0) {
+        e.push(format!("{path}.memory_mib"), "0 is not a memory size");
+    }
+}
 
+/// A list of vCPU placements (`host.vcpus`, `host.vms[i].vcpus`): indices unique,
+/// priorities valid, real-time vCPUs on realtime CPUs and alone on their CPU.
+pub(crate) fn vcpu_list(e: &mut Errors, base: &str, vcpus: &[crate::VcpuPin], rt: &CpuSet) {
     let mut by_index: BTreeMap<u32, usize> = BTreeMap::new();
     let mut by_cpu: BTreeMap<u32, usize> = BTreeMap::new();
-    for (i, v) in h.vcpus.iter().enumerate() {
-        let p = format!("host.vcpus[{i}]");
+    for (i, v) in vcpus.iter().enumerate() {
+        let p = format!("{base}[{i}]");
         if let Some(j) = by_index.insert(v.vcpu, i) {
             by_index.insert(v.vcpu, j);
             e.push(
                 format!("{p}.vcpu"),
-                format!("{} is already placed by host.vcpus[{j}]", v.vcpu),
+                format!("{} is already placed by {base}[{j}]", v.vcpu),
             );
         }
         priority(
@@ -559,11 +572,11 @@ fn host(h: &Host, e: &mut Errors) {
             );
         }
         match by_cpu.get(&v.cpu) {
-            Some(&j) if realtime || h.vcpus[j].policy.is_realtime() => e.push(
+            Some(&j) if realtime || vcpus[j].policy.is_realtime() => e.push(
                 format!("{p}.cpu"),
                 format!(
-                    "{} already runs vCPU {} (host.vcpus[{j}]): one real-time vCPU per CPU",
-                    v.cpu, h.vcpus[j].vcpu
+                    "{} already runs vCPU {} ({base}[{j}]): one real-time vCPU per CPU",
+                    v.cpu, vcpus[j].vcpu
                 ),
             ),
             Some(_) => {}
@@ -675,7 +688,7 @@ fn fmt_duration(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-fn ifname(e: &mut Errors, path: &str, name: &str) {
+pub(crate) fn ifname(e: &mut Errors, path: &str, name: &str) {
     if name.is_empty() {
         e.push(path, "\"\" is empty: name a CAN interface (e.g. \"can0\")");
     } else if name.len() > MAX_IFNAME || name.contains('/') || name.chars().any(char::is_whitespace)

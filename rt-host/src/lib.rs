@@ -11,8 +11,10 @@ pub mod bootargs;
 pub mod checkreport;
 pub mod error;
 pub mod fake;
+pub mod placement;
 pub mod plan;
 pub mod render;
 pub mod vm;
+pub mod vmdef;
 
 pub use error::TuneError;

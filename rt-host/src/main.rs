@@ -15,6 +15,8 @@ use rt_host::plan::{self, Ctx};
 use rt_host::{bootargs, render, TuneError};
 use rt_sys::{threads, SysRoot};
 
+mod vm_cmd;
+
 /// Tune a KVM host for real-time guests (vCPU pinning and FIFO, halt polling, C-states,
 /// IRQs, isolation, sysctls, hugepages), verify it, and undo it exactly from a journal.
 #[derive(Parser, Debug)]
@@ -51,8 +53,14 @@ struct ProfileArgs {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Read-only audit: each item ok / differs / needs reboot / not permitted here / not
-    /// applicable. Exit 1 when something differs or needs a reboot.
-    Check(ProfileArgs),
+    /// applicable, with the running VMs' definitions (CPU flags, locked and hugepage
+    /// memory, libvirt XML). Exit 1 when something differs or needs a reboot.
+    Check {
+        #[command(flatten)]
+        args: ProfileArgs,
+        #[command(flatten)]
+        audit: vm_cmd::AuditArgs,
+    },
     /// What setup would change: current -> desired, now or at next boot.
     Plan(ProfileArgs),
     /// Apply the runtime items in a safe order, journalling each prior value, then verify.
@@ -93,6 +101,9 @@ enum Cmd {
         #[arg(long)]
         systemd_unit: bool,
     },
+    /// Render the profile's VM definition: libvirt domain XML, a QEMU script or a KubeVirt
+    /// VirtualMachineInstance, each real-time choice with its reason.
+    Vm(vm_cmd::VmArgs),
     /// Generate man pages or shell completions from these definitions.
     #[command(hide = true)]
     Generate {
@@ -131,8 +142,8 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.cmd {
-        Cmd::Check(a) => plan_cmd(&a, true),
-        Cmd::Plan(a) => plan_cmd(&a, false),
+        Cmd::Check { args, audit } => plan_cmd(&args, Some(&audit)),
+        Cmd::Plan(a) => plan_cmd(&a, None),
         Cmd::Setup {
             args,
             pause_after,
@@ -236,6 +247,7 @@ fn run(cli: Cli) -> Result<u8> {
             us,
             systemd_unit,
         } => hold(&args, us, systemd_unit),
+        Cmd::Vm(a) => vm_cmd::run(&a),
         Cmd::Generate { what, dir } => {
             rtvirt_cli::clidoc::generate(Cli::command(), "rt-host", what, &dir)?;
             Ok(0)
@@ -243,14 +255,18 @@ fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-fn plan_cmd(a: &ProfileArgs, check: bool) -> Result<u8> {
+fn plan_cmd(a: &ProfileArgs, audit: Option<&vm_cmd::AuditArgs>) -> Result<u8> {
+    let check = audit.is_some();
     let (name, host) = load(&a.profile)?;
     let root = SysRoot::new(&a.common.root);
     let mut ctx = Ctx::new(&root);
     ctx.vm_pid = a.vm_pid;
     ctx.refused = apply::load_refused(&journal_dir(&a.common));
-    let p =
+    let mut p =
         plan::build(&name, &host, &ctx).with_context(|| format!("Planning profile {name:?}"))?;
+    if let Some(au) = audit {
+        p.changes.extend(vm_cmd::audit(&name, &host, &root, au));
+    }
     if a.common.json && check {
         // What the run record keeps (`environment.host_check`): a typed record::CheckReport.
         let kernel = rt_sys::kernel::facts(&root).ok();

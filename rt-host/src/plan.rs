@@ -459,6 +459,12 @@ pub fn build(name: &str, host: &Host, ctx: &Ctx<'_>) -> Result<Plan, TuneError> 
     let online =
         read_cpus(root, "sys/devices/system/cpu/online").map_err(sys("Reading the online CPUs"))?;
     check_safe(host, &online)?;
+    // One single-VM host per VM of the profile (host.vms or host.vm).
+    let vm_hosts = crate::placement::per_vm_hosts(host);
+    for h in &vm_hosts {
+        check_safe(h, &online)?;
+    }
+    crate::placement::check_shared(&vm_hosts)?;
     let facts = kernel::facts(root).map_err(sys("Reading kernel facts"))?;
     let mut b = B {
         ctx,
@@ -720,41 +726,67 @@ pub fn build(name: &str, host: &Host, ctx: &Ctx<'_>) -> Result<Plan, TuneError> 
     // Hugepages and NUMA.
     hugepage_items(&mut b, host)?;
 
-    // The VM.
-    let found = match &host.vm {
-        Some(v) => vm::find(root, v, ctx.vm_pid)?,
-        None if ctx.vm_pid.is_some() => vm::find(root, &profiles::Vm::default(), ctx.vm_pid)?,
-        None => None,
+    // The VMs.
+    if vm_hosts.len() > 1 && ctx.vm_pid.is_some() {
+        return Err(TuneError::Vm(format!(
+            "--vm-pid names one QEMU, but the profile has {} VMs: let each be found by its host.vms[].find",
+            vm_hosts.len()
+        )));
+    }
+    let mut found: Vec<(&Host, VmThreads)> = Vec::new();
+    let default_host = Host {
+        vm: Some(profiles::Vm::default()),
+        ..host.clone()
     };
-    if host.vm.is_some() && found.is_none() {
-        let how = host.vm.as_ref().map(vm::describe).unwrap_or_default();
-        b.push(
-            Change::report("vm", how, "not running", "running", Status::NotApplicable)
+    let search: Vec<&Host> = if vm_hosts.is_empty() && ctx.vm_pid.is_some() {
+        vec![&default_host]
+    } else {
+        vm_hosts.iter().collect()
+    };
+    for h in search {
+        let v = h.vm.as_ref().expect("per_vm_hosts sets vm");
+        match vm::find(root, v, ctx.vm_pid)? {
+            Some(t) => found.push((h, t)),
+            None => b.push(
+                Change::report(
+                    "vm",
+                    vm::describe(v),
+                    "not running",
+                    "running",
+                    Status::NotApplicable,
+                )
                 .note("VM items are skipped until the VM runs (setup after the guest has booted)"),
-        );
+            ),
+        }
     }
 
     // Isolation: cgroup cpusets, then movable kernel threads.
     if host.isolation.cpuset_partition {
-        cgroup_items(&mut b, host, found.as_ref())?;
+        cgroup_items(&mut b, host, &found)?;
     }
     if host.isolation.kthreads {
         kthread_items(&mut b, host)?;
     }
 
-    if let Some(v) = &found {
-        vm_items(&mut b, host, v)?;
+    for (h, v) in &found {
+        vm_items(&mut b, h, v)?;
     }
     Ok(Plan {
         profile: name.into(),
-        vm: found,
+        vm: found.into_iter().next().map(|(_, v)| v),
         changes: b.out,
     })
 }
 
 fn hugepage_items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
     let root = b.root();
-    let mem = host.vm.as_ref().and_then(|v| v.memory_mib);
+    let mem = Some(
+        profiles::host_vms(host)
+            .iter()
+            .filter_map(|v| v.memory_mib)
+            .sum::<u64>(),
+    )
+    .filter(|m| *m > 0);
     let info = hugepages::meminfo(root).ok();
     let shown = info
         .map(|m| {
@@ -839,7 +871,8 @@ fn hugepage_items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
     }
     // NUMA: the vCPUs (and their memory) on one node.
     let nodes = hugepages::nodes(root).map_err(sys("Reading NUMA nodes"))?;
-    let cpus = CpuSet::from_cpus(host.vcpus.iter().map(|v| v.cpu));
+    let all = profiles::host_vms(host);
+    let cpus = CpuSet::from_cpus(all.iter().flat_map(|v| v.vcpus.iter().map(|p| p.cpu)));
     if nodes.len() <= 1 || cpus.is_empty() {
         b.push(Change::report(
             "numa",
@@ -883,20 +916,27 @@ fn thread_cg(b: &B<'_, '_>, t: &Thread, v2: bool) -> Option<String> {
     cgroup::thread_cgroup(b.root(), t.pid, t.tid, v2).ok()
 }
 
-fn cgroup_items(b: &mut B<'_, '_>, host: &Host, vm: Option<&VmThreads>) -> Result<(), TuneError> {
+fn cgroup_items(
+    b: &mut B<'_, '_>,
+    host: &Host,
+    vms: &[(&Host, VmThreads)],
+) -> Result<(), TuneError> {
     let root = b.root().clone();
     let layout = cgroup::layout(&root).map_err(sys("Reading /proc/mounts"))?;
     let rt = host.realtime_cpus.to_string();
     let hk = host.housekeeping_cpus.to_string();
-    let vcpu_threads: Vec<&Thread> = match vm {
-        Some(v) => host
-            .vcpus
-            .iter()
-            .filter_map(|p| v.vcpus.get(&p.vcpu))
-            .collect(),
-        None => Vec::new(),
-    };
+    let vcpu_threads: Vec<&Thread> = vms
+        .iter()
+        .flat_map(|(h, v)| h.vcpus.iter().filter_map(|p| v.vcpus.get(&p.vcpu)))
+        .collect();
     if let (true, Some(mount)) = (layout.v2_has_cpuset, layout.v2.clone()) {
+        if vms.len() > 1 {
+            b.push(
+                Change::report("cpuset", root.display(&mount), "(several QEMU processes)", "isolated partition", Status::NotApplicable)
+                    .note("a cgroup v2 partition is made per QEMU cgroup, for one VM; with several VMs their vCPUs are pinned without it"),
+            );
+            return Ok(());
+        }
         // cgroup v2: a threaded child of QEMU's cgroup, made an isolated partition, holds
         // the vCPU threads; QEMU's other threads stay where they are.
         let Some(first) = vcpu_threads.first() else {

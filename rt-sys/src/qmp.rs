@@ -1,5 +1,7 @@
 //! A minimal QMP (QEMU Machine Protocol) client over a unix socket: the greeting,
-//! `qmp_capabilities`, and `query-cpus-fast`, which gives each vCPU's host thread id.
+//! `qmp_capabilities`, `query-cpus-fast` (each vCPU's host thread id and QOM path),
+//! `qom-get` (a property of a QOM object, e.g. a vCPU's `tsc-deadline`) and
+//! `query-cpu-model-expansion` (what a CPU model, e.g. `host`, offers).
 //!
 //! QMP is line-oriented JSON; asynchronous events (`{"event": ...}`) may arrive between
 //! a command and its `return`, and are skipped. See
@@ -10,6 +12,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -62,6 +66,40 @@ pub fn parse_cpus_fast(ret: &Value) -> Result<Vec<QmpCpu>, String> {
         });
     }
     Ok(out)
+}
+
+/// The QOM paths of the vCPUs in a `query-cpus-fast` return value, by `cpu-index`.
+pub fn parse_cpu_paths(ret: &Value) -> Result<Vec<(u32, String)>, String> {
+    let arr = ret.as_array().ok_or("return is not an array")?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let idx = c
+                .get("cpu-index")
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| format!("entry {i} has no valid \"cpu-index\""))?;
+            let path = c
+                .get("qom-path")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("entry {i} has no \"qom-path\""))?;
+            Ok((idx, path.to_string()))
+        })
+        .collect()
+}
+
+/// The boolean properties of a `query-cpu-model-expansion` return value
+/// (`{"model": {"name": ..., "props": {...}}}`).
+pub fn parse_model_props(ret: &Value) -> Result<BTreeMap<String, bool>, String> {
+    let props = ret
+        .get("model")
+        .and_then(|m| m.get("props"))
+        .and_then(Value::as_object)
+        .ok_or("return has no model.props")?;
+    Ok(props
+        .iter()
+        .filter_map(|(k, v)| v.as_bool().map(|b| (k.clone(), b)))
+        .collect())
 }
 
 /// What one reply line is: a command's result, an error, an event or the greeting.
@@ -153,7 +191,21 @@ impl Qmp {
 
     /// Run a command without arguments and return its `return` value.
     pub fn execute(&mut self, command: &str) -> Result<Value, QmpError> {
-        let msg = serde_json::json!({ "execute": command }).to_string() + "\n";
+        self.execute_with(command, None)
+    }
+
+    /// Run a command with `arguments` and return its `return` value.
+    pub fn execute_with(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, QmpError> {
+        let msg = match arguments {
+            Some(a) => serde_json::json!({ "execute": command, "arguments": a }),
+            None => serde_json::json!({ "execute": command }),
+        }
+        .to_string()
+            + "\n";
         self.writer
             .write_all(msg.as_bytes())
             .map_err(|source| QmpError::Io {
@@ -173,6 +225,29 @@ impl Qmp {
     pub fn cpus_fast(&mut self) -> Result<Vec<QmpCpu>, QmpError> {
         let v = self.execute("query-cpus-fast")?;
         parse_cpus_fast(&v).map_err(|d| self.proto(format!("query-cpus-fast: {d}")))
+    }
+
+    /// The QOM paths of the vCPUs, by index.
+    pub fn cpu_paths(&mut self) -> Result<Vec<(u32, String)>, QmpError> {
+        let v = self.execute("query-cpus-fast")?;
+        parse_cpu_paths(&v).map_err(|d| self.proto(format!("query-cpus-fast: {d}")))
+    }
+
+    /// `qom-get`: property `property` of the object at `path`.
+    pub fn qom_get(&mut self, path: &str, property: &str) -> Result<Value, QmpError> {
+        self.execute_with(
+            "qom-get",
+            Some(serde_json::json!({"path": path, "property": property})),
+        )
+    }
+
+    /// `query-cpu-model-expansion` (type full) of `model`: its boolean properties.
+    pub fn model_props(&mut self, model: &str) -> Result<BTreeMap<String, bool>, QmpError> {
+        let v = self.execute_with(
+            "query-cpu-model-expansion",
+            Some(serde_json::json!({"type": "full", "model": {"name": model}})),
+        )?;
+        parse_model_props(&v).map_err(|d| self.proto(format!("query-cpu-model-expansion: {d}")))
     }
 }
 
@@ -212,6 +287,29 @@ mod tests {
             classify_reply(r#"{"timestamp": {}, "event": "STOP"}"#).unwrap(),
             Reply::Event
         );
+    }
+
+    #[test]
+    fn parses_cpu_paths_and_model_props() {
+        let Reply::Return(v) = classify_reply(CPUS).unwrap() else {
+            panic!("not a return")
+        };
+        assert_eq!(
+            parse_cpu_paths(&v).unwrap(),
+            [
+                (0, "/machine/unattached/device[0]".to_string()),
+                (1, "/machine/unattached/device[2]".to_string())
+            ]
+        );
+        // Trimmed from QEMU 7.2 `query-cpu-model-expansion` of `max` under TCG.
+        let exp = serde_json::json!({"model": {"name": "max", "props": {
+            "tsc-deadline": false, "pmu": false, "phys-bits": 0, "vendor": "AuthenticAMD",
+            "kvm-hint-dedicated": false, "invtsc": false, "sse2": true}}});
+        let p = parse_model_props(&exp).unwrap();
+        assert_eq!(p.get("sse2"), Some(&true));
+        assert_eq!(p.get("tsc-deadline"), Some(&false));
+        assert!(!p.contains_key("vendor") && !p.contains_key("phys-bits"));
+        assert!(parse_model_props(&serde_json::json!({})).is_err());
     }
 
     #[test]
