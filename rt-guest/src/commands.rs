@@ -511,7 +511,11 @@ pub fn tune(args: &TuneArgs) -> Result<u8> {
     let changes = guest::plan(&root, &loaded.profile);
     let mut journal = Journal::open_locked(&args.journal_dir)
         .with_context(|| format!("Cannot open the journal in {}", args.journal_dir.display()))?;
-    let applied = guest::apply(&root, &mut journal, &loaded.profile.name, changes)?;
+    let id = rt_sys::journal::ProfileId {
+        name: loaded.profile.name.clone(),
+        sha256: loaded.sha256(),
+    };
+    let applied = guest::apply(&root, &mut journal, &id, changes)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&applied)?);
     } else if applied.is_empty() {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use profiles::Profile;
-use rt_sys::journal::{Entry, Journal, JournalError, Target};
+use rt_sys::journal::{Entry, Journal, JournalError, ProfileId, Target};
 use rt_sys::sched::{Policy, SchedParams};
 use rt_sys::{cpuidle, irqthread, kernel, threads, CpuSet, SysError, SysRoot};
 
@@ -506,18 +506,10 @@ fn make(root: &SysRoot, c: &Change) -> Result<(), SysError> {
 pub fn apply(
     root: &SysRoot,
     journal: &mut Journal,
-    profile: &str,
+    profile: &ProfileId,
     changes: Vec<Change>,
 ) -> Result<Vec<Applied>, JournalError> {
-    {
-        let d = journal.data_mut();
-        if d.entries.is_empty() {
-            d.profile = profile.to_string();
-            d.started = record::now_utc();
-        }
-        d.complete = false;
-    }
-    journal.save()?;
+    journal.begin(root, profile.clone(), record::now_utc())?;
     let mut out = Vec::new();
     for c in changes {
         let fresh = !journal.has(&c.target);
@@ -687,7 +679,11 @@ cpu1 11564 0 3935 59763 633 0 104 24 0 0\nintr 1 2 3\n";
             ]
         );
         let mut j = Journal::open_locked(&dir.path().join("journal")).unwrap();
-        let applied = apply(&root, &mut j, "lab", changes).unwrap();
+        let id = ProfileId {
+            name: "lab".into(),
+            sha256: "00".repeat(32),
+        };
+        let applied = apply(&root, &mut j, &id, changes).unwrap();
         assert!(applied.iter().all(|a| a.ok), "{applied:#?}");
         assert!(plan(&root, &p).is_empty(), "tuned: nothing left to do");
         let r = check(&root, Some(&p), Duration::from_millis(1));
@@ -699,7 +695,10 @@ cpu1 11564 0 3935 59763 633 0 104 24 0 0\nintr 1 2 3\n";
                 .status,
             Status::Ok
         );
-        let back = j.revert_with(&root, threads::for_root(&root)).unwrap();
+        let back = j
+            .revert_with(&root, threads::for_root(&root), &Default::default())
+            .unwrap()
+            .entries;
         assert!(
             back.iter().all(|b| b.outcome == RevertOutcome::Restored),
             "{back:#?}"

@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use profiles::Host;
-use rt_sys::journal::{parse_sched, Entry, Journal, RevertOutcome, Reverted, Target};
+use rt_sys::journal::{
+    parse_sched, Entry, Journal, Mismatch, Origin, ProfileId, RevertOptions, RevertOutcome,
+    Reverted, Target,
+};
 use rt_sys::threads::ThreadOps;
 use rt_sys::{cgroup, task, CpuSet, SysError, SysRoot};
 use serde::Serialize;
@@ -20,27 +23,24 @@ use crate::plan::{self, Action, Change, Ctx, Plan, Status};
 /// File in the journal directory listing the targets the kernel refused at the last setup.
 pub const REFUSED: &str = "refused.json";
 
-/// The targets refused at the last setup (empty when none or unreadable).
-pub fn load_refused(dir: &Path) -> BTreeSet<String> {
-    std::fs::read(dir.join(REFUSED))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+/// The targets refused at the last setup (empty when none; read, as the journal, from the
+/// checked journal directory without following links).
+pub fn load_refused(dir: &Path) -> Result<BTreeSet<String>, TuneError> {
+    let Some(bytes) = Journal::read_side(dir, REFUSED)? else {
+        return Ok(BTreeSet::new());
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        TuneError::Journal(rt_sys::journal::JournalError::Corrupt {
+            path: dir.join(REFUSED),
+            detail: e.to_string(),
+        })
+    })
 }
 
-fn save_refused(dir: &Path, refused: &BTreeSet<String>) -> Result<(), TuneError> {
-    let p = dir.join(REFUSED);
-    let r = if refused.is_empty() {
-        match std::fs::remove_file(&p) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            r => r,
-        }
-    } else {
-        let tmp = dir.join(format!(".{REFUSED}.tmp"));
-        let bytes = serde_json::to_vec_pretty(refused).unwrap_or_default();
-        std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &p))
-    };
-    r.map_err(|source| TuneError::Journal(rt_sys::journal::JournalError::Io { path: p, source }))
+fn save_refused(journal: &Journal, refused: &BTreeSet<String>) -> Result<(), TuneError> {
+    let bytes = serde_json::to_vec_pretty(refused).unwrap_or_default();
+    let bytes = (!refused.is_empty()).then_some(bytes.as_slice());
+    Ok(journal.write_side(REFUSED, bytes)?)
 }
 
 /// What happened to one change at setup.
@@ -169,9 +169,9 @@ pub fn perform(root: &SysRoot, ops: &dyn ThreadOps, a: &Action) -> Result<(), Sy
     }
 }
 
-/// Plan and apply `host`, journalling in `journal_dir`, then verify.
+/// Plan and apply `host` (profile `profile`), journalling in `journal_dir`, then verify.
 pub fn setup(
-    name: &str,
+    profile: &ProfileId,
     host: &Host,
     ctx: &Ctx<'_>,
     journal_dir: &Path,
@@ -185,18 +185,11 @@ pub fn setup(
         vm_pid: ctx.vm_pid,
         refused: BTreeSet::new(),
     };
+    let name = profile.name.as_str();
     let mut journal = Journal::open_locked(journal_dir)?;
     let plan = plan::build(name, host, &fresh)?;
     let start = journal.data().entries.len();
-    {
-        let d = journal.data_mut();
-        if d.entries.is_empty() {
-            d.profile = name.to_string();
-            d.started = format!("{}", now_secs());
-        }
-        d.complete = false;
-    }
-    journal.save()?;
+    journal.begin(root, profile.clone(), now_secs().to_string())?;
     let mut done = Vec::new();
     let mut refused = BTreeSet::new();
     let mut applied = 0usize;
@@ -303,7 +296,7 @@ pub fn setup(
     journal.forget_many(&deferred_forget)?;
     journal.data_mut().complete = true;
     journal.save()?;
-    save_refused(journal_dir, &refused)?;
+    save_refused(&journal, &refused)?;
     let after = plan::build(
         name,
         host,
@@ -354,6 +347,9 @@ pub struct RevertReport {
     pub setup_complete: bool,
     /// One outcome per entry, in the order restored (reverse of setup).
     pub entries: Vec<Reverted>,
+    /// What `--force` overrode: the journal was written for another root, boot, host or
+    /// profile.
+    pub overridden: Vec<Mismatch>,
 }
 
 impl RevertReport {
@@ -365,22 +361,25 @@ impl RevertReport {
     }
 }
 
-/// Restore everything journalled in `journal_dir`.
+/// Restore everything journalled in `journal_dir`. The journal must have been written on
+/// this root, boot and host (and for `opts.profile`, when given) unless `opts.force`.
 pub fn revert(
     root: &SysRoot,
     ops: &dyn ThreadOps,
     journal_dir: &Path,
+    opts: &RevertOptions<'_>,
 ) -> Result<RevertReport, TuneError> {
     let mut j = Journal::open_locked(journal_dir)?;
     let profile = j.data().profile.clone();
     let setup_complete = j.data().complete;
-    let entries = j.revert_with(root, ops)?;
-    save_refused(journal_dir, &BTreeSet::new())?;
+    let done = j.revert_with(root, ops, opts)?;
+    save_refused(&j, &BTreeSet::new())?;
     Ok(RevertReport {
         journal: journal_dir.to_path_buf(),
         profile,
         setup_complete,
-        entries,
+        entries: done.entries,
+        overridden: done.overridden,
     })
 }
 
@@ -408,6 +407,8 @@ pub struct StatusReport {
     pub entries: Vec<StatusLine>,
     /// Targets refused at the last setup.
     pub refused: Vec<String>,
+    /// How the journal does not belong to this root, boot or host (a revert would refuse it).
+    pub mismatches: Vec<Mismatch>,
 }
 
 fn now_value(root: &SysRoot, ops: &dyn ThreadOps, e: &Entry) -> Result<String, SysError> {
@@ -422,7 +423,7 @@ fn now_value(root: &SysRoot, ops: &dyn ThreadOps, e: &Entry) -> Result<String, S
     };
     match &e.target {
         Target::File { path } => {
-            let v = root.read_trim(path)?;
+            let v = root.read_nofollow(path)?.trim().to_string();
             // Choice files (THP) show the selected word.
             Ok(rt_sys::sysctl::selected(&v)
                 .map(str::to_string)
@@ -487,8 +488,10 @@ pub fn status(
     ops: &dyn ThreadOps,
     journal_dir: &Path,
 ) -> Result<StatusReport, TuneError> {
-    let data = Journal::read(journal_dir)?;
-    let refused = load_refused(journal_dir).into_iter().collect();
+    // Every entry is checked before anything is read: a journal naming other files is an
+    // error, so status never prints their content.
+    let data = Journal::read_checked(journal_dir, root)?;
+    let refused = load_refused(journal_dir)?.into_iter().collect();
     let Some(data) = data else {
         return Ok(StatusReport {
             journal: journal_dir.to_path_buf(),
@@ -496,8 +499,10 @@ pub fn status(
             complete: false,
             entries: Vec::new(),
             refused,
+            mismatches: Vec::new(),
         });
     };
+    let mismatches = data.mismatches(&Origin::here(root), None);
     let entries = data
         .entries
         .iter()
@@ -522,6 +527,7 @@ pub fn status(
         complete: data.complete,
         entries,
         refused,
+        mismatches,
     })
 }
 
@@ -535,6 +541,14 @@ mod tests {
 
     fn lab_host() -> Host {
         profiles::load("lab").unwrap().profile.host.unwrap()
+    }
+
+    fn lab_id() -> ProfileId {
+        let l = profiles::load("lab").unwrap();
+        ProfileId {
+            name: l.profile.name.clone(),
+            sha256: l.sha256(),
+        }
     }
 
     fn full_host() -> Host {
@@ -555,7 +569,7 @@ mod tests {
         jdir: &Path,
         opts: &SetupOptions,
     ) -> Result<SetupReport, TuneError> {
-        setup("lab", host, &Ctx::new(&m.root), jdir, opts)
+        setup(&lab_id(), host, &Ctx::new(&m.root), jdir, opts)
     }
 
     #[test]
@@ -680,7 +694,7 @@ mod tests {
         // Idempotent: a second setup changes nothing and keeps the first prior values.
         let r2 = setup_in(&m, &full_host(), &jdir, &SetupOptions::default()).unwrap();
         assert!(r2.done.is_empty(), "{:#?}", r2.done);
-        let rv = revert(&m.root, &Tree, &jdir).unwrap();
+        let rv = revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
         assert!(rv.ok(), "{rv:#?}");
         assert!(rv
             .entries
@@ -697,15 +711,8 @@ mod tests {
     fn refused_write_is_not_permitted_and_setup_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let m = FakeMachine::new(&dir.path().join("root"));
-        // A read-only kernfs attribute: open for writing fails with EACCES, even for root.
-        let ro = Path::new("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
-        if !ro.exists() {
-            eprintln!("skipped: {} is missing on this kernel", ro.display());
-            return;
-        }
-        let knob = m.root.path("sys/module/kvm/parameters/halt_poll_ns");
-        std::fs::remove_file(&knob).unwrap();
-        std::os::unix::fs::symlink(ro, &knob).unwrap();
+        // As this machine refuses halt_poll_ns.
+        let _refusal = m.refuse_writes("sys/module/kvm/parameters/halt_poll_ns");
         let jdir = dir.path().join("journal");
         let before = m.snapshot();
         let r = setup_in(&m, &lab_host(), &jdir, &SetupOptions::default()).unwrap();
@@ -730,7 +737,7 @@ mod tests {
             .any(|d| d.change.item == "vcpu-sched" && d.outcome == Outcome::Applied));
         // check shows it as not permitted from the refusal record.
         let mut ctx = Ctx::new(&m.root);
-        ctx.refused = load_refused(&jdir);
+        ctx.refused = load_refused(&jdir).unwrap();
         let p = plan::build("lab", &lab_host(), &ctx).unwrap();
         let c = p.changes.iter().find(|c| c.item == "halt-poll").unwrap();
         assert_eq!(c.status, Status::NotPermitted);
@@ -739,12 +746,12 @@ mod tests {
             .entries
             .iter()
             .any(|e| e.target.to_string().contains("halt_poll_ns")));
-        revert(&m.root, &Tree, &jdir).unwrap();
+        revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
         assert_eq!(
             FakeMachine::diff(&before, &m.snapshot()),
             Vec::<String>::new()
         );
-        assert!(load_refused(&jdir).is_empty());
+        assert!(load_refused(&jdir).unwrap().is_empty());
     }
 
     #[test]
@@ -793,7 +800,7 @@ mod tests {
             .unwrap()
             .replace(" 5000 ", " 777777 ");
         std::fs::write(&st, text).unwrap();
-        let r = revert(&m.root, &Tree, &jdir).unwrap();
+        let r = revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
         assert!(r.ok());
         let vanished: Vec<String> = r
             .entries
@@ -889,7 +896,7 @@ mod tests {
             rt_sys::cgroup::thread_cgroup(&m.root, QEMU_PID, 4002, true).unwrap(),
             "/machine.slice/qemu"
         );
-        revert(&m.root, &Tree, &jdir).unwrap();
+        revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
         // cgroupfs undoes `+cpuset` with `-cpuset`; a fake file just keeps what was written.
         let diff = FakeMachine::diff(&before, &m.snapshot());
         assert_eq!(diff.len(), 1, "{diff:?}");

@@ -54,6 +54,27 @@ fn normalize(text: &str) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+/// A knob made unwritable by [`FakeMachine::refuse_writes`]; writable again on drop.
+#[derive(Debug)]
+pub struct Refusal {
+    path: PathBuf,
+    immutable: bool,
+}
+
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        if self.immutable {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.path)
+                .status();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o644));
+        }
+    }
+}
+
 /// A fake machine under a directory.
 #[derive(Debug)]
 pub struct FakeMachine {
@@ -110,6 +131,8 @@ impl FakeMachine {
         };
         let files: &[(&str, &str)] = &[
             ("proc/sys/kernel/osrelease", "6.18.44-fc-v669\n"),
+            ("proc/sys/kernel/random/boot_id", "5d1c8d52-2f4e-4c1b-9a57-0b1f3c2e7a10\n"),
+            ("proc/sys/kernel/hostname", "rtvirt-test-host\n"),
             ("proc/sys/kernel/version", "#1 SMP PREEMPT_DYNAMIC @0\n"),
             ("proc/cmdline", "console=ttyS0 quiet reboot=k panic=1 nomodule cpuidle_haltpoll.force=1\n"),
             ("proc/cpuinfo", "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu vme de pse tsc msr hypervisor\n"),
@@ -172,6 +195,25 @@ impl FakeMachine {
         m.put("proc/57/cmdline", "");
         m.put("proc/60/cmdline", "");
         m
+    }
+
+    /// Make the kernel refuse writes to `rel` as it refuses `halt_poll_ns` on some hosts:
+    /// `chattr +i` (EPERM even for root), or mode 0444 (EACCES) where chattr is not
+    /// permitted (not root). Undone when the guard drops.
+    pub fn refuse_writes(&self, rel: &str) -> Refusal {
+        let path = self.root.path(rel);
+        let immutable = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !immutable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))
+                .expect("chmod fake knob");
+        }
+        Refusal { path, immutable }
     }
 
     /// The keys whose values differ between two snapshots (empty when equal).

@@ -13,6 +13,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use rt_host::apply::{self, SetupOptions};
 use rt_host::plan::{self, Ctx};
 use rt_host::{bootargs, render, TuneError};
+use rt_sys::journal::{JournalError, ProfileId, RevertOptions};
 use rt_sys::{threads, SysRoot};
 
 /// Tune a KVM host for real-time guests (vCPU pinning and FIFO, halt polling, C-states,
@@ -67,11 +68,18 @@ enum Cmd {
         fail_after: Option<usize>,
     },
     /// Restore every journalled value (also after a crash; skips threads that are gone).
+    /// A journal written on another root, boot or host, or for another profile than the one
+    /// named, is refused unless --force.
     Revert {
-        /// Profile (optional: the journal knows what to restore).
+        /// Profile (optional: the journal knows what to restore; when given, it must be the
+        /// one that was set up).
         profile: Option<String>,
         #[command(flatten)]
         common: Common,
+        /// Revert even when the journal was written for another root, boot, host or profile
+        /// (each overridden check is printed).
+        #[arg(long)]
+        force: bool,
     },
     /// What is applied now, from the journal and the system.
     Status {
@@ -117,11 +125,14 @@ fn journal_dir(c: &Common) -> PathBuf {
         .unwrap_or_else(|| SysRoot::new(&c.root).path("run/rt-host"))
 }
 
-fn load(profile: &str) -> Result<(String, profiles::Host)> {
+fn load(profile: &str) -> Result<(ProfileId, profiles::Host)> {
     let l = profiles::load(profile).with_context(|| format!("Loading profile {profile:?}"))?;
-    let name = l.profile.name.clone();
-    let host = l.profile.host.ok_or(TuneError::NoHost(name.clone()))?;
-    Ok((name, host))
+    let id = ProfileId {
+        name: l.profile.name.clone(),
+        sha256: l.sha256(),
+    };
+    let host = l.profile.host.ok_or(TuneError::NoHost(id.name.clone()))?;
+    Ok((id, host))
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -138,13 +149,14 @@ fn run(cli: Cli) -> Result<u8> {
             pause_after,
             fail_after,
         } => {
-            let (name, host) = load(&args.profile)?;
+            let (id, host) = load(&args.profile)?;
+            let name = id.name.clone();
             let root = SysRoot::new(&args.common.root);
             let mut ctx = Ctx::new(&root);
             ctx.vm_pid = args.vm_pid;
             let dir = journal_dir(&args.common);
             let r = apply::setup(
-                &name,
+                &id,
                 &host,
                 &ctx,
                 &dir,
@@ -161,10 +173,26 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(if r.verified() { 0 } else { 1 })
         }
-        Cmd::Revert { profile: _, common } => {
+        Cmd::Revert {
+            profile,
+            common,
+            force,
+        } => {
             let root = SysRoot::new(&common.root);
             let dir = journal_dir(&common);
-            let r = apply::revert(&root, threads::for_root(&root), &dir).context("Reverting")?;
+            let id = profile.as_deref().map(load).transpose()?.map(|(id, _)| id);
+            let opts = RevertOptions {
+                profile: id.as_ref(),
+                force,
+            };
+            let r = match apply::revert(&root, threads::for_root(&root), &dir, &opts) {
+                Err(e @ TuneError::Journal(JournalError::Mismatch { .. })) => {
+                    return Err(anyhow::Error::new(e).context(
+                        "Refusing to revert: give --force to restore the journal's prior values anyway",
+                    ))
+                }
+                r => r.context("Reverting")?,
+            };
             if common.json {
                 print_json(&r)?;
             } else {
@@ -190,7 +218,8 @@ fn run(cli: Cli) -> Result<u8> {
             })
         }
         Cmd::BootArgs(a) => {
-            let (name, host) = load(&a.profile)?;
+            let (id, host) = load(&a.profile)?;
+            let name = id.name;
             let root = SysRoot::new(&a.common.root);
             let args = bootargs::boot_args(&host);
             let cmdline = rt_sys::kernel::facts(&root)
@@ -244,11 +273,12 @@ fn run(cli: Cli) -> Result<u8> {
 }
 
 fn plan_cmd(a: &ProfileArgs, check: bool) -> Result<u8> {
-    let (name, host) = load(&a.profile)?;
+    let (id, host) = load(&a.profile)?;
+    let name = id.name;
     let root = SysRoot::new(&a.common.root);
     let mut ctx = Ctx::new(&root);
     ctx.vm_pid = a.vm_pid;
-    ctx.refused = apply::load_refused(&journal_dir(&a.common));
+    ctx.refused = apply::load_refused(&journal_dir(&a.common))?;
     let p =
         plan::build(&name, &host, &ctx).with_context(|| format!("Planning profile {name:?}"))?;
     if a.common.json && check {
@@ -272,7 +302,8 @@ fn plan_cmd(a: &ProfileArgs, check: bool) -> Result<u8> {
 }
 
 fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
-    let (name, host) = load(&a.profile)?;
+    let (id, host) = load(&a.profile)?;
+    let name = id.name;
     let us = us
         .or(host.idle.max_exit_latency_us)
         .context("No limit: the profile has no host.idle.max_exit_latency_us; give --us")?;

@@ -161,6 +161,9 @@ pub fn revert(r: &RevertReport) -> String {
             " (setup had not finished: crash or kill)"
         }
     );
+    for m in &r.overridden {
+        let _ = writeln!(out, "  --force: reverting although {m}");
+    }
     for x in &r.entries {
         let (tag, why) = match &x.outcome {
             RevertOutcome::Restored => ("restored", String::new()),
@@ -202,6 +205,9 @@ pub fn status(r: &StatusReport) -> String {
         r.entries.len(),
         r.journal.display()
     );
+    for m in &r.mismatches {
+        let _ = writeln!(out, "  warning: this journal does not belong here: {m}");
+    }
     for e in &r.entries {
         let _ = writeln!(
             out,

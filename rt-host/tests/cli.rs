@@ -206,6 +206,113 @@ fn unexpected_error_undoes_the_run_and_exits_2_with_the_chain() {
     );
 }
 
+/// Edit the journal of `f` as a local attacker (or a careless copy) would.
+fn edit_journal(f: &Fake, edit: impl FnOnce(&mut serde_json::Value)) {
+    let p = Path::new(&f.journal).join("journal.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn status_and_revert_refuse_a_journal_naming_other_files() {
+    let f = fake();
+    f.m.put("etc/shadow", "root:$6$secret-hash:19000::::::\n");
+    let o = f.run("setup", &["lab"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for hostile in ["etc/shadow", "sys/../etc/shadow", "/etc/shadow"] {
+        edit_journal(&f, |v| {
+            v["entries"][0]["target"] = serde_json::json!({"File": {"path": hostile}});
+        });
+        let o = f.run("status", &[]);
+        assert_eq!(o.status.code(), Some(2), "{hostile}: {}", text(&o));
+        let t = text(&o);
+        assert!(!t.contains("secret-hash"), "status printed the file: {t}");
+        assert!(t.contains("entry 0") && t.contains("is refused"), "{t}");
+        let o = f.run("revert", &[]);
+        assert_eq!(o.status.code(), Some(2), "{hostile}: {}", text(&o));
+        assert!(text(&o).contains("Nothing was changed"), "{}", text(&o));
+    }
+    assert_eq!(
+        std::fs::read_to_string(f.m.root.path("etc/shadow")).unwrap(),
+        "root:$6$secret-hash:19000::::::\n"
+    );
+}
+
+#[test]
+fn revert_refuses_another_root_or_profile_unless_forced() {
+    let f = fake();
+    let before = f.m.snapshot();
+    let o = f.run("setup", &["lab"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The same journal directory used with another root.
+    let other = tempfile::tempdir().unwrap();
+    let om = FakeMachine::new(other.path());
+    let other_before = om.snapshot();
+    let root = other.path().display().to_string();
+    let o = run(&["revert", "--root", &root, "--journal-dir", &f.journal]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("Refusing to revert: give --force"), "{e}");
+    assert!(
+        e.contains(&format!("it was written for root {}", f.root)),
+        "{e}"
+    );
+    assert_eq!(
+        FakeMachine::diff(&other_before, &om.snapshot()),
+        Vec::<String>::new()
+    );
+    // A profile that was not the one set up.
+    let o = f.run("revert", &["ecu"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is not the one set up (\"lab\""),
+        "{}",
+        text(&o)
+    );
+    // The right profile reverts; --force on a mismatch says what it overrides.
+    edit_journal(&f, |v| {
+        v["origin"]["boot_id"] = serde_json::json!("an-earlier-boot");
+    });
+    let o = f.run("revert", &["lab", "--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        t.contains("--force: reverting although it was written in boot an-earlier-boot"),
+        "{t}"
+    );
+    assert_eq!(
+        FakeMachine::diff(&before, &f.m.snapshot()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn umask_000_still_gives_a_private_journal() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fake();
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            "umask 000 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_rt-host"),
+            "setup",
+            "lab",
+            "--root",
+            &f.root,
+            "--journal-dir",
+            &f.journal,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let j = Path::new(&f.journal);
+    assert_eq!(mode(j), 0o700);
+    assert_eq!(mode(&j.join("journal.json")), 0o600);
+    assert_eq!(mode(&j.join("lock")), 0o600);
+}
+
 #[test]
 fn a_second_setup_is_locked_out() {
     let f = fake();

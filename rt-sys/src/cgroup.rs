@@ -7,6 +7,11 @@
 //! See <https://docs.kernel.org/admin-guide/cgroup-v2.html> ("Cpuset") and
 //! <https://docs.kernel.org/admin-guide/cgroup-v1/cpusets.html>.
 
+use std::os::fd::AsFd;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use nix::unistd::UnlinkatFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::{SysError, SysRoot};
@@ -21,6 +26,9 @@ pub struct Mount {
     /// Mount options (v1 controllers appear here: `rw,relatime,cpuset`).
     pub options: Vec<String>,
 }
+
+/// The mount table (`/proc/mounts`).
+pub const MOUNTS: &str = "proc/mounts";
 
 /// Parse `/proc/mounts` for cgroup and cgroup2 mounts.
 pub fn parse_mounts(text: &str) -> Vec<Mount> {
@@ -55,7 +63,7 @@ pub struct Layout {
 
 /// Find the cpuset hierarchies from `/proc/mounts` (via the root).
 pub fn layout(root: &SysRoot) -> Result<Layout, SysError> {
-    let mounts = parse_mounts(&root.read("proc/mounts")?);
+    let mounts = parse_mounts(&root.read(MOUNTS)?);
     let v1_cpuset = mounts
         .iter()
         .find(|m| !m.v2 && m.options.iter().any(|o| o == "cpuset"))
@@ -153,31 +161,67 @@ const V2_FILES: &[&str] = &[
     "cpuset.cpus.partition",
 ];
 
-/// Create cgroup directory `rel` (mkdir in cgroupfs). On a fake root the kernel's knob
-/// files are created too, empty.
+/// `rel` as (parent directory, last name); a cgroup is never the root of the tree.
+fn split(root: &SysRoot, rel: &str) -> Result<(String, String), SysError> {
+    let rel = rel.trim_start_matches('/');
+    match rel.rsplit_once('/') {
+        Some((p, n)) if !n.is_empty() && n != "." && n != ".." => Ok((p.to_string(), n.into())),
+        _ => Err(SysError::Unsafe {
+            what: root.display(rel),
+            why: "not a directory below a cgroup mount".into(),
+        }),
+    }
+}
+
+fn at_err<'a>(root: &'a SysRoot, rel: &'a str) -> impl Fn(nix::errno::Errno) -> SysError + 'a {
+    move |e| SysError::from_io(root.display(rel), Some(root.path(rel)), e.into())
+}
+
+/// Create cgroup directory `rel` (mkdir in cgroupfs), its parent opened beneath the root
+/// without following links. On a fake root the kernel's knob files are created too, empty.
 pub fn create(root: &SysRoot, rel: &str, v2: bool) -> Result<(), SysError> {
-    let p = root.path(rel);
-    std::fs::create_dir(&p)
-        .map_err(|e| SysError::from_io(root.display(rel), Some(p.clone()), e))?;
+    let (parent, name) = split(root, rel)?;
+    let pfd = root.open_beneath(&parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+    nix::sys::stat::mkdirat(pfd.as_fd(), name.as_str(), Mode::from_bits_truncate(0o755))
+        .map_err(at_err(root, rel))?;
     if !root.is_live() {
+        let dir = nix::fcntl::openat(pfd.as_fd(), name.as_str(), DIR_FLAGS, Mode::empty())
+            .map_err(at_err(root, rel))?;
         for f in if v2 { V2_FILES } else { V1_FILES } {
-            std::fs::write(p.join(f), "")
-                .map_err(|e| SysError::from_io(root.display(rel), Some(p.clone()), e))?;
+            let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW;
+            nix::fcntl::openat(
+                dir.as_fd(),
+                *f,
+                flags | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            )
+            .map_err(at_err(root, rel))?;
         }
     }
     Ok(())
 }
 
-/// Remove cgroup directory `rel` (rmdir; it must hold no tasks). On a fake root the
-/// knob files go with it.
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// Remove cgroup directory `rel` (rmdir; it must hold no tasks), reached beneath the root
+/// without following links. On a fake root the knob files go with it.
 pub fn remove(root: &SysRoot, rel: &str) -> Result<(), SysError> {
-    let p = root.path(rel);
-    let r = if root.is_live() {
-        std::fs::remove_dir(&p)
-    } else {
-        std::fs::remove_dir_all(&p)
-    };
-    r.map_err(|e| SysError::from_io(root.display(rel), Some(p), e))
+    let (parent, name) = split(root, rel)?;
+    let pfd = root.open_beneath(&parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+    if !root.is_live() {
+        let dir = nix::fcntl::openat(pfd.as_fd(), name.as_str(), DIR_FLAGS, Mode::empty())
+            .map_err(at_err(root, rel))?;
+        // The names come from a listing; each unlink goes through the checked directory.
+        for f in root.list(rel)? {
+            nix::unistd::unlinkat(dir.as_fd(), f.as_str(), UnlinkatFlags::NoRemoveDir)
+                .map_err(at_err(root, rel))?;
+        }
+    }
+    nix::unistd::unlinkat(pfd.as_fd(), name.as_str(), UnlinkatFlags::RemoveDir)
+        .map_err(at_err(root, rel))
 }
 
 #[cfg(test)]

@@ -102,6 +102,21 @@ pub fn hypervisor_signature() -> Option<String> {
     }
 }
 
+/// A random id the kernel draws at each boot (`/proc/sys/kernel/random/boot_id`).
+pub const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
+/// The host name (`/proc/sys/kernel/hostname`).
+pub const HOSTNAME: &str = "proc/sys/kernel/hostname";
+
+/// This boot's id: a journal written before a reboot names threads and values of another boot.
+pub fn boot_id(root: &SysRoot) -> Result<String, SysError> {
+    root.read_trim(BOOT_ID)
+}
+
+/// The host name.
+pub fn hostname(root: &SysRoot) -> Result<String, SysError> {
+    root.read_trim(HOSTNAME)
+}
+
 /// Gather [`KernelFacts`] from `root`. On a fake root the CPUID signature is not read.
 pub fn facts(root: &SysRoot) -> Result<KernelFacts, SysError> {
     let release = root.read_trim("proc/sys/kernel/osrelease")?;
