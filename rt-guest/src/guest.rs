@@ -479,30 +479,10 @@ pub struct Applied {
     pub ok: bool,
 }
 
-/// Make one change (the journal entry is already written).
-fn make(root: &SysRoot, c: &Change) -> Result<(), SysError> {
-    let ops = threads::for_root(root);
-    match &c.target {
-        Target::File { path } => root.write(path, &c.desired),
-        Target::ThreadSched { pid, tid, .. } => {
-            ops.set_sched(root, *pid, *tid, rt_sys::journal::parse_sched(&c.desired)?)
-        }
-        Target::ThreadAffinity { pid, tid, .. } => {
-            let cpus = CpuSet::parse(&c.desired).map_err(|e| SysError::Parse {
-                what: c.target.to_string(),
-                detail: e.to_string(),
-            })?;
-            ops.set_affinity(root, *pid, *tid, &cpus)
-        }
-        other => Err(SysError::Parse {
-            what: other.to_string(),
-            detail: "rt-guest does not make this kind of change".into(),
-        }),
-    }
-}
-
-/// Apply `changes` with the journal: each entry is written before its change; a refused
-/// change is dropped from the journal and reported, the others go on.
+/// Apply `changes` with the journal: each entry is written before its change, which
+/// [`rt_sys::journal::set`] makes (the one implementation rt-host uses too: a thread whose
+/// tid was reused since `plan` is reported not present and left alone); a refused change
+/// is dropped from the journal and reported, the others go on.
 pub fn apply(
     root: &SysRoot,
     journal: &mut Journal,
@@ -518,7 +498,8 @@ pub fn apply(
             prior: c.current.clone(),
             applied: c.desired.clone(),
         })?;
-        let (outcome, ok) = match make(root, &c) {
+        let ops = threads::for_root(root);
+        let (outcome, ok) = match rt_sys::journal::set(root, ops, &c.target, &c.desired) {
             Ok(()) => ("applied".to_string(), true),
             Err(e) => {
                 if fresh {
@@ -705,5 +686,46 @@ cpu1 11564 0 3935 59763 633 0 104 24 0 0\nintr 1 2 3\n";
         );
         assert_eq!(root.read_trim(HALT_POLL).unwrap(), "200000");
         assert_eq!(plan(&root, &p).len(), 4, "reverted exactly");
+    }
+
+    #[test]
+    fn apply_never_changes_a_thread_whose_tid_was_reused_since_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fake_guest(&dir.path().join("root"));
+        let p = profile();
+        let changes: Vec<Change> = plan(&root, &p)
+            .into_iter()
+            .filter(|c| c.item.starts_with("irq_thread"))
+            .collect();
+        assert_eq!(changes.len(), 2, "{changes:#?}");
+        // irq/11-can1 exits and its tid goes to a newer thread (start time 377 -> 9000).
+        let st = root.path("proc/61/task/61/stat");
+        let text = std::fs::read_to_string(&st)
+            .unwrap()
+            .replace(" 377 ", " 9000 ");
+        std::fs::write(&st, text).unwrap();
+        let ops = threads::for_root(&root);
+        let before = (
+            ops.get_sched(&root, 61, 61).unwrap(),
+            ops.get_affinity(&root, 61, 61).unwrap(),
+        );
+        let mut j = Journal::open_locked(&dir.path().join("journal")).unwrap();
+        let id = ProfileId {
+            name: "lab".into(),
+            sha256: "00".repeat(32),
+        };
+        let applied = apply(&root, &mut j, &id, changes).unwrap();
+        assert!(
+            applied.iter().all(|a| !a.ok
+                && a.outcome.starts_with("not present")
+                && a.outcome.contains("tid reused")),
+            "{applied:#?}"
+        );
+        let after = (
+            ops.get_sched(&root, 61, 61).unwrap(),
+            ops.get_affinity(&root, 61, 61).unwrap(),
+        );
+        assert_eq!(before, after, "the newer thread is untouched");
+        assert!(j.data().entries.is_empty(), "nothing left to revert");
     }
 }

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use profiles::Host;
 use rt_sys::journal::{
-    parse_sched, Entry, Journal, Mismatch, Origin, ProfileId, RevertOptions, RevertOutcome,
-    Reverted, Target,
+    self, Entry, Journal, Mismatch, Origin, ProfileId, RevertOptions, RevertOutcome, Reverted,
+    Target,
 };
 use rt_sys::threads::ThreadOps;
-use rt_sys::{cgroup, task, CpuSet, SysError, SysRoot};
+use rt_sys::{CpuSet, SysError, SysRoot};
 use serde::Serialize;
 
 use crate::error::{Aborted, TuneError};
@@ -102,16 +102,6 @@ pub struct SetupOptions {
     pub fail_after: Option<usize>,
 }
 
-fn same_thread(root: &SysRoot, t: &plan::ThreadRef) -> Result<(), SysError> {
-    let st = task::task_stat(root, t.pid, t.tid)?;
-    if st.start_time != t.start_time {
-        return Err(SysError::NotFound {
-            what: format!("thread {} (tid reused)", t.tid),
-        });
-    }
-    Ok(())
-}
-
 /// The journal entries of a cgroup move: the thread's affinity first (attaching a task
 /// to a cpuset resets its affinity to the cpuset's CPUs, and moving it back resets it to
 /// the parent's, so revert, walking backwards, moves the thread back and then restores
@@ -139,34 +129,26 @@ fn move_entries(root: &SysRoot, ops: &dyn ThreadOps, a: &Action) -> Vec<Entry> {
     v
 }
 
-/// Make one change.
+/// Make one change: [`journal::set`] to the value the journal entry records as applied
+/// (the thread still the planned one, the target one a journal may name). A cgroup is
+/// created, then its knobs written; a refused knob removes the new cgroup again.
 pub fn perform(root: &SysRoot, ops: &dyn ThreadOps, a: &Action) -> Result<(), SysError> {
-    match a {
-        Action::Write { path, value, .. } => root.write(path, value),
-        Action::Affinity { thread, cpus, .. } => {
-            same_thread(root, thread)?;
-            ops.set_affinity(root, thread.pid, thread.tid, cpus)
-        }
-        Action::Sched { thread, params, .. } => {
-            same_thread(root, thread)?;
-            ops.set_sched(root, thread.pid, thread.tid, *params)
-        }
-        Action::CreateCgroup { path, v2, knobs } => {
-            cgroup::create(root, path, *v2)?;
-            for (f, v) in knobs {
-                if let Err(e) = root.write(format!("{path}/{f}"), v) {
-                    // Leave no half-made cgroup behind (it holds no task yet).
-                    let _ = cgroup::remove(root, path);
-                    return Err(e);
-                }
-            }
-            Ok(())
-        }
-        Action::MoveCgroup { thread, to, .. } => {
-            same_thread(root, thread)?;
-            ops.move_to_cgroup(root, thread.pid, thread.tid, to)
+    let Action::CreateCgroup { path, knobs, .. } = a else {
+        return journal::set(root, ops, &a.target(), &a.entry().applied);
+    };
+    let dir = a.target();
+    journal::set(root, ops, &dir, journal::CREATED)?;
+    for (f, v) in knobs {
+        let knob = Target::File {
+            path: format!("{path}/{f}"),
+        };
+        if let Err(e) = journal::set(root, ops, &knob, v) {
+            // Leave no half-made cgroup behind (it holds no task yet).
+            let _ = journal::set(root, ops, &dir, "");
+            return Err(e);
         }
     }
+    Ok(())
 }
 
 /// Plan and apply `host` (profile `profile`), journalling in `journal_dir`, then verify.
@@ -411,77 +393,6 @@ pub struct StatusReport {
     pub mismatches: Vec<Mismatch>,
 }
 
-fn now_value(root: &SysRoot, ops: &dyn ThreadOps, e: &Entry) -> Result<String, SysError> {
-    let guard = |pid: u32, tid: u32, start: u64| -> Result<(), SysError> {
-        let st = task::task_stat(root, pid, tid)?;
-        if st.start_time != start {
-            return Err(SysError::NotFound {
-                what: format!("tid {tid} reused"),
-            });
-        }
-        Ok(())
-    };
-    match &e.target {
-        Target::File { path } => {
-            let v = root.read_nofollow(path)?.trim().to_string();
-            // Choice files (THP) show the selected word.
-            Ok(rt_sys::sysctl::selected(&v)
-                .map(str::to_string)
-                .unwrap_or(v))
-        }
-        Target::ThreadSched {
-            pid,
-            tid,
-            start_time,
-            ..
-        } => {
-            guard(*pid, *tid, *start_time)?;
-            Ok(ops.get_sched(root, *pid, *tid)?.to_string())
-        }
-        Target::ThreadAffinity {
-            pid,
-            tid,
-            start_time,
-            ..
-        } => {
-            guard(*pid, *tid, *start_time)?;
-            Ok(ops.get_affinity(root, *pid, *tid)?.to_string())
-        }
-        Target::Mkdir { path } => Ok(if root.exists(path) {
-            "created".into()
-        } else {
-            "(gone)".into()
-        }),
-        Target::CgroupThread {
-            pid,
-            tid,
-            start_time,
-            v2,
-            ..
-        } => {
-            guard(*pid, *tid, *start_time)?;
-            cgroup::thread_cgroup(root, *pid, *tid, *v2)
-        }
-    }
-}
-
-fn same_value(e: &Entry, now: &str) -> bool {
-    match &e.target {
-        Target::ThreadSched { .. } => parse_sched(now).ok() == parse_sched(&e.applied).ok(),
-        Target::ThreadAffinity { .. } => CpuSet::parse(now).ok() == CpuSet::parse(&e.applied).ok(),
-        Target::File { .. } => {
-            now == e.applied
-                || match (CpuSet::from_mask(now), CpuSet::from_mask(&e.applied)) {
-                    (Ok(a), Ok(b)) => {
-                        a == b && now.chars().all(|c| c.is_ascii_hexdigit() || c == ',')
-                    }
-                    _ => false,
-                }
-        }
-        _ => now == e.applied,
-    }
-}
-
 /// Read the journal in `journal_dir` (without locking) and compare with the system.
 pub fn status(
     root: &SysRoot,
@@ -507,7 +418,7 @@ pub fn status(
         .entries
         .iter()
         .map(|e| {
-            let now = now_value(root, ops, e).unwrap_or_else(|err| {
+            let now = journal::current(root, ops, &e.target).unwrap_or_else(|err| {
                 if err.is_not_found() {
                     "(gone)".into()
                 } else {
@@ -515,7 +426,7 @@ pub fn status(
                 }
             });
             StatusLine {
-                in_effect: same_value(e, &now),
+                in_effect: e.in_effect(&now),
                 entry: e.clone(),
                 now,
             }

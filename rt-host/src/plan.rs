@@ -180,7 +180,7 @@ impl Action {
             Action::Write { value, prior, .. } => (prior.clone(), value.clone()),
             Action::Affinity { cpus, prior, .. } => (prior.to_string(), cpus.to_string()),
             Action::Sched { params, prior, .. } => (prior.to_string(), params.to_string()),
-            Action::CreateCgroup { .. } => (String::new(), "created".into()),
+            Action::CreateCgroup { .. } => (String::new(), rt_sys::journal::CREATED.into()),
             Action::MoveCgroup { to, prior, .. } => (prior.clone(), to.path.clone()),
         };
         Entry {

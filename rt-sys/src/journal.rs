@@ -35,6 +35,7 @@ use crate::cgroup::{self, CgroupRef};
 use crate::sched::SchedParams;
 use crate::threads::{self, ThreadOps};
 use crate::{kernel, task, CpuSet, SysError, SysRoot};
+
 /// What a journal entry changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Target {
@@ -278,6 +279,8 @@ impl JournalData {
 pub struct Interfaces {
     /// cgroup mount points relative to the root (from `/proc/mounts`).
     pub cgroup_mounts: Vec<String>,
+    /// The cgroup2 mount points among them.
+    pub cgroup2_mounts: Vec<String>,
 }
 
 /// The trees of kernel files setup writes (relative to the root).
@@ -331,8 +334,21 @@ impl Interfaces {
             .map(|t| cgroup::parse_mounts(&t))
             .unwrap_or_default();
         Interfaces {
+            cgroup2_mounts: mounts
+                .iter()
+                .filter(|m| m.v2)
+                .map(|m| m.path.clone())
+                .collect(),
             cgroup_mounts: mounts.into_iter().map(|m| m.path).collect(),
         }
+    }
+
+    /// True when `path` is below a cgroup2 mount.
+    pub fn is_v2(&self, path: &str) -> bool {
+        self.cgroup2_mounts.iter().any(|m| {
+            path.strip_prefix(m.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        })
     }
 
     fn below_cgroup_mount(&self, p: &str) -> bool {
@@ -363,9 +379,16 @@ impl Interfaces {
         }
     }
 
-    /// Whether `entry` may be applied: its target and values are ones a setup writes.
+    /// Whether `entry` may be applied: its target and both values are ones a setup writes.
     pub fn check(&self, entry: &Entry) -> Result<(), String> {
-        match &entry.target {
+        self.check_value(&entry.target, &entry.prior)?;
+        self.check_value(&entry.target, &entry.applied)
+    }
+
+    /// Whether `target` may be set to `value` (only cgroup paths are values checked here;
+    /// the others are parsed when applied).
+    pub fn check_value(&self, target: &Target, value: &str) -> Result<(), String> {
+        match target {
             Target::File { path } => self.file(path),
             Target::Mkdir { path } => {
                 normalized(path)?;
@@ -379,8 +402,7 @@ impl Interfaces {
                 if !self.cgroup_mounts.contains(mount) {
                     return Err(format!("{mount:?} is not a cgroup mount of /proc/mounts"));
                 }
-                cgroup_path(&entry.prior)?;
-                cgroup_path(&entry.applied)
+                cgroup_path(value)
             }
             Target::ThreadSched { .. } | Target::ThreadAffinity { .. } => Ok(()),
         }
@@ -942,7 +964,38 @@ fn check_entries(path: &Path, data: &JournalData, root: &SysRoot) -> Result<(), 
     Ok(())
 }
 
-/// Check that thread `tid` of `pid` is still the one journalled (same start time).
+/// The value of a [`Target::Mkdir`] entry when the directory exists (its prior is empty).
+pub const CREATED: &str = "created";
+
+impl Target {
+    /// `(pid, tid, start time)` of a thread target.
+    pub fn thread(&self) -> Option<(u32, u32, u64)> {
+        match self {
+            Target::ThreadSched {
+                pid,
+                tid,
+                start_time,
+                ..
+            }
+            | Target::ThreadAffinity {
+                pid,
+                tid,
+                start_time,
+                ..
+            }
+            | Target::CgroupThread {
+                pid,
+                tid,
+                start_time,
+                ..
+            } => Some((*pid, *tid, *start_time)),
+            Target::File { .. } | Target::Mkdir { .. } => None,
+        }
+    }
+}
+
+/// Check that thread `tid` of `pid` is still the one journalled (same start time): a tid
+/// the kernel gave to a newer thread is "not found", never changed.
 fn same_thread(root: &SysRoot, pid: u32, tid: u32, start_time: u64) -> Result<(), SysError> {
     let st = task::task_stat(root, pid, tid)?;
     if st.start_time != start_time {
@@ -969,57 +1022,109 @@ pub fn parse_sched(s: &str) -> Result<SchedParams, SysError> {
     })
 }
 
-/// Restore one entry's prior value with the given thread operations (its target checked
-/// against the interfaces of `root`).
-pub fn restore_with(root: &SysRoot, ops: &dyn ThreadOps, entry: &Entry) -> Result<(), SysError> {
-    Interfaces::of(root)
-        .check(entry)
+fn parse_cpus(s: &str) -> Result<CpuSet, SysError> {
+    CpuSet::parse(s).map_err(|e| SysError::Parse {
+        what: "journal affinity value".into(),
+        detail: e.to_string(),
+    })
+}
+
+/// Set `target` to `value`: the one way a journalled value is applied, by setup (the
+/// applied value) and by revert (the prior one), in rt-host and in rt-guest.
+///
+/// The target and value are checked against the [`Interfaces`] of `root` first; a thread
+/// target must still be the journalled thread (same start time), so a reused tid is
+/// reported not found and never changed. A [`Target::Mkdir`] is created for [`CREATED`]
+/// and removed for an empty value.
+pub fn set(
+    root: &SysRoot,
+    ops: &dyn ThreadOps,
+    target: &Target,
+    value: &str,
+) -> Result<(), SysError> {
+    let ifs = Interfaces::of(root);
+    ifs.check_value(target, value)
         .map_err(|why| SysError::Unsafe {
-            what: entry.target.to_string(),
+            what: target.to_string(),
             why,
         })?;
-    match &entry.target {
-        Target::File { path } => root.write(path, &entry.prior),
+    if let Some((pid, tid, start_time)) = target.thread() {
+        same_thread(root, pid, tid, start_time)?;
+    }
+    match target {
+        Target::File { path } => root.write(path, value),
+        Target::Mkdir { path } if value == CREATED => cgroup::create(root, path, ifs.is_v2(path)),
         Target::Mkdir { path } => cgroup::remove(root, path),
         Target::CgroupThread {
             pid,
             tid,
-            start_time,
             mount,
             v2,
             ..
         } => {
-            same_thread(root, *pid, *tid, *start_time)?;
             let to = CgroupRef {
                 mount: mount.clone(),
-                path: entry.prior.clone(),
+                path: value.to_string(),
                 v2: *v2,
             };
             ops.move_to_cgroup(root, *pid, *tid, &to)
         }
-        Target::ThreadSched {
-            pid,
-            tid,
-            start_time,
-            ..
-        } => {
-            same_thread(root, *pid, *tid, *start_time)?;
-            ops.set_sched(root, *pid, *tid, parse_sched(&entry.prior)?)
+        Target::ThreadSched { pid, tid, .. } => {
+            ops.set_sched(root, *pid, *tid, parse_sched(value)?)
         }
-        Target::ThreadAffinity {
-            pid,
-            tid,
-            start_time,
-            ..
-        } => {
-            same_thread(root, *pid, *tid, *start_time)?;
-            let cpus = CpuSet::parse(&entry.prior).map_err(|e| SysError::Parse {
-                what: "journal affinity value".into(),
-                detail: e.to_string(),
-            })?;
-            ops.set_affinity(root, *pid, *tid, &cpus)
+        Target::ThreadAffinity { pid, tid, .. } => {
+            ops.set_affinity(root, *pid, *tid, &parse_cpus(value)?)
         }
     }
+}
+
+/// The value of `target` now, in the form [`set`] writes (a file's text with a choice
+/// file's selected word, `policy:prio`, a CPU list, a cgroup path, [`CREATED`]). Files are
+/// read beneath the root without following links; a reused tid is not found.
+pub fn current(root: &SysRoot, ops: &dyn ThreadOps, target: &Target) -> Result<String, SysError> {
+    if let Some((pid, tid, start_time)) = target.thread() {
+        same_thread(root, pid, tid, start_time)?;
+    }
+    match target {
+        Target::File { path } => {
+            let v = root.read_nofollow(path)?.trim().to_string();
+            Ok(crate::sysctl::selected(&v).map(str::to_string).unwrap_or(v))
+        }
+        Target::Mkdir { path } => Ok(if root.exists(path) { CREATED } else { "" }.to_string()),
+        Target::CgroupThread { pid, tid, v2, .. } => cgroup::thread_cgroup(root, *pid, *tid, *v2),
+        Target::ThreadSched { pid, tid, .. } => Ok(ops.get_sched(root, *pid, *tid)?.to_string()),
+        Target::ThreadAffinity { pid, tid, .. } => {
+            Ok(ops.get_affinity(root, *pid, *tid)?.to_string())
+        }
+    }
+}
+
+impl Entry {
+    /// True when `now` (as [`current`] reads it) is the applied value: policies and CPU
+    /// lists compare as values, a hex mask as its CPU set.
+    pub fn in_effect(&self, now: &str) -> bool {
+        match &self.target {
+            Target::ThreadSched { .. } => parse_sched(now).ok() == parse_sched(&self.applied).ok(),
+            Target::ThreadAffinity { .. } => {
+                CpuSet::parse(now).ok() == CpuSet::parse(&self.applied).ok()
+            }
+            Target::File { .. } => {
+                now == self.applied
+                    || match (CpuSet::from_mask(now), CpuSet::from_mask(&self.applied)) {
+                        (Ok(a), Ok(b)) => {
+                            a == b && now.chars().all(|c| c.is_ascii_hexdigit() || c == ',')
+                        }
+                        _ => false,
+                    }
+            }
+            Target::Mkdir { .. } | Target::CgroupThread { .. } => now == self.applied,
+        }
+    }
+}
+
+/// Restore one entry's prior value with the given thread operations ([`set`] to the prior).
+pub fn restore_with(root: &SysRoot, ops: &dyn ThreadOps, entry: &Entry) -> Result<(), SysError> {
+    set(root, ops, &entry.target, &entry.prior)
 }
 
 #[cfg(test)]
@@ -1469,5 +1574,73 @@ mod tests {
             t.contains("rt-host check PROFILE") && t.contains("reboot"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn set_is_the_one_apply_with_the_start_time_guard_and_current_reads_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fake(dir.path());
+        let task = root.path("proc/40/task/41");
+        fs::create_dir_all(&task).unwrap();
+        let stat = "41 (CPU 1/KVM) S 1 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        fs::write(task.join("stat"), stat).unwrap();
+        fs::write(
+            task.join("status"),
+            "Name:\tCPU 1/KVM\nCpus_allowed_list:\t0-1\n",
+        )
+        .unwrap();
+        let ops = &threads::Tree;
+        let sched = |start_time| Target::ThreadSched {
+            pid: 40,
+            tid: 41,
+            start_time,
+            name: "CPU 1/KVM".into(),
+        };
+        set(&root, ops, &sched(777), "fifo:50").unwrap();
+        assert_eq!(current(&root, ops, &sched(777)).unwrap(), "fifo:50");
+        // The tid now belongs to a newer thread: not found, and nothing changes.
+        let e = set(&root, ops, &sched(776), "other:0").unwrap_err();
+        assert!(
+            e.is_not_found() && e.to_string().contains("tid reused"),
+            "{e}"
+        );
+        let aff = Target::ThreadAffinity {
+            pid: 40,
+            tid: 41,
+            start_time: 776,
+            name: "CPU 1/KVM".into(),
+        };
+        assert!(set(&root, ops, &aff, "1").unwrap_err().is_not_found());
+        assert!(current(&root, ops, &sched(776)).unwrap_err().is_not_found());
+        assert_eq!(ops.get_sched(&root, 40, 41).unwrap().to_string(), "fifo:50");
+        assert_eq!(ops.get_affinity(&root, 40, 41).unwrap().to_string(), "0-1");
+        // Files and cgroup directories, checked as journal entries are.
+        let knob = Target::File { path: KNOB.into() };
+        set(&root, ops, &knob, "200000").unwrap();
+        assert_eq!(current(&root, ops, &knob).unwrap(), "200000");
+        let bad = Target::File {
+            path: "etc/x".into(),
+        };
+        assert!(matches!(
+            set(&root, ops, &bad, "1"),
+            Err(SysError::Unsafe { .. })
+        ));
+        fs::create_dir_all(root.path("sys/fs/cgroup/cpuset")).unwrap();
+        let cg = Target::Mkdir {
+            path: "sys/fs/cgroup/cpuset/rtvirt-rt".into(),
+        };
+        set(&root, ops, &cg, CREATED).unwrap();
+        assert!(root.exists("sys/fs/cgroup/cpuset/rtvirt-rt/tasks"));
+        assert_eq!(current(&root, ops, &cg).unwrap(), CREATED);
+        set(&root, ops, &cg, "").unwrap();
+        assert_eq!(current(&root, ops, &cg).unwrap(), "");
+        let e = Entry {
+            target: Target::File {
+                path: "proc/irq/36/smp_affinity".into(),
+            },
+            prior: "3".into(),
+            applied: "1".into(),
+        };
+        assert!(e.in_effect("00000001") && !e.in_effect("3"));
     }
 }
