@@ -53,6 +53,9 @@ pub enum Outcome {
     NotPermitted,
     /// The thread or knob vanished before the change.
     Vanished,
+    /// Not tried: a real-time policy for a vCPU whose affinity the kernel refused (a FIFO
+    /// vCPU off its CPU could starve the host).
+    Skipped,
 }
 
 /// One change setup acted on.
@@ -82,12 +85,20 @@ pub struct SetupReport {
     pub verify_failed: Vec<Change>,
     /// Items that need a reboot.
     pub needs_reboot: Vec<Change>,
+    /// Essential items (vCPU affinity and real-time policy, the RT runtime of their
+    /// cgroups) refused or missing after setup, each with its cause (`note`) and `fix`.
+    pub not_met: Vec<Change>,
 }
 
 impl SetupReport {
     /// True when verification found every runtime item as wanted.
     pub fn verified(&self) -> bool {
         self.verify_failed.is_empty()
+    }
+
+    /// True when verified and every essential item is met (exit 0 of `setup`).
+    pub fn met(&self) -> bool {
+        self.verified() && self.not_met.is_empty()
     }
 }
 
@@ -181,6 +192,8 @@ pub fn setup(
     let mut batch_end = 0usize;
     let mut batch_fresh: Vec<bool> = Vec::new();
     let mut deferred_forget: Vec<Target> = Vec::new();
+    // Threads whose essential affinity the kernel refused: never made real-time.
+    let mut unpinned: BTreeSet<u32> = BTreeSet::new();
     for (i, c) in pending.iter().enumerate() {
         let Some(a) = &c.action else { continue };
         if matches!(a, Action::MoveCgroup { .. }) && i >= batch_end {
@@ -198,6 +211,16 @@ pub fn setup(
             }
             journal.record_many(entries)?;
             batch_end = end;
+        }
+        if let Action::Sched { thread, params, .. } = a {
+            if params.policy.is_realtime() && unpinned.contains(&thread.tid) {
+                done.push(Done {
+                    change: (*c).clone(),
+                    outcome: Outcome::Skipped,
+                    detail: Some("its affinity was refused: a real-time vCPU off its CPU could starve the host".into()),
+                });
+                continue;
+            }
         }
         let in_batch = i < batch_end;
         let entry = a.entry();
@@ -241,6 +264,9 @@ pub fn setup(
                 };
                 if outcome == Outcome::NotPermitted {
                     refused.insert(c.target.clone());
+                    if let (true, Action::Affinity { thread, .. }) = (c.essential, a) {
+                        unpinned.insert(thread.tid);
+                    }
                 }
                 done.push(Done {
                     change: (*c).clone(),
@@ -301,6 +327,12 @@ pub fn setup(
         .filter(|c| c.status == Status::NeedsReboot)
         .cloned()
         .collect();
+    let not_met = after
+        .changes
+        .iter()
+        .filter(|c| c.not_met())
+        .cloned()
+        .collect();
     Ok(SetupReport {
         profile: name.into(),
         journal: journal_dir.to_path_buf(),
@@ -308,6 +340,7 @@ pub fn setup(
         done,
         verify_failed,
         needs_reboot,
+        not_met,
     })
 }
 
@@ -827,5 +860,248 @@ mod tests {
         assert_eq!(vm.status, Status::NotApplicable);
         assert!(!p.changes.iter().any(|c| c.item.starts_with("vcpu")));
         assert!(p.vm.is_none());
+    }
+
+    /// (target, prior, applied) of the journal entries whose target contains `part`.
+    fn journalled(jdir: &Path, part: &str) -> Vec<(String, String, String)> {
+        rt_sys::journal::Journal::read(jdir)
+            .unwrap()
+            .unwrap()
+            .entries
+            .into_iter()
+            .filter(|e| e.target.to_string().contains(part))
+            .map(|e| (e.target.to_string(), e.prior, e.applied))
+            .collect()
+    }
+
+    #[test]
+    fn rt_runtime_of_the_vcpu_cgroups_is_given_parents_first_and_reverted_children_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        let vcpu1 = m.libvirt_cpu_cgroups();
+        // Another group already holds 100000 us of the root's 950000.
+        m.put("sys/fs/cgroup/cpu/rt-app/cpu.rt_runtime_us", "100000\n");
+        m.put("sys/fs/cgroup/cpu/rt-app/cpu.rt_period_us", "1000000\n");
+        let p = plan::build("lab", &lab_host(), &Ctx::new(&m.root)).unwrap();
+        let rt: Vec<(&str, &str, bool)> = p
+            .changes
+            .iter()
+            .filter(|c| c.item == "rt-runtime")
+            .map(|c| (c.target.as_str(), c.desired.as_str(), c.essential))
+            .collect();
+        let dom = format!("/sys/fs/cgroup/cpu/machine/{}", crate::fake::LIBVIRT_GROUP);
+        assert_eq!(
+            rt,
+            [
+                (
+                    "/sys/fs/cgroup/cpu/machine/cpu.rt_runtime_us",
+                    "850000",
+                    true
+                ),
+                (&format!("{dom}/cpu.rt_runtime_us")[..], "850000", true),
+                (
+                    &format!("{dom}/vcpu1/cpu.rt_runtime_us")[..],
+                    "850000",
+                    true
+                ),
+            ]
+        );
+        let pos = |item: &str| p.changes.iter().position(|c| c.item == item).unwrap();
+        assert!(
+            pos("rt-runtime") < pos("vcpu-sched"),
+            "runtime before the policy"
+        );
+        let jdir = dir.path().join("journal");
+        let before = m.snapshot();
+        let r = setup_in(&m, &lab_host(), &jdir, &SetupOptions::default()).unwrap();
+        assert!(r.met(), "{:#?} {:#?}", r.not_met, r.verify_failed);
+        assert_eq!(
+            m.root
+                .read_trim(format!("{vcpu1}/cpu.rt_runtime_us"))
+                .unwrap(),
+            "850000"
+        );
+        let order: Vec<String> = journalled(&jdir, "rt_runtime_us")
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(order.len(), 3);
+        assert!(order[0].ends_with("machine/cpu.rt_runtime_us"), "{order:?}");
+        assert!(order[2].ends_with("vcpu1/cpu.rt_runtime_us"), "{order:?}");
+        let rv = revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
+        let back: Vec<String> = rv
+            .entries
+            .iter()
+            .map(|e| e.entry.target.to_string())
+            .filter(|t| t.contains("rt_runtime_us"))
+            .collect();
+        assert!(
+            back[0].ends_with("vcpu1/cpu.rt_runtime_us"),
+            "children first: {back:?}"
+        );
+        assert!(back[2].ends_with("machine/cpu.rt_runtime_us"), "{back:?}");
+        let sched = rv
+            .entries
+            .iter()
+            .position(|e| e.entry.target.to_string().starts_with("sched of"))
+            .unwrap();
+        let vcpu_rt = rv
+            .entries
+            .iter()
+            .position(|e| {
+                e.entry
+                    .target
+                    .to_string()
+                    .ends_with("vcpu1/cpu.rt_runtime_us")
+            })
+            .unwrap();
+        assert!(
+            sched < vcpu_rt,
+            "the vCPU leaves FIFO before its group loses the runtime"
+        );
+        assert_eq!(
+            FakeMachine::diff(&before, &m.snapshot()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn no_rt_runtime_left_is_not_met_and_the_vcpu_stays_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        m.libvirt_cpu_cgroups();
+        m.put("sys/fs/cgroup/cpu/rt-app/cpu.rt_runtime_us", "950000\n");
+        m.put("sys/fs/cgroup/cpu/rt-app/cpu.rt_period_us", "1000000\n");
+        let p = plan::build("lab", &lab_host(), &Ctx::new(&m.root)).unwrap();
+        let c = p.changes.iter().find(|c| c.item == "rt-runtime").unwrap();
+        assert_eq!(
+            (c.status, c.not_met()),
+            (Status::NotPermitted, true),
+            "{c:?}"
+        );
+        assert!(c.note.as_deref().unwrap().contains("none is left"), "{c:?}");
+        assert!(!p.met());
+        assert_eq!(p.summary().not_met, 3, "{:#?}", p.summary());
+    }
+
+    #[test]
+    fn a_refused_fifo_vcpu_is_not_met_with_the_cause_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        m.libvirt_cpu_cgroups();
+        // The kernel refuses the runtime of libvirt's `machine` group (as without
+        // CAP_SYS_ADMIN) and so the FIFO policy of the vCPU.
+        let _a = m.refuse_writes("sys/fs/cgroup/cpu/machine/cpu.rt_runtime_us");
+        let _b = m.refuse_writes(&format!("proc/{QEMU_PID}/task/4003/stat"));
+        let jdir = dir.path().join("journal");
+        let before = m.snapshot();
+        let r = setup_in(&m, &lab_host(), &jdir, &SetupOptions::default()).unwrap();
+        assert!(!r.met());
+        assert!(
+            r.verified(),
+            "refusals are not verify failures: {:#?}",
+            r.verify_failed
+        );
+        let sched = r.not_met.iter().find(|c| c.item == "vcpu-sched").unwrap();
+        assert_eq!(sched.status, Status::NotPermitted);
+        let cause = sched.note.as_deref().unwrap();
+        assert!(
+            cause.contains("cpu cgroup /sys/fs/cgroup/cpu/machine has cpu.rt_runtime_us 0"),
+            "{cause}"
+        );
+        assert!(
+            sched.fix.as_deref().unwrap().contains("parents first"),
+            "{sched:?}"
+        );
+        assert!(
+            r.not_met.iter().any(|c| c.item == "rt-runtime"),
+            "{:#?}",
+            r.not_met
+        );
+        assert!(
+            !r.not_met.iter().any(|c| c.item == "halt-poll"),
+            "optional refusals stay 'not permitted here'"
+        );
+        let text = crate::render::setup(&r);
+        assert!(text.contains("NOT MET: 2 essential item(s)"), "{text}");
+        assert!(
+            text.contains("    cause: refused by the kernel at the last setup: RT group"),
+            "{text}"
+        );
+        revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
+        drop((_a, _b));
+        assert_eq!(
+            FakeMachine::diff(&before, &m.snapshot()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_vcpu_its_cpuset_keeps_off_its_cpu_is_not_met_and_never_made_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        // libvirt's cpuset for vCPU 1 allows CPU 0 only (its <vcpupin> says 0).
+        let g = format!(
+            "sys/fs/cgroup/cpuset/machine/{}/vcpu1",
+            crate::fake::LIBVIRT_GROUP
+        );
+        m.put(&format!("{g}/cpuset.cpus"), "0\n");
+        m.put(
+            &format!("proc/{QEMU_PID}/task/4003/cgroup"),
+            &format!(
+                "3:cpuset:/machine/{}/vcpu1\n0::/\n",
+                crate::fake::LIBVIRT_GROUP
+            ),
+        );
+        let jdir = dir.path().join("journal");
+        let r = setup_in(&m, &lab_host(), &jdir, &SetupOptions::default()).unwrap();
+        let aff = r
+            .not_met
+            .iter()
+            .find(|c| c.item == "vcpu-affinity")
+            .unwrap();
+        assert!(
+            aff.note.as_deref().unwrap().contains("allows CPUs 0 only"),
+            "{aff:?}"
+        );
+        assert!(aff.fix.as_deref().unwrap().contains("<vcpupin"), "{aff:?}");
+        let sched = r
+            .plan
+            .changes
+            .iter()
+            .find(|c| c.item == "vcpu-sched")
+            .unwrap();
+        assert_eq!(sched.status, Status::NotApplicable, "{sched:?}");
+        assert_eq!(
+            Tree.get_sched(&m.root, QEMU_PID, 4003).unwrap().to_string(),
+            "other:0"
+        );
+        revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
+    }
+
+    #[test]
+    fn a_vcpu_whose_affinity_is_refused_at_setup_is_not_made_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        let _r = m.refuse_writes(&format!("proc/{QEMU_PID}/task/4003/status"));
+        let jdir = dir.path().join("journal");
+        let r = setup_in(&m, &lab_host(), &jdir, &SetupOptions::default()).unwrap();
+        let d = r
+            .done
+            .iter()
+            .find(|d| d.change.item == "vcpu-sched")
+            .unwrap();
+        assert_eq!(d.outcome, Outcome::Skipped, "{d:?}");
+        assert_eq!(
+            Tree.get_sched(&m.root, QEMU_PID, 4003).unwrap().to_string(),
+            "other:0"
+        );
+        assert!(
+            r.not_met.iter().any(|c| c.item == "vcpu-affinity"),
+            "{:#?}",
+            r.not_met
+        );
+        assert!(!r.met());
+        revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
     }
 }

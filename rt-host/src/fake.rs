@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use rt_sys::SysRoot;
 
+/// libvirt's cgroup of the fake QEMU (domain `lab`, id 1).
+pub const LIBVIRT_GROUP: &str = "qemu-1-lab.libvirt-qemu";
+
 /// The QEMU pid in the fake tree.
 pub const QEMU_PID: u32 = 4000;
 /// Its threads: (tid, name, policy, priority).
@@ -195,6 +198,43 @@ impl FakeMachine {
         m.put("proc/57/cmdline", "");
         m.put("proc/60/cmdline", "");
         m
+    }
+
+    /// libvirt's cgroup v1 layout (libvirtd started without systemd) for the QEMU of this
+    /// tree: a `cpu` hierarchy where `machine/qemu-1-lab.libvirt-qemu/{emulator,vcpu0,vcpu1}`
+    /// hold its threads, every group at RT runtime 0 and the root at 950000 of 1000000 us.
+    /// Returns the vCPU 1 group's directory.
+    pub fn libvirt_cpu_cgroups(&self) -> String {
+        let mounts = self.root.read("proc/mounts").expect("fake mounts");
+        self.put(
+            "proc/mounts",
+            &format!("{mounts}cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n"),
+        );
+        let top = "sys/fs/cgroup/cpu";
+        let dom = format!("{top}/machine/{LIBVIRT_GROUP}");
+        for (dir, rt) in [
+            (top.to_string(), "950000"),
+            (format!("{top}/machine"), "0"),
+            (dom.clone(), "0"),
+            (format!("{dom}/emulator"), "0"),
+            (format!("{dom}/vcpu0"), "0"),
+            (format!("{dom}/vcpu1"), "0"),
+        ] {
+            self.put(&format!("{dir}/cpu.rt_runtime_us"), &format!("{rt}\n"));
+            self.put(&format!("{dir}/cpu.rt_period_us"), "1000000\n");
+            self.put(&format!("{dir}/tasks"), "");
+        }
+        for (tid, name, ..) in QEMU_THREADS {
+            let group = match rt_sys::task::vcpu_index(name) {
+                Some(i) => format!("vcpu{i}"),
+                None => "emulator".into(),
+            };
+            self.put(
+                &format!("proc/{QEMU_PID}/task/{tid}/cgroup"),
+                &format!("3:cpuset:/\n1:cpu:/machine/{LIBVIRT_GROUP}/{group}\n0::/\n"),
+            );
+        }
+        format!("{dom}/vcpu1")
     }
 
     /// Make the kernel refuse writes to `rel` as it refuses `halt_poll_ns` on some hosts:

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fake;
 pub mod plan;
 pub mod render;
+pub mod rtgroup;
 pub mod vm;
 
 pub use error::TuneError;

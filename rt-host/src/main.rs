@@ -1,7 +1,8 @@
 //! `rt-host`: tune a KVM host for a real-time guest, verify, and revert exactly.
 //!
-//! Exit codes: 0 ok; 1 something differs or is not met (check, setup verify, status
-//! partial); 2 error (bad profile, unexpected kernel error, failed restore).
+//! Exit codes: 0 ok; 1 something differs or is not met (check, setup verify, an essential
+//! item such as a vCPU's real-time policy refused, status partial); 2 error (bad profile,
+//! unexpected kernel error, failed restore).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -171,7 +172,7 @@ fn run(cli: Cli) -> Result<u8> {
             } else {
                 print!("{}", render::setup(&r));
             }
-            Ok(if r.verified() { 0 } else { 1 })
+            Ok(if r.met() { 0 } else { 1 })
         }
         Cmd::Revert {
             profile,

@@ -209,13 +209,19 @@ pub struct Change {
     /// Why, or what to do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The fix, when the item is not as wanted and setup cannot make it so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    /// The item carries the real-time claim (a vCPU's affinity and policy, the RT runtime
+    /// of its cgroups): refused or not applicable, it is "not met", never "fine".
+    pub essential: bool,
     /// What setup does (None for report-only items).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<Action>,
 }
 
 impl Change {
-    fn report(
+    pub(crate) fn report(
         item: &str,
         target: impl Into<String>,
         current: impl Into<String>,
@@ -234,16 +240,28 @@ impl Change {
             },
             status,
             note: None,
+            fix: None,
+            essential: false,
             action: None,
         }
     }
 
-    fn note(mut self, n: impl Into<String>) -> Change {
+    pub(crate) fn note(mut self, n: impl Into<String>) -> Change {
         self.note = Some(n.into());
         self
     }
 
-    fn act(mut self, a: Action) -> Change {
+    pub(crate) fn fix(mut self, f: impl Into<String>) -> Change {
+        self.fix = Some(f.into());
+        self
+    }
+
+    pub(crate) fn essential(mut self) -> Change {
+        self.essential = true;
+        self
+    }
+
+    pub(crate) fn act(mut self, a: Action) -> Change {
         self.status = Status::Differs;
         self.action = Some(a);
         self
@@ -252,6 +270,11 @@ impl Change {
     /// True when setup would act on it.
     pub fn pending(&self) -> bool {
         self.status == Status::Differs && self.when == When::Now && self.action.is_some()
+    }
+
+    /// True for an essential item that cannot be met here (refused, or missing).
+    pub fn not_met(&self) -> bool {
+        self.essential && matches!(self.status, Status::NotPermitted | Status::NotApplicable)
     }
 }
 
@@ -268,6 +291,8 @@ pub struct Summary {
     pub not_permitted: usize,
     /// Items that do not apply.
     pub not_applicable: usize,
+    /// Essential items (among the above) that are refused or missing: not met.
+    pub not_met: usize,
 }
 
 /// The plan for one profile on one machine.
@@ -293,15 +318,17 @@ impl Plan {
                 Status::NotPermitted => s.not_permitted += 1,
                 Status::NotApplicable => s.not_applicable += 1,
             }
+            s.not_met += usize::from(c.not_met());
         }
         s
     }
 
-    /// True when everything that can be met is met (exit 0 of `check`).
+    /// True when everything that can be met is met (exit 0 of `check`): nothing differs or
+    /// needs a reboot, and no essential item is refused or missing.
     pub fn met(&self) -> bool {
         self.changes
             .iter()
-            .all(|c| !matches!(c.status, Status::Differs | Status::NeedsReboot))
+            .all(|c| !matches!(c.status, Status::Differs | Status::NeedsReboot) && !c.not_met())
     }
 }
 
@@ -412,6 +439,11 @@ impl<'a> B<'_, 'a> {
         if c.status == Status::Differs && self.ctx.refused.contains(&c.target) {
             c.status = Status::NotPermitted;
             c.note = Some("refused by the kernel at the last setup".into());
+            if let (true, Some(a)) = (c.essential, &c.action) {
+                let (cause, fix) = crate::rtgroup::diagnose(self.root(), a);
+                c.note = Some(format!("refused by the kernel at the last setup: {cause}"));
+                c.fix = Some(fix);
+            }
         }
         self.out.push(c);
     }
@@ -1229,10 +1261,24 @@ fn vm_items(b: &mut B<'_, '_>, host: &Host, v: &VmThreads) -> Result<(), TuneErr
             }
         }
     }
+    // RT group scheduling: runtime for the cgroups of the real-time vCPUs, parents first.
+    let rt_threads: Vec<&Thread> = host
+        .vcpus
+        .iter()
+        .filter(|p| p.policy.is_realtime())
+        .filter_map(|p| v.vcpus.get(&p.vcpu))
+        .collect();
+    for c in crate::rtgroup::items(&root, &rt_threads)
+        .map_err(sys("Reading the RT runtime of the vCPUs' cpu cgroups"))?
+    {
+        b.push(c);
+    }
     for pin in &host.vcpus {
         let Some(t) = v.vcpus.get(&pin.vcpu) else {
             affinities.push(Change::report("vcpu-affinity", format!("vCPU {}", pin.vcpu), "(no such vCPU thread)", pin.cpu.to_string(), Status::NotApplicable)
-                .note(format!("QEMU pid {} has vCPUs {:?}; name threads with -name ...,debug-threads=on or give host.vm.qmp", v.pid, v.vcpus.keys().collect::<Vec<_>>())));
+                .essential()
+                .note(format!("QEMU pid {} has vCPUs {:?}", v.pid, v.vcpus.keys().collect::<Vec<_>>()))
+                .fix("name the vCPU threads (QEMU -name ...,debug-threads=on; libvirt does) or give host.vm.qmp, and list only the VM's vCPUs in host.vcpus"));
             continue;
         };
         let cur = ops
@@ -1245,15 +1291,28 @@ fn vm_items(b: &mut B<'_, '_>, host: &Host, v: &VmThreads) -> Result<(), TuneErr
             cur.to_string(),
             want.to_string(),
             Status::Ok,
-        );
-        affinities.push(if cur == want {
-            c
+        )
+        .essential();
+        // The cpuset shield moves the vCPU into a cpuset of the realtime CPUs first.
+        let blocked = if host.isolation.cpuset_partition || cur == want {
+            None
         } else {
-            c.act(Action::Affinity {
+            crate::rtgroup::affinity_blocked(&root, t, &want)
+        };
+        let pinnable = blocked.is_none();
+        affinities.push(match blocked {
+            _ if cur == want => c,
+            Some((cause, fix)) => Change {
+                status: Status::NotPermitted,
+                ..c
+            }
+            .note(cause)
+            .fix(fix),
+            None => c.act(Action::Affinity {
                 thread: t.into(),
                 cpus: want,
                 prior: cur,
-            })
+            }),
         });
         let cur = ops
             .get_sched(&root, t.pid, t.tid)
@@ -1267,15 +1326,23 @@ fn vm_items(b: &mut B<'_, '_>, host: &Host, v: &VmThreads) -> Result<(), TuneErr
             policy: pin.policy,
             priority: prio,
         };
-        let c = Change::report(
+        let mut c = Change::report(
             "vcpu-sched",
             format!("sched of {:?} (tid {})", t.name, t.tid),
             cur.to_string(),
             want.to_string(),
             Status::Ok,
         );
+        c.essential = pin.policy.is_realtime();
         scheds.push(if cur == want {
             c
+        } else if !pinnable && pin.policy.is_realtime() {
+            // A real-time vCPU off its CPU could spin where QEMU's main loop runs.
+            Change {
+                status: Status::NotApplicable,
+                ..c
+            }
+            .note("not made real-time: its affinity cannot be set (see vcpu-affinity)")
         } else {
             c.act(Action::Sched {
                 thread: t.into(),

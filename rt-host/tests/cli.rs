@@ -314,6 +314,67 @@ fn umask_000_still_gives_a_private_journal() {
 }
 
 #[test]
+fn setup_exits_1_when_a_vcpu_cannot_be_made_real_time_and_says_why() {
+    let f = fake();
+    f.m.libvirt_cpu_cgroups();
+    let _a =
+        f.m.refuse_writes("sys/fs/cgroup/cpu/machine/cpu.rt_runtime_us");
+    let _b = f.m.refuse_writes("proc/4000/task/4003/stat");
+    let _c = f.m.refuse_writes("sys/module/kvm/parameters/halt_poll_ns");
+    let before = f.m.snapshot();
+    let o = f.run("setup", &["lab"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        t.contains("NOT MET: 2 essential item(s) could not be applied"),
+        "{t}"
+    );
+    assert!(
+        t.contains("not permitted here  halt-poll"),
+        "optional items stay optional: {t}"
+    );
+    assert!(
+        t.contains("    cause: refused by the kernel at the last setup: RT group scheduling: the thread's cpu cgroup /sys/fs/cgroup/cpu/machine has cpu.rt_runtime_us 0"),
+        "{t}"
+    );
+    assert!(t.contains("    fix: "), "{t}");
+    // The typed check report: the refused essential items are not ok, and say so.
+    let o = f.run("check", &["lab", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r: record::CheckReport = serde_json::from_slice(&o.stdout).unwrap();
+    let not_met: Vec<&record::CheckItem> = r
+        .items
+        .iter()
+        .filter(|i| {
+            i.detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("NOT MET"))
+        })
+        .collect();
+    assert_eq!(not_met.len(), 2, "{r:#?}");
+    let sched = not_met.iter().find(|i| i.name == "vcpu-sched").unwrap();
+    assert_eq!(sched.status, record::CheckStatus::NotPermitted);
+    assert!(
+        sched.detail.as_deref().unwrap().contains("fix: "),
+        "{sched:?}"
+    );
+    // The plan's JSON carries the flag and the count.
+    let o = f.run("plan", &["lab", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["met"].as_bool(), v["summary"]["not_met"].as_u64()),
+        (Some(false), Some(2)),
+        "{v}"
+    );
+    let o = f.run("revert", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        FakeMachine::diff(&before, &f.m.snapshot()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn a_second_setup_is_locked_out() {
     let f = fake();
     let _held = rt_sys::journal::Journal::open_locked(Path::new(&f.journal)).unwrap();
