@@ -480,7 +480,7 @@ fn host(h: &Host, e: &mut Errors) {
                     "host.vcpus",
                     format!(
                         "{} placement(s) but host.vm is absent: say which QEMU process \
-                         (qemu_name, pid, pidfile or qmp)",
+                         (qemu_name, libvirt, pid, pidfile or qmp)",
                         h.vcpus.len()
                     ),
                 );
@@ -492,6 +492,18 @@ fn host(h: &Host, e: &mut Errors) {
                 set.push(format!("qemu_name {n:?}"));
                 if n.trim().is_empty() {
                     e.push("host.vm.qemu_name", "\"\" is empty");
+                }
+            }
+            if let Some(n) = &vm.libvirt {
+                set.push(format!("libvirt {n:?}"));
+                // It names a file in libvirt's run directory.
+                if n.trim().is_empty() || n.contains('/') || n.starts_with('.') {
+                    e.push(
+                        "host.vm.libvirt",
+                        format!(
+                            "{n:?} is not a libvirt domain name (empty, a '/' or a leading '.')"
+                        ),
+                    );
                 }
             }
             if let Some(p) = vm.pid {
@@ -509,7 +521,7 @@ fn host(h: &Host, e: &mut Errors) {
             match set.len() {
                 0 => e.push(
                     "host.vm",
-                    "names no process: set one of qemu_name, pid, pidfile or qmp",
+                    "names no process: set one of qemu_name, libvirt, pid, pidfile or qmp",
                 ),
                 1 => {}
                 2 => e.push(
@@ -1122,6 +1134,28 @@ mod tests {
         assert!(
             text[1].starts_with("host.vcpus[1].cpu: 0 already runs vCPU 0"),
             "{text:?}"
+        );
+    }
+
+    #[test]
+    fn a_libvirt_domain_is_one_way_to_name_the_vm() {
+        let mut p = bundled("lab");
+        let vm = p.host.as_mut().unwrap().vm.as_mut().unwrap();
+        vm.qemu_name = None;
+        vm.libvirt = Some("ecu0".into());
+        validate(&p).unwrap();
+        let vm = p.host.as_mut().unwrap().vm.as_mut().unwrap();
+        vm.libvirt = Some("../../etc/x".into());
+        assert_eq!(
+            one(&p),
+            "host.vm.libvirt: \"../../etc/x\" is not a libvirt domain name (empty, a '/' or a leading '.')"
+        );
+        let vm = p.host.as_mut().unwrap().vm.as_mut().unwrap();
+        vm.libvirt = Some("ecu0".into());
+        vm.qemu_name = Some("ecu0".into());
+        assert_eq!(
+            one(&p),
+            "host.vm: qemu_name \"ecu0\" and libvirt \"ecu0\" are both set: choose one"
         );
     }
 
