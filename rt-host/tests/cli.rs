@@ -487,7 +487,7 @@ fn man_pages_and_completions_come_from_the_cli_definitions() {
 /// A QEMU started by a test, with `CPU n/TCG` threads held stopped (`-S`). Drop reverts the
 /// journal and kills QEMU by its pid, also when the test fails.
 struct Qemu {
-    _serial: std::sync::MutexGuard<'static, ()>,
+    _lock: testkit::HostLock,
     child: std::process::Child,
     name: String,
     dir: tempfile::TempDir,
@@ -495,17 +495,10 @@ struct Qemu {
 
 impl Qemu {
     fn start(tag: &str, extra: &[&str], named: bool) -> Option<Qemu> {
-        // Root tests share the host's knobs: one at a time.
-        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        // Root tests share the host's knobs with every other test that tunes it.
+        let lock = testkit::host_lock();
         // Only root can make other threads SCHED_FIFO and write cpuidle knobs.
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let euid = status
-            .lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2));
-        if euid != Some("0") {
-            eprintln!("skipped: needs root");
+        if !testkit::require_root() || !testkit::require_command("qemu-system-x86_64") {
             return None;
         }
         let name = format!("rtvirt-test-{}-{tag}", std::process::id());
@@ -533,15 +526,9 @@ impl Qemu {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("skipped: cannot start qemu-system-x86_64: {e}");
-                return None;
-            }
-        };
+        let child = cmd.spawn().expect("start qemu-system-x86_64");
         let q = Qemu {
-            _serial: serial,
+            _lock: lock,
             child,
             name,
             dir,
@@ -574,60 +561,76 @@ impl Qemu {
     }
 
     fn threads(&self) -> Vec<(u32, String)> {
-        let Ok(rd) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
-            return Vec::new();
-        };
-        let mut v: Vec<(u32, String)> = rd
-            .flatten()
-            .filter_map(|e| {
-                let tid: u32 = e.file_name().to_str()?.parse().ok()?;
-                let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-                Some((tid, comm.trim().to_string()))
-            })
-            .collect();
-        v.sort();
-        v
+        threads_of(self.pid())
     }
 
     fn vcpu_tid(&self, n: u32) -> u32 {
-        self.threads()
-            .into_iter()
-            .find(|(_, c)| c == &format!("CPU {n}/TCG"))
-            .map(|(t, _)| t)
-            .expect("vCPU thread")
+        vcpu_tid(self.pid(), n)
     }
 
-    /// A profile tuning this QEMU: vCPU 1 on CPU 1 at FIFO 50, C-states off on CPU 1,
-    /// IRQs to CPU 0 (refused on this machine), halt polling (refused here).
     fn profile(&self, vm: &str) -> PathBuf {
-        let p = self.dir.path().join("profile.ron");
-        std::fs::write(
-            &p,
-            format!(
-                r#"Profile(name: "root-test", host: Some((
-                    housekeeping_cpus: "0", realtime_cpus: "1",
-                    kernel: (require_preempt_rt: false),
-                    kvm: (halt_poll_ns: Some(100000)),
-                    idle: (max_exit_latency_us: Some(0)),
-                    irqs: (steer_to: Some("0")),
-                    isolation: (cpuset_partition: false, workqueues: true, kthreads: false),
-                    sysctl: (realtime_virtual_host: false),
-                    vm: Some(({vm})),
-                    vcpus: [(vcpu: 1, cpu: 1, policy: Fifo, priority: 50)],
-                    emulator_cpus: Some("0"), iothread_cpus: Some("0"),
-                )))"#
-            ),
-        )
-        .unwrap();
-        p
+        root_profile(self.dir.path(), vm)
     }
 
     fn rt_host(&self, args: &[&str]) -> Output {
-        let j = self.journal();
-        let mut a: Vec<&str> = args.to_vec();
-        a.extend_from_slice(&["--journal-dir", j.to_str().unwrap()]);
-        run(&a)
+        rt_host_with_journal(&self.journal(), args)
     }
+}
+
+/// The threads of `pid`: (tid, comm), sorted.
+fn threads_of(pid: u32) -> Vec<(u32, String)> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(u32, String)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            Some((tid, comm.trim().to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn vcpu_tid(pid: u32, n: u32) -> u32 {
+    threads_of(pid)
+        .into_iter()
+        .find(|(_, c)| c == &format!("CPU {n}/TCG"))
+        .map(|(t, _)| t)
+        .expect("vCPU thread")
+}
+
+/// A profile (in `dir`) tuning the VM `vm` names: vCPU 1 on CPU 1 at FIFO 50, C-states off
+/// on CPU 1, IRQs to CPU 0 (refused on this machine), halt polling (refused here).
+fn root_profile(dir: &Path, vm: &str) -> PathBuf {
+    let p = dir.join("profile.ron");
+    std::fs::write(
+        &p,
+        format!(
+            r#"Profile(name: "root-test", host: Some((
+                housekeeping_cpus: "0", realtime_cpus: "1",
+                kernel: (require_preempt_rt: false),
+                kvm: (halt_poll_ns: Some(100000)),
+                idle: (max_exit_latency_us: Some(0)),
+                irqs: (steer_to: Some("0")),
+                isolation: (cpuset_partition: false, workqueues: true, kthreads: false),
+                sysctl: (realtime_virtual_host: false),
+                vm: Some(({vm})),
+                vcpus: [(vcpu: 1, cpu: 1, policy: Fifo, priority: 50)],
+                emulator_cpus: Some("0"), iothread_cpus: Some("0"),
+            )))"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn rt_host_with_journal(journal: &Path, args: &[&str]) -> Output {
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend_from_slice(&["--journal-dir", journal.to_str().unwrap()]);
+    run(&a)
 }
 
 impl Drop for Qemu {
@@ -646,6 +649,12 @@ impl Drop for Qemu {
 
 /// Every value a setup of `Qemu::profile` may touch: sysfs files and QEMU's threads.
 fn live_snapshot(q: &Qemu) -> std::collections::BTreeMap<String, String> {
+    snapshot_of(q.pid())
+}
+
+/// Every value a setup of [`root_profile`] may touch: sysfs files, the RT runtime of
+/// every cpu cgroup, and the threads of `pid`.
+fn snapshot_of(pid: u32) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::new();
     let mut files = vec![
         "/sys/module/kvm/parameters/halt_poll_ns".to_string(),
@@ -662,12 +671,21 @@ fn live_snapshot(q: &Qemu) -> std::collections::BTreeMap<String, String> {
     for e in std::fs::read_dir("/proc/irq").unwrap().flatten() {
         files.push(format!("{}/smp_affinity", e.path().display()));
     }
+    let mut dirs = vec![PathBuf::from("/sys/fs/cgroup/cpu")];
+    while let Some(d) = dirs.pop() {
+        files.push(format!("{}/cpu.rt_runtime_us", d.display()));
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
+            }
+        }
+    }
     for f in files {
         if let Ok(t) = std::fs::read_to_string(&f) {
             out.insert(f, t);
         }
     }
-    for (tid, name) in q.threads() {
+    for (tid, name) in threads_of(pid) {
         let s = rt_sys::sched::get_sched(tid)
             .map(|s| s.to_string())
             .unwrap_or_default();
@@ -886,4 +904,224 @@ fn root_hold_sets_and_releases_the_cpu_latency_limit() {
         assert!(Instant::now() < deadline, "the limit was not released");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+// ------------------------------------------------------- root tests: a real libvirtd
+
+/// libvirtd and virtlogd started by a test (as children, with their own pid files) and a
+/// TCG domain defined there. Drop reverts rt-host's journal, destroys and undefines the
+/// domain, and ends the two daemons by their pids, also when the test fails.
+struct Libvirt {
+    _lock: testkit::HostLock,
+    dir: tempfile::TempDir,
+    daemons: Vec<std::process::Child>,
+    domain: String,
+}
+
+const VIRSH_URI: &str = "qemu:///system";
+
+impl Libvirt {
+    fn start() -> Option<Libvirt> {
+        let lock = testkit::host_lock();
+        for cmd in ["libvirtd", "virtlogd", "virsh", "qemu-system-x86_64"] {
+            if !testkit::require_command(cmd) {
+                return None;
+            }
+        }
+        if !testkit::require_root() {
+            return None;
+        }
+        std::fs::create_dir_all("/var/log/libvirt/qemu").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut lv = Libvirt {
+            _lock: lock,
+            domain: format!("rtvirt-test-{}", std::process::id()),
+            daemons: Vec::new(),
+            dir,
+        };
+        for d in ["virtlogd", "libvirtd"] {
+            let pidfile = lv.dir.path().join(format!("{d}.pid"));
+            let log = std::fs::File::create(lv.dir.path().join(format!("{d}.log"))).unwrap();
+            let child = Command::new(d)
+                .arg("--pid-file")
+                .arg(&pidfile)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {d}: {e}"));
+            lv.daemons.push(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lv.virsh(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "libvirtd did not answer: {}",
+                std::fs::read_to_string(lv.dir.path().join("libvirtd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some(lv)
+    }
+
+    fn virsh(&self, args: &[&str]) -> Output {
+        Command::new("virsh")
+            .args(["-c", VIRSH_URI])
+            .args(args)
+            .output()
+            .expect("run virsh")
+    }
+
+    /// Define and start (paused) a 2-vCPU TCG domain with vCPU n pinned to CPU n and the
+    /// emulator on CPU 0, as libvirt users write it.
+    fn start_domain(&self) -> u32 {
+        let xml = self.dir.path().join("domain.xml");
+        std::fs::write(
+            &xml,
+            format!(
+                "<domain type='qemu'>\n  <name>{}</name>\n  <memory unit='MiB'>64</memory>\n  \
+                 <vcpu placement='static'>2</vcpu>\n  <cputune>\n    <vcpupin vcpu='0' cpuset='0'/>\n    \
+                 <vcpupin vcpu='1' cpuset='1'/>\n    <emulatorpin cpuset='0'/>\n  </cputune>\n  \
+                 <os><type arch='x86_64' machine='pc'>hvm</type></os>\n  \
+                 <devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices>\n</domain>\n",
+                self.domain
+            ),
+        )
+        .unwrap();
+        for args in [
+            vec!["define", xml.to_str().unwrap()],
+            vec!["start", &self.domain, "--paused"],
+        ] {
+            let o = self.virsh(&args);
+            assert!(o.status.success(), "virsh {args:?}: {}", text(&o));
+        }
+        let pid =
+            std::fs::read_to_string(format!("/run/libvirt/qemu/{}.pid", self.domain)).unwrap();
+        pid.trim().parse().unwrap()
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.dir.path().join("journal")
+    }
+}
+
+impl Drop for Libvirt {
+    fn drop(&mut self) {
+        if self.journal().join("journal.json").exists() {
+            let o = rt_host_with_journal(&self.journal(), &["revert"]);
+            eprintln!("cleanup revert: {}", text(&o));
+        }
+        let _ = self.virsh(&["destroy", &self.domain]);
+        let _ = self.virsh(&["undefine", &self.domain]);
+        // libvirtd first (it holds a connection to virtlogd), each by its pid.
+        for child in self.daemons.iter_mut().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `cpu.rt_runtime_us` of libvirt's groups for `domain`: machine, the domain, vcpu1.
+fn libvirt_runtimes(domain: &str) -> Vec<String> {
+    let top = "/sys/fs/cgroup/cpu/machine";
+    let dom = format!("{top}/qemu-1-{domain}.libvirt-qemu");
+    let dom = if Path::new(&dom).exists() {
+        dom
+    } else {
+        // The domain id in the group name grows with each start of this libvirtd.
+        std::fs::read_dir(top)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().display().to_string())
+            .find(|p| p.ends_with(&format!("-{domain}.libvirt-qemu")))
+            .expect("the domain's cpu cgroup")
+    };
+    [top.to_string(), dom.clone(), format!("{dom}/vcpu1")]
+        .iter()
+        .map(|d| {
+            std::fs::read_to_string(format!("{d}/cpu.rt_runtime_us"))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root and libvirt: run by lab/test.sh"]
+fn root_libvirt_domain_by_name_gets_rt_runtime_fifo_vcpu_and_exact_revert() {
+    let Some(lv) = Libvirt::start() else {
+        return;
+    };
+    let pid = lv.start_domain();
+    let t1 = vcpu_tid(pid, 1);
+    // The case of issue 11: libvirt's cpu cgroups have no RT runtime, so FIFO is refused.
+    let rt_sched = rt_sys::sched::SchedParams {
+        policy: rt_sys::sched::Policy::Fifo,
+        priority: 50,
+    };
+    let e = rt_sys::sched::set_sched(t1, rt_sched).unwrap_err();
+    assert!(e.is_not_permitted(), "{e}");
+    let runtimes_before = libvirt_runtimes(&lv.domain);
+    assert_eq!(runtimes_before, ["0", "0", "0"]);
+    let before = snapshot_of(pid);
+    let profile = root_profile(lv.dir.path(), &format!("libvirt: Some({:?})", lv.domain));
+    let profile = profile.to_str().unwrap();
+    let j = lv.journal();
+    let o = rt_host_with_journal(&j, &["plan", profile, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["vm"]["pid"], pid);
+    assert_eq!(
+        v["vm"]["found_by"],
+        format!(
+            "libvirt domain {} (/run/libvirt/qemu/{}.pid)",
+            lv.domain, lv.domain
+        )
+    );
+    let o = rt_host_with_journal(&j, &["check", profile, "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r: record::CheckReport = serde_json::from_slice(&o.stdout).unwrap();
+    let rt: Vec<&record::CheckItem> = r.items.iter().filter(|i| i.name == "rt-runtime").collect();
+    assert_eq!(rt.len(), 3, "machine, the domain, vcpu1: {r:#?}");
+    assert!(
+        rt.iter()
+            .all(|i| i.status == record::CheckStatus::Differs
+                && i.desired.as_deref() == Some("950000")),
+        "{rt:#?}"
+    );
+    // Setup: runtime parents first, then the vCPU becomes FIFO.
+    let o = rt_host_with_journal(&j, &["setup", profile, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(libvirt_runtimes(&lv.domain), ["950000", "950000", "950000"]);
+    assert_eq!(rt_sys::sched::get_sched(t1).unwrap(), rt_sched);
+    assert_eq!(rt_sys::sched::get_affinity(t1).unwrap().to_string(), "1");
+    assert_eq!(rt_sys::sched::get_affinity(pid).unwrap().to_string(), "0");
+    let o = rt_host_with_journal(&j, &["check", profile, "--json"]);
+    let r: record::CheckReport = serde_json::from_slice(&o.stdout).unwrap();
+    let essential: Vec<&record::CheckItem> = r
+        .items
+        .iter()
+        .filter(|i| ["rt-runtime", "vcpu-affinity", "vcpu-sched"].contains(&i.name.as_str()))
+        .filter(|i| i.current != "(left alone)")
+        .collect();
+    assert_eq!(essential.len(), 5, "{essential:#?}");
+    assert!(
+        essential
+            .iter()
+            .all(|i| i.status == record::CheckStatus::Ok),
+        "{essential:#?}"
+    );
+    // Revert: the vCPU leaves FIFO, then the runtimes go back, children first.
+    let o = rt_host_with_journal(&j, &["revert", profile]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = String::from_utf8_lossy(&o.stdout);
+    let vcpu_line = t.find("vcpu1/cpu.rt_runtime_us").unwrap();
+    let machine_line = t.find("machine/cpu.rt_runtime_us").unwrap();
+    assert!(vcpu_line < machine_line, "children first: {t}");
+    assert_eq!(libvirt_runtimes(&lv.domain), runtimes_before);
+    assert_eq!(diff(&before, &snapshot_of(pid)), Vec::<String>::new());
 }
