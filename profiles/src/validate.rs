@@ -123,8 +123,8 @@ pub fn validate_against(profile: &Profile, root: &SysRoot) -> Result<(), Vec<Val
         );
     }
     if let Some(hp) = &h.hugepages {
-        let dir = "sys/kernel/mm/hugepages";
-        let sub = format!("{dir}/hugepages-{}kB", hp.size_kib);
+        let dir = rt_sys::hugepages::POOLS;
+        let sub = rt_sys::hugepages::pool_dir(hp.size_kib);
         // A tree without the directory says nothing (a fake root, hugetlbfs not built).
         if root.exists(dir) && !root.exists(&sub) {
             e.push(
@@ -137,8 +137,8 @@ pub fn validate_against(profile: &Profile, root: &SysRoot) -> Result<(), Vec<Val
             );
         }
         if let Some(node) = hp.node {
-            let nodes = "sys/devices/system/node";
-            let n = format!("{nodes}/node{node}");
+            let nodes = rt_sys::hugepages::NODES;
+            let n = rt_sys::hugepages::node_dir(node);
             if root.exists(nodes) && !root.exists(&n) {
                 e.push(
                     "host.hugepages.node",
@@ -210,13 +210,15 @@ struct Machine {
 impl Machine {
     fn read(root: &SysRoot) -> Result<Machine, String> {
         let mut last = String::new();
-        for source in ["online", "present"] {
-            let rel = format!("sys/devices/system/cpu/{source}");
-            match root.read_trim(&rel) {
-                Ok(text) => {
-                    let cpus = CpuSet::parse(&text)
-                        .map_err(|err| format!("cannot tell which CPUs exist: {err}"))?;
-                    return Ok(Machine { cpus, source });
+        use rt_sys::cpulist;
+        for (source, read) in [
+            ("online", cpulist::online as fn(&SysRoot) -> _),
+            ("present", cpulist::present),
+        ] {
+            match read(root) {
+                Ok(cpus) => return Ok(Machine { cpus, source }),
+                Err(err @ rt_sys::SysError::Parse { .. }) => {
+                    return Err(format!("cannot tell which CPUs exist: {err}"))
                 }
                 Err(err) => last = err.to_string(),
             }

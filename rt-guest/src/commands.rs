@@ -68,7 +68,7 @@ impl Signals {
 
 /// The CPUs for the reporting thread: online CPUs minus the measured ones.
 fn report_cpus(root: &SysRoot, measured: &CpuSet) -> Option<CpuSet> {
-    let online = CpuSet::parse(&root.read_trim("sys/devices/system/cpu/online").ok()?).ok()?;
+    let online = rt_sys::cpulist::online(root).ok()?;
     let rest = online.difference(measured);
     (!rest.is_empty()).then_some(rest)
 }
@@ -77,10 +77,11 @@ fn report_cpus(root: &SysRoot, measured: &CpuSet) -> Option<CpuSet> {
 /// no CPU for the reporting thread and the rest of the system (warned, as cyclictest
 /// allows it; RT throttling still applies).
 fn check_cpus(root: &SysRoot, cfg: &probe::ProbeConfig) -> Result<()> {
-    let Ok(text) = root.read_trim("sys/devices/system/cpu/online") else {
-        return Ok(());
+    let online = match rt_sys::cpulist::online(root) {
+        Ok(c) => c,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e).context("Cannot read the online CPUs"),
     };
-    let online = CpuSet::parse(&text).context("Cannot parse the online CPU list")?;
     let absent = cfg.cpus.difference(&online);
     if !absent.is_empty() {
         anyhow::bail!(
@@ -99,7 +100,7 @@ fn check_cpus(root: &SysRoot, cfg: &probe::ProbeConfig) -> Result<()> {
 
 /// The NUMA node of `cpu` (the `nodeN` link in its sysfs directory), 0 when unknown.
 fn numa_node(root: &SysRoot, cpu: u32) -> u32 {
-    root.list(format!("sys/devices/system/cpu/cpu{cpu}"))
+    root.list(rt_sys::cpulist::cpu_dir(cpu))
         .unwrap_or_default()
         .iter()
         .find_map(|n| n.strip_prefix("node").and_then(|k| k.parse().ok()))
@@ -134,7 +135,8 @@ fn prepare(root: &SysRoot, hold_dma: bool, mlock_all: bool) -> Prepared {
         match DmaLatency::hold(root, 0) {
             Ok(h) => Some(h),
             Err(e) => {
-                warnings.push(format!("/dev/cpu_dma_latency not held: {e}"));
+                let dev = root.display(rt_sys::cpuidle::DMA_LATENCY);
+                warnings.push(format!("{dev} not held: {e}"));
                 None
             }
         }

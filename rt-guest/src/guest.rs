@@ -21,9 +21,9 @@ use rt_sys::sched::{Policy, SchedParams};
 use rt_sys::{cpuidle, irqthread, kernel, threads, CpuSet, SysError, SysRoot};
 
 /// The halt-polling knob.
-pub const HALT_POLL: &str = "sys/module/haltpoll/parameters/guest_halt_poll_ns";
+pub const HALT_POLL: &str = rt_sys::kernel::GUEST_HALT_POLL_NS;
 /// The current clocksource.
-pub const CLOCKSOURCE: &str = "sys/devices/system/clocksource/clocksource0/current_clocksource";
+pub const CLOCKSOURCE: &str = rt_sys::kernel::CLOCKSOURCE;
 
 /// The verdict on one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,7 +235,7 @@ pub fn check(root: &SysRoot, profile: Option<&Profile>, steal_window: Duration) 
         }
         Err(e) => items.push(Item::from_err("kernel", &e)),
     }
-    if let Ok(iso) = root.read_trim("sys/devices/system/cpu/isolated") {
+    if let Ok(iso) = root.read_trim(rt_sys::cpulist::ISOLATED) {
         items.push(Item::new("cpus.isolated", Status::Info, iso));
     }
 
@@ -258,14 +258,11 @@ pub fn check(root: &SysRoot, profile: Option<&Profile>, steal_window: Duration) 
 
     // Idle states of the real-time CPUs (all CPUs without a profile).
     let max_exit = guest.and_then(|g| g.max_exit_latency_us);
-    let cpus = rt.clone().unwrap_or_else(|| {
-        root.read_trim("sys/devices/system/cpu/online")
-            .ok()
-            .and_then(|s| CpuSet::parse(&s).ok())
-            .unwrap_or_default()
-    });
+    let cpus = rt
+        .clone()
+        .unwrap_or_else(|| rt_sys::cpulist::online(root).unwrap_or_default());
     for cpu in cpus.iter() {
-        if !root.exists(format!("sys/devices/system/cpu/cpu{cpu}")) {
+        if !root.exists(rt_sys::cpulist::cpu_dir(cpu)) {
             items.push(
                 Item::new(format!("cpuidle.cpu{cpu}"), Status::NotPresent, "")
                     .because(format!("CPU {cpu} does not exist here")),
@@ -303,10 +300,10 @@ pub fn check(root: &SysRoot, profile: Option<&Profile>, steal_window: Duration) 
     }
 
     // Steal time.
-    match root.read("proc/stat") {
+    match root.read(kernel::STAT) {
         Ok(before) => {
             std::thread::sleep(steal_window);
-            let after = root.read("proc/stat").unwrap_or_default();
+            let after = root.read(kernel::STAT).unwrap_or_default();
             for (cpu, pct) in steal_percent(&before, &after) {
                 if rt.as_ref().is_some_and(|r| !r.contains(cpu)) {
                     continue;

@@ -170,8 +170,7 @@ pub fn setup(
     journal_dir: &Path,
     opts: &SetupOptions,
 ) -> Result<SetupReport, TuneError> {
-    let root = ctx.root;
-    let ops = ctx.ops;
+    let (root, ops) = (ctx.root, ctx.ops);
     let fresh = Ctx {
         root,
         ops,
@@ -183,128 +182,23 @@ pub fn setup(
     let plan = plan::build(name, host, &fresh)?;
     let start = journal.data().entries.len();
     journal.begin(root, profile.clone(), now_secs().to_string())?;
-    let mut done = Vec::new();
-    let mut refused = BTreeSet::new();
-    let mut applied = 0usize;
     let pending: Vec<&Change> = plan.changes.iter().filter(|c| c.pending()).collect();
-    // Consecutive cgroup moves (a cpuset shield moves every thread) are journalled with
-    // one durable save; their entries are still written before any of them is made.
-    let mut batch_end = 0usize;
-    let mut batch_fresh: Vec<bool> = Vec::new();
-    let mut deferred_forget: Vec<Target> = Vec::new();
-    // Threads whose essential affinity the kernel refused: never made real-time.
-    let mut unpinned: BTreeSet<u32> = BTreeSet::new();
-    for (i, c) in pending.iter().enumerate() {
-        let Some(a) = &c.action else { continue };
-        if matches!(a, Action::MoveCgroup { .. }) && i >= batch_end {
-            let end = pending[i..]
-                .iter()
-                .position(|c| !matches!(c.action, Some(Action::MoveCgroup { .. })))
-                .map_or(pending.len(), |n| i + n);
-            let mut entries = Vec::new();
-            batch_fresh.clear();
-            for c in &pending[i..end] {
-                if let Some(a) = &c.action {
-                    entries.extend(move_entries(root, ops, a));
-                    batch_fresh.push(!journal.has(&a.target()));
-                }
-            }
-            journal.record_many(entries)?;
-            batch_end = end;
-        }
-        if let Action::Sched { thread, params, .. } = a {
-            if params.policy.is_realtime() && unpinned.contains(&thread.tid) {
-                done.push(Done {
-                    change: (*c).clone(),
-                    outcome: Outcome::Skipped,
-                    detail: Some("its affinity was refused: a real-time vCPU off its CPU could starve the host".into()),
-                });
-                continue;
-            }
-        }
-        let in_batch = i < batch_end;
-        let entry = a.entry();
-        let target = entry.target.clone();
-        let fresh_target = if in_batch {
-            batch_fresh
-                .get(i + batch_fresh.len() - batch_end)
-                .copied()
-                .unwrap_or(false)
-        } else {
-            !journal.has(&target)
-        };
-        journal.record(entry)?;
-        let result = if opts.fail_after == Some(applied) {
-            Err(SysError::Io {
-                path: PathBuf::from(&c.target),
-                source: std::io::Error::other("injected fault (--fail-after)"),
-            })
-        } else {
-            perform(root, ops, a)
-        };
-        match result {
-            Ok(()) => {
-                applied += 1;
-                done.push(Done {
-                    change: (*c).clone(),
-                    outcome: Outcome::Applied,
-                    detail: None,
-                });
-            }
-            Err(e) if e.is_not_found() || e.is_not_permitted() || c.item == "kthread" => {
-                if fresh_target && in_batch {
-                    deferred_forget.push(target);
-                } else if fresh_target {
-                    journal.forget(&target)?;
-                }
-                let outcome = if e.is_not_found() {
-                    Outcome::Vanished
-                } else {
-                    Outcome::NotPermitted
-                };
-                if outcome == Outcome::NotPermitted {
-                    refused.insert(c.target.clone());
-                    if let (true, Action::Affinity { thread, .. }) = (c.essential, a) {
-                        unpinned.insert(thread.tid);
-                    }
-                }
-                done.push(Done {
-                    change: (*c).clone(),
-                    outcome,
-                    detail: Some(e.to_string()),
-                });
-            }
-            Err(e) => {
-                journal.forget_many(&deferred_forget)?;
-                let r = journal.revert_from(root, ops, start)?;
-                let failed = r
-                    .iter()
-                    .filter(|x| matches!(x.outcome, RevertOutcome::Failed(_)))
-                    .count();
-                return Err(Aborted {
-                    change: format!("{} {}", c.item, c.target),
-                    reverted: r.len() - failed,
-                    failed,
-                    source: e,
-                }
-                .into());
-            }
-        }
-        if opts.pause_after == Some(applied)
-            && matches!(done.last().map(|d| &d.outcome), Some(Outcome::Applied))
-        {
-            eprintln!(
-                "rt-host: paused after {applied} change(s) (--pause-after); waiting to be killed"
-            );
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-            }
-        }
+    let mut run = Run {
+        root,
+        ops,
+        opts,
+        journal,
+        start,
+        done: Vec::new(),
+        refused: BTreeSet::new(),
+        unpinned: BTreeSet::new(),
+        applied: 0,
+        batch: Batch::default(),
+    };
+    for i in 0..pending.len() {
+        run.step(&pending, i)?;
     }
-    journal.forget_many(&deferred_forget)?;
-    journal.data_mut().complete = true;
-    journal.save()?;
-    save_refused(&journal, &refused)?;
+    let (done, refused) = run.finish()?;
     let after = plan::build(
         name,
         host,
@@ -315,33 +209,191 @@ pub fn setup(
             refused,
         },
     )?;
-    let verify_failed = after
-        .changes
-        .iter()
-        .filter(|c| c.status == Status::Differs && c.when == plan::When::Now)
-        .cloned()
-        .collect();
-    let needs_reboot = after
-        .changes
-        .iter()
-        .filter(|c| c.status == Status::NeedsReboot)
-        .cloned()
-        .collect();
-    let not_met = after
-        .changes
-        .iter()
-        .filter(|c| c.not_met())
-        .cloned()
-        .collect();
+    let matching =
+        |f: &dyn Fn(&Change) -> bool| after.changes.iter().filter(|c| f(c)).cloned().collect();
     Ok(SetupReport {
         profile: name.into(),
         journal: journal_dir.to_path_buf(),
+        verify_failed: matching(&|c| c.status == Status::Differs && c.when == plan::When::Now),
+        needs_reboot: matching(&|c| c.status == Status::NeedsReboot),
+        not_met: matching(&|c| c.not_met()),
         plan,
         done,
-        verify_failed,
-        needs_reboot,
-        not_met,
     })
+}
+
+/// Consecutive cgroup moves (a cpuset shield moves every thread) are journalled with one
+/// durable save; their entries are still written before any of them is made.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Index (in the pending changes) after the current batch.
+    end: usize,
+    /// For each change of the batch: its target was not journalled before.
+    fresh: Vec<bool>,
+    /// Targets to drop from the journal once the batch is done (refused or vanished).
+    forget: Vec<Target>,
+}
+
+/// One setup run: the journal, what was done, what the kernel refused.
+struct Run<'a> {
+    root: &'a SysRoot,
+    ops: &'a dyn ThreadOps,
+    opts: &'a SetupOptions,
+    journal: Journal,
+    /// Journal entries before this run (an abort undoes only this run's).
+    start: usize,
+    done: Vec<Done>,
+    refused: BTreeSet<String>,
+    /// Threads whose essential affinity the kernel refused: never made real-time.
+    unpinned: BTreeSet<u32>,
+    applied: usize,
+    batch: Batch,
+}
+
+impl Run<'_> {
+    /// Journal, then make, the change `pending[i]`.
+    fn step(&mut self, pending: &[&Change], i: usize) -> Result<(), TuneError> {
+        let c = pending[i];
+        let Some(a) = &c.action else { return Ok(()) };
+        if matches!(a, Action::MoveCgroup { .. }) && i >= self.batch.end {
+            self.journal_moves(pending, i)?;
+        }
+        if let Action::Sched { thread, params, .. } = a {
+            if params.policy.is_realtime() && self.unpinned.contains(&thread.tid) {
+                self.done.push(Done {
+                    change: c.clone(),
+                    outcome: Outcome::Skipped,
+                    detail: Some(
+                        "its affinity was refused: a real-time vCPU off its CPU could starve \
+                         the host"
+                            .into(),
+                    ),
+                });
+                return Ok(());
+            }
+        }
+        let in_batch = i < self.batch.end;
+        let entry = a.entry();
+        let target = entry.target.clone();
+        let fresh = if in_batch {
+            let k = i + self.batch.fresh.len() - self.batch.end;
+            self.batch.fresh.get(k).copied().unwrap_or(false)
+        } else {
+            !self.journal.has(&target)
+        };
+        self.journal.record(entry)?;
+        let result = if self.opts.fail_after == Some(self.applied) {
+            Err(SysError::Io {
+                path: PathBuf::from(&c.target),
+                source: std::io::Error::other("injected fault (--fail-after)"),
+            })
+        } else {
+            perform(self.root, self.ops, a)
+        };
+        match result {
+            Ok(()) => {
+                self.applied += 1;
+                self.done.push(Done {
+                    change: c.clone(),
+                    outcome: Outcome::Applied,
+                    detail: None,
+                });
+                self.pause_if_asked();
+            }
+            Err(e) if e.is_not_found() || e.is_not_permitted() || c.item == "kthread" => {
+                if fresh && in_batch {
+                    self.batch.forget.push(target);
+                } else if fresh {
+                    self.journal.forget(&target)?;
+                }
+                self.refusal(c, a, e);
+            }
+            Err(e) => return Err(self.abort(c, e)),
+        }
+        Ok(())
+    }
+
+    /// Journal the run of cgroup moves starting at `pending[i]` with one save.
+    fn journal_moves(&mut self, pending: &[&Change], i: usize) -> Result<(), TuneError> {
+        let end = pending[i..]
+            .iter()
+            .position(|c| !matches!(c.action, Some(Action::MoveCgroup { .. })))
+            .map_or(pending.len(), |n| i + n);
+        let mut entries = Vec::new();
+        self.batch.fresh.clear();
+        for a in pending[i..end].iter().filter_map(|c| c.action.as_ref()) {
+            entries.extend(move_entries(self.root, self.ops, a));
+            self.batch.fresh.push(!self.journal.has(&a.target()));
+        }
+        self.journal.record_many(entries)?;
+        self.batch.end = end;
+        Ok(())
+    }
+
+    /// A change the kernel refused, or whose thread or knob vanished: reported, not fatal.
+    fn refusal(&mut self, c: &Change, a: &Action, e: SysError) {
+        let outcome = if e.is_not_found() {
+            Outcome::Vanished
+        } else {
+            Outcome::NotPermitted
+        };
+        if outcome == Outcome::NotPermitted {
+            self.refused.insert(c.target.clone());
+            if let (true, Action::Affinity { thread, .. }) = (c.essential, a) {
+                self.unpinned.insert(thread.tid);
+            }
+        }
+        self.done.push(Done {
+            change: c.clone(),
+            outcome,
+            detail: Some(e.to_string()),
+        });
+    }
+
+    /// An unexpected error: undo this run's changes and say where it stopped.
+    fn abort(&mut self, c: &Change, e: SysError) -> TuneError {
+        let undo = self
+            .journal
+            .forget_many(&self.batch.forget)
+            .and_then(|()| self.journal.revert_from(self.root, self.ops, self.start));
+        let r = match undo {
+            Ok(r) => r,
+            Err(j) => return j.into(),
+        };
+        let failed = r
+            .iter()
+            .filter(|x| matches!(x.outcome, RevertOutcome::Failed(_)))
+            .count();
+        Aborted {
+            change: format!("{} {}", c.item, c.target),
+            reverted: r.len() - failed,
+            failed,
+            source: e,
+        }
+        .into()
+    }
+
+    /// The `--pause-after` test hook: sleep until killed after N applied changes.
+    fn pause_if_asked(&self) {
+        if self.opts.pause_after == Some(self.applied) {
+            eprintln!(
+                "rt-host: paused after {} change(s) (--pause-after); waiting to be killed",
+                self.applied
+            );
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+    }
+
+    /// Mark the journal complete and record the refusals; the outcomes and refused targets.
+    fn finish(mut self) -> Result<(Vec<Done>, BTreeSet<String>), TuneError> {
+        self.journal.forget_many(&self.batch.forget)?;
+        self.journal.data_mut().complete = true;
+        self.journal.save()?;
+        save_refused(&self.journal, &self.refused)?;
+        Ok((self.done, self.refused))
+    }
 }
 
 fn now_secs() -> u64 {

@@ -1,3 +1,4 @@
+#![cfg(any(test, feature = "testing"))]
 //! A fake `/sys` + `/proc` tree shaped like this project's 2-CPU test machine, with a
 //! QEMU process, kernel threads and cgroup v1 cpusets, for tests and demos of
 //! `rt-host --root DIR` without root. Thread state lives in the fake `/proc` files

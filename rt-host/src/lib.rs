@@ -10,10 +10,12 @@ pub mod apply;
 pub mod bootargs;
 pub mod checkreport;
 pub mod error;
+/// Test scaffolding: a fake machine tree (unit tests, and integration tests through the
+/// `testing` feature).
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod plan;
 pub mod render;
-pub mod rtgroup;
 pub mod vm;
 
 pub use error::TuneError;

@@ -870,11 +870,12 @@ fn idle_disables() -> Vec<String> {
 #[test]
 #[ignore = "needs root: run by lab/test.sh"]
 fn root_hold_sets_and_releases_the_cpu_latency_limit() {
-    let root = rt_sys::SysRoot::live();
-    let Ok(before) = rt_sys::cpuidle::dma_latency(&root) else {
-        eprintln!("skipped: /dev/cpu_dma_latency is not readable here (needs root)");
+    let _lock = testkit::host_lock();
+    if !testkit::require_root() {
         return;
-    };
+    }
+    let root = rt_sys::SysRoot::live();
+    let before = rt_sys::cpuidle::dma_latency(&root).unwrap();
     let mut child = bin()
         .args(["hold", "lab", "--us", "3"])
         .stdout(Stdio::piped())

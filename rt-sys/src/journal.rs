@@ -1272,7 +1272,8 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(parse_sched("fifo:50").unwrap().priority, 50);
-        assert!(parse_sched("fifo").is_err());
+        let e = parse_sched("fifo").unwrap_err();
+        assert!(e.to_string().contains("journal sched value"), "{e}");
     }
 
     #[test]

@@ -259,7 +259,10 @@ mod tests {
             Mode::empty(),
         )
         .unwrap();
-        assert!(open_walk(&fd, Path::new("a/b/f"), OFlag::O_RDONLY).is_ok());
+        let f = open_walk(&fd, Path::new("a/b/f"), OFlag::O_RDONLY).unwrap();
+        let mut text = String::new();
+        File::from(f).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "x");
         assert_eq!(
             open_walk(&fd, Path::new("l/b/f"), OFlag::O_RDONLY).unwrap_err(),
             Errno::ELOOP
