@@ -183,11 +183,19 @@ fn status_line(
     s
 }
 
+/// Load profile `p` and check its guest-side CPUs against this machine (the profiles
+/// crate's machine checks, as every tool does).
+fn load_for_guest(p: &str, root: &SysRoot) -> Result<profiles::Loaded> {
+    let loaded = profiles::load(p).with_context(|| format!("Cannot load profile {p:?}"))?;
+    loaded.check_guest(root)?;
+    Ok(loaded)
+}
+
 /// `rt-guest probe`.
 pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
     let root = SysRoot::live();
     let loaded = match &args.profile {
-        Some(p) => Some(profiles::load(p).with_context(|| format!("Cannot load profile {p:?}"))?),
+        Some(p) => Some(load_for_guest(p, &root)?),
         None => None,
     };
     let resolved = crate::cli::resolve(args, loaded.as_ref().map(|l| &l.profile));
@@ -469,7 +477,7 @@ fn status_word(s: Status) -> &'static str {
 pub fn check(args: &CheckArgs) -> Result<u8> {
     let root = SysRoot::live();
     let loaded = match &args.profile {
-        Some(p) => Some(profiles::load(p).with_context(|| format!("Cannot load profile {p:?}"))?),
+        Some(p) => Some(load_for_guest(p, &root)?),
         None => None,
     };
     let report = guest::check(
@@ -508,8 +516,7 @@ pub fn check(args: &CheckArgs) -> Result<u8> {
 /// `rt-guest tune`.
 pub fn tune(args: &TuneArgs) -> Result<u8> {
     let root = SysRoot::live();
-    let loaded = profiles::load(&args.profile)
-        .with_context(|| format!("Cannot load profile {:?}", args.profile))?;
+    let loaded = load_for_guest(&args.profile, &root)?;
     let changes = guest::plan(&root, &loaded.profile);
     let mut journal = Journal::open_locked(&args.journal_dir)
         .with_context(|| format!("Cannot open the journal in {}", args.journal_dir.display()))?;

@@ -12,7 +12,6 @@ use crate::error::{sys, TuneError};
 /// The hugepage pool the profile reserves, against the VM's memory.
 pub(super) fn hugepages(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
     let root = b.root();
-    let mem = host.vm.as_ref().and_then(|v| v.memory_mib);
     let info = rt_hugepages::meminfo(root).ok();
     let shown = info
         .map(|m| {
@@ -36,16 +35,8 @@ pub(super) fn hugepages(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError>
         Some(h) => {
             let rel = rt_hugepages::nr_path(h.size_kib, h.node);
             let want = h.count.to_string();
+            // A pool too small for host.vm.memory_mib is refused by the profile rules.
             let mut notes = Vec::new();
-            if let Some(m) = mem {
-                let have_mib = h.count.saturating_mul(h.size_kib) / 1024;
-                if have_mib < m {
-                    notes.push(format!(
-                        "{} x {} kB = {have_mib} MiB is less than the VM's {m} MiB",
-                        h.count, h.size_kib
-                    ));
-                }
-            }
             if h.size_kib >= 1_048_576 {
                 notes.push("1 GB pages are very sensitive to fragmentation: try 2 MB pages first, or reserve 1 GB pages at boot (hugepagesz=1G hugepages=N)".into());
             }
@@ -147,37 +138,42 @@ mod tests {
     use super::super::{build, Ctx, Status};
 
     #[test]
-    fn hugepages_compare_with_vm_memory_and_warn_about_1g() {
+    fn hugepages_are_raised_to_the_profile_and_1g_pages_warned_about() {
         let dir = tempfile::tempdir().unwrap();
         let m = crate::fake::FakeMachine::new(dir.path());
         let mut h = profiles::load("lab").unwrap().profile.host.unwrap();
         h.hugepages = Some(profiles::Hugepages {
             size_kib: 2048,
-            count: 128,
-            node: None,
-        });
-        let p = build("lab", &h, &Ctx::new(&m.root)).unwrap();
-        let c = p.changes.iter().find(|c| c.item == "hugepages").unwrap();
-        assert_eq!(c.status, Status::Differs);
-        assert!(
-            c.note
-                .as_deref()
-                .unwrap()
-                .contains("256 MiB is less than the VM's 512 MiB"),
-            "{c:?}"
-        );
-        h.hugepages = Some(profiles::Hugepages {
-            size_kib: 1_048_576,
-            count: 1,
+            count: 256,
             node: None,
         });
         let p = build("lab", &h, &Ctx::new(&m.root)).unwrap();
         let c = p.changes.iter().find(|c| c.item == "hugepages").unwrap();
         assert_eq!(
-            c.status,
-            Status::NotApplicable,
-            "no 1 GB pages in the fake kernel"
+            (c.status, c.current.as_str(), c.desired.as_str()),
+            (Status::Differs, "0", ">= 256")
         );
+        assert_eq!(c.note.as_deref(), Some("free now: 0"), "{c:?}");
+        h.hugepages = Some(profiles::Hugepages {
+            size_kib: 1_048_576,
+            count: 1,
+            node: None,
+        });
+        // The profile rules refuse a page size this kernel does not have.
+        let e = build("lab", &h, &Ctx::new(&m.root))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("1048576 KiB pages are not supported by this kernel"),
+            "{e}"
+        );
+        m.put(
+            "sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages",
+            "0\n",
+        );
+        let p = build("lab", &h, &Ctx::new(&m.root)).unwrap();
+        let c = p.changes.iter().find(|c| c.item == "hugepages").unwrap();
+        assert_eq!(c.status, Status::Differs);
         assert!(
             c.note.as_deref().unwrap().contains("try 2 MB pages first"),
             "{c:?}"

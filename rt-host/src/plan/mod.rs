@@ -15,10 +15,10 @@ use rt_sys::journal::{Entry, Target};
 use rt_sys::sched::SchedParams;
 use rt_sys::task::Thread;
 use rt_sys::threads::{self, ThreadOps};
-use rt_sys::{cpulist, CpuSet, SysRoot};
+use rt_sys::{CpuSet, SysRoot};
 use serde::Serialize;
 
-use crate::error::{sys, TuneError};
+use crate::error::TuneError;
 use crate::vm::VmThreads;
 
 mod cpuset;
@@ -369,68 +369,35 @@ pub const CG_RT: &str = "rtvirt-rt";
 /// Name of the v1 cgroup for everything else.
 pub const CG_HK: &str = "rtvirt-hk";
 
-/// Refuse profiles that would make every CPU FIFO or starve the QEMU main loop.
-pub fn check_safe(host: &Host, online: &CpuSet) -> Result<(), TuneError> {
-    let hk = &host.housekeeping_cpus;
-    if hk.is_empty() {
-        return Err(TuneError::Unsafe("host.housekeeping_cpus is empty: keep at least one CPU for the OS and QEMU's main loop".into()));
+/// Refuse a host section that the profile rules refuse, on this machine: the checks of
+/// [`profiles::validate()`] (no housekeeping CPU, housekeeping and realtime CPUs overlapping,
+/// a real-time vCPU off the realtime CPUs or two on one CPU, emulator or I/O threads on a
+/// realtime CPU, priorities) and [`profiles::validate_against`] (every CPU online, realtime
+/// CPUs not covering the machine, hugepage sizes and nodes). [`build`] runs them itself, so a
+/// caller with a hand-made `Host` cannot tune an unsafe one: a FIFO vCPU that spins where
+/// QEMU's main loop runs hangs the guest, FIFO on every CPU starves the host.
+pub fn check_safe(name: &str, host: &Host, root: &SysRoot) -> Result<(), TuneError> {
+    let profile = profiles::Profile {
+        name: name.to_string(),
+        description: String::new(),
+        host: Some(host.clone()),
+        guest: None,
+        can: None,
+        requirements: Vec::new(),
+    };
+    let errors = match profiles::validate(&profile) {
+        Ok(()) => profiles::validate_against(&profile, root).err(),
+        Err(e) => Some(e),
+    };
+    match errors {
+        None => Ok(()),
+        Some(e) => Err(TuneError::Unsafe(
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
     }
-    let overlap = hk.intersection(&host.realtime_cpus);
-    if !overlap.is_empty() {
-        return Err(TuneError::Unsafe(format!(
-            "CPUs {overlap} are both housekeeping and realtime"
-        )));
-    }
-    if !online.is_empty() && !hk.intersection(online).len().eq(&hk.len()) {
-        return Err(TuneError::Unsafe(format!(
-            "housekeeping CPUs {hk} are not all online (online: {online})"
-        )));
-    }
-    let fifo: CpuSet = CpuSet::from_cpus(
-        host.vcpus
-            .iter()
-            .filter(|v| v.policy.is_realtime())
-            .map(|v| v.cpu),
-    );
-    if !online.is_empty() && online.is_subset(&fifo) {
-        return Err(TuneError::Unsafe(format!(
-            "FIFO vCPUs on every online CPU ({online}) would starve the host"
-        )));
-    }
-    let bad = fifo.intersection(hk);
-    if !bad.is_empty() {
-        return Err(TuneError::Unsafe(format!(
-            "a FIFO vCPU on housekeeping CPU {bad} would starve QEMU's main loop"
-        )));
-    }
-    for (name, set) in [
-        ("emulator_cpus", &host.emulator_cpus),
-        ("iothread_cpus", &host.iothread_cpus),
-    ] {
-        if let Some(s) = set {
-            let bad = s.intersection(&fifo);
-            if !bad.is_empty() {
-                return Err(TuneError::Unsafe(format!(
-                    "host.{name} {s} shares CPU {bad} with a FIFO vCPU"
-                )));
-            }
-        }
-    }
-    for v in &host.vcpus {
-        if !online.is_empty() && !online.contains(v.cpu) {
-            return Err(TuneError::Unsafe(format!(
-                "vCPU {} is pinned to CPU {}, which is not online ({online})",
-                v.vcpu, v.cpu
-            )));
-        }
-        if v.policy.is_realtime() && !(1..=99).contains(&v.priority) {
-            return Err(TuneError::Unsafe(format!(
-                "vCPU {} priority {} is not 1..=99",
-                v.vcpu, v.priority
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The plan being built: what it reads the machine with, the VM once found, the changes.
@@ -512,8 +479,7 @@ const STAGES: &[(&str, Stage)] = &[
 
 /// Build the plan of `host` (profile `name`) on the machine of `ctx`.
 pub fn build(name: &str, host: &Host, ctx: &Ctx<'_>) -> Result<Plan, TuneError> {
-    let online = cpulist::online(ctx.root).map_err(sys("Reading the online CPUs"))?;
-    check_safe(host, &online)?;
+    check_safe(name, host, ctx.root)?;
     let mut b = B {
         ctx,
         vm: None,
@@ -535,23 +501,36 @@ mod tests {
     use rt_sys::sched::Policy;
 
     #[test]
-    fn unsafe_profiles_are_refused() {
+    fn unsafe_profiles_are_refused_with_the_profile_rules_and_the_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = crate::fake::FakeMachine::new(dir.path());
         let mut h = profiles::load("lab").unwrap().profile.host.unwrap();
-        let online = CpuSet::parse("0-1").unwrap();
-        check_safe(&h, &online).unwrap();
+        check_safe("lab", &h, &m.root).unwrap();
+        let refused = |h: &Host| match build("lab", h, &Ctx::new(&m.root)) {
+            Err(TuneError::Unsafe(why)) => why,
+            other => panic!("not refused: {other:?}"),
+        };
+        // A FIFO vCPU on the housekeeping CPU (where QEMU's main loop runs).
         h.vcpus.push(profiles::VcpuPin {
             vcpu: 0,
             cpu: 0,
             policy: Policy::Fifo,
             priority: 50,
         });
-        let e = check_safe(&h, &online).unwrap_err().to_string();
-        assert!(e.contains("every online CPU"), "{e}");
+        let e = refused(&h);
+        assert!(
+            e.starts_with("host.vcpus[1].cpu: 0 is not a realtime CPU (realtime_cpus \"1\")"),
+            "{e}"
+        );
         h.vcpus.pop();
         h.housekeeping_cpus = CpuSet::new();
-        assert!(check_safe(&h, &online)
-            .unwrap_err()
-            .to_string()
-            .contains("housekeeping"));
+        assert!(refused(&h).starts_with("host.housekeeping_cpus: \"\" is empty"));
+        // Valid on its own, but this 2-CPU machine has no CPUs 2-3.
+        let mut h = profiles::load("lab").unwrap().profile.host.unwrap();
+        h.realtime_cpus = CpuSet::parse("1-3").unwrap();
+        assert_eq!(
+            refused(&h),
+            "host.realtime_cpus: CPUs 2-3 are not online on this machine (online: 0-1)"
+        );
     }
 }
