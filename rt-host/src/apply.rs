@@ -536,7 +536,7 @@ mod tests {
     use rt_sys::threads::{ThreadOps, Tree};
 
     fn lab_host() -> Host {
-        profiles::load("lab").unwrap().profile.host.unwrap()
+        crate::fake::lab_host()
     }
 
     fn lab_id() -> ProfileId {
@@ -696,10 +696,7 @@ mod tests {
             .entries
             .iter()
             .all(|e| e.outcome == RevertOutcome::Restored));
-        assert_eq!(
-            FakeMachine::diff(&before, &m.snapshot()),
-            Vec::<String>::new()
-        );
+        m.assert_unchanged(&before);
         assert!(rt_sys::journal::Journal::read(&jdir).unwrap().is_none());
     }
 
@@ -743,10 +740,7 @@ mod tests {
             .iter()
             .any(|e| e.target.to_string().contains("halt_poll_ns")));
         revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
-        assert_eq!(
-            FakeMachine::diff(&before, &m.snapshot()),
-            Vec::<String>::new()
-        );
+        m.assert_unchanged(&before);
         assert!(load_refused(&jdir).unwrap().is_empty());
     }
 
@@ -773,10 +767,7 @@ mod tests {
         assert_eq!(a.reverted, 5, "{e}");
         assert_eq!(a.failed, 0);
         assert!(e.to_string().starts_with("Setup stopped at "), "{e}");
-        assert_eq!(
-            FakeMachine::diff(&before, &m.snapshot()),
-            Vec::<String>::new()
-        );
+        m.assert_unchanged(&before);
     }
 
     #[test]
@@ -1011,10 +1002,7 @@ mod tests {
             sched < vcpu_rt,
             "the vCPU leaves FIFO before its group loses the runtime"
         );
-        assert_eq!(
-            FakeMachine::diff(&before, &m.snapshot()),
-            Vec::<String>::new()
-        );
+        m.assert_unchanged(&before);
     }
 
     #[test]
@@ -1082,10 +1070,7 @@ mod tests {
         );
         revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
         drop((_a, _b));
-        assert_eq!(
-            FakeMachine::diff(&before, &m.snapshot()),
-            Vec::<String>::new()
-        );
+        m.assert_unchanged(&before);
     }
 
     #[test]

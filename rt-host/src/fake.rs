@@ -24,6 +24,15 @@ pub const QEMU_THREADS: &[(u32, &str, u32, u32)] = &[
     (4005, "rt-worker", 1, 10),
 ];
 
+/// The `host` section of the bundled `lab` profile, which fits this tree.
+pub fn lab_host() -> profiles::Host {
+    profiles::load("lab")
+        .expect("the bundled lab profile")
+        .profile
+        .host
+        .expect("lab has a host section")
+}
+
 /// A `/proc/PID/task/TID/stat` line with the fields rtvirt reads.
 pub fn stat_line(
     tid: u32,
@@ -255,6 +264,15 @@ impl FakeMachine {
                 .expect("chmod fake knob");
         }
         Refusal { path, immutable }
+    }
+
+    /// Fail (naming every difference) unless the tree is as in the snapshot `before`.
+    #[track_caller]
+    pub fn assert_unchanged(&self, before: &BTreeMap<PathBuf, String>) {
+        assert_eq!(
+            FakeMachine::diff(before, &self.snapshot()),
+            Vec::<String>::new()
+        );
     }
 
     /// The keys whose values differ between two snapshots (empty when equal).

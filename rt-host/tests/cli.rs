@@ -25,6 +25,20 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The standard output of `o`, after checking its exit code.
+#[track_caller]
+fn stdout_of(o: &Output, code: i32) -> String {
+    assert_eq!(o.status.code(), Some(code), "{}", text(o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The standard error of `o`, after checking its exit code.
+#[track_caller]
+fn stderr_of(o: &Output, code: i32) -> String {
+    assert_eq!(o.status.code(), Some(code), "{}", text(o));
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 struct Fake {
     _dir: tempfile::TempDir,
     m: FakeMachine,
@@ -91,9 +105,7 @@ fn check_reports_each_status_and_exits_1() {
 #[test]
 fn plan_lists_only_what_would_change() {
     let f = fake();
-    let o = f.run("plan", &["lab"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let t = String::from_utf8_lossy(&o.stdout);
+    let t = stdout_of(&f.run("plan", &["lab"]), 0);
     assert!(
         t.contains("sched of \"CPU 1/TCG\" (tid 4003): other:0 -> fifo:50"),
         "{t}"
@@ -133,10 +145,7 @@ fn setup_status_revert_round_trip() {
     let o = f.run("revert", &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("restored"));
-    assert_eq!(
-        FakeMachine::diff(&before, &f.m.snapshot()),
-        Vec::<String>::new()
-    );
+    f.m.assert_unchanged(&before);
     let o = f.run("revert", &[]);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("nothing to revert"),
@@ -184,10 +193,7 @@ fn kill_9_mid_setup_then_revert_restores_everything() {
     let o = f.run("revert", &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("setup had not finished"));
-    assert_eq!(
-        FakeMachine::diff(&before, &f.m.snapshot()),
-        Vec::<String>::new()
-    );
+    f.m.assert_unchanged(&before);
 }
 
 #[test]
@@ -200,10 +206,7 @@ fn unexpected_error_undoes_the_run_and_exits_2_with_the_chain() {
     assert!(e.contains("Setting up profile \"lab\""), "{e}");
     assert!(e.contains("caused by: Setup stopped at"), "{e}");
     assert!(e.contains("injected fault"), "{e}");
-    assert_eq!(
-        FakeMachine::diff(&before, &f.m.snapshot()),
-        Vec::<String>::new()
-    );
+    f.m.assert_unchanged(&before);
 }
 
 /// Edit the journal of `f` as a local attacker (or a careless copy) would.
@@ -258,33 +261,20 @@ fn revert_refuses_another_root_or_profile_unless_forced() {
         e.contains(&format!("it was written for root {}", f.root)),
         "{e}"
     );
-    assert_eq!(
-        FakeMachine::diff(&other_before, &om.snapshot()),
-        Vec::<String>::new()
-    );
+    om.assert_unchanged(&other_before);
     // A profile that was not the one set up.
-    let o = f.run("revert", &["ecu"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("is not the one set up (\"lab\""),
-        "{}",
-        text(&o)
-    );
+    let e = stderr_of(&f.run("revert", &["ecu"]), 2);
+    assert!(e.contains("is not the one set up (\"lab\""), "{e}");
     // The right profile reverts; --force on a mismatch says what it overrides.
     edit_journal(&f, |v| {
         v["origin"]["boot_id"] = serde_json::json!("an-earlier-boot");
     });
-    let o = f.run("revert", &["lab", "--force"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let t = String::from_utf8_lossy(&o.stdout);
+    let t = stdout_of(&f.run("revert", &["lab", "--force"]), 0);
     assert!(
         t.contains("--force: reverting although it was written in boot an-earlier-boot"),
         "{t}"
     );
-    assert_eq!(
-        FakeMachine::diff(&before, &f.m.snapshot()),
-        Vec::<String>::new()
-    );
+    f.m.assert_unchanged(&before);
 }
 
 #[test]
@@ -322,9 +312,7 @@ fn setup_exits_1_when_a_vcpu_cannot_be_made_real_time_and_says_why() {
     let _b = f.m.refuse_writes("proc/4000/task/4003/stat");
     let _c = f.m.refuse_writes("sys/module/kvm/parameters/halt_poll_ns");
     let before = f.m.snapshot();
-    let o = f.run("setup", &["lab"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let t = String::from_utf8_lossy(&o.stdout);
+    let t = stdout_of(&f.run("setup", &["lab"]), 1);
     assert!(
         t.contains("NOT MET: 2 essential item(s) could not be applied"),
         "{t}"
@@ -368,23 +356,15 @@ fn setup_exits_1_when_a_vcpu_cannot_be_made_real_time_and_says_why() {
     );
     let o = f.run("revert", &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_eq!(
-        FakeMachine::diff(&before, &f.m.snapshot()),
-        Vec::<String>::new()
-    );
+    f.m.assert_unchanged(&before);
 }
 
 #[test]
 fn a_second_setup_is_locked_out() {
     let f = fake();
     let _held = rt_sys::journal::Journal::open_locked(Path::new(&f.journal)).unwrap();
-    let o = f.run("setup", &["lab"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("Another rtvirt setup is running"),
-        "{}",
-        text(&o)
-    );
+    let e = stderr_of(&f.run("setup", &["lab"]), 2);
+    assert!(e.contains("Another rtvirt setup is running"), "{e}");
 }
 
 #[test]
@@ -415,9 +395,7 @@ fn unsafe_and_bad_profiles_are_errors() {
 #[test]
 fn boot_args_print_the_line_and_how_to_install_it() {
     let f = fake();
-    let o = f.run("boot-args", &["lab"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let t = String::from_utf8_lossy(&o.stdout);
+    let t = stdout_of(&f.run("boot-args", &["lab"]), 0);
     assert!(
         t.contains("isolcpus=managed_irq,domain,1 nohz_full=1 rcu_nocbs=1 irqaffinity=0"),
         "{t}"
@@ -844,9 +822,7 @@ fn root_qmp_finds_vcpu_threads_without_names_and_vm_gone_is_skipped() {
     )
     .unwrap();
     q.child.wait().unwrap();
-    let o = q.rt_host(&["revert"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let t = String::from_utf8_lossy(&o.stdout);
+    let t = stdout_of(&q.rt_host(&["revert"]), 0);
     assert!(
         t.contains("skipped   sched of"),
         "the FIFO vCPU's entry is skipped: {t}"
@@ -1117,9 +1093,7 @@ fn root_libvirt_domain_by_name_gets_rt_runtime_fifo_vcpu_and_exact_revert() {
         "{essential:#?}"
     );
     // Revert: the vCPU leaves FIFO, then the runtimes go back, children first.
-    let o = rt_host_with_journal(&j, &["revert", profile]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let t = String::from_utf8_lossy(&o.stdout);
+    let t = stdout_of(&rt_host_with_journal(&j, &["revert", profile]), 0);
     let vcpu_line = t.find("vcpu1/cpu.rt_runtime_us").unwrap();
     let machine_line = t.find("machine/cpu.rt_runtime_us").unwrap();
     assert!(vcpu_line < machine_line, "children first: {t}");

@@ -137,7 +137,7 @@ mod tests {
     fn sysctl_items_follow_the_profile() {
         let dir = tempfile::tempdir().unwrap();
         let m = crate::fake::FakeMachine::new(dir.path());
-        let mut h = profiles::load("lab").unwrap().profile.host.unwrap();
+        let mut h = crate::fake::lab_host();
         let find = |p: &Plan, t: &str| p.changes.iter().find(|c| c.target.ends_with(t)).cloned();
         let p = build("lab", &h, &Ctx::new(&m.root)).unwrap();
         let rt = find(&p, "sched_rt_runtime_us").unwrap();

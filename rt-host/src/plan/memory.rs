@@ -141,7 +141,7 @@ mod tests {
     fn hugepages_are_raised_to_the_profile_and_1g_pages_warned_about() {
         let dir = tempfile::tempdir().unwrap();
         let m = crate::fake::FakeMachine::new(dir.path());
-        let mut h = profiles::load("lab").unwrap().profile.host.unwrap();
+        let mut h = crate::fake::lab_host();
         h.hugepages = Some(profiles::Hugepages {
             size_kib: 2048,
             count: 256,

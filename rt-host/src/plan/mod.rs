@@ -504,7 +504,7 @@ mod tests {
     fn unsafe_profiles_are_refused_with_the_profile_rules_and_the_machine() {
         let dir = tempfile::tempdir().unwrap();
         let m = crate::fake::FakeMachine::new(dir.path());
-        let mut h = profiles::load("lab").unwrap().profile.host.unwrap();
+        let mut h = crate::fake::lab_host();
         check_safe("lab", &h, &m.root).unwrap();
         let refused = |h: &Host| match build("lab", h, &Ctx::new(&m.root)) {
             Err(TuneError::Unsafe(why)) => why,
@@ -526,7 +526,7 @@ mod tests {
         h.housekeeping_cpus = CpuSet::new();
         assert!(refused(&h).starts_with("host.housekeeping_cpus: \"\" is empty"));
         // Valid on its own, but this 2-CPU machine has no CPUs 2-3.
-        let mut h = profiles::load("lab").unwrap().profile.host.unwrap();
+        let mut h = crate::fake::lab_host();
         h.realtime_cpus = CpuSet::parse("1-3").unwrap();
         assert_eq!(
             refused(&h),
