@@ -13,13 +13,18 @@ fi
 # PREEMPT_RT guest kernel, cached under lab/cache.
 bash lab/setup.sh
 # What only the tests need: Chromium renders the HTML report, junitparser (PyPI) reads the JUnit
-# file, python-can reads can-sim's candump log.
-test_pkgs=(chromium libxml2-utils poppler-utils)
+# file, python-can reads can-sim's candump log, libvirt runs rt-host's root tests against a
+# real libvirtd (the tests start libvirtd and virtlogd themselves and end them).
+test_pkgs=(chromium libxml2-utils poppler-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 for p in "${test_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${test_pkgs[@]}"
     break
   }
+done
+# libvirt's QEMU as root without a security driver (no AppArmor/SELinux on the test host).
+for kv in 'user = "root"' 'group = "root"' 'security_driver = "none"'; do
+  grep -qxF "$kv" /etc/libvirt/qemu.conf || echo "$kv" >> /etc/libvirt/qemu.conf
 done
 python3 -c 'import can, junitparser' 2>/dev/null || python3 -m pip install -q python-can junitparser
 # The Jenkins xunit-plugin JUnit schema (MIT) for validation's JUnit test: shipped in the PyPI

@@ -209,6 +209,8 @@ fn run_cmd(
     json: bool,
 ) -> Result<ExitCode> {
     let loaded = profiles::load(&profile).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The ECU sender CPUs must exist in this guest (the profiles crate's machine check).
+    loaded.check_guest(&rt_sys::SysRoot::live())?;
     let Some(can) = loaded.profile.can.clone() else {
         bail!(
             "Profile {} has no can section: nothing to simulate",

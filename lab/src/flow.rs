@@ -335,7 +335,10 @@ fn check_interrupt() -> Result<()> {
 pub fn boot(config: &VmConfig, forced: Option<Accel>, kvm_probe: Duration) -> Result<(Vm, String)> {
     let (accel, reason) = match forced {
         Some(a) => (a, format!("RTVIRT_LAB_ACCEL={a}")),
-        None if !kvm_device_usable() => (Accel::Tcg, "/dev/kvm cannot be opened".to_string()),
+        None if !kvm_device_usable() => {
+            let dev = rt_sys::SysRoot::live().display(rt_sys::kernel::KVM_DEVICE);
+            (Accel::Tcg, format!("{dev} cannot be opened"))
+        }
         None => {
             let mut vm = Vm::start(config, Accel::Kvm)?;
             let deadline = Instant::now() + kvm_probe;

@@ -401,7 +401,7 @@ pub fn kvm_device_usable() -> bool {
     fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(rt_sys::SysRoot::live().path("dev/kvm"))
+        .open(rt_sys::SysRoot::live().path(rt_sys::kernel::KVM_DEVICE))
         .is_ok()
 }
 

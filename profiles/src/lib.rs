@@ -63,6 +63,25 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Check the `host` section against the machine behind `root` (the KVM host):
+    /// [`validate_against`], as an error naming the profile.
+    pub fn check_host(&self, root: &rt_sys::SysRoot) -> Result<(), ProfileError> {
+        validate_against(&self.profile, root).map_err(|errors| self.on_this_machine(errors))
+    }
+
+    /// Check the guest-side CPUs against the machine behind `root` (the guest):
+    /// [`validate_guest_against`], as an error naming the profile.
+    pub fn check_guest(&self, root: &rt_sys::SysRoot) -> Result<(), ProfileError> {
+        validate_guest_against(&self.profile, root).map_err(|errors| self.on_this_machine(errors))
+    }
+
+    fn on_this_machine(&self, errors: Vec<ValidationError>) -> ProfileError {
+        ProfileError::Invalid {
+            origin: format!("{} on this machine", self.origin),
+            errors,
+        }
+    }
+
     /// SHA-256 of the source text, lower-case hex.
     pub fn sha256(&self) -> String {
         hex::encode(Sha256::digest(self.text.as_bytes()))

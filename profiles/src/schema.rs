@@ -201,6 +201,9 @@ pub struct Hugepages {
 pub struct Vm {
     /// QEMU `-name` (first field or `guest=`).
     pub qemu_name: Option<String>,
+    /// A libvirt domain name: the process is found by libvirt's pid file
+    /// (`/run/libvirt/qemu/NAME.pid`) or QEMU's `-name guest=NAME`.
+    pub libvirt: Option<String>,
     /// Process id.
     pub pid: Option<u32>,
     /// File holding the process id (QEMU `-pidfile`).

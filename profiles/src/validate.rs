@@ -124,8 +124,8 @@ pub fn validate_against(profile: &Profile, root: &SysRoot) -> Result<(), Vec<Val
     }
     crate::vms::validate_against(h, &machine, &mut e);
     if let Some(hp) = &h.hugepages {
-        let dir = "sys/kernel/mm/hugepages";
-        let sub = format!("{dir}/hugepages-{}kB", hp.size_kib);
+        let dir = rt_sys::hugepages::POOLS;
+        let sub = rt_sys::hugepages::pool_dir(hp.size_kib);
         // A tree without the directory says nothing (a fake root, hugetlbfs not built).
         if root.exists(dir) && !root.exists(&sub) {
             e.push(
@@ -138,8 +138,8 @@ pub fn validate_against(profile: &Profile, root: &SysRoot) -> Result<(), Vec<Val
             );
         }
         if let Some(node) = hp.node {
-            let nodes = "sys/devices/system/node";
-            let n = format!("{nodes}/node{node}");
+            let nodes = rt_sys::hugepages::NODES;
+            let n = rt_sys::hugepages::node_dir(node);
             if root.exists(nodes) && !root.exists(&n) {
                 e.push(
                     "host.hugepages.node",
@@ -211,13 +211,15 @@ pub(crate) struct Machine {
 impl Machine {
     pub(crate) fn read(root: &SysRoot) -> Result<Machine, String> {
         let mut last = String::new();
-        for source in ["online", "present"] {
-            let rel = format!("sys/devices/system/cpu/{source}");
-            match root.read_trim(&rel) {
-                Ok(text) => {
-                    let cpus = CpuSet::parse(&text)
-                        .map_err(|err| format!("cannot tell which CPUs exist: {err}"))?;
-                    return Ok(Machine { cpus, source });
+        use rt_sys::cpulist;
+        for (source, read) in [
+            ("online", cpulist::online as fn(&SysRoot) -> _),
+            ("present", cpulist::present),
+        ] {
+            match read(root) {
+                Ok(cpus) => return Ok(Machine { cpus, source }),
+                Err(err @ rt_sys::SysError::Parse { .. }) => {
+                    return Err(format!("cannot tell which CPUs exist: {err}"))
                 }
                 Err(err) => last = err.to_string(),
             }
@@ -487,7 +489,7 @@ fn host(h: &Host, e: &mut Errors) {
                     "host.vcpus",
                     format!(
                         "{} placement(s) but host.vm is absent: say which QEMU process \
-                         (qemu_name, pid, pidfile or qmp)",
+                         (qemu_name, libvirt, pid, pidfile or qmp)",
                         h.vcpus.len()
                     ),
                 );
@@ -508,6 +510,16 @@ pub(crate) fn vm_locator(e: &mut Errors, path: &str, vm: &crate::Vm) {
             e.push(format!("{path}.qemu_name"), "\"\" is empty");
         }
     }
+    if let Some(n) = &vm.libvirt {
+        set.push(format!("libvirt {n:?}"));
+        // It names a file in libvirt's run directory.
+        if n.trim().is_empty() || n.contains('/') || n.starts_with('.') {
+            e.push(
+                format!("{path}.libvirt"),
+                format!("{n:?} is not a libvirt domain name (empty, a '/' or a leading '.')"),
+            );
+        }
+    }
     if let Some(p) = vm.pid {
         set.push(format!("pid {p}"));
         if p == 0 {
@@ -523,7 +535,7 @@ pub(crate) fn vm_locator(e: &mut Errors, path: &str, vm: &crate::Vm) {
     match set.len() {
         0 => e.push(
             path,
-            "names no process: set one of qemu_name, pid, pidfile or qmp",
+            "names no process: set one of qemu_name, libvirt, pid, pidfile or qmp",
         ),
         1 => {}
         2 => e.push(
@@ -1135,6 +1147,28 @@ mod tests {
         assert!(
             text[1].starts_with("host.vcpus[1].cpu: 0 already runs vCPU 0"),
             "{text:?}"
+        );
+    }
+
+    #[test]
+    fn a_libvirt_domain_is_one_way_to_name_the_vm() {
+        let mut p = bundled("lab");
+        let vm = p.host.as_mut().unwrap().vm.as_mut().unwrap();
+        vm.qemu_name = None;
+        vm.libvirt = Some("ecu0".into());
+        validate(&p).unwrap();
+        let vm = p.host.as_mut().unwrap().vm.as_mut().unwrap();
+        vm.libvirt = Some("../../etc/x".into());
+        assert_eq!(
+            one(&p),
+            "host.vm.libvirt: \"../../etc/x\" is not a libvirt domain name (empty, a '/' or a leading '.')"
+        );
+        let vm = p.host.as_mut().unwrap().vm.as_mut().unwrap();
+        vm.libvirt = Some("ecu0".into());
+        vm.qemu_name = Some("ecu0".into());
+        assert_eq!(
+            one(&p),
+            "host.vm: qemu_name \"ecu0\" and libvirt \"ecu0\" are both set: choose one"
         );
     }
 

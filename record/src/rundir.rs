@@ -159,9 +159,7 @@ impl RunDir {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let hostname = rt_sys::SysRoot::live()
-            .read_trim("proc/sys/kernel/hostname")
-            .unwrap_or_default();
+        let hostname = rt_sys::kernel::hostname(&rt_sys::SysRoot::live()).unwrap_or_default();
         let rd = RunDir {
             path,
             manifest: Manifest::new(run_id, now_utc(), hostname),

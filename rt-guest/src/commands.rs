@@ -68,7 +68,7 @@ impl Signals {
 
 /// The CPUs for the reporting thread: online CPUs minus the measured ones.
 fn report_cpus(root: &SysRoot, measured: &CpuSet) -> Option<CpuSet> {
-    let online = CpuSet::parse(&root.read_trim("sys/devices/system/cpu/online").ok()?).ok()?;
+    let online = rt_sys::cpulist::online(root).ok()?;
     let rest = online.difference(measured);
     (!rest.is_empty()).then_some(rest)
 }
@@ -77,10 +77,11 @@ fn report_cpus(root: &SysRoot, measured: &CpuSet) -> Option<CpuSet> {
 /// no CPU for the reporting thread and the rest of the system (warned, as cyclictest
 /// allows it; RT throttling still applies).
 fn check_cpus(root: &SysRoot, cfg: &probe::ProbeConfig) -> Result<()> {
-    let Ok(text) = root.read_trim("sys/devices/system/cpu/online") else {
-        return Ok(());
+    let online = match rt_sys::cpulist::online(root) {
+        Ok(c) => c,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e).context("Cannot read the online CPUs"),
     };
-    let online = CpuSet::parse(&text).context("Cannot parse the online CPU list")?;
     let absent = cfg.cpus.difference(&online);
     if !absent.is_empty() {
         anyhow::bail!(
@@ -99,7 +100,7 @@ fn check_cpus(root: &SysRoot, cfg: &probe::ProbeConfig) -> Result<()> {
 
 /// The NUMA node of `cpu` (the `nodeN` link in its sysfs directory), 0 when unknown.
 fn numa_node(root: &SysRoot, cpu: u32) -> u32 {
-    root.list(format!("sys/devices/system/cpu/cpu{cpu}"))
+    root.list(rt_sys::cpulist::cpu_dir(cpu))
         .unwrap_or_default()
         .iter()
         .find_map(|n| n.strip_prefix("node").and_then(|k| k.parse().ok()))
@@ -134,7 +135,8 @@ fn prepare(root: &SysRoot, hold_dma: bool, mlock_all: bool) -> Prepared {
         match DmaLatency::hold(root, 0) {
             Ok(h) => Some(h),
             Err(e) => {
-                warnings.push(format!("/dev/cpu_dma_latency not held: {e}"));
+                let dev = root.display(rt_sys::cpuidle::DMA_LATENCY);
+                warnings.push(format!("{dev} not held: {e}"));
                 None
             }
         }
@@ -181,11 +183,19 @@ fn status_line(
     s
 }
 
+/// Load profile `p` and check its guest-side CPUs against this machine (the profiles
+/// crate's machine checks, as every tool does).
+fn load_for_guest(p: &str, root: &SysRoot) -> Result<profiles::Loaded> {
+    let loaded = profiles::load(p).with_context(|| format!("Cannot load profile {p:?}"))?;
+    loaded.check_guest(root)?;
+    Ok(loaded)
+}
+
 /// `rt-guest probe`.
 pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
     let root = SysRoot::live();
     let loaded = match &args.profile {
-        Some(p) => Some(profiles::load(p).with_context(|| format!("Cannot load profile {p:?}"))?),
+        Some(p) => Some(load_for_guest(p, &root)?),
         None => None,
     };
     let resolved = crate::cli::resolve(args, loaded.as_ref().map(|l| &l.profile));
@@ -467,7 +477,7 @@ fn status_word(s: Status) -> &'static str {
 pub fn check(args: &CheckArgs) -> Result<u8> {
     let root = SysRoot::live();
     let loaded = match &args.profile {
-        Some(p) => Some(profiles::load(p).with_context(|| format!("Cannot load profile {p:?}"))?),
+        Some(p) => Some(load_for_guest(p, &root)?),
         None => None,
     };
     let report = guest::check(
@@ -506,12 +516,15 @@ pub fn check(args: &CheckArgs) -> Result<u8> {
 /// `rt-guest tune`.
 pub fn tune(args: &TuneArgs) -> Result<u8> {
     let root = SysRoot::live();
-    let loaded = profiles::load(&args.profile)
-        .with_context(|| format!("Cannot load profile {:?}", args.profile))?;
+    let loaded = load_for_guest(&args.profile, &root)?;
     let changes = guest::plan(&root, &loaded.profile);
     let mut journal = Journal::open_locked(&args.journal_dir)
         .with_context(|| format!("Cannot open the journal in {}", args.journal_dir.display()))?;
-    let applied = guest::apply(&root, &mut journal, &loaded.profile.name, changes)?;
+    let id = rt_sys::journal::ProfileId {
+        name: loaded.profile.name.clone(),
+        sha256: loaded.sha256(),
+    };
+    let applied = guest::apply(&root, &mut journal, &id, changes)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&applied)?);
     } else if applied.is_empty() {

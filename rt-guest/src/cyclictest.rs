@@ -46,12 +46,13 @@ impl Sysinfo {
     /// `/sys/kernel/realtime`.
     pub fn read(root: &SysRoot) -> Sysinfo {
         let r = |p: &str| root.read_trim(p).unwrap_or_default();
-        let version = r("proc/sys/kernel/version");
-        let rt_flag = root.read("sys/kernel/realtime").ok();
+        use rt_sys::kernel::{HOSTNAME, OSRELEASE, OSTYPE, REALTIME, VERSION};
+        let version = r(VERSION);
+        let rt_flag = root.read(REALTIME).ok();
         Sysinfo {
-            sysname: r("proc/sys/kernel/ostype"),
-            nodename: r("proc/sys/kernel/hostname"),
-            release: r("proc/sys/kernel/osrelease"),
+            sysname: r(OSTYPE),
+            nodename: r(HOSTNAME),
+            release: r(OSRELEASE),
             realtime: i32::from(rt_sys::kernel::is_preempt_rt(&version, rt_flag.as_deref())),
             version,
             machine: std::env::consts::ARCH.to_string(),
@@ -223,7 +224,8 @@ pub fn json(header: &Header, threads: &[ThreadResult], nodes: &[u32]) -> String 
 pub fn histogram_text(threads: &[ThreadResult], dma_latency_us: Option<i32>) -> String {
     let mut out = String::new();
     if let Some(us) = dma_latency_us {
-        let _ = writeln!(out, "# /dev/cpu_dma_latency set to {us}us");
+        let dev = rt_sys::SysRoot::live().display(rt_sys::cpuidle::DMA_LATENCY);
+        let _ = writeln!(out, "# {dev} set to {us}us");
     }
     out.push_str("# Histogram\n");
     let buckets = threads.first().map(|t| t.buckets.counts.len()).unwrap_or(0);

@@ -16,14 +16,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use profiles::Profile;
-use rt_sys::journal::{Entry, Journal, JournalError, Target};
+use rt_sys::journal::{Entry, Journal, JournalError, ProfileId, Target};
 use rt_sys::sched::{Policy, SchedParams};
 use rt_sys::{cpuidle, irqthread, kernel, threads, CpuSet, SysError, SysRoot};
 
 /// The halt-polling knob.
-pub const HALT_POLL: &str = "sys/module/haltpoll/parameters/guest_halt_poll_ns";
+pub const HALT_POLL: &str = rt_sys::kernel::GUEST_HALT_POLL_NS;
 /// The current clocksource.
-pub const CLOCKSOURCE: &str = "sys/devices/system/clocksource/clocksource0/current_clocksource";
+pub const CLOCKSOURCE: &str = rt_sys::kernel::CLOCKSOURCE;
 
 /// The verdict on one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,7 +235,7 @@ pub fn check(root: &SysRoot, profile: Option<&Profile>, steal_window: Duration) 
         }
         Err(e) => items.push(Item::from_err("kernel", &e)),
     }
-    if let Ok(iso) = root.read_trim("sys/devices/system/cpu/isolated") {
+    if let Ok(iso) = root.read_trim(rt_sys::cpulist::ISOLATED) {
         items.push(Item::new("cpus.isolated", Status::Info, iso));
     }
 
@@ -258,14 +258,11 @@ pub fn check(root: &SysRoot, profile: Option<&Profile>, steal_window: Duration) 
 
     // Idle states of the real-time CPUs (all CPUs without a profile).
     let max_exit = guest.and_then(|g| g.max_exit_latency_us);
-    let cpus = rt.clone().unwrap_or_else(|| {
-        root.read_trim("sys/devices/system/cpu/online")
-            .ok()
-            .and_then(|s| CpuSet::parse(&s).ok())
-            .unwrap_or_default()
-    });
+    let cpus = rt
+        .clone()
+        .unwrap_or_else(|| rt_sys::cpulist::online(root).unwrap_or_default());
     for cpu in cpus.iter() {
-        if !root.exists(format!("sys/devices/system/cpu/cpu{cpu}")) {
+        if !root.exists(rt_sys::cpulist::cpu_dir(cpu)) {
             items.push(
                 Item::new(format!("cpuidle.cpu{cpu}"), Status::NotPresent, "")
                     .because(format!("CPU {cpu} does not exist here")),
@@ -303,10 +300,10 @@ pub fn check(root: &SysRoot, profile: Option<&Profile>, steal_window: Duration) 
     }
 
     // Steal time.
-    match root.read("proc/stat") {
+    match root.read(kernel::STAT) {
         Ok(before) => {
             std::thread::sleep(steal_window);
-            let after = root.read("proc/stat").unwrap_or_default();
+            let after = root.read(kernel::STAT).unwrap_or_default();
             for (cpu, pct) in steal_percent(&before, &after) {
                 if rt.as_ref().is_some_and(|r| !r.contains(cpu)) {
                     continue;
@@ -479,45 +476,17 @@ pub struct Applied {
     pub ok: bool,
 }
 
-/// Make one change (the journal entry is already written).
-fn make(root: &SysRoot, c: &Change) -> Result<(), SysError> {
-    let ops = threads::for_root(root);
-    match &c.target {
-        Target::File { path } => root.write(path, &c.desired),
-        Target::ThreadSched { pid, tid, .. } => {
-            ops.set_sched(root, *pid, *tid, rt_sys::journal::parse_sched(&c.desired)?)
-        }
-        Target::ThreadAffinity { pid, tid, .. } => {
-            let cpus = CpuSet::parse(&c.desired).map_err(|e| SysError::Parse {
-                what: c.target.to_string(),
-                detail: e.to_string(),
-            })?;
-            ops.set_affinity(root, *pid, *tid, &cpus)
-        }
-        other => Err(SysError::Parse {
-            what: other.to_string(),
-            detail: "rt-guest does not make this kind of change".into(),
-        }),
-    }
-}
-
-/// Apply `changes` with the journal: each entry is written before its change; a refused
-/// change is dropped from the journal and reported, the others go on.
+/// Apply `changes` with the journal: each entry is written before its change, which
+/// [`rt_sys::journal::set`] makes (the one implementation rt-host uses too: a thread whose
+/// tid was reused since `plan` is reported not present and left alone); a refused change
+/// is dropped from the journal and reported, the others go on.
 pub fn apply(
     root: &SysRoot,
     journal: &mut Journal,
-    profile: &str,
+    profile: &ProfileId,
     changes: Vec<Change>,
 ) -> Result<Vec<Applied>, JournalError> {
-    {
-        let d = journal.data_mut();
-        if d.entries.is_empty() {
-            d.profile = profile.to_string();
-            d.started = record::now_utc();
-        }
-        d.complete = false;
-    }
-    journal.save()?;
+    journal.begin(root, profile.clone(), record::now_utc())?;
     let mut out = Vec::new();
     for c in changes {
         let fresh = !journal.has(&c.target);
@@ -526,7 +495,8 @@ pub fn apply(
             prior: c.current.clone(),
             applied: c.desired.clone(),
         })?;
-        let (outcome, ok) = match make(root, &c) {
+        let ops = threads::for_root(root);
+        let (outcome, ok) = match rt_sys::journal::set(root, ops, &c.target, &c.desired) {
             Ok(()) => ("applied".to_string(), true),
             Err(e) => {
                 if fresh {
@@ -687,7 +657,11 @@ cpu1 11564 0 3935 59763 633 0 104 24 0 0\nintr 1 2 3\n";
             ]
         );
         let mut j = Journal::open_locked(&dir.path().join("journal")).unwrap();
-        let applied = apply(&root, &mut j, "lab", changes).unwrap();
+        let id = ProfileId {
+            name: "lab".into(),
+            sha256: "00".repeat(32),
+        };
+        let applied = apply(&root, &mut j, &id, changes).unwrap();
         assert!(applied.iter().all(|a| a.ok), "{applied:#?}");
         assert!(plan(&root, &p).is_empty(), "tuned: nothing left to do");
         let r = check(&root, Some(&p), Duration::from_millis(1));
@@ -699,12 +673,56 @@ cpu1 11564 0 3935 59763 633 0 104 24 0 0\nintr 1 2 3\n";
                 .status,
             Status::Ok
         );
-        let back = j.revert_with(&root, threads::for_root(&root)).unwrap();
+        let back = j
+            .revert_with(&root, threads::for_root(&root), &Default::default())
+            .unwrap()
+            .entries;
         assert!(
             back.iter().all(|b| b.outcome == RevertOutcome::Restored),
             "{back:#?}"
         );
         assert_eq!(root.read_trim(HALT_POLL).unwrap(), "200000");
         assert_eq!(plan(&root, &p).len(), 4, "reverted exactly");
+    }
+
+    #[test]
+    fn apply_never_changes_a_thread_whose_tid_was_reused_since_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fake_guest(&dir.path().join("root"));
+        let p = profile();
+        let changes: Vec<Change> = plan(&root, &p)
+            .into_iter()
+            .filter(|c| c.item.starts_with("irq_thread"))
+            .collect();
+        assert_eq!(changes.len(), 2, "{changes:#?}");
+        // irq/11-can1 exits and its tid goes to a newer thread (start time 377 -> 9000).
+        let st = root.path("proc/61/task/61/stat");
+        let text = std::fs::read_to_string(&st)
+            .unwrap()
+            .replace(" 377 ", " 9000 ");
+        std::fs::write(&st, text).unwrap();
+        let ops = threads::for_root(&root);
+        let before = (
+            ops.get_sched(&root, 61, 61).unwrap(),
+            ops.get_affinity(&root, 61, 61).unwrap(),
+        );
+        let mut j = Journal::open_locked(&dir.path().join("journal")).unwrap();
+        let id = ProfileId {
+            name: "lab".into(),
+            sha256: "00".repeat(32),
+        };
+        let applied = apply(&root, &mut j, &id, changes).unwrap();
+        assert!(
+            applied.iter().all(|a| !a.ok
+                && a.outcome.starts_with("not present")
+                && a.outcome.contains("tid reused")),
+            "{applied:#?}"
+        );
+        let after = (
+            ops.get_sched(&root, 61, 61).unwrap(),
+            ops.get_affinity(&root, 61, 61).unwrap(),
+        );
+        assert_eq!(before, after, "the newer thread is untouched");
+        assert!(j.data().entries.is_empty(), "nothing left to revert");
     }
 }

@@ -152,6 +152,31 @@ fn cpus_that_are_not_online_are_refused() {
 }
 
 #[test]
+fn a_profile_naming_cpus_this_guest_lacks_is_refused_by_the_profile_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("wide.ron");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/lab.ron"))
+        .unwrap()
+        .replace("probe: (cpus: \"1\"", "probe: (cpus: \"4000-4001\"");
+    assert!(
+        text.contains("4000-4001"),
+        "the lab profile names its probe CPUs"
+    );
+    std::fs::write(&p, text).unwrap();
+    for args in [vec!["probe", "--profile"], vec!["check"], vec!["tune"]] {
+        let mut a = args.clone();
+        a.push(p.to_str().unwrap());
+        let out = bin().args(&a).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{a:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("on this machine: guest.probe.cpus: CPUs 4000-4001 are not online"),
+            "{a:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn unknown_profile_is_an_error_naming_it() {
     let out = bin()
         .args(["probe", "--profile", "no-such-profile"])

@@ -9,9 +9,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use profiles::Host;
-use rt_sys::journal::{parse_sched, Entry, Journal, RevertOutcome, Reverted, Target};
+use rt_sys::journal::{
+    self, Entry, Journal, Mismatch, Origin, ProfileId, RevertOptions, RevertOutcome, Reverted,
+    Target,
+};
 use rt_sys::threads::ThreadOps;
-use rt_sys::{cgroup, task, CpuSet, SysError, SysRoot};
+use rt_sys::{CpuSet, SysError, SysRoot};
 use serde::Serialize;
 
 use crate::error::{Aborted, TuneError};
@@ -20,27 +23,24 @@ use crate::plan::{self, Action, Change, Ctx, Plan, Status};
 /// File in the journal directory listing the targets the kernel refused at the last setup.
 pub const REFUSED: &str = "refused.json";
 
-/// The targets refused at the last setup (empty when none or unreadable).
-pub fn load_refused(dir: &Path) -> BTreeSet<String> {
-    std::fs::read(dir.join(REFUSED))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+/// The targets refused at the last setup (empty when none; read, as the journal, from the
+/// checked journal directory without following links).
+pub fn load_refused(dir: &Path) -> Result<BTreeSet<String>, TuneError> {
+    let Some(bytes) = Journal::read_side(dir, REFUSED)? else {
+        return Ok(BTreeSet::new());
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        TuneError::Journal(rt_sys::journal::JournalError::Corrupt {
+            path: dir.join(REFUSED),
+            detail: e.to_string(),
+        })
+    })
 }
 
-fn save_refused(dir: &Path, refused: &BTreeSet<String>) -> Result<(), TuneError> {
-    let p = dir.join(REFUSED);
-    let r = if refused.is_empty() {
-        match std::fs::remove_file(&p) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            r => r,
-        }
-    } else {
-        let tmp = dir.join(format!(".{REFUSED}.tmp"));
-        let bytes = serde_json::to_vec_pretty(refused).unwrap_or_default();
-        std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &p))
-    };
-    r.map_err(|source| TuneError::Journal(rt_sys::journal::JournalError::Io { path: p, source }))
+fn save_refused(journal: &Journal, refused: &BTreeSet<String>) -> Result<(), TuneError> {
+    let bytes = serde_json::to_vec_pretty(refused).unwrap_or_default();
+    let bytes = (!refused.is_empty()).then_some(bytes.as_slice());
+    Ok(journal.write_side(REFUSED, bytes)?)
 }
 
 /// What happened to one change at setup.
@@ -53,6 +53,9 @@ pub enum Outcome {
     NotPermitted,
     /// The thread or knob vanished before the change.
     Vanished,
+    /// Not tried: a real-time policy for a vCPU whose affinity the kernel refused (a FIFO
+    /// vCPU off its CPU could starve the host).
+    Skipped,
 }
 
 /// One change setup acted on.
@@ -82,12 +85,20 @@ pub struct SetupReport {
     pub verify_failed: Vec<Change>,
     /// Items that need a reboot.
     pub needs_reboot: Vec<Change>,
+    /// Essential items (vCPU affinity and real-time policy, the RT runtime of their
+    /// cgroups) refused or missing after setup, each with its cause (`note`) and `fix`.
+    pub not_met: Vec<Change>,
 }
 
 impl SetupReport {
     /// True when verification found every runtime item as wanted.
     pub fn verified(&self) -> bool {
         self.verify_failed.is_empty()
+    }
+
+    /// True when verified and every essential item is met (exit 0 of `setup`).
+    pub fn met(&self) -> bool {
+        self.verified() && self.not_met.is_empty()
     }
 }
 
@@ -100,16 +111,6 @@ pub struct SetupOptions {
     /// Test hook: fail with an unexpected error before the change after N applied ones,
     /// to exercise the undo of a half-done setup.
     pub fail_after: Option<usize>,
-}
-
-fn same_thread(root: &SysRoot, t: &plan::ThreadRef) -> Result<(), SysError> {
-    let st = task::task_stat(root, t.pid, t.tid)?;
-    if st.start_time != t.start_time {
-        return Err(SysError::NotFound {
-            what: format!("thread {} (tid reused)", t.tid),
-        });
-    }
-    Ok(())
 }
 
 /// The journal entries of a cgroup move: the thread's affinity first (attaching a task
@@ -139,171 +140,65 @@ fn move_entries(root: &SysRoot, ops: &dyn ThreadOps, a: &Action) -> Vec<Entry> {
     v
 }
 
-/// Make one change.
+/// Make one change: [`journal::set`] to the value the journal entry records as applied
+/// (the thread still the planned one, the target one a journal may name). A cgroup is
+/// created, then its knobs written; a refused knob removes the new cgroup again.
 pub fn perform(root: &SysRoot, ops: &dyn ThreadOps, a: &Action) -> Result<(), SysError> {
-    match a {
-        Action::Write { path, value, .. } => root.write(path, value),
-        Action::Affinity { thread, cpus, .. } => {
-            same_thread(root, thread)?;
-            ops.set_affinity(root, thread.pid, thread.tid, cpus)
-        }
-        Action::Sched { thread, params, .. } => {
-            same_thread(root, thread)?;
-            ops.set_sched(root, thread.pid, thread.tid, *params)
-        }
-        Action::CreateCgroup { path, v2, knobs } => {
-            cgroup::create(root, path, *v2)?;
-            for (f, v) in knobs {
-                if let Err(e) = root.write(format!("{path}/{f}"), v) {
-                    // Leave no half-made cgroup behind (it holds no task yet).
-                    let _ = cgroup::remove(root, path);
-                    return Err(e);
-                }
-            }
-            Ok(())
-        }
-        Action::MoveCgroup { thread, to, .. } => {
-            same_thread(root, thread)?;
-            ops.move_to_cgroup(root, thread.pid, thread.tid, to)
+    let Action::CreateCgroup { path, knobs, .. } = a else {
+        return journal::set(root, ops, &a.target(), &a.entry().applied);
+    };
+    let dir = a.target();
+    journal::set(root, ops, &dir, journal::CREATED)?;
+    for (f, v) in knobs {
+        let knob = Target::File {
+            path: format!("{path}/{f}"),
+        };
+        if let Err(e) = journal::set(root, ops, &knob, v) {
+            // Leave no half-made cgroup behind (it holds no task yet).
+            let _ = journal::set(root, ops, &dir, "");
+            return Err(e);
         }
     }
+    Ok(())
 }
 
-/// Plan and apply `host`, journalling in `journal_dir`, then verify.
+/// Plan and apply `host` (profile `profile`), journalling in `journal_dir`, then verify.
 pub fn setup(
-    name: &str,
+    profile: &ProfileId,
     host: &Host,
     ctx: &Ctx<'_>,
     journal_dir: &Path,
     opts: &SetupOptions,
 ) -> Result<SetupReport, TuneError> {
-    let root = ctx.root;
-    let ops = ctx.ops;
+    let (root, ops) = (ctx.root, ctx.ops);
     let fresh = Ctx {
         root,
         ops,
         vm_pid: ctx.vm_pid,
         refused: BTreeSet::new(),
     };
+    let name = profile.name.as_str();
     let mut journal = Journal::open_locked(journal_dir)?;
     let plan = plan::build(name, host, &fresh)?;
     let start = journal.data().entries.len();
-    {
-        let d = journal.data_mut();
-        if d.entries.is_empty() {
-            d.profile = name.to_string();
-            d.started = format!("{}", now_secs());
-        }
-        d.complete = false;
-    }
-    journal.save()?;
-    let mut done = Vec::new();
-    let mut refused = BTreeSet::new();
-    let mut applied = 0usize;
+    journal.begin(root, profile.clone(), now_secs().to_string())?;
     let pending: Vec<&Change> = plan.changes.iter().filter(|c| c.pending()).collect();
-    // Consecutive cgroup moves (a cpuset shield moves every thread) are journalled with
-    // one durable save; their entries are still written before any of them is made.
-    let mut batch_end = 0usize;
-    let mut batch_fresh: Vec<bool> = Vec::new();
-    let mut deferred_forget: Vec<Target> = Vec::new();
-    for (i, c) in pending.iter().enumerate() {
-        let Some(a) = &c.action else { continue };
-        if matches!(a, Action::MoveCgroup { .. }) && i >= batch_end {
-            let end = pending[i..]
-                .iter()
-                .position(|c| !matches!(c.action, Some(Action::MoveCgroup { .. })))
-                .map_or(pending.len(), |n| i + n);
-            let mut entries = Vec::new();
-            batch_fresh.clear();
-            for c in &pending[i..end] {
-                if let Some(a) = &c.action {
-                    entries.extend(move_entries(root, ops, a));
-                    batch_fresh.push(!journal.has(&a.target()));
-                }
-            }
-            journal.record_many(entries)?;
-            batch_end = end;
-        }
-        let in_batch = i < batch_end;
-        let entry = a.entry();
-        let target = entry.target.clone();
-        let fresh_target = if in_batch {
-            batch_fresh
-                .get(i + batch_fresh.len() - batch_end)
-                .copied()
-                .unwrap_or(false)
-        } else {
-            !journal.has(&target)
-        };
-        journal.record(entry)?;
-        let result = if opts.fail_after == Some(applied) {
-            Err(SysError::Io {
-                path: PathBuf::from(&c.target),
-                source: std::io::Error::other("injected fault (--fail-after)"),
-            })
-        } else {
-            perform(root, ops, a)
-        };
-        match result {
-            Ok(()) => {
-                applied += 1;
-                done.push(Done {
-                    change: (*c).clone(),
-                    outcome: Outcome::Applied,
-                    detail: None,
-                });
-            }
-            Err(e) if e.is_not_found() || e.is_not_permitted() || c.item == "kthread" => {
-                if fresh_target && in_batch {
-                    deferred_forget.push(target);
-                } else if fresh_target {
-                    journal.forget(&target)?;
-                }
-                let outcome = if e.is_not_found() {
-                    Outcome::Vanished
-                } else {
-                    Outcome::NotPermitted
-                };
-                if outcome == Outcome::NotPermitted {
-                    refused.insert(c.target.clone());
-                }
-                done.push(Done {
-                    change: (*c).clone(),
-                    outcome,
-                    detail: Some(e.to_string()),
-                });
-            }
-            Err(e) => {
-                journal.forget_many(&deferred_forget)?;
-                let r = journal.revert_from(root, ops, start)?;
-                let failed = r
-                    .iter()
-                    .filter(|x| matches!(x.outcome, RevertOutcome::Failed(_)))
-                    .count();
-                return Err(Aborted {
-                    change: format!("{} {}", c.item, c.target),
-                    reverted: r.len() - failed,
-                    failed,
-                    source: e,
-                }
-                .into());
-            }
-        }
-        if opts.pause_after == Some(applied)
-            && matches!(done.last().map(|d| &d.outcome), Some(Outcome::Applied))
-        {
-            eprintln!(
-                "rt-host: paused after {applied} change(s) (--pause-after); waiting to be killed"
-            );
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-            }
-        }
+    let mut run = Run {
+        root,
+        ops,
+        opts,
+        journal,
+        start,
+        done: Vec::new(),
+        refused: BTreeSet::new(),
+        unpinned: BTreeSet::new(),
+        applied: 0,
+        batch: Batch::default(),
+    };
+    for i in 0..pending.len() {
+        run.step(&pending, i)?;
     }
-    journal.forget_many(&deferred_forget)?;
-    journal.data_mut().complete = true;
-    journal.save()?;
-    save_refused(journal_dir, &refused)?;
+    let (done, refused) = run.finish()?;
     let after = plan::build(
         name,
         host,
@@ -314,26 +209,191 @@ pub fn setup(
             refused,
         },
     )?;
-    let verify_failed = after
-        .changes
-        .iter()
-        .filter(|c| c.status == Status::Differs && c.when == plan::When::Now)
-        .cloned()
-        .collect();
-    let needs_reboot = after
-        .changes
-        .iter()
-        .filter(|c| c.status == Status::NeedsReboot)
-        .cloned()
-        .collect();
+    let matching =
+        |f: &dyn Fn(&Change) -> bool| after.changes.iter().filter(|c| f(c)).cloned().collect();
     Ok(SetupReport {
         profile: name.into(),
         journal: journal_dir.to_path_buf(),
+        verify_failed: matching(&|c| c.status == Status::Differs && c.when == plan::When::Now),
+        needs_reboot: matching(&|c| c.status == Status::NeedsReboot),
+        not_met: matching(&|c| c.not_met()),
         plan,
         done,
-        verify_failed,
-        needs_reboot,
     })
+}
+
+/// Consecutive cgroup moves (a cpuset shield moves every thread) are journalled with one
+/// durable save; their entries are still written before any of them is made.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Index (in the pending changes) after the current batch.
+    end: usize,
+    /// For each change of the batch: its target was not journalled before.
+    fresh: Vec<bool>,
+    /// Targets to drop from the journal once the batch is done (refused or vanished).
+    forget: Vec<Target>,
+}
+
+/// One setup run: the journal, what was done, what the kernel refused.
+struct Run<'a> {
+    root: &'a SysRoot,
+    ops: &'a dyn ThreadOps,
+    opts: &'a SetupOptions,
+    journal: Journal,
+    /// Journal entries before this run (an abort undoes only this run's).
+    start: usize,
+    done: Vec<Done>,
+    refused: BTreeSet<String>,
+    /// Threads whose essential affinity the kernel refused: never made real-time.
+    unpinned: BTreeSet<u32>,
+    applied: usize,
+    batch: Batch,
+}
+
+impl Run<'_> {
+    /// Journal, then make, the change `pending[i]`.
+    fn step(&mut self, pending: &[&Change], i: usize) -> Result<(), TuneError> {
+        let c = pending[i];
+        let Some(a) = &c.action else { return Ok(()) };
+        if matches!(a, Action::MoveCgroup { .. }) && i >= self.batch.end {
+            self.journal_moves(pending, i)?;
+        }
+        if let Action::Sched { thread, params, .. } = a {
+            if params.policy.is_realtime() && self.unpinned.contains(&thread.tid) {
+                self.done.push(Done {
+                    change: c.clone(),
+                    outcome: Outcome::Skipped,
+                    detail: Some(
+                        "its affinity was refused: a real-time vCPU off its CPU could starve \
+                         the host"
+                            .into(),
+                    ),
+                });
+                return Ok(());
+            }
+        }
+        let in_batch = i < self.batch.end;
+        let entry = a.entry();
+        let target = entry.target.clone();
+        let fresh = if in_batch {
+            let k = i + self.batch.fresh.len() - self.batch.end;
+            self.batch.fresh.get(k).copied().unwrap_or(false)
+        } else {
+            !self.journal.has(&target)
+        };
+        self.journal.record(entry)?;
+        let result = if self.opts.fail_after == Some(self.applied) {
+            Err(SysError::Io {
+                path: PathBuf::from(&c.target),
+                source: std::io::Error::other("injected fault (--fail-after)"),
+            })
+        } else {
+            perform(self.root, self.ops, a)
+        };
+        match result {
+            Ok(()) => {
+                self.applied += 1;
+                self.done.push(Done {
+                    change: c.clone(),
+                    outcome: Outcome::Applied,
+                    detail: None,
+                });
+                self.pause_if_asked();
+            }
+            Err(e) if e.is_not_found() || e.is_not_permitted() || c.item == "kthread" => {
+                if fresh && in_batch {
+                    self.batch.forget.push(target);
+                } else if fresh {
+                    self.journal.forget(&target)?;
+                }
+                self.refusal(c, a, e);
+            }
+            Err(e) => return Err(self.abort(c, e)),
+        }
+        Ok(())
+    }
+
+    /// Journal the run of cgroup moves starting at `pending[i]` with one save.
+    fn journal_moves(&mut self, pending: &[&Change], i: usize) -> Result<(), TuneError> {
+        let end = pending[i..]
+            .iter()
+            .position(|c| !matches!(c.action, Some(Action::MoveCgroup { .. })))
+            .map_or(pending.len(), |n| i + n);
+        let mut entries = Vec::new();
+        self.batch.fresh.clear();
+        for a in pending[i..end].iter().filter_map(|c| c.action.as_ref()) {
+            entries.extend(move_entries(self.root, self.ops, a));
+            self.batch.fresh.push(!self.journal.has(&a.target()));
+        }
+        self.journal.record_many(entries)?;
+        self.batch.end = end;
+        Ok(())
+    }
+
+    /// A change the kernel refused, or whose thread or knob vanished: reported, not fatal.
+    fn refusal(&mut self, c: &Change, a: &Action, e: SysError) {
+        let outcome = if e.is_not_found() {
+            Outcome::Vanished
+        } else {
+            Outcome::NotPermitted
+        };
+        if outcome == Outcome::NotPermitted {
+            self.refused.insert(c.target.clone());
+            if let (true, Action::Affinity { thread, .. }) = (c.essential, a) {
+                self.unpinned.insert(thread.tid);
+            }
+        }
+        self.done.push(Done {
+            change: c.clone(),
+            outcome,
+            detail: Some(e.to_string()),
+        });
+    }
+
+    /// An unexpected error: undo this run's changes and say where it stopped.
+    fn abort(&mut self, c: &Change, e: SysError) -> TuneError {
+        let undo = self
+            .journal
+            .forget_many(&self.batch.forget)
+            .and_then(|()| self.journal.revert_from(self.root, self.ops, self.start));
+        let r = match undo {
+            Ok(r) => r,
+            Err(j) => return j.into(),
+        };
+        let failed = r
+            .iter()
+            .filter(|x| matches!(x.outcome, RevertOutcome::Failed(_)))
+            .count();
+        Aborted {
+            change: format!("{} {}", c.item, c.target),
+            reverted: r.len() - failed,
+            failed,
+            source: e,
+        }
+        .into()
+    }
+
+    /// The `--pause-after` test hook: sleep until killed after N applied changes.
+    fn pause_if_asked(&self) {
+        if self.opts.pause_after == Some(self.applied) {
+            eprintln!(
+                "rt-host: paused after {} change(s) (--pause-after); waiting to be killed",
+                self.applied
+            );
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+    }
+
+    /// Mark the journal complete and record the refusals; the outcomes and refused targets.
+    fn finish(mut self) -> Result<(Vec<Done>, BTreeSet<String>), TuneError> {
+        self.journal.forget_many(&self.batch.forget)?;
+        self.journal.data_mut().complete = true;
+        self.journal.save()?;
+        save_refused(&self.journal, &self.refused)?;
+        Ok((self.done, self.refused))
+    }
 }
 
 fn now_secs() -> u64 {
@@ -354,6 +414,9 @@ pub struct RevertReport {
     pub setup_complete: bool,
     /// One outcome per entry, in the order restored (reverse of setup).
     pub entries: Vec<Reverted>,
+    /// What `--force` overrode: the journal was written for another root, boot, host or
+    /// profile.
+    pub overridden: Vec<Mismatch>,
 }
 
 impl RevertReport {
@@ -365,22 +428,25 @@ impl RevertReport {
     }
 }
 
-/// Restore everything journalled in `journal_dir`.
+/// Restore everything journalled in `journal_dir`. The journal must have been written on
+/// this root, boot and host (and for `opts.profile`, when given) unless `opts.force`.
 pub fn revert(
     root: &SysRoot,
     ops: &dyn ThreadOps,
     journal_dir: &Path,
+    opts: &RevertOptions<'_>,
 ) -> Result<RevertReport, TuneError> {
     let mut j = Journal::open_locked(journal_dir)?;
     let profile = j.data().profile.clone();
     let setup_complete = j.data().complete;
-    let entries = j.revert_with(root, ops)?;
-    save_refused(journal_dir, &BTreeSet::new())?;
+    let done = j.revert_with(root, ops, opts)?;
+    save_refused(&j, &BTreeSet::new())?;
     Ok(RevertReport {
         journal: journal_dir.to_path_buf(),
         profile,
         setup_complete,
-        entries,
+        entries: done.entries,
+        overridden: done.overridden,
     })
 }
 
@@ -408,77 +474,8 @@ pub struct StatusReport {
     pub entries: Vec<StatusLine>,
     /// Targets refused at the last setup.
     pub refused: Vec<String>,
-}
-
-fn now_value(root: &SysRoot, ops: &dyn ThreadOps, e: &Entry) -> Result<String, SysError> {
-    let guard = |pid: u32, tid: u32, start: u64| -> Result<(), SysError> {
-        let st = task::task_stat(root, pid, tid)?;
-        if st.start_time != start {
-            return Err(SysError::NotFound {
-                what: format!("tid {tid} reused"),
-            });
-        }
-        Ok(())
-    };
-    match &e.target {
-        Target::File { path } => {
-            let v = root.read_trim(path)?;
-            // Choice files (THP) show the selected word.
-            Ok(rt_sys::sysctl::selected(&v)
-                .map(str::to_string)
-                .unwrap_or(v))
-        }
-        Target::ThreadSched {
-            pid,
-            tid,
-            start_time,
-            ..
-        } => {
-            guard(*pid, *tid, *start_time)?;
-            Ok(ops.get_sched(root, *pid, *tid)?.to_string())
-        }
-        Target::ThreadAffinity {
-            pid,
-            tid,
-            start_time,
-            ..
-        } => {
-            guard(*pid, *tid, *start_time)?;
-            Ok(ops.get_affinity(root, *pid, *tid)?.to_string())
-        }
-        Target::Mkdir { path } => Ok(if root.exists(path) {
-            "created".into()
-        } else {
-            "(gone)".into()
-        }),
-        Target::CgroupThread {
-            pid,
-            tid,
-            start_time,
-            v2,
-            ..
-        } => {
-            guard(*pid, *tid, *start_time)?;
-            cgroup::thread_cgroup(root, *pid, *tid, *v2)
-        }
-    }
-}
-
-fn same_value(e: &Entry, now: &str) -> bool {
-    match &e.target {
-        Target::ThreadSched { .. } => parse_sched(now).ok() == parse_sched(&e.applied).ok(),
-        Target::ThreadAffinity { .. } => CpuSet::parse(now).ok() == CpuSet::parse(&e.applied).ok(),
-        Target::File { .. } => {
-            now == e.applied
-                || match (CpuSet::from_mask(now), CpuSet::from_mask(&e.applied)) {
-                    (Ok(a), Ok(b)) => {
-                        a == b && now.chars().all(|c| c.is_ascii_hexdigit() || c == ',')
-                    }
-                    _ => false,
-                }
-        }
-        _ => now == e.applied,
-    }
+    /// How the journal does not belong to this root, boot or host (a revert would refuse it).
+    pub mismatches: Vec<Mismatch>,
 }
 
 /// Read the journal in `journal_dir` (without locking) and compare with the system.
@@ -487,8 +484,10 @@ pub fn status(
     ops: &dyn ThreadOps,
     journal_dir: &Path,
 ) -> Result<StatusReport, TuneError> {
-    let data = Journal::read(journal_dir)?;
-    let refused = load_refused(journal_dir).into_iter().collect();
+    // Every entry is checked before anything is read: a journal naming other files is an
+    // error, so status never prints their content.
+    let data = Journal::read_checked(journal_dir, root)?;
+    let refused = load_refused(journal_dir)?.into_iter().collect();
     let Some(data) = data else {
         return Ok(StatusReport {
             journal: journal_dir.to_path_buf(),
@@ -496,13 +495,15 @@ pub fn status(
             complete: false,
             entries: Vec::new(),
             refused,
+            mismatches: Vec::new(),
         });
     };
+    let mismatches = data.mismatches(&Origin::here(root), None);
     let entries = data
         .entries
         .iter()
         .map(|e| {
-            let now = now_value(root, ops, e).unwrap_or_else(|err| {
+            let now = journal::current(root, ops, &e.target).unwrap_or_else(|err| {
                 if err.is_not_found() {
                     "(gone)".into()
                 } else {
@@ -510,7 +511,7 @@ pub fn status(
                 }
             });
             StatusLine {
-                in_effect: same_value(e, &now),
+                in_effect: e.in_effect(&now),
                 entry: e.clone(),
                 now,
             }
@@ -522,6 +523,7 @@ pub fn status(
         complete: data.complete,
         entries,
         refused,
+        mismatches,
     })
 }
 
@@ -534,7 +536,15 @@ mod tests {
     use rt_sys::threads::{ThreadOps, Tree};
 
     fn lab_host() -> Host {
-        profiles::load("lab").unwrap().profile.host.unwrap()
+        crate::fake::lab_host()
+    }
+
+    fn lab_id() -> ProfileId {
+        let l = profiles::load("lab").unwrap();
+        ProfileId {
+            name: l.profile.name.clone(),
+            sha256: l.sha256(),
+        }
     }
 
     fn full_host() -> Host {
@@ -555,7 +565,7 @@ mod tests {
         jdir: &Path,
         opts: &SetupOptions,
     ) -> Result<SetupReport, TuneError> {
-        setup("lab", host, &Ctx::new(&m.root), jdir, opts)
+        setup(&lab_id(), host, &Ctx::new(&m.root), jdir, opts)
     }
 
     #[test]
@@ -680,16 +690,13 @@ mod tests {
         // Idempotent: a second setup changes nothing and keeps the first prior values.
         let r2 = setup_in(&m, &full_host(), &jdir, &SetupOptions::default()).unwrap();
         assert!(r2.done.is_empty(), "{:#?}", r2.done);
-        let rv = revert(&m.root, &Tree, &jdir).unwrap();
+        let rv = revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
         assert!(rv.ok(), "{rv:#?}");
         assert!(rv
             .entries
             .iter()
             .all(|e| e.outcome == RevertOutcome::Restored));
-        assert_eq!(
-            FakeMachine::diff(&before, &m.snapshot()),
-            Vec::<String>::new()
-        );
+        m.assert_unchanged(&before);
         assert!(rt_sys::journal::Journal::read(&jdir).unwrap().is_none());
     }
 
@@ -697,15 +704,8 @@ mod tests {
     fn refused_write_is_not_permitted_and_setup_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let m = FakeMachine::new(&dir.path().join("root"));
-        // A read-only kernfs attribute: open for writing fails with EACCES, even for root.
-        let ro = Path::new("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
-        if !ro.exists() {
-            eprintln!("skipped: {} is missing on this kernel", ro.display());
-            return;
-        }
-        let knob = m.root.path("sys/module/kvm/parameters/halt_poll_ns");
-        std::fs::remove_file(&knob).unwrap();
-        std::os::unix::fs::symlink(ro, &knob).unwrap();
+        // As this machine refuses halt_poll_ns.
+        let _refusal = m.refuse_writes("sys/module/kvm/parameters/halt_poll_ns");
         let jdir = dir.path().join("journal");
         let before = m.snapshot();
         let r = setup_in(&m, &lab_host(), &jdir, &SetupOptions::default()).unwrap();
@@ -730,7 +730,7 @@ mod tests {
             .any(|d| d.change.item == "vcpu-sched" && d.outcome == Outcome::Applied));
         // check shows it as not permitted from the refusal record.
         let mut ctx = Ctx::new(&m.root);
-        ctx.refused = load_refused(&jdir);
+        ctx.refused = load_refused(&jdir).unwrap();
         let p = plan::build("lab", &lab_host(), &ctx).unwrap();
         let c = p.changes.iter().find(|c| c.item == "halt-poll").unwrap();
         assert_eq!(c.status, Status::NotPermitted);
@@ -739,12 +739,9 @@ mod tests {
             .entries
             .iter()
             .any(|e| e.target.to_string().contains("halt_poll_ns")));
-        revert(&m.root, &Tree, &jdir).unwrap();
-        assert_eq!(
-            FakeMachine::diff(&before, &m.snapshot()),
-            Vec::<String>::new()
-        );
-        assert!(load_refused(&jdir).is_empty());
+        revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
+        m.assert_unchanged(&before);
+        assert!(load_refused(&jdir).unwrap().is_empty());
     }
 
     #[test]
@@ -770,10 +767,7 @@ mod tests {
         assert_eq!(a.reverted, 5, "{e}");
         assert_eq!(a.failed, 0);
         assert!(e.to_string().starts_with("Setup stopped at "), "{e}");
-        assert_eq!(
-            FakeMachine::diff(&before, &m.snapshot()),
-            Vec::<String>::new()
-        );
+        m.assert_unchanged(&before);
     }
 
     #[test]
@@ -793,7 +787,7 @@ mod tests {
             .unwrap()
             .replace(" 5000 ", " 777777 ");
         std::fs::write(&st, text).unwrap();
-        let r = revert(&m.root, &Tree, &jdir).unwrap();
+        let r = revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
         assert!(r.ok());
         let vanished: Vec<String> = r
             .entries
@@ -889,7 +883,7 @@ mod tests {
             rt_sys::cgroup::thread_cgroup(&m.root, QEMU_PID, 4002, true).unwrap(),
             "/machine.slice/qemu"
         );
-        revert(&m.root, &Tree, &jdir).unwrap();
+        revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
         // cgroupfs undoes `+cpuset` with `-cpuset`; a fake file just keeps what was written.
         let diff = FakeMachine::diff(&before, &m.snapshot());
         assert_eq!(diff.len(), 1, "{diff:?}");
@@ -909,5 +903,242 @@ mod tests {
         assert_eq!(vm.status, Status::NotApplicable);
         assert!(!p.changes.iter().any(|c| c.item.starts_with("vcpu")));
         assert!(p.vm.is_none());
+    }
+
+    /// (target, prior, applied) of the journal entries whose target contains `part`.
+    fn journalled(jdir: &Path, part: &str) -> Vec<(String, String, String)> {
+        rt_sys::journal::Journal::read(jdir)
+            .unwrap()
+            .unwrap()
+            .entries
+            .into_iter()
+            .filter(|e| e.target.to_string().contains(part))
+            .map(|e| (e.target.to_string(), e.prior, e.applied))
+            .collect()
+    }
+
+    #[test]
+    fn rt_runtime_of_the_vcpu_cgroups_is_given_parents_first_and_reverted_children_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        let vcpu1 = m.libvirt_cpu_cgroups();
+        // Another group already holds 100000 us of the root's 950000.
+        m.put("sys/fs/cgroup/cpu/rt-app/cpu.rt_runtime_us", "100000\n");
+        m.put("sys/fs/cgroup/cpu/rt-app/cpu.rt_period_us", "1000000\n");
+        let p = plan::build("lab", &lab_host(), &Ctx::new(&m.root)).unwrap();
+        let rt: Vec<(&str, &str, bool)> = p
+            .changes
+            .iter()
+            .filter(|c| c.item == "rt-runtime")
+            .map(|c| (c.target.as_str(), c.desired.as_str(), c.essential))
+            .collect();
+        let dom = format!("/sys/fs/cgroup/cpu/machine/{}", crate::fake::LIBVIRT_GROUP);
+        assert_eq!(
+            rt,
+            [
+                (
+                    "/sys/fs/cgroup/cpu/machine/cpu.rt_runtime_us",
+                    "850000",
+                    true
+                ),
+                (&format!("{dom}/cpu.rt_runtime_us")[..], "850000", true),
+                (
+                    &format!("{dom}/vcpu1/cpu.rt_runtime_us")[..],
+                    "850000",
+                    true
+                ),
+            ]
+        );
+        let pos = |item: &str| p.changes.iter().position(|c| c.item == item).unwrap();
+        assert!(
+            pos("rt-runtime") < pos("vcpu-sched"),
+            "runtime before the policy"
+        );
+        let jdir = dir.path().join("journal");
+        let before = m.snapshot();
+        let r = setup_in(&m, &lab_host(), &jdir, &SetupOptions::default()).unwrap();
+        assert!(r.met(), "{:#?} {:#?}", r.not_met, r.verify_failed);
+        assert_eq!(
+            m.root
+                .read_trim(format!("{vcpu1}/cpu.rt_runtime_us"))
+                .unwrap(),
+            "850000"
+        );
+        let order: Vec<String> = journalled(&jdir, "rt_runtime_us")
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(order.len(), 3);
+        assert!(order[0].ends_with("machine/cpu.rt_runtime_us"), "{order:?}");
+        assert!(order[2].ends_with("vcpu1/cpu.rt_runtime_us"), "{order:?}");
+        let rv = revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
+        let back: Vec<String> = rv
+            .entries
+            .iter()
+            .map(|e| e.entry.target.to_string())
+            .filter(|t| t.contains("rt_runtime_us"))
+            .collect();
+        assert!(
+            back[0].ends_with("vcpu1/cpu.rt_runtime_us"),
+            "children first: {back:?}"
+        );
+        assert!(back[2].ends_with("machine/cpu.rt_runtime_us"), "{back:?}");
+        let sched = rv
+            .entries
+            .iter()
+            .position(|e| e.entry.target.to_string().starts_with("sched of"))
+            .unwrap();
+        let vcpu_rt = rv
+            .entries
+            .iter()
+            .position(|e| {
+                e.entry
+                    .target
+                    .to_string()
+                    .ends_with("vcpu1/cpu.rt_runtime_us")
+            })
+            .unwrap();
+        assert!(
+            sched < vcpu_rt,
+            "the vCPU leaves FIFO before its group loses the runtime"
+        );
+        m.assert_unchanged(&before);
+    }
+
+    #[test]
+    fn no_rt_runtime_left_is_not_met_and_the_vcpu_stays_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        m.libvirt_cpu_cgroups();
+        m.put("sys/fs/cgroup/cpu/rt-app/cpu.rt_runtime_us", "950000\n");
+        m.put("sys/fs/cgroup/cpu/rt-app/cpu.rt_period_us", "1000000\n");
+        let p = plan::build("lab", &lab_host(), &Ctx::new(&m.root)).unwrap();
+        let c = p.changes.iter().find(|c| c.item == "rt-runtime").unwrap();
+        assert_eq!(
+            (c.status, c.not_met()),
+            (Status::NotPermitted, true),
+            "{c:?}"
+        );
+        assert!(c.note.as_deref().unwrap().contains("none is left"), "{c:?}");
+        assert!(!p.met());
+        assert_eq!(p.summary().not_met, 3, "{:#?}", p.summary());
+    }
+
+    #[test]
+    fn a_refused_fifo_vcpu_is_not_met_with_the_cause_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        m.libvirt_cpu_cgroups();
+        // The kernel refuses the runtime of libvirt's `machine` group (as without
+        // CAP_SYS_ADMIN) and so the FIFO policy of the vCPU.
+        let _a = m.refuse_writes("sys/fs/cgroup/cpu/machine/cpu.rt_runtime_us");
+        let _b = m.refuse_writes(&format!("proc/{QEMU_PID}/task/4003/stat"));
+        let jdir = dir.path().join("journal");
+        let before = m.snapshot();
+        let r = setup_in(&m, &lab_host(), &jdir, &SetupOptions::default()).unwrap();
+        assert!(!r.met());
+        assert!(
+            r.verified(),
+            "refusals are not verify failures: {:#?}",
+            r.verify_failed
+        );
+        let sched = r.not_met.iter().find(|c| c.item == "vcpu-sched").unwrap();
+        assert_eq!(sched.status, Status::NotPermitted);
+        let cause = sched.note.as_deref().unwrap();
+        assert!(
+            cause.contains("cpu cgroup /sys/fs/cgroup/cpu/machine has cpu.rt_runtime_us 0"),
+            "{cause}"
+        );
+        assert!(
+            sched.fix.as_deref().unwrap().contains("parents first"),
+            "{sched:?}"
+        );
+        assert!(
+            r.not_met.iter().any(|c| c.item == "rt-runtime"),
+            "{:#?}",
+            r.not_met
+        );
+        assert!(
+            !r.not_met.iter().any(|c| c.item == "halt-poll"),
+            "optional refusals stay 'not permitted here'"
+        );
+        let text = crate::render::setup(&r);
+        assert!(text.contains("NOT MET: 2 essential item(s)"), "{text}");
+        assert!(
+            text.contains("    cause: refused by the kernel at the last setup: RT group"),
+            "{text}"
+        );
+        revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
+        drop((_a, _b));
+        m.assert_unchanged(&before);
+    }
+
+    #[test]
+    fn a_vcpu_its_cpuset_keeps_off_its_cpu_is_not_met_and_never_made_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        // libvirt's cpuset for vCPU 1 allows CPU 0 only (its <vcpupin> says 0).
+        let g = format!(
+            "sys/fs/cgroup/cpuset/machine/{}/vcpu1",
+            crate::fake::LIBVIRT_GROUP
+        );
+        m.put(&format!("{g}/cpuset.cpus"), "0\n");
+        m.put(
+            &format!("proc/{QEMU_PID}/task/4003/cgroup"),
+            &format!(
+                "3:cpuset:/machine/{}/vcpu1\n0::/\n",
+                crate::fake::LIBVIRT_GROUP
+            ),
+        );
+        let jdir = dir.path().join("journal");
+        let r = setup_in(&m, &lab_host(), &jdir, &SetupOptions::default()).unwrap();
+        let aff = r
+            .not_met
+            .iter()
+            .find(|c| c.item == "vcpu-affinity")
+            .unwrap();
+        assert!(
+            aff.note.as_deref().unwrap().contains("allows CPUs 0 only"),
+            "{aff:?}"
+        );
+        assert!(aff.fix.as_deref().unwrap().contains("<vcpupin"), "{aff:?}");
+        let sched = r
+            .plan
+            .changes
+            .iter()
+            .find(|c| c.item == "vcpu-sched")
+            .unwrap();
+        assert_eq!(sched.status, Status::NotApplicable, "{sched:?}");
+        assert_eq!(
+            Tree.get_sched(&m.root, QEMU_PID, 4003).unwrap().to_string(),
+            "other:0"
+        );
+        revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
+    }
+
+    #[test]
+    fn a_vcpu_whose_affinity_is_refused_at_setup_is_not_made_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        let _r = m.refuse_writes(&format!("proc/{QEMU_PID}/task/4003/status"));
+        let jdir = dir.path().join("journal");
+        let r = setup_in(&m, &lab_host(), &jdir, &SetupOptions::default()).unwrap();
+        let d = r
+            .done
+            .iter()
+            .find(|d| d.change.item == "vcpu-sched")
+            .unwrap();
+        assert_eq!(d.outcome, Outcome::Skipped, "{d:?}");
+        assert_eq!(
+            Tree.get_sched(&m.root, QEMU_PID, 4003).unwrap().to_string(),
+            "other:0"
+        );
+        assert!(
+            r.not_met.iter().any(|c| c.item == "vcpu-affinity"),
+            "{:#?}",
+            r.not_met
+        );
+        assert!(!r.met());
+        revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
     }
 }

@@ -5,7 +5,7 @@
 use record::{CheckItem, CheckReport, CheckStatus};
 use rt_sys::kernel::KernelFacts;
 
-use crate::plan::{Plan, Status};
+use crate::plan::{Change, Plan, Status};
 
 /// The record's status for a plan status.
 pub fn status(s: Status) -> CheckStatus {
@@ -16,6 +16,29 @@ pub fn status(s: Status) -> CheckStatus {
         Status::NotPermitted => CheckStatus::NotPermitted,
         Status::NotApplicable => CheckStatus::NotApplicable,
     }
+}
+
+/// The record's status for a change: an essential item that cannot be met (a vCPU's
+/// affinity or real-time policy refused, or no such vCPU thread) is `bad` when the plan
+/// calls it not applicable, so the record never counts it as fine.
+pub fn change_status(c: &Change) -> CheckStatus {
+    if c.not_met() && c.status == Status::NotApplicable {
+        CheckStatus::Bad
+    } else {
+        status(c.status)
+    }
+}
+
+/// The detail of a change in the record: its note, `NOT MET` for an essential item that
+/// cannot be met, and the fix.
+fn detail(c: &Change) -> Option<String> {
+    let mut parts = Vec::new();
+    if c.not_met() {
+        parts.push("NOT MET (essential)".to_string());
+    }
+    parts.extend(c.note.clone());
+    parts.extend(c.fix.as_ref().map(|f| format!("fix: {f}")));
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// The check report of `plan` on a host with `kernel` facts.
@@ -30,10 +53,10 @@ pub fn check_report(plan: &Plan, kernel: Option<KernelFacts>) -> CheckReport {
             .map(|c| CheckItem {
                 name: c.item.clone(),
                 target: Some(c.target.clone()),
-                status: status(c.status),
+                status: change_status(c),
                 current: c.current.clone(),
                 desired: Some(c.desired.clone()),
-                detail: c.note.clone(),
+                detail: detail(c),
             })
             .collect(),
     }
@@ -42,7 +65,7 @@ pub fn check_report(plan: &Plan, kernel: Option<KernelFacts>) -> CheckReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Change, When};
+    use crate::plan::When;
 
     #[test]
     fn every_plan_status_maps_to_the_record_and_keeps_its_spelling() {
@@ -68,6 +91,8 @@ mod tests {
                 when: When::Now,
                 status: Status::NotPermitted,
                 note: Some("EPERM".into()),
+                fix: None,
+                essential: false,
                 action: None,
             }],
         };
@@ -77,6 +102,34 @@ mod tests {
             "halt-poll /sys/module/kvm/parameters/halt_poll_ns"
         );
         assert_eq!(r.items[0].status, CheckStatus::NotPermitted);
+        assert_eq!(r.items[0].detail.as_deref(), Some("EPERM"));
         assert!(!r.verified());
+    }
+
+    #[test]
+    fn an_essential_item_that_cannot_be_met_is_never_fine_in_the_record() {
+        let missing = Change {
+            item: "vcpu-affinity".into(),
+            target: "vCPU 3".into(),
+            current: "(no such vCPU thread)".into(),
+            desired: "3".into(),
+            when: When::Now,
+            status: Status::NotApplicable,
+            note: Some("QEMU pid 4000 has vCPUs [0, 1]".into()),
+            fix: Some("list only the VM's vCPUs".into()),
+            essential: true,
+            action: None,
+        };
+        assert_eq!(change_status(&missing), CheckStatus::Bad);
+        assert!(change_status(&missing).is_not_ok());
+        assert_eq!(
+            detail(&missing).as_deref(),
+            Some("NOT MET (essential); QEMU pid 4000 has vCPUs [0, 1]; fix: list only the VM's vCPUs")
+        );
+        let optional = Change {
+            essential: false,
+            ..missing
+        };
+        assert_eq!(change_status(&optional), CheckStatus::NotApplicable);
     }
 }

@@ -1,3 +1,4 @@
+#![cfg(any(test, feature = "testing"))]
 //! A fake `/sys` + `/proc` tree shaped like this project's 2-CPU test machine, with a
 //! QEMU process, kernel threads and cgroup v1 cpusets, for tests and demos of
 //! `rt-host --root DIR` without root. Thread state lives in the fake `/proc` files
@@ -7,6 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rt_sys::SysRoot;
+
+/// libvirt's cgroup of the fake QEMU (domain `lab`, id 1).
+pub const LIBVIRT_GROUP: &str = "qemu-1-lab.libvirt-qemu";
 
 /// The QEMU pid in the fake tree.
 pub const QEMU_PID: u32 = 4000;
@@ -19,6 +23,15 @@ pub const QEMU_THREADS: &[(u32, &str, u32, u32)] = &[
     (4004, "IO iothread0", 0, 0),
     (4005, "rt-worker", 1, 10),
 ];
+
+/// The `host` section of the bundled `lab` profile, which fits this tree.
+pub fn lab_host() -> profiles::Host {
+    profiles::load("lab")
+        .expect("the bundled lab profile")
+        .profile
+        .host
+        .expect("lab has a host section")
+}
 
 /// A `/proc/PID/task/TID/stat` line with the fields rtvirt reads.
 pub fn stat_line(
@@ -52,6 +65,27 @@ fn normalize(text: &str) -> String {
         .filter(|_| t.contains('['))
         .map(str::to_string)
         .unwrap_or_else(|| t.to_string())
+}
+
+/// A knob made unwritable by [`FakeMachine::refuse_writes`]; writable again on drop.
+#[derive(Debug)]
+pub struct Refusal {
+    path: PathBuf,
+    immutable: bool,
+}
+
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        if self.immutable {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.path)
+                .status();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o644));
+        }
+    }
 }
 
 /// A fake machine under a directory.
@@ -110,6 +144,8 @@ impl FakeMachine {
         };
         let files: &[(&str, &str)] = &[
             ("proc/sys/kernel/osrelease", "6.18.44-fc-v669\n"),
+            ("proc/sys/kernel/random/boot_id", "5d1c8d52-2f4e-4c1b-9a57-0b1f3c2e7a10\n"),
+            ("proc/sys/kernel/hostname", "rtvirt-test-host\n"),
             ("proc/sys/kernel/version", "#1 SMP PREEMPT_DYNAMIC @0\n"),
             ("proc/cmdline", "console=ttyS0 quiet reboot=k panic=1 nomodule cpuidle_haltpoll.force=1\n"),
             ("proc/cpuinfo", "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu vme de pse tsc msr hypervisor\n"),
@@ -172,6 +208,71 @@ impl FakeMachine {
         m.put("proc/57/cmdline", "");
         m.put("proc/60/cmdline", "");
         m
+    }
+
+    /// libvirt's cgroup v1 layout (libvirtd started without systemd) for the QEMU of this
+    /// tree: a `cpu` hierarchy where `machine/qemu-1-lab.libvirt-qemu/{emulator,vcpu0,vcpu1}`
+    /// hold its threads, every group at RT runtime 0 and the root at 950000 of 1000000 us.
+    /// Returns the vCPU 1 group's directory.
+    pub fn libvirt_cpu_cgroups(&self) -> String {
+        let mounts = self.root.read("proc/mounts").expect("fake mounts");
+        self.put(
+            "proc/mounts",
+            &format!("{mounts}cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n"),
+        );
+        let top = "sys/fs/cgroup/cpu";
+        let dom = format!("{top}/machine/{LIBVIRT_GROUP}");
+        for (dir, rt) in [
+            (top.to_string(), "950000"),
+            (format!("{top}/machine"), "0"),
+            (dom.clone(), "0"),
+            (format!("{dom}/emulator"), "0"),
+            (format!("{dom}/vcpu0"), "0"),
+            (format!("{dom}/vcpu1"), "0"),
+        ] {
+            self.put(&format!("{dir}/cpu.rt_runtime_us"), &format!("{rt}\n"));
+            self.put(&format!("{dir}/cpu.rt_period_us"), "1000000\n");
+            self.put(&format!("{dir}/tasks"), "");
+        }
+        for (tid, name, ..) in QEMU_THREADS {
+            let group = match rt_sys::task::vcpu_index(name) {
+                Some(i) => format!("vcpu{i}"),
+                None => "emulator".into(),
+            };
+            self.put(
+                &format!("proc/{QEMU_PID}/task/{tid}/cgroup"),
+                &format!("3:cpuset:/\n1:cpu:/machine/{LIBVIRT_GROUP}/{group}\n0::/\n"),
+            );
+        }
+        format!("{dom}/vcpu1")
+    }
+
+    /// Make the kernel refuse writes to `rel` as it refuses `halt_poll_ns` on some hosts:
+    /// `chattr +i` (EPERM even for root), or mode 0444 (EACCES) where chattr is not
+    /// permitted (not root). Undone when the guard drops.
+    pub fn refuse_writes(&self, rel: &str) -> Refusal {
+        let path = self.root.path(rel);
+        let immutable = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !immutable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))
+                .expect("chmod fake knob");
+        }
+        Refusal { path, immutable }
+    }
+
+    /// Fail (naming every difference) unless the tree is as in the snapshot `before`.
+    #[track_caller]
+    pub fn assert_unchanged(&self, before: &BTreeMap<PathBuf, String>) {
+        assert_eq!(
+            FakeMachine::diff(before, &self.snapshot()),
+            Vec::<String>::new()
+        );
     }
 
     /// The keys whose values differ between two snapshots (empty when equal).

@@ -10,6 +10,9 @@ pub mod apply;
 pub mod bootargs;
 pub mod checkreport;
 pub mod error;
+/// Test scaffolding: a fake machine tree (unit tests, and integration tests through the
+/// `testing` feature).
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod placement;
 pub mod plan;

@@ -1,7 +1,8 @@
 //! `rt-host`: tune a KVM host for a real-time guest, verify, and revert exactly.
 //!
-//! Exit codes: 0 ok; 1 something differs or is not met (check, setup verify, status
-//! partial); 2 error (bad profile, unexpected kernel error, failed restore).
+//! Exit codes: 0 ok; 1 something differs or is not met (check, setup verify, an essential
+//! item such as a vCPU's real-time policy refused, status partial); 2 error (bad profile,
+//! unexpected kernel error, failed restore).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +14,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use rt_host::apply::{self, SetupOptions};
 use rt_host::plan::{self, Ctx};
 use rt_host::{bootargs, render, TuneError};
+use rt_sys::cpuidle::DMA_LATENCY;
+use rt_sys::journal::{JournalError, ProfileId, RevertOptions};
 use rt_sys::{threads, SysRoot};
 
 mod vm_cmd;
@@ -75,11 +78,18 @@ enum Cmd {
         fail_after: Option<usize>,
     },
     /// Restore every journalled value (also after a crash; skips threads that are gone).
+    /// A journal written on another root, boot or host, or for another profile than the one
+    /// named, is refused unless --force.
     Revert {
-        /// Profile (optional: the journal knows what to restore).
+        /// Profile (optional: the journal knows what to restore; when given, it must be the
+        /// one that was set up).
         profile: Option<String>,
         #[command(flatten)]
         common: Common,
+        /// Revert even when the journal was written for another root, boot, host or profile
+        /// (each overridden check is printed).
+        #[arg(long)]
+        force: bool,
     },
     /// What is applied now, from the journal and the system.
     Status {
@@ -128,11 +138,14 @@ fn journal_dir(c: &Common) -> PathBuf {
         .unwrap_or_else(|| SysRoot::new(&c.root).path("run/rt-host"))
 }
 
-fn load(profile: &str) -> Result<(String, profiles::Host)> {
+fn load(profile: &str) -> Result<(ProfileId, profiles::Host)> {
     let l = profiles::load(profile).with_context(|| format!("Loading profile {profile:?}"))?;
-    let name = l.profile.name.clone();
-    let host = l.profile.host.ok_or(TuneError::NoHost(name.clone()))?;
-    Ok((name, host))
+    let id = ProfileId {
+        name: l.profile.name.clone(),
+        sha256: l.sha256(),
+    };
+    let host = l.profile.host.ok_or(TuneError::NoHost(id.name.clone()))?;
+    Ok((id, host))
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -148,100 +161,20 @@ fn run(cli: Cli) -> Result<u8> {
             args,
             pause_after,
             fail_after,
-        } => {
-            let (name, host) = load(&args.profile)?;
-            let root = SysRoot::new(&args.common.root);
-            let mut ctx = Ctx::new(&root);
-            ctx.vm_pid = args.vm_pid;
-            let dir = journal_dir(&args.common);
-            let r = apply::setup(
-                &name,
-                &host,
-                &ctx,
-                &dir,
-                &SetupOptions {
-                    pause_after,
-                    fail_after,
-                },
-            )
-            .with_context(|| format!("Setting up profile {name:?}"))?;
-            if args.common.json {
-                print_json(&r)?;
-            } else {
-                print!("{}", render::setup(&r));
-            }
-            Ok(if r.verified() { 0 } else { 1 })
-        }
-        Cmd::Revert { profile: _, common } => {
-            let root = SysRoot::new(&common.root);
-            let dir = journal_dir(&common);
-            let r = apply::revert(&root, threads::for_root(&root), &dir).context("Reverting")?;
-            if common.json {
-                print_json(&r)?;
-            } else {
-                print!("{}", render::revert(&r));
-            }
-            if !r.ok() {
-                anyhow::bail!("Some values could not be restored; they stay in the journal {} for another revert", dir.display());
-            }
-            Ok(0)
-        }
-        Cmd::Status { profile: _, common } => {
-            let root = SysRoot::new(&common.root);
-            let r = apply::status(&root, threads::for_root(&root), &journal_dir(&common))?;
-            if common.json {
-                print_json(&r)?;
-            } else {
-                print!("{}", render::status(&r));
-            }
-            Ok(if r.profile.is_some() && !r.complete {
-                1
-            } else {
-                0
-            })
-        }
-        Cmd::BootArgs(a) => {
-            let (name, host) = load(&a.profile)?;
-            let root = SysRoot::new(&a.common.root);
-            let args = bootargs::boot_args(&host);
-            let cmdline = rt_sys::kernel::facts(&root)
-                .map(|f| f.cmdline)
-                .unwrap_or_default();
-            let missing: Vec<String> = args
-                .iter()
-                .filter(|x| !bootargs::satisfied(&cmdline, x))
-                .map(|x| x.to_string())
-                .collect();
-            if a.common.json {
-                print_json(&serde_json::json!({
-                    "profile": name,
-                    "args": args,
-                    "line": bootargs::line(&args),
-                    "missing": missing,
-                    "grub_dropin": bootargs::grub_dropin(&a.profile, &args),
-                    "bls": bootargs::bls_text(&args),
-                }))?;
-            } else {
-                println!("# kernel command line for profile {name:?}:");
-                println!("{}", bootargs::line(&args));
-                for x in &args {
-                    println!("#   {x}: {}", x.why);
-                }
-                if missing.is_empty() {
-                    println!("# /proc/cmdline has all of them");
-                } else {
-                    println!(
-                        "# missing from /proc/cmdline (needs a reboot): {}",
-                        missing.join(" ")
-                    );
-                }
-                println!();
-                print!("{}", bootargs::grub_dropin(&a.profile, &args));
-                println!();
-                print!("{}", bootargs::bls_text(&args));
-            }
-            Ok(0)
-        }
+        } => setup_cmd(
+            &args,
+            &SetupOptions {
+                pause_after,
+                fail_after,
+            },
+        ),
+        Cmd::Revert {
+            profile,
+            common,
+            force,
+        } => revert_cmd(profile.as_deref(), &common, force),
+        Cmd::Status { profile: _, common } => status_cmd(&common),
+        Cmd::BootArgs(a) => boot_args_cmd(&a),
         Cmd::Hold {
             args,
             us,
@@ -255,13 +188,116 @@ fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+fn setup_cmd(args: &ProfileArgs, opts: &SetupOptions) -> Result<u8> {
+    let (id, host) = load(&args.profile)?;
+    let root = SysRoot::new(&args.common.root);
+    let mut ctx = Ctx::new(&root);
+    ctx.vm_pid = args.vm_pid;
+    let dir = journal_dir(&args.common);
+    let r = apply::setup(&id, &host, &ctx, &dir, opts)
+        .with_context(|| format!("Setting up profile {:?}", id.name))?;
+    if args.common.json {
+        print_json(&r)?;
+    } else {
+        print!("{}", render::setup(&r));
+    }
+    Ok(if r.met() { 0 } else { 1 })
+}
+
+fn revert_cmd(profile: Option<&str>, common: &Common, force: bool) -> Result<u8> {
+    let root = SysRoot::new(&common.root);
+    let dir = journal_dir(common);
+    let id = profile.map(load).transpose()?.map(|(id, _)| id);
+    let opts = RevertOptions {
+        profile: id.as_ref(),
+        force,
+    };
+    let r = match apply::revert(&root, threads::for_root(&root), &dir, &opts) {
+        Err(e @ TuneError::Journal(JournalError::Mismatch { .. })) => {
+            return Err(anyhow::Error::new(e).context(
+                "Refusing to revert: give --force to restore the journal's prior values anyway",
+            ))
+        }
+        r => r.context("Reverting")?,
+    };
+    if common.json {
+        print_json(&r)?;
+    } else {
+        print!("{}", render::revert(&r));
+    }
+    if !r.ok() {
+        anyhow::bail!(
+            "Some values could not be restored; they stay in the journal {} for another revert",
+            dir.display()
+        );
+    }
+    Ok(0)
+}
+
+fn status_cmd(common: &Common) -> Result<u8> {
+    let root = SysRoot::new(&common.root);
+    let r = apply::status(&root, threads::for_root(&root), &journal_dir(common))?;
+    if common.json {
+        print_json(&r)?;
+    } else {
+        print!("{}", render::status(&r));
+    }
+    Ok(u8::from(r.profile.is_some() && !r.complete))
+}
+
+fn boot_args_cmd(a: &ProfileArgs) -> Result<u8> {
+    let (id, host) = load(&a.profile)?;
+    let name = id.name;
+    let root = SysRoot::new(&a.common.root);
+    let args = bootargs::boot_args(&host);
+    let cmdline = rt_sys::kernel::facts(&root)
+        .map(|f| f.cmdline)
+        .unwrap_or_default();
+    let missing: Vec<String> = args
+        .iter()
+        .filter(|x| !bootargs::satisfied(&cmdline, x))
+        .map(|x| x.to_string())
+        .collect();
+    if a.common.json {
+        return print_json(&serde_json::json!({
+            "profile": name,
+            "args": args,
+            "line": bootargs::line(&args),
+            "missing": missing,
+            "grub_dropin": bootargs::grub_dropin(&a.profile, &args),
+            "bls": bootargs::bls_text(&args),
+        }))
+        .map(|()| 0);
+    }
+    let proc_cmdline = root.display(rt_sys::kernel::CMDLINE);
+    println!("# kernel command line for profile {name:?}:");
+    println!("{}", bootargs::line(&args));
+    for x in &args {
+        println!("#   {x}: {}", x.why);
+    }
+    if missing.is_empty() {
+        println!("# {proc_cmdline} has all of them");
+    } else {
+        println!(
+            "# missing from {proc_cmdline} (needs a reboot): {}",
+            missing.join(" ")
+        );
+    }
+    println!();
+    print!("{}", bootargs::grub_dropin(&a.profile, &args));
+    println!();
+    print!("{}", bootargs::bls_text(&args));
+    Ok(0)
+}
+
 fn plan_cmd(a: &ProfileArgs, audit: Option<&vm_cmd::AuditArgs>) -> Result<u8> {
     let check = audit.is_some();
-    let (name, host) = load(&a.profile)?;
+    let (id, host) = load(&a.profile)?;
+    let name = id.name;
     let root = SysRoot::new(&a.common.root);
     let mut ctx = Ctx::new(&root);
     ctx.vm_pid = a.vm_pid;
-    ctx.refused = apply::load_refused(&journal_dir(&a.common));
+    ctx.refused = apply::load_refused(&journal_dir(&a.common))?;
     let mut p =
         plan::build(&name, &host, &ctx).with_context(|| format!("Planning profile {name:?}"))?;
     if let Some(au) = audit {
@@ -288,7 +324,8 @@ fn plan_cmd(a: &ProfileArgs, audit: Option<&vm_cmd::AuditArgs>) -> Result<u8> {
 }
 
 fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
-    let (name, host) = load(&a.profile)?;
+    let (id, host) = load(&a.profile)?;
+    let name = id.name;
     let us = us
         .or(host.idle.max_exit_latency_us)
         .context("No limit: the profile has no host.idle.max_exit_latency_us; give --us")?;
@@ -304,7 +341,7 @@ fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
         print!(
             "# /etc/systemd/system/rtvirt-dma-latency.service\n\
              [Unit]\n\
-             Description=rtvirt: hold /dev/cpu_dma_latency at {us} us (profile {name})\n\
+             Description=rtvirt: hold {dev} at {us} us (profile {name})\n\
              Documentation=man:rt-host(1)\n\
              \n\
              [Service]\n\
@@ -314,7 +351,8 @@ fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
              \n\
              [Install]\n\
              WantedBy=multi-user.target\n",
-            exe.display()
+            exe.display(),
+            dev = SysRoot::live().display(DMA_LATENCY),
         );
         return Ok(0);
     }
@@ -325,7 +363,8 @@ fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
             .context("Installing signal handlers")?;
     }
     let v = i32::try_from(us).context("Limit too large")?;
-    let held = rt_sys::rt::DmaLatency::hold(&root, v).context("Holding /dev/cpu_dma_latency")?;
+    let dev = root.display(DMA_LATENCY);
+    let held = rt_sys::rt::DmaLatency::hold(&root, v).with_context(|| format!("Holding {dev}"))?;
     if a.common.json {
         println!(
             "{}",
@@ -334,7 +373,7 @@ fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
     } else {
         println!(
             "holding {} at {us} us (pid {}); SIGINT or SIGTERM releases it",
-            root.display("dev/cpu_dma_latency"),
+            dev,
             std::process::id()
         );
     }

@@ -17,7 +17,7 @@ fn line(out: &mut String, c: &Change) {
         out,
         "{:<22} {:<19} {:<9} {}: {} -> {}",
         c.item,
-        c.status.to_string(),
+        status_word(c),
         when,
         c.target,
         c.current,
@@ -27,6 +27,18 @@ fn line(out: &mut String, c: &Change) {
         if c.status != Status::Ok {
             let _ = writeln!(out, "{:<22} {:<19} {:<9}   ({n})", "", "", "");
         }
+    }
+    if let Some(f) = &c.fix {
+        let _ = writeln!(out, "{:<22} {:<19} {:<9}   fix: {f}", "", "", "");
+    }
+}
+
+/// The status column: an essential item that cannot be met says so.
+fn status_word(c: &Change) -> String {
+    if c.not_met() {
+        format!("NOT MET ({})", c.status)
+    } else {
+        c.status.to_string()
     }
 }
 
@@ -51,7 +63,10 @@ pub fn plan(p: &Plan, only_pending: bool) -> String {
         "ITEM", "STATUS", "WHEN"
     );
     for c in &p.changes {
-        if only_pending && !matches!(c.status, Status::Differs | Status::NeedsReboot) {
+        if only_pending
+            && !matches!(c.status, Status::Differs | Status::NeedsReboot)
+            && !c.not_met()
+        {
             continue;
         }
         line(&mut out, c);
@@ -62,6 +77,13 @@ pub fn plan(p: &Plan, only_pending: bool) -> String {
         "{} ok, {} differ, {} need a reboot, {} not permitted here, {} not applicable",
         s.ok, s.differs, s.needs_reboot, s.not_permitted, s.not_applicable
     );
+    if s.not_met > 0 {
+        let _ = writeln!(
+            out,
+            "NOT MET: {} essential item(s) (vCPU affinity or real-time policy) cannot be applied",
+            s.not_met
+        );
+    }
     out
 }
 
@@ -104,6 +126,7 @@ pub fn setup(r: &SetupReport) -> String {
             Outcome::Applied => "changed",
             Outcome::NotPermitted => "not permitted here",
             Outcome::Vanished => "vanished (skipped)",
+            Outcome::Skipped => "NOT TRIED",
         };
         let _ = writeln!(
             out,
@@ -125,10 +148,30 @@ pub fn setup(r: &SetupReport) -> String {
             let _ = writeln!(out, "  {}: {} -> {}", c.target, c.current, c.desired);
         }
     }
+    if !r.not_met.is_empty() {
+        let _ = writeln!(
+            out,
+            "NOT MET: {} essential item(s) could not be applied, the VM is not real-time:",
+            r.not_met.len()
+        );
+        for c in &r.not_met {
+            let _ = writeln!(
+                out,
+                "  {} {}: {} -> {}",
+                c.item, c.target, c.current, c.desired
+            );
+            if let Some(n) = &c.note {
+                let _ = writeln!(out, "    cause: {n}");
+            }
+            if let Some(f) = &c.fix {
+                let _ = writeln!(out, "    fix: {f}");
+            }
+        }
+    }
     if r.verified() {
         let _ = writeln!(
             out,
-            "verify: every runtime item is as wanted (refused ones excepted)"
+            "verify: every runtime item is as wanted (refused optional ones excepted)"
         );
     } else {
         let _ = writeln!(out, "verify FAILED for {} item(s):", r.verify_failed.len());
@@ -161,6 +204,9 @@ pub fn revert(r: &RevertReport) -> String {
             " (setup had not finished: crash or kill)"
         }
     );
+    for m in &r.overridden {
+        let _ = writeln!(out, "  --force: reverting although {m}");
+    }
     for x in &r.entries {
         let (tag, why) = match &x.outcome {
             RevertOutcome::Restored => ("restored", String::new()),
@@ -202,6 +248,9 @@ pub fn status(r: &StatusReport) -> String {
         r.entries.len(),
         r.journal.display()
     );
+    for m in &r.mismatches {
+        let _ = writeln!(out, "  warning: this journal does not belong here: {m}");
+    }
     for e in &r.entries {
         let _ = writeln!(
             out,

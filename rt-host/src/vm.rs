@@ -45,6 +45,8 @@ fn ser_vcpus<S: serde::Serializer>(t: &BTreeMap<u32, Thread>, s: S) -> Result<S:
 pub fn describe(vm: &Vm) -> String {
     if let Some(n) = &vm.qemu_name {
         format!("QEMU -name {n}")
+    } else if let Some(n) = &vm.libvirt {
+        format!("libvirt domain {n}")
     } else if let Some(p) = vm.pid {
         format!("pid {p}")
     } else if let Some(p) = &vm.pidfile {
@@ -52,7 +54,7 @@ pub fn describe(vm: &Vm) -> String {
     } else if let Some(q) = &vm.qmp {
         format!("QMP socket {}", q.display())
     } else {
-        "nothing (set qemu_name, pid, pidfile or qmp)".into()
+        "nothing (set qemu_name, libvirt, pid, pidfile or qmp)".into()
     }
 }
 
@@ -97,8 +99,21 @@ fn qmp_map(vm: &Vm) -> Result<BTreeMap<u32, u32>, TuneError> {
         .collect())
 }
 
+/// The one QEMU process named `n`; None when there is none.
+fn by_qemu_name(root: &SysRoot, n: &str) -> Result<Option<u32>, TuneError> {
+    let found = task::find_qemu_by_name(root, n).map_err(sys("Listing processes"))?;
+    match found.as_slice() {
+        [] => Ok(None),
+        [p] => Ok(Some(*p)),
+        many => Err(TuneError::Vm(format!(
+            "{} QEMU processes are named {n:?} (pids {many:?}): give --vm-pid",
+            many.len()
+        ))),
+    }
+}
+
 /// Find the VM: `override_pid` (`--vm-pid`) first, then the profile's pid, pidfile, QEMU
-/// name or QMP socket. `Ok(None)`: the VM is not running.
+/// name, libvirt domain or QMP socket. `Ok(None)`: the VM is not running.
 pub fn find(
     root: &SysRoot,
     vm: &Vm,
@@ -129,16 +144,26 @@ pub fn find(
         })?;
         (p, format!("pidfile {}", f.display()))
     } else if let Some(n) = &vm.qemu_name {
-        let found = task::find_qemu_by_name(root, n).map_err(sys("Listing processes"))?;
-        match found.as_slice() {
-            [] => return Ok(None),
-            [p] => (*p, format!("QEMU -name {n}")),
-            many => {
-                return Err(TuneError::Vm(format!(
-                    "{} QEMU processes are named {n:?} (pids {many:?}): give --vm-pid",
-                    many.len()
-                )))
-            }
+        match by_qemu_name(root, n)? {
+            Some(p) => (p, format!("QEMU -name {n}")),
+            None => return Ok(None),
+        }
+    } else if let Some(n) = &vm.libvirt {
+        let by_file = rt_sys::libvirt::domain_pid(root, n)
+            .map_err(sys(format!("Finding libvirt domain {n:?}")))?;
+        match by_file {
+            Some(p) => (
+                p,
+                format!(
+                    "libvirt domain {n} ({})",
+                    root.display(rt_sys::libvirt::pid_file(n))
+                ),
+            ),
+            // Another run directory (a session instance): libvirt names QEMU guest=NAME.
+            None => match by_qemu_name(root, n)? {
+                Some(p) => (p, format!("libvirt domain {n} (QEMU -name guest={n})")),
+                None => return Ok(None),
+            },
         }
     } else if let Some(sock) = &vm.qmp {
         if !sock.exists() {
@@ -259,5 +284,38 @@ mod tests {
         assert_eq!(v.pid, 4100);
         assert!(v.vcpus.is_empty());
         assert!(find(&m.root, &by_name, Some(4999)).unwrap().is_none());
+    }
+
+    #[test]
+    fn find_by_libvirt_domain_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = crate::fake::FakeMachine::new(&dir.path().join("root"));
+        let vm = Vm {
+            libvirt: Some("lab".into()),
+            ..Vm::default()
+        };
+        // Without a pid file: libvirt's -name guest=lab (here -name lab) still finds it.
+        let v = find(&m.root, &vm, None).unwrap().unwrap();
+        assert_eq!(
+            (v.pid, v.found_by.as_str()),
+            (4000, "libvirt domain lab (QEMU -name guest=lab)")
+        );
+        m.put("run/libvirt/qemu/lab.pid", "4000");
+        let v = find(&m.root, &vm, None).unwrap().unwrap();
+        assert_eq!(v.found_by, "libvirt domain lab (/run/libvirt/qemu/lab.pid)");
+        assert_eq!(v.vcpus.len(), 2);
+        // A stale pid file naming another process is an error that says so.
+        m.put("run/libvirt/qemu/lab.pid", "60");
+        let e = find(&m.root, &vm, None).unwrap_err().to_string();
+        assert!(e.contains("Finding libvirt domain \"lab\""), "{e}");
+        let other = Vm {
+            libvirt: Some("ecu0".into()),
+            ..Vm::default()
+        };
+        assert!(
+            find(&m.root, &other, None).unwrap().is_none(),
+            "not running"
+        );
+        assert_eq!(describe(&other), "libvirt domain ecu0");
     }
 }

@@ -25,6 +25,20 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The standard output of `o`, after checking its exit code.
+#[track_caller]
+fn stdout_of(o: &Output, code: i32) -> String {
+    assert_eq!(o.status.code(), Some(code), "{}", text(o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The standard error of `o`, after checking its exit code.
+#[track_caller]
+fn stderr_of(o: &Output, code: i32) -> String {
+    assert_eq!(o.status.code(), Some(code), "{}", text(o));
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 struct Fake {
     _dir: tempfile::TempDir,
     m: FakeMachine,
@@ -91,9 +105,7 @@ fn check_reports_each_status_and_exits_1() {
 #[test]
 fn plan_lists_only_what_would_change() {
     let f = fake();
-    let o = f.run("plan", &["lab"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let t = String::from_utf8_lossy(&o.stdout);
+    let t = stdout_of(&f.run("plan", &["lab"]), 0);
     assert!(
         t.contains("sched of \"CPU 1/TCG\" (tid 4003): other:0 -> fifo:50"),
         "{t}"
@@ -133,10 +145,7 @@ fn setup_status_revert_round_trip() {
     let o = f.run("revert", &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("restored"));
-    assert_eq!(
-        FakeMachine::diff(&before, &f.m.snapshot()),
-        Vec::<String>::new()
-    );
+    f.m.assert_unchanged(&before);
     let o = f.run("revert", &[]);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("nothing to revert"),
@@ -184,10 +193,7 @@ fn kill_9_mid_setup_then_revert_restores_everything() {
     let o = f.run("revert", &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("setup had not finished"));
-    assert_eq!(
-        FakeMachine::diff(&before, &f.m.snapshot()),
-        Vec::<String>::new()
-    );
+    f.m.assert_unchanged(&before);
 }
 
 #[test]
@@ -200,23 +206,165 @@ fn unexpected_error_undoes_the_run_and_exits_2_with_the_chain() {
     assert!(e.contains("Setting up profile \"lab\""), "{e}");
     assert!(e.contains("caused by: Setup stopped at"), "{e}");
     assert!(e.contains("injected fault"), "{e}");
+    f.m.assert_unchanged(&before);
+}
+
+/// Edit the journal of `f` as a local attacker (or a careless copy) would.
+fn edit_journal(f: &Fake, edit: impl FnOnce(&mut serde_json::Value)) {
+    let p = Path::new(&f.journal).join("journal.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn status_and_revert_refuse_a_journal_naming_other_files() {
+    let f = fake();
+    f.m.put("etc/shadow", "root:$6$secret-hash:19000::::::\n");
+    let o = f.run("setup", &["lab"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for hostile in ["etc/shadow", "sys/../etc/shadow", "/etc/shadow"] {
+        edit_journal(&f, |v| {
+            v["entries"][0]["target"] = serde_json::json!({"File": {"path": hostile}});
+        });
+        let o = f.run("status", &[]);
+        assert_eq!(o.status.code(), Some(2), "{hostile}: {}", text(&o));
+        let t = text(&o);
+        assert!(!t.contains("secret-hash"), "status printed the file: {t}");
+        assert!(t.contains("entry 0") && t.contains("is refused"), "{t}");
+        let o = f.run("revert", &[]);
+        assert_eq!(o.status.code(), Some(2), "{hostile}: {}", text(&o));
+        assert!(text(&o).contains("Nothing was changed"), "{}", text(&o));
+    }
     assert_eq!(
-        FakeMachine::diff(&before, &f.m.snapshot()),
-        Vec::<String>::new()
+        std::fs::read_to_string(f.m.root.path("etc/shadow")).unwrap(),
+        "root:$6$secret-hash:19000::::::\n"
     );
+}
+
+#[test]
+fn revert_refuses_another_root_or_profile_unless_forced() {
+    let f = fake();
+    let before = f.m.snapshot();
+    let o = f.run("setup", &["lab"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The same journal directory used with another root.
+    let other = tempfile::tempdir().unwrap();
+    let om = FakeMachine::new(other.path());
+    let other_before = om.snapshot();
+    let root = other.path().display().to_string();
+    let o = run(&["revert", "--root", &root, "--journal-dir", &f.journal]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("Refusing to revert: give --force"), "{e}");
+    assert!(
+        e.contains(&format!("it was written for root {}", f.root)),
+        "{e}"
+    );
+    om.assert_unchanged(&other_before);
+    // A profile that was not the one set up.
+    let e = stderr_of(&f.run("revert", &["ecu"]), 2);
+    assert!(e.contains("is not the one set up (\"lab\""), "{e}");
+    // The right profile reverts; --force on a mismatch says what it overrides.
+    edit_journal(&f, |v| {
+        v["origin"]["boot_id"] = serde_json::json!("an-earlier-boot");
+    });
+    let t = stdout_of(&f.run("revert", &["lab", "--force"]), 0);
+    assert!(
+        t.contains("--force: reverting although it was written in boot an-earlier-boot"),
+        "{t}"
+    );
+    f.m.assert_unchanged(&before);
+}
+
+#[test]
+fn umask_000_still_gives_a_private_journal() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fake();
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            "umask 000 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_rt-host"),
+            "setup",
+            "lab",
+            "--root",
+            &f.root,
+            "--journal-dir",
+            &f.journal,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let j = Path::new(&f.journal);
+    assert_eq!(mode(j), 0o700);
+    assert_eq!(mode(&j.join("journal.json")), 0o600);
+    assert_eq!(mode(&j.join("lock")), 0o600);
+}
+
+#[test]
+fn setup_exits_1_when_a_vcpu_cannot_be_made_real_time_and_says_why() {
+    let f = fake();
+    f.m.libvirt_cpu_cgroups();
+    let _a =
+        f.m.refuse_writes("sys/fs/cgroup/cpu/machine/cpu.rt_runtime_us");
+    let _b = f.m.refuse_writes("proc/4000/task/4003/stat");
+    let _c = f.m.refuse_writes("sys/module/kvm/parameters/halt_poll_ns");
+    let before = f.m.snapshot();
+    let t = stdout_of(&f.run("setup", &["lab"]), 1);
+    assert!(
+        t.contains("NOT MET: 2 essential item(s) could not be applied"),
+        "{t}"
+    );
+    assert!(
+        t.contains("not permitted here  halt-poll"),
+        "optional items stay optional: {t}"
+    );
+    assert!(
+        t.contains("    cause: refused by the kernel at the last setup: RT group scheduling: the thread's cpu cgroup /sys/fs/cgroup/cpu/machine has cpu.rt_runtime_us 0"),
+        "{t}"
+    );
+    assert!(t.contains("    fix: "), "{t}");
+    // The typed check report: the refused essential items are not ok, and say so.
+    let o = f.run("check", &["lab", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r: record::CheckReport = serde_json::from_slice(&o.stdout).unwrap();
+    let not_met: Vec<&record::CheckItem> = r
+        .items
+        .iter()
+        .filter(|i| {
+            i.detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("NOT MET"))
+        })
+        .collect();
+    assert_eq!(not_met.len(), 2, "{r:#?}");
+    let sched = not_met.iter().find(|i| i.name == "vcpu-sched").unwrap();
+    assert_eq!(sched.status, record::CheckStatus::NotPermitted);
+    assert!(
+        sched.detail.as_deref().unwrap().contains("fix: "),
+        "{sched:?}"
+    );
+    // The plan's JSON carries the flag and the count.
+    let o = f.run("plan", &["lab", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["met"].as_bool(), v["summary"]["not_met"].as_u64()),
+        (Some(false), Some(2)),
+        "{v}"
+    );
+    let o = f.run("revert", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    f.m.assert_unchanged(&before);
 }
 
 #[test]
 fn a_second_setup_is_locked_out() {
     let f = fake();
     let _held = rt_sys::journal::Journal::open_locked(Path::new(&f.journal)).unwrap();
-    let o = f.run("setup", &["lab"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("Another rtvirt setup is running"),
-        "{}",
-        text(&o)
-    );
+    let e = stderr_of(&f.run("setup", &["lab"]), 2);
+    assert!(e.contains("Another rtvirt setup is running"), "{e}");
 }
 
 #[test]
@@ -247,9 +395,7 @@ fn unsafe_and_bad_profiles_are_errors() {
 #[test]
 fn boot_args_print_the_line_and_how_to_install_it() {
     let f = fake();
-    let o = f.run("boot-args", &["lab"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let t = String::from_utf8_lossy(&o.stdout);
+    let t = stdout_of(&f.run("boot-args", &["lab"]), 0);
     assert!(
         t.contains("isolcpus=managed_irq,domain,1 nohz_full=1 rcu_nocbs=1 irqaffinity=0"),
         "{t}"
@@ -319,7 +465,7 @@ fn man_pages_and_completions_come_from_the_cli_definitions() {
 /// A QEMU started by a test, with `CPU n/TCG` threads held stopped (`-S`). Drop reverts the
 /// journal and kills QEMU by its pid, also when the test fails.
 struct Qemu {
-    _serial: std::sync::MutexGuard<'static, ()>,
+    _lock: testkit::HostLock,
     child: std::process::Child,
     name: String,
     dir: tempfile::TempDir,
@@ -327,17 +473,10 @@ struct Qemu {
 
 impl Qemu {
     fn start(tag: &str, extra: &[&str], named: bool) -> Option<Qemu> {
-        // Root tests share the host's knobs: one at a time.
-        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        // Root tests share the host's knobs with every other test that tunes it.
+        let lock = testkit::host_lock();
         // Only root can make other threads SCHED_FIFO and write cpuidle knobs.
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let euid = status
-            .lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2));
-        if euid != Some("0") {
-            eprintln!("skipped: needs root");
+        if !testkit::require_root() || !testkit::require_command("qemu-system-x86_64") {
             return None;
         }
         let name = format!("rtvirt-test-{}-{tag}", std::process::id());
@@ -365,15 +504,9 @@ impl Qemu {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("skipped: cannot start qemu-system-x86_64: {e}");
-                return None;
-            }
-        };
+        let child = cmd.spawn().expect("start qemu-system-x86_64");
         let q = Qemu {
-            _serial: serial,
+            _lock: lock,
             child,
             name,
             dir,
@@ -406,60 +539,76 @@ impl Qemu {
     }
 
     fn threads(&self) -> Vec<(u32, String)> {
-        let Ok(rd) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
-            return Vec::new();
-        };
-        let mut v: Vec<(u32, String)> = rd
-            .flatten()
-            .filter_map(|e| {
-                let tid: u32 = e.file_name().to_str()?.parse().ok()?;
-                let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-                Some((tid, comm.trim().to_string()))
-            })
-            .collect();
-        v.sort();
-        v
+        threads_of(self.pid())
     }
 
     fn vcpu_tid(&self, n: u32) -> u32 {
-        self.threads()
-            .into_iter()
-            .find(|(_, c)| c == &format!("CPU {n}/TCG"))
-            .map(|(t, _)| t)
-            .expect("vCPU thread")
+        vcpu_tid(self.pid(), n)
     }
 
-    /// A profile tuning this QEMU: vCPU 1 on CPU 1 at FIFO 50, C-states off on CPU 1,
-    /// IRQs to CPU 0 (refused on this machine), halt polling (refused here).
     fn profile(&self, vm: &str) -> PathBuf {
-        let p = self.dir.path().join("profile.ron");
-        std::fs::write(
-            &p,
-            format!(
-                r#"Profile(name: "root-test", host: Some((
-                    housekeeping_cpus: "0", realtime_cpus: "1",
-                    kernel: (require_preempt_rt: false),
-                    kvm: (halt_poll_ns: Some(100000)),
-                    idle: (max_exit_latency_us: Some(0)),
-                    irqs: (steer_to: Some("0")),
-                    isolation: (cpuset_partition: false, workqueues: true, kthreads: false),
-                    sysctl: (realtime_virtual_host: false),
-                    vm: Some(({vm})),
-                    vcpus: [(vcpu: 1, cpu: 1, policy: Fifo, priority: 50)],
-                    emulator_cpus: Some("0"), iothread_cpus: Some("0"),
-                )))"#
-            ),
-        )
-        .unwrap();
-        p
+        root_profile(self.dir.path(), vm)
     }
 
     fn rt_host(&self, args: &[&str]) -> Output {
-        let j = self.journal();
-        let mut a: Vec<&str> = args.to_vec();
-        a.extend_from_slice(&["--journal-dir", j.to_str().unwrap()]);
-        run(&a)
+        rt_host_with_journal(&self.journal(), args)
     }
+}
+
+/// The threads of `pid`: (tid, comm), sorted.
+fn threads_of(pid: u32) -> Vec<(u32, String)> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(u32, String)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            Some((tid, comm.trim().to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn vcpu_tid(pid: u32, n: u32) -> u32 {
+    threads_of(pid)
+        .into_iter()
+        .find(|(_, c)| c == &format!("CPU {n}/TCG"))
+        .map(|(t, _)| t)
+        .expect("vCPU thread")
+}
+
+/// A profile (in `dir`) tuning the VM `vm` names: vCPU 1 on CPU 1 at FIFO 50, C-states off
+/// on CPU 1, IRQs to CPU 0 (refused on this machine), halt polling (refused here).
+fn root_profile(dir: &Path, vm: &str) -> PathBuf {
+    let p = dir.join("profile.ron");
+    std::fs::write(
+        &p,
+        format!(
+            r#"Profile(name: "root-test", host: Some((
+                housekeeping_cpus: "0", realtime_cpus: "1",
+                kernel: (require_preempt_rt: false),
+                kvm: (halt_poll_ns: Some(100000)),
+                idle: (max_exit_latency_us: Some(0)),
+                irqs: (steer_to: Some("0")),
+                isolation: (cpuset_partition: false, workqueues: true, kthreads: false),
+                sysctl: (realtime_virtual_host: false),
+                vm: Some(({vm})),
+                vcpus: [(vcpu: 1, cpu: 1, policy: Fifo, priority: 50)],
+                emulator_cpus: Some("0"), iothread_cpus: Some("0"),
+            )))"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn rt_host_with_journal(journal: &Path, args: &[&str]) -> Output {
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend_from_slice(&["--journal-dir", journal.to_str().unwrap()]);
+    run(&a)
 }
 
 impl Drop for Qemu {
@@ -478,6 +627,12 @@ impl Drop for Qemu {
 
 /// Every value a setup of `Qemu::profile` may touch: sysfs files and QEMU's threads.
 fn live_snapshot(q: &Qemu) -> std::collections::BTreeMap<String, String> {
+    snapshot_of(q.pid())
+}
+
+/// Every value a setup of [`root_profile`] may touch: sysfs files, the RT runtime of
+/// every cpu cgroup, and the threads of `pid`.
+fn snapshot_of(pid: u32) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::new();
     let mut files = vec![
         "/sys/module/kvm/parameters/halt_poll_ns".to_string(),
@@ -494,12 +649,21 @@ fn live_snapshot(q: &Qemu) -> std::collections::BTreeMap<String, String> {
     for e in std::fs::read_dir("/proc/irq").unwrap().flatten() {
         files.push(format!("{}/smp_affinity", e.path().display()));
     }
+    let mut dirs = vec![PathBuf::from("/sys/fs/cgroup/cpu")];
+    while let Some(d) = dirs.pop() {
+        files.push(format!("{}/cpu.rt_runtime_us", d.display()));
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
+            }
+        }
+    }
     for f in files {
         if let Ok(t) = std::fs::read_to_string(&f) {
             out.insert(f, t);
         }
     }
-    for (tid, name) in q.threads() {
+    for (tid, name) in threads_of(pid) {
         let s = rt_sys::sched::get_sched(tid)
             .map(|s| s.to_string())
             .unwrap_or_default();
@@ -658,9 +822,7 @@ fn root_qmp_finds_vcpu_threads_without_names_and_vm_gone_is_skipped() {
     )
     .unwrap();
     q.child.wait().unwrap();
-    let o = q.rt_host(&["revert"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let t = String::from_utf8_lossy(&o.stdout);
+    let t = stdout_of(&q.rt_host(&["revert"]), 0);
     assert!(
         t.contains("skipped   sched of"),
         "the FIFO vCPU's entry is skipped: {t}"
@@ -684,11 +846,12 @@ fn idle_disables() -> Vec<String> {
 #[test]
 #[ignore = "needs root: run by lab/test.sh"]
 fn root_hold_sets_and_releases_the_cpu_latency_limit() {
-    let root = rt_sys::SysRoot::live();
-    let Ok(before) = rt_sys::cpuidle::dma_latency(&root) else {
-        eprintln!("skipped: /dev/cpu_dma_latency is not readable here (needs root)");
+    let _lock = testkit::host_lock();
+    if !testkit::require_root() {
         return;
-    };
+    }
+    let root = rt_sys::SysRoot::live();
+    let before = rt_sys::cpuidle::dma_latency(&root).unwrap();
     let mut child = bin()
         .args(["hold", "lab", "--us", "3"])
         .stdout(Stdio::piped())
@@ -718,4 +881,222 @@ fn root_hold_sets_and_releases_the_cpu_latency_limit() {
         assert!(Instant::now() < deadline, "the limit was not released");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+// ------------------------------------------------------- root tests: a real libvirtd
+
+/// libvirtd and virtlogd started by a test (as children, with their own pid files) and a
+/// TCG domain defined there. Drop reverts rt-host's journal, destroys and undefines the
+/// domain, and ends the two daemons by their pids, also when the test fails.
+struct Libvirt {
+    _lock: testkit::HostLock,
+    dir: tempfile::TempDir,
+    daemons: Vec<std::process::Child>,
+    domain: String,
+}
+
+const VIRSH_URI: &str = "qemu:///system";
+
+impl Libvirt {
+    fn start() -> Option<Libvirt> {
+        let lock = testkit::host_lock();
+        for cmd in ["libvirtd", "virtlogd", "virsh", "qemu-system-x86_64"] {
+            if !testkit::require_command(cmd) {
+                return None;
+            }
+        }
+        if !testkit::require_root() {
+            return None;
+        }
+        std::fs::create_dir_all("/var/log/libvirt/qemu").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut lv = Libvirt {
+            _lock: lock,
+            domain: format!("rtvirt-test-{}", std::process::id()),
+            daemons: Vec::new(),
+            dir,
+        };
+        for d in ["virtlogd", "libvirtd"] {
+            let pidfile = lv.dir.path().join(format!("{d}.pid"));
+            let log = std::fs::File::create(lv.dir.path().join(format!("{d}.log"))).unwrap();
+            let child = Command::new(d)
+                .arg("--pid-file")
+                .arg(&pidfile)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {d}: {e}"));
+            lv.daemons.push(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lv.virsh(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "libvirtd did not answer: {}",
+                std::fs::read_to_string(lv.dir.path().join("libvirtd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some(lv)
+    }
+
+    fn virsh(&self, args: &[&str]) -> Output {
+        Command::new("virsh")
+            .args(["-c", VIRSH_URI])
+            .args(args)
+            .output()
+            .expect("run virsh")
+    }
+
+    /// Define and start (paused) a 2-vCPU TCG domain with vCPU n pinned to CPU n and the
+    /// emulator on CPU 0, as libvirt users write it.
+    fn start_domain(&self) -> u32 {
+        let xml = self.dir.path().join("domain.xml");
+        std::fs::write(
+            &xml,
+            format!(
+                "<domain type='qemu'>\n  <name>{}</name>\n  <memory unit='MiB'>64</memory>\n  \
+                 <vcpu placement='static'>2</vcpu>\n  <cputune>\n    <vcpupin vcpu='0' cpuset='0'/>\n    \
+                 <vcpupin vcpu='1' cpuset='1'/>\n    <emulatorpin cpuset='0'/>\n  </cputune>\n  \
+                 <os><type arch='x86_64' machine='pc'>hvm</type></os>\n  \
+                 <devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices>\n</domain>\n",
+                self.domain
+            ),
+        )
+        .unwrap();
+        for args in [
+            vec!["define", xml.to_str().unwrap()],
+            vec!["start", &self.domain, "--paused"],
+        ] {
+            let o = self.virsh(&args);
+            assert!(o.status.success(), "virsh {args:?}: {}", text(&o));
+        }
+        let pid =
+            std::fs::read_to_string(format!("/run/libvirt/qemu/{}.pid", self.domain)).unwrap();
+        pid.trim().parse().unwrap()
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.dir.path().join("journal")
+    }
+}
+
+impl Drop for Libvirt {
+    fn drop(&mut self) {
+        if self.journal().join("journal.json").exists() {
+            let o = rt_host_with_journal(&self.journal(), &["revert"]);
+            eprintln!("cleanup revert: {}", text(&o));
+        }
+        let _ = self.virsh(&["destroy", &self.domain]);
+        let _ = self.virsh(&["undefine", &self.domain]);
+        // libvirtd first (it holds a connection to virtlogd), each by its pid.
+        for child in self.daemons.iter_mut().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `cpu.rt_runtime_us` of libvirt's groups for `domain`: machine, the domain, vcpu1.
+fn libvirt_runtimes(domain: &str) -> Vec<String> {
+    let top = "/sys/fs/cgroup/cpu/machine";
+    let dom = format!("{top}/qemu-1-{domain}.libvirt-qemu");
+    let dom = if Path::new(&dom).exists() {
+        dom
+    } else {
+        // The domain id in the group name grows with each start of this libvirtd.
+        std::fs::read_dir(top)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().display().to_string())
+            .find(|p| p.ends_with(&format!("-{domain}.libvirt-qemu")))
+            .expect("the domain's cpu cgroup")
+    };
+    [top.to_string(), dom.clone(), format!("{dom}/vcpu1")]
+        .iter()
+        .map(|d| {
+            std::fs::read_to_string(format!("{d}/cpu.rt_runtime_us"))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root and libvirt: run by lab/test.sh"]
+fn root_libvirt_domain_by_name_gets_rt_runtime_fifo_vcpu_and_exact_revert() {
+    let Some(lv) = Libvirt::start() else {
+        return;
+    };
+    let pid = lv.start_domain();
+    let t1 = vcpu_tid(pid, 1);
+    // The case of issue 11: libvirt's cpu cgroups have no RT runtime, so FIFO is refused.
+    let rt_sched = rt_sys::sched::SchedParams {
+        policy: rt_sys::sched::Policy::Fifo,
+        priority: 50,
+    };
+    let e = rt_sys::sched::set_sched(t1, rt_sched).unwrap_err();
+    assert!(e.is_not_permitted(), "{e}");
+    let runtimes_before = libvirt_runtimes(&lv.domain);
+    assert_eq!(runtimes_before, ["0", "0", "0"]);
+    let before = snapshot_of(pid);
+    let profile = root_profile(lv.dir.path(), &format!("libvirt: Some({:?})", lv.domain));
+    let profile = profile.to_str().unwrap();
+    let j = lv.journal();
+    let o = rt_host_with_journal(&j, &["plan", profile, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["vm"]["pid"], pid);
+    assert_eq!(
+        v["vm"]["found_by"],
+        format!(
+            "libvirt domain {} (/run/libvirt/qemu/{}.pid)",
+            lv.domain, lv.domain
+        )
+    );
+    let o = rt_host_with_journal(&j, &["check", profile, "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r: record::CheckReport = serde_json::from_slice(&o.stdout).unwrap();
+    let rt: Vec<&record::CheckItem> = r.items.iter().filter(|i| i.name == "rt-runtime").collect();
+    assert_eq!(rt.len(), 3, "machine, the domain, vcpu1: {r:#?}");
+    assert!(
+        rt.iter()
+            .all(|i| i.status == record::CheckStatus::Differs
+                && i.desired.as_deref() == Some("950000")),
+        "{rt:#?}"
+    );
+    // Setup: runtime parents first, then the vCPU becomes FIFO.
+    let o = rt_host_with_journal(&j, &["setup", profile, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(libvirt_runtimes(&lv.domain), ["950000", "950000", "950000"]);
+    assert_eq!(rt_sys::sched::get_sched(t1).unwrap(), rt_sched);
+    assert_eq!(rt_sys::sched::get_affinity(t1).unwrap().to_string(), "1");
+    assert_eq!(rt_sys::sched::get_affinity(pid).unwrap().to_string(), "0");
+    let o = rt_host_with_journal(&j, &["check", profile, "--json"]);
+    let r: record::CheckReport = serde_json::from_slice(&o.stdout).unwrap();
+    let essential: Vec<&record::CheckItem> = r
+        .items
+        .iter()
+        .filter(|i| ["rt-runtime", "vcpu-affinity", "vcpu-sched"].contains(&i.name.as_str()))
+        .filter(|i| i.current != "(left alone)")
+        .collect();
+    assert_eq!(essential.len(), 5, "{essential:#?}");
+    assert!(
+        essential
+            .iter()
+            .all(|i| i.status == record::CheckStatus::Ok),
+        "{essential:#?}"
+    );
+    // Revert: the vCPU leaves FIFO, then the runtimes go back, children first.
+    let t = stdout_of(&rt_host_with_journal(&j, &["revert", profile]), 0);
+    let vcpu_line = t.find("vcpu1/cpu.rt_runtime_us").unwrap();
+    let machine_line = t.find("machine/cpu.rt_runtime_us").unwrap();
+    assert!(vcpu_line < machine_line, "children first: {t}");
+    assert_eq!(libvirt_runtimes(&lv.domain), runtimes_before);
+    assert_eq!(diff(&before, &snapshot_of(pid)), Vec::<String>::new());
 }

@@ -7,9 +7,14 @@
 //! See <https://docs.kernel.org/admin-guide/cgroup-v2.html> ("Cpuset") and
 //! <https://docs.kernel.org/admin-guide/cgroup-v1/cpusets.html>.
 
+use std::os::fd::AsFd;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use nix::unistd::UnlinkatFlags;
 use serde::{Deserialize, Serialize};
 
-use crate::{SysError, SysRoot};
+use crate::{CpuSet, SysError, SysRoot};
 
 /// A mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +26,9 @@ pub struct Mount {
     /// Mount options (v1 controllers appear here: `rw,relatime,cpuset`).
     pub options: Vec<String>,
 }
+
+/// The mount table (`/proc/mounts`).
+pub const MOUNTS: &str = "proc/mounts";
 
 /// Parse `/proc/mounts` for cgroup and cgroup2 mounts.
 pub fn parse_mounts(text: &str) -> Vec<Mount> {
@@ -55,7 +63,7 @@ pub struct Layout {
 
 /// Find the cpuset hierarchies from `/proc/mounts` (via the root).
 pub fn layout(root: &SysRoot) -> Result<Layout, SysError> {
-    let mounts = parse_mounts(&root.read("proc/mounts")?);
+    let mounts = parse_mounts(&root.read(MOUNTS)?);
     let v1_cpuset = mounts
         .iter()
         .find(|m| !m.v2 && m.options.iter().any(|o| o == "cpuset"))
@@ -111,15 +119,96 @@ impl CgroupRef {
 /// The cgroup path of the hierarchy in a `/proc/.../cgroup` text: the `cpuset`
 /// controller's line for v1, the `0::` line for v2.
 pub fn parse_proc_cgroup(text: &str, v2: bool) -> Option<String> {
+    parse_proc_cgroup_of(text, (!v2).then_some("cpuset"))
+}
+
+/// The cgroup path in a `/proc/.../cgroup` text of the v1 hierarchy holding `controller`,
+/// or of the cgroup2 hierarchy (`0::`) for None.
+pub fn parse_proc_cgroup_of(text: &str, controller: Option<&str>) -> Option<String> {
     text.lines().find_map(|l| {
         let mut it = l.splitn(3, ':');
         let (id, ctrls, path) = (it.next()?, it.next()?, it.next()?);
-        let hit = if v2 {
-            id == "0" && ctrls.is_empty()
-        } else {
-            ctrls.split(',').any(|c| c == "cpuset")
+        let hit = match controller {
+            None => id == "0" && ctrls.is_empty(),
+            Some(c) => ctrls.split(',').any(|x| x == c),
         };
         hit.then(|| path.to_string())
+    })
+}
+
+/// RT group scheduling (`CONFIG_RT_GROUP_SCHED`): the real-time runtime per period a cpu
+/// cgroup's threads may use. A group with runtime 0 may hold no SCHED_FIFO/RR thread
+/// (`sched_setscheduler(2)` says EPERM); a child's runtimes must fit in its parent's.
+/// See <https://docs.kernel.org/scheduler/sched-rt-group.html>.
+pub const RT_RUNTIME: &str = "cpu.rt_runtime_us";
+/// The period of [`RT_RUNTIME`].
+pub const RT_PERIOD: &str = "cpu.rt_period_us";
+
+/// A cpu cgroup's real-time bandwidth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtBandwidth {
+    /// `cpu.rt_runtime_us`; -1 is unlimited.
+    pub runtime_us: i64,
+    /// `cpu.rt_period_us`.
+    pub period_us: u64,
+}
+
+/// The kernel's fixed-point unit of bandwidth (`BW_UNIT`, 1 << 20 is the whole period).
+pub const BW_UNIT: u128 = 1 << 20;
+
+impl RtBandwidth {
+    /// The share of the period, as the kernel computes it (`to_ratio`): [`BW_UNIT`] for
+    /// unlimited, `runtime << 20 / period` otherwise.
+    pub fn ratio(&self) -> u128 {
+        match u128::try_from(self.runtime_us) {
+            Err(_) => BW_UNIT,
+            Ok(_) if self.period_us == 0 => 0,
+            Ok(r) => (r << 20) / u128::from(self.period_us),
+        }
+    }
+
+    /// The largest runtime (us) in this group's period whose [`RtBandwidth::ratio`] is at
+    /// most `ratio`, so that runtimes given from ratios never add up to more than the
+    /// kernel allows.
+    pub fn runtime_of(&self, ratio: u128) -> i64 {
+        let r = ((ratio + 1) * u128::from(self.period_us)).saturating_sub(1) >> 20;
+        i64::try_from(r).unwrap_or(i64::MAX)
+    }
+}
+
+/// Read the RT bandwidth of cgroup directory `dir`.
+pub fn rt_bandwidth(root: &SysRoot, dir: &str) -> Result<RtBandwidth, SysError> {
+    let rel = format!("{dir}/{RT_RUNTIME}");
+    let t = root.read_trim(&rel)?;
+    let runtime_us = t.parse().map_err(|_| SysError::Parse {
+        what: root.display(&rel),
+        detail: format!("expected an integer, found {t:?}"),
+    })?;
+    Ok(RtBandwidth {
+        runtime_us,
+        period_us: root.read_u64(format!("{dir}/{RT_PERIOD}"))?,
+    })
+}
+
+/// The hierarchy where RT group scheduling lives: the v1 mount of the `cpu` controller,
+/// or the cgroup2 mount when its root has `cpu.rt_runtime_us`. None: the kernel has no
+/// RT group scheduling, and any thread may be real-time.
+pub fn rt_hierarchy(root: &SysRoot) -> Result<Option<Mount>, SysError> {
+    let mounts = parse_mounts(&root.read(MOUNTS)?);
+    Ok(mounts.into_iter().find(|m| {
+        let has_cpu = m.v2 || m.options.iter().any(|o| o == "cpu");
+        has_cpu && root.exists(format!("{}/{RT_RUNTIME}", m.path))
+    }))
+}
+
+/// The cgroup (path inside `m`) thread `tid` of `pid` is in: the `cpu` line for a v1
+/// mount, the `0::` line for cgroup2.
+pub fn thread_cgroup_in(root: &SysRoot, pid: u32, tid: u32, m: &Mount) -> Result<String, SysError> {
+    let rel = format!("proc/{pid}/task/{tid}/cgroup");
+    let text = root.read(&rel)?;
+    parse_proc_cgroup_of(&text, (!m.v2).then_some("cpu")).ok_or_else(|| SysError::Parse {
+        what: root.display(&rel),
+        detail: format!("no line for the hierarchy at /{}", m.path),
     })
 }
 
@@ -131,6 +220,44 @@ pub fn thread_cgroup(root: &SysRoot, pid: u32, tid: u32, v2: bool) -> Result<Str
         what: root.display(&rel),
         detail: format!("no {} line", if v2 { "cgroup2" } else { "cpuset" }),
     })
+}
+
+/// The cpuset cgroup of thread `tid` of `pid` (directory relative to the root) and the
+/// CPUs it allows (`cpuset.cpus.effective` in cgroup2, `cpuset.effective_cpus` in v1,
+/// else `cpuset.cpus`). None when no cpuset hierarchy is mounted.
+pub fn thread_cpuset(
+    root: &SysRoot,
+    pid: u32,
+    tid: u32,
+) -> Result<Option<(String, CpuSet)>, SysError> {
+    let l = layout(root)?;
+    let (mount, v2) = match (&l.v1_cpuset, &l.v2) {
+        (Some(m), _) => (m.clone(), false),
+        (None, Some(m)) if l.v2_has_cpuset => (m.clone(), true),
+        _ => return Ok(None),
+    };
+    let path = thread_cgroup(root, pid, tid, v2)?;
+    let cg = CgroupRef { mount, path, v2 };
+    for f in [
+        "cpuset.cpus.effective",
+        "cpuset.effective_cpus",
+        "cpuset.cpus",
+    ] {
+        let rel = cg.file(f);
+        match root.read_trim(&rel) {
+            Ok(t) if !t.is_empty() => {
+                let cpus = CpuSet::parse(&t).map_err(|e| SysError::Parse {
+                    what: root.display(&rel),
+                    detail: e.to_string(),
+                })?;
+                return Ok(Some((cg.dir(), cpus)));
+            }
+            Ok(_) => continue,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 /// Knob files the kernel creates in a new cpuset cgroup; on a fake root they are
@@ -153,31 +280,67 @@ const V2_FILES: &[&str] = &[
     "cpuset.cpus.partition",
 ];
 
-/// Create cgroup directory `rel` (mkdir in cgroupfs). On a fake root the kernel's knob
-/// files are created too, empty.
+/// `rel` as (parent directory, last name); a cgroup is never the root of the tree.
+fn split(root: &SysRoot, rel: &str) -> Result<(String, String), SysError> {
+    let rel = rel.trim_start_matches('/');
+    match rel.rsplit_once('/') {
+        Some((p, n)) if !n.is_empty() && n != "." && n != ".." => Ok((p.to_string(), n.into())),
+        _ => Err(SysError::Unsafe {
+            what: root.display(rel),
+            why: "not a directory below a cgroup mount".into(),
+        }),
+    }
+}
+
+fn at_err<'a>(root: &'a SysRoot, rel: &'a str) -> impl Fn(nix::errno::Errno) -> SysError + 'a {
+    move |e| SysError::from_io(root.display(rel), Some(root.path(rel)), e.into())
+}
+
+/// Create cgroup directory `rel` (mkdir in cgroupfs), its parent opened beneath the root
+/// without following links. On a fake root the kernel's knob files are created too, empty.
 pub fn create(root: &SysRoot, rel: &str, v2: bool) -> Result<(), SysError> {
-    let p = root.path(rel);
-    std::fs::create_dir(&p)
-        .map_err(|e| SysError::from_io(root.display(rel), Some(p.clone()), e))?;
+    let (parent, name) = split(root, rel)?;
+    let pfd = root.open_beneath(&parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+    nix::sys::stat::mkdirat(pfd.as_fd(), name.as_str(), Mode::from_bits_truncate(0o755))
+        .map_err(at_err(root, rel))?;
     if !root.is_live() {
+        let dir = nix::fcntl::openat(pfd.as_fd(), name.as_str(), DIR_FLAGS, Mode::empty())
+            .map_err(at_err(root, rel))?;
         for f in if v2 { V2_FILES } else { V1_FILES } {
-            std::fs::write(p.join(f), "")
-                .map_err(|e| SysError::from_io(root.display(rel), Some(p.clone()), e))?;
+            let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW;
+            nix::fcntl::openat(
+                dir.as_fd(),
+                *f,
+                flags | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            )
+            .map_err(at_err(root, rel))?;
         }
     }
     Ok(())
 }
 
-/// Remove cgroup directory `rel` (rmdir; it must hold no tasks). On a fake root the
-/// knob files go with it.
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// Remove cgroup directory `rel` (rmdir; it must hold no tasks), reached beneath the root
+/// without following links. On a fake root the knob files go with it.
 pub fn remove(root: &SysRoot, rel: &str) -> Result<(), SysError> {
-    let p = root.path(rel);
-    let r = if root.is_live() {
-        std::fs::remove_dir(&p)
-    } else {
-        std::fs::remove_dir_all(&p)
-    };
-    r.map_err(|e| SysError::from_io(root.display(rel), Some(p), e))
+    let (parent, name) = split(root, rel)?;
+    let pfd = root.open_beneath(&parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+    if !root.is_live() {
+        let dir = nix::fcntl::openat(pfd.as_fd(), name.as_str(), DIR_FLAGS, Mode::empty())
+            .map_err(at_err(root, rel))?;
+        // The names come from a listing; each unlink goes through the checked directory.
+        for f in root.list(rel)? {
+            nix::unistd::unlinkat(dir.as_fd(), f.as_str(), UnlinkatFlags::NoRemoveDir)
+                .map_err(at_err(root, rel))?;
+        }
+    }
+    nix::unistd::unlinkat(pfd.as_fd(), name.as_str(), UnlinkatFlags::RemoveDir)
+        .map_err(at_err(root, rel))
 }
 
 #[cfg(test)]
@@ -185,7 +348,7 @@ mod tests {
     use super::*;
 
     // Pasted from this machine: cgroup v1 controllers plus cgroup2 at /sys/fs/cgroup/unified.
-    const MOUNTS: &str = "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0
+    const MOUNTS_TEXT: &str = "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0
 tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0
 cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0
 cgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0
@@ -202,13 +365,13 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
 
     #[test]
     fn mounts_and_layout() {
-        let m = parse_mounts(MOUNTS);
+        let m = parse_mounts(MOUNTS_TEXT);
         assert_eq!(m.len(), 4);
         assert!(m[3].v2);
         let dir = tempfile::tempdir().unwrap();
         let root = SysRoot::new(dir.path());
         std::fs::create_dir_all(root.path("proc")).unwrap();
-        std::fs::write(root.path("proc/mounts"), MOUNTS).unwrap();
+        std::fs::write(root.path("proc/mounts"), MOUNTS_TEXT).unwrap();
         std::fs::create_dir_all(root.path("sys/fs/cgroup/unified")).unwrap();
         std::fs::write(
             root.path("sys/fs/cgroup/unified/cgroup.controllers"),
@@ -237,6 +400,47 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
             ..c
         };
         assert_eq!(r.file("cpuset.cpus"), "sys/fs/cgroup/cpuset/cpuset.cpus");
+    }
+
+    #[test]
+    fn rt_bandwidth_ratios_as_the_kernel_computes_them() {
+        let b = RtBandwidth {
+            runtime_us: 950_000,
+            period_us: 1_000_000,
+        };
+        assert_eq!(b.ratio(), (950_000u128 << 20) / 1_000_000);
+        assert_eq!(b.runtime_of(b.ratio()), 950_000);
+        let r = b.runtime_of(b.ratio() / 3);
+        let third = RtBandwidth { runtime_us: r, ..b };
+        assert!(
+            3 * third.ratio() <= b.ratio(),
+            "three thirds fit in the whole"
+        );
+        let inf = RtBandwidth {
+            runtime_us: -1,
+            period_us: 1_000_000,
+        };
+        assert_eq!(inf.ratio(), BW_UNIT);
+        assert_eq!(inf.runtime_of(BW_UNIT / 2), 500_000);
+        assert_eq!(
+            parse_proc_cgroup_of(PROC_CGROUP, Some("cpu")).as_deref(),
+            Some("/")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let root = SysRoot::new(dir.path());
+        std::fs::create_dir_all(root.path("proc")).unwrap();
+        std::fs::write(root.path(MOUNTS), MOUNTS_TEXT).unwrap();
+        assert_eq!(
+            rt_hierarchy(&root).unwrap(),
+            None,
+            "no cpu.rt_runtime_us: no RT groups"
+        );
+        std::fs::create_dir_all(root.path("sys/fs/cgroup/cpu")).unwrap();
+        std::fs::write(root.path("sys/fs/cgroup/cpu/cpu.rt_runtime_us"), "950000\n").unwrap();
+        std::fs::write(root.path("sys/fs/cgroup/cpu/cpu.rt_period_us"), "1000000\n").unwrap();
+        let m = rt_hierarchy(&root).unwrap().unwrap();
+        assert_eq!(m.path, "sys/fs/cgroup/cpu");
+        assert_eq!(rt_bandwidth(&root, &m.path).unwrap(), b);
     }
 
     #[test]

@@ -38,7 +38,12 @@ impl IdleState {
 
 /// The `disable` file of state `index` on `cpu`, relative to the root.
 pub fn disable_path(cpu: u32, index: u32) -> String {
-    format!("sys/devices/system/cpu/cpu{cpu}/cpuidle/state{index}/disable")
+    format!("{}/state{index}/disable", dir(cpu))
+}
+
+/// The cpuidle directory of `cpu` (relative to the root).
+pub fn dir(cpu: u32) -> String {
+    format!("{}/cpuidle", crate::cpulist::cpu_dir(cpu))
 }
 
 /// The index K of a `stateK` directory name.
@@ -61,7 +66,7 @@ pub fn parse_disable(text: &str) -> Result<bool, SysError> {
 /// The idle states of `cpu`, by index. A CPU without a `cpuidle` directory (no cpuidle
 /// driver) has none.
 pub fn states(root: &SysRoot, cpu: u32) -> Result<Vec<IdleState>, SysError> {
-    let dir = format!("sys/devices/system/cpu/cpu{cpu}/cpuidle");
+    let dir = dir(cpu);
     if !root.exists(&dir) {
         return Ok(Vec::new());
     }

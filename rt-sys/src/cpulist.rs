@@ -24,6 +24,43 @@ pub struct CpuListError {
     pub reason: String,
 }
 
+/// The CPUs that are online (`/sys/devices/system/cpu/online`).
+/// See <https://docs.kernel.org/admin-guide/cputopology.html>.
+pub const ONLINE: &str = "sys/devices/system/cpu/online";
+/// The CPUs that are present (`/sys/devices/system/cpu/present`).
+pub const PRESENT: &str = "sys/devices/system/cpu/present";
+/// The CPUs isolated at boot (`isolcpus=`), `/sys/devices/system/cpu/isolated`.
+pub const ISOLATED: &str = "sys/devices/system/cpu/isolated";
+
+/// The sysfs directory of CPU `cpu` (relative to the root).
+pub fn cpu_dir(cpu: u32) -> String {
+    format!("sys/devices/system/cpu/cpu{cpu}")
+}
+
+/// Read a CPU-list file `rel` (an empty file is the empty set); errors name the file.
+pub fn read_cpus(root: &crate::SysRoot, rel: &str) -> Result<CpuSet, crate::SysError> {
+    let t = root.read_trim(rel)?;
+    CpuSet::parse(&t).map_err(|e| crate::SysError::Parse {
+        what: root.display(rel),
+        detail: e.to_string(),
+    })
+}
+
+/// The online CPUs: the one reader of [`ONLINE`] for every tool.
+pub fn online(root: &crate::SysRoot) -> Result<CpuSet, crate::SysError> {
+    read_cpus(root, ONLINE)
+}
+
+/// The present CPUs ([`PRESENT`]).
+pub fn present(root: &crate::SysRoot) -> Result<CpuSet, crate::SysError> {
+    read_cpus(root, PRESENT)
+}
+
+/// The CPUs isolated at boot ([`ISOLATED`]; empty when none).
+pub fn isolated(root: &crate::SysRoot) -> Result<CpuSet, crate::SysError> {
+    read_cpus(root, ISOLATED)
+}
+
 /// Highest CPU number accepted by the parser (the kernel's NR_CPUS upper limit).
 pub const MAX_CPU: u32 = 8191;
 

@@ -38,6 +38,15 @@ pub enum SysError {
         /// What was wrong.
         detail: String,
     },
+    /// A path that rtvirt refuses to touch: it leaves the root, goes through a symbolic
+    /// link, or is not a kernel interface a journal may name.
+    #[error("Refusing {what}: {why}")]
+    Unsafe {
+        /// The path (as on the live system) or the journal target.
+        what: String,
+        /// Why it is refused.
+        why: String,
+    },
     /// A syscall on a thread failed for another reason.
     #[error("{call} on {what} failed")]
     Syscall {

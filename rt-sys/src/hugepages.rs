@@ -8,6 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{CpuSet, SysError, SysRoot};
 
+/// Memory counters (`/proc/meminfo`).
+pub const MEMINFO: &str = "proc/meminfo";
+/// The system-wide hugepage pools, one directory per page size.
+pub const POOLS: &str = "sys/kernel/mm/hugepages";
+/// The NUMA nodes (`/sys/devices/system/node`).
+pub const NODES: &str = "sys/devices/system/node";
+
 /// The hugepage lines of `/proc/meminfo` (default page size only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeminfoHuge {
@@ -47,16 +54,16 @@ pub fn parse_meminfo(text: &str) -> Result<MeminfoHuge, SysError> {
 
 /// Read `/proc/meminfo`'s hugepage lines.
 pub fn meminfo(root: &SysRoot) -> Result<MeminfoHuge, SysError> {
-    parse_meminfo(&root.read("proc/meminfo")?)
+    parse_meminfo(&root.read(MEMINFO)?)
 }
 
 /// The `nr_hugepages` file for pages of `size_kib`, system-wide or on `node`.
 pub fn nr_path(size_kib: u64, node: Option<u32>) -> String {
     match node {
         Some(n) => {
-            format!("sys/devices/system/node/node{n}/hugepages/hugepages-{size_kib}kB/nr_hugepages")
+            format!("{NODES}/node{n}/hugepages/hugepages-{size_kib}kB/nr_hugepages")
         }
-        None => format!("sys/kernel/mm/hugepages/hugepages-{size_kib}kB/nr_hugepages"),
+        None => format!("{}/nr_hugepages", pool_dir(size_kib)),
     }
 }
 
@@ -65,10 +72,20 @@ pub fn free_path(size_kib: u64, node: Option<u32>) -> String {
     nr_path(size_kib, node).replace("/nr_hugepages", "/free_hugepages")
 }
 
+/// The system-wide pool directory of pages of `size_kib`.
+pub fn pool_dir(size_kib: u64) -> String {
+    format!("{POOLS}/hugepages-{size_kib}kB")
+}
+
+/// The directory of NUMA node `node`.
+pub fn node_dir(node: u32) -> String {
+    format!("{NODES}/node{node}")
+}
+
 /// The page sizes (KiB) the kernel supports, from `/sys/kernel/mm/hugepages`.
 pub fn sizes(root: &SysRoot) -> Result<Vec<u64>, SysError> {
     let mut v: Vec<u64> = root
-        .list("sys/kernel/mm/hugepages")?
+        .list(POOLS)?
         .iter()
         .filter_map(|n| {
             n.strip_prefix("hugepages-")?
@@ -84,7 +101,7 @@ pub fn sizes(root: &SysRoot) -> Result<Vec<u64>, SysError> {
 /// NUMA nodes and their CPUs (`/sys/devices/system/node/nodeN/cpulist`). Empty when the
 /// kernel has no NUMA sysfs.
 pub fn nodes(root: &SysRoot) -> Result<Vec<(u32, CpuSet)>, SysError> {
-    let dir = "sys/devices/system/node";
+    let dir = NODES;
     if !root.exists(dir) {
         return Ok(Vec::new());
     }

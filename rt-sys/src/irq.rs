@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{CpuSet, SysError, SysRoot};
 
+/// The directory of per-IRQ settings (`/proc/irq`).
+pub const ROOT: &str = "proc/irq";
+/// Who uses which IRQ on which CPU (`/proc/interrupts`).
+pub const INTERRUPTS: &str = "proc/interrupts";
+
 /// Relative path of the default affinity of new IRQs.
 pub const DEFAULT_AFFINITY: &str = "proc/irq/default_smp_affinity";
 
@@ -67,13 +72,13 @@ pub fn parse_interrupts(text: &str) -> Result<Vec<IrqLine>, SysError> {
 
 /// The `smp_affinity` file of IRQ `irq`, relative to the root.
 pub fn affinity_path(irq: u32) -> String {
-    format!("proc/irq/{irq}/smp_affinity")
+    format!("{ROOT}/{irq}/smp_affinity")
 }
 
 /// IRQ numbers that have a directory with an `smp_affinity` file under `/proc/irq`.
 pub fn irqs(root: &SysRoot) -> Result<Vec<u32>, SysError> {
     let mut v: Vec<u32> = root
-        .list("proc/irq")?
+        .list(ROOT)?
         .into_iter()
         .filter_map(|n| n.parse().ok())
         .filter(|n| root.exists(affinity_path(*n)))

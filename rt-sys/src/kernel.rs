@@ -102,13 +102,59 @@ pub fn hypervisor_signature() -> Option<String> {
     }
 }
 
+/// The kernel command line (`/proc/cmdline`).
+pub const CMDLINE: &str = "proc/cmdline";
+/// `uname -r`.
+pub const OSRELEASE: &str = "proc/sys/kernel/osrelease";
+/// `uname -v` (holds `PREEMPT_RT` on RT kernels).
+pub const VERSION: &str = "proc/sys/kernel/version";
+/// `uname -s`.
+pub const OSTYPE: &str = "proc/sys/kernel/ostype";
+/// `1` on PREEMPT_RT kernels (`/sys/kernel/realtime`).
+pub const REALTIME: &str = "sys/kernel/realtime";
+/// CPU model and flags (`/proc/cpuinfo`).
+pub const CPUINFO: &str = "proc/cpuinfo";
+/// Per-CPU time counters, steal time among them (`/proc/stat`).
+pub const STAT: &str = "proc/stat";
+/// The clocksource in use.
+/// See <https://docs.kernel.org/timers/timekeeping.html>.
+pub const CLOCKSOURCE: &str = "sys/devices/system/clocksource/clocksource0/current_clocksource";
+/// The KVM device (`/dev/kvm`).
+pub const KVM_DEVICE: &str = "dev/kvm";
+/// KVM's halt polling (`halt_poll_ns` of module kvm).
+/// See <https://docs.kernel.org/virt/kvm/halt-polling.html>.
+pub const KVM_HALT_POLL_NS: &str = "sys/module/kvm/parameters/halt_poll_ns";
+/// The guest's halt polling (`guest_halt_poll_ns` of module haltpoll).
+/// See <https://docs.kernel.org/virt/guest-halt-polling.html>.
+pub const GUEST_HALT_POLL_NS: &str = "sys/module/haltpoll/parameters/guest_halt_poll_ns";
+
+/// The sysfs directory of module `module` (present while it is loaded or built in).
+pub fn module_dir(module: &str) -> String {
+    format!("sys/module/{module}")
+}
+
+/// A random id the kernel draws at each boot (`/proc/sys/kernel/random/boot_id`).
+pub const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
+/// The host name (`/proc/sys/kernel/hostname`).
+pub const HOSTNAME: &str = "proc/sys/kernel/hostname";
+
+/// This boot's id: a journal written before a reboot names threads and values of another boot.
+pub fn boot_id(root: &SysRoot) -> Result<String, SysError> {
+    root.read_trim(BOOT_ID)
+}
+
+/// The host name.
+pub fn hostname(root: &SysRoot) -> Result<String, SysError> {
+    root.read_trim(HOSTNAME)
+}
+
 /// Gather [`KernelFacts`] from `root`. On a fake root the CPUID signature is not read.
 pub fn facts(root: &SysRoot) -> Result<KernelFacts, SysError> {
-    let release = root.read_trim("proc/sys/kernel/osrelease")?;
-    let version = root.read_trim("proc/sys/kernel/version")?;
-    let rt_flag = root.read("sys/kernel/realtime").ok();
-    let cmdline = root.read_trim("proc/cmdline")?;
-    let cpuinfo = root.read("proc/cpuinfo").unwrap_or_default();
+    let release = root.read_trim(OSRELEASE)?;
+    let version = root.read_trim(VERSION)?;
+    let rt_flag = root.read(REALTIME).ok();
+    let cmdline = root.read_trim(CMDLINE)?;
+    let cpuinfo = root.read(CPUINFO).unwrap_or_default();
     let flags: Vec<&str> = cpuinfo_field(&cpuinfo, "flags")
         .unwrap_or("")
         .split(' ')
@@ -135,8 +181,8 @@ pub fn facts(root: &SysRoot) -> Result<KernelFacts, SysError> {
         cpu_model: cpuinfo_field(&cpuinfo, "model name")
             .unwrap_or("unknown")
             .to_string(),
-        online_cpus: root
-            .read_trim("sys/devices/system/cpu/online")
+        online_cpus: crate::cpulist::online(root)
+            .map(|c| c.to_string())
             .unwrap_or_default(),
         nested_capable: has_hv && (flags.contains(&"vmx") || flags.contains(&"svm")),
         cgroup_version,

@@ -43,9 +43,14 @@ pub fn parse_status(text: &str) -> Result<ProcMem, SysError> {
     })
 }
 
+/// `/proc/PID/status` of `pid`, relative to the root.
+pub fn status_path(pid: u32) -> String {
+    format!("proc/{pid}/status")
+}
+
 /// Read `/proc/PID/status` of `pid`.
 pub fn read(root: &SysRoot, pid: u32) -> Result<ProcMem, SysError> {
-    let rel = format!("proc/{pid}/status");
+    let rel = status_path(pid);
     parse_status(&root.read(&rel)?).map_err(|e| match e {
         SysError::Parse { detail, .. } => SysError::Parse {
             what: root.display(&rel),

@@ -2,11 +2,19 @@
 //! dir in tests), with reads and writes that turn errno into [`SysError`] naming the path.
 //!
 //! Writes to sysfs/procfs are single `write(2)` calls of the whole value, as the kernel
-//! expects; the value is not truncated-then-written in pieces.
+//! expects; the value is not truncated-then-written in pieces. Every write (and the
+//! no-follow reads) opens its file *beneath* the root without following any symbolic
+//! link (`openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), so a link planted in
+//! a tree, or a `..` in a path, can never send a write elsewhere.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
 
 use crate::SysError;
 
@@ -83,19 +91,71 @@ impl SysRoot {
         })
     }
 
-    /// Write `value` to an existing kernel file `rel` in one `write(2)`.
+    /// Write `value` to an existing kernel file `rel` in one `write(2)`, opened beneath the
+    /// root without following symbolic links.
     ///
     /// The file is not created: a missing knob is [`SysError::NotFound`], not a new file.
+    /// A link on the way or a path leaving the root is [`SysError::Unsafe`].
     pub fn write(&self, rel: impl AsRef<Path>, value: &str) -> Result<(), SysError> {
-        let p = self.path(&rel);
-        let what = self.display(&rel);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .truncate(!self.is_live())
-            .open(&p)
-            .map_err(|e| SysError::from_io(what.clone(), Some(p.clone()), e))?;
-        f.write_all(value.as_bytes())
-            .map_err(|e| SysError::from_io(what, Some(p), e))
+        let mut flags = OFlag::O_WRONLY;
+        if !self.is_live() {
+            flags |= OFlag::O_TRUNC;
+        }
+        let fd = self.open_beneath(&rel, flags)?;
+        File::from(fd)
+            .write_all(value.as_bytes())
+            .map_err(|e| SysError::from_io(self.display(&rel), Some(self.path(&rel)), e))
+    }
+
+    /// Read `rel` as text, opened beneath the root without following symbolic links (for
+    /// paths taken from a file such as a journal, which must not lead elsewhere).
+    pub fn read_nofollow(&self, rel: impl AsRef<Path>) -> Result<String, SysError> {
+        let fd = self.open_beneath(&rel, OFlag::O_RDONLY)?;
+        let mut text = String::new();
+        File::from(fd)
+            .read_to_string(&mut text)
+            .map_err(|e| SysError::from_io(self.display(&rel), Some(self.path(&rel)), e))?;
+        Ok(text)
+    }
+
+    /// Open `rel` with `flags` beneath the root, refusing symbolic links anywhere on the way
+    /// and any path that leaves the root. An empty `rel` (or `.`) is the root itself.
+    pub(crate) fn open_beneath(
+        &self,
+        rel: impl AsRef<Path>,
+        flags: OFlag,
+    ) -> Result<OwnedFd, SysError> {
+        let rel = rel.as_ref();
+        let rel = rel.strip_prefix("/").unwrap_or(rel);
+        let what = self.display(rel);
+        let unsafe_path = |why: &str| SysError::Unsafe {
+            what: what.clone(),
+            why: why.to_string(),
+        };
+        let dir = nix::fcntl::open(
+            &self.root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| SysError::from_io(self.root.display().to_string(), None, e.into()))?;
+        let rel_or_dot = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let r = match nix::fcntl::openat2(dir.as_fd(), rel_or_dot, how) {
+            // No openat2 (Linux < 5.6, or a seccomp filter): walk the components.
+            Err(Errno::ENOSYS) => open_walk(&dir, rel, flags),
+            r => r,
+        };
+        r.map_err(|e| match e {
+            Errno::ELOOP => unsafe_path("a symbolic link is on the way (links are not followed)"),
+            Errno::EXDEV => unsafe_path("the path leaves the root"),
+            e => SysError::from_io(what.clone(), Some(self.path(rel)), e.into()),
+        })
     }
 
     /// List the entry names of directory `rel`, sorted.
@@ -111,9 +171,107 @@ impl SysRoot {
     }
 }
 
+/// [`SysRoot::open_beneath`] without `openat2(2)`: one `openat(2)` per component, each
+/// with `O_NOFOLLOW`; `..` and absolute components are refused (`EXDEV`).
+fn open_walk(root: &OwnedFd, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let mut names = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => names.push(n),
+            Component::CurDir => {}
+            _ => return Err(Errno::EXDEV),
+        }
+    }
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let Some((last, parents)) = names.split_last() else {
+        return nix::fcntl::openat(root.as_fd(), ".", flags | OFlag::O_CLOEXEC, Mode::empty());
+    };
+    let mut cur = nix::fcntl::openat(root.as_fd(), ".", dir_flags, Mode::empty())?;
+    for n in parents {
+        cur = match nix::fcntl::openat(cur.as_fd(), *n, dir_flags, Mode::empty()) {
+            // O_DIRECTORY | O_NOFOLLOW on a link says ENOTDIR: tell a link from a file.
+            Err(Errno::ENOTDIR) => {
+                let st = nix::sys::stat::fstatat(
+                    cur.as_fd(),
+                    *n,
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )?;
+                let link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+                return Err(if link { Errno::ELOOP } else { Errno::ENOTDIR });
+            }
+            r => r?,
+        };
+    }
+    nix::fcntl::openat(
+        cur.as_fd(),
+        *last,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_never_follow_a_planted_link_or_leave_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SysRoot::new(dir.path().join("root"));
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::fs::create_dir_all(root.path("sys/module/kvm/parameters")).unwrap();
+        let knob = root.path("sys/module/kvm/parameters/halt_poll_ns");
+        std::os::unix::fs::symlink(&victim, &knob).unwrap();
+        let e = root
+            .write("sys/module/kvm/parameters/halt_poll_ns", "1")
+            .unwrap_err();
+        assert!(matches!(e, SysError::Unsafe { .. }), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // A link as a directory on the way.
+        std::fs::remove_file(&knob).unwrap();
+        std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+        std::fs::write(dir.path().join("elsewhere/x"), "precious").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), root.path("sys/kernel")).unwrap();
+        let e = root.write("sys/kernel/x", "1").unwrap_err();
+        assert!(matches!(e, SysError::Unsafe { .. }), "{e}");
+        let e = root.read_nofollow("sys/kernel/x").unwrap_err();
+        assert!(matches!(e, SysError::Unsafe { .. }), "{e}");
+        // `..` out of the root.
+        let e = root.write("sys/../../victim", "1").unwrap_err();
+        assert!(e.to_string().contains("leaves the root"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("elsewhere/x")).unwrap(),
+            "precious"
+        );
+    }
+
+    #[test]
+    fn the_component_walk_refuses_links_and_dotdot_too() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/f"), "x").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("l")).unwrap();
+        let fd = nix::fcntl::open(
+            dir.path(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        let f = open_walk(&fd, Path::new("a/b/f"), OFlag::O_RDONLY).unwrap();
+        let mut text = String::new();
+        File::from(f).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "x");
+        assert_eq!(
+            open_walk(&fd, Path::new("l/b/f"), OFlag::O_RDONLY).unwrap_err(),
+            Errno::ELOOP
+        );
+        assert_eq!(
+            open_walk(&fd, Path::new("a/../a/b/f"), OFlag::O_RDONLY).unwrap_err(),
+            Errno::EXDEV
+        );
+    }
 
     #[test]
     fn fake_tree_read_write_and_missing_knob() {

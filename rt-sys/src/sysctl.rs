@@ -11,6 +11,12 @@ use crate::SysError;
 pub const THP_ENABLED: &str = "sys/kernel/mm/transparent_hugepage/enabled";
 /// Relative path of the KSM run switch.
 pub const KSM_RUN: &str = "sys/kernel/mm/ksm/run";
+/// RT throttling: the runtime of every real-time thread per `sched_rt_period_us`
+/// (`-1`: none). See <https://docs.kernel.org/scheduler/sched-rt-group.html>.
+pub const SCHED_RT_RUNTIME: &str = "proc/sys/kernel/sched_rt_runtime_us";
+/// The CPUs unbound workqueues may run on (hex mask).
+/// See <https://docs.kernel.org/core-api/workqueue.html>.
+pub const WORKQUEUE_CPUMASK: &str = "sys/devices/virtual/workqueue/cpumask";
 
 /// The `/proc/sys` path (relative) of a dotted sysctl name: `kernel.timer_migration` gives
 /// `proc/sys/kernel/timer_migration`. Slashes are accepted too (`vm/stat_interval`).

@@ -151,6 +151,22 @@ pub fn pids(root: &SysRoot) -> Result<Vec<u32>, SysError> {
         .collect())
 }
 
+/// `CAP_SYS_NICE` (bit 23 of the capability sets): needed to make another thread real-time.
+const CAP_SYS_NICE: u32 = 23;
+
+/// Whether the calling process has `CAP_SYS_NICE` in its effective set (`CapEff` of
+/// `/proc/self/status`); None when the tree has no such file (a fake root).
+pub fn cap_sys_nice(root: &SysRoot) -> Option<bool> {
+    let text = root.read("proc/self/status").ok()?;
+    parse_cap_eff(&text).map(|caps| caps & (1 << CAP_SYS_NICE) != 0)
+}
+
+/// The `CapEff` mask of a `/proc/PID/status` text.
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    let v = crate::threads::status_field(status, "CapEff")?;
+    u64::from_str_radix(v, 16).ok()
+}
+
 /// The vCPU index of a QEMU thread name: `CPU 1/KVM` and `CPU 1/TCG` give `Some(1)`.
 pub fn vcpu_index(thread_name: &str) -> Option<u32> {
     let rest = thread_name.strip_prefix("CPU ")?;
@@ -220,6 +236,17 @@ mod tests {
         let line = STAT.replace("(CPU 1/TCG)", "(a) b (c)");
         assert_eq!(parse_stat(&line).unwrap().comm, "a) b (c");
         assert!(parse_stat("12 (x) S 1").is_err());
+    }
+
+    #[test]
+    fn effective_capabilities() {
+        // Pasted from /proc/self/status of root and of a user on this machine.
+        assert_eq!(
+            parse_cap_eff("Name:\tcat\nCapEff:\t000001ffffffffff\n"),
+            Some(0x1ff_ffff_ffff)
+        );
+        assert_eq!(parse_cap_eff("CapEff:\t0000000000000000\n"), Some(0));
+        assert_eq!(parse_cap_eff("Name:\tcat\n"), None);
     }
 
     #[test]

@@ -58,7 +58,9 @@ fn item(
         desired: desired.into(),
         when: if ok { When::Now } else { When::NextBoot },
         status: if ok { Status::Ok } else { Status::Differs },
-        note: if ok { None } else { Some(fix.into()) },
+        note: None,
+        fix: if ok { None } else { Some(fix.into()) },
+        essential: false,
         action: None,
     }
 }
@@ -72,6 +74,8 @@ fn not_applicable(name: &str, target: String, current: &str, why: impl Into<Stri
         when: When::Now,
         status: Status::NotApplicable,
         note: Some(why.into()),
+        fix: None,
+        essential: false,
         action: None,
     }
 }
@@ -325,7 +329,7 @@ fn cpu_items(def: &Def<'_>, mut mon: Monitor) -> Vec<Change> {
 
 fn memory_items(def: &Def<'_>, root: &SysRoot, pid: u32) -> Vec<Change> {
     let name = &def.vm.name;
-    let status = root.display(format!("proc/{pid}/status"));
+    let status = root.display(procmem::status_path(pid));
     let Some(mem) = def.vm.memory_mib else {
         return vec![not_applicable(
             "vm-memory",
@@ -880,7 +884,7 @@ mod tests {
             .find(|c| c.target.contains("<memballoon>"))
             .unwrap();
         assert!(
-            fix.note
+            fix.fix
                 .as_deref()
                 .unwrap()
                 .contains("virsh edit lab and set <memballoon model='none'/>"),

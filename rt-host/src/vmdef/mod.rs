@@ -416,7 +416,7 @@ fn host_node(vm: &VmView, root: &SysRoot) -> (Option<u32>, String) {
                 Some(*n),
                 format!(
                     "node {n} holds the vCPUs' CPUs {cpus} on this machine ({} cpulist {c})",
-                    root.display(format!("sys/devices/system/node/node{n}"))
+                    root.display(hugepages::node_dir(*n))
                 ),
             ),
             None => (
