@@ -76,15 +76,19 @@ pub fn host_lock() -> HostLock {
     if std::env::var(HOST_LOCK_HELD).is_ok_and(|v| v == "1") {
         return HostLock { _lock: None };
     }
+    lock_file(Path::new(HOST_LOCK))
+}
+
+fn lock_file(path: &Path) -> HostLock {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(HOST_LOCK)
-        .unwrap_or_else(|e| panic!("cannot open {HOST_LOCK}: {e}"));
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
     let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, e)| panic!("cannot lock {HOST_LOCK}: {e}"));
+        .unwrap_or_else(|(_, e)| panic!("cannot lock {}: {e}", path.display()));
     HostLock { _lock: Some(lock) }
 }
 
@@ -116,9 +120,18 @@ mod tests {
     }
 
     #[test]
-    fn host_lock_can_be_taken_again_after_release() {
-        let a = host_lock();
+    fn the_lock_can_be_taken_again_after_release() {
+        // A lock file of its own: the real one may be held by a lab run.
+        let path = std::env::temp_dir().join(format!("testkit-lock-{}", std::process::id()));
+        let a = lock_file(&path);
+        let other = OpenOptions::new().append(true).open(&path).unwrap();
+        let busy = nix::fcntl::Flock::lock(other, nix::fcntl::FlockArg::LockExclusiveNonblock);
+        assert!(
+            busy.is_err(),
+            "a second open file description got the held lock"
+        );
         drop(a);
-        let _b = host_lock();
+        let _b = lock_file(&path);
+        std::fs::remove_file(&path).unwrap();
     }
 }
