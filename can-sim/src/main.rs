@@ -81,13 +81,35 @@ enum Cmd {
         /// Output directory.
         dir: PathBuf,
     },
-    /// Convert a DBC file's periodic messages into a profile `can` section (RON on stdout).
+    /// Convert a DBC file into a profile `can` section (RON on stdout, or a whole profile
+    /// with --name); every change is a warning on stderr, the result is validated first.
     ImportDbc {
         /// The DBC file.
         file: PathBuf,
         /// Nominal bitrate (default: the DBC's Baudrate attribute, else 500000).
         #[arg(long)]
         bitrate: Option<u32>,
+        /// Data-phase bitrate for CAN FD messages with BRS (default: BaudrateCANFD).
+        #[arg(long)]
+        data_bitrate: Option<u32>,
+        /// Minimum inter-arrival time (ms) of event messages that give no GenMsgDelayTime.
+        #[arg(long, value_name = "MS")]
+        default_period: Option<f64>,
+        /// Cycle time of one message, by name or id: NAME=MS or 0x1F0=MS (repeatable).
+        #[arg(long, value_name = "MSG=MS")]
+        period: Vec<dbc::PeriodOverride>,
+        /// Minimum inter-arrival time of one event message (sporadic): NAME=MS (repeatable).
+        #[arg(long, value_name = "MSG=MS")]
+        min_interval: Vec<dbc::PeriodOverride>,
+        /// Leave out messages that cannot be imported (oversized) instead of failing.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Write a whole profile with this name (loadable by `can-sim run FILE`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -122,14 +144,32 @@ fn real_main() -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Cmd::ImportDbc { file, bitrate } => {
-            let text =
-                std::fs::read(&file).with_context(|| format!("Cannot read {}", file.display()))?;
-            // DBC files are often Windows-1252; keep what is valid UTF-8 and replace the rest.
-            let text = String::from_utf8_lossy(&text);
-            let imp = dbc::import(&text, &file.display().to_string(), bitrate)?;
-            print!("{}", dbc::to_ron(&imp));
-            Ok(ExitCode::SUCCESS)
+        Cmd::ImportDbc {
+            file,
+            bitrate,
+            data_bitrate,
+            default_period,
+            period,
+            min_interval,
+            skip_invalid,
+            name,
+            out,
+        } => {
+            let overrides = period
+                .into_iter()
+                .chain(min_interval.into_iter().map(|o| dbc::PeriodOverride {
+                    sporadic: true,
+                    ..o
+                }))
+                .collect();
+            let opts = dbc::ImportOptions {
+                bitrate,
+                data_bitrate,
+                default_period_ms: default_period,
+                overrides,
+                skip_invalid,
+            };
+            import_dbc(&file, &opts, name.as_deref(), out.as_deref())
         }
         Cmd::Replay { log, iface } => replay(&log, &iface),
         Cmd::Generate { what, dir } => {
@@ -148,6 +188,39 @@ fn real_main() -> Result<ExitCode> {
             json,
         } => run_cmd(profile, tx, rx, duration, out, setup, no_pace, drain, json),
     }
+}
+
+fn import_dbc(
+    file: &std::path::Path,
+    opts: &dbc::ImportOptions,
+    name: Option<&str>,
+    out: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    let text = std::fs::read(file).with_context(|| format!("Cannot read {}", file.display()))?;
+    // DBC files are often Windows-1252; keep what is valid UTF-8 and replace the rest (only
+    // comments and units carry such characters).
+    let text = String::from_utf8_lossy(&text);
+    let imp = dbc::import(&text, &file.display().to_string(), opts)?;
+    for w in &imp.warnings {
+        eprintln!("can-sim: warning: {}: {w}", file.display());
+    }
+    let (periodic, sporadic) = imp.counts();
+    eprintln!(
+        "can-sim: {}: {periodic} periodic and {sporadic} sporadic messages from {} ECUs, {} left out",
+        file.display(),
+        imp.can.ecus.len(),
+        imp.skipped.len()
+    );
+    let ron = match name {
+        Some(n) => dbc::to_profile(&imp, n),
+        None => dbc::to_ron(&imp),
+    };
+    match out {
+        Some(p) => rt_sys::safefile::write_output(p, ron.as_bytes())
+            .with_context(|| format!("Cannot write {}", p.display()))?,
+        None => print!("{ron}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn replay(log: &std::path::Path, iface: &str) -> Result<ExitCode> {

@@ -27,8 +27,10 @@ pub struct MessagePlan {
     pub id: u32,
     /// Frame format.
     pub spec: FrameSpec,
-    /// Period in ns.
+    /// Period in ns (sporadic: the minimum inter-arrival time, released at that rate).
     pub period_ns: u64,
+    /// Event-driven: `period_ns` is a minimum inter-arrival time.
+    pub sporadic: bool,
     /// Offset of the first release from the start, ns.
     pub offset_ns: u64,
     /// Maximum release jitter, ns.
@@ -120,6 +122,7 @@ impl Plan {
                     id: m.id,
                     spec,
                     period_ns,
+                    sporadic: m.sporadic,
                     offset_ns: m.offset_us.saturating_mul(1000),
                     jitter_ns: m.jitter_us.saturating_mul(1000),
                     deadline_ns: m.deadline_us.map_or(period_ns, |d| d.saturating_mul(1000)),

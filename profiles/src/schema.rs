@@ -345,6 +345,9 @@ fn prio80() -> u8 {
 fn yes() -> bool {
     true
 }
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 
 /// Guest-side settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -462,7 +465,7 @@ pub enum FrameKind {
     FdBrs,
 }
 
-/// One periodic message.
+/// One message: periodic, or sporadic (event-driven) with a minimum inter-arrival time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
@@ -479,8 +482,13 @@ pub struct Message {
     pub kind: FrameKind,
     /// Payload bytes: 0..=8 for classic CAN; 0..=8, 12, 16, 20, 24, 32, 48 or 64 for FD.
     pub len: u8,
-    /// Period in ms.
+    /// Period in ms; for a sporadic message the minimum time between two releases.
     pub period_ms: f64,
+    /// Event-driven (default false): released at most once per `period_ms` (the minimum
+    /// inter-arrival time, e.g. a DBC's `GenMsgDelayTime`). The analysis takes `period_ms`
+    /// as its T, as for any sporadic task; can-sim releases it at that worst-case rate.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sporadic: bool,
     /// Release offset in us (default 0).
     #[serde(default)]
     pub offset_us: u64,
