@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use profiles::Can;
 use serde::Serialize;
 
+use crate::rta::{self, ErrorModel, Progress, RtaLimits};
 use crate::schedule::{id_text, Plan};
-use crate::timing::{self, ErrorModel, TimingError};
+use crate::timing::{self, TimingError};
 
 /// One message's analysis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -77,14 +78,23 @@ pub struct Report {
     pub model: String,
 }
 
-/// Analyse a CAN matrix.
+/// Analyse a CAN matrix (default budget, no progress reports).
 pub fn analyze(can: &Can) -> Result<Report, TimingError> {
+    analyze_with(can, RtaLimits::default(), &mut |_| {})
+}
+
+/// Analyse a CAN matrix within `limits`, reporting `progress` on long analyses.
+pub fn analyze_with(
+    can: &Can,
+    limits: RtaLimits,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Report, TimingError> {
     let plan = Plan::from_can(can)?;
     let tau = timing::tau_bit_ns(can.bitrate);
     let errors = (can.error_rate_per_s > 0.0).then_some(ErrorModel {
         rate_per_s: can.error_rate_per_s,
     });
-    let results = timing::response_times(&plan.rta_messages(), tau, errors);
+    let results = rta::response_times_with(&plan.rta_messages(), tau, errors, limits, progress);
     let us = timing::ns_to_us;
     let mut messages: Vec<(u64, MessageReport)> = plan
         .messages

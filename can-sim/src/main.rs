@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use can_sim::{analyze, canlog, dbc, run, transport};
+use can_sim::{analyze, dbc, run, transport};
 use clap::{CommandFactory, Parser, Subcommand};
 use record::{self, RunDir};
 
@@ -64,14 +64,23 @@ enum Cmd {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// Most equation terms the analysis evaluates (about 10^9 per second) before it
+        /// calls the messages it has not decided not schedulable.
+        #[arg(long, default_value_t = can_sim::rta::RtaLimits::default().budget)]
+        rta_budget: u64,
     },
-    /// Play a candump log back on an interface with its original timing.
+    /// Play a candump log back on an interface with its original timing (streamed: any
+    /// size of log).
     Replay {
         /// candump log (`candump -l` format).
         log: PathBuf,
         /// Interface to send on.
         #[arg(long)]
         iface: String,
+        /// Shorten gaps between frames longer than this (a log spanning a pause or a
+        /// clock jump); `none` keeps every gap.
+        #[arg(long, default_value = "1s", value_parser = parse_max_gap)]
+        max_gap: MaxGap,
     },
     /// Generate man pages or shell completions from these definitions.
     #[command(hide = true)]
@@ -123,16 +132,23 @@ fn main() -> ExitCode {
 fn real_main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Analyze { profile, json } => {
-            let loaded = profiles::load(&profile).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Cmd::Analyze {
+            profile,
+            json,
+            rta_budget,
+        } => {
+            let loaded = profiles::load(&profile)?;
             let Some(can) = &loaded.profile.can else {
                 bail!(
                     "Profile {} has no can section: nothing to analyse",
                     loaded.origin
                 );
             };
-            let r =
-                analyze::analyze(can).with_context(|| format!("Analysing {}", loaded.origin))?;
+            let limits = can_sim::rta::RtaLimits { budget: rta_budget };
+            let mut bar = AnalysisProgress::default();
+            let r = analyze::analyze_with(can, limits, &mut |p| bar.update(p))
+                .with_context(|| format!("Analysing {}", loaded.origin))?;
+            bar.finish();
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -171,7 +187,11 @@ fn real_main() -> Result<ExitCode> {
             };
             import_dbc(&file, &opts, name.as_deref(), out.as_deref())
         }
-        Cmd::Replay { log, iface } => replay(&log, &iface),
+        Cmd::Replay {
+            log,
+            iface,
+            max_gap,
+        } => replay(&log, &iface, max_gap.0),
         Cmd::Generate { what, dir } => {
             rtvirt_cli::clidoc::generate(Cli::command(), "can-sim", what, &dir)?;
             Ok(ExitCode::SUCCESS)
@@ -187,6 +207,42 @@ fn real_main() -> Result<ExitCode> {
             drain,
             json,
         } => run_cmd(profile, tx, rx, duration, out, setup, no_pace, drain, json),
+    }
+}
+
+/// A progress bar on stderr for analyses that take more than a second.
+#[derive(Default)]
+struct AnalysisProgress {
+    start: Option<std::time::Instant>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl AnalysisProgress {
+    fn update(&mut self, p: can_sim::rta::Progress) {
+        let start = *self.start.get_or_insert_with(std::time::Instant::now);
+        if self.bar.is_none() && start.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(u64::try_from(p.total).unwrap_or(0));
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "can-sim: analysing {pos}/{len} messages {wide_bar} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        bar.set_position(u64::try_from(p.done).unwrap_or(0));
+        #[allow(clippy::cast_precision_loss)]
+        let share = p.used as f64 / p.budget.max(1) as f64 * 100.0;
+        bar.set_message(format!("{share:.0} % of the budget"));
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
     }
 }
 
@@ -223,50 +279,52 @@ fn import_dbc(
     Ok(ExitCode::SUCCESS)
 }
 
-fn replay(log: &std::path::Path, iface: &str) -> Result<ExitCode> {
-    let records = canlog::read(log)?;
-    if records.is_empty() {
-        bail!("{} holds no frames", log.display());
-    }
-    let fd = records
-        .iter()
-        .any(|r| matches!(r.frame, socketcan::CanAnyFrame::Fd(_)));
-    let sock = transport::CanSock::open(iface, fd)?;
-    let offsets = canlog::replay_offsets(&records);
+fn replay(log: &std::path::Path, iface: &str, max_gap: Option<Duration>) -> Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
-    let start = rt_sys::rt::realtime_ns() + 100_000_000;
-    let mut sent = 0u64;
-    let mut enobufs = 0u64;
-    for (r, off) in records.iter().zip(&offsets) {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        run::sleep_until_realtime(start + off);
-        let keep = || !stop.load(Ordering::Relaxed);
-        match sock.write_backoff(&r.frame, keep) {
-            Ok(n) => {
-                enobufs += n;
-                sent += 1;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => break,
-            Err(e) => return Err(e).with_context(|| format!("Cannot send on {iface}")),
-        }
-    }
-    let late =
-        rt_sys::rt::realtime_ns().saturating_sub(start + offsets.last().copied().unwrap_or(0));
+    let max_gap_ns = max_gap.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let s = can_sim::replay::replay(log, iface, max_gap_ns, &stop)?;
     println!(
-        "replayed {sent} of {} frames from {} on {iface} ({enobufs} ENOBUFS retries, finished {:.3} ms after the log's last timestamp)",
-        records.len(),
+        "replayed {} of {} frames from {} on {iface} ({} ENOBUFS retries, finished {:.3} ms after the last frame's time)",
+        s.sent,
+        s.frames,
         log.display(),
-        can_sim::timing::ns_to_ms(late)
+        s.enobufs,
+        can_sim::timing::ns_to_ms(s.late_ns)
     );
-    Ok(if sent == u64::try_from(records.len()).unwrap_or(0) {
+    if s.gaps_clamped > 0 {
+        println!(
+            "{} gap(s) longer than {} shortened to it (--max-gap)",
+            s.gaps_clamped,
+            max_gap.map_or_else(String::new, |d| humantime::format_duration(d).to_string())
+        );
+    }
+    if s.len8_dlc > 0 {
+        println!(
+            "{} classic frame(s) sent with a raw DLC above 8 (len8_dlc)",
+            s.len8_dlc
+        );
+    }
+    Ok(if s.sent == s.frames {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `--max-gap`: a duration, or none (keep every gap).
+#[derive(Debug, Clone, Copy)]
+struct MaxGap(Option<Duration>);
+
+/// `--max-gap`: a duration, or `none` to keep every gap.
+fn parse_max_gap(s: &str) -> Result<MaxGap, String> {
+    match s {
+        "none" | "off" => Ok(MaxGap(None)),
+        _ => humantime::parse_duration(s)
+            .map(|d| MaxGap(Some(d)))
+            .map_err(|e| format!("{s:?} is not a duration or \"none\": {e}")),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -281,7 +339,7 @@ fn run_cmd(
     drain: Duration,
     json: bool,
 ) -> Result<ExitCode> {
-    let loaded = profiles::load(&profile).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let loaded = profiles::load(&profile)?;
     // The ECU sender CPUs must exist in this guest (the profiles crate's machine check).
     loaded.check_guest(&rt_sys::SysRoot::live())?;
     let Some(can) = loaded.profile.can.clone() else {

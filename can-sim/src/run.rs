@@ -16,11 +16,10 @@ use std::thread;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use nix::sys::time::TimeSpec;
-use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
 use profiles::{Can, FrameKind};
 use record::hist::{self, HistSummary};
 use record::CanRecord;
+use rt_sys::rt::sleep_until_realtime;
 use rt_sys::sched::{self, Policy, SchedParams};
 use rt_sys::CpuSet;
 use serde::Serialize;
@@ -30,8 +29,9 @@ use socketcan::{CanAnyFrame, CanDataFrame, CanFdFrame, EmbeddedFrame, ExtendedId
 use crate::canlog::{self, Logged};
 use crate::metrics::MsgStats;
 use crate::payload;
+use crate::rta::{self, ErrorModel};
 use crate::schedule::{EcuSchedule, MessagePlan, Plan};
-use crate::timing::{self, ErrorModel};
+use crate::timing;
 use crate::transport::{self, CanSock, TransportError};
 
 /// How to run.
@@ -120,19 +120,6 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Sleep until `t_ns` on `CLOCK_REALTIME` (absolute), retrying on EINTR.
-pub fn sleep_until_realtime(t_ns: u64) {
-    let ts = TimeSpec::new(
-        i64::try_from(t_ns / 1_000_000_000).unwrap_or(i64::MAX),
-        i64::try_from(t_ns % 1_000_000_000).unwrap_or(0),
-    );
-    while let Err(nix::errno::Errno::EINTR) = clock_nanosleep(
-        ClockId::CLOCK_REALTIME,
-        ClockNanosleepFlags::TIMER_ABSTIME,
-        &ts,
-    ) {}
 }
 
 fn now_ns() -> u64 {
@@ -725,7 +712,7 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
     let errors = (can.error_rate_per_s > 0.0).then_some(ErrorModel {
         rate_per_s: can.error_rate_per_s,
     });
-    let rta = timing::response_times(&plan.rta_messages(), tau, errors);
+    let rta = rta::response_times(&plan.rta_messages(), tau, errors);
     let sent: Vec<u64> = shared
         .sent
         .iter()

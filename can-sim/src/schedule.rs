@@ -12,7 +12,8 @@ use std::collections::BinaryHeap;
 
 use profiles::{Can, FrameKind};
 
-use crate::timing::{self, f64_to_u64, FrameSpec, RtaMessage, TimingError};
+use crate::rta::RtaMessage;
+use crate::timing::{self, f64_to_u64, FrameSpec, TimingError};
 
 /// One message of the matrix, ready for the sender, receiver and analysis.
 #[derive(Debug, Clone, PartialEq)]

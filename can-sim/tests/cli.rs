@@ -127,6 +127,47 @@ fn import_dbc_writes_a_whole_profile_and_says_what_it_changed() {
 }
 
 #[test]
+fn replay_checks_the_whole_log_before_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("x.log");
+    std::fs::write(&log, "(1.000000) can0 123#00\n(2.000000) can0 123#GG\n").unwrap();
+    let (code, _, stderr) =
+        out(can_sim().args(["replay", log.to_str().unwrap(), "--iface", "vcan0"]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("x.log:2: not a candump log line"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = out(can_sim().args([
+        "replay",
+        log.to_str().unwrap(),
+        "--iface",
+        "vcan0",
+        "--max-gap",
+        "soon",
+    ]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("\"soon\" is not a duration or \"none\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn profile_read_errors_print_their_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("latin1.ron");
+    std::fs::write(&p, b"\xff\xfe").unwrap();
+    let (code, _, stderr) = out(can_sim().args(["analyze", p.to_str().unwrap()]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("Cannot read profile"), "{stderr}");
+    assert!(
+        stderr.contains("caused by: stream did not contain valid UTF-8"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn missing_files_are_named_with_exit_2() {
     let (code, _, stderr) =
         out(can_sim().args(["replay", "/nonexistent/can.log", "--iface", "vcan0"]));

@@ -623,38 +623,39 @@ impl<'a> Parser<'a> {
         };
         let (kind, kpos) = self.word("the value type", &format!("of attribute {name:?}"))?;
         let ctx = format!("in the definition of {name:?}");
-        let def =
-            match kind {
-                "INT" | "HEX" | "FLOAT" => {
-                    self.number("the minimum", &ctx)?;
-                    self.number("the maximum", &ctx)?;
-                    AttrKind::Number
-                }
-                "STRING" => AttrKind::String,
-                "ENUM" => {
-                    let mut names = Vec::new();
-                    while !self.peek_is_punct(';')? {
-                        let t = self.next("an enum name")?;
-                        match t.tok {
-                            Tok::Str(s) => names.push(s.to_string()),
-                            Tok::Punct(',') => {}
-                            other => {
-                                return err(
-                                    t.pos,
-                                    format!("Expected an enum name {ctx}, found {other}"),
-                                )
-                            }
+        let def = match kind {
+            "INT" | "HEX" | "FLOAT" => {
+                self.number("the minimum", &ctx)?;
+                self.number("the maximum", &ctx)?;
+                AttrKind::Number
+            }
+            "STRING" => AttrKind::String,
+            "ENUM" => {
+                let mut names = Vec::new();
+                while !self.peek_is_punct(';')? {
+                    let t = self.next("an enum name")?;
+                    match t.tok {
+                        Tok::Str(s) => names.push(s.to_string()),
+                        Tok::Punct(',') => {}
+                        other => {
+                            return err(
+                                t.pos,
+                                format!("Expected an enum name {ctx}, found {other}"),
+                            )
                         }
                     }
-                    AttrKind::Enum(names)
                 }
-                other => return err(
+                AttrKind::Enum(names)
+            }
+            other => {
+                return err(
                     kpos,
                     format!(
                         "{other:?} is not an attribute type (INT, HEX, FLOAT, STRING, ENUM) {ctx}"
                     ),
-                ),
-            };
+                )
+            }
+        };
         self.expect_punct(';', &ctx)?;
         self.dbc.attr_defs.insert(name.to_string(), def);
         Ok(())
