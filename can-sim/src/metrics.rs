@@ -163,6 +163,10 @@ impl MsgStats {
             jitter: HistSummary::from_hist(&self.jitter),
             frame_time_us: timing::ns_to_us(m.frame_ns),
             wcrt_us: wcrt_ns.map(timing::ns_to_us),
+            sporadic: m.sporadic,
+            signals: 0,
+            instance_from: "payload".into(),
+            e2e: None,
         }
     }
 }

@@ -758,6 +758,8 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
         timestamp_source: if rxr.kernel_ts { "kernel" } else { "user" }.to_string(),
         messages,
         partial,
+        role: "both".into(),
+        time_base: record::TimeBase::default(),
     };
     let tx = TxReport {
         paced: opts.pace,
