@@ -385,6 +385,8 @@ fn message(
         offset_us,
         jitter_us: 0,
         deadline_us: None,
+        signals: Vec::new(),
+        e2e: None,
     })
 }
 
