@@ -4,7 +4,10 @@
 //!   frame times and bus load;
 //! - [`rta`]: worst-case response times per Davis et al. 2007;
 //! - [`schedule`]: a profile's CAN matrix -> per-ECU release schedules;
-//! - [`payload`]: the sequence number and release time each frame carries;
+//! - [`payload`]: the test payload (sequence number and release time) of messages
+//!   without signals;
+//! - [`signal`]: signals encoded as a DBC says, and their value generators;
+//! - [`e2e`]: AUTOSAR E2E protection (profiles 1, 2, 5, 11) and its receiver check;
 //! - [`metrics`]: receiver statistics (loss, duplicates, order, latency, jitter, deadlines);
 //! - [`canlog`]: candump log writing, reading (streamed) and replay timing;
 //! - [`replay`]: `can-sim replay`, a log played back with its timing;
@@ -16,12 +19,14 @@
 pub mod analyze;
 pub mod canlog;
 pub mod dbc;
+pub mod e2e;
 pub mod metrics;
 pub mod payload;
 pub mod replay;
 pub mod rta;
 pub mod run;
 pub mod schedule;
+pub mod signal;
 pub mod timing;
 pub mod transport;
 

@@ -29,34 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Send the profile's CAN matrix from one SCHED_FIFO thread per ECU and measure reception.
-    Run {
-        /// Profile file or bundled name (ecu, lab, canfd).
-        profile: String,
-        /// Interface to send on (default: the profile's can.tx).
-        #[arg(long)]
-        tx: Option<String>,
-        /// Interface to receive on (default: the profile's can.rx).
-        #[arg(long)]
-        rx: Option<String>,
-        /// How long to send, e.g. 10s, 2m.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// Run directory to write can.json, can-tx.json and can.log into (default ./run-<utc>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Bring the interfaces up over netlink first (profile bitrate; vcan* created if missing).
-        #[arg(long)]
-        setup: bool,
-        /// Send at release times without pacing at the bus rate (overrides the profile).
-        #[arg(long)]
-        no_pace: bool,
-        /// How long the receiver keeps listening after the last release.
-        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
-        drain: Duration,
-        /// Print the can.json record on stdout instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
+    Run(RunArgs),
     /// Frame times, bus load and worst-case response times (Davis et al. 2007) of a profile.
     Analyze {
         /// Profile file or bundled name.
@@ -120,6 +93,56 @@ enum Cmd {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+}
+
+/// `can-sim run`'s arguments.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Profile file or bundled name (ecu, lab, canfd).
+    profile: String,
+    /// Interface to send on (default: the profile's can.tx).
+    #[arg(long)]
+    tx: Option<String>,
+    /// Interface to receive on (default: the profile's can.rx).
+    #[arg(long)]
+    rx: Option<String>,
+    /// How long to send, e.g. 10s, 2m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Run directory to write can.json, can-tx.json and can.log into (default ./run-<utc>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Bring the interfaces up over netlink first (profile bitrate; vcan* created if missing).
+    #[arg(long)]
+    setup: bool,
+    /// Send at release times without pacing at the bus rate (overrides the profile).
+    #[arg(long)]
+    no_pace: bool,
+    /// How long the receiver keeps listening after the last release.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    drain: Duration,
+    /// Print the can.json record on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Which side to play: both (one process), sender (the restbus: no receiver, no
+    /// can.json) or receiver (the ECU side: sent = what the schedule releases).
+    #[arg(long, default_value = "both")]
+    role: run::Role,
+    /// Start of the schedule, ns since the epoch on the sender's CLOCK_REALTIME (give both
+    /// sides of a split run the same; default: now + 500 ms).
+    #[arg(long, value_name = "NS")]
+    start_at: Option<u64>,
+    /// How receive and release times relate: same_clock, ptp_kvm (the guest's clock
+    /// follows the host's through ptp_kvm) or echo_rtt (offset bounded by half an echo
+    /// round trip); recorded in can.json.
+    #[arg(long, default_value = "same_clock")]
+    time_base: String,
+    /// Receiver clock minus sender clock, ns (taken off every receive time).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    clock_offset_ns: i64,
+    /// How far --clock-offset-ns may be off, ns (recorded: the error bound of every latency).
+    #[arg(long, default_value_t = 0)]
+    clock_uncertainty_ns: u64,
 }
 
 fn main() -> ExitCode {
@@ -196,17 +219,7 @@ fn real_main() -> Result<ExitCode> {
             rtvirt_cli::clidoc::generate(Cli::command(), "can-sim", what, &dir)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run {
-            profile,
-            tx,
-            rx,
-            duration,
-            out,
-            setup,
-            no_pace,
-            drain,
-            json,
-        } => run_cmd(profile, tx, rx, duration, out, setup, no_pace, drain, json),
+        Cmd::Run(args) => run_cmd(args),
     }
 }
 
@@ -327,54 +340,30 @@ fn parse_max_gap(s: &str) -> Result<MaxGap, String> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_cmd(
-    profile: String,
-    tx: Option<String>,
-    rx: Option<String>,
-    duration: Duration,
-    out: Option<PathBuf>,
-    setup: bool,
-    no_pace: bool,
-    drain: Duration,
-    json: bool,
-) -> Result<ExitCode> {
-    let loaded = profiles::load(&profile)?;
-    // The ECU sender CPUs must exist in this guest (the profiles crate's machine check).
-    loaded.check_guest(&rt_sys::SysRoot::live())?;
-    let Some(can) = loaded.profile.can.clone() else {
-        bail!(
-            "Profile {} has no can section: nothing to simulate",
-            loaded.origin
-        );
-    };
-    let opts = run::RunOptions {
-        tx: tx.unwrap_or_else(|| can.tx.clone()),
-        rx: rx.unwrap_or_else(|| can.rx.clone()),
-        duration,
-        pace: can.pace && !no_pace,
-        drain,
-        lead: Duration::from_millis(500),
-    };
-    transport::check_af_can()?;
-    if setup {
-        let mut ifaces = vec![opts.tx.clone()];
-        if opts.rx != opts.tx {
-            ifaces.push(opts.rx.clone());
-        }
-        for i in ifaces {
-            let fd = can
-                .ecus
-                .iter()
-                .flat_map(|e| &e.messages)
-                .any(|m| m.kind != profiles::FrameKind::Classic);
-            let msg = transport::setup(&i, can.bitrate, can.data_bitrate, fd)?;
-            eprintln!("can-sim: {msg}");
-        }
+/// Bring the interfaces up (`--setup`).
+fn setup_ifaces(can: &profiles::Can, opts: &run::RunOptions) -> Result<()> {
+    let mut ifaces = Vec::new();
+    if opts.role != run::Role::Receiver {
+        ifaces.push(opts.tx.clone());
     }
+    if opts.role != run::Role::Sender && !ifaces.contains(&opts.rx) {
+        ifaces.push(opts.rx.clone());
+    }
+    let fd = can
+        .ecus
+        .iter()
+        .flat_map(|e| &e.messages)
+        .any(|m| m.kind != profiles::FrameKind::Classic);
+    for i in ifaces {
+        let msg = transport::setup(&i, can.bitrate, can.data_bitrate, fd)?;
+        eprintln!("can-sim: {msg}");
+    }
+    Ok(())
+}
 
-    let dir = out.unwrap_or_else(|| PathBuf::from(record::new_run_name()));
-    let mut rd = RunDir::open_or_create(&dir)?;
+/// Open the run directory, begin the tool run, record the profile and the kernel.
+fn open_run_dir(dir: &std::path::Path, loaded: &profiles::Loaded) -> Result<RunDir> {
+    let mut rd = RunDir::open_or_create(dir)?;
     rd.begin_tool(
         "can-sim run",
         env!("CARGO_PKG_VERSION"),
@@ -401,64 +390,116 @@ fn run_cmd(
             Err(e) => eprintln!("can-sim: warning: cannot read the kernel facts: {e}"),
         }
     }
+    Ok(rd)
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let sigint = Arc::new(AtomicBool::new(false));
-    let sigterm = Arc::new(AtomicBool::new(false));
-    for (sig, flag) in [
-        (signal_hook::consts::SIGINT, &sigint),
-        (signal_hook::consts::SIGTERM, &sigterm),
-    ] {
-        signal_hook::flag::register(sig, stop.clone())?;
-        signal_hook::flag::register(sig, (*flag).clone())?;
+/// SIGINT and SIGTERM set `stop`, and each its own flag (to say which in the record).
+struct Signals {
+    stop: Arc<AtomicBool>,
+    int: Arc<AtomicBool>,
+    term: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn register() -> Result<Signals> {
+        let s = Signals {
+            stop: Arc::new(AtomicBool::new(false)),
+            int: Arc::new(AtomicBool::new(false)),
+            term: Arc::new(AtomicBool::new(false)),
+        };
+        for (sig, flag) in [
+            (signal_hook::consts::SIGINT, &s.int),
+            (signal_hook::consts::SIGTERM, &s.term),
+        ] {
+            signal_hook::flag::register(sig, s.stop.clone())?;
+            signal_hook::flag::register(sig, (*flag).clone())?;
+        }
+        Ok(s)
     }
+
+    fn partial(&self) -> Option<String> {
+        if self.int.load(Ordering::Relaxed) {
+            Some("interrupted by SIGINT".to_string())
+        } else if self.term.load(Ordering::Relaxed) {
+            Some("interrupted by SIGTERM".to_string())
+        } else {
+            None
+        }
+    }
+}
+
+fn run_options(a: &RunArgs, can: &profiles::Can) -> run::RunOptions {
+    run::RunOptions {
+        tx: a.tx.clone().unwrap_or_else(|| can.tx.clone()),
+        rx: a.rx.clone().unwrap_or_else(|| can.rx.clone()),
+        duration: a.duration,
+        pace: can.pace && !a.no_pace,
+        drain: a.drain,
+        lead: Duration::from_millis(500),
+        role: a.role,
+        start_at_ns: a.start_at,
+        time_base: record::TimeBase {
+            method: a.time_base.clone(),
+            offset_ns: a.clock_offset_ns,
+            uncertainty_ns: a.clock_uncertainty_ns,
+        },
+    }
+}
+
+fn run_cmd(a: RunArgs) -> Result<ExitCode> {
+    let loaded = profiles::load(&a.profile)?;
+    // The ECU sender CPUs must exist in this guest (the profiles crate's machine check).
+    loaded.check_guest(&rt_sys::SysRoot::live())?;
+    let Some(can) = loaded.profile.can.clone() else {
+        bail!(
+            "Profile {} has no can section: nothing to simulate",
+            loaded.origin
+        );
+    };
+    if !["same_clock", "ptp_kvm", "echo_rtt"].contains(&a.time_base.as_str()) {
+        bail!(
+            "--time-base {:?} is not same_clock, ptp_kvm or echo_rtt",
+            a.time_base
+        );
+    }
+    let opts = run_options(&a, &can);
+    transport::check_af_can()?;
+    if a.setup {
+        setup_ifaces(&can, &opts)?;
+    }
+    let dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(record::new_run_name()));
+    let mut rd = open_run_dir(&dir, &loaded)?;
+    let signals = Signals::register()?;
     eprintln!(
-        "can-sim: {} messages from {} ECUs, {} -> {}, {}, {} s",
+        "can-sim: {} messages from {} ECUs, {} -> {} ({}), {}, {} s",
         can.ecus.iter().map(|e| e.messages.len()).sum::<usize>(),
         can.ecus.len(),
         opts.tx,
         opts.rx,
+        opts.role,
         if opts.pace {
             "paced at the bitrate"
         } else {
             "unpaced"
         },
-        duration.as_secs_f64()
+        a.duration.as_secs_f64()
     );
-    let outcome = match run::run(&can, &opts, stop.clone()) {
+    let outcome = match run::run(&can, &opts, signals.stop.clone()) {
         Ok(o) => o,
         Err(e) => {
             let _ = rd.end_tool(Some(format!("error: {e}")));
             return Err(e.into());
         }
     };
-    let partial = if sigint.load(Ordering::Relaxed) {
-        Some("interrupted by SIGINT".to_string())
-    } else if sigterm.load(Ordering::Relaxed) {
-        Some("interrupted by SIGTERM".to_string())
-    } else {
-        None
-    };
-    let mut rec = outcome.record;
-    rec.partial = partial.is_some();
-    rd.write_json(record::CAN, &rec)?;
-    rd.write_json("can-tx.json", &outcome.tx)?;
-    rd.write_file(record::CAN_LOG, outcome.log.as_bytes())?;
-    rd.end_tool(partial.clone())?;
-
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rec)?);
-    } else {
-        print_summary(&rec, &outcome.tx);
-    }
+    let partial = signals.partial();
+    let bad = write_outcome(&mut rd, outcome, partial.clone(), a.json)?;
     eprintln!("can-sim: wrote {}", dir.display());
     if let Some(p) = &partial {
         eprintln!("can-sim: partial run ({p})");
     }
-    let bad = rec
-        .messages
-        .iter()
-        .any(|m| m.lost > 0 || m.deadline_misses > 0);
     Ok(if bad {
         ExitCode::from(1)
     } else {
@@ -466,8 +507,48 @@ fn run_cmd(
     })
 }
 
+/// Write can.json (when something was received), can-tx.json and can.log, end the tool
+/// run, print the summary. True when a requirement of the run is not met: a frame lost
+/// or late, or an E2E check failed or timed out.
+fn write_outcome(
+    rd: &mut RunDir,
+    outcome: run::RunOutcome,
+    partial: Option<String>,
+    json: bool,
+) -> Result<bool> {
+    let mut rec = outcome.record;
+    if let Some(r) = rec.as_mut() {
+        r.partial = partial.is_some();
+        rd.write_json(record::CAN, r)?;
+    }
+    rd.write_json("can-tx.json", &outcome.tx)?;
+    if let Some(log) = &outcome.log {
+        rd.write_file(record::CAN_LOG, log.as_bytes())?;
+    }
+    rd.end_tool(partial)?;
+    match (&rec, json) {
+        (Some(r), true) => println!("{}", serde_json::to_string_pretty(r)?),
+        (None, true) => println!("{}", serde_json::to_string_pretty(&outcome.tx)?),
+        (Some(r), false) => print_summary(r, &outcome.tx),
+        (None, false) => print_tx_summary(&outcome.tx),
+    }
+    Ok(rec.is_some_and(|r| {
+        r.messages.iter().any(|m| {
+            m.lost > 0
+                || m.deadline_misses > 0
+                || m.e2e
+                    .as_ref()
+                    .is_some_and(|e| e.failed() > 0 || e.timeout > 0)
+        })
+    }))
+}
+
 fn us(ns: u64) -> f64 {
     can_sim::timing::ns_to_us(ns)
+}
+
+fn pct(h: &record::hist::HistSummary, key: &str) -> f64 {
+    us(h.percentiles.get(key).copied().unwrap_or(0))
 }
 
 fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
@@ -497,29 +578,53 @@ fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
             m.lost,
             m.duplicates,
             m.reordered,
-            us(m.latency.percentiles.get("p50").copied().unwrap_or(0)),
-            us(m.latency.percentiles.get("p99").copied().unwrap_or(0)),
+            pct(&m.latency, "p50"),
+            pct(&m.latency, "p99"),
             us(m.latency.max_ns),
             m.wcrt_us.map_or("-".to_string(), |w| format!("{w:.1}")),
             m.deadline_misses
         );
     }
     println!("(latency in us: kernel RX timestamp - nominal release)");
+    for m in &rec.messages {
+        if let Some(e) = &m.e2e {
+            println!(
+                "e2e {} {}: ok {}, some lost {}, repeated {}, wrong sequence {}, error {}, timeout {} (> {:.1} ms)",
+                e.profile,
+                m.name,
+                e.ok,
+                e.ok_some_lost,
+                e.repeated,
+                e.wrong_sequence,
+                e.error,
+                e.timeout,
+                e.timeout_us as f64 / 1000.0
+            );
+        }
+    }
+    print_tx_summary(tx);
+    println!(
+        "bus load analytic {:.2} %, measured {:.2} %; ENOBUFS retries {}; timestamps {}; time base {}; foreign frames {}",
+        rec.bus_load_analytic_pct,
+        rec.bus_load_measured_pct,
+        rec.tx_enobufs,
+        rec.timestamp_source,
+        rec.time_base.method,
+        tx.foreign_frames
+    );
+    for e in &rec.bus_errors {
+        println!("bus error: {e}");
+    }
+}
+
+fn print_tx_summary(tx: &run::TxReport) {
     for e in &tx.ecus {
         println!(
             "ecu/{:<12} {} releases, wake-up late p50 {:.1} us, p99 {:.1} us, max {:.1} us ({}{})",
             e.name,
             e.releases,
-            us(e.release_latency
-                .percentiles
-                .get("p50")
-                .copied()
-                .unwrap_or(0)),
-            us(e.release_latency
-                .percentiles
-                .get("p99")
-                .copied()
-                .unwrap_or(0)),
+            pct(&e.release_latency, "p50"),
+            pct(&e.release_latency, "p99"),
             us(e.release_latency.max_ns),
             e.sched,
             e.cpus
@@ -531,15 +636,15 @@ fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
             println!("  warning: {w}");
         }
     }
-    println!(
-        "bus load analytic {:.2} %, measured {:.2} %; ENOBUFS retries {}; timestamps {}; foreign frames {}",
-        rec.bus_load_analytic_pct,
-        rec.bus_load_measured_pct,
-        rec.tx_enobufs,
-        rec.timestamp_source,
-        tx.foreign_frames
-    );
-    for e in &rec.bus_errors {
-        println!("bus error: {e}");
+    for w in &tx.warnings {
+        println!("warning: {w}");
+    }
+    if tx.role == "sender" {
+        println!(
+            "sender only: schedule start {} ns, {} frames sent (give the receiver --start-at {})",
+            tx.start_ns,
+            tx.sent.values().sum::<u64>(),
+            tx.start_ns
+        );
     }
 }
