@@ -86,6 +86,9 @@ enum Cmd {
         /// Leave out messages that cannot be imported (oversized) instead of failing.
         #[arg(long)]
         skip_invalid: bool,
+        /// Leave the signals out (can-sim then sends its own test payload).
+        #[arg(long)]
+        no_signals: bool,
         /// Write a whole profile with this name (loadable by `can-sim run FILE`).
         #[arg(long)]
         name: Option<String>,
@@ -191,6 +194,7 @@ fn real_main() -> Result<ExitCode> {
             period,
             min_interval,
             skip_invalid,
+            no_signals,
             name,
             out,
         } => {
@@ -207,6 +211,7 @@ fn real_main() -> Result<ExitCode> {
                 default_period_ms: default_period,
                 overrides,
                 skip_invalid,
+                skip_signals: no_signals,
             };
             import_dbc(&file, &opts, name.as_deref(), out.as_deref())
         }

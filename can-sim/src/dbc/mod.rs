@@ -18,6 +18,7 @@
 
 pub mod lex;
 pub mod parse;
+pub mod signals;
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -123,6 +124,8 @@ pub struct ImportOptions {
     pub overrides: Vec<PeriodOverride>,
     /// Leave out messages that cannot be imported (with a warning) instead of failing.
     pub skip_invalid: bool,
+    /// Leave the signals out (can-sim then sends its own test payload).
+    pub skip_signals: bool,
 }
 
 /// The import result.
@@ -385,14 +388,16 @@ fn message(
         offset_us,
         jitter_us: 0,
         deadline_us: None,
-        signals: Vec::new(),
+        signals: if opts.skip_signals {
+            Vec::new()
+        } else {
+            signals::signals(dbc, m, len, warn)
+        },
         e2e: None,
     })
 }
 
-/// The section from a parsed file.
-pub fn from_dbc(dbc: &Dbc, path: &str, opts: &ImportOptions) -> Result<Imported, DbcImportError> {
-    let mut warnings = dbc.warnings.clone();
+fn check_overrides(dbc: &Dbc, path: &str, opts: &ImportOptions) -> Result<(), DbcImportError> {
     for o in &opts.overrides {
         let known = dbc
             .messages
@@ -405,82 +410,114 @@ pub fn from_dbc(dbc: &Dbc, path: &str, opts: &ImportOptions) -> Result<Imported,
             });
         }
     }
-    let (bitrate, data_bitrate) = bitrates(dbc, opts, &mut warnings);
-    let mut ecus: BTreeMap<String, Vec<Message>> = BTreeMap::new();
-    let mut skipped = Vec::new();
-    let mut errors = Vec::new();
-    for (pos, name, why) in &dbc.invalid {
-        if opts.skip_invalid {
-            warnings.push(format!("{pos}: {why}: left out"));
-            skipped.push((name.clone(), "not a CAN id".to_string()));
-        } else {
-            errors.push(format!("{pos}: {why}"));
+    Ok(())
+}
+
+/// What the import gathers, message by message.
+#[derive(Default)]
+struct Gathered {
+    ecus: BTreeMap<String, Vec<Message>>,
+    skipped: Vec<(String, String)>,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl Gathered {
+    /// Messages whose id is not a CAN id: errors, or left out with `--skip-invalid`.
+    fn invalid(&mut self, dbc: &Dbc, opts: &ImportOptions) {
+        for (pos, name, why) in &dbc.invalid {
+            if opts.skip_invalid {
+                self.warnings.push(format!("{pos}: {why}: left out"));
+                self.skipped
+                    .push((name.clone(), "not a CAN id".to_string()));
+            } else {
+                self.errors.push(format!("{pos}: {why}"));
+            }
         }
     }
-    let mut ids: HashMap<(u32, bool), &str> = HashMap::new();
-    let mut names: HashMap<String, usize> = HashMap::new();
-    for m in &dbc.messages {
-        if let Some(first) = ids.get(&(m.id, m.extended)) {
-            warnings.push(format!(
-                "{}: message {} has the id {} of message {first}: left out (one sender per id)",
-                m.pos,
-                m.name,
-                crate::schedule::id_text(m.id, m.extended)
-            ));
-            skipped.push((m.name.clone(), format!("duplicate id of {first}")));
-            continue;
-        }
-        ids.insert((m.id, m.extended), &m.name);
-        let mut msg = match message(dbc, m, opts, data_bitrate, &mut warnings) {
-            Ok(msg) => msg,
-            Err((true, e)) if !opts.skip_invalid => {
-                errors.push(format!("{}: Message {}: {e}", m.pos, m.name));
+
+    /// Every message, once per id and name, grouped by sending ECU.
+    fn messages(&mut self, dbc: &Dbc, opts: &ImportOptions, data_bitrate: Option<u32>) {
+        let mut ids: HashMap<(u32, bool), &str> = HashMap::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for m in &dbc.messages {
+            if let Some(first) = ids.get(&(m.id, m.extended)) {
+                self.warnings.push(format!(
+                    "{}: message {} has the id {} of message {first}: left out (one sender per id)",
+                    m.pos,
+                    m.name,
+                    crate::schedule::id_text(m.id, m.extended)
+                ));
+                self.skipped
+                    .push((m.name.clone(), format!("duplicate id of {first}")));
                 continue;
             }
-            Err((_, why)) => {
-                skipped.push((m.name.clone(), why));
-                continue;
+            ids.insert((m.id, m.extended), &m.name);
+            let mut msg = match message(dbc, m, opts, data_bitrate, &mut self.warnings) {
+                Ok(msg) => msg,
+                Err((true, e)) if !opts.skip_invalid => {
+                    self.errors
+                        .push(format!("{}: Message {}: {e}", m.pos, m.name));
+                    continue;
+                }
+                Err((_, why)) => {
+                    self.skipped.push((m.name.clone(), why));
+                    continue;
+                }
+            };
+            let name = msg.name.clone().unwrap_or_default();
+            let seen = names.entry(name.clone()).or_insert(0);
+            *seen += 1;
+            if *seen > 1 {
+                let renamed = format!("{name}_{seen}");
+                self.warnings.push(format!(
+                    "{}: a second message is named {name}: renamed {renamed}",
+                    m.pos
+                ));
+                msg.name = Some(renamed);
             }
-        };
-        let name = msg.name.clone().unwrap_or_default();
-        let seen = names.entry(name.clone()).or_insert(0);
-        *seen += 1;
-        if *seen > 1 {
-            let renamed = format!("{name}_{seen}");
-            warnings.push(format!(
-                "{}: a second message is named {name}: renamed {renamed}",
-                m.pos
-            ));
-            msg.name = Some(renamed);
+            let ecu = m
+                .transmitter
+                .clone()
+                .unwrap_or_else(|| "Vector__XXX".into());
+            self.ecus.entry(ecu).or_default().push(msg);
         }
-        let ecu = m
-            .transmitter
-            .clone()
-            .unwrap_or_else(|| "Vector__XXX".into());
-        ecus.entry(ecu).or_default().push(msg);
     }
-    if !errors.is_empty() {
+}
+
+/// The section from a parsed file.
+pub fn from_dbc(dbc: &Dbc, path: &str, opts: &ImportOptions) -> Result<Imported, DbcImportError> {
+    check_overrides(dbc, path, opts)?;
+    let mut g = Gathered {
+        warnings: dbc.warnings.clone(),
+        ..Gathered::default()
+    };
+    let (bitrate, data_bitrate) = bitrates(dbc, opts, &mut g.warnings);
+    g.invalid(dbc, opts);
+    g.messages(dbc, opts, data_bitrate);
+    if !g.errors.is_empty() {
         return Err(DbcImportError::Messages {
             path: path.to_string(),
-            errors,
+            errors: g.errors,
         });
     }
-    if ecus.is_empty() {
+    if g.ecus.is_empty() {
         return Err(DbcImportError::Empty {
             path: path.to_string(),
-            why: if dbc.messages.is_empty() {
-                "it defines no BO_".to_string()
-            } else {
-                format!(
-                    "all {} messages were left out (first: {}: {})",
-                    skipped.len(),
-                    skipped[0].0,
-                    skipped[0].1
-                )
+            why: match g.skipped.first() {
+                None => "it defines no BO_".to_string(),
+                Some((name, why)) => format!(
+                    "all {} messages were left out (first: {name}: {why})",
+                    g.skipped.len()
+                ),
             },
         });
     }
-    let fd_brs = ecus.values().flatten().any(|m| m.kind == FrameKind::FdBrs);
+    let fd_brs = g
+        .ecus
+        .values()
+        .flatten()
+        .any(|m| m.kind == FrameKind::FdBrs);
     Ok(Imported {
         can: Can {
             bitrate,
@@ -489,7 +526,8 @@ pub fn from_dbc(dbc: &Dbc, path: &str, opts: &ImportOptions) -> Result<Imported,
             rx: "vcan0".to_string(),
             pace: true,
             error_rate_per_s: 0.0,
-            ecus: ecus
+            ecus: g
+                .ecus
                 .into_iter()
                 .map(|(name, messages)| Ecu {
                     name,
@@ -499,8 +537,8 @@ pub fn from_dbc(dbc: &Dbc, path: &str, opts: &ImportOptions) -> Result<Imported,
                 })
                 .collect(),
         },
-        skipped,
-        warnings,
+        skipped: g.skipped,
+        warnings: g.warnings,
     })
 }
 
