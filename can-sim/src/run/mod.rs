@@ -46,7 +46,7 @@ use crate::rta::{self, ErrorModel};
 use crate::schedule::{EcuSchedule, MessagePlan, Plan};
 use crate::signal::SignalError;
 use crate::timing;
-use crate::transport::{self, CanSock, TransportError};
+use crate::transport::{self, CanSock, TransportError, TxBatch};
 
 /// Which side of the bus this run plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -455,13 +455,14 @@ fn spawn_ecus(
             let (tid, sched_now, cpus, warnings) =
                 setup_thread(cpu.map(|c| CpuSet::from_cpus([c])), prio);
             let mut lat = hist::new_ns();
+            let batch = Box::new(TxBatch::default());
             b.wait();
-            let sink = match (&bus, &sock) {
+            let mut sink = match (&bus, &sock) {
                 (Some(bus), _) => Sink::Bus(bus),
-                (None, Some(s)) => Sink::Socket(s),
+                (None, Some(s)) => Sink::Socket(s, batch),
                 (None, None) => return EcuReport::idle(name, tid, sched_now, cpus, warnings),
             };
-            let releases = ecu_loop(&sh, &sink, sched, end_ns, &mut lat);
+            let releases = ecu_loop(&sh, &mut sink, sched, end_ns, &mut lat);
             EcuReport {
                 name,
                 tid,

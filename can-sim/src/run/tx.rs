@@ -15,7 +15,7 @@ use socketcan::CanAnyFrame;
 
 use super::{build_frame, Shared};
 use crate::schedule::EcuSchedule;
-use crate::transport::CanSock;
+use crate::transport::{CanSock, TxBatch};
 
 /// How long after the end of the run a late sender may still send releases due before it.
 pub const END_GRACE_NS: u64 = 20_000_000;
@@ -62,30 +62,47 @@ impl Bus {
 pub(super) enum Sink<'a> {
     /// The paced bus's queue.
     Bus(&'a Bus),
-    /// Straight to a socket.
-    Socket(&'a CanSock),
+    /// Straight to a socket, frames due together in one `sendmmsg`.
+    Socket(&'a CanSock, Box<TxBatch>),
 }
 
-fn send(sh: &Shared, sink: &Sink, msg: usize, key: u64, order: &mut u64, frame: CanAnyFrame) {
-    match sink {
-        Sink::Bus(bus) => {
-            *order += 1;
-            let mut q = bus.queue.lock().unwrap_or_else(|p| p.into_inner());
-            q.push(Reverse((key, *order, msg, FrameBox(frame))));
-            let len = u64::try_from(q.len()).unwrap_or(u64::MAX);
-            sh.queue_max.fetch_max(len, Ordering::Relaxed);
-            drop(q);
-            bus.ready.notify_one();
-        }
-        Sink::Socket(sock) => {
-            let keep = || !sh.stop.load(Ordering::Relaxed);
-            match sock.write_backoff(&frame, keep) {
-                Ok(n) => {
-                    sh.enobufs.fetch_add(n, Ordering::Relaxed);
-                    sh.sent[msg].fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => sh.tx_error(&e),
+impl Sink<'_> {
+    fn send(&mut self, sh: &Shared, msg: usize, key: u64, order: &mut u64, frame: CanAnyFrame) {
+        match self {
+            Sink::Bus(bus) => {
+                *order += 1;
+                let mut q = bus.queue.lock().unwrap_or_else(|p| p.into_inner());
+                q.push(Reverse((key, *order, msg, FrameBox(frame))));
+                let len = u64::try_from(q.len()).unwrap_or(u64::MAX);
+                sh.queue_max.fetch_max(len, Ordering::Relaxed);
+                drop(q);
+                bus.ready.notify_one();
             }
+            Sink::Socket(_, batch) => {
+                if !batch.push(&frame, msg) {
+                    self.flush(sh);
+                    self.send(sh, msg, key, order, frame);
+                }
+            }
+        }
+    }
+
+    /// Send what the batch holds.
+    fn flush(&mut self, sh: &Shared) {
+        if let Sink::Socket(sock, batch) = self {
+            if batch.is_empty() {
+                return;
+            }
+            let keep = || !sh.stop.load(Ordering::Relaxed);
+            let n = sock.send_batch(
+                batch,
+                keep,
+                |msg| {
+                    sh.sent[msg].fetch_add(1, Ordering::Relaxed);
+                },
+                |e| sh.tx_error(e),
+            );
+            sh.enobufs.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
@@ -95,7 +112,7 @@ fn send(sh: &Shared, sink: &Sink, msg: usize, key: u64, order: &mut u64, frame: 
 /// lateness goes into `lat`.
 pub(super) fn ecu_loop(
     sh: &Shared,
-    sink: &Sink,
+    sink: &mut Sink,
     mut sched: EcuSchedule,
     end_ns: u64,
     lat: &mut Histogram<u64>,
@@ -112,22 +129,29 @@ pub(super) fn ecu_loop(
         // Send everything due by now, but stop by the wall clock END_GRACE_NS after the
         // end: a release due before the end still goes out after a late wake-up, while a
         // sender that cannot keep up (a 1 us period) does not work through its backlog.
+        let mut due = 0u64;
         while let Some(next) = sched.peek_ns() {
             if next > woke || next >= end_ns {
                 break;
             }
-            if realtime_ns() >= end_ns + END_GRACE_NS || sh.stop.load(Ordering::Relaxed) {
+            // The clock is read once per batch of frames due together.
+            if due % (crate::transport::BATCH as u64) == 0
+                && (realtime_ns() >= end_ns + END_GRACE_NS || sh.stop.load(Ordering::Relaxed))
+            {
+                sink.flush(sh);
                 return releases;
             }
             let Some(rel) = sched.next_release() else {
                 break;
             };
             releases += 1;
+            due += 1;
             let m = &sh.plan.messages[rel.msg];
             if let Some(frame) = build_frame(m, rel.seq, rel.nominal_ns, sh.start_ns) {
-                send(sh, sink, rel.msg, m.key, &mut order, frame);
+                sink.send(sh, rel.msg, m.key, &mut order, frame);
             }
         }
+        sink.flush(sh);
     }
     releases
 }
