@@ -478,13 +478,15 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from(record::new_run_name()));
     let mut rd = open_run_dir(&dir, &loaded)?;
     let signals = Signals::register()?;
+    let path = match opts.role {
+        run::Role::Both => format!("{} -> {}", opts.tx, opts.rx),
+        run::Role::Sender => format!("sending on {} (sender only)", opts.tx),
+        run::Role::Receiver => format!("receiving on {} (receiver only)", opts.rx),
+    };
     eprintln!(
-        "can-sim: {} messages from {} ECUs, {} -> {} ({}), {}, {} s",
+        "can-sim: {} messages from {} ECUs, {path}, {}, {} s",
         can.ecus.iter().map(|e| e.messages.len()).sum::<usize>(),
         can.ecus.len(),
-        opts.tx,
-        opts.rx,
-        opts.role,
         if opts.pace {
             "paced at the bitrate"
         } else {

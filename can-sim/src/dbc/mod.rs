@@ -137,6 +137,9 @@ pub struct Imported {
     pub skipped: Vec<(String, String)>,
     /// What the import changed or ignored, each with its place.
     pub warnings: Vec<String>,
+    /// The section rendered as RON (by [`import`], which checked that it loads; empty from
+    /// [`from_dbc`]: rendered when written).
+    pub ron: String,
 }
 
 impl Imported {
@@ -539,11 +542,12 @@ pub fn from_dbc(dbc: &Dbc, path: &str, opts: &ImportOptions) -> Result<Imported,
         },
         skipped: g.skipped,
         warnings: g.warnings,
+        ron: String::new(),
     })
 }
 
-/// Import DBC text: parse, map, then check that the RON that [`to_ron`] writes loads as a
-/// valid profile named `profile_name`.
+/// Import DBC text: parse, map, render, then check that the rendered RON loads back as
+/// the same matrix and validates as a profile (what [`to_ron`] and [`to_profile`] write).
 pub fn import(text: &str, path: &str, opts: &ImportOptions) -> Result<Imported, DbcImportError> {
     let dbc = parse::parse(text).map_err(|e| DbcImportError::Parse {
         path: path.to_string(),
@@ -551,7 +555,9 @@ pub fn import(text: &str, path: &str, opts: &ImportOptions) -> Result<Imported, 
         col: e.pos.col,
         message: e.message,
     })?;
-    let imp = from_dbc(&dbc, path, opts)?;
+    let mut imp = from_dbc(&dbc, path, opts)?;
+    // Rendered once: checked here, written by the caller.
+    imp.ron = render_can(&imp.can);
     check(&imp, path)?;
     Ok(imp)
 }
@@ -587,6 +593,14 @@ fn render_can(can: &Can) -> String {
     ron::ser::to_string_pretty(can, cfg).unwrap_or_else(|e| format!("/* cannot render: {e} */"))
 }
 
+fn body(imp: &Imported) -> std::borrow::Cow<'_, str> {
+    if imp.ron.is_empty() {
+        render_can(&imp.can).into()
+    } else {
+        imp.ron.as_str().into()
+    }
+}
+
 fn comments(imp: &Imported) -> String {
     let mut out = String::new();
     for (name, why) in &imp.skipped {
@@ -597,7 +611,7 @@ fn comments(imp: &Imported) -> String {
 
 /// The section as RON, ready to paste into a profile: `can: Some(<this>),`.
 pub fn to_ron(imp: &Imported) -> String {
-    format!("{}can: Some({}),\n", comments(imp), render_can(&imp.can))
+    format!("{}can: Some({}),\n", comments(imp), body(imp))
 }
 
 /// A whole profile named `name` holding the section (`can-sim run FILE` takes it as is).
@@ -605,7 +619,7 @@ pub fn to_profile(imp: &Imported, name: &str) -> String {
     format!(
         "{}Profile(\n    name: {name:?},\n    can: Some({}),\n)\n",
         comments(imp),
-        render_can(&imp.can)
+        body(imp)
     )
 }
 

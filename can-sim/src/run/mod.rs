@@ -36,7 +36,7 @@ use serde::Serialize;
 use socketcan::id::FdFlags;
 use socketcan::{CanAnyFrame, CanDataFrame, CanFdFrame, EmbeddedFrame, ExtendedId, Id, StandardId};
 
-pub use self::rx::{account, message_index, Accounted};
+pub use self::rx::{account, instance_in_order, message_index, Accounted};
 use self::rx::{rx_loop, RxResult};
 use self::tx::{bus_loop, ecu_loop, Bus, Sink};
 pub use self::tx::{simulate_paced, PacedBus, END_GRACE_NS};
@@ -893,6 +893,21 @@ mod tests {
             "{:?}",
             r.latency
         );
+    }
+
+    /// Frames without a sequence number: in order they are the next instance, also when
+    /// late by more than a period; a gap beyond period + deadline is a loss.
+    #[test]
+    fn instances_without_a_counter() {
+        let p = profiles::load("lab").unwrap().profile;
+        let plan = Plan::from_can(p.can.as_ref().unwrap()).unwrap();
+        let m = &plan.messages[0]; // EngineSpeed: 10 ms, deadline 5 ms
+        let ms = 1_000_000u64;
+        // Instance 3 arrives 12 ms late (after instance 4's release): still instance 3.
+        assert_eq!(instance_in_order(m, 0, 3, 42 * ms), 3);
+        // 20 ms after instance 3's release is beyond 15 ms: 3 and 4 were lost, this is 5.
+        assert_eq!(instance_in_order(m, 0, 3, 51 * ms), 5);
+        assert_eq!(instance_in_order(m, 0, 0, ms), 0);
     }
 
     #[test]

@@ -141,9 +141,21 @@ fn instance(
         }
         _ => None,
     };
-    // Without a (valid) counter: the instance released last before the reception.
-    let seq = counter.unwrap_or_else(|| m.instance_at(start_ns, ts_ns));
+    let seq = counter.unwrap_or_else(|| instance_in_order(m, start_ns, next, ts_ns));
     (Some(seq), Some(m.nominal_release(start_ns, seq)))
+}
+
+/// The instance of a frame that carries no sequence number (or a bad E2E CRC). A
+/// message's frames arrive in order (one sender, FIFO per message on the bus), so it is
+/// the next one expected, unless that would mean a latency beyond period + deadline:
+/// then frames were lost, and it is the instance released last before the reception.
+pub fn instance_in_order(m: &MessagePlan, start_ns: u64, next: u64, rx_ns: u64) -> u64 {
+    let late = rx_ns.saturating_sub(m.nominal_release(start_ns, next));
+    if late <= m.period_ns + m.deadline_ns {
+        next
+    } else {
+        m.instance_at(start_ns, rx_ns).max(next)
+    }
 }
 
 /// Account one received data frame into the per-message statistics. `index` maps
