@@ -489,7 +489,7 @@ mod tests {
     #[ignore = "needs python3 with python-can (pip install python-can)"]
     fn python_can_reads_our_log() {
         if !testkit::require(
-            crate::testutil::python_has("can"),
+            testkit::python_module("can"),
             "python3 with python-can (pip install python-can)",
         ) {
             return;

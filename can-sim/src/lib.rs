@@ -29,14 +29,3 @@ pub mod schedule;
 pub mod signal;
 pub mod timing;
 pub mod transport;
-
-#[cfg(test)]
-pub(crate) mod testutil {
-    /// True when `python3 -c "import MODULE"` works.
-    pub fn python_has(module: &str) -> bool {
-        std::process::Command::new("python3")
-            .args(["-c", &format!("import {module}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-}

@@ -450,14 +450,6 @@ mod tests {
     use crate::timing::{frame_time_ns, tau_bit_ns, FrameSpec};
     use profiles::FrameKind;
 
-    fn classic(extended: bool, len: u8) -> FrameSpec {
-        FrameSpec {
-            kind: FrameKind::Classic,
-            extended,
-            len,
-        }
-    }
-
     fn msg(name: &str, key: u64, c_ms: f64, t_ms: f64, d_ms: f64) -> RtaMessage {
         let ns = |ms: f64| f64_to_u64((ms * 1e6).round()).unwrap();
         RtaMessage {
@@ -485,7 +477,11 @@ mod tests {
     /// responds after 3.5 ms: a deadline miss. R_A = 2 ms, R_B = 3 ms.
     #[test]
     fn davis_2007_three_message_example() {
-        let spec = classic(false, 7);
+        let spec = FrameSpec {
+            kind: FrameKind::Classic,
+            extended: false,
+            len: 7,
+        };
         assert_eq!(frame_time_ns(&spec, 125_000, None).unwrap(), 1_000_000);
         let set = [
             msg("A", 1, 1.0, 2.5, 2.5),

@@ -31,13 +31,6 @@ const VALUES: &[(&str, &str, f64)] = &[
     ("Muxed", "Always", 3.0),
 ];
 
-fn python_has(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// cantools' encoding of VALUES, hex per message.
 fn cantools_frames() -> BTreeMap<String, String> {
     let mut by_msg: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -109,7 +102,7 @@ fn can_sim_frames() -> BTreeMap<String, String> {
 #[ignore = "needs python3 with cantools (pip install cantools)"]
 fn signal_encoding_matches_cantools_byte_for_byte() {
     if !testkit::require(
-        python_has("cantools"),
+        testkit::python_module("cantools"),
         "python3 with cantools (pip install cantools)",
     ) {
         return;

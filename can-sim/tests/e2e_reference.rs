@@ -9,13 +9,6 @@ use std::process::Command;
 use can_sim::e2e::E2eSpec;
 use profiles::{DataIdMode, E2eProfile};
 
-fn python_has(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// (profile, mode, python call with the buffer `d`, counter byte, counter mask).
 const CASES: &[(E2eProfile, DataIdMode, &str, usize)] = &[
     (E2eProfile::P01, DataIdMode::Both, "e2e.p01.e2e_p01_protect(d, @DATA_ID@, data_id_mode=e2e.p01.E2E_P01_DATAID_BOTH, increment_counter=False)", 1),
@@ -41,7 +34,7 @@ fn payload(len: usize, seed: u64) -> Vec<u8> {
 #[ignore = "needs python3 with autosar-e2e (pip install autosar-e2e)"]
 fn protect_matches_autosar_e2e() {
     if !testkit::require(
-        python_has("e2e"),
+        testkit::python_module("e2e"),
         "python3 with autosar-e2e (pip install autosar-e2e)",
     ) {
         return;

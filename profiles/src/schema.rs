@@ -628,6 +628,26 @@ pub struct Signal {
 }
 
 impl Signal {
+    /// An unsigned little-endian signal with factor 1, offset 0 and no range,
+    /// multiplexing or generator: the defaults a profile gets when it says no more.
+    pub fn new(name: &str, start_bit: u16, size: u8) -> Signal {
+        Signal {
+            name: name.to_string(),
+            start_bit,
+            size,
+            byte_order: ByteOrder::LittleEndian,
+            value_type: ValueType::Unsigned,
+            factor: 1.0,
+            offset: 0.0,
+            min: None,
+            max: None,
+            unit: String::new(),
+            multiplexor: false,
+            mux: None,
+            value: None,
+        }
+    }
+
     /// The payload bit positions (byte * 8 + bit, bit 0 the least significant of its byte)
     /// holding the raw value, from its least significant bit up. The caller checks them
     /// against the payload length.

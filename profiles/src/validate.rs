@@ -1584,21 +1584,7 @@ mod tests {
     }
 
     fn sig(name: &str, start: u16, size: u8) -> Signal {
-        Signal {
-            name: name.into(),
-            start_bit: start,
-            size,
-            byte_order: crate::ByteOrder::LittleEndian,
-            value_type: ValueType::Unsigned,
-            factor: 1.0,
-            offset: 0.0,
-            min: None,
-            max: None,
-            unit: String::new(),
-            multiplexor: false,
-            mux: None,
-            value: None,
-        }
+        Signal::new(name, start, size)
     }
 
     #[test]
