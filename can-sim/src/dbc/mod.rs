@@ -556,6 +556,9 @@ pub fn import(text: &str, path: &str, opts: &ImportOptions) -> Result<Imported, 
         message: e.message,
     })?;
     let mut imp = from_dbc(&dbc, path, opts)?;
+    // The parse tree is not needed any more: free it before the text and its read-back
+    // copy exist (peak memory).
+    drop(dbc);
     // Rendered once: checked here, written by the caller.
     imp.ron = render_can(&imp.can);
     check(&imp, path)?;
