@@ -227,12 +227,7 @@ impl Payload {
         if m.signals.is_empty() {
             return Ok(None);
         }
-        let switches: Vec<&str> = m
-            .signals
-            .iter()
-            .filter(|s| s.multiplexor)
-            .map(|s| s.name.as_str())
-            .collect();
+        let switches = m.multiplexors();
         let mut slots = Vec::with_capacity(m.signals.len());
         for s in &m.signals {
             let codec = Codec::new(s);

@@ -516,6 +516,17 @@ pub struct Message {
     pub e2e: Option<E2e>,
 }
 
+impl Message {
+    /// Names of the message's multiplexer switch signals, in order.
+    pub fn multiplexors(&self) -> Vec<&str> {
+        self.signals
+            .iter()
+            .filter(|s| s.multiplexor)
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+}
+
 /// Byte order of a signal (DBC `@1` / `@0`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ByteOrder {

@@ -1005,12 +1005,7 @@ fn signal(e: &mut Errors, sp: &str, s: &Signal, m: &Message) {
 
 fn signals(e: &mut Errors, mp: &str, m: &Message) {
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-    let switches: Vec<&str> = m
-        .signals
-        .iter()
-        .filter(|s| s.multiplexor)
-        .map(|s| s.name.as_str())
-        .collect();
+    let switches = m.multiplexors();
     for (k, s) in m.signals.iter().enumerate() {
         let sp = format!("{mp}.signals[{k}]");
         signal(e, &sp, s, m);

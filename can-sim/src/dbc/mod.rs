@@ -672,6 +672,14 @@ mod tests {
         assert_eq!(import(FIXTURE, "f", &o).unwrap().can.bitrate, 500_000);
     }
 
+    fn brake_event(imp: &Imported) -> &Message {
+        imp.can.ecus[0]
+            .messages
+            .iter()
+            .find(|m| m.id == 0x400)
+            .unwrap()
+    }
+
     #[test]
     fn event_messages_become_sporadic() {
         // --default-period: every event message gets that minimum inter-arrival time.
@@ -680,11 +688,7 @@ mod tests {
             ..opts()
         };
         let imp = import(FIXTURE, "f", &o).unwrap();
-        let ev = imp.can.ecus[0]
-            .messages
-            .iter()
-            .find(|m| m.id == 0x400)
-            .unwrap();
+        let ev = brake_event(&imp);
         assert!(ev.sporadic);
         assert_eq!(ev.period_ms, 50.0);
         assert_eq!(imp.counts(), (3, 1));
@@ -700,11 +704,7 @@ mod tests {
                 ..opts()
             };
             let imp = import(FIXTURE, "f", &o).unwrap();
-            let ev = imp.can.ecus[0]
-                .messages
-                .iter()
-                .find(|m| m.id == 0x400)
-                .unwrap();
+            let ev = brake_event(&imp);
             assert_eq!((ev.period_ms, ev.sporadic), (5.0, true), "{target}");
         }
         let o = ImportOptions {
