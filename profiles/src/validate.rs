@@ -781,6 +781,11 @@ fn can(c: &Can, e: &mut Errors) {
         );
     }
 
+    can_ecus(c, e);
+}
+
+/// The ECUs and their messages: names and ids unique, each message checked.
+fn can_ecus(c: &Can, e: &mut Errors) {
     let mut ecu_names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut ids: BTreeMap<(u32, bool), (usize, usize)> = BTreeMap::new();
     let mut msg_names: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
