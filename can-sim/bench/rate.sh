@@ -1,7 +1,7 @@
 # In the lab guest: send rate on vcan0, cangen -g 0 (A) vs can-sim unpaced flood (B), 3 rounds.
 set -x
 ip link add vcan0 type vcan 2>/dev/null; ip link set vcan0 up
-for i in 1 2 3; do
+for i in $(seq ${ROUNDS:-3}); do
   # Both senders get a receiver on vcan0: can-sim has its own; cangen gets candump -s 2.
   candump -s 2 vcan0 > /dev/null &
   cdpid=$!

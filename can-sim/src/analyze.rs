@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use profiles::Can;
 use serde::Serialize;
 
+use crate::rta::{self, ErrorModel, Progress, RtaLimits};
 use crate::schedule::{id_text, Plan};
-use crate::timing::{self, ErrorModel, TimingError};
+use crate::timing::{self, TimingError};
 
 /// One message's analysis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,8 +31,10 @@ pub struct MessageReport {
     pub frame_bits: u32,
     /// Worst-case frame time C, us.
     pub frame_time_us: f64,
-    /// Period T, us.
+    /// Period T, us (for a sporadic message its minimum inter-arrival time).
     pub period_us: f64,
+    /// Event-driven: T is a minimum inter-arrival time.
+    pub sporadic: bool,
     /// Release jitter J, us.
     pub jitter_us: f64,
     /// C / T in percent.
@@ -75,14 +78,23 @@ pub struct Report {
     pub model: String,
 }
 
-/// Analyse a CAN matrix.
+/// Analyse a CAN matrix (default budget, no progress reports).
 pub fn analyze(can: &Can) -> Result<Report, TimingError> {
+    analyze_with(can, RtaLimits::default(), &mut |_| {})
+}
+
+/// Analyse a CAN matrix within `limits`, reporting `progress` on long analyses.
+pub fn analyze_with(
+    can: &Can,
+    limits: RtaLimits,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Report, TimingError> {
     let plan = Plan::from_can(can)?;
     let tau = timing::tau_bit_ns(can.bitrate);
     let errors = (can.error_rate_per_s > 0.0).then_some(ErrorModel {
         rate_per_s: can.error_rate_per_s,
     });
-    let results = timing::response_times(&plan.rta_messages(), tau, errors);
+    let results = rta::response_times_with(&plan.rta_messages(), tau, errors, limits, progress);
     let us = timing::ns_to_us;
     let mut messages: Vec<(u64, MessageReport)> = plan
         .messages
@@ -104,6 +116,7 @@ pub fn analyze(can: &Can) -> Result<Report, TimingError> {
                     frame_bits: bits,
                     frame_time_us: us(m.frame_ns),
                     period_us: us(m.period_ns),
+                    sporadic: m.sporadic,
                     jitter_us: us(m.jitter_ns),
                     load_pct: timing::bus_load_pct([(m.frame_ns, m.period_ns)]),
                     blocking_us: us(r.blocking_ns),
@@ -153,7 +166,7 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<12} {:<16} {:<10} {:<7} {:>3} {:>5} {:>9} {:>7} {:>10} {:>10} {:>10}  ok",
+        "{:<12} {:<16} {:<10} {:<7} {:>3} {:>5} {:>9} {:>10} {:>7} {:>10} {:>10} {:>10}  ok",
         "ecu",
         "message",
         "id",
@@ -161,6 +174,7 @@ pub fn render(r: &Report) -> String {
         "len",
         "bits",
         "C us",
+        "T ms",
         "load %",
         "WCRT us",
         "D us",
@@ -169,7 +183,7 @@ pub fn render(r: &Report) -> String {
     for m in &r.messages {
         let _ = writeln!(
             s,
-            "{:<12} {:<16} {:<10} {:<7} {:>3} {:>5} {:>9.1} {:>7.2} {:>10} {:>10.1} {:>10}  {}",
+            "{:<12} {:<16} {:<10} {:<7} {:>3} {:>5} {:>9.1} {:>10} {:>7.2} {:>10} {:>10.1} {:>10}  {}",
             m.ecu,
             m.name,
             m.id_hex,
@@ -177,6 +191,12 @@ pub fn render(r: &Report) -> String {
             m.len,
             m.frame_bits,
             m.frame_time_us,
+            // A sporadic message's T is a minimum inter-arrival time.
+            format!(
+                "{}{}",
+                if m.sporadic { ">=" } else { "" },
+                m.period_us / 1000.0
+            ),
             m.load_pct,
             opt(m.wcrt_us),
             m.deadline_us,
@@ -185,6 +205,14 @@ pub fn render(r: &Report) -> String {
         );
     }
     let _ = writeln!(s, "total bus load {:.2} %", r.total_load_pct);
+    let sporadic = r.messages.iter().filter(|m| m.sporadic).count();
+    if sporadic > 0 {
+        let _ = writeln!(
+            s,
+            "{sporadic} sporadic message(s) (T >=: minimum inter-arrival time) analysed at their \
+             highest rate"
+        );
+    }
     for m in r.messages.iter().filter(|m| !m.schedulable) {
         let _ = writeln!(
             s,
@@ -239,5 +267,28 @@ mod tests {
         assert!(!r.schedulable);
         assert!(render(&r).contains("NOT SCHEDULABLE"));
         assert_eq!(r.messages[1].wcrt_us, None);
+    }
+
+    /// A sporadic message is analysed with its minimum inter-arrival time as T: the same
+    /// numbers as a periodic message of that period, marked as such.
+    #[test]
+    fn sporadic_messages_use_their_minimum_inter_arrival_time() {
+        let text = |sporadic: bool| {
+            format!(
+                r#"(bitrate: 500000, tx: "vcan0", rx: "vcan0", ecus: [(name: "e", messages: [
+                (name: Some("Cyc"), id: 1, len: 8, period_ms: 10),
+                (name: Some("Ev"), id: 2, len: 8, period_ms: 5, sporadic: {sporadic}),
+            ])])"#
+            )
+        };
+        let spor = analyze(&ron::from_str(&text(true)).unwrap()).unwrap();
+        let per = analyze(&ron::from_str(&text(false)).unwrap()).unwrap();
+        assert!(spor.messages[1].sporadic && !per.messages[1].sporadic);
+        assert_eq!(spor.messages[1].wcrt_us, per.messages[1].wcrt_us);
+        assert_eq!(spor.messages[1].period_us, 5000.0);
+        assert_eq!(spor.total_load_pct, per.total_load_pct);
+        let table = render(&spor);
+        assert!(table.contains(">=5"), "{table}");
+        assert!(table.contains("1 sporadic message(s)"), "{table}");
     }
 }

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::io;
 
 use socketcan::dump::{CanDumpRecord, Reader};
+
 use socketcan::{CanAnyFrame, EmbeddedFrame, Frame};
 
 /// Errors reading a candump log; each names the line.
@@ -61,53 +62,236 @@ pub fn render(entries: &[Logged], iface: &str) -> String {
     out
 }
 
-/// Parse candump log text. Blank lines and `#` comments are skipped.
-pub fn parse(text: &str, source_name: &str) -> Result<Vec<CanDumpRecord>, LogError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let mut rdr = Reader::from_reader(t.as_bytes());
-        match rdr.next_record() {
-            Ok(Some(r)) => out.push(r),
-            Ok(None) => {}
-            Err(e) => {
-                return Err(LogError::Parse {
-                    source_name: source_name.to_string(),
-                    line: i + 1,
-                    reason: e.to_string(),
-                })
-            }
-        }
-    }
-    Ok(out)
+/// One log line: the frame, and the raw DLC when the log gave one above 8 for a classic
+/// frame (can-utils' `len8_dlc`: `123#1122334455667788_F`, `123#R9`, `123#R8_C`).
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    /// The parsed record (time in us, device, frame, direction).
+    pub record: CanDumpRecord,
+    /// Raw DLC 9..=15 of a classic frame with 8 bytes (`len8_dlc`), if written.
+    pub len8_dlc: Option<u8>,
 }
 
-/// Read and parse a log file.
-pub fn read(path: &std::path::Path) -> Result<Vec<CanDumpRecord>, LogError> {
+/// The classic-frame forms with a raw DLC above 8, which socketcan's reader refuses:
+/// `<id>#<8 data bytes>_<9..F>`, `<id>#R<9..F>`, `<id>#R8_<9..F>`. Returns the frame and
+/// its raw DLC, None when the field is not one of these forms.
+fn len8_frame(field: &str) -> Option<Result<(CanAnyFrame, u8), &'static str>> {
+    let (id_s, rest) = field.split_once('#')?;
+    if rest.starts_with('#') {
+        return None;
+    }
+    let nibble = |s: &str| {
+        u8::from_str_radix(s, 16)
+            .ok()
+            .filter(|d| (9..=15).contains(d))
+    };
+    let (data_s, dlc) = match rest.rsplit_once('_') {
+        Some((d, x)) => (d, Some(x)),
+        None => (rest, None),
+    };
+    let remote = data_s.starts_with('R');
+    let raw_dlc = match (remote, dlc) {
+        (_, Some(x)) => nibble(x),
+        // `R0`..`R8` are socketcan's to read.
+        (true, None) => Some(nibble(&data_s[1..])?),
+        (false, None) => return None,
+    };
+    let Some(raw_dlc) = raw_dlc else {
+        return Some(Err("the DLC after '_' (or 'R') must be a hex digit 9..F"));
+    };
+    let extended = match id_s.len() {
+        3 => false,
+        8 => true,
+        _ => {
+            return Some(Err(
+                "the id must have 3 (standard) or 8 (extended) hex digits",
+            ))
+        }
+    };
+    let Ok(raw_id) = u32::from_str_radix(id_s, 16) else {
+        return Some(Err("the id is not hex"));
+    };
+    let mut cf = socketcan::frame::can_frame_default();
+    cf.can_id = raw_id | if extended { libc::CAN_EFF_FLAG } else { 0 };
+    cf.can_dlc = 8;
+    cf.len8_dlc = raw_dlc;
+    let frame = if remote {
+        if !(data_s == "R8" || dlc.is_none()) {
+            return Some(Err("a remote frame with a raw DLC is R<9..F> or R8_<9..F>"));
+        }
+        cf.can_id |= libc::CAN_RTR_FLAG;
+        socketcan::CanRemoteFrame::try_from(cf)
+            .map(CanAnyFrame::Remote)
+            .ok()
+    } else {
+        let Ok(bytes) = hex::decode(data_s) else {
+            return Some(Err("the data is not hex"));
+        };
+        if bytes.len() != 8 {
+            return Some(Err("a raw DLC above 8 needs exactly 8 data bytes"));
+        }
+        cf.data.copy_from_slice(&bytes);
+        socketcan::CanDataFrame::try_from(cf)
+            .map(CanAnyFrame::Normal)
+            .ok()
+    };
+    let valid_id = if extended {
+        raw_id <= 0x1FFF_FFFF
+    } else {
+        raw_id <= 0x7FF
+    };
+    match frame {
+        Some(f) if valid_id => Some(Ok((f, raw_dlc))),
+        _ => Some(Err("the id is out of range for its width")),
+    }
+}
+
+/// Parse one non-blank, non-comment line.
+fn parse_line(t: &str) -> Result<LogRecord, String> {
+    let mut fields = t.split(' ');
+    let (ts, dev, field) = (fields.next(), fields.next(), fields.next());
+    if let (Some(ts), Some(dev), Some(field)) = (ts, dev, field) {
+        if let Some(r) = len8_frame(field) {
+            let (frame, raw) = r.map_err(|e| format!("{field}: {e}"))?;
+            // Time and direction as socketcan reads them: parse a line with a plain frame.
+            let plain = format!(
+                "{ts} {dev} 000#{}",
+                fields.next().map(|d| format!(" {d}")).unwrap_or_default()
+            );
+            let mut rdr = Reader::from_reader(plain.trim_end().as_bytes());
+            let mut rec = rdr
+                .next_record()
+                .map_err(|e| e.to_string())?
+                .ok_or("empty line")?;
+            rec.frame = frame;
+            return Ok(LogRecord {
+                record: rec,
+                len8_dlc: Some(raw),
+            });
+        }
+    }
+    let mut rdr = Reader::from_reader(t.as_bytes());
+    match rdr.next_record() {
+        Ok(Some(record)) => Ok(LogRecord {
+            record,
+            len8_dlc: None,
+        }),
+        Ok(None) => Err("empty line".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A candump log read line by line (constant memory, whatever the file's size). Blank
+/// lines and `#` comments are skipped; a bad line is an error naming it.
+pub struct LogReader<R> {
+    rdr: R,
+    source_name: String,
+    line: usize,
+    buf: String,
+}
+
+impl<R: std::io::BufRead> LogReader<R> {
+    /// Read from `rdr`, naming it `source_name` in errors.
+    pub fn new(rdr: R, source_name: &str) -> Self {
+        LogReader {
+            rdr,
+            source_name: source_name.to_string(),
+            line: 0,
+            buf: String::new(),
+        }
+    }
+}
+
+impl<R: std::io::BufRead> Iterator for LogReader<R> {
+    type Item = Result<LogRecord, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.buf.clear();
+            self.line += 1;
+            match self.rdr.read_line(&mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(source) => {
+                    return Some(Err(LogError::Io {
+                        source_name: self.source_name.clone(),
+                        source,
+                    }))
+                }
+            }
+            let t = self.buf.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            return Some(parse_line(t).map_err(|reason| LogError::Parse {
+                source_name: self.source_name.clone(),
+                line: self.line,
+                reason,
+            }));
+        }
+    }
+}
+
+/// Parse candump log text.
+pub fn parse(text: &str, source_name: &str) -> Result<Vec<LogRecord>, LogError> {
+    LogReader::new(text.as_bytes(), source_name).collect()
+}
+
+/// Open a log file for reading line by line.
+pub fn open(
+    path: &std::path::Path,
+) -> Result<LogReader<std::io::BufReader<std::fs::File>>, LogError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| LogError::Io {
+    let f = std::fs::File::open(path).map_err(|source| LogError::Io {
         source_name: name.clone(),
         source,
     })?;
-    parse(&text, &name)
+    Ok(LogReader::new(std::io::BufReader::new(f), &name))
 }
 
-/// Replay timing: each record's offset in ns from the first one (logs are sorted by
-/// time; a record earlier than its predecessor is sent right after it).
-pub fn replay_offsets(records: &[CanDumpRecord]) -> Vec<u64> {
-    let first = records.first().map_or(0, |r| r.t_us);
-    let mut last = 0;
-    records
-        .iter()
-        .map(|r| {
-            let off = r.t_us.saturating_sub(first).saturating_mul(1000).max(last);
-            last = off;
-            off
-        })
-        .collect()
+/// Replay timing: each record's offset in ns from the first one. Logs are sorted by time;
+/// a record earlier than its predecessor goes right after it, and a gap longer than
+/// `max_gap_ns` (a log spanning a pause, or a clock jump: years) is shortened to it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayClock {
+    first_us: Option<u64>,
+    last_ns: u64,
+    last_raw_ns: u64,
+    shift_ns: u64,
+    max_gap_ns: Option<u64>,
+    /// Gaps shortened so far.
+    pub clamped: u64,
+}
+
+impl ReplayClock {
+    /// A clock that shortens gaps above `max_gap_ns` (None: keeps every gap).
+    pub fn new(max_gap_ns: Option<u64>) -> Self {
+        ReplayClock {
+            first_us: None,
+            last_ns: 0,
+            last_raw_ns: 0,
+            shift_ns: 0,
+            max_gap_ns,
+            clamped: 0,
+        }
+    }
+
+    /// The offset of a record logged at `t_us`.
+    pub fn offset(&mut self, t_us: u64) -> u64 {
+        let first = *self.first_us.get_or_insert(t_us);
+        let raw = t_us.saturating_sub(first).saturating_mul(1000);
+        let gap = raw.saturating_sub(self.last_raw_ns);
+        if let Some(max) = self.max_gap_ns {
+            if gap > max {
+                self.shift_ns += gap - max;
+                self.clamped += 1;
+            }
+        }
+        self.last_raw_ns = self.last_raw_ns.max(raw);
+        let off = raw.saturating_sub(self.shift_ns).max(self.last_ns);
+        self.last_ns = off;
+        off
+    }
 }
 
 /// Payload of a frame (empty for remote and error frames' data is their error bytes).
@@ -190,7 +374,11 @@ mod tests {
     fn round_trip_through_our_reader() {
         let orig = sample();
         let text = render(&orig, "vcan0");
-        let back = parse(&text, "<memory>").unwrap();
+        let back: Vec<CanDumpRecord> = parse(&text, "<memory>")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.record)
+            .collect();
         assert_eq!(back.len(), orig.len());
         for (a, b) in orig.iter().zip(&back) {
             assert_eq!(a.ts_ns / 1000, b.t_us);
@@ -205,10 +393,88 @@ mod tests {
         if let CanAnyFrame::Fd(fd) = &back[2].frame {
             assert!(fd.is_brs());
         }
+        let mut clock = ReplayClock::new(None);
+        let offsets: Vec<u64> = back.iter().map(|r| clock.offset(r.t_us)).collect();
+        assert_eq!(offsets, vec![0, 544_000, 2_044_000, 2_544_000]);
+    }
+
+    #[test]
+    fn replay_clock_shortens_long_gaps_and_keeps_order() {
+        let mut c = ReplayClock::new(Some(1_000_000_000));
+        // 0, +0.5 s, +3 years (shortened to 1 s), +0.25 s, one 1 ms out of order.
+        let year_us = 365 * 24 * 3600 * 1_000_000u64;
+        let t = [
+            0,
+            500_000,
+            500_000 + 3 * year_us,
+            750_000 + 3 * year_us,
+            749_000 + 3 * year_us,
+        ];
+        let offs: Vec<u64> = t
+            .iter()
+            .map(|&u| c.offset(u + 1_700_000_000_000_000))
+            .collect();
         assert_eq!(
-            replay_offsets(&back),
-            vec![0, 544_000, 2_044_000, 2_544_000]
+            offs,
+            vec![0, 500_000_000, 1_500_000_000, 1_750_000_000, 1_750_000_000]
         );
+        assert_eq!(c.clamped, 1);
+        let mut keep = ReplayClock::new(None);
+        assert_eq!(keep.offset(0), 0);
+        assert_eq!(keep.offset(3 * year_us), 3 * year_us * 1000);
+        assert_eq!(keep.clamped, 0);
+    }
+
+    /// can-utils' raw DLC forms for classic frames (`len8_dlc`, lib.h): a data frame with
+    /// 8 bytes and `_9`..`_F`, a remote frame `R9`..`RF` or `R8_9`..`R8_F`.
+    #[test]
+    fn raw_dlc_suffixes_and_remote_dlcs() {
+        let text = "(1.000000) can0 123#1122334455667788_F\n\
+                    (1.000100) can0 12345678#0102030405060708_9 R\n\
+                    (1.000200) can0 321#R9\n\
+                    (1.000300) can0 321#R8_C\n\
+                    (1.000400) can0 321#R5\n";
+        let r = parse(text, "x.log").unwrap();
+        assert_eq!(
+            r.iter().map(|r| r.len8_dlc).collect::<Vec<_>>(),
+            vec![Some(15), Some(9), Some(9), Some(12), None]
+        );
+        assert_eq!(frame_id(&r[0].record.frame), (0x123, false));
+        assert_eq!(
+            frame_data(&r[0].record.frame),
+            &[0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]
+        );
+        assert_eq!(frame_id(&r[1].record.frame), (0x12345678, true));
+        assert_eq!(r[1].record.t_us, 1_000_100);
+        assert!(r[1].record.direction.is_some());
+        assert!(matches!(r[2].record.frame, CanAnyFrame::Remote(_)));
+        assert!(matches!(r[4].record.frame, CanAnyFrame::Remote(_)));
+        for (bad, why) in [
+            ("(1.000000) can0 123#1122_F", "needs exactly 8 data bytes"),
+            (
+                "(1.000000) can0 123#1122334455667788_7",
+                "must be a hex digit 9..F",
+            ),
+            ("(1.000000) can0 123#R7_9", "R<9..F> or R8_<9..F>"),
+        ] {
+            let e = parse(bad, "x.log").unwrap_err().to_string();
+            assert!(
+                e.starts_with("x.log:1: not a candump log line") && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_reader_streams() {
+        // A reader over a generator of lines never holds more than one.
+        let lines =
+            (0..100_000u64).map(|i| format!("({}.000000) can0 123#00\n", 1_700_000_000 + i));
+        let text: String = lines.collect();
+        let n = LogReader::new(std::io::BufReader::with_capacity(64, text.as_bytes()), "m")
+            .filter(|r| r.is_ok())
+            .count();
+        assert_eq!(n, 100_000);
     }
 
     #[test]
@@ -217,23 +483,16 @@ mod tests {
         assert!(e.to_string().starts_with("x.log:2:"), "{e}");
     }
 
-    /// python-can reads our log (its `CanutilsLogReader`); skipped with a reason when
-    /// python3 or python-can is missing (`pip install python-can`).
+    /// python-can reads our log (its `CanutilsLogReader`); needs python3 with python-can
+    /// (`pip install python-can`).
     #[test]
+    #[ignore = "needs python3 with python-can (pip install python-can)"]
     fn python_can_reads_our_log() {
-        let probe = std::process::Command::new("python3")
-            .args(["-c", "import can"])
-            .output();
-        match probe {
-            Ok(o) if o.status.success() => {}
-            Ok(_) => {
-                eprintln!("skipped: python-can is not installed (pip install python-can)");
-                return;
-            }
-            Err(e) => {
-                eprintln!("skipped: no python3 ({e})");
-                return;
-            }
+        if !testkit::require(
+            testkit::python_module("can"),
+            "python3 with python-can (pip install python-can)",
+        ) {
+            return;
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("can.log");

@@ -1,11 +1,16 @@
 //! `can-sim`: virtual CAN ECUs with measured frame-reception determinism.
 //!
 //! - [`timing`]: frame lengths as the kernel's `include/linux/can/length.h` counts them,
-//!   frame times, bus load, and worst-case response times per Davis et al. 2007;
+//!   frame times and bus load;
+//! - [`rta`]: worst-case response times per Davis et al. 2007;
 //! - [`schedule`]: a profile's CAN matrix -> per-ECU release schedules;
-//! - [`payload`]: the sequence number and release time each frame carries;
+//! - [`payload`]: the test payload (sequence number and release time) of messages
+//!   without signals;
+//! - [`signal`]: signals encoded as a DBC says, and their value generators;
+//! - [`e2e`]: AUTOSAR E2E protection (profiles 1, 2, 5, 11) and its receiver check;
 //! - [`metrics`]: receiver statistics (loss, duplicates, order, latency, jitter, deadlines);
-//! - [`canlog`]: candump log writing, reading and replay timing;
+//! - [`canlog`]: candump log writing, reading (streamed) and replay timing;
+//! - [`replay`]: `can-sim replay`, a log played back with its timing;
 //! - [`dbc`]: a CAN matrix from a DBC file;
 //! - [`transport`]: SocketCAN sockets, kernel RX timestamps, error frames, netlink set-up;
 //! - [`run`]: the sender and receiver threads of `can-sim run`;
@@ -14,9 +19,13 @@
 pub mod analyze;
 pub mod canlog;
 pub mod dbc;
+pub mod e2e;
 pub mod metrics;
 pub mod payload;
+pub mod replay;
+pub mod rta;
 pub mod run;
 pub mod schedule;
+pub mod signal;
 pub mod timing;
 pub mod transport;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use can_sim::{analyze, canlog, dbc, run, transport};
+use can_sim::{analyze, dbc, run, transport};
 use clap::{CommandFactory, Parser, Subcommand};
 use record::{self, RunDir};
 
@@ -29,34 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Send the profile's CAN matrix from one SCHED_FIFO thread per ECU and measure reception.
-    Run {
-        /// Profile file or bundled name (ecu, lab, canfd).
-        profile: String,
-        /// Interface to send on (default: the profile's can.tx).
-        #[arg(long)]
-        tx: Option<String>,
-        /// Interface to receive on (default: the profile's can.rx).
-        #[arg(long)]
-        rx: Option<String>,
-        /// How long to send, e.g. 10s, 2m.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// Run directory to write can.json, can-tx.json and can.log into (default ./run-<utc>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Bring the interfaces up over netlink first (profile bitrate; vcan* created if missing).
-        #[arg(long)]
-        setup: bool,
-        /// Send at release times without pacing at the bus rate (overrides the profile).
-        #[arg(long)]
-        no_pace: bool,
-        /// How long the receiver keeps listening after the last release.
-        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
-        drain: Duration,
-        /// Print the can.json record on stdout instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
+    Run(RunArgs),
     /// Frame times, bus load and worst-case response times (Davis et al. 2007) of a profile.
     Analyze {
         /// Profile file or bundled name.
@@ -64,14 +37,23 @@ enum Cmd {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// Most equation terms the analysis evaluates (about 10^9 per second) before it
+        /// calls the messages it has not decided not schedulable.
+        #[arg(long, default_value_t = can_sim::rta::RtaLimits::default().budget)]
+        rta_budget: u64,
     },
-    /// Play a candump log back on an interface with its original timing.
+    /// Play a candump log back on an interface with its original timing (streamed: any
+    /// size of log).
     Replay {
         /// candump log (`candump -l` format).
         log: PathBuf,
         /// Interface to send on.
         #[arg(long)]
         iface: String,
+        /// Shorten gaps between frames longer than this (a log spanning a pause or a
+        /// clock jump); `none` keeps every gap.
+        #[arg(long, default_value = "1s", value_parser = parse_max_gap)]
+        max_gap: MaxGap,
     },
     /// Generate man pages or shell completions from these definitions.
     #[command(hide = true)]
@@ -81,14 +63,89 @@ enum Cmd {
         /// Output directory.
         dir: PathBuf,
     },
-    /// Convert a DBC file's periodic messages into a profile `can` section (RON on stdout).
+    /// Convert a DBC file into a profile `can` section (RON on stdout, or a whole profile
+    /// with --name); every change is a warning on stderr, the result is validated first.
     ImportDbc {
         /// The DBC file.
         file: PathBuf,
         /// Nominal bitrate (default: the DBC's Baudrate attribute, else 500000).
         #[arg(long)]
         bitrate: Option<u32>,
+        /// Data-phase bitrate for CAN FD messages with BRS (default: BaudrateCANFD).
+        #[arg(long)]
+        data_bitrate: Option<u32>,
+        /// Minimum inter-arrival time (ms) of event messages that give no GenMsgDelayTime.
+        #[arg(long, value_name = "MS")]
+        default_period: Option<f64>,
+        /// Cycle time of one message, by name or id: NAME=MS or 0x1F0=MS (repeatable).
+        #[arg(long, value_name = "MSG=MS")]
+        period: Vec<dbc::PeriodOverride>,
+        /// Minimum inter-arrival time of one event message (sporadic): NAME=MS (repeatable).
+        #[arg(long, value_name = "MSG=MS")]
+        min_interval: Vec<dbc::PeriodOverride>,
+        /// Leave out messages that cannot be imported (oversized) instead of failing.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Leave the signals out (can-sim then sends its own test payload).
+        #[arg(long)]
+        no_signals: bool,
+        /// Write a whole profile with this name (loadable by `can-sim run FILE`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
     },
+}
+
+/// `can-sim run`'s arguments.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Profile file or bundled name (ecu, lab, canfd).
+    profile: String,
+    /// Interface to send on (default: the profile's can.tx).
+    #[arg(long)]
+    tx: Option<String>,
+    /// Interface to receive on (default: the profile's can.rx).
+    #[arg(long)]
+    rx: Option<String>,
+    /// How long to send, e.g. 10s, 2m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Run directory to write can.json, can-tx.json and can.log into (default ./run-<utc>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Bring the interfaces up over netlink first (profile bitrate; vcan* created if missing).
+    #[arg(long)]
+    setup: bool,
+    /// Send at release times without pacing at the bus rate (overrides the profile).
+    #[arg(long)]
+    no_pace: bool,
+    /// How long the receiver keeps listening after the last release.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    drain: Duration,
+    /// Print the can.json record on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Which side to play: both (one process), sender (the restbus: no receiver, no
+    /// can.json) or receiver (the ECU side: sent = what the schedule releases).
+    #[arg(long, default_value = "both")]
+    role: run::Role,
+    /// Start of the schedule, ns since the epoch on the sender's CLOCK_REALTIME (give both
+    /// sides of a split run the same; default: now + 500 ms).
+    #[arg(long, value_name = "NS")]
+    start_at: Option<u64>,
+    /// How receive and release times relate: same_clock, ptp_kvm (the guest's clock
+    /// follows the host's through ptp_kvm) or echo_rtt (offset bounded by half an echo
+    /// round trip); recorded in can.json.
+    #[arg(long, default_value = "same_clock")]
+    time_base: String,
+    /// Receiver clock minus sender clock, ns (taken off every receive time).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    clock_offset_ns: i64,
+    /// How far --clock-offset-ns may be off, ns (recorded: the error bound of every latency).
+    #[arg(long, default_value_t = 0)]
+    clock_uncertainty_ns: u64,
 }
 
 fn main() -> ExitCode {
@@ -101,16 +158,23 @@ fn main() -> ExitCode {
 fn real_main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Analyze { profile, json } => {
-            let loaded = profiles::load(&profile).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Cmd::Analyze {
+            profile,
+            json,
+            rta_budget,
+        } => {
+            let loaded = profiles::load(&profile)?;
             let Some(can) = &loaded.profile.can else {
                 bail!(
                     "Profile {} has no can section: nothing to analyse",
                     loaded.origin
                 );
             };
-            let r =
-                analyze::analyze(can).with_context(|| format!("Analysing {}", loaded.origin))?;
+            let limits = can_sim::rta::RtaLimits { budget: rta_budget };
+            let mut bar = AnalysisProgress::default();
+            let r = analyze::analyze_with(can, limits, &mut |p| bar.update(p))
+                .with_context(|| format!("Analysing {}", loaded.origin))?;
+            bar.finish();
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -122,128 +186,189 @@ fn real_main() -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Cmd::ImportDbc { file, bitrate } => {
-            let text =
-                std::fs::read(&file).with_context(|| format!("Cannot read {}", file.display()))?;
-            // DBC files are often Windows-1252; keep what is valid UTF-8 and replace the rest.
-            let text = String::from_utf8_lossy(&text);
-            let imp = dbc::import(&text, &file.display().to_string(), bitrate)?;
-            print!("{}", dbc::to_ron(&imp));
-            Ok(ExitCode::SUCCESS)
+        Cmd::ImportDbc {
+            file,
+            bitrate,
+            data_bitrate,
+            default_period,
+            period,
+            min_interval,
+            skip_invalid,
+            no_signals,
+            name,
+            out,
+        } => {
+            let overrides = period
+                .into_iter()
+                .chain(min_interval.into_iter().map(|o| dbc::PeriodOverride {
+                    sporadic: true,
+                    ..o
+                }))
+                .collect();
+            let opts = dbc::ImportOptions {
+                bitrate,
+                data_bitrate,
+                default_period_ms: default_period,
+                overrides,
+                skip_invalid,
+                skip_signals: no_signals,
+            };
+            import_dbc(&file, &opts, name.as_deref(), out.as_deref())
         }
-        Cmd::Replay { log, iface } => replay(&log, &iface),
+        Cmd::Replay {
+            log,
+            iface,
+            max_gap,
+        } => replay(&log, &iface, max_gap.0),
         Cmd::Generate { what, dir } => {
             rtvirt_cli::clidoc::generate(Cli::command(), "can-sim", what, &dir)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run {
-            profile,
-            tx,
-            rx,
-            duration,
-            out,
-            setup,
-            no_pace,
-            drain,
-            json,
-        } => run_cmd(profile, tx, rx, duration, out, setup, no_pace, drain, json),
+        Cmd::Run(args) => run_cmd(args),
     }
 }
 
-fn replay(log: &std::path::Path, iface: &str) -> Result<ExitCode> {
-    let records = canlog::read(log)?;
-    if records.is_empty() {
-        bail!("{} holds no frames", log.display());
+/// A progress bar on stderr for analyses that take more than a second.
+#[derive(Default)]
+struct AnalysisProgress {
+    start: Option<std::time::Instant>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl AnalysisProgress {
+    fn update(&mut self, p: can_sim::rta::Progress) {
+        let start = *self.start.get_or_insert_with(std::time::Instant::now);
+        if self.bar.is_none() && start.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(u64::try_from(p.total).unwrap_or(0));
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "can-sim: analysing {pos}/{len} messages {wide_bar} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        bar.set_position(u64::try_from(p.done).unwrap_or(0));
+        #[allow(clippy::cast_precision_loss)]
+        let share = p.used as f64 / p.budget.max(1) as f64 * 100.0;
+        bar.set_message(format!("{share:.0} % of the budget"));
     }
-    let fd = records
-        .iter()
-        .any(|r| matches!(r.frame, socketcan::CanAnyFrame::Fd(_)));
-    let sock = transport::CanSock::open(iface, fd)?;
-    let offsets = canlog::replay_offsets(&records);
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn import_dbc(
+    file: &std::path::Path,
+    opts: &dbc::ImportOptions,
+    name: Option<&str>,
+    out: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    let text = std::fs::read(file).with_context(|| format!("Cannot read {}", file.display()))?;
+    // DBC files are often Windows-1252; keep what is valid UTF-8 and replace the rest (only
+    // comments and units carry such characters).
+    let text = String::from_utf8_lossy(&text);
+    let imp = dbc::import(&text, &file.display().to_string(), opts)?;
+    for w in &imp.warnings {
+        eprintln!("can-sim: warning: {}: {w}", file.display());
+    }
+    let (periodic, sporadic) = imp.counts();
+    eprintln!(
+        "can-sim: {}: {periodic} periodic and {sporadic} sporadic messages from {} ECUs, {} left out",
+        file.display(),
+        imp.can.ecus.len(),
+        imp.skipped.len()
+    );
+    let ron = match name {
+        Some(n) => dbc::to_profile(&imp, n),
+        None => dbc::to_ron(&imp),
+    };
+    match out {
+        Some(p) => rt_sys::safefile::write_output(p, ron.as_bytes())
+            .with_context(|| format!("Cannot write {}", p.display()))?,
+        None => print!("{ron}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(log: &std::path::Path, iface: &str, max_gap: Option<Duration>) -> Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
-    let start = rt_sys::rt::realtime_ns() + 100_000_000;
-    let mut sent = 0u64;
-    let mut enobufs = 0u64;
-    for (r, off) in records.iter().zip(&offsets) {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        run::sleep_until_realtime(start + off);
-        let keep = || !stop.load(Ordering::Relaxed);
-        match sock.write_backoff(&r.frame, keep) {
-            Ok(n) => {
-                enobufs += n;
-                sent += 1;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => break,
-            Err(e) => return Err(e).with_context(|| format!("Cannot send on {iface}")),
-        }
-    }
-    let late =
-        rt_sys::rt::realtime_ns().saturating_sub(start + offsets.last().copied().unwrap_or(0));
+    let max_gap_ns = max_gap.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let s = can_sim::replay::replay(log, iface, max_gap_ns, &stop)?;
     println!(
-        "replayed {sent} of {} frames from {} on {iface} ({enobufs} ENOBUFS retries, finished {:.3} ms after the log's last timestamp)",
-        records.len(),
+        "replayed {} of {} frames from {} on {iface} ({} ENOBUFS retries, finished {:.3} ms after the last frame's time)",
+        s.sent,
+        s.frames,
         log.display(),
-        can_sim::timing::ns_to_ms(late)
+        s.enobufs,
+        can_sim::timing::ns_to_ms(s.late_ns)
     );
-    Ok(if sent == u64::try_from(records.len()).unwrap_or(0) {
+    if s.gaps_clamped > 0 {
+        println!(
+            "{} gap(s) longer than {} shortened to it (--max-gap)",
+            s.gaps_clamped,
+            max_gap.map_or_else(String::new, |d| humantime::format_duration(d).to_string())
+        );
+    }
+    if s.len8_dlc > 0 {
+        println!(
+            "{} classic frame(s) sent with a raw DLC above 8 (len8_dlc)",
+            s.len8_dlc
+        );
+    }
+    Ok(if s.sent == s.frames {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_cmd(
-    profile: String,
-    tx: Option<String>,
-    rx: Option<String>,
-    duration: Duration,
-    out: Option<PathBuf>,
-    setup: bool,
-    no_pace: bool,
-    drain: Duration,
-    json: bool,
-) -> Result<ExitCode> {
-    let loaded = profiles::load(&profile).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // The ECU sender CPUs must exist in this guest (the profiles crate's machine check).
-    loaded.check_guest(&rt_sys::SysRoot::live())?;
-    let Some(can) = loaded.profile.can.clone() else {
-        bail!(
-            "Profile {} has no can section: nothing to simulate",
-            loaded.origin
-        );
-    };
-    let opts = run::RunOptions {
-        tx: tx.unwrap_or_else(|| can.tx.clone()),
-        rx: rx.unwrap_or_else(|| can.rx.clone()),
-        duration,
-        pace: can.pace && !no_pace,
-        drain,
-        lead: Duration::from_millis(500),
-    };
-    transport::check_af_can()?;
-    if setup {
-        let mut ifaces = vec![opts.tx.clone()];
-        if opts.rx != opts.tx {
-            ifaces.push(opts.rx.clone());
-        }
-        for i in ifaces {
-            let fd = can
-                .ecus
-                .iter()
-                .flat_map(|e| &e.messages)
-                .any(|m| m.kind != profiles::FrameKind::Classic);
-            let msg = transport::setup(&i, can.bitrate, can.data_bitrate, fd)?;
-            eprintln!("can-sim: {msg}");
-        }
-    }
+/// `--max-gap`: a duration, or none (keep every gap).
+#[derive(Debug, Clone, Copy)]
+struct MaxGap(Option<Duration>);
 
-    let dir = out.unwrap_or_else(|| PathBuf::from(record::new_run_name()));
-    let mut rd = RunDir::open_or_create(&dir)?;
+/// `--max-gap`: a duration, or `none` to keep every gap.
+fn parse_max_gap(s: &str) -> Result<MaxGap, String> {
+    match s {
+        "none" | "off" => Ok(MaxGap(None)),
+        _ => humantime::parse_duration(s)
+            .map(|d| MaxGap(Some(d)))
+            .map_err(|e| format!("{s:?} is not a duration or \"none\": {e}")),
+    }
+}
+
+/// Bring the interfaces up (`--setup`).
+fn setup_ifaces(can: &profiles::Can, opts: &run::RunOptions) -> Result<()> {
+    let mut ifaces = Vec::new();
+    if opts.role != run::Role::Receiver {
+        ifaces.push(opts.tx.clone());
+    }
+    if opts.role != run::Role::Sender && !ifaces.contains(&opts.rx) {
+        ifaces.push(opts.rx.clone());
+    }
+    let fd = can
+        .ecus
+        .iter()
+        .flat_map(|e| &e.messages)
+        .any(|m| m.kind != profiles::FrameKind::Classic);
+    for i in ifaces {
+        let msg = transport::setup(&i, can.bitrate, can.data_bitrate, fd)?;
+        eprintln!("can-sim: {msg}");
+    }
+    Ok(())
+}
+
+/// Open the run directory, begin the tool run, record the profile and the kernel.
+fn open_run_dir(dir: &std::path::Path, loaded: &profiles::Loaded) -> Result<RunDir> {
+    let mut rd = RunDir::open_or_create(dir)?;
     rd.begin_tool(
         "can-sim run",
         env!("CARGO_PKG_VERSION"),
@@ -270,64 +395,118 @@ fn run_cmd(
             Err(e) => eprintln!("can-sim: warning: cannot read the kernel facts: {e}"),
         }
     }
+    Ok(rd)
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let sigint = Arc::new(AtomicBool::new(false));
-    let sigterm = Arc::new(AtomicBool::new(false));
-    for (sig, flag) in [
-        (signal_hook::consts::SIGINT, &sigint),
-        (signal_hook::consts::SIGTERM, &sigterm),
-    ] {
-        signal_hook::flag::register(sig, stop.clone())?;
-        signal_hook::flag::register(sig, (*flag).clone())?;
+/// SIGINT and SIGTERM set `stop`, and each its own flag (to say which in the record).
+struct Signals {
+    stop: Arc<AtomicBool>,
+    int: Arc<AtomicBool>,
+    term: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn register() -> Result<Signals> {
+        let s = Signals {
+            stop: Arc::new(AtomicBool::new(false)),
+            int: Arc::new(AtomicBool::new(false)),
+            term: Arc::new(AtomicBool::new(false)),
+        };
+        for (sig, flag) in [
+            (signal_hook::consts::SIGINT, &s.int),
+            (signal_hook::consts::SIGTERM, &s.term),
+        ] {
+            signal_hook::flag::register(sig, s.stop.clone())?;
+            signal_hook::flag::register(sig, (*flag).clone())?;
+        }
+        Ok(s)
     }
+
+    fn partial(&self) -> Option<String> {
+        if self.int.load(Ordering::Relaxed) {
+            Some("interrupted by SIGINT".to_string())
+        } else if self.term.load(Ordering::Relaxed) {
+            Some("interrupted by SIGTERM".to_string())
+        } else {
+            None
+        }
+    }
+}
+
+fn run_options(a: &RunArgs, can: &profiles::Can) -> run::RunOptions {
+    run::RunOptions {
+        tx: a.tx.clone().unwrap_or_else(|| can.tx.clone()),
+        rx: a.rx.clone().unwrap_or_else(|| can.rx.clone()),
+        duration: a.duration,
+        pace: can.pace && !a.no_pace,
+        drain: a.drain,
+        lead: Duration::from_millis(500),
+        role: a.role,
+        start_at_ns: a.start_at,
+        time_base: record::TimeBase {
+            method: a.time_base.clone(),
+            offset_ns: a.clock_offset_ns,
+            uncertainty_ns: a.clock_uncertainty_ns,
+        },
+    }
+}
+
+fn run_cmd(a: RunArgs) -> Result<ExitCode> {
+    let loaded = profiles::load(&a.profile)?;
+    // The ECU sender CPUs must exist in this guest (the profiles crate's machine check).
+    loaded.check_guest(&rt_sys::SysRoot::live())?;
+    let Some(can) = loaded.profile.can.clone() else {
+        bail!(
+            "Profile {} has no can section: nothing to simulate",
+            loaded.origin
+        );
+    };
+    if !["same_clock", "ptp_kvm", "echo_rtt"].contains(&a.time_base.as_str()) {
+        bail!(
+            "--time-base {:?} is not same_clock, ptp_kvm or echo_rtt",
+            a.time_base
+        );
+    }
+    let opts = run_options(&a, &can);
+    transport::check_af_can()?;
+    if a.setup {
+        setup_ifaces(&can, &opts)?;
+    }
+    let dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(record::new_run_name()));
+    let mut rd = open_run_dir(&dir, &loaded)?;
+    let signals = Signals::register()?;
+    let path = match opts.role {
+        run::Role::Both => format!("{} -> {}", opts.tx, opts.rx),
+        run::Role::Sender => format!("sending on {} (sender only)", opts.tx),
+        run::Role::Receiver => format!("receiving on {} (receiver only)", opts.rx),
+    };
     eprintln!(
-        "can-sim: {} messages from {} ECUs, {} -> {}, {}, {} s",
+        "can-sim: {} messages from {} ECUs, {path}, {}, {} s",
         can.ecus.iter().map(|e| e.messages.len()).sum::<usize>(),
         can.ecus.len(),
-        opts.tx,
-        opts.rx,
         if opts.pace {
             "paced at the bitrate"
         } else {
             "unpaced"
         },
-        duration.as_secs_f64()
+        a.duration.as_secs_f64()
     );
-    let outcome = match run::run(&can, &opts, stop.clone()) {
+    let outcome = match run::run(&can, &opts, signals.stop.clone()) {
         Ok(o) => o,
         Err(e) => {
             let _ = rd.end_tool(Some(format!("error: {e}")));
             return Err(e.into());
         }
     };
-    let partial = if sigint.load(Ordering::Relaxed) {
-        Some("interrupted by SIGINT".to_string())
-    } else if sigterm.load(Ordering::Relaxed) {
-        Some("interrupted by SIGTERM".to_string())
-    } else {
-        None
-    };
-    let mut rec = outcome.record;
-    rec.partial = partial.is_some();
-    rd.write_json(record::CAN, &rec)?;
-    rd.write_json("can-tx.json", &outcome.tx)?;
-    rd.write_file(record::CAN_LOG, outcome.log.as_bytes())?;
-    rd.end_tool(partial.clone())?;
-
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rec)?);
-    } else {
-        print_summary(&rec, &outcome.tx);
-    }
+    let partial = signals.partial();
+    let bad = write_outcome(&mut rd, outcome, partial.clone(), a.json)?;
     eprintln!("can-sim: wrote {}", dir.display());
     if let Some(p) = &partial {
         eprintln!("can-sim: partial run ({p})");
     }
-    let bad = rec
-        .messages
-        .iter()
-        .any(|m| m.lost > 0 || m.deadline_misses > 0);
     Ok(if bad {
         ExitCode::from(1)
     } else {
@@ -335,8 +514,48 @@ fn run_cmd(
     })
 }
 
+/// Write can.json (when something was received), can-tx.json and can.log, end the tool
+/// run, print the summary. True when a requirement of the run is not met: a frame lost
+/// or late, or an E2E check failed or timed out.
+fn write_outcome(
+    rd: &mut RunDir,
+    outcome: run::RunOutcome,
+    partial: Option<String>,
+    json: bool,
+) -> Result<bool> {
+    let mut rec = outcome.record;
+    if let Some(r) = rec.as_mut() {
+        r.partial = partial.is_some();
+        rd.write_json(record::CAN, r)?;
+    }
+    rd.write_json("can-tx.json", &outcome.tx)?;
+    if let Some(log) = &outcome.log {
+        rd.write_file(record::CAN_LOG, log.as_bytes())?;
+    }
+    rd.end_tool(partial)?;
+    match (&rec, json) {
+        (Some(r), true) => println!("{}", serde_json::to_string_pretty(r)?),
+        (None, true) => println!("{}", serde_json::to_string_pretty(&outcome.tx)?),
+        (Some(r), false) => print_summary(r, &outcome.tx),
+        (None, false) => print_tx_summary(&outcome.tx),
+    }
+    Ok(rec.is_some_and(|r| {
+        r.messages.iter().any(|m| {
+            m.lost > 0
+                || m.deadline_misses > 0
+                || m.e2e
+                    .as_ref()
+                    .is_some_and(|e| e.failed() > 0 || e.timeout > 0)
+        })
+    }))
+}
+
 fn us(ns: u64) -> f64 {
     can_sim::timing::ns_to_us(ns)
+}
+
+fn pct(h: &record::hist::HistSummary, key: &str) -> f64 {
+    us(h.percentiles.get(key).copied().unwrap_or(0))
 }
 
 fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
@@ -366,29 +585,53 @@ fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
             m.lost,
             m.duplicates,
             m.reordered,
-            us(m.latency.percentiles.get("p50").copied().unwrap_or(0)),
-            us(m.latency.percentiles.get("p99").copied().unwrap_or(0)),
+            pct(&m.latency, "p50"),
+            pct(&m.latency, "p99"),
             us(m.latency.max_ns),
             m.wcrt_us.map_or("-".to_string(), |w| format!("{w:.1}")),
             m.deadline_misses
         );
     }
     println!("(latency in us: kernel RX timestamp - nominal release)");
+    for m in &rec.messages {
+        if let Some(e) = &m.e2e {
+            println!(
+                "e2e {} {}: ok {}, some lost {}, repeated {}, wrong sequence {}, error {}, timeout {} (> {:.1} ms)",
+                e.profile,
+                m.name,
+                e.ok,
+                e.ok_some_lost,
+                e.repeated,
+                e.wrong_sequence,
+                e.error,
+                e.timeout,
+                e.timeout_us as f64 / 1000.0
+            );
+        }
+    }
+    print_tx_summary(tx);
+    println!(
+        "bus load analytic {:.2} %, measured {:.2} %; ENOBUFS retries {}; timestamps {}; time base {}; foreign frames {}",
+        rec.bus_load_analytic_pct,
+        rec.bus_load_measured_pct,
+        rec.tx_enobufs,
+        rec.timestamp_source,
+        rec.time_base.method,
+        tx.foreign_frames
+    );
+    for e in &rec.bus_errors {
+        println!("bus error: {e}");
+    }
+}
+
+fn print_tx_summary(tx: &run::TxReport) {
     for e in &tx.ecus {
         println!(
             "ecu/{:<12} {} releases, wake-up late p50 {:.1} us, p99 {:.1} us, max {:.1} us ({}{})",
             e.name,
             e.releases,
-            us(e.release_latency
-                .percentiles
-                .get("p50")
-                .copied()
-                .unwrap_or(0)),
-            us(e.release_latency
-                .percentiles
-                .get("p99")
-                .copied()
-                .unwrap_or(0)),
+            pct(&e.release_latency, "p50"),
+            pct(&e.release_latency, "p99"),
             us(e.release_latency.max_ns),
             e.sched,
             e.cpus
@@ -400,15 +643,15 @@ fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
             println!("  warning: {w}");
         }
     }
-    println!(
-        "bus load analytic {:.2} %, measured {:.2} %; ENOBUFS retries {}; timestamps {}; foreign frames {}",
-        rec.bus_load_analytic_pct,
-        rec.bus_load_measured_pct,
-        rec.tx_enobufs,
-        rec.timestamp_source,
-        tx.foreign_frames
-    );
-    for e in &rec.bus_errors {
-        println!("bus error: {e}");
+    for w in &tx.warnings {
+        println!("warning: {w}");
+    }
+    if tx.role == "sender" {
+        println!(
+            "sender only: schedule start {} ns, {} frames sent (give the receiver --start-at {})",
+            tx.start_ns,
+            tx.sent.values().sum::<u64>(),
+            tx.start_ns
+        );
     }
 }

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use record::hist::{self, HistSummary};
 use record::CanMessageRecord;
 
+use crate::e2e::E2eState;
 use crate::schedule::MessagePlan;
 use crate::timing;
 
@@ -32,29 +33,33 @@ pub struct MsgStats {
     pub latency: Histogram<u64>,
     /// |inter-arrival - k * period|, ns.
     pub jitter: Histogram<u64>,
+    /// The E2E check state of a protected message.
+    pub e2e: Option<E2eState>,
     max_seq: Option<u64>,
     seen: [u64; WORDS],
     last_rx_ns: u64,
 }
 
-impl Default for MsgStats {
-    fn default() -> Self {
+impl MsgStats {
+    /// Fresh statistics for `m`, the histograms sized to the data (`hist::new_auto`:
+    /// they start small and grow to the largest value recorded, so ten thousand messages
+    /// do not preallocate 60 s of range each; a new largest value is the only allocation).
+    pub fn new(m: &MessagePlan) -> Self {
         MsgStats {
             received: 0,
             duplicates: 0,
             reordered: 0,
             deadline_misses: 0,
             out_of_range: 0,
-            latency: hist::new_ns(),
-            jitter: hist::new_ns(),
+            latency: hist::new_auto(),
+            jitter: hist::new_auto(),
+            e2e: m.e2e.as_ref().map(E2eState::new),
             max_seq: None,
             seen: [0; WORDS],
             last_rx_ns: 0,
         }
     }
-}
 
-impl MsgStats {
     /// The sequence number expected next (reference for widening truncated ones).
     pub fn next_seq(&self) -> u64 {
         self.max_seq.map_or(0, |s| s + 1)
@@ -124,7 +129,7 @@ impl MsgStats {
         self.received += 1;
         if let Some(rel) = release_ns {
             match rx_ns.checked_sub(rel) {
-                Some(lat) if self.latency.record(lat.max(1)).is_ok() => {
+                Some(lat) if hist::record(&mut self.latency, lat.max(1)) => {
                     if lat > m.deadline_ns {
                         self.deadline_misses += 1;
                     }
@@ -136,14 +141,22 @@ impl MsgStats {
             if k > 0 && self.last_rx_ns != 0 && rx_ns >= self.last_rx_ns {
                 let dt = rx_ns - self.last_rx_ns;
                 let expect = k.saturating_mul(m.period_ns);
-                let _ = self.jitter.record(dt.abs_diff(expect).max(1));
+                hist::record(&mut self.jitter, dt.abs_diff(expect).max(1));
             }
             self.last_rx_ns = rx_ns;
         }
     }
 
-    /// The record for `can.json`, given the frames the sender got accepted.
-    pub fn record(&self, m: &MessagePlan, sent: u64, wcrt_ns: Option<u64>) -> CanMessageRecord {
+    /// The record for `can.json`, given the frames the sender got accepted, and the run's
+    /// start and end of sending (for the last E2E timeout).
+    pub fn record(
+        &self,
+        m: &MessagePlan,
+        sent: u64,
+        wcrt_ns: Option<u64>,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> CanMessageRecord {
         CanMessageRecord {
             ecu: m.ecu_name.clone(),
             name: m.name.clone(),
@@ -163,6 +176,20 @@ impl MsgStats {
             jitter: HistSummary::from_hist(&self.jitter),
             frame_time_us: timing::ns_to_us(m.frame_ns),
             wcrt_us: wcrt_ns.map(timing::ns_to_us),
+            sporadic: m.sporadic,
+            signals: u32::try_from(m.signals).unwrap_or(u32::MAX),
+            instance_from: if m.test_payload() {
+                "payload"
+            } else if m.e2e.is_some() {
+                "e2e_counter"
+            } else {
+                "schedule"
+            }
+            .into(),
+            e2e: match (&m.e2e, &self.e2e) {
+                (Some(spec), Some(st)) => Some(st.finish(spec, start_ns + m.offset_ns, end_ns)),
+                _ => None,
+            },
         }
     }
 }
@@ -181,7 +208,7 @@ mod tests {
     fn counts_loss_duplicates_and_reordering() {
         let plan = plan();
         let m = &plan.messages[0]; // EngineSpeed, 10 ms, deadline 5 ms
-        let mut s = MsgStats::default();
+        let mut s = MsgStats::new(m);
         let t0 = 1_000_000_000u64;
         let per = m.period_ns;
         // seq 0, 1, (2 lost), 4, 3 (late), 3 (dup), 5 with a 6 ms latency (deadline miss)
@@ -200,7 +227,7 @@ mod tests {
         assert_eq!(s.duplicates, 1);
         assert_eq!(s.reordered, 1);
         assert_eq!(s.deadline_misses, 1);
-        let r = s.record(m, 6, Some(1_000_000));
+        let r = s.record(m, 6, Some(1_000_000), 0, 1_000_000_000);
         assert_eq!(r.lost, 1);
         assert_eq!(r.latency.samples, 5);
         assert!(r.latency.max_ns >= 5_990_000);
@@ -219,7 +246,7 @@ mod tests {
     fn window_survives_large_gaps() {
         let plan = plan();
         let m = &plan.messages[0];
-        let mut s = MsgStats::default();
+        let mut s = MsgStats::new(m);
         for seq in [0u64, 1, 70, 5000, 4999, 70] {
             s.on_frame(m, Some(seq), None, 1 + seq);
         }
@@ -235,7 +262,7 @@ mod tests {
     fn negative_latency_is_counted_not_wrapped() {
         let plan = plan();
         let m = &plan.messages[0];
-        let mut s = MsgStats::default();
+        let mut s = MsgStats::new(m);
         s.on_frame(m, Some(0), Some(2_000), 1_000);
         assert_eq!(s.out_of_range, 1);
         assert_eq!(s.latency.len(), 0);

@@ -79,6 +79,20 @@ pub fn widen(raw: u64, bits: u32, reference: u64) -> u64 {
     }
 }
 
+/// The value congruent to `raw` modulo `m` (any modulus, e.g. an E2E counter's 15)
+/// nearest to `reference`, never below 0.
+pub fn widen_mod(raw: u64, m: u64, reference: u64) -> u64 {
+    let m = m.max(1);
+    let cand = reference - reference % m + raw % m;
+    if cand > reference && cand - reference > m / 2 && cand >= m {
+        cand - m
+    } else if cand < reference && reference - cand > m / 2 {
+        cand.saturating_add(m)
+    } else {
+        cand
+    }
+}
+
 fn le(bytes: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     b[..bytes.len()].copy_from_slice(bytes);
@@ -142,5 +156,11 @@ mod tests {
         assert_eq!(widen(42, 64, 0), 42);
         // Nothing below zero.
         assert_eq!(widen(0xFFFF, 16, 0), 0xFFFF);
+        // An E2E counter modulo 15: 14 then 0 is the next one; 13 after 30 is 28.
+        assert_eq!(widen_mod(0, 15, 15), 15);
+        assert_eq!(widen_mod(14, 15, 15), 14);
+        assert_eq!(widen_mod(13, 15, 30), 28);
+        assert_eq!(widen_mod(3, 256, 1000), 1027);
+        assert_eq!(widen_mod(7, 15, 0), 7);
     }
 }

@@ -9,10 +9,15 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use profiles::{Can, FrameKind};
 
-use crate::timing::{self, f64_to_u64, FrameSpec, RtaMessage, TimingError};
+use crate::e2e::E2eSpec;
+use crate::signal::{Payload, SignalError};
+
+use crate::rta::RtaMessage;
+use crate::timing::{self, f64_to_u64, FrameSpec, TimingError};
 
 /// One message of the matrix, ready for the sender, receiver and analysis.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,8 +32,10 @@ pub struct MessagePlan {
     pub id: u32,
     /// Frame format.
     pub spec: FrameSpec,
-    /// Period in ns.
+    /// Period in ns (sporadic: the minimum inter-arrival time, released at that rate).
     pub period_ns: u64,
+    /// Event-driven: `period_ns` is a minimum inter-arrival time.
+    pub sporadic: bool,
     /// Offset of the first release from the start, ns.
     pub offset_ns: u64,
     /// Maximum release jitter, ns.
@@ -39,6 +46,13 @@ pub struct MessagePlan {
     pub frame_ns: u64,
     /// Arbitration key (lower wins).
     pub key: u64,
+    /// Signals of the payload (None: the test payload, or not loaded yet: see
+    /// [`Plan::with_payloads`]).
+    pub payload: Option<Arc<Payload>>,
+    /// Number of signals the profile gives (known before the payload is loaded).
+    pub signals: usize,
+    /// E2E protection.
+    pub e2e: Option<E2eSpec>,
 }
 
 impl MessagePlan {
@@ -50,6 +64,18 @@ impl MessagePlan {
     /// Nominal (jitter-free) release of instance `seq` for a run starting at `start_ns`.
     pub fn nominal_release(&self, start_ns: u64, seq: u64) -> u64 {
         start_ns + self.offset_ns + seq * self.period_ns
+    }
+
+    /// The instance a frame received at `rx_ns` belongs to, by the schedule alone: the
+    /// last one released by then. Exact while release jitter + latency < period.
+    pub fn instance_at(&self, start_ns: u64, rx_ns: u64) -> u64 {
+        rx_ns.saturating_sub(start_ns + self.offset_ns) / self.period_ns.max(1)
+    }
+
+    /// True when frames carry can-sim's test payload (sequence number, release time):
+    /// no signals and no E2E protection.
+    pub fn test_payload(&self) -> bool {
+        self.signals == 0 && self.e2e.is_none()
     }
 
     /// Release jitter of instance `seq`: a deterministic pseudo-random value in
@@ -113,6 +139,7 @@ impl Plan {
                 };
                 let period_ns = ms_to_ns(&name, "period_ms", m.period_ms)?;
                 let frame_ns = timing::frame_time_ns(&spec, can.bitrate, can.data_bitrate)?;
+                let deadline_ns = m.deadline_us.map_or(period_ns, |d| d.saturating_mul(1000));
                 messages.push(MessagePlan {
                     ecu: ei,
                     ecu_name: ecu.name.clone(),
@@ -120,11 +147,18 @@ impl Plan {
                     id: m.id,
                     spec,
                     period_ns,
+                    sporadic: m.sporadic,
                     offset_ns: m.offset_us.saturating_mul(1000),
                     jitter_ns: m.jitter_us.saturating_mul(1000),
-                    deadline_ns: m.deadline_us.map_or(period_ns, |d| d.saturating_mul(1000)),
+                    deadline_ns,
                     frame_ns,
                     key: timing::arbitration_key(m.id, m.extended),
+                    payload: None,
+                    signals: m.signals.len(),
+                    e2e: m
+                        .e2e
+                        .as_ref()
+                        .map(|x| E2eSpec::new(x, period_ns, deadline_ns)),
                 });
             }
         }
@@ -134,6 +168,15 @@ impl Plan {
             messages,
             ecus: can.ecus.iter().map(|e| e.name.clone()).collect(),
         })
+    }
+
+    /// Load the signal payloads (and the logs `Log` generators take values from).
+    pub fn with_payloads(mut self, can: &Can) -> Result<Plan, SignalError> {
+        let msgs = can.ecus.iter().flat_map(|e| &e.messages);
+        for (mp, m) in self.messages.iter_mut().zip(msgs) {
+            mp.payload = Payload::new(m, &mp.name)?.map(Arc::new);
+        }
+        Ok(self)
     }
 
     /// True when any message is CAN FD (the sockets must be FD sockets).

@@ -7,10 +7,7 @@
 //! stuff bits and stuff count, and the 3-bit intermission is counted so that back-to-back
 //! frames are SOF to SOF. See <https://elixir.bootlin.com/linux/latest/source/include/linux/can/length.h>.
 //!
-//! Response times follow Davis, Burns, Bril and Lukkien, "Controller Area Network (CAN)
-//! schedulability analysis: Refuted, revisited and revised", Real-Time Systems 35(3), 2007
-//! (the revised analysis of Section 4 with the error model of Section 6): blocking, the
-//! level-m busy period, every instance in it, queuing jitter and `tau_bit`.
+//! The response-time analysis on top of these frame times is in [`crate::rta`].
 //!
 //! Everything here is pure integer arithmetic in nanoseconds and is tested without a bus.
 
@@ -48,11 +45,6 @@ pub const CAN_FRAME_OVERHEAD_EFF: u32 = 67_u32.div_ceil(8);
 pub const CANFD_FRAME_OVERHEAD_SFF: u32 = 61_u32.div_ceil(8);
 /// `DIV_ROUND_UP(80, 8)`.
 pub const CANFD_FRAME_OVERHEAD_EFF: u32 = 80_u32.div_ceil(8);
-
-/// Bits of an error frame plus recovery assumed per error by the error model
-/// (Tindell and Burns 1994, used by Davis et al. 2007 Section 6): error flag 6 + up to 6
-/// superposed + delimiter 8 + intermission 3 + 8 suspend bits = 31.
-pub const ERROR_OVERHEAD_BITS: u64 = 31;
 
 /// Errors of the timing model; each names the message or value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -315,69 +307,6 @@ pub fn arbitration_key(id: u32, extended: bool) -> u64 {
     }
 }
 
-/// One message as the response-time analysis sees it (all times in ns).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RtaMessage {
-    /// Name for reports.
-    pub name: String,
-    /// Arbitration key ([`arbitration_key`]); lower is higher priority.
-    pub key: u64,
-    /// Worst-case transmission time C.
-    pub c_ns: u64,
-    /// Period (minimum inter-arrival time) T.
-    pub t_ns: u64,
-    /// Queuing jitter J.
-    pub j_ns: u64,
-    /// Deadline D (from the initiating event).
-    pub d_ns: u64,
-}
-
-/// The analysis result for one message.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RtaResult {
-    /// Blocking B: the longest lower-priority frame.
-    pub blocking_ns: u64,
-    /// Length of the level-m busy period (None: it does not end).
-    pub busy_period_ns: Option<u64>,
-    /// Instances examined (Q).
-    pub instances: u64,
-    /// The instance q with the largest response time.
-    pub worst_instance: u64,
-    /// Worst-case response time R (None: unbounded).
-    pub wcrt_ns: Option<u64>,
-    /// R <= D.
-    pub schedulable: bool,
-    /// Why not schedulable (None when it is).
-    pub reason: Option<String>,
-}
-
-/// The error model of Davis et al. 2007 Section 6: `E(t) = n(t) * (31 tau_bit + max C_k)`
-/// over `k` in hep(m), with `n(t) = ceil(t * rate)` errors in an interval of length t.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ErrorModel {
-    /// Errors per second.
-    pub rate_per_s: f64,
-}
-
-impl ErrorModel {
-    /// Number of errors assumed in an interval of `t_ns`.
-    pub fn errors_in(&self, t_ns: u64) -> u64 {
-        if self.rate_per_s <= 0.0 || t_ns == 0 {
-            return 0;
-        }
-        // t_ns < 2^64 and realistic rates keep this far below 2^53: exact enough.
-        #[allow(clippy::cast_precision_loss)]
-        let n = (t_ns as f64 * self.rate_per_s / 1e9).ceil();
-        f64_to_u64(n).unwrap_or(u64::MAX)
-    }
-
-    /// `E(t)` in ns.
-    pub fn overhead_ns(&self, t_ns: u64, tau_bit_ns: u64, max_c_ns: u64) -> u64 {
-        self.errors_in(t_ns)
-            .saturating_mul(ERROR_OVERHEAD_BITS * tau_bit_ns + max_c_ns)
-    }
-}
-
 /// Convert a non-negative finite f64 to u64, None when out of range.
 pub fn f64_to_u64(x: f64) -> Option<u64> {
     if x.is_finite() && (0.0..18_446_744_073_709_551_615.0).contains(&x) {
@@ -386,137 +315,6 @@ pub fn f64_to_u64(x: f64) -> Option<u64> {
     } else {
         None
     }
-}
-
-/// Iteration cap for the fixed points: a busy period longer than this many times the
-/// longest period is reported as unbounded.
-const BUSY_PERIOD_CAP_PERIODS: u64 = 10_000;
-
-fn ceil_div(a: u64, b: u64) -> u64 {
-    a.div_ceil(b.max(1))
-}
-
-/// Worst-case response times of every message (Davis et al. 2007, Section 4, eq. 9-16,
-/// with the error term of Section 6).
-///
-/// For message m with hp(m) the higher-priority messages, hep(m) = hp(m) + m:
-/// - `B_m = max C_k, k in lp(m)` (0 for the lowest priority message);
-/// - busy period `t = B_m + E(t) + sum_{k in hep(m)} ceil((t + J_k) / T_k) C_k`, from `t = C_m`;
-/// - `Q_m = ceil((t_m + J_m) / T_m)` instances `q = 0 .. Q_m - 1`;
-/// - `w(q) = B_m + q C_m + E(w + C_m) + sum_{k in hp(m)} ceil((w + J_k + tau_bit) / T_k) C_k`;
-/// - `R(q) = J_m + w(q) - q T_m + C_m`, `R_m = max_q R(q)`.
-///
-/// A level whose utilisation (with the error overhead) reaches 1 has no end to its busy
-/// period and is unschedulable; so is a message whose R exceeds D.
-pub fn response_times(
-    msgs: &[RtaMessage],
-    tau_bit_ns: u64,
-    errors: Option<ErrorModel>,
-) -> Vec<RtaResult> {
-    let max_t = msgs.iter().map(|m| m.t_ns).max().unwrap_or(1);
-    let cap = max_t.saturating_mul(BUSY_PERIOD_CAP_PERIODS);
-    msgs.iter()
-        .map(|m| {
-            let hp: Vec<&RtaMessage> = msgs.iter().filter(|k| k.key < m.key).collect();
-            let blocking = msgs
-                .iter()
-                .filter(|k| k.key > m.key)
-                .map(|k| k.c_ns)
-                .max()
-                .unwrap_or(0);
-            let max_c_hep = hp.iter().map(|k| k.c_ns).chain([m.c_ns]).max().unwrap_or(0);
-            let err = |t: u64| errors.map_or(0, |e| e.overhead_ns(t, tau_bit_ns, max_c_hep));
-            let unbounded = |reason: String| RtaResult {
-                blocking_ns: blocking,
-                busy_period_ns: None,
-                instances: 0,
-                worst_instance: 0,
-                wcrt_ns: None,
-                schedulable: false,
-                reason: Some(reason),
-            };
-
-            // Utilisation of hep(m) (+ error overhead): >= 1 means no end to the busy period.
-            #[allow(clippy::cast_precision_loss)]
-            let mut util: f64 = hp
-                .iter()
-                .chain([&m])
-                .map(|k| k.c_ns as f64 / k.t_ns.max(1) as f64)
-                .sum();
-            if let Some(e) = errors {
-                #[allow(clippy::cast_precision_loss)]
-                let per_err = (ERROR_OVERHEAD_BITS * tau_bit_ns + max_c_hep) as f64;
-                util += e.rate_per_s * per_err / 1e9;
-            }
-            if util >= 1.0 {
-                return unbounded(format!(
-                    "level utilisation {:.1} % >= 100 %: the busy period never ends",
-                    util * 100.0
-                ));
-            }
-
-            // Level-m busy period.
-            let mut t = m.c_ns;
-            loop {
-                let next = blocking
-                    + err(t)
-                    + hp.iter()
-                        .chain([&m])
-                        .map(|k| ceil_div(t + k.j_ns, k.t_ns) * k.c_ns)
-                        .sum::<u64>();
-                if next == t {
-                    break;
-                }
-                t = next;
-                if t > cap {
-                    return unbounded(format!("busy period exceeds {} ms", cap / 1_000_000));
-                }
-            }
-            let q_count = ceil_div(t + m.j_ns, m.t_ns).max(1);
-
-            let mut worst: Option<(u64, u64)> = None; // (R, q)
-            for q in 0..q_count {
-                let base = blocking + q * m.c_ns;
-                let mut w = base;
-                loop {
-                    let next = base
-                        + err(w + m.c_ns)
-                        + hp.iter()
-                            .map(|k| ceil_div(w + k.j_ns + tau_bit_ns, k.t_ns) * k.c_ns)
-                            .sum::<u64>();
-                    if next == w {
-                        break;
-                    }
-                    w = next;
-                    if w > cap {
-                        return unbounded(format!("queuing delay exceeds {} ms", cap / 1_000_000));
-                    }
-                }
-                // R(q) = J + w - q T + C; w >= q C and q T < t + J, so this is positive.
-                let r = (m.j_ns + w + m.c_ns).saturating_sub(q * m.t_ns);
-                if worst.is_none_or(|(rw, _)| r > rw) {
-                    worst = Some((r, q));
-                }
-            }
-            let (r, q) = worst.unwrap_or((m.c_ns, 0));
-            let schedulable = r <= m.d_ns;
-            RtaResult {
-                blocking_ns: blocking,
-                busy_period_ns: Some(t),
-                instances: q_count,
-                worst_instance: q,
-                wcrt_ns: Some(r),
-                schedulable,
-                reason: (!schedulable).then(|| {
-                    format!(
-                        "WCRT {:.3} ms exceeds the deadline {:.3} ms",
-                        ns_to_ms(r),
-                        ns_to_ms(m.d_ns)
-                    )
-                }),
-            }
-        })
-        .collect()
 }
 
 /// Bus load in percent of a set of (C, T) pairs: `sum C/T * 100`.
@@ -709,100 +507,6 @@ mod tests {
         assert!(arbitration_key(0x123, false) < arbitration_key(0x123 << 18, true));
         // An extended id with a lower base beats a standard one.
         assert!(arbitration_key(0x0C0 << 18 | 5, true) < arbitration_key(0x0C1, false));
-    }
-
-    fn msg(name: &str, key: u64, c_ms: f64, t_ms: f64, d_ms: f64) -> RtaMessage {
-        let ns = |ms: f64| f64_to_u64((ms * 1e6).round()).unwrap();
-        RtaMessage {
-            name: name.into(),
-            key,
-            c_ns: ns(c_ms),
-            t_ns: ns(t_ms),
-            j_ns: 0,
-            d_ns: ns(d_ms),
-        }
-    }
-
-    /// Davis, Burns, Bril, Lukkien 2007, Section 3 ("the flaw") and Section 4 (revised
-    /// analysis): three messages on a 125 kbit/s bus (tau_bit = 8 us), each frame taking
-    /// 1 ms (125 bits: 7 data bytes, 11-bit id, worst-case stuffing):
-    ///
-    /// | msg | priority | T      | D       | C    |
-    /// |-----|----------|--------|---------|------|
-    /// | A   | 1        | 2.5 ms | 2.5 ms  | 1 ms |
-    /// | B   | 2        | 3.5 ms | 3.25 ms | 1 ms |
-    /// | C   | 3        | 3.5 ms | 3.25 ms | 1 ms |
-    ///
-    /// The original analysis gives R_C = 3 ms (schedulable); the revised analysis finds
-    /// the busy period of C lasts 7 ms, holds two instances of C, and the second one
-    /// responds after 3.5 ms: a deadline miss. R_A = 2 ms, R_B = 3 ms.
-    #[test]
-    fn davis_2007_three_message_example() {
-        let spec = classic(false, 7);
-        assert_eq!(frame_time_ns(&spec, 125_000, None).unwrap(), 1_000_000);
-        let set = [
-            msg("A", 1, 1.0, 2.5, 2.5),
-            msg("B", 2, 1.0, 3.5, 3.25),
-            msg("C", 3, 1.0, 3.5, 3.25),
-        ];
-        let r = response_times(&set, tau_bit_ns(125_000), None);
-        assert_eq!(r[0].wcrt_ns, Some(2_000_000));
-        assert_eq!(r[0].blocking_ns, 1_000_000);
-        assert!(r[0].schedulable);
-        assert_eq!(r[1].wcrt_ns, Some(3_000_000));
-        assert!(r[1].schedulable);
-        assert_eq!(r[2].blocking_ns, 0);
-        assert_eq!(r[2].busy_period_ns, Some(7_000_000));
-        assert_eq!(r[2].instances, 2);
-        assert_eq!(r[2].worst_instance, 1);
-        assert_eq!(r[2].wcrt_ns, Some(3_500_000));
-        assert!(!r[2].schedulable);
-        assert!(r[2]
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("exceeds the deadline"));
-    }
-
-    #[test]
-    fn jitter_adds_to_the_response_time() {
-        let mut set = vec![msg("A", 1, 1.0, 10.0, 10.0), msg("B", 2, 1.0, 10.0, 10.0)];
-        let base = response_times(&set, 8_000, None)[1].wcrt_ns.unwrap();
-        set[1].j_ns = 500_000;
-        let with_j = response_times(&set, 8_000, None)[1].wcrt_ns.unwrap();
-        assert_eq!(with_j, base + 500_000);
-        // Jitter of a higher-priority message can pull a second instance in.
-        set[0].j_ns = 9_500_000;
-        let r = response_times(&set, 8_000, None)[1].wcrt_ns.unwrap();
-        assert!(r > with_j, "{r} vs {with_j}");
-    }
-
-    #[test]
-    fn overload_is_unschedulable_not_a_hang() {
-        // A alone: blocked 1 ms by B, two instances in its 3 ms busy period, R = 2 ms.
-        let set = [msg("A", 1, 1.0, 1.5, 3.0), msg("B", 2, 1.0, 2.0, 2.0)];
-        let r = response_times(&set, 8_000, None);
-        assert_eq!(r[0].wcrt_ns, Some(2_000_000));
-        assert!(r[0].schedulable);
-        assert!(!r[1].schedulable);
-        assert_eq!(r[1].wcrt_ns, None);
-        assert!(r[1].reason.as_deref().unwrap().contains("utilisation"));
-    }
-
-    #[test]
-    fn errors_lengthen_response_times() {
-        let set = [msg("A", 1, 1.0, 10.0, 10.0), msg("B", 2, 1.0, 10.0, 10.0)];
-        let none = response_times(&set, 8_000, None);
-        let e = ErrorModel { rate_per_s: 100.0 };
-        assert_eq!(e.errors_in(1), 1);
-        assert_eq!(e.errors_in(10_000_000), 1);
-        assert_eq!(e.errors_in(10_000_001), 2);
-        let with = response_times(&set, 8_000, Some(e));
-        // One error in the window: + 31 bits (248 us) + max C (1 ms).
-        assert_eq!(
-            with[1].wcrt_ns.unwrap(),
-            none[1].wcrt_ns.unwrap() + 248_000 + 1_000_000
-        );
     }
 
     #[test]

@@ -80,6 +80,94 @@ fn import_dbc_prints_a_loadable_can_section() {
 }
 
 #[test]
+fn import_dbc_writes_a_whole_profile_and_says_what_it_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dbc = dir.path().join("m.dbc");
+    std::fs::write(
+        &dbc,
+        "BU_: A\nBO_ 1 Cyc: 8 A\nBO_ 2 Ev: 8 A\nBO_ 3 Late: 8 A\n\
+         BA_DEF_ BO_ \"GenMsgCycleTime\" INT 0 65535;\n\
+         BA_DEF_ BO_ \"GenMsgStartDelayTime\" INT 0 65535;\n\
+         BA_ \"GenMsgCycleTime\" BO_ 1 10;\nBA_ \"GenMsgCycleTime\" BO_ 3 10;\n\
+         BA_ \"GenMsgStartDelayTime\" BO_ 3 12;\n",
+    )
+    .unwrap();
+    let ron = dir.path().join("m.ron");
+    let (code, stdout, stderr) = out(can_sim().args([
+        "import-dbc",
+        dbc.to_str().unwrap(),
+        "--min-interval",
+        "Ev=20",
+        "--name",
+        "matrix",
+        "--out",
+        ron.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("4:1: message Late: GenMsgStartDelayTime 12 ms is not below its period"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 periodic and 1 sporadic messages from 1 ECUs"),
+        "{stderr}"
+    );
+    let (code, a, e) = out(can_sim().args(["analyze", ron.to_str().unwrap()]));
+    assert_eq!(code, 0, "{a}{e}");
+    assert!(a.contains(">=20"), "{a}");
+    // An id that is not a CAN id: exit 2, the message and its place named.
+    std::fs::write(&dbc, "BU_: A\n\nBO_ 1075054137 Bad: 8 A\n").unwrap();
+    let (code, _, stderr) = out(can_sim().args(["import-dbc", dbc.to_str().unwrap()]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("3:5: Message Bad: id 0x40140639"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn replay_checks_the_whole_log_before_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("x.log");
+    std::fs::write(&log, "(1.000000) can0 123#00\n(2.000000) can0 123#GG\n").unwrap();
+    let (code, _, stderr) =
+        out(can_sim().args(["replay", log.to_str().unwrap(), "--iface", "vcan0"]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("x.log:2: not a candump log line"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = out(can_sim().args([
+        "replay",
+        log.to_str().unwrap(),
+        "--iface",
+        "vcan0",
+        "--max-gap",
+        "soon",
+    ]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("\"soon\" is not a duration or \"none\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn profile_read_errors_print_their_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("latin1.ron");
+    std::fs::write(&p, b"\xff\xfe").unwrap();
+    let (code, _, stderr) = out(can_sim().args(["analyze", p.to_str().unwrap()]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("Cannot read profile"), "{stderr}");
+    assert!(
+        stderr.contains("caused by: stream did not contain valid UTF-8"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn missing_files_are_named_with_exit_2() {
     let (code, _, stderr) =
         out(can_sim().args(["replay", "/nonexistent/can.log", "--iface", "vcan0"]));

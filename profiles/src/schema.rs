@@ -345,6 +345,18 @@ fn prio80() -> u8 {
 fn yes() -> bool {
     true
 }
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn one_i64() -> i64 {
+    1
+}
+fn one_f64() -> f64 {
+    1.0
+}
+fn one_u8() -> u8 {
+    1
+}
 
 /// Guest-side settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -462,7 +474,7 @@ pub enum FrameKind {
     FdBrs,
 }
 
-/// One periodic message.
+/// One message: periodic, or sporadic (event-driven) with a minimum inter-arrival time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
@@ -479,8 +491,13 @@ pub struct Message {
     pub kind: FrameKind,
     /// Payload bytes: 0..=8 for classic CAN; 0..=8, 12, 16, 20, 24, 32, 48 or 64 for FD.
     pub len: u8,
-    /// Period in ms.
+    /// Period in ms; for a sporadic message the minimum time between two releases.
     pub period_ms: f64,
+    /// Event-driven (default false): released at most once per `period_ms` (the minimum
+    /// inter-arrival time, e.g. a DBC's `GenMsgDelayTime`). The analysis takes `period_ms`
+    /// as its T, as for any sporadic task; can-sim releases it at that worst-case rate.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sporadic: bool,
     /// Release offset in us (default 0).
     #[serde(default)]
     pub offset_us: u64,
@@ -490,6 +507,241 @@ pub struct Message {
     /// Deadline in us from release to reception (default: the period).
     #[serde(default)]
     pub deadline_us: Option<u64>,
+    /// Signals laid out in the payload as a DBC says (empty: can-sim's own test payload,
+    /// sequence number and release time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<Signal>,
+    /// AUTOSAR E2E protection of the payload (alive counter and CRC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e: Option<E2e>,
+}
+
+impl Message {
+    /// Names of the message's multiplexer switch signals, in order.
+    pub fn multiplexors(&self) -> Vec<&str> {
+        self.signals
+            .iter()
+            .filter(|s| s.multiplexor)
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+}
+
+/// Byte order of a signal (DBC `@1` / `@0`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ByteOrder {
+    /// Intel (`@1`): `start_bit` is the least significant bit, bits count up.
+    #[default]
+    LittleEndian,
+    /// Motorola (`@0`): `start_bit` is the most significant bit in DBC numbering (bit 7 of
+    /// byte 0 is 7, the next less significant bit after bit 0 of a byte is bit 7 of the
+    /// next byte).
+    BigEndian,
+}
+
+/// How a signal's raw bits are read (DBC `+`/`-` and `SIG_VALTYPE_`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ValueType {
+    /// Unsigned integer (`+`).
+    #[default]
+    Unsigned,
+    /// Two's complement integer (`-`).
+    Signed,
+    /// IEEE 754 single (`SIG_VALTYPE_ 1`, 32 bits).
+    Float32,
+    /// IEEE 754 double (`SIG_VALTYPE_ 2`, 64 bits).
+    Float64,
+}
+
+/// When a multiplexed signal is present: its switch has one of these values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MuxCondition {
+    /// The switch signal (default: the message's only `multiplexor` signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<String>,
+    /// Raw switch values, as inclusive ranges (`[(3, 3), (5, 7)]`).
+    pub values: Vec<(u64, u64)>,
+}
+
+/// The values a signal takes, frame after frame (physical values unless said).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Generator {
+    /// Always this physical value.
+    Constant(f64),
+    /// A raw counter: `start`, then `+ step` per frame, wrapping over the raw range.
+    Counter {
+        /// First raw value (default 0).
+        #[serde(default)]
+        start: u64,
+        /// Raw increment per frame (default 1).
+        #[serde(default = "one_i64")]
+        step: i64,
+    },
+    /// A sawtooth from `from` to `to` over `period_ms` (by the frame's nominal release
+    /// time), then again.
+    Ramp {
+        /// Physical value at the start of each ramp.
+        from: f64,
+        /// Physical value approached at its end.
+        to: f64,
+        /// Length of one ramp, ms.
+        period_ms: f64,
+    },
+    /// These physical values in turn, one per frame.
+    Cycle(Vec<f64>),
+    /// The values this signal had in a candump log (frames with the message's id, decoded
+    /// with this layout), in turn, one per frame.
+    Log(PathBuf),
+}
+
+/// A signal in a message's payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signal {
+    /// Name, unique in the message.
+    pub name: String,
+    /// Start bit (see [`ByteOrder`] for its meaning).
+    pub start_bit: u16,
+    /// Length in bits, 1..=64.
+    pub size: u8,
+    /// Byte order (default LittleEndian).
+    #[serde(default)]
+    pub byte_order: ByteOrder,
+    /// Value type (default Unsigned).
+    #[serde(default)]
+    pub value_type: ValueType,
+    /// Physical = raw * factor + offset (default 1).
+    #[serde(default = "one_f64")]
+    pub factor: f64,
+    /// See `factor` (default 0).
+    #[serde(default)]
+    pub offset: f64,
+    /// Physical minimum (generated values are clamped to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Physical maximum (generated values are clamped to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Unit, for reports.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit: String,
+    /// This signal is a multiplexer switch (DBC `M`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub multiplexor: bool,
+    /// Present only for some switch values (DBC `m3`, `SG_MUL_VAL_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mux: Option<MuxCondition>,
+    /// The values it takes (default: a multiplexor steps through the values its
+    /// multiplexed signals use; any other signal sends raw 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Generator>,
+}
+
+impl Signal {
+    /// An unsigned little-endian signal with factor 1, offset 0 and no range,
+    /// multiplexing or generator: the defaults a profile gets when it says no more.
+    pub fn new(name: &str, start_bit: u16, size: u8) -> Signal {
+        Signal {
+            name: name.to_string(),
+            start_bit,
+            size,
+            byte_order: ByteOrder::LittleEndian,
+            value_type: ValueType::Unsigned,
+            factor: 1.0,
+            offset: 0.0,
+            min: None,
+            max: None,
+            unit: String::new(),
+            multiplexor: false,
+            mux: None,
+            value: None,
+        }
+    }
+
+    /// The payload bit positions (byte * 8 + bit, bit 0 the least significant of its byte)
+    /// holding the raw value, from its least significant bit up. The caller checks them
+    /// against the payload length.
+    pub fn bit_positions(&self) -> Vec<u32> {
+        let size = u32::from(self.size);
+        let start = u32::from(self.start_bit);
+        match self.byte_order {
+            ByteOrder::LittleEndian => (start..start + size).collect(),
+            ByteOrder::BigEndian => {
+                // From the MSB at `start` down (bit 0 of a byte continues at bit 7 of the
+                // next), then reversed to LSB first.
+                let mut out = Vec::with_capacity(usize::from(self.size));
+                let mut p = start;
+                for i in 0..size {
+                    out.push(p);
+                    if i + 1 < size {
+                        p = if p % 8 == 0 { p + 15 } else { p - 1 };
+                    }
+                }
+                out.reverse();
+                out
+            }
+        }
+    }
+}
+
+/// An AUTOSAR E2E profile used on CAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum E2eProfile {
+    /// Profile 1: CRC-8 SAE J1850 over the data id and the data, 4-bit counter 0..14.
+    P01,
+    /// Profile 2: CRC-8H2F over the data and one of 16 data ids chosen by the 4-bit
+    /// counter 0..15.
+    P02,
+    /// Profile 5: CRC-16 CCITT-FALSE over the data and the 16-bit data id, 8-bit counter.
+    P05,
+    /// Profile 11: Profile 1's CRC and counter in the fixed CAN layout (modes Both and
+    /// Nibble).
+    P11,
+}
+
+/// How Profiles 1 and 11 put the 16-bit data id into the CRC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataIdMode {
+    /// Both bytes, low first.
+    #[default]
+    Both,
+    /// The low byte for even counters, the high byte for odd ones (Profile 1 only).
+    Alt,
+    /// The low byte only (Profile 1 only).
+    Low,
+    /// The low byte in the CRC, the high byte's low nibble sent in the frame.
+    Nibble,
+}
+
+/// E2E protection of one message: the sender writes counter and CRC into every frame, the
+/// receiver checks every frame and counts the outcomes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct E2e {
+    /// The profile.
+    pub profile: E2eProfile,
+    /// The data id (Profiles 1, 5, 11).
+    #[serde(default)]
+    pub data_id: u16,
+    /// Profile 2: the 16 data ids, indexed by the counter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_id_list: Vec<u8>,
+    /// Profiles 1 and 11: how the data id enters the CRC (default Both).
+    #[serde(default)]
+    pub data_id_mode: DataIdMode,
+    /// Bit offset of the E2E header in the payload, a multiple of 8 (default 0). Profiles
+    /// 1/11: CRC byte, then counter in the low nibble of the next byte (data id nibble in
+    /// its high nibble); Profile 5: CRC (2 bytes, little-endian), then the counter byte;
+    /// Profile 2: fixed at 0.
+    #[serde(default)]
+    pub offset_bits: u16,
+    /// Largest counter step still accepted as "some lost" (default 1).
+    #[serde(default = "one_u8")]
+    pub max_delta_counter: u8,
+    /// No valid frame for this long is a timeout, ms (default: period + deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<f64>,
 }
 
 /// ASIL (ISO 26262-9) or QM.
@@ -563,6 +815,20 @@ pub enum Metric {
     /// Analytic worst-case response time slack (deadline - WCRT) must be at least the bound (us).
     WcrtSlack {
         /// Message id; all when absent.
+        #[serde(default)]
+        id: Option<u32>,
+    },
+    /// E2E-protected frames whose check did not pass (CRC error, repeated, wrong
+    /// sequence; count bound), for one protected message or all.
+    E2eErrors {
+        /// Message id; all protected messages when absent.
+        #[serde(default)]
+        id: Option<u32>,
+    },
+    /// E2E timeouts: times no valid frame of a protected message came within its E2E
+    /// timeout (count bound), for one message or all.
+    E2eTimeouts {
+        /// Message id; all protected messages when absent.
         #[serde(default)]
         id: Option<u32>,
     },

@@ -15,7 +15,10 @@ use std::collections::BTreeMap;
 use rt_sys::sched::Policy;
 use rt_sys::{CpuSet, SysRoot};
 
-use crate::{Can, FrameKind, Guest, Host, Message, Metric, Profile, Requirement};
+use crate::{
+    Can, DataIdMode, E2e, E2eProfile, FrameKind, Generator, Guest, Host, Message, Metric, Profile,
+    Requirement, Signal, ValueType,
+};
 
 /// One semantic problem in a profile.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -778,6 +781,11 @@ fn can(c: &Can, e: &mut Errors) {
         );
     }
 
+    can_ecus(c, e);
+}
+
+/// The ECUs and their messages: names and ids unique, each message checked.
+fn can_ecus(c: &Can, e: &mut Errors) {
     let mut ecu_names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut ids: BTreeMap<(u32, bool), (usize, usize)> = BTreeMap::new();
     let mut msg_names: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
@@ -888,6 +896,12 @@ fn message(e: &mut Errors, mp: &str, m: &Message) {
             format!("{} is not a positive number of ms", m.period_ms),
         );
     }
+    if m.len <= 64 {
+        signals(e, mp, m);
+        if let Some(x) = &m.e2e {
+            e2e(e, &format!("{mp}.e2e"), x, m);
+        }
+    }
     if m.deadline_us == Some(0) {
         e.push(
             format!("{mp}.deadline_us"),
@@ -908,6 +922,221 @@ fn message(e: &mut Errors, mp: &str, m: &Message) {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// Payload bits of a message.
+fn payload_bits(m: &Message) -> u32 {
+    u32::from(m.len) * 8
+}
+
+fn signal(e: &mut Errors, sp: &str, s: &Signal, m: &Message) {
+    if s.name.trim().is_empty() {
+        e.push(format!("{sp}.name"), "\"\" is empty: name the signal");
+    }
+    if !(1..=64).contains(&s.size) {
+        e.push(
+            format!("{sp}.size"),
+            format!("{} is outside 1..=64 bits", s.size),
+        );
+        return;
+    }
+    let want = match s.value_type {
+        ValueType::Float32 => Some(32),
+        ValueType::Float64 => Some(64),
+        _ => None,
+    };
+    if let Some(w) = want.filter(|w| *w != s.size) {
+        e.push(
+            format!("{sp}.size"),
+            format!(
+                "{} does not fit value_type {:?}: it takes {w} bits",
+                s.size, s.value_type
+            ),
+        );
+    }
+    let bits = payload_bits(m);
+    let high = s.bit_positions().into_iter().max().unwrap_or(0);
+    if high >= bits {
+        e.push(
+            format!("{sp}.start_bit"),
+            format!(
+                "{} with {} bits {:?} reaches payload bit {high}, beyond the {} bytes of the \
+                 message (len)",
+                s.start_bit, s.size, s.byte_order, m.len
+            ),
+        );
+    }
+    if !(s.factor.is_finite() && s.factor != 0.0) {
+        e.push(
+            format!("{sp}.factor"),
+            format!("{} is not a finite, non-zero number", s.factor),
+        );
+    }
+    if !s.offset.is_finite() {
+        e.push(
+            format!("{sp}.offset"),
+            format!("{} is not finite", s.offset),
+        );
+    }
+    if let (Some(lo), Some(hi)) = (s.min, s.max) {
+        if lo > hi {
+            e.push(format!("{sp}.min"), format!("{lo} is above max {hi}"));
+        }
+    }
+    match &s.value {
+        Some(Generator::Ramp { period_ms, .. }) if !(*period_ms > 0.0 && period_ms.is_finite()) => {
+            e.push(
+                format!("{sp}.value"),
+                format!("Ramp period_ms {period_ms} is not a positive number"),
+            );
+        }
+        Some(Generator::Cycle(v)) if v.is_empty() => {
+            e.push(
+                format!("{sp}.value"),
+                "Cycle([]) is empty: give at least one value",
+            );
+        }
+        Some(Generator::Constant(v)) if !v.is_finite() => {
+            e.push(
+                format!("{sp}.value"),
+                format!("Constant({v}) is not finite"),
+            );
+        }
+        _ => {}
+    }
+}
+
+fn signals(e: &mut Errors, mp: &str, m: &Message) {
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let switches = m.multiplexors();
+    for (k, s) in m.signals.iter().enumerate() {
+        let sp = format!("{mp}.signals[{k}]");
+        signal(e, &sp, s, m);
+        if let Some(j) = names.insert(s.name.as_str(), k) {
+            e.push(
+                format!("{sp}.name"),
+                format!("{:?} is already the name of {mp}.signals[{j}]", s.name),
+            );
+        }
+        let Some(mux) = &s.mux else { continue };
+        match &mux.switch {
+            Some(sw) if !switches.contains(&sw.as_str()) => e.push(
+                format!("{sp}.mux.switch"),
+                format!("{sw:?} is not a multiplexor signal of the message"),
+            ),
+            None if switches.len() != 1 => e.push(
+                format!("{sp}.mux.switch"),
+                format!(
+                    "missing, and the message has {} multiplexor signals: name the switch",
+                    switches.len()
+                ),
+            ),
+            _ => {}
+        }
+        if mux.values.is_empty() || mux.values.iter().any(|(a, b)| a > b) {
+            e.push(
+                format!("{sp}.mux.values"),
+                format!(
+                    "{:?} is not a list of ranges (lo, hi) with lo <= hi",
+                    mux.values
+                ),
+            );
+        }
+    }
+}
+
+/// Header bits of an E2E profile (CRC and counter) and the counter's largest value.
+fn e2e_header(p: E2eProfile) -> (u32, u8) {
+    match p {
+        E2eProfile::P01 | E2eProfile::P11 => (16, 14),
+        E2eProfile::P02 => (16, 15),
+        E2eProfile::P05 => (24, 255),
+    }
+}
+
+fn e2e(e: &mut Errors, ep: &str, x: &E2e, m: &Message) {
+    let (header, max_counter) = e2e_header(x.profile);
+    let off = u32::from(x.offset_bits);
+    if off % 8 != 0 {
+        e.push(
+            format!("{ep}.offset_bits"),
+            format!("{off} is not a whole byte (a multiple of 8)"),
+        );
+    } else if off + header > payload_bits(m) {
+        e.push(
+            format!("{ep}.offset_bits"),
+            format!(
+                "{off}: the {:?} header ({header} bits) does not fit the {} bytes of the message",
+                x.profile, m.len
+            ),
+        );
+    }
+    match x.profile {
+        E2eProfile::P02 => {
+            if x.data_id_list.len() != 16 {
+                e.push(
+                    format!("{ep}.data_id_list"),
+                    format!(
+                        "has {} entries: Profile 2 needs 16 (one per counter value)",
+                        x.data_id_list.len()
+                    ),
+                );
+            }
+            if off != 0 {
+                e.push(
+                    format!("{ep}.offset_bits"),
+                    format!("{off}: Profile 2's header is fixed at 0"),
+                );
+            }
+        }
+        E2eProfile::P11 if matches!(x.data_id_mode, DataIdMode::Alt | DataIdMode::Low) => e.push(
+            format!("{ep}.data_id_mode"),
+            format!(
+                "{:?} is not a Profile 11 mode (Both or Nibble)",
+                x.data_id_mode
+            ),
+        ),
+        E2eProfile::P05 if x.data_id_mode != DataIdMode::Both => e.push(
+            format!("{ep}.data_id_mode"),
+            format!(
+                "{:?}: Profile 5 always takes both bytes of the data id",
+                x.data_id_mode
+            ),
+        ),
+        _ => {}
+    }
+    if x.profile != E2eProfile::P02 && !x.data_id_list.is_empty() {
+        e.push(
+            format!("{ep}.data_id_list"),
+            "is only for Profile 2 (the others take data_id)",
+        );
+    }
+    if x.data_id_mode == DataIdMode::Nibble && x.data_id > 0x0FFF {
+        e.push(
+            format!("{ep}.data_id"),
+            format!(
+                "0x{:X}: Nibble mode sends 12 bits of the data id (at most 0xFFF)",
+                x.data_id
+            ),
+        );
+    }
+    if x.max_delta_counter == 0 || x.max_delta_counter > max_counter {
+        e.push(
+            format!("{ep}.max_delta_counter"),
+            format!(
+                "{} is outside 1..={max_counter} for {:?}",
+                x.max_delta_counter, x.profile
+            ),
+        );
+    }
+    if let Some(t) = x.timeout_ms {
+        if !(t > 0.0 && t.is_finite()) {
+            e.push(
+                format!("{ep}.timeout_ms"),
+                format!("{t} is not a positive number of ms"),
+            );
         }
     }
 }
@@ -933,6 +1162,8 @@ fn metric_name(m: &Metric) -> &'static str {
         Metric::CanLoss { .. } => "CanLoss",
         Metric::BusLoad => "BusLoad",
         Metric::WcrtSlack { .. } => "WcrtSlack",
+        Metric::E2eErrors { .. } => "E2eErrors",
+        Metric::E2eTimeouts { .. } => "E2eTimeouts",
     }
 }
 
@@ -967,9 +1198,11 @@ fn metric(profile: &Profile, r: &Requirement, rp: &str, e: &mut Errors) {
         Metric::CanLatency { percentile, id } | Metric::CanJitter { percentile, id } => {
             (Some(*percentile), *id)
         }
-        Metric::CanDeadlineMisses { id } | Metric::CanLoss { id } | Metric::WcrtSlack { id } => {
-            (None, *id)
-        }
+        Metric::CanDeadlineMisses { id }
+        | Metric::CanLoss { id }
+        | Metric::WcrtSlack { id }
+        | Metric::E2eErrors { id }
+        | Metric::E2eTimeouts { id } => (None, *id),
         Metric::ProbeMissed | Metric::BusLoad => (None, None),
     };
     if let Some(p) = percentile {
@@ -1009,12 +1242,30 @@ fn metric(profile: &Profile, r: &Requirement, rp: &str, e: &mut Errors) {
             format!("{name} needs a can section, and the profile has none"),
         ),
         Some(c) => {
+            let msgs = || c.ecus.iter().flat_map(|x| &x.messages);
             if let Some(id) = id {
-                let known = c.ecus.iter().flat_map(|x| &x.messages).any(|m| m.id == id);
+                let known = msgs().any(|m| m.id == id);
                 if !known {
                     e.push(
                         format!("{rp}.metric.id"),
                         format!("0x{id:03X} is not a message of the CAN matrix (can.ecus)"),
+                    );
+                }
+            }
+            if matches!(
+                r.metric,
+                Metric::E2eErrors { .. } | Metric::E2eTimeouts { .. }
+            ) {
+                let protected = |m: &&Message| m.e2e.is_some() && id.is_none_or(|i| m.id == i);
+                if msgs().any(|m| id.is_none_or(|i| m.id == i)) && !msgs().any(|m| protected(&m)) {
+                    e.push(
+                        format!("{rp}.metric"),
+                        match id {
+                            Some(i) => format!("{name}: message 0x{i:03X} has no e2e protection"),
+                            None => {
+                                format!("{name}: no message of the CAN matrix has e2e protection")
+                            }
+                        },
                     );
                 }
             }
@@ -1060,7 +1311,11 @@ fn bound(r: &Requirement, rp: &str, e: &mut Errors) {
             format!("{rp}.{field}"),
             format!("{v} is above 100 (percent)"),
         ),
-        Metric::ProbeMissed | Metric::CanDeadlineMisses { .. } | Metric::CanLoss { .. }
+        Metric::ProbeMissed
+        | Metric::CanDeadlineMisses { .. }
+        | Metric::CanLoss { .. }
+        | Metric::E2eErrors { .. }
+        | Metric::E2eTimeouts { .. }
             if v.fract() != 0.0 =>
         {
             e.push(format!("{rp}.{field}"), format!("{v} is not a whole count"));
@@ -1326,5 +1581,158 @@ mod tests {
                 "guest.realtime_cpus: CPUs 2-3 are not online on this machine (online: 0-1)",
             ]
         );
+    }
+
+    fn sig(name: &str, start: u16, size: u8) -> Signal {
+        Signal::new(name, start, size)
+    }
+
+    #[test]
+    fn motorola_bit_positions() {
+        let mut s = sig("m", 7, 16);
+        s.byte_order = crate::ByteOrder::BigEndian;
+        // MSB at byte 0 bit 7, down to byte 0 bit 0, on at byte 1 bit 7 .. bit 0 (the LSB).
+        let want: Vec<u32> = (8..16).chain(0..8).collect();
+        assert_eq!(s.bit_positions(), want);
+        // 12 bits from bit 39 (byte 4 bit 7): byte 4 whole, then byte 5 bits 7..4.
+        let mut s = sig("m", 39, 12);
+        s.byte_order = crate::ByteOrder::BigEndian;
+        assert_eq!(
+            s.bit_positions(),
+            vec![44, 45, 46, 47, 32, 33, 34, 35, 36, 37, 38, 39]
+        );
+        assert_eq!(sig("i", 3, 4).bit_positions(), vec![3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn signals_are_checked_against_the_payload() {
+        let mut p = bundled("lab");
+        let m = &mut p.can.as_mut().unwrap().ecus[0].messages[0]; // 8 bytes
+        m.signals = vec![sig("a", 60, 8)];
+        assert_eq!(
+            one(&p),
+            "can.ecus[0].messages[0].signals[0].start_bit: 60 with 8 bits LittleEndian reaches \
+             payload bit 67, beyond the 8 bytes of the message (len)"
+        );
+        let m = &mut p.can.as_mut().unwrap().ecus[0].messages[0];
+        m.signals = vec![sig("a", 0, 16), sig("a", 16, 8)];
+        m.signals[0].value_type = ValueType::Float32;
+        let errs = validate(&p).unwrap_err();
+        let texts: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts,
+            vec![
+                "can.ecus[0].messages[0].signals[0].size: 16 does not fit value_type Float32: it takes 32 bits",
+                "can.ecus[0].messages[0].signals[1].name: \"a\" is already the name of can.ecus[0].messages[0].signals[0]",
+            ]
+        );
+        let m = &mut p.can.as_mut().unwrap().ecus[0].messages[0];
+        m.signals = vec![sig("sw", 0, 8), sig("v", 8, 8)];
+        m.signals[1].mux = Some(crate::MuxCondition {
+            switch: None,
+            values: vec![(3, 3)],
+        });
+        assert_eq!(
+            one(&p),
+            "can.ecus[0].messages[0].signals[1].mux.switch: missing, and the message has 0 \
+             multiplexor signals: name the switch"
+        );
+        p.can.as_mut().unwrap().ecus[0].messages[0].signals[0].multiplexor = true;
+        validate(&p).unwrap();
+    }
+
+    fn e2e(profile: E2eProfile) -> E2e {
+        E2e {
+            profile,
+            data_id: 0x123,
+            data_id_list: Vec::new(),
+            data_id_mode: DataIdMode::Both,
+            offset_bits: 0,
+            max_delta_counter: 1,
+            timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn e2e_configurations_are_checked() {
+        let mut p = bundled("lab");
+        let set = |p: &mut Profile, x: E2e| {
+            p.can.as_mut().unwrap().ecus[0].messages[0].e2e = Some(x);
+        };
+        set(&mut p, e2e(E2eProfile::P05));
+        validate(&p).unwrap();
+        set(
+            &mut p,
+            E2e {
+                offset_bits: 48,
+                ..e2e(E2eProfile::P05)
+            },
+        );
+        assert_eq!(
+            one(&p),
+            "can.ecus[0].messages[0].e2e.offset_bits: 48: the P05 header (24 bits) does not \
+             fit the 8 bytes of the message"
+        );
+        set(&mut p, e2e(E2eProfile::P02));
+        assert_eq!(
+            one(&p),
+            "can.ecus[0].messages[0].e2e.data_id_list: has 0 entries: Profile 2 needs 16 (one \
+             per counter value)"
+        );
+        set(
+            &mut p,
+            E2e {
+                data_id_mode: DataIdMode::Alt,
+                ..e2e(E2eProfile::P11)
+            },
+        );
+        assert_eq!(
+            one(&p),
+            "can.ecus[0].messages[0].e2e.data_id_mode: Alt is not a Profile 11 mode (Both or Nibble)"
+        );
+        set(
+            &mut p,
+            E2e {
+                max_delta_counter: 15,
+                ..e2e(E2eProfile::P01)
+            },
+        );
+        assert_eq!(
+            one(&p),
+            "can.ecus[0].messages[0].e2e.max_delta_counter: 15 is outside 1..=14 for P01"
+        );
+        set(
+            &mut p,
+            E2e {
+                offset_bits: 4,
+                ..e2e(E2eProfile::P01)
+            },
+        );
+        assert!(one(&p).ends_with("offset_bits: 4 is not a whole byte (a multiple of 8)"));
+    }
+
+    #[test]
+    fn e2e_metrics_need_a_protected_message() {
+        let mut p = bundled("lab");
+        p.requirements.push(Requirement {
+            id: "E2E-1".into(),
+            asil: crate::Asil::D,
+            text: "No E2E errors".into(),
+            metric: Metric::E2eErrors { id: Some(0x0C0) },
+            bound_us: None,
+            bound: Some(0.0),
+        });
+        assert_eq!(
+            one(&p),
+            format!(
+                "requirements[{}].metric: E2eErrors: message 0x0C0 has no e2e protection",
+                p.requirements.len() - 1
+            )
+        );
+        p.can.as_mut().unwrap().ecus[0].messages[0].e2e = Some(e2e(E2eProfile::P11));
+        validate(&p).unwrap();
+        let last = p.requirements.len() - 1;
+        p.requirements[last].bound = Some(0.5);
+        assert!(one(&p).ends_with("bound: 0.5 is not a whole count"));
     }
 }

@@ -116,6 +116,52 @@ pub struct CanMessageRecord {
     pub frame_time_us: f64,
     /// Analytic worst-case response time (us), if schedulable.
     pub wcrt_us: Option<f64>,
+    /// Event-driven: `period_us` is the minimum inter-arrival time.
+    #[serde(default)]
+    pub sporadic: bool,
+    /// Signals encoded in the payload (0: can-sim's test payload).
+    #[serde(default)]
+    pub signals: u32,
+    /// Where the receiver took each frame's instance (for its release time): `payload`
+    /// (the test payload's sequence number), `e2e_counter` or `schedule` (the order of
+    /// arrival against the schedule).
+    #[serde(default)]
+    pub instance_from: String,
+    /// E2E check outcomes, for a protected message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e: Option<E2eCounts>,
+}
+
+/// The outcomes of the receiver's E2E check of one protected message, frame by frame (the
+/// statuses of AUTOSAR's E2E check), and the timeouts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct E2eCounts {
+    /// E2E profile (`P01`, `P02`, `P05`, `P11`).
+    pub profile: String,
+    /// Counter one up from the last valid frame (or the first frame).
+    pub ok: u64,
+    /// Counter up by 2 ..= max delta: frames were lost, this one is accepted.
+    pub ok_some_lost: u64,
+    /// Counter equal to the last valid frame's.
+    pub repeated: u64,
+    /// Counter up by more than the max delta.
+    pub wrong_sequence: u64,
+    /// CRC (or data id nibble) wrong.
+    pub error: u64,
+    /// No valid frame within the timeout (between frames, and at the end of the run).
+    pub timeout: u64,
+    /// The timeout, us.
+    pub timeout_us: u64,
+}
+
+impl E2eCounts {
+    /// Frames whose check did not pass: error, repeated and wrong sequence.
+    pub fn failed(&self) -> u64 {
+        self.error
+            .saturating_add(self.repeated)
+            .saturating_add(self.wrong_sequence)
+    }
 }
 
 /// `can.json`.
@@ -148,6 +194,42 @@ pub struct CanRecord {
     pub messages: Vec<CanMessageRecord>,
     /// True when interrupted.
     pub partial: bool,
+    /// What this run did: `both` (send and receive, one clock), `sender` or `receiver`
+    /// (the two sides of a restbus, possibly on two machines).
+    #[serde(default = "role_both")]
+    pub role: String,
+    /// How sender and receiver times relate (latency = receive time - release time needs
+    /// one clock, or a known offset).
+    #[serde(default)]
+    pub time_base: TimeBase,
+}
+
+fn role_both() -> String {
+    "both".into()
+}
+
+/// The common time base of a CAN run's release and receive times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeBase {
+    /// `same_clock` (one process: sender and receiver read the same CLOCK_REALTIME),
+    /// `ptp_kvm` (guest clock synchronised to the host's through the ptp_kvm device),
+    /// `echo_rtt` (one-way latency bounded by half an echo round trip), or `unknown`.
+    pub method: String,
+    /// Receiver clock minus sender clock, ns, as estimated (0 for `same_clock`).
+    pub offset_ns: i64,
+    /// How far the offset may be off, ns (the bound on every latency's error).
+    pub uncertainty_ns: u64,
+}
+
+impl Default for TimeBase {
+    fn default() -> Self {
+        TimeBase {
+            method: "same_clock".into(),
+            offset_ns: 0,
+            uncertainty_ns: 0,
+        }
+    }
 }
 
 /// `0x0C0 EngineSpeed` (`0x18FF5021 Name` for an extended id).
@@ -351,6 +433,40 @@ pub(crate) mod tests {
         }
     }
 
+    /// A can.json written before the E2E and time-base fields reads with their defaults.
+    #[test]
+    fn older_can_records_read_with_defaults() {
+        let h = HistSummary::from_hist(&hist::new_auto());
+        let m = serde_json::json!({
+            "ecu": "e", "name": "m", "id": 1, "extended": false, "kind": "classic", "len": 8,
+            "period_us": 10000, "deadline_us": 10000, "sent": 5, "received": 5, "lost": 0,
+            "duplicates": 0, "reordered": 0, "deadline_misses": 0, "latency": h, "jitter": h,
+            "frame_time_us": 270.0, "wcrt_us": 590.0
+        });
+        let c = serde_json::json!({
+            "tx": "can0", "rx": "can1", "bitrate": 500000, "data_bitrate": null, "paced": true,
+            "elapsed_s": 1.0, "bus_load_analytic_pct": 1.0, "bus_load_measured_pct": 1.0,
+            "tx_enobufs": 0, "bus_errors": [], "timestamp_source": "kernel", "messages": [m],
+            "partial": false
+        });
+        let r: CanRecord = serde_json::from_value(c).unwrap();
+        assert_eq!(r.role, "both");
+        assert_eq!(r.time_base, TimeBase::default());
+        assert_eq!(r.messages[0].e2e, None);
+        assert!(!r.messages[0].sporadic);
+        let e = E2eCounts {
+            profile: "P05".into(),
+            ok: 10,
+            ok_some_lost: 1,
+            repeated: 2,
+            wrong_sequence: 3,
+            error: 4,
+            timeout: 5,
+            timeout_us: 20_000,
+        };
+        assert_eq!(e.failed(), 9);
+    }
+
     pub(crate) fn can_msg(id: u32, n: u64) -> CanMessageRecord {
         CanMessageRecord {
             ecu: "engine".into(),
@@ -371,6 +487,10 @@ pub(crate) mod tests {
             jitter: hist_of(&[(5, n)]),
             frame_time_us: 270.0,
             wcrt_us: Some(800.0),
+            sporadic: false,
+            signals: 0,
+            instance_from: "payload".into(),
+            e2e: None,
         }
     }
 
@@ -389,6 +509,8 @@ pub(crate) mod tests {
             timestamp_source: "kernel".into(),
             messages: msgs,
             partial: false,
+            role: "both".into(),
+            time_base: TimeBase::default(),
         }
     }
 

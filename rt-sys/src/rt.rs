@@ -4,7 +4,8 @@
 //! ftrace `trace_marker` / `tracing_on` files used to stop a trace at a latency spike.
 //!
 //! The functions called in a hot loop ([`monotonic_ns`], [`realtime_ns`],
-//! [`sleep_until_monotonic`], [`Ftrace::mark`]) neither allocate nor lock.
+//! [`sleep_until_monotonic`], [`sleep_until_realtime`], [`Ftrace::mark`]) neither allocate
+//! nor lock.
 //! See <https://docs.kernel.org/power/pm_qos_interface.html> (cpu_dma_latency) and
 //! <https://docs.kernel.org/trace/ftrace.html> (trace_marker, tracing_on).
 
@@ -199,27 +200,34 @@ pub fn realtime_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
 }
 
-/// Sleep until `CLOCK_MONOTONIC` reaches `deadline_ns` (`clock_nanosleep` with
-/// `TIMER_ABSTIME`). Returns `Err(Errno::EINTR)` when a signal handler ran: the caller
-/// decides whether to sleep again.
 #[inline]
-pub fn sleep_until_monotonic(deadline_ns: u64) -> Result<(), Errno> {
+fn sleep_until(clock: libc::clockid_t, deadline_ns: u64) -> Result<(), Errno> {
     let ts = ns_to_ts(deadline_ns);
     // SAFETY: `ts` is a valid timespec that outlives the call; with TIMER_ABSTIME the
     // remaining-time pointer is unused and may be null.
-    let r = unsafe {
-        libc::clock_nanosleep(
-            libc::CLOCK_MONOTONIC,
-            libc::TIMER_ABSTIME,
-            &ts,
-            std::ptr::null_mut(),
-        )
-    };
+    let r = unsafe { libc::clock_nanosleep(clock, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut()) };
     if r == 0 {
         Ok(())
     } else {
         Err(Errno::from_raw(r))
     }
+}
+
+/// Sleep until `CLOCK_MONOTONIC` reaches `deadline_ns` (`clock_nanosleep` with
+/// `TIMER_ABSTIME`). Returns `Err(Errno::EINTR)` when a signal handler ran: the caller
+/// decides whether to sleep again.
+#[inline]
+pub fn sleep_until_monotonic(deadline_ns: u64) -> Result<(), Errno> {
+    sleep_until(libc::CLOCK_MONOTONIC, deadline_ns)
+}
+
+/// Sleep until `CLOCK_REALTIME` reaches `deadline_ns` (ns since the epoch; absolute, so a
+/// late wake-up does not drift), sleeping again after a signal handler ran. The clock of
+/// the kernel's socket receive timestamps (`SO_TIMESTAMPNS`), so a sender's release
+/// times and a receiver's timestamps compare directly. No allocation.
+#[inline]
+pub fn sleep_until_realtime(deadline_ns: u64) {
+    while let Err(Errno::EINTR) = sleep_until(libc::CLOCK_REALTIME, deadline_ns) {}
 }
 
 /// Bytes of stack [`prefault_stack`] touches.
@@ -357,6 +365,9 @@ mod tests {
         assert!(t1 >= deadline, "woke {} ns early", deadline - t1);
         // A deadline in the past returns at once.
         sleep_until_monotonic(t0).unwrap();
+        let r = realtime_ns() + 2_000_000;
+        sleep_until_realtime(r);
+        assert!(realtime_ns() >= r);
         assert!(realtime_ns() > 1_600_000_000 * NS_PER_S);
         prefault_stack();
         assert!(max_rss_kib() > 0);

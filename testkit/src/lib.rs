@@ -47,6 +47,15 @@ pub fn require_command(cmd: &str) -> bool {
     require(command_exists(cmd), format!("{cmd} is not installed"))
 }
 
+/// Whether `python3 -c "import MODULE"` works (for tests that compare with a Python
+/// reference implementation: python-can, cantools, autosar-e2e).
+pub fn python_module(module: &str) -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Whether `cmd` is on PATH (or is an existing path).
 pub fn command_exists(cmd: &str) -> bool {
     if cmd.contains('/') {

@@ -196,6 +196,11 @@ fn merge_message(
                 duplicates: 0,
                 reordered: 0,
                 deadline_misses: 0,
+                e2e: m.e2e.as_ref().map(|x| record::E2eCounts {
+                    profile: x.profile.clone(),
+                    timeout_us: x.timeout_us,
+                    ..record::E2eCounts::default()
+                }),
                 ..m.clone()
             });
             o.sent = checked_sum(o.sent, m.sent, &path, &what)?;
@@ -204,6 +209,18 @@ fn merge_message(
             o.duplicates = checked_sum(o.duplicates, m.duplicates, &path, &what)?;
             o.reordered = checked_sum(o.reordered, m.reordered, &path, &what)?;
             o.deadline_misses = checked_sum(o.deadline_misses, m.deadline_misses, &path, &what)?;
+            if let (Some(a), Some(b)) = (o.e2e.as_mut(), m.e2e.as_ref()) {
+                for (x, y) in [
+                    (&mut a.ok, b.ok),
+                    (&mut a.ok_some_lost, b.ok_some_lost),
+                    (&mut a.repeated, b.repeated),
+                    (&mut a.wrong_sequence, b.wrong_sequence),
+                    (&mut a.error, b.error),
+                    (&mut a.timeout, b.timeout),
+                ] {
+                    *x = checked_sum(*x, y, &path, &what)?;
+                }
+            }
             o.frame_time_us = o.frame_time_us.max(m.frame_time_us);
             o.wcrt_us = match (o.wcrt_us, m.wcrt_us) {
                 (Some(a), Some(b)) => Some(a.max(b)),

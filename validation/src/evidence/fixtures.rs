@@ -140,6 +140,10 @@ pub(crate) fn can_msg(id: u32, lat_us: &[(u64, u64)], wcrt: Option<f64>) -> CanM
         latency,
         frame_time_us: 270.0,
         wcrt_us: wcrt,
+        sporadic: false,
+        signals: 0,
+        instance_from: "payload".into(),
+        e2e: None,
     }
 }
 
@@ -158,6 +162,8 @@ pub(crate) fn can(msgs: Vec<CanMessageRecord>) -> CanRecord {
         timestamp_source: "kernel".into(),
         messages: msgs,
         partial: false,
+        role: "both".into(),
+        time_base: record::TimeBase::default(),
     }
 }
 

@@ -77,6 +77,7 @@ pub fn evaluate_one(
         Metric::CanLoss { id } => can_counts(req, *id, true, runs)?,
         Metric::BusLoad => bus_load(req, runs),
         Metric::WcrtSlack { id } => return Ok(wcrt_slack(req, *id, runs)),
+        Metric::E2eErrors { id } | Metric::E2eTimeouts { id } => e2e_counts(req, *id, runs)?,
     };
     r.trace.sort();
     Ok(r)
@@ -211,6 +212,52 @@ fn can_counts(
         r.reasons
             .push(format!("{lost} lost frames count as deadline misses"));
     }
+    Ok(finish(&mut r, pool))
+}
+
+/// `E2eErrors` / `E2eTimeouts`: the receiver's E2E check outcomes of the protected
+/// messages, summed over the runs. Errors are frames whose check failed (CRC error,
+/// repeated, wrong sequence) out of the frames checked; timeouts count each time no valid
+/// frame came within the message's E2E timeout.
+fn e2e_counts(
+    req: &Requirement,
+    id: Option<u32>,
+    runs: &[RunData],
+) -> Result<RequirementResult, EvidenceError> {
+    let timeouts = matches!(req.metric, Metric::E2eTimeouts { .. });
+    let what = if timeouts {
+        "timeouts (no valid frame within the E2E timeout)"
+    } else {
+        "check failures (CRC error, repeated, wrong sequence)"
+    };
+    let label = format!("E2E {what}, {}", which_msg(id, runs));
+    let mut r = base(req, label, "frames", BoundKind::AtMost);
+    let mut pool = Pool::new();
+    let (mut count, mut checked) = (0u64, 0u64);
+    for run in runs {
+        let path = run.path.join(record::CAN);
+        for m in run.can.iter().flat_map(|c| &c.messages) {
+            let Some(e) = m.e2e.as_ref().filter(|_| id.is_none_or(|i| i == m.id)) else {
+                continue;
+            };
+            let n = if timeouts { e.timeout } else { e.failed() };
+            count = checked_sum(count, n, &path, "E2E count")?;
+            let seen = checked_sum(e.ok, e.ok_some_lost, &path, "E2E checks")?;
+            checked = checked_sum(
+                checked,
+                checked_sum(seen, e.failed(), &path, "E2E checks")?,
+                &path,
+                "E2E checks",
+            )?;
+            pool.touch(run, record::CAN);
+        }
+    }
+    let missing = if runs.iter().any(|r| r.can.is_some()) {
+        "no E2E-protected message in can.json"
+    } else {
+        "no can.json in any run"
+    };
+    judge_count(&mut r, pool.found, count, checked, missing);
     Ok(finish(&mut r, pool))
 }
 
@@ -422,6 +469,50 @@ mod tests {
             &runs,
         );
         assert!(r.reasons[0].contains("CPU 3"), "{:?}", r.reasons);
+    }
+
+    #[test]
+    fn e2e_metrics_sum_the_check_outcomes() {
+        let mut m1 = can_msg(0xC0, &[(300, 1000)], Some(800.0));
+        m1.e2e = Some(record::E2eCounts {
+            profile: "P05".into(),
+            ok: 990,
+            ok_some_lost: 4,
+            repeated: 1,
+            wrong_sequence: 2,
+            error: 3,
+            timeout: 0,
+            timeout_us: 20_000,
+        });
+        let m2 = can_msg(0x1A0, &[(400, 500)], Some(1900.0));
+        let runs = [run(good_env(), None, Some(can(vec![m1, m2])))];
+        let errs = req("E-1", Metric::E2eErrors { id: None }, None, Some(0.0));
+        let r = eval(&errs, &runs);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert_eq!(r.measured, Some(6.0));
+        assert_eq!(r.samples, Some(1000));
+        let t = req(
+            "E-2",
+            Metric::E2eTimeouts { id: Some(0xC0) },
+            None,
+            Some(0.0),
+        );
+        let r = eval(&t, &runs);
+        assert_eq!(r.data_verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.measured, Some(0.0));
+        // A message without protection has nothing to say.
+        let u = req(
+            "E-3",
+            Metric::E2eErrors { id: Some(0x1A0) },
+            None,
+            Some(0.0),
+        );
+        let r = eval(&u, &runs);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert_eq!(
+            r.reasons,
+            vec!["no E2E-protected message in can.json".to_string()]
+        );
     }
 
     #[test]

@@ -220,6 +220,10 @@ pub fn make_run(dir: &Path, name: &str, fx: Fixture) -> PathBuf {
             latency,
             frame_time_us: 270.0,
             wcrt_us: Some(wcrt),
+            sporadic: false,
+            signals: 0,
+            instance_from: "payload".into(),
+            e2e: None,
         }
     };
     let mut m0 = msg(
@@ -256,6 +260,8 @@ pub fn make_run(dir: &Path, name: &str, fx: Fixture) -> PathBuf {
             ),
         ],
         partial: false,
+        role: "both".into(),
+        time_base: record::TimeBase::default(),
     };
     rd.write_json(record::CAN, &can).unwrap();
     // Every run's log differs (its own timestamps): here, the run's name in a comment.
