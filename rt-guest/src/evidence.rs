@@ -152,6 +152,7 @@ mod tests {
             end_wall_ns: 0,
             elapsed_ns: 2_500_000_000,
             ending: Ending::Completed,
+            breaktrace: None,
         };
         let cfg = ProbeConfig {
             cpus: CpuSet::from_cpus([1]),

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use rt_guest::cli::{Cli, Command};
+use rt_guest::cli::{Cli, Command, Mode};
 use rt_guest::commands;
 
 fn main() -> ExitCode {
@@ -13,10 +13,11 @@ fn main() -> ExitCode {
     // else pages in the binary or starts a thread.
     let _ = rt_sys::rt::advise_exe_random(&rt_sys::SysRoot::live());
     rt_sys::rt::single_malloc_arena();
-    let cli = Cli::parse();
     let argv: Vec<String> = std::env::args().collect();
+    let cli = Cli::parse_from(commands::cli_args(&argv));
     let r = match &cli.command {
-        Command::Probe(a) => commands::probe(a, argv),
+        Command::Probe(a) => commands::probe(a, argv, Mode::Probe),
+        Command::Cyclictest(a) => commands::probe(a, argv, Mode::Cyclictest),
         Command::Selftest(a) => commands::selftest(a, argv),
         Command::Check(a) => commands::check(a),
         Command::Tune(a) => commands::tune(a),

@@ -76,7 +76,8 @@ pub struct ProbeConfig {
     pub sched: SchedParams,
     /// Stop after this many wakeups per thread.
     pub loops: Option<u64>,
-    /// Stop after this long.
+    /// Stop after this long. With neither this nor `loops`, the run goes on until the
+    /// stop flag is set (cyclictest's `-l 0`).
     pub duration_ns: Option<u64>,
     /// Stop and mark the trace when a latency exceeds this (ns).
     pub breaktrace_ns: Option<u64>,
@@ -117,9 +118,6 @@ impl ProbeConfig {
         }
         if self.duration_ns == Some(0) {
             return bad("duration", "a zero duration measures nothing".into());
-        }
-        if self.loops.is_none() && self.duration_ns.is_none() {
-            return bad("duration", "give a duration or a loop count".into());
         }
         Ok(())
     }
@@ -228,6 +226,8 @@ pub struct Outcome {
     pub elapsed_ns: u64,
     /// Why it ended.
     pub ending: Ending,
+    /// The breaktrace that ended it: (CPU, latency ns).
+    pub breaktrace: Option<(u32, u64)>,
 }
 
 struct Shared {
@@ -332,7 +332,12 @@ pub fn run(
         Ending::Completed
     };
     let elapsed_ns = end_mono.saturating_sub(start);
+    let breaktrace = match live.breaktrace_cpu.load(Ordering::SeqCst) {
+        0 => None,
+        c => Some((c - 1, live.breaktrace_ns.load(Ordering::SeqCst))),
+    };
     Ok(Outcome {
+        breaktrace,
         threads,
         start_wall_ns: wall0 + (start - mono0),
         end_wall_ns: wall0 + (end_mono - mono0),
@@ -593,8 +598,11 @@ mod tests {
         c.interval_ns = 1_000;
         assert!(c.validate().unwrap_err().to_string().contains("interval"));
         let mut c = cfg();
+        c.loops = Some(0);
+        assert!(c.validate().unwrap_err().to_string().contains("loops"));
         c.loops = None;
-        assert!(c.validate().is_err());
+        c.validate()
+            .expect("neither loops nor duration: until stopped");
         let mut c = cfg();
         c.cpus = CpuSet::new();
         assert!(c.validate().is_err());

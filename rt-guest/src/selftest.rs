@@ -406,6 +406,7 @@ mod tests {
             end_wall_ns: 0,
             elapsed_ns: 0,
             ending: Ending::Completed,
+            breaktrace: None,
         }
     }
 

@@ -217,7 +217,7 @@ fn an_unprivileged_probe_writes_every_output() {
         .arg(&run)
         .arg("--json")
         .arg(&json)
-        .arg("--histogram")
+        .arg("--histfile")
         .arg(&hist)
         .output()
         .unwrap();
@@ -542,4 +542,234 @@ fn root_tune_then_revert_restores_this_machine() {
         (halt.read_trim(knob).unwrap(), halt.read_trim(idle).unwrap()),
         before
     );
+}
+
+/// The shape of a cyclictest-style output: each line with its blanks as one space and
+/// every run of digits as `9`, the overflow cycle lists as `…`, consecutive equal shapes once. Two
+/// outputs with the same shape differ only in their numbers.
+fn shape(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in text.lines() {
+        let l = match l.strip_prefix("# Thread ") {
+            Some(rest) if !rest.starts_with("Ids:") => {
+                format!("# Thread {}: …", rest.split(':').next().unwrap_or(""))
+            }
+            _ => l.to_string(),
+        };
+        // Blanks as one space, none after `(` or `:` (cyclictest pads numbers there).
+        let mut s = String::new();
+        for c in l.chars() {
+            if c.is_whitespace() {
+                if !s.is_empty() && !s.ends_with([' ', '(', ':']) {
+                    s.push(' ');
+                }
+            } else if c.is_ascii_digit() {
+                if !s.ends_with('9') {
+                    s.push('9');
+                }
+            } else {
+                s.push(c);
+            }
+        }
+        let s = s.trim_end().to_string();
+        if out.last() != Some(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+#[test]
+fn shape_ignores_numbers_only() {
+    assert_eq!(
+        shape("T: 0 (28299) P:90 I:500 C:    300 Min:     14\n# Thread 0: 00001 # 00002 others\n"),
+        shape("T: 1 ( 4242) P:9 I:1000 C:  12300 Min:      1\n# Thread 0:\n")
+    );
+    assert_ne!(
+        shape("# Histogram\n000000 000001\n"),
+        shape("# Histogram\n000000 000001\t000002\n")
+    );
+}
+
+#[test]
+fn cyclictest_mode_prints_the_histogram_to_stdout_unprivileged() {
+    // SCHED_OTHER (no -p), so no privilege is needed: the drop-in's stdout alone.
+    let cpu = rt_sys::sched::get_affinity(0)
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let out = bin()
+        .args([
+            "cyclictest",
+            "-qmu",
+            "-h 20",
+            &format!("-a{cpu}"),
+            "-t1",
+            "-l",
+            "50",
+        ])
+        .args(["--default-system", "-i", "500"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines = parse_layout(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let (buckets, cols, keys, threads, empty) = layout_shape(&lines);
+    assert_eq!((buckets, cols, threads, empty), (20, 1, 1, true), "{text}");
+    assert_eq!(keys, vec!["Total", "Min", "Avg", "Max", "Overflows"]);
+    assert!(
+        !text.contains("cpu_dma_latency"),
+        "--default-system: {text}"
+    );
+    // Every wakeup is in the histogram or its overflows.
+    let total: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("# Total:") || l.starts_with("# Histogram Overflows:"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 50);
+}
+
+/// Run `cyclictest ARGS` and the drop-ins with the same ARGS (`rt-guest cyclictest`, a link
+/// named cyclictest, and `rt-guest probe` where stdout is cyclictest's); return the
+/// outputs (reference first).
+fn both(args: &[&str], dir: &Path) -> Vec<(String, String)> {
+    let link = dir.join("cyclictest");
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rt-guest"), &link).unwrap();
+    }
+    let mut runs = vec![
+        ("cyclictest".to_string(), Command::new("cyclictest")),
+        ("rt-guest cyclictest".to_string(), {
+            let mut c = bin();
+            c.arg("cyclictest");
+            c
+        }),
+        ("link named cyclictest".to_string(), Command::new(&link)),
+    ];
+    if args.iter().any(|a| a.starts_with("-h")) {
+        runs.push(("rt-guest probe".to_string(), {
+            let mut c = bin();
+            c.arg("probe").arg("--out").arg(dir.join("probe-run"));
+            c
+        }));
+    }
+    runs.into_iter()
+        .map(|(name, mut c)| {
+            let out = c.args(args).output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{name} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (name, String::from_utf8(out.stdout).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root and cyclictest (rt-tests): run by lab/test.sh"]
+fn root_cyclictest_and_the_drop_in_print_the_same_shape() {
+    if !testkit::require_root() || !testkit::require_command("cyclictest") {
+        return;
+    }
+    let _g = testkit::host_lock();
+    let dir = tempfile::tempdir().unwrap();
+    // rteval's invocation (bounded by -l), a breaktrace that fires at once, the status
+    // lines of -q, and one without -q and --default-system.
+    let lists: [&[&str]; 4] = [
+        &[
+            "-i1000",
+            "-qmu",
+            "-h 30",
+            "-p90",
+            "-t1",
+            "-a1",
+            "--default-system",
+            "-l",
+            "300",
+        ],
+        &[
+            "-qmu",
+            "-h",
+            "10",
+            "-p90",
+            "-t1",
+            "-a1",
+            "-b1",
+            "--tracemark",
+            "-l",
+            "2000",
+        ],
+        &["-q", "-m", "-p", "90", "-a", "1", "-i", "500", "-l", "200"],
+        &["-m", "-p90", "-a1", "-i", "1000", "-D", "2"],
+    ];
+    for args in lists {
+        let outs = both(args, dir.path());
+        let reference = shape(&outs[0].1);
+        for (name, text) in &outs[1..] {
+            let ours = shape(text);
+            if args.contains(&"-q") || args.contains(&"-qmu") {
+                assert_eq!(
+                    ours, reference,
+                    "{name} {args:?}:\n{text}\ncyclictest:\n{}",
+                    outs[0].1
+                );
+            } else {
+                // Live status: as many lines as seconds went by; the kinds of line match.
+                let kinds = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
+                let (o, r) = (kinds(&ours), kinds(&reference));
+                let status = "T:9 (9) P:9 I:9 C:9 Min:9 Act:9 Avg:9 Max:9".to_string();
+                assert!(
+                    o.contains(&status) && r.contains(&status),
+                    "{name}:\n{text}"
+                );
+                assert!(
+                    o.contains("# /dev/cpu_dma_latency set to 9us"),
+                    "{name}:\n{text}"
+                );
+            }
+        }
+        if args.contains(&"-b1") {
+            for (name, text) in &outs {
+                assert!(text.contains("# Break thread: "), "{name}:\n{text}");
+                assert!(text.contains("# Break value: "), "{name}:\n{text}");
+            }
+        }
+    }
+    // --json from both: every key cyclictest writes, rt_test_version a number.
+    let (cj, gj) = (dir.path().join("ct.json"), dir.path().join("rg.json"));
+    let json_args = ["-q", "-p90", "-a1", "-l", "100", "-h", "10"];
+    for (mut c, p) in [
+        (Command::new("cyclictest"), &cj),
+        (
+            {
+                let mut c = bin();
+                c.arg("cyclictest");
+                c
+            },
+            &gj,
+        ),
+    ] {
+        let out = c
+            .args(json_args)
+            .arg(format!("--json={}", p.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&cj).unwrap()).unwrap();
+    let o: Value = serde_json::from_str(&std::fs::read_to_string(&gj).unwrap()).unwrap();
+    let mut missing = Vec::new();
+    missing_keys(&r, &o, "", &mut missing);
+    assert!(missing.is_empty(), "{missing:?}");
+    let v: f64 = o["rt_test_version:"].as_str().unwrap().parse().unwrap();
+    assert!(v >= 2.0, "{o:#}");
 }
