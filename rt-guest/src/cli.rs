@@ -14,7 +14,8 @@ use crate::probe::{ProbeConfig, ProbeError};
 /// Real-time guest probe and guest-side tuning.
 ///
 /// Exit codes: 0 ok; 1 a bound was exceeded (`--max-us`), the self-test failed or the
-/// guest check found differences; 2 error.
+/// guest check found differences; 2 error; 130 (SIGINT) or 143 (SIGTERM): the probe was
+/// interrupted, the data measured until then is written and marked partial.
 #[derive(Debug, Parser)]
 #[command(name = "rt-guest", version, about, max_term_width = 100)]
 pub struct Cli {

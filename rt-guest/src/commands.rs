@@ -18,6 +18,7 @@ use crate::cli::{
 };
 use crate::cyclictest::{self, Header, Sysinfo};
 use crate::guest::{self, Status};
+use crate::output::{self, Reserve};
 use crate::probe::{self, Ending, Live, LiveThread, Outcome};
 use crate::selftest::{self, SelftestConfig};
 use crate::{evidence, VERSION};
@@ -231,6 +232,9 @@ fn online_cpus(root: &SysRoot) -> CpuSet {
         .unwrap_or_else(|| CpuSet::from_cpus([0]))
 }
 
+/// The partial reason of a tool run that has not ended (yet, or ever: killed).
+pub const RUNNING: &str = "running: no end recorded (killed or still measuring)";
+
 /// Open (or create) the run directory and record the tool run, the profile, the kernel
 /// facts and the guest check.
 fn open_run(
@@ -243,6 +247,12 @@ fn open_run(
     let mut rd = RunDir::open_or_create(dir)
         .with_context(|| format!("Cannot open run directory {}", dir.display()))?;
     rd.begin_tool(tool, VERSION, record::GIT_SHA, argv.to_vec())?;
+    // Partial until it ends: a run killed (SIGKILL, power loss) leaves a manifest that says
+    // so instead of `end: null, partial: false`.
+    if let Some(t) = rd.manifest_mut().tools.last_mut() {
+        t.partial = true;
+        t.partial_reason = Some(RUNNING.into());
+    }
     if let Some(l) = loaded {
         rd.set_profile(&l.profile.name, &l.origin.to_string(), &l.text)?;
     }
@@ -334,6 +344,10 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
     for w in &resolved.warnings {
         eprintln!("warning: {w}");
     }
+    output::check(args.json.as_deref(), "JSON file")?;
+    if let HistOut::File(p) = &resolved.histogram {
+        output::check(Some(p), "histogram")?;
+    }
     let mut cfg = resolved.config.clone();
     cfg.report_cpus = args
         .mainaffinity
@@ -355,6 +369,13 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
         .as_deref()
         .map(|d| open_run(&root, d, tool, &argv, loaded.as_ref()))
         .transpose()?;
+    let mut reserve = rd.as_ref().map(|rd| {
+        let (r, warning) = Reserve::hold(rd.path(), output::RESERVE_BYTES);
+        if let Some(w) = warning {
+            eprintln!("warning: {w}");
+        }
+        r
+    });
     let voice = Voice {
         quiet: args.quiet,
         cyclictest: mode == Mode::Cyclictest || resolved.histogram == HistOut::Stdout,
@@ -394,6 +415,9 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
     if prep.mlock {
         rt::munlockall();
         let _ = rt::drop_exe_text(&root);
+    }
+    if let Some(r) = reserve.as_mut() {
+        r.release();
     }
     let outcome = match outcome {
         Ok(o) => o,
@@ -480,7 +504,7 @@ impl Done<'_> {
                 .iter()
                 .map(|t| numa_node(root, t.cpu))
                 .collect();
-            write_user_file(
+            output::write(
                 p,
                 cyclictest::json(&header, &outcome.threads, &nodes).as_bytes(),
             )?;
@@ -500,7 +524,7 @@ impl Done<'_> {
                     self.dma_value,
                 ));
                 text.push_str(&breaks);
-                write_user_file(p, text.as_bytes())?;
+                output::write(p, text.as_bytes())?;
             }
             HistOut::Stdout => {
                 text.push_str(&cyclictest::histogram_text(&outcome.threads, None));
@@ -587,15 +611,6 @@ fn summary_table(rec: &record::ProbeRecord, outcome: &Outcome) -> String {
         ));
     }
     s
-}
-
-fn write_user_file(p: &Path, bytes: &[u8]) -> Result<()> {
-    let p = if p.parent().is_some_and(|d| d.as_os_str().is_empty()) {
-        Path::new(".").join(p)
-    } else {
-        p.to_path_buf()
-    };
-    record::write_atomic(&p, bytes).with_context(|| format!("Cannot write {}", p.display()))
 }
 
 /// `rt-guest selftest`.

@@ -14,6 +14,7 @@ pub mod cyclictest;
 pub mod evidence;
 pub mod guest;
 pub mod latency;
+pub mod output;
 pub mod probe;
 pub mod selftest;
 

@@ -1,6 +1,7 @@
 //! `rt-guest`: latency probe, self-test and guest tuning (see `rt-guest --help`).
 //!
-//! Exit codes: 0 ok; 1 a bound, the self-test or a check was not met; 2 error.
+//! Exit codes: 0 ok; 1 a bound, the self-test or a check was not met; 2 error; 130/143
+//! interrupted by SIGINT/SIGTERM (the data measured until then is written, marked partial).
 
 use std::process::ExitCode;
 

@@ -21,10 +21,6 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Keys of `reference` missing from `ours`, recursively, as paths. Histogram buckets are
 /// data, not layout: there only the key form (a whole number of us) is compared.
 fn missing_keys(reference: &Value, ours: &Value, path: &str, out: &mut Vec<String>) {
@@ -340,10 +336,10 @@ fn check_prints_json_and_revert_without_journal_is_a_no_op() {
 #[test]
 #[ignore = "needs root: run by lab/test.sh"]
 fn root_probe_on_cpu1_has_cyclictests_formats() {
-    if !is_root() {
-        eprintln!("skipped: not root");
+    if !testkit::require_root() {
         return;
     }
+    let _g = testkit::host_lock();
     let dir = tempfile::tempdir().unwrap();
     let (json, hist) = (dir.path().join("ct.json"), dir.path().join("ct.txt"));
     let out = bin()
@@ -383,10 +379,10 @@ fn root_probe_on_cpu1_has_cyclictests_formats() {
 #[test]
 #[ignore = "needs root: run by lab/test.sh"]
 fn root_selftest_passes_and_is_recorded() {
-    if !is_root() {
-        eprintln!("skipped: not root");
+    if !testkit::require_root() {
         return;
     }
+    let _g = testkit::host_lock();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let out = bin()
@@ -413,18 +409,12 @@ fn root_selftest_passes_and_is_recorded() {
     assert_eq!(rd.manifest().tools.len(), 2);
 }
 
-#[test]
-#[ignore = "needs root: run by lab/test.sh"]
-fn root_sigint_keeps_the_data_marked_partial() {
-    if !is_root() {
-        eprintln!("skipped: not root");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
+/// Start a FIFO probe on CPU 1 for 60 s, wait for a status line with samples, send `sig`;
+/// return the exit status (the probe must stop within 10 s).
+fn interrupt_probe(args: &[&str], sig: nix::sys::signal::Signal) -> std::process::ExitStatus {
     let mut child = bin()
-        .args(["probe", "-a", "1", "-p", "90", "-D", "60s", "--out"])
-        .arg(&run)
+        .args(["probe", "-a", "1", "-p", "90", "-D", "60s"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -451,31 +441,244 @@ fn root_sigint_keeps_the_data_marked_partial() {
         let _ = child.wait();
         panic!("no status line with samples within 20 s");
     }
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(pid, sig).unwrap();
     let t0 = Instant::now();
-    let status = loop {
+    loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
         if t0.elapsed() > Duration::from_secs(10) {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            panic!("the probe did not stop within 10 s of SIGINT");
+            panic!("the probe did not stop within 10 s of {sig}");
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status:?}");
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by lab/test.sh"]
+fn root_sigint_and_sigterm_keep_the_data_marked_partial_and_exit_interrupted() {
+    if !testkit::require_root() {
+        return;
+    }
+    let _g = testkit::host_lock();
+    use nix::sys::signal::Signal;
+    for (sig, code, name) in [
+        (Signal::SIGINT, 130, "SIGINT"),
+        (Signal::SIGTERM, 143, "SIGTERM"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let (json, hist) = (dir.path().join("ct.json"), dir.path().join("ct.txt"));
+        let (run_s, json_s, hist_s) = (
+            run.to_str().unwrap(),
+            json.to_str().unwrap(),
+            hist.to_str().unwrap(),
+        );
+        let status = interrupt_probe(
+            &[
+                "--out",
+                run_s,
+                "--json",
+                json_s,
+                "-h",
+                "50",
+                "--histfile",
+                hist_s,
+            ],
+            sig,
+        );
+        assert_eq!(status.code(), Some(code), "{name}: {status:?}");
+        let rd = record::RunDir::open(&run).unwrap();
+        rd.verify().unwrap();
+        let rec: record::ProbeRecord = rd.read_json("probe.json").unwrap();
+        assert!(rec.partial);
+        assert!(rec.threads[0].samples > 0);
+        assert!(rec.elapsed_s < 50.0);
+        let tool = &rd.manifest().tools[0];
+        assert!(tool.partial && tool.end.is_some());
+        assert_eq!(
+            tool.partial_reason.as_deref(),
+            Some(format!("interrupted by {name}").as_str())
+        );
+        // The cyclictest-format files say partial too.
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["partial"], true);
+        assert_eq!(v["return_code"], code);
+        let text = std::fs::read_to_string(&hist).unwrap();
+        assert!(
+            text.starts_with(&format!("# Partial: interrupted by {name}")),
+            "{text}"
+        );
+        parse_layout(&text).unwrap();
+    }
+}
+
+#[test]
+fn bad_output_paths_fail_before_measuring() {
+    let dir = tempfile::tempdir().unwrap();
+    for (opt, path) in [
+        ("--json", dir.path().to_path_buf()),
+        ("--histfile", dir.path().join("no/such/dir/h.txt")),
+    ] {
+        let t0 = Instant::now();
+        let out = bin()
+            .args(["probe", "--policy", "other", "-a", "0", "-D", "1h", "-q"])
+            .args(["--out"])
+            .arg(dir.path().join("run"))
+            .arg(opt)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(t0.elapsed() < Duration::from_secs(30), "it measured first");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(!dir.path().join("run/probe.json").exists());
+    }
+}
+
+#[test]
+fn dash_is_stdout_and_dev_stdout_is_written_through() {
+    let cpu = rt_sys::sched::get_affinity(0)
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "probe",
+            "--policy",
+            "other",
+            "-a",
+            &cpu.to_string(),
+            "-l",
+            "20",
+            "-q",
+        ])
+        .args(["--no-dma-latency", "--json", "-", "--out"])
+        .arg(dir.path().join("run"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let start = text.find('{').unwrap();
+    let end = text.rfind('}').unwrap();
+    let v: Value = serde_json::from_str(&text[start..=end]).unwrap();
+    assert_eq!(v["thread"]["0"]["cycles"], 20);
+    assert!(!dir.path().join("-").exists(), "a file named - was written");
+    // /dev/stdout (a link to this pipe) is written through and stays a link.
+    let out = bin()
+        .args([
+            "probe",
+            "--policy",
+            "other",
+            "-a",
+            &cpu.to_string(),
+            "-l",
+            "20",
+            "-q",
+        ])
+        .args([
+            "--no-dma-latency",
+            "--histogram-us",
+            "5",
+            "--histfile",
+            "/dev/stdout",
+            "--out",
+        ])
+        .arg(dir.path().join("run2"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("# Histogram\n000000 "));
+    assert!(std::fs::symlink_metadata("/dev/stdout")
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+/// Unmounts on drop.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+#[ignore = "needs root (mounts a small tmpfs): run by lab/test.sh"]
+fn root_a_disk_that_fills_during_the_run_still_takes_the_records() {
+    if !testkit::require_root() || !testkit::require_command("mount") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _u = Unmount(mnt.clone());
+    let cpu = rt_sys::sched::get_affinity(0)
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let run = mnt.join("run");
+    let child = bin()
+        .args([
+            "probe",
+            "--policy",
+            "other",
+            "-a",
+            &cpu.to_string(),
+            "-D",
+            "3s",
+            "-q",
+        ])
+        .args(["--no-dma-latency", "--out"])
+        .arg(&run)
+        .arg("--json")
+        .arg(mnt.join("ct.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Fill the disk while it measures.
+    std::thread::sleep(Duration::from_millis(1500));
+    let fill = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", mnt.join("filler").display()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&fill.stderr).contains("No space left"),
+        "{fill:?}"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rd = record::RunDir::open(&run).unwrap();
     rd.verify().unwrap();
     let rec: record::ProbeRecord = rd.read_json("probe.json").unwrap();
-    assert!(rec.partial);
-    assert!(rec.threads[0].samples > 0);
-    assert!(rec.elapsed_s < 50.0);
-    let tool = &rd.manifest().tools[0];
-    assert!(tool.partial);
-    assert_eq!(
-        tool.partial_reason.as_deref(),
-        Some("interrupted by SIGINT")
-    );
+    assert!(rec.threads[0].samples > 0 && !rec.partial);
+    serde_json::from_str::<Value>(&std::fs::read_to_string(mnt.join("ct.json")).unwrap()).unwrap();
+    // No temp file, no empty file left behind.
+    for e in std::fs::read_dir(&run).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "left behind: {name}");
+        assert!(e.metadata().unwrap().len() > 0, "empty: {name}");
+    }
 }
 
 /// Runs `rt-guest revert` on drop: a root test that tunes reverts even when it fails.
@@ -493,15 +696,17 @@ impl Drop for RevertOnDrop {
 #[test]
 #[ignore = "needs root: run by lab/test.sh"]
 fn root_tune_then_revert_restores_this_machine() {
-    if !is_root() {
-        eprintln!("skipped: not root");
+    if !testkit::require_root() {
         return;
     }
+    let _g = testkit::host_lock();
     let halt = rt_sys::SysRoot::live();
     let knob = "sys/module/haltpoll/parameters/guest_halt_poll_ns";
     let idle = "sys/devices/system/cpu/cpu1/cpuidle/state1/disable";
-    if !halt.exists(knob) || !halt.exists(idle) {
-        eprintln!("skipped: no guest halt polling or cpuidle state1 on CPU 1 here");
+    if !testkit::require(
+        halt.exists(knob) && halt.exists(idle),
+        "no guest halt polling or cpuidle state1 on CPU 1 here",
+    ) {
         return;
     }
     let before = (halt.read_trim(knob).unwrap(), halt.read_trim(idle).unwrap());
