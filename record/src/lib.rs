@@ -5,6 +5,7 @@
 //!   the profile copy, the typed [`Environment`] and the sha256 of every file;
 //! - [`check`]: what the checkers report ([`CheckReport`], one [`CheckStatus`]), the probe
 //!   self-test ([`SelftestSummary`]) and the [`Accelerator`] the run was measured on;
+//! - [`oslat`]: the busy-loop record (`oslat.json`);
 //! - [`records`]: `probe.json` and `can.json` and the consistency checks a reader applies;
 //! - [`hist`]: HDR histograms in records (HdrHistogram V2 compressed, base64), their safe
 //!   decoding, the percentile definition and the summaries;
@@ -18,12 +19,14 @@ pub mod error;
 pub mod fsafe;
 pub mod hist;
 pub mod manifest;
+pub mod oslat;
 pub mod records;
 pub mod rundir;
 
 pub use check::*;
 pub use error::RecordError;
 pub use manifest::*;
+pub use oslat::{OslatRecord, OslatSettings, OslatThread, OSLAT};
 pub use records::*;
 pub use rundir::*;
 
