@@ -37,6 +37,9 @@ pub enum Command {
     /// named so).
     #[command(disable_help_flag = true)]
     Cyclictest(ProbeArgs),
+    /// Busy-loop latency (oslat-class): read the clock back to back on each CPU and
+    /// histogram the gaps; takes oslat's options and prints its format.
+    Oslat(OslatArgs),
     /// Show that the probe measures right by injecting known delays on CPU 1.
     Selftest(SelftestArgs),
     /// Check the guest: PREEMPT_RT, isolated CPUs, halt polling, idle states,
@@ -182,6 +185,60 @@ pub struct ProbeArgs {
     /// Exit 1 when any thread's max latency exceeds BOUND microseconds.
     #[arg(long, value_name = "BOUND")]
     pub max_us: Option<u64>,
+}
+
+/// Options of `oslat`, named like rt-tests' oslat's.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OslatArgs {
+    /// Profile (name or file) whose `guest.probe` gives the CPUs and the duration.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// CPUs to run on, one loop each (e.g. `1,3,5-7`). Default: the profile's probe CPUs, 1.
+    #[arg(short = 'c', long = "cpu-list", value_name = "LIST", value_parser = parse_cpus)]
+    pub cpus: Option<CpuSet>,
+    /// CPUs of the main (reporting) thread. Default: the CPUs not measured.
+    #[arg(short = 'C', long = "cpu-main-thread", value_name = "LIST", value_parser = parse_cpus)]
+    pub main_cpus: Option<CpuSet>,
+    /// Run time (`60`, `20m`, `2h`; a bare number is seconds). Default 60s.
+    #[arg(short = 'D', long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// oslat's one-microsecond buckets (5..=1024; the last takes the overflows).
+    #[arg(short = 'b', long = "bucket-size", default_value_t = 32, value_parser = parse_count::<usize>)]
+    pub buckets: usize,
+    /// Run the loops at SCHED_FIFO with this priority (default: SCHED_OTHER, as oslat).
+    #[arg(short = 'f', long, value_name = "PRIO", value_parser = parse_count::<u32>)]
+    pub rtprio: Option<u32>,
+    /// Stop when a gap reaches US: mark the ftrace trace and stop tracing (oslat `-T`).
+    #[arg(short = 'T', long = "trace-threshold", value_name = "US", value_parser = parse_count::<u64>)]
+    pub trace_threshold: Option<u64>,
+    /// Only the summary at the end (no header, no live status).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Omit the buckets that are zero on every CPU.
+    #[arg(short = 'z', long = "zero-omit")]
+    pub zero_omit: bool,
+    /// Also write oslat's JSON file (`-` is stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Run directory for oslat.json and manifest.json. Default `./run-<utc>`.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub out: Option<PathBuf>,
+    /// Lock the whole binary in RAM instead of only the pages that run.
+    #[arg(long = "mlockall")]
+    pub mlock_all: bool,
+    /// Exit 1 when any CPU's max gap exceeds BOUND microseconds.
+    #[arg(long, value_name = "BOUND")]
+    pub max_us: Option<u64>,
+    /// Self-test instead: inject stalls of --delay-us every --every-ms on the one CPU of
+    /// -c (a FIFO thread above the loop) and check they are seen, by count and size.
+    #[arg(long)]
+    pub selftest: bool,
+    /// Injected stall (self-test), us.
+    #[arg(long, default_value_t = 200)]
+    pub delay_us: u64,
+    /// Period of the injected stalls (self-test), ms.
+    #[arg(long, default_value_t = 10)]
+    pub every_ms: u64,
 }
 
 /// Options of `selftest`.

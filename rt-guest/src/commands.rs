@@ -70,7 +70,7 @@ impl Signals {
 }
 
 /// The CPUs for the reporting thread: online CPUs minus the measured ones.
-fn report_cpus(root: &SysRoot, measured: &CpuSet) -> Option<CpuSet> {
+pub(crate) fn report_cpus(root: &SysRoot, measured: &CpuSet) -> Option<CpuSet> {
     let online = rt_sys::cpulist::online(root).ok()?;
     let rest = online.difference(measured);
     (!rest.is_empty()).then_some(rest)
@@ -79,7 +79,7 @@ fn report_cpus(root: &SysRoot, measured: &CpuSet) -> Option<CpuSet> {
 /// Every measured CPU must be online; measuring every CPU at a real-time policy leaves
 /// no CPU for the reporting thread and the rest of the system (warned, as cyclictest
 /// allows it; RT throttling still applies).
-fn check_cpus(root: &SysRoot, cfg: &probe::ProbeConfig) -> Result<()> {
+pub(crate) fn check_cpus(root: &SysRoot, cfg: &probe::ProbeConfig) -> Result<()> {
     let online = match rt_sys::cpulist::online(root) {
         Ok(c) => c,
         Err(e) if e.is_not_found() => return Ok(()),
@@ -111,13 +111,13 @@ fn numa_node(root: &SysRoot, cpu: u32) -> u32 {
 }
 
 /// Memory locking and the PM QoS hold for a measurement.
-struct Prepared {
-    mlock: bool,
-    dma: Option<DmaLatency>,
-    warnings: Vec<String>,
+pub(crate) struct Prepared {
+    pub(crate) mlock: bool,
+    pub(crate) dma: Option<DmaLatency>,
+    pub(crate) warnings: Vec<String>,
 }
 
-fn prepare(root: &SysRoot, hold_dma: Option<i32>, mlock_all: bool) -> Prepared {
+pub(crate) fn prepare(root: &SysRoot, hold_dma: Option<i32>, mlock_all: bool) -> Prepared {
     let mut warnings = Vec::new();
     let locked = if mlock_all {
         rt::mlockall()
@@ -219,13 +219,13 @@ fn load_for_guest(p: &str, root: &SysRoot) -> Result<profiles::Loaded> {
     Ok(loaded)
 }
 
-fn load_profile(name: Option<&str>, root: &SysRoot) -> Result<Option<profiles::Loaded>> {
+pub(crate) fn load_profile(name: Option<&str>, root: &SysRoot) -> Result<Option<profiles::Loaded>> {
     name.map(|p| load_for_guest(p, root)).transpose()
 }
 
 /// The online CPUs (`-a` alone, `-t`, `-S`); this process's affinity where the kernel
 /// does not say.
-fn online_cpus(root: &SysRoot) -> CpuSet {
+pub(crate) fn online_cpus(root: &SysRoot) -> CpuSet {
     rt_sys::cpulist::online(root)
         .ok()
         .or_else(|| rt_sys::sched::get_affinity(0).ok())
@@ -237,7 +237,7 @@ pub const RUNNING: &str = "running: no end recorded (killed or still measuring)"
 
 /// Open (or create) the run directory and record the tool run, the profile, the kernel
 /// facts and the guest check.
-fn open_run(
+pub(crate) fn open_run(
     root: &SysRoot,
     dir: &Path,
     tool: &str,
@@ -569,7 +569,7 @@ impl Done<'_> {
     }
 }
 
-fn print_flush(text: &str) {
+pub(crate) fn print_flush(text: &str) {
     let mut o = std::io::stdout().lock();
     let _ = o.write_all(text.as_bytes());
     let _ = o.flush();

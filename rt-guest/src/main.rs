@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     let r = match &cli.command {
         Command::Probe(a) => commands::probe(a, argv, Mode::Probe),
         Command::Cyclictest(a) => commands::probe(a, argv, Mode::Cyclictest),
+        Command::Oslat(a) => rt_guest::oslat_cmd::oslat(a, argv),
         Command::Selftest(a) => commands::selftest(a, argv),
         Command::Check(a) => commands::check(a),
         Command::Tune(a) => commands::tune(a),

@@ -347,7 +347,7 @@ pub fn run(
 }
 
 /// Counts the thread as finished when it leaves, whatever the path.
-struct Finished<'a>(&'a AtomicUsize);
+pub(crate) struct Finished<'a>(pub(crate) &'a AtomicUsize);
 
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
@@ -355,7 +355,7 @@ impl Drop for Finished<'_> {
     }
 }
 
-fn block_stop_signals() {
+pub(crate) fn block_stop_signals() {
     use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
@@ -365,9 +365,10 @@ fn block_stop_signals() {
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
 }
 
-fn setup(cfg: &ProbeConfig, cpu: u32) -> Result<SchedParams, SysError> {
+/// Pin the calling thread to `cpu`, then set its policy; returns the policy read back.
+pub(crate) fn pin_and_set(cpu: u32, params: SchedParams) -> Result<SchedParams, SysError> {
     sched::set_affinity(0, &CpuSet::from_cpus([cpu]))?;
-    sched::set_sched(0, cfg.sched)?;
+    sched::set_sched(0, params)?;
     sched::get_sched(0)
 }
 
@@ -402,7 +403,7 @@ fn measure(
     let _done = Finished(&sh.live.finished);
     block_stop_signals();
     let tid = sched::gettid();
-    let setup = setup(&sh.cfg, cpu);
+    let setup = pin_and_set(cpu, sh.cfg.sched);
     if setup.is_err() {
         sh.abort.store(true, Ordering::SeqCst);
     }

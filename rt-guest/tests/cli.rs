@@ -978,3 +978,197 @@ fn root_cyclictest_and_the_drop_in_print_the_same_shape() {
     let v: f64 = o["rt_test_version:"].as_str().unwrap().parse().unwrap();
     assert!(v >= 2.0, "{o:#}");
 }
+
+#[test]
+fn an_unprivileged_oslat_writes_oslats_text_and_a_record() {
+    let cpu = rt_sys::sched::get_affinity(0)
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (run, json) = (dir.path().join("run"), dir.path().join("oslat.json"));
+    let out = bin()
+        .args([
+            "oslat",
+            "-c",
+            &cpu.to_string(),
+            "-D",
+            "1",
+            "-q",
+            "-b",
+            "8",
+            "--out",
+        ])
+        .arg(&run)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let buckets: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.ends_with(|c: char| c.is_ascii_digit()) || l.contains("(including overflows)")
+        })
+        .filter(|l| l.contains(" (us):"))
+        .collect();
+    assert_eq!(buckets.len(), 8, "{text}");
+    for key in [
+        "Core:",
+        "Counter Freq:",
+        "Minimum:",
+        "Average:",
+        "Maximum:",
+        "Max-Min:",
+        "Duration:",
+    ] {
+        assert!(text.contains(key), "{key}: {text}");
+    }
+    let rd = record::RunDir::open(&run).unwrap();
+    rd.verify().unwrap();
+    let rec: record::OslatRecord = rd.read_json(record::OSLAT).unwrap();
+    let t = &rec.threads[0];
+    assert!(t.samples > 10_000 && !rec.partial, "{}", t.samples);
+    assert_eq!(
+        t.gaps.histogram().unwrap().len() + t.out_of_range,
+        t.samples
+    );
+    assert!(!rd.manifest().tools[0].partial);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let total: u64 = v["thread"]["0"]["histogram"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, t.samples);
+}
+
+#[test]
+#[ignore = "needs root and oslat (rt-tests): run by lab/test.sh"]
+fn root_oslat_and_rt_guest_oslat_print_the_same_shape() {
+    if !testkit::require_root() || !testkit::require_command("oslat") {
+        return;
+    }
+    let _g = testkit::host_lock();
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["-c", "1", "-D", "2", "-q", "-b", "16"][..],
+        &["-c", "1", "-D", "2", "-f", "1", "-b", "8", "-z"][..],
+    ] {
+        let (oj, gj) = (dir.path().join("o.json"), dir.path().join("g.json"));
+        let theirs = Command::new("oslat")
+            .args(args)
+            .arg(format!("--json={}", oj.display()))
+            .output()
+            .unwrap();
+        let ours = bin()
+            .arg("oslat")
+            .args(args)
+            .arg("--json")
+            .arg(&gj)
+            .arg("--out")
+            .arg(dir.path().join("run"))
+            .output()
+            .unwrap();
+        assert!(
+            theirs.status.success() && ours.status.success(),
+            "{theirs:?} {ours:?}"
+        );
+        // Past the version line, the same lines with other numbers (-z may omit other
+        // buckets: compare the kinds of line there).
+        let shape_of = |o: &std::process::Output| {
+            let t = String::from_utf8_lossy(&o.stdout).into_owned();
+            shape(&t.lines().skip(1).collect::<Vec<_>>().join("\n"))
+        };
+        let (s_t, s_o) = (shape_of(&theirs), shape_of(&ours));
+        if args.contains(&"-z") {
+            let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
+            assert_eq!(set(&s_o), set(&s_t), "{ours:?}");
+        } else {
+            assert_eq!(
+                s_o,
+                s_t,
+                "{}\n---\n{}",
+                String::from_utf8_lossy(&ours.stdout),
+                String::from_utf8_lossy(&theirs.stdout)
+            );
+        }
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(&oj).unwrap()).unwrap();
+        let o: Value = serde_json::from_str(&std::fs::read_to_string(&gj).unwrap()).unwrap();
+        let mut missing = Vec::new();
+        missing_keys(&r, &o, "", &mut missing);
+        assert!(missing.is_empty(), "{missing:?}");
+        assert_eq!(
+            r["thread"]["0"]["histogram"].as_object().unwrap().len(),
+            o["thread"]["0"]["histogram"].as_object().unwrap().len()
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root (FIFO loop and injector on CPU 1): run by lab/test.sh"]
+fn root_oslat_selftest_detects_the_injected_stalls() {
+    if !testkit::require_root() {
+        return;
+    }
+    let _g = testkit::host_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("st.json");
+    let out = bin()
+        .args(["oslat", "--selftest", "-c", "1", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(v["passed"], true, "{v:#}");
+    assert_eq!(out.status.code(), Some(0));
+    // 3 s of injections every 10 ms, less the late ones.
+    let injected = v["injected"].as_u64().unwrap();
+    assert!(
+        injected + v["injected_late"].as_u64().unwrap() >= 290,
+        "{v:#}"
+    );
+    let median = v["detected_median_us"].as_f64().unwrap();
+    assert!((200.0..250.0).contains(&median), "{v:#}");
+}
+
+#[test]
+#[ignore = "needs root: run by lab/test.sh"]
+fn root_oslat_sigint_keeps_the_data_marked_partial() {
+    if !testkit::require_root() {
+        return;
+    }
+    let _g = testkit::host_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let child = bin()
+        .args(["oslat", "-c", "1", "-f", "1", "-D", "60", "-q", "--out"])
+        .arg(&run)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let rd = record::RunDir::open(&run).unwrap();
+    rd.verify().unwrap();
+    let rec: record::OslatRecord = rd.read_json(record::OSLAT).unwrap();
+    assert!(rec.partial && rec.threads[0].samples > 0 && rec.elapsed_s < 30.0);
+    assert_eq!(
+        rd.manifest().tools[0].partial_reason.as_deref(),
+        Some("interrupted by SIGINT")
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Partial: interrupted by SIGINT"));
+}
