@@ -74,15 +74,7 @@ pub fn evaluate_one(
         }
         Metric::CanJitter { percentile, id } => can_hist(req, *percentile, *id, true, runs, opts)?,
         Metric::OslatLatency { percentile, cpu } => {
-            let label = format!(
-                "busy-loop gap {}, {}",
-                pct_label(*percentile),
-                which_cpu(*cpu)
-            );
-            let mut r = base(req, label, "us", BoundKind::AtMost);
-            r.reasons
-                .push("oslat.json is not evaluated by this version of validation".into());
-            finish(&mut r, Pool::new())
+            oslat_latency(req, *percentile, *cpu, runs, opts)?
         }
         Metric::ProbeMissed => probe_missed(req, runs)?,
         Metric::CanDeadlineMisses { id } => can_counts(req, *id, false, runs)?,
@@ -124,6 +116,41 @@ fn probe_latency(
     if out_of_range > 0 {
         r.reasons.push(format!(
             "{out_of_range} values were outside the histogram range (early wakeups or above 60 s) and are not in the distribution"
+        ));
+    }
+    Ok(finish(&mut r, pool))
+}
+
+fn oslat_latency(
+    req: &Requirement,
+    p: f64,
+    cpu: Option<u32>,
+    runs: &[RunData],
+    opts: &EvalOptions,
+) -> Result<RequirementResult, EvidenceError> {
+    let label = format!("busy-loop gap {}, {}", pct_label(p), which_cpu(cpu));
+    let mut r = base(req, label, "us", BoundKind::AtMost);
+    let mut pool = Pool::new();
+    let mut out_of_range = 0u64;
+    for run in runs {
+        let path = run.path.join(record::OSLAT);
+        for t in run.oslat.iter().flat_map(|o| &o.threads) {
+            if cpu.is_none_or(|c| c == t.cpu) {
+                pool.add(run, record::OSLAT, &format!("CPU {}", t.cpu), &t.gaps)?;
+                out_of_range = checked_sum(out_of_range, t.out_of_range, &path, "out of range")?;
+            }
+        }
+    }
+    if runs.iter().all(|r| r.oslat.is_none()) {
+        r.reasons.push("no oslat.json in any run".into());
+    } else if !pool.found {
+        r.reasons
+            .push(format!("no oslat loop measured {}", which_cpu(cpu)));
+    }
+    judge_percentile(&mut r, &pool, p, opts);
+    if out_of_range > 0 {
+        r.reasons.push(format!(
+            "{out_of_range} gaps were above the histogram range (60 s) and are not in the distribution"
         ));
     }
     Ok(finish(&mut r, pool))
@@ -321,8 +348,8 @@ fn wcrt_slack(req: &Requirement, id: Option<u32>, runs: &[RunData]) -> Requireme
 mod tests {
     use super::*;
     use crate::evidence::fixtures::{
-        can, can_msg, eval, facts, good_env, host_check, max_latency, probe, req, run, selftest,
-        tool,
+        can, can_msg, eval, facts, good_env, host_check, max_latency, oslat, probe, req, run,
+        selftest, tool,
     };
     use rt_sys::kernel::Virtualization;
 
@@ -550,5 +577,54 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("overflows a 64-bit count"), "{e}");
+    }
+
+    #[test]
+    fn oslat_latency_is_judged_from_oslat_json() {
+        let oslat_max = |bound: f64, cpu: Option<u32>| {
+            req(
+                "R-OSLAT",
+                Metric::OslatLatency {
+                    percentile: 100.0,
+                    cpu,
+                },
+                Some(bound),
+                None,
+            )
+        };
+        let mut r1 = run(good_env(), None, None);
+        r1.manifest.files.insert(
+            record::OSLAT.into(),
+            record::FileEntry {
+                sha256: "ef".repeat(32),
+                bytes: 1,
+                written_by: "test".into(),
+            },
+        );
+        r1.oslat = Some(oslat(1, &[(1, 99_000), (38, 1_000)]));
+        let runs = [r1];
+        let r = eval(&oslat_max(40.0, None), &runs);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.samples, Some(100_000));
+        assert!((r.measured.unwrap() - 38.0).abs() < 0.05, "{r:?}");
+        assert_eq!(r.trace[0].file, "oslat.json");
+        assert_eq!(r.metric_label, "busy-loop gap max, all CPUs");
+        let r = eval(&oslat_max(30.0, Some(1)), &runs);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert!(r.confidence.unwrap().starts_with("1000 of 100000"));
+        let r = eval(&oslat_max(40.0, Some(2)), &runs);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(
+            r.reasons
+                .iter()
+                .any(|x| x.contains("no oslat loop measured CPU 2")),
+            "{r:?}"
+        );
+        let none = [run(good_env(), Some(probe(&[(10, 100)], 0)), None)];
+        let r = eval(&oslat_max(40.0, None), &none);
+        assert!(
+            r.reasons.iter().any(|x| x == "no oslat.json in any run"),
+            "{r:?}"
+        );
     }
 }
