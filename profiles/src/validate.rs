@@ -1212,7 +1212,11 @@ mod tests {
             cpu: None,
         };
         p.requirements[0].bound = p.requirements[0].bound_us.take();
-        assert!(one(&p).contains("OslatLatency takes bound_us"), "{}", one(&p));
+        assert!(
+            one(&p).contains("OslatLatency takes bound_us"),
+            "{}",
+            one(&p)
+        );
         let ron = r#"Profile(name: "x", requirements: [(id: "R1", asil: D, text: "busy loop",
             metric: OslatLatency(percentile: 100.0), bound_us: Some(40))])"#;
         let p = crate::parse(ron, "x").unwrap();
