@@ -131,6 +131,10 @@ pub struct ProbeArgs {
     /// `1d` too). Default 60s (cyclictest mode: until stopped).
     #[arg(short = 'D', long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Every INTERVAL (`10m`), write a complete probe.json marked partial (atomically, hashed
+    /// in the manifest): a crash or power loss loses at most one interval of a long run.
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
+    pub checkpoint: Option<Duration>,
     /// Wakeups per thread (0: until stopped, as cyclictest); with --duration, whichever
     /// comes first ends the run.
     #[arg(short = 'l', long, value_parser = parse_count::<u64>)]
@@ -453,6 +457,9 @@ pub fn resolve(
                 .map(|us| u64::from(us) * 1000),
             hist_us,
             report_cpus: None,
+            checkpoint_ns: args
+                .checkpoint
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         },
         dma_latency: (!args.no_dma_latency && p.dma_latency).then_some(args.latency),
         histogram,

@@ -19,7 +19,7 @@ use crate::cli::{
 use crate::cyclictest::{self, Header, Sysinfo};
 use crate::guest::{self, Status};
 use crate::output::{self, Reserve};
-use crate::probe::{self, Ending, Live, LiveThread, Outcome};
+use crate::probe::{self, Checkpoint, Ending, Live, LiveThread, Outcome};
 use crate::selftest::{self, SelftestConfig};
 use crate::{evidence, VERSION};
 
@@ -181,7 +181,12 @@ fn status_lines(
     for (i, t) in live.threads.iter().enumerate() {
         s.push_str(&cyclictest::status_line(&live_status(i, t, cfg)));
         if extra.is_some() {
-            s.push_str(&format!(" Missed:{}", t.missed.load(Ordering::Relaxed)));
+            // The rolling max: the largest latency since the previous status line.
+            s.push_str(&format!(
+                " Missed:{} Win:{}",
+                t.missed.load(Ordering::Relaxed),
+                t.window_max_ns.swap(0, Ordering::Relaxed) / 1000
+            ));
         }
         if i + 1 < live.threads.len() {
             s.push('\n');
@@ -278,12 +283,65 @@ struct Voice {
     tty: bool,
 }
 
+/// What a checkpoint needs: the run directory and the record's settings.
+struct Checkpointer<'a> {
+    rd: Option<&'a mut RunDir>,
+    mlock: bool,
+    dma_held: bool,
+}
+
+impl Checkpointer<'_> {
+    /// Write `probe.json` as it stands (atomically, hashed in the manifest, marked partial)
+    /// and say so; a failed write keeps the previous checkpoint.
+    fn write(&mut self, cfg: &probe::ProbeConfig, cp: &Checkpoint<'_>) {
+        let Some(rd) = self.rd.as_deref_mut() else {
+            return;
+        };
+        let rec = evidence::checkpoint_record(cfg, self.mlock, self.dma_held, cp);
+        let at = evidence::rfc3339(rt::realtime_ns());
+        if let Some(t) = rd.manifest_mut().tools.last_mut() {
+            t.partial_reason = Some(format!(
+                "checkpoint {} at {at}: the run went on (still measuring, or killed)",
+                cp.number
+            ));
+        }
+        let (mut worst, mut win) = (0, (0, 0));
+        for t in &cp.threads {
+            worst = worst.max(t.stats.max_ns);
+            if t.interval_max_ns >= win.0 {
+                win = (t.interval_max_ns, t.cpu);
+            }
+        }
+        match rd.write_json(record::PROBE, &rec) {
+            Ok(()) => eprintln!(
+                "checkpoint {} ({:.0} s): max {:.1} us this interval (CPU {}), {:.1} us so far",
+                cp.number,
+                ns_f(cp.elapsed_ns) / 1e9,
+                ns_f(win.0) / 1e3,
+                win.1,
+                ns_f(worst) / 1e3
+            ),
+            Err(e) => eprintln!(
+                "warning: checkpoint {} not written ({e:#}): the previous one stays",
+                cp.number
+            ),
+        }
+    }
+}
+
+fn ns_f(ns: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // ns of a run fit a double well
+    let v = ns as f64;
+    v
+}
+
 fn run_engine(
     cfg: &probe::ProbeConfig,
     ftrace: Option<Ftrace>,
     signals: &Signals,
     live: Arc<Live>,
     voice: Voice,
+    mut checkpointer: Checkpointer<'_>,
 ) -> Result<Outcome, probe::ProbeError> {
     #[allow(clippy::cast_precision_loss)]
     let planned_s = cfg.duration_ns.map(|d| d as f64 / 1e9);
@@ -305,8 +363,7 @@ fn run_engine(
                 let _ = o.flush();
                 return;
             }
-            #[allow(clippy::cast_precision_loss)]
-            let el = rt::monotonic_ns().saturating_sub(t0) as f64 / 1e9;
+            let el = ns_f(rt::monotonic_ns().saturating_sub(t0)) / 1e9;
             let line = status_lines(l, &cfg2, Some((el, planned_s)));
             let mut e = std::io::stderr().lock();
             if voice.tty && cfg2.cpus.len() == 1 {
@@ -316,6 +373,7 @@ fn run_engine(
             }
             let _ = e.flush();
         },
+        |cp| checkpointer.write(cfg, cp),
     )
 }
 
@@ -405,7 +463,12 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
         }
     }
     let live = Arc::new(Live::new(&cfg.cpus));
-    let outcome = run_engine(&cfg, ftrace, &signals, live.clone(), voice);
+    let checkpointer = Checkpointer {
+        rd: rd.as_mut(),
+        mlock: prep.mlock,
+        dma_held: dma_value.is_some(),
+    };
+    let outcome = run_engine(&cfg, ftrace, &signals, live.clone(), voice, checkpointer);
     if !voice.quiet && voice.tty && !voice.cyclictest {
         eprintln!();
     }

@@ -274,6 +274,7 @@ impl SelftestConfig {
             breaktrace_ns: None,
             hist_us: 1,
             report_cpus: self.report_cpus.clone(),
+            checkpoint_ns: None,
         }
     }
 }
@@ -353,6 +354,7 @@ pub fn run(cfg: &SelftestConfig, stop: Arc<AtomicBool>) -> Result<SelftestResult
         live,
         Duration::from_secs(3600),
         quiet,
+        |_| {},
     )?;
 
     let live = Arc::new(Live::new(&pcfg.cpus));
@@ -377,6 +379,7 @@ pub fn run(cfg: &SelftestConfig, stop: Arc<AtomicBool>) -> Result<SelftestResult
         live,
         Duration::from_secs(3600),
         quiet,
+        |_| {},
     );
     if result.is_err() {
         stop.store(true, Ordering::SeqCst);

@@ -1172,3 +1172,127 @@ fn root_oslat_sigint_keeps_the_data_marked_partial() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Partial: interrupted by SIGINT"));
 }
+
+/// Wait until `cond` holds on the run's manifest (polled every 50 ms), at most `secs`.
+fn wait_manifest(run: &Path, secs: u64, cond: impl Fn(&record::Manifest) -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Ok(rd) = record::RunDir::open(run) {
+            if cond(rd.manifest()) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn kill_9_mid_soak_keeps_the_last_checkpoint_valid_hashed_and_partial() {
+    let cpu = rt_sys::sched::get_affinity(0)
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut child = bin()
+        .args([
+            "probe",
+            "--policy",
+            "other",
+            "-a",
+            &cpu.to_string(),
+            "-D",
+            "12h",
+            "-q",
+        ])
+        .args(["--checkpoint", "1s", "--no-dma-latency", "--out"])
+        .arg(&run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = |m: &record::Manifest| {
+        m.tools
+            .first()
+            .and_then(|t| t.partial_reason.as_deref())
+            .is_some_and(|r| r.starts_with("checkpoint 2 "))
+    };
+    let reached = wait_manifest(&run, 30, second);
+    child.kill().unwrap(); // SIGKILL: no handler runs
+    let _ = child.wait();
+    assert!(reached, "no second checkpoint within 30 s");
+    let rd = record::RunDir::open(&run).unwrap();
+    rd.verify()
+        .expect("the last checkpoint is intact and its sha256 is in the manifest");
+    assert!(rd.manifest().files.contains_key("probe.json"));
+    let rec: record::ProbeRecord = rd.read_json("probe.json").unwrap();
+    assert!(rec.partial);
+    let t = &rec.threads[0];
+    assert!(t.samples > 0);
+    assert_eq!(
+        t.latency.histogram().unwrap().len() + t.out_of_range,
+        t.samples
+    );
+    // At 1000 us, at least the second checkpoint's second of samples (of 12 h).
+    assert!(
+        rec.elapsed_s >= 1.5 && rec.elapsed_s < 60.0,
+        "{}",
+        rec.elapsed_s
+    );
+    let tool = &rd.manifest().tools[0];
+    assert!(tool.partial && tool.end.is_none(), "{tool:?}");
+    // validation reads it, as a partial run.
+    let data = validation::evidence::RunData::open(&run).unwrap();
+    let issues = validation::evidence::environment_issues(&data.manifest, "");
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.starts_with("partial run: rt-guest probe was interrupted (checkpoint")),
+        "{issues:?}"
+    );
+    assert!(data.probe.unwrap().partial);
+}
+
+#[test]
+fn a_soak_that_ends_replaces_the_checkpoint_with_the_whole_run() {
+    let cpu = rt_sys::sched::get_affinity(0)
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = bin()
+        .args([
+            "probe",
+            "--policy",
+            "other",
+            "-a",
+            &cpu.to_string(),
+            "-D",
+            "2500ms",
+            "-q",
+        ])
+        .args(["--checkpoint", "1s", "--no-dma-latency", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("checkpoint 1 (") && err.contains("this interval"),
+        "{err}"
+    );
+    let rd = record::RunDir::open(&run).unwrap();
+    rd.verify().unwrap();
+    let rec: record::ProbeRecord = rd.read_json("probe.json").unwrap();
+    assert!(!rec.partial && !rd.manifest().tools[0].partial);
+    let t = &rec.threads[0];
+    assert!(t.samples >= 2_000, "{}", t.samples);
+    assert_eq!(
+        t.latency.histogram().unwrap().len() + t.out_of_range,
+        t.samples
+    );
+}
