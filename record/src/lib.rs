@@ -7,6 +7,7 @@
 //!   self-test ([`SelftestSummary`]) and the [`Accelerator`] the run was measured on;
 //! - [`oslat`]: the busy-loop record (`oslat.json`);
 //! - [`records`]: `probe.json` and `can.json` and the consistency checks a reader applies;
+//! - [`trace`]: the kernel tracers' records (`timerlat.json`, `hwlat.json`);
 //! - [`hist`]: HDR histograms in records (HdrHistogram V2 compressed, base64), their safe
 //!   decoding, the percentile definition and the summaries;
 //! - [`fsafe`]: reading a run without leaving it (no symlinks, regular files, size caps).
@@ -22,6 +23,7 @@ pub mod manifest;
 pub mod oslat;
 pub mod records;
 pub mod rundir;
+pub mod trace;
 
 pub use check::*;
 pub use error::RecordError;
@@ -29,6 +31,9 @@ pub use manifest::*;
 pub use oslat::{OslatRecord, OslatSettings, OslatThread, OSLAT};
 pub use records::*;
 pub use rundir::*;
+pub use trace::{
+    HwlatRecord, HwlatSample, TimerlatCpu, TimerlatRecord, HWLAT, TIMERLAT, TIMERLAT_TRACE,
+};
 
 /// The git commit this toolkit was built from (`-dirty` when the tree had changes).
 pub const GIT_SHA: &str = env!("RTVIRT_GIT_SHA");
