@@ -189,6 +189,15 @@ pub struct ProbeArgs {
     /// Exit 1 when any thread's max latency exceeds BOUND microseconds.
     #[arg(long, value_name = "BOUND")]
     pub max_us: Option<u64>,
+    /// Run the kernel's timerlat tracer on the measured CPUs at the same period and record
+    /// the IRQ and thread parts of its latencies (timerlat.json); needs tracefs with
+    /// timerlat (rtla's tracer).
+    #[arg(long)]
+    pub timerlat: bool,
+    /// With --timerlat: keep the trace around the first timerlat thread latency above US
+    /// as timerlat-trace.txt in the run. Default: --max-us, else -b.
+    #[arg(long, value_name = "US", requires = "timerlat")]
+    pub timerlat_save_us: Option<u64>,
 }
 
 /// Options of `oslat`, named like rt-tests' oslat's.

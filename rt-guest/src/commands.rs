@@ -21,7 +21,7 @@ use crate::guest::{self, Status};
 use crate::output::{self, Reserve};
 use crate::probe::{self, Checkpoint, Ending, Live, LiveThread, Outcome};
 use crate::selftest::{self, SelftestConfig};
-use crate::{evidence, VERSION};
+use crate::{evidence, timerlat, VERSION};
 
 /// Exit code: all good.
 pub const EXIT_OK: u8 = 0;
@@ -342,6 +342,7 @@ fn run_engine(
     live: Arc<Live>,
     voice: Voice,
     mut checkpointer: Checkpointer<'_>,
+    mut timerlat: Option<&mut timerlat::Collector>,
 ) -> Result<Outcome, probe::ProbeError> {
     #[allow(clippy::cast_precision_loss)]
     let planned_s = cfg.duration_ns.map(|d| d as f64 / 1e9);
@@ -354,6 +355,11 @@ fn run_engine(
         live,
         Duration::from_secs(1),
         move |l| {
+            if let Some(t) = timerlat.as_deref_mut() {
+                if let Err(e) = t.drain() {
+                    eprintln!("warning: timerlat trace not read further: {e}");
+                }
+            }
             if voice.quiet {
                 return;
             }
@@ -413,6 +419,19 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
         .or_else(|| report_cpus(&root, &cfg.cpus));
     cfg.validate()?;
     check_cpus(&root, &cfg)?;
+    let mut timerlat = if args.timerlat {
+        let save = args
+            .timerlat_save_us
+            .or(args.max_us)
+            .or(cfg.breaktrace_ns.map(|n| n / 1000))
+            .map(|us| us * 1000);
+        Some(
+            timerlat::Collector::start(&root, &cfg.cpus, cfg.interval_ns / 1000, save)
+                .context("Cannot run the timerlat tracer beside the probe")?,
+        )
+    } else {
+        None
+    };
     let signals = Signals::register()?;
     let tool = match mode {
         Mode::Probe => "rt-guest probe",
@@ -468,7 +487,15 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
         mlock: prep.mlock,
         dma_held: dma_value.is_some(),
     };
-    let outcome = run_engine(&cfg, ftrace, &signals, live.clone(), voice, checkpointer);
+    let outcome = run_engine(
+        &cfg,
+        ftrace,
+        &signals,
+        live.clone(),
+        voice,
+        checkpointer,
+        timerlat.as_mut(),
+    );
     if !voice.quiet && voice.tty && !voice.cyclictest {
         eprintln!();
     }
@@ -491,16 +518,24 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
             return Err(e.into());
         }
     };
+    let partial = match outcome.ending {
+        Ending::Stopped => signals.reason().or(Some("stopped".into())),
+        _ => None,
+    };
+    if let (Some(t), Some(rd)) = (timerlat.take(), rd.as_mut()) {
+        let (rec, saved) = t.finish(partial.is_some());
+        if let Some(text) = saved {
+            rd.write_file(record::TIMERLAT_TRACE, text.as_bytes())?;
+        }
+        rd.write_json(record::TIMERLAT, &rec)?;
+    }
     let done = Done {
         cfg: &cfg,
         args,
         resolved: &resolved,
         outcome: &outcome,
         live: &live,
-        partial: match outcome.ending {
-            Ending::Stopped => signals.reason().or(Some("stopped".into())),
-            _ => None,
-        },
+        partial,
         mlock: prep.mlock,
         dma_value,
         voice,

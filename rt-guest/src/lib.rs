@@ -21,6 +21,7 @@ pub mod output;
 pub mod probe;
 pub mod selftest;
 pub mod stalls;
+pub mod timerlat;
 
 /// This crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
