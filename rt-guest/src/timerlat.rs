@@ -54,7 +54,12 @@ impl Collector {
             ("osnoise/timerlat_period_us", period_us.to_string()),
         ];
         let session = Session::start(fs, "timerlat", &settings)?;
-        Ok(Collector::with_session(Some(session), cpus, period_us, save_above_ns))
+        Ok(Collector::with_session(
+            Some(session),
+            cpus,
+            period_us,
+            save_above_ns,
+        ))
     }
 
     fn with_session(
@@ -125,7 +130,10 @@ impl Collector {
                     let _ = h.record(ev.latency_ns.clamp(1, record::hist::HIGHEST_NS));
                 }
                 let above = self.save_above_ns.is_some_and(|b| ev.latency_ns > b);
-                if ev.context == Context::Thread && above && self.saved.is_none() && self.after.is_none()
+                if ev.context == Context::Thread
+                    && above
+                    && self.saved.is_none()
+                    && self.after.is_none()
                 {
                     self.after = Some(AFTER_LINES);
                 }
@@ -180,7 +188,10 @@ impl Collector {
             events: self.events,
             other_lines: self.other_lines,
             save_above_us: self.save_above_ns.map(|n| n / 1000),
-            trace_file: self.saved.as_ref().map(|_| record::TIMERLAT_TRACE.to_string()),
+            trace_file: self
+                .saved
+                .as_ref()
+                .map(|_| record::TIMERLAT_TRACE.to_string()),
             partial,
         };
         (rec, self.saved)
@@ -207,9 +218,16 @@ mod tests {
         assert_eq!(t.irq.samples + t.thread.samples, lines);
         assert!(t.thread.samples >= t.irq.samples.saturating_sub(1));
         // The first thread latency, 789.58 us, is the worst: above 500 us.
-        assert!((789_000..790_500).contains(&t.thread.max_ns), "{}", t.thread.max_ns);
+        assert!(
+            (789_000..790_500).contains(&t.thread.max_ns),
+            "{}",
+            t.thread.max_ns
+        );
         let saved = saved.expect("a thread latency above 500 us");
-        assert!(saved.contains("context thread timer_latency    789580 ns"), "{saved}");
+        assert!(
+            saved.contains("context thread timer_latency    789580 ns"),
+            "{saved}"
+        );
         assert_eq!(rec.trace_file.as_deref(), Some("timerlat-trace.txt"));
         assert_eq!(rec.save_above_us, Some(500));
     }
@@ -242,16 +260,39 @@ mod tests {
         }
         let root = SysRoot::new(d.path());
         let mut c = Collector::start(&root, &CpuSet::from_cpus([1]), 200, Some(500_000)).unwrap();
-        assert_eq!(std::fs::read_to_string(t.join("current_tracer")).unwrap(), "timerlat");
-        assert_eq!(std::fs::read_to_string(t.join("osnoise/cpus")).unwrap(), "1");
-        assert_eq!(std::fs::read_to_string(t.join("osnoise/timerlat_period_us")).unwrap(), "200");
+        assert_eq!(
+            std::fs::read_to_string(t.join("current_tracer")).unwrap(),
+            "timerlat"
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.join("osnoise/cpus")).unwrap(),
+            "1"
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.join("osnoise/timerlat_period_us")).unwrap(),
+            "200"
+        );
         c.drain().unwrap();
         let (rec, saved) = c.finish(false);
         assert!(rec.events >= 40 && saved.is_some());
-        assert_eq!(std::fs::read_to_string(t.join("current_tracer")).unwrap().trim(), "nop");
-        assert_eq!(std::fs::read_to_string(t.join("osnoise/cpus")).unwrap().trim(), "0-1");
+        assert_eq!(
+            std::fs::read_to_string(t.join("current_tracer"))
+                .unwrap()
+                .trim(),
+            "nop"
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.join("osnoise/cpus"))
+                .unwrap()
+                .trim(),
+            "0-1"
+        );
         std::fs::write(t.join("available_tracers"), "nop\n").unwrap();
         let e = Collector::start(&root, &CpuSet::from_cpus([1]), 200, None).unwrap_err();
-        assert!(e.to_string().contains("the timerlat tracer: not available here"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the timerlat tracer: not available here"),
+            "{e}"
+        );
     }
 }
