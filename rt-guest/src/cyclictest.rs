@@ -149,9 +149,10 @@ struct Thread<'a> {
     page_faults_in_loop: u64,
 }
 
-struct Threads<'a>(Vec<Thread<'a>>);
+/// A list serialized as rt-tests does its threads: `{"0": ..., "1": ...}`.
+pub(crate) struct Indexed<T>(pub(crate) Vec<T>);
 
-impl Serialize for Threads<'_> {
+impl<T: Serialize> Serialize for Indexed<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (i, t) in self.0.iter().enumerate() {
@@ -176,7 +177,7 @@ struct File<'a> {
     sysinfo: &'a Sysinfo,
     num_threads: usize,
     resolution_in_ns: u64,
-    thread: Threads<'a>,
+    thread: Indexed<Thread<'a>>,
 }
 
 fn round2(x: f64) -> f64 {
@@ -197,7 +198,7 @@ pub fn json(header: &Header, threads: &[ThreadResult], nodes: &[u32]) -> String 
         sysinfo: &header.sysinfo,
         num_threads: threads.len(),
         resolution_in_ns: 0,
-        thread: Threads(
+        thread: Indexed(
             threads
                 .iter()
                 .enumerate()

@@ -21,7 +21,7 @@ use rt_sys::rt::{self, Ftrace};
 use rt_sys::sched::{self, SchedParams};
 use rt_sys::CpuSet;
 
-use crate::probe::{block_stop_signals, pin_and_set, Finished, Live, ProbeError};
+use crate::probe::{block_stop_signals, join_all, pin_and_set, Finished, Live, ProbeError};
 
 /// What to measure.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,22 +253,7 @@ pub fn run(
         }
     }
     let end = rt::monotonic_ns();
-    let mut threads = Vec::with_capacity(n);
-    let mut first_err = None;
-    for (cpu, h) in handles {
-        match h.join() {
-            Ok(Ok(t)) => threads.push(t),
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(_) => {
-                first_err.get_or_insert(ProbeError::Panicked { cpu });
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+    let threads = join_all(handles)?;
     let threshold = match sh.fired_cpu.load(Ordering::SeqCst) {
         0 => None,
         c => Some((c - 1, sh.fired_ns.load(Ordering::SeqCst))),

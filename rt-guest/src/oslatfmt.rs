@@ -19,7 +19,7 @@ use serde::Serialize;
 use record::hist::{HistSummary, PERCENTILES};
 use record::{OslatRecord, OslatSettings};
 
-use crate::cyclictest::{ct_date, Sysinfo, RT_TESTS_VERSION};
+use crate::cyclictest::{ct_date, Indexed, Sysinfo, RT_TESTS_VERSION};
 use crate::evidence::rfc3339;
 use crate::oslat::{Gaps, OslatConfig, OslatOutcome, OslatThread};
 
@@ -193,18 +193,6 @@ fn json_thread<'a>(t: &'a OslatThread, secs: f64) -> JsonThread<'a> {
     }
 }
 
-struct Threads<'a>(Vec<JsonThread<'a>>);
-
-impl Serialize for Threads<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (i, t) in self.0.iter().enumerate() {
-            m.serialize_entry(&i.to_string(), t)?;
-        }
-        m.end()
-    }
-}
-
 #[derive(Serialize)]
 struct File<'a> {
     file_version: u32,
@@ -219,7 +207,7 @@ struct File<'a> {
     return_code: i32,
     sysinfo: &'a Sysinfo,
     num_threads: usize,
-    thread: Threads<'a>,
+    thread: Indexed<JsonThread<'a>>,
 }
 
 /// The `--json` file.
@@ -237,7 +225,7 @@ pub fn json(info: &RunInfo, out: &OslatOutcome) -> String {
         return_code: info.return_code,
         sysinfo: &info.sysinfo,
         num_threads: out.threads.len(),
-        thread: Threads(out.threads.iter().map(|t| json_thread(t, secs)).collect()),
+        thread: Indexed(out.threads.iter().map(|t| json_thread(t, secs)).collect()),
     };
     let mut text = serde_json::to_string_pretty(&file).unwrap_or_else(|_| "{}".into());
     text.push('\n');

@@ -489,22 +489,7 @@ pub fn run(
         }
     }
     let end_mono = rt::monotonic_ns();
-    let mut threads = Vec::with_capacity(n);
-    let mut first_err = None;
-    for (cpu, h) in handles {
-        match h.join() {
-            Ok(Ok(t)) => threads.push(t),
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(_) => {
-                first_err.get_or_insert(ProbeError::Panicked { cpu });
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+    let mut threads = join_all(handles)?;
     if let Some(c) = collector.as_mut() {
         c.finish(&shared, &mut threads);
     }
@@ -528,6 +513,30 @@ pub fn run(
         elapsed_ns,
         ending,
     })
+}
+
+/// Join every measurement thread (all of them, also after an error); the first error
+/// wins.
+pub(crate) fn join_all<T>(
+    handles: Vec<(u32, std::thread::JoinHandle<Result<T, ProbeError>>)>,
+) -> Result<Vec<T>, ProbeError> {
+    let mut out = Vec::with_capacity(handles.len());
+    let mut first_err = None;
+    for (cpu, h) in handles {
+        match h.join() {
+            Ok(Ok(t)) => out.push(t),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => {
+                first_err.get_or_insert(ProbeError::Panicked { cpu });
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// Counts the thread as finished when it leaves, whatever the path.
@@ -872,12 +881,14 @@ mod tests {
             },
         )
         .unwrap();
-        // About one checkpoint a second over 2.6 s: 2 (the test machine may be slow: >= 1).
-        assert!(!seen.is_empty() && seen.len() <= 3, "{seen:?}");
+        // About one checkpoint a second over at least 2.6 s (more on a loaded machine).
+        assert!(!seen.is_empty(), "{seen:?}");
+        let mut before = 0;
         for (i, (n, samples, in_hist)) in seen.iter().enumerate() {
             assert_eq!(*n, i as u64 + 1);
             assert_eq!(samples, in_hist, "the histogram holds every sample counted");
-            assert!(*samples > 0 && *samples < 2_600);
+            assert!(*samples > before && *samples < 2_600, "{seen:?}");
+            before = *samples;
         }
         let t = &out.threads[0];
         assert_eq!(t.stats.samples, 2_600);
