@@ -9,7 +9,7 @@
 //! - `--json`: oslat's `file_version` 1 (`cmdline:`, `rt_test_version:`, `start_time`,
 //!   `end_time`, `return_code`, `sysinfo`, `num_threads`, `thread` {"0": {cpu, freq, min,
 //!   avg, max, duration, histogram {"1": count, ...}}}) plus exact ns values.
-//! - [`record`]: `oslat.json` of the run directory (`record::OslatRecord`).
+//! - [`record()`](fn@record): `oslat.json` of the run directory (`record::OslatRecord`).
 
 use std::fmt::Write as _;
 
