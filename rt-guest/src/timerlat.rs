@@ -262,15 +262,15 @@ mod tests {
         let mut c = Collector::start(&root, &CpuSet::from_cpus([1]), 200, Some(500_000)).unwrap();
         assert_eq!(
             std::fs::read_to_string(t.join("current_tracer")).unwrap(),
-            "timerlat"
+            "timerlat\n"
         );
         assert_eq!(
             std::fs::read_to_string(t.join("osnoise/cpus")).unwrap(),
-            "1"
+            "1\n"
         );
         assert_eq!(
             std::fs::read_to_string(t.join("osnoise/timerlat_period_us")).unwrap(),
-            "200"
+            "200\n"
         );
         c.drain().unwrap();
         let (rec, saved) = c.finish(false);

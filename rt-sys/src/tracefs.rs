@@ -88,6 +88,13 @@ impl Tracefs {
     pub fn write(&self, name: &str, value: &str) -> Result<(), SysError> {
         self.root.write(self.rel(name), value)
     }
+
+    /// Write `value` and a newline, as `echo` does: some tracefs files need the newline
+    /// (6.1's `osnoise/cpus` parses a buffer that is not NUL-terminated and refuses `1`
+    /// with EINVAL while it takes `1\n`; seen in the lab guest).
+    pub fn write_line(&self, name: &str, value: &str) -> Result<(), SysError> {
+        self.root.write(self.rel(name), &format!("{value}\n"))
+    }
 }
 
 /// A tracer set up for a measurement; dropping it stops tracing and puts back every file
@@ -126,7 +133,7 @@ impl Session {
         // `current_tracer` may read back as `nop` with a newline; other files list
         // choices (`[none] round-robin`): keep the selected one.
         let old = selected(&old);
-        self.fs.write(name, value)?;
+        self.fs.write_line(name, value)?;
         if !self.restore.iter().any(|(n, _)| n == name) {
             self.restore.push((name.to_string(), old));
         }
@@ -182,13 +189,13 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.pipe = None;
-        let _ = self.fs.write("tracing_on", "0");
+        let _ = self.fs.write_line("tracing_on", "0");
         if let Some(pos) = self.restore.iter().position(|(n, _)| n == "current_tracer") {
             let (n, v) = self.restore.remove(pos);
-            let _ = self.fs.write(&n, &v);
+            let _ = self.fs.write_line(&n, &v);
         }
         for (n, v) in self.restore.iter().rev() {
-            let _ = self.fs.write(n, v);
+            let _ = self.fs.write_line(n, v);
         }
     }
 }
