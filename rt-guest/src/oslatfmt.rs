@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use record::hist::{HistSummary, PERCENTILES};
+use record::hist::{Exact, HistSummary};
 use record::{OslatRecord, OslatSettings};
 
 use crate::cyclictest::{ct_date, Indexed, Sysinfo, RT_TESTS_VERSION};
@@ -232,17 +232,18 @@ pub fn json(info: &RunInfo, out: &OslatOutcome) -> String {
     text
 }
 
-/// The HDR summary with the exact min, mean and max (percentiles capped at the max).
+/// The HDR summary (the histogram's own values, as any HdrHistogram tool decodes them)
+/// with the exact min, mean and max beside it (the max also counting gaps above the
+/// histogram's range).
 pub fn summary(g: &Gaps) -> HistSummary {
     let mut s = HistSummary::from_hist(&g.hist);
-    s.samples = g.samples;
-    s.min_ns = g.min_or_zero();
-    s.max_ns = g.max_ns;
-    s.mean_ns = g.mean_ns();
-    for v in s.percentiles.values_mut() {
-        *v = (*v).min(g.max_ns);
+    if g.samples > 0 {
+        s.exact = Some(Exact {
+            min_ns: g.min_or_zero(),
+            max_ns: g.max_ns,
+            mean_ns: g.mean_ns(),
+        });
     }
-    debug_assert_eq!(s.percentiles.len(), PERCENTILES.len());
     s
 }
 
@@ -388,8 +389,12 @@ pub(crate) mod tests {
         let r = record(&cfg, true, &out, true);
         let t = &r.threads[0];
         assert_eq!((t.samples, t.out_of_range, t.overflows), (3, 1, 1));
-        assert_eq!(t.gaps.min_ns, 30);
-        assert_eq!(t.gaps.max_ns, 61_000_000_000);
+        let exact = t.gaps.exact.unwrap();
+        assert_eq!((exact.min_ns, exact.max_ns), (30, 61_000_000_000));
+        assert_eq!(
+            t.gaps.samples, 2,
+            "the histogram holds the gaps in its range"
+        );
         assert_eq!(t.gaps.histogram().unwrap().len(), 2);
         assert!(r.partial);
     }
