@@ -47,25 +47,8 @@ pub struct TimerlatRecord {
     pub partial: bool,
 }
 
-/// One hwlat sample (a window with a gap above the threshold).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HwlatSample {
-    /// CPU the detector ran on.
-    pub cpu: u32,
-    /// Sample number.
-    pub seq: u64,
-    /// Largest gap inside a reading loop, us.
-    pub inner_us: u64,
-    /// Largest gap between two loops, us.
-    pub outer_us: u64,
-    /// Wall time, seconds.nanoseconds.
-    pub ts: String,
-    /// Gaps above the threshold in that window, when the kernel reports it.
-    pub count: Option<u64>,
-    /// NMIs in that window, when the kernel reports them.
-    pub nmi_count: Option<u64>,
-}
+/// One hwlat sample: the parser's type, kept as it is.
+pub use rt_sys::tracefs::HwlatSample;
 
 /// `hwlat.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -241,19 +241,7 @@ fn hwlat(a: &HwlatArgs) -> Result<u8> {
             .map(|s| s.inner_us.max(s.outer_us))
             .max()
             .unwrap_or(0),
-        samples: samples
-            .iter()
-            .take(10_000)
-            .map(|s| record::HwlatSample {
-                cpu: s.cpu,
-                seq: s.seq,
-                inner_us: s.inner_us,
-                outer_us: s.outer_us,
-                ts: s.ts.clone(),
-                count: s.count,
-                nmi_count: s.nmi_count,
-            })
-            .collect(),
+        samples: samples.iter().take(10_000).cloned().collect(),
         partial: stop.load(Ordering::SeqCst),
     };
     if let Some(dir) = &a.out {

@@ -287,8 +287,10 @@ pub fn parse_timerlat(line: &str) -> Option<TimerlatEvent> {
     })
 }
 
-/// One hwlat sample.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One hwlat sample (a window with a gap above the threshold); also the sample type of
+/// `record::HwlatRecord`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HwlatSample {
     /// CPU the detector ran on.
     pub cpu: u32,

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use profiles::{Metric, Requirement};
+use record::hist::HistSummary;
 use record::{checked_sum, msg_label};
 
 use super::pool::Pool;
@@ -86,6 +87,22 @@ pub fn evaluate_one(
     Ok(r)
 }
 
+/// Per-CPU histograms of one record (`probe.json` or `oslat.json`): (CPU, histogram,
+/// values outside its range) of each thread.
+type CpuHists = fn(&RunData) -> Vec<(u32, &HistSummary, u64)>;
+
+fn probe_hists(run: &RunData) -> Vec<(u32, &HistSummary, u64)> {
+    let threads = run.probe.iter().flat_map(|p| &p.threads);
+    threads
+        .map(|t| (t.cpu, &t.latency, t.out_of_range))
+        .collect()
+}
+
+fn oslat_hists(run: &RunData) -> Vec<(u32, &HistSummary, u64)> {
+    let threads = run.oslat.iter().flat_map(|o| &o.threads);
+    threads.map(|t| (t.cpu, &t.gaps, t.out_of_range)).collect()
+}
+
 fn probe_latency(
     req: &Requirement,
     p: f64,
@@ -94,31 +111,10 @@ fn probe_latency(
     opts: &EvalOptions,
 ) -> Result<RequirementResult, EvidenceError> {
     let label = format!("probe wakeup latency {}, {}", pct_label(p), which_cpu(cpu));
-    let mut r = base(req, label, "us", BoundKind::AtMost);
-    let mut pool = Pool::new();
-    let mut out_of_range = 0u64;
-    for run in runs {
-        let path = run.path.join(record::PROBE);
-        for t in run.probe.iter().flat_map(|p| &p.threads) {
-            if cpu.is_none_or(|c| c == t.cpu) {
-                pool.add(run, record::PROBE, &format!("CPU {}", t.cpu), &t.latency)?;
-                out_of_range = checked_sum(out_of_range, t.out_of_range, &path, "out of range")?;
-            }
-        }
-    }
-    if runs.iter().all(|r| r.probe.is_none()) {
-        r.reasons.push("no probe.json in any run".into());
-    } else if !pool.found {
-        r.reasons
-            .push(format!("no probe thread measured {}", which_cpu(cpu)));
-    }
-    judge_percentile(&mut r, &pool, p, opts);
-    if out_of_range > 0 {
-        r.reasons.push(format!(
-            "{out_of_range} values were outside the histogram range (early wakeups or above 60 s) and are not in the distribution"
-        ));
-    }
-    Ok(finish(&mut r, pool))
+    let oor = "values were outside the histogram range (early wakeups or above 60 s)";
+    let has = |r: &RunData| r.probe.is_some();
+    let what = (record::PROBE, "probe thread", oor);
+    cpu_latency(req, label, (p, cpu), runs, opts, (has, probe_hists), what)
 }
 
 fn oslat_latency(
@@ -129,28 +125,45 @@ fn oslat_latency(
     opts: &EvalOptions,
 ) -> Result<RequirementResult, EvidenceError> {
     let label = format!("busy-loop gap {}, {}", pct_label(p), which_cpu(cpu));
+    let oor = "gaps were above the histogram range (60 s)";
+    let has = |r: &RunData| r.oslat.is_some();
+    let what = (record::OSLAT, "oslat loop", oor);
+    cpu_latency(req, label, (p, cpu), runs, opts, (has, oslat_hists), what)
+}
+
+/// A latency percentile over per-CPU histograms, pooled over the runs; `what` is (the
+/// record's file, what measures one CPU, what the out-of-range values are).
+fn cpu_latency(
+    req: &Requirement,
+    label: String,
+    (p, cpu): (f64, Option<u32>),
+    runs: &[RunData],
+    opts: &EvalOptions,
+    (has, hists): (fn(&RunData) -> bool, CpuHists),
+    (file, measurer, oor): (&str, &str, &str),
+) -> Result<RequirementResult, EvidenceError> {
     let mut r = base(req, label, "us", BoundKind::AtMost);
     let mut pool = Pool::new();
     let mut out_of_range = 0u64;
     for run in runs {
-        let path = run.path.join(record::OSLAT);
-        for t in run.oslat.iter().flat_map(|o| &o.threads) {
-            if cpu.is_none_or(|c| c == t.cpu) {
-                pool.add(run, record::OSLAT, &format!("CPU {}", t.cpu), &t.gaps)?;
-                out_of_range = checked_sum(out_of_range, t.out_of_range, &path, "out of range")?;
+        let path = run.path.join(file);
+        for (c, h, oo) in hists(run) {
+            if cpu.is_none_or(|want| want == c) {
+                pool.add(run, file, &format!("CPU {c}"), h)?;
+                out_of_range = checked_sum(out_of_range, oo, &path, "out of range")?;
             }
         }
     }
-    if runs.iter().all(|r| r.oslat.is_none()) {
-        r.reasons.push("no oslat.json in any run".into());
+    if !runs.iter().any(has) {
+        r.reasons.push(format!("no {file} in any run"));
     } else if !pool.found {
         r.reasons
-            .push(format!("no oslat loop measured {}", which_cpu(cpu)));
+            .push(format!("no {measurer} measured {}", which_cpu(cpu)));
     }
     judge_percentile(&mut r, &pool, p, opts);
     if out_of_range > 0 {
         r.reasons.push(format!(
-            "{out_of_range} gaps were above the histogram range (60 s) and are not in the distribution"
+            "{out_of_range} {oor} and are not in the distribution"
         ));
     }
     Ok(finish(&mut r, pool))
