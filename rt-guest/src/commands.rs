@@ -711,6 +711,14 @@ fn summary_table(rec: &record::ProbeRecord, outcome: &Outcome) -> String {
     s
 }
 
+/// A self-test's checks, one line each.
+pub(crate) fn print_checks(checks: &[selftest::Check]) {
+    for c in checks {
+        let word = if c.passed { "ok" } else { "FAIL" };
+        println!("  [{word}] {}: {}", c.name, c.detail);
+    }
+}
+
 /// `rt-guest selftest`.
 pub fn selftest(args: &SelftestArgs, argv: Vec<String>) -> Result<u8> {
     let root = SysRoot::live();
@@ -756,14 +764,7 @@ pub fn selftest(args: &SelftestArgs, argv: Vec<String>) -> Result<u8> {
             result.detected,
             result.max_us
         );
-        for c in &result.checks {
-            println!(
-                "  [{}] {}: {}",
-                if c.passed { "ok" } else { "FAIL" },
-                c.name,
-                c.detail
-            );
-        }
+        print_checks(&result.checks);
     }
     Ok(if result.passed { EXIT_OK } else { EXIT_NOT_MET })
 }

@@ -94,15 +94,20 @@ pub fn ct_date(wall_ns: u64) -> String {
     t.format(&f).unwrap_or_default()
 }
 
-struct Buckets<'a>(&'a [u64]);
+/// Histogram buckets as rt-tests writes them in JSON: the non-zero ones only, keyed by
+/// bucket index plus `first_key` (cyclictest: 0, the us value; oslat: 1, its "us + 1").
+pub(crate) struct Buckets<'a> {
+    pub(crate) counts: &'a [u64],
+    pub(crate) first_key: usize,
+}
 
 impl Serialize for Buckets<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let nonzero = self.0.iter().filter(|c| **c != 0).count();
+        let nonzero = self.counts.iter().filter(|c| **c != 0).count();
         let mut m = s.serialize_map(Some(nonzero))?;
-        for (us, count) in self.0.iter().enumerate() {
+        for (i, count) in self.counts.iter().enumerate() {
             if *count != 0 {
-                m.serialize_entry(&us.to_string(), count)?;
+                m.serialize_entry(&(i + self.first_key).to_string(), count)?;
             }
         }
         m.end()
@@ -205,7 +210,10 @@ pub fn json(header: &Header, threads: &[ThreadResult], nodes: &[u32]) -> String 
                 .map(|(i, t)| {
                     let s = &t.stats;
                     Thread {
-                        histogram: Buckets(&t.buckets.counts),
+                        histogram: Buckets {
+                            counts: &t.buckets.counts,
+                            first_key: 0,
+                        },
                         cycles: s.samples,
                         min: ns_to_us(s.min_or_zero()),
                         max: ns_to_us(s.max_ns),

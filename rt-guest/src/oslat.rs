@@ -21,7 +21,9 @@ use rt_sys::rt::{self, Ftrace};
 use rt_sys::sched::{self, SchedParams};
 use rt_sys::CpuSet;
 
-use crate::probe::{block_stop_signals, join_all, pin_and_set, Finished, Live, ProbeError};
+use crate::probe::{
+    block_stop_signals, join_all, mark_and_stop, pin_and_set, Finished, Live, ProbeError,
+};
 
 /// What to measure.
 #[derive(Debug, Clone, PartialEq)]
@@ -349,20 +351,14 @@ fn fire(sh: &Shared, cpu: u32, gap_ns: u64) {
         .is_ok()
     {
         if let Some(f) = &sh.ftrace {
-            let mut buf = [0u8; 96];
-            let len = {
-                use std::io::Write;
-                let mut w = &mut buf[..];
-                let _ = writeln!(
-                    w,
+            mark_and_stop(
+                f,
+                format_args!(
                     "rt-guest oslat: trace threshold ({} us) triggered with {} us on cpu {cpu}",
                     sh.cfg.trace_threshold_ns.unwrap_or(0) / 1000,
                     gap_ns / 1000 + 1
-                );
-                96 - w.len()
-            };
-            f.mark(&buf[..len]);
-            f.stop();
+                ),
+            );
         }
         sh.fired_ns.store(gap_ns, Ordering::SeqCst);
     }

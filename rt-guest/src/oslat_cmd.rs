@@ -16,8 +16,8 @@ use rt_sys::{CpuSet, SysRoot};
 
 use crate::cli::OslatArgs;
 use crate::commands::{
-    load_profile, online_cpus, open_run, prepare, print_flush, report_cpus, Signals, EXIT_NOT_MET,
-    EXIT_OK,
+    load_profile, online_cpus, open_run, prepare, print_checks, print_flush, report_cpus, Signals,
+    EXIT_NOT_MET, EXIT_OK,
 };
 use crate::cyclictest::{Sysinfo, RT_TESTS_VERSION};
 use crate::oslat::{self, OslatConfig, OslatOutcome};
@@ -286,13 +286,6 @@ fn selftest(args: &OslatArgs, mut cfg: OslatConfig, argv: Vec<String>) -> Result
         result.detected_median_us,
         result.max_us
     );
-    for c in &result.checks {
-        println!(
-            "  [{}] {}: {}",
-            if c.passed { "ok" } else { "FAIL" },
-            c.name,
-            c.detail
-        );
-    }
+    print_checks(&result.checks);
     Ok(if result.passed { EXIT_OK } else { EXIT_NOT_MET })
 }

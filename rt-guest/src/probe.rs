@@ -752,6 +752,21 @@ fn hand_over(x: &Exchange, hist: &mut Histogram<u64>, stats: &Stats) {
     }
 }
 
+/// Write `msg` (and a newline) to the trace marker, then stop tracing; formatted into a
+/// stack buffer: this runs in a measurement thread.
+pub(crate) fn mark_and_stop(f: &Ftrace, msg: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut buf = [0u8; 128];
+    let len = {
+        let mut w = &mut buf[..];
+        let _ = w.write_fmt(msg);
+        let _ = w.write_all(b"\n");
+        128 - w.len()
+    };
+    f.mark(&buf[..len]);
+    f.stop();
+}
+
 /// Mark the trace and stop tracing (first thread only), then stop the run.
 fn breaktrace(sh: &Shared, cpu: u32, latency_ns: u64) {
     if sh
@@ -761,20 +776,14 @@ fn breaktrace(sh: &Shared, cpu: u32, latency_ns: u64) {
         .is_ok()
     {
         if let Some(f) = &sh.ftrace {
-            let mut buf = [0u8; 96];
-            let len = {
-                use std::io::Write;
-                let mut w = &mut buf[..];
-                let _ = writeln!(
-                    w,
+            mark_and_stop(
+                f,
+                format_args!(
                     "rt-guest: hit latency threshold ({} us > {} us) on cpu {cpu}",
                     latency_ns / 1000,
                     sh.cfg.breaktrace_ns.unwrap_or(0) / 1000
-                );
-                96 - w.len()
-            };
-            f.mark(&buf[..len]);
-            f.stop();
+                ),
+            );
         }
         sh.live.breaktrace_ns.store(latency_ns, Ordering::SeqCst);
     }

@@ -1090,8 +1090,15 @@ fn root_oslat_and_rt_guest_oslat_print_the_same_shape() {
         };
         let (s_t, s_o) = (shape_of(&theirs), shape_of(&ours));
         if args.contains(&"-z") {
-            let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
-            assert_eq!(set(&s_o), set(&s_t), "{ours:?}");
+            // Which buckets -z omits is data (zero on every CPU): compare the rest.
+            let rest = |v: &[String]| {
+                v.iter()
+                    .filter(|l| !l.contains(" (us):"))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(rest(&s_o), rest(&s_t), "{ours:?}");
+            assert!(s_o.iter().any(|l| l.contains(" (us):")), "{ours:?}");
         } else {
             assert_eq!(
                 s_o,
@@ -1106,10 +1113,18 @@ fn root_oslat_and_rt_guest_oslat_print_the_same_shape() {
         let mut missing = Vec::new();
         missing_keys(&r, &o, "", &mut missing);
         assert!(missing.is_empty(), "{missing:?}");
-        assert_eq!(
-            r["thread"]["0"]["histogram"].as_object().unwrap().len(),
-            o["thread"]["0"]["histogram"].as_object().unwrap().len()
-        );
+        // Non-zero buckets only, keyed 1..=b, as oslat writes them.
+        let b: u64 = args[args.iter().position(|a| *a == "-b").unwrap() + 1]
+            .parse()
+            .unwrap();
+        for h in [&r, &o].map(|v| v["thread"]["0"]["histogram"].as_object().unwrap()) {
+            for (k, c) in h {
+                assert!(
+                    (1..=b).contains(&k.parse().unwrap()) && c.as_u64() > Some(0),
+                    "{h:?}"
+                );
+            }
+        }
     }
 }
 
@@ -1290,7 +1305,14 @@ fn a_soak_that_ends_replaces_the_checkpoint_with_the_whole_run() {
     let rec: record::ProbeRecord = rd.read_json("probe.json").unwrap();
     assert!(!rec.partial && !rd.manifest().tools[0].partial);
     let t = &rec.threads[0];
-    assert!(t.samples >= 2_000, "{}", t.samples);
+    // 2.5 s at 1 ms: every period is a wakeup or a counted missed period (a loaded
+    // machine makes SCHED_OTHER wakeups late).
+    assert!(
+        t.samples + t.missed_periods >= 2_000,
+        "{} + {}",
+        t.samples,
+        t.missed_periods
+    );
     assert_eq!(
         t.latency.histogram().unwrap().len() + t.out_of_range,
         t.samples
