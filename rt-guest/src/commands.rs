@@ -478,7 +478,7 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
     let dma_value = prep.dma.as_mut().and_then(|d| d.current().ok());
     if voice.cyclictest {
         if let Some(v) = dma_value {
-            println!("# /dev/cpu_dma_latency set to {v}us");
+            print_flush(&cyclictest::dma_line(v));
         }
     }
     let live = Arc::new(Live::new(&cfg.cpus));

@@ -239,13 +239,18 @@ pub fn json(header: &Header, threads: &[ThreadResult], nodes: &[u32]) -> String 
     text
 }
 
+/// cyclictest's `# /dev/cpu_dma_latency set to 0us` line (with its newline).
+pub fn dma_line(us: i32) -> String {
+    let dev = rt_sys::SysRoot::live().display(rt_sys::cpuidle::DMA_LATENCY);
+    format!("# {dev} set to {us}us\n")
+}
+
 /// The `--histogram` file: cyclictest's `-h` text. `dma_latency_us` adds cyclictest's
 /// `# /dev/cpu_dma_latency set to 0us` line when the latency was held.
 pub fn histogram_text(threads: &[ThreadResult], dma_latency_us: Option<i32>) -> String {
     let mut out = String::new();
     if let Some(us) = dma_latency_us {
-        let dev = rt_sys::SysRoot::live().display(rt_sys::cpuidle::DMA_LATENCY);
-        let _ = writeln!(out, "# {dev} set to {us}us");
+        out.push_str(&dma_line(us));
     }
     out.push_str("# Histogram\n");
     let buckets = threads.first().map(|t| t.buckets.counts.len()).unwrap_or(0);
