@@ -100,10 +100,17 @@ pub fn text(out: &OslatOutcome, zero_omit: bool) -> String {
         "(Mhz)",
     );
     let buckets = t.first().map_or(0, |t| t.gaps.buckets.len());
+    let mut in_gap = false;
     for b in 0..buckets {
         if zero_omit && t.iter().all(|t| t.gaps.buckets[b] == 0) {
+            // oslat -z: one "..." line for each run of omitted buckets.
+            if !in_gap {
+                s.push_str("    ...\n");
+                in_gap = true;
+            }
             continue;
         }
+        in_gap = false;
         let last = b + 1 == buckets;
         row(
             &mut s,
@@ -330,6 +337,10 @@ pub(crate) mod tests {
         assert_eq!(t, expect);
         let z = text(&out, true);
         assert!(!z.contains("004 (us)") && z.contains("005 (us)"), "{z}");
+        assert!(
+            z.contains("    003 (us):\t 0 1\n    ...\n    005 (us):"),
+            "{z}"
+        );
     }
 
     #[test]
