@@ -781,6 +781,15 @@ pub enum Metric {
     },
     /// Probe missed periods (count bound).
     ProbeMissed,
+    /// Busy-loop gap (`rt-guest oslat`, `oslat.json`) at a percentile (100.0 = max), per
+    /// CPU (all CPUs when absent).
+    OslatLatency {
+        /// Percentile, 0 < p <= 100.
+        percentile: f64,
+        /// Restrict to one guest CPU.
+        #[serde(default)]
+        cpu: Option<u32>,
+    },
     /// CAN reception latency (release -> kernel RX timestamp) at a percentile, for one
     /// message id or all messages.
     CanLatency {

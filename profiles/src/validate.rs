@@ -1146,6 +1146,7 @@ fn is_time_metric(m: &Metric) -> bool {
     matches!(
         m,
         Metric::ProbeLatency { .. }
+            | Metric::OslatLatency { .. }
             | Metric::CanLatency { .. }
             | Metric::CanJitter { .. }
             | Metric::WcrtSlack { .. }
@@ -1156,6 +1157,7 @@ fn metric_name(m: &Metric) -> &'static str {
     match m {
         Metric::ProbeLatency { .. } => "ProbeLatency",
         Metric::ProbeMissed => "ProbeMissed",
+        Metric::OslatLatency { .. } => "OslatLatency",
         Metric::CanLatency { .. } => "CanLatency",
         Metric::CanJitter { .. } => "CanJitter",
         Metric::CanDeadlineMisses { .. } => "CanDeadlineMisses",
@@ -1194,7 +1196,9 @@ fn requirements(profile: &Profile, e: &mut Errors) {
 fn metric(profile: &Profile, r: &Requirement, rp: &str, e: &mut Errors) {
     let name = metric_name(&r.metric);
     let (percentile, id) = match &r.metric {
-        Metric::ProbeLatency { percentile, .. } => (Some(*percentile), None),
+        Metric::ProbeLatency { percentile, .. } | Metric::OslatLatency { percentile, .. } => {
+            (Some(*percentile), None)
+        }
         Metric::CanLatency { percentile, id } | Metric::CanJitter { percentile, id } => {
             (Some(*percentile), *id)
         }
@@ -1212,6 +1216,10 @@ fn metric(profile: &Profile, r: &Requirement, rp: &str, e: &mut Errors) {
                 format!("{p} is outside (0, 100] (100 is the maximum)"),
             );
         }
+    }
+    if matches!(r.metric, Metric::OslatLatency { .. }) {
+        // `rt-guest oslat -c` names its CPUs: nothing in the profile to check them against.
+        return;
     }
     let probe = matches!(r.metric, Metric::ProbeLatency { .. } | Metric::ProbeMissed);
     if probe {
@@ -1437,6 +1445,42 @@ mod tests {
         assert_eq!(
             one(&p),
             "requirements[0].bound_us: -1 is not a bound (>= 0)"
+        );
+    }
+
+    #[test]
+    fn oslat_latency_takes_a_percentile_and_microseconds() {
+        let mut p = bundled("lab");
+        p.requirements[0].metric = Metric::OslatLatency {
+            percentile: 99.9,
+            cpu: Some(1),
+        };
+        validate(&p).unwrap();
+        p.requirements[0].metric = Metric::OslatLatency {
+            percentile: 0.0,
+            cpu: None,
+        };
+        assert!(one(&p).starts_with("requirements[0].metric.percentile: 0 is outside"));
+        let mut p = bundled("lab");
+        p.requirements[0].metric = Metric::OslatLatency {
+            percentile: 100.0,
+            cpu: None,
+        };
+        p.requirements[0].bound = p.requirements[0].bound_us.take();
+        assert!(
+            one(&p).contains("OslatLatency takes bound_us"),
+            "{}",
+            one(&p)
+        );
+        let ron = r#"Profile(name: "x", requirements: [(id: "R1", asil: D, text: "busy loop",
+            metric: OslatLatency(percentile: 100.0), bound_us: Some(40))])"#;
+        let p = crate::parse(ron, "x").unwrap();
+        assert_eq!(
+            p.requirements[0].metric,
+            Metric::OslatLatency {
+                percentile: 100.0,
+                cpu: None
+            }
         );
     }
 

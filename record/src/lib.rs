@@ -5,7 +5,9 @@
 //!   the profile copy, the typed [`Environment`] and the sha256 of every file;
 //! - [`check`]: what the checkers report ([`CheckReport`], one [`CheckStatus`]), the probe
 //!   self-test ([`SelftestSummary`]) and the [`Accelerator`] the run was measured on;
+//! - [`oslat`]: the busy-loop record (`oslat.json`);
 //! - [`records`]: `probe.json` and `can.json` and the consistency checks a reader applies;
+//! - [`trace`]: the kernel tracers' records (`timerlat.json`, `hwlat.json`);
 //! - [`hist`]: HDR histograms in records (HdrHistogram V2 compressed, base64), their safe
 //!   decoding, the percentile definition and the summaries;
 //! - [`fsafe`]: reading a run without leaving it (no symlinks, regular files, size caps).
@@ -18,14 +20,20 @@ pub mod error;
 pub mod fsafe;
 pub mod hist;
 pub mod manifest;
+pub mod oslat;
 pub mod records;
 pub mod rundir;
+pub mod trace;
 
 pub use check::*;
 pub use error::RecordError;
 pub use manifest::*;
+pub use oslat::{OslatRecord, OslatSettings, OslatThread, OSLAT};
 pub use records::*;
 pub use rundir::*;
+pub use trace::{
+    HwlatRecord, HwlatSample, TimerlatCpu, TimerlatRecord, HWLAT, TIMERLAT, TIMERLAT_TRACE,
+};
 
 /// The git commit this toolkit was built from (`-dirty` when the tree had changes).
 pub const GIT_SHA: &str = env!("RTVIRT_GIT_SHA");

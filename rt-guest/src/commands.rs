@@ -13,12 +13,15 @@ use rt_sys::journal::{Journal, RevertOutcome};
 use rt_sys::rt::{self, DmaLatency, Ftrace};
 use rt_sys::{kernel, CpuSet, SysRoot};
 
-use crate::cli::{CheckArgs, ProbeArgs, RevertArgs, SelftestArgs, TuneArgs};
+use crate::cli::{
+    self, CheckArgs, HistOut, Mode, ProbeArgs, Resolved, RevertArgs, SelftestArgs, TuneArgs,
+};
 use crate::cyclictest::{self, Header, Sysinfo};
 use crate::guest::{self, Status};
-use crate::probe::{self, Ending, Live};
+use crate::output::{self, Reserve};
+use crate::probe::{self, Checkpoint, Ending, Live, LiveThread, Outcome};
 use crate::selftest::{self, SelftestConfig};
-use crate::{evidence, VERSION};
+use crate::{evidence, timerlat, VERSION};
 
 /// Exit code: all good.
 pub const EXIT_OK: u8 = 0;
@@ -67,7 +70,7 @@ impl Signals {
 }
 
 /// The CPUs for the reporting thread: online CPUs minus the measured ones.
-fn report_cpus(root: &SysRoot, measured: &CpuSet) -> Option<CpuSet> {
+pub(crate) fn report_cpus(root: &SysRoot, measured: &CpuSet) -> Option<CpuSet> {
     let online = rt_sys::cpulist::online(root).ok()?;
     let rest = online.difference(measured);
     (!rest.is_empty()).then_some(rest)
@@ -76,7 +79,7 @@ fn report_cpus(root: &SysRoot, measured: &CpuSet) -> Option<CpuSet> {
 /// Every measured CPU must be online; measuring every CPU at a real-time policy leaves
 /// no CPU for the reporting thread and the rest of the system (warned, as cyclictest
 /// allows it; RT throttling still applies).
-fn check_cpus(root: &SysRoot, cfg: &probe::ProbeConfig) -> Result<()> {
+pub(crate) fn check_cpus(root: &SysRoot, cfg: &probe::ProbeConfig) -> Result<()> {
     let online = match rt_sys::cpulist::online(root) {
         Ok(c) => c,
         Err(e) if e.is_not_found() => return Ok(()),
@@ -108,13 +111,13 @@ fn numa_node(root: &SysRoot, cpu: u32) -> u32 {
 }
 
 /// Memory locking and the PM QoS hold for a measurement.
-struct Prepared {
-    mlock: bool,
-    dma: Option<DmaLatency>,
-    warnings: Vec<String>,
+pub(crate) struct Prepared {
+    pub(crate) mlock: bool,
+    pub(crate) dma: Option<DmaLatency>,
+    pub(crate) warnings: Vec<String>,
 }
 
-fn prepare(root: &SysRoot, hold_dma: bool, mlock_all: bool) -> Prepared {
+pub(crate) fn prepare(root: &SysRoot, hold_dma: Option<i32>, mlock_all: bool) -> Prepared {
     let mut warnings = Vec::new();
     let locked = if mlock_all {
         rt::mlockall()
@@ -131,8 +134,8 @@ fn prepare(root: &SysRoot, hold_dma: bool, mlock_all: bool) -> Prepared {
             false
         }
     };
-    let dma = if hold_dma {
-        match DmaLatency::hold(root, 0) {
+    let dma = if let Some(us) = hold_dma {
+        match DmaLatency::hold(root, us) {
             Ok(h) => Some(h),
             Err(e) => {
                 let dev = root.display(rt_sys::cpuidle::DMA_LATENCY);
@@ -150,37 +153,67 @@ fn prepare(root: &SysRoot, hold_dma: bool, mlock_all: bool) -> Prepared {
     }
 }
 
-fn status_line(
+/// cyclictest's numbers of one live thread.
+fn live_status(i: usize, t: &LiveThread, cfg: &probe::ProbeConfig) -> cyclictest::Status {
+    let n = t.samples.load(Ordering::Relaxed);
+    let min = t.min_ns.load(Ordering::Relaxed);
+    cyclictest::Status {
+        index: i,
+        tid: t.tid.load(Ordering::Relaxed),
+        priority: cfg.sched.priority,
+        interval_us: cfg.interval_ns / 1000,
+        cycles: n,
+        min_us: if min == u64::MAX { 0 } else { min / 1000 },
+        act_us: t.last_ns.load(Ordering::Relaxed) / 1000,
+        avg_us: t.sum_ns.load(Ordering::Relaxed).checked_div(n).unwrap_or(0) / 1000,
+        max_us: t.max_ns.load(Ordering::Relaxed) / 1000,
+    }
+}
+
+/// The status lines, one per thread; `extra` adds missed periods and the time (the
+/// probe's form; cyclictest's form without).
+fn status_lines(
     live: &Live,
     cfg: &probe::ProbeConfig,
-    elapsed_s: f64,
-    planned_s: Option<f64>,
+    extra: Option<(f64, Option<f64>)>,
 ) -> String {
     let mut s = String::new();
     for (i, t) in live.threads.iter().enumerate() {
-        let n = t.samples.load(Ordering::Relaxed);
-        let sum = t.sum_ns.load(Ordering::Relaxed);
-        let min = t.min_ns.load(Ordering::Relaxed);
-        let avg = sum.checked_div(n).unwrap_or(0) / 1000;
-        s.push_str(&format!(
-            "T:{i:2} ({:6}) P:{:2} I:{} C:{n:8} Min:{:7} Act:{:7} Avg:{avg:7} Max:{:7} Missed:{}",
-            t.tid.load(Ordering::Relaxed),
-            cfg.sched.priority,
-            cfg.interval_ns / 1000,
-            if min == u64::MAX { 0 } else { min / 1000 },
-            t.last_ns.load(Ordering::Relaxed) / 1000,
-            t.max_ns.load(Ordering::Relaxed) / 1000,
-            t.missed.load(Ordering::Relaxed),
-        ));
+        s.push_str(&cyclictest::status_line(&live_status(i, t, cfg)));
+        if extra.is_some() {
+            // The rolling max: the largest latency since the previous status line.
+            s.push_str(&format!(
+                " Missed:{} Win:{}",
+                t.missed.load(Ordering::Relaxed),
+                t.window_max_ns.swap(0, Ordering::Relaxed) / 1000
+            ));
+        }
         if i + 1 < live.threads.len() {
             s.push('\n');
         }
     }
-    match planned_s {
-        Some(p) => s.push_str(&format!("  [{elapsed_s:.0}/{p:.0} s]")),
-        None => s.push_str(&format!("  [{elapsed_s:.0} s]")),
+    match extra {
+        Some((el, Some(p))) => s.push_str(&format!("  [{el:.0}/{p:.0} s]")),
+        Some((el, None)) => s.push_str(&format!("  [{el:.0} s]")),
+        None => {}
     }
     s
+}
+
+/// Exit code after SIGINT or SIGTERM: 128 + the signal number (130, 143), as a shell
+/// reports a process that a signal ended. The data measured until then is written and
+/// marked partial.
+pub const EXIT_SIGNAL_BASE: u8 = 128;
+
+impl Signals {
+    /// The exit code for the signal that arrived, if one did.
+    pub fn exit_code(&self) -> Option<u8> {
+        if !self.stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        let n = u8::try_from(self.which.load(Ordering::SeqCst)).unwrap_or(2);
+        Some(EXIT_SIGNAL_BASE + n)
+    }
 }
 
 /// Load profile `p` and check its guest-side CPUs against this machine (the profiles
@@ -191,46 +224,240 @@ fn load_for_guest(p: &str, root: &SysRoot) -> Result<profiles::Loaded> {
     Ok(loaded)
 }
 
-/// `rt-guest probe`.
-pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
-    let root = SysRoot::live();
-    let loaded = match &args.profile {
-        Some(p) => Some(load_for_guest(p, &root)?),
-        None => None,
-    };
-    let resolved = crate::cli::resolve(args, loaded.as_ref().map(|l| &l.profile));
-    let mut cfg = resolved.config;
-    cfg.report_cpus = report_cpus(&root, &cfg.cpus);
-    cfg.validate()?;
-    check_cpus(&root, &cfg)?;
-    let signals = Signals::register()?;
+pub(crate) fn load_profile(name: Option<&str>, root: &SysRoot) -> Result<Option<profiles::Loaded>> {
+    name.map(|p| load_for_guest(p, root)).transpose()
+}
 
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(record::new_run_name()));
-    let mut rd = RunDir::open_or_create(&out_dir)
-        .with_context(|| format!("Cannot open run directory {}", out_dir.display()))?;
-    rd.begin_tool("rt-guest probe", VERSION, record::GIT_SHA, argv.clone())?;
-    if let Some(l) = &loaded {
+/// The online CPUs (`-a` alone, `-t`, `-S`); this process's affinity where the kernel
+/// does not say.
+pub(crate) fn online_cpus(root: &SysRoot) -> CpuSet {
+    rt_sys::cpulist::online(root)
+        .ok()
+        .or_else(|| rt_sys::sched::get_affinity(0).ok())
+        .unwrap_or_else(|| CpuSet::from_cpus([0]))
+}
+
+/// The partial reason of a tool run that has not ended (yet, or ever: killed).
+pub const RUNNING: &str = "running: no end recorded (killed or still measuring)";
+
+/// Open (or create) the run directory and record the tool run, the profile, the kernel
+/// facts and the guest check.
+pub(crate) fn open_run(
+    root: &SysRoot,
+    dir: &Path,
+    tool: &str,
+    argv: &[String],
+    loaded: Option<&profiles::Loaded>,
+) -> Result<RunDir> {
+    let mut rd = RunDir::open_or_create(dir)
+        .with_context(|| format!("Cannot open run directory {}", dir.display()))?;
+    rd.begin_tool(tool, VERSION, record::GIT_SHA, argv.to_vec())?;
+    // Partial until it ends: a run killed (SIGKILL, power loss) leaves a manifest that says
+    // so instead of `end: null, partial: false`.
+    if let Some(t) = rd.manifest_mut().tools.last_mut() {
+        t.partial = true;
+        t.partial_reason = Some(RUNNING.into());
+    }
+    if let Some(l) = loaded {
         rd.set_profile(&l.profile.name, &l.origin.to_string(), &l.text)?;
     }
-    let facts = kernel::facts(&root).context("Cannot read the kernel facts")?;
-    let check = guest::check(
-        &root,
-        loaded.as_ref().map(|l| &l.profile),
-        Duration::from_millis(200),
-    );
-    {
-        let env = &mut rd.manifest_mut().environment;
-        env.kernel = Some(facts.clone());
-        env.guest_check = Some(evidence::check_report(&check, Some(facts.clone())));
-        if facts.virtualization == kernel::Virtualization::Tcg {
-            env.notes
-                .push("measured under QEMU TCG: latencies are not real-time".into());
+    let facts = kernel::facts(root).context("Cannot read the kernel facts")?;
+    let check = guest::check(root, loaded.map(|l| &l.profile), Duration::from_millis(200));
+    let env = &mut rd.manifest_mut().environment;
+    if facts.virtualization == kernel::Virtualization::Tcg {
+        env.notes
+            .push("measured under QEMU TCG: latencies are not real-time".into());
+    }
+    env.kernel = Some(facts.clone());
+    env.guest_check = Some(evidence::check_report(&check, Some(facts.clone())));
+    rd.save()?;
+    Ok(rd)
+}
+
+/// How a probe run talks: cyclictest's stdout, or the probe's (status on stderr, a table).
+#[derive(Debug, Clone, Copy)]
+struct Voice {
+    quiet: bool,
+    /// stdout carries cyclictest's output (cyclictest mode, or `-h` to stdout).
+    cyclictest: bool,
+    tty: bool,
+}
+
+/// What a checkpoint needs: the run directory and the record's settings.
+struct Checkpointer<'a> {
+    rd: Option<&'a mut RunDir>,
+    mlock: bool,
+    dma_held: bool,
+}
+
+impl Checkpointer<'_> {
+    /// Write `probe.json` as it stands (atomically, hashed in the manifest, marked partial)
+    /// and say so; a failed write keeps the previous checkpoint.
+    fn write(&mut self, cfg: &probe::ProbeConfig, cp: &Checkpoint<'_>) {
+        let Some(rd) = self.rd.as_deref_mut() else {
+            return;
+        };
+        let rec = evidence::checkpoint_record(cfg, self.mlock, self.dma_held, cp);
+        let at = evidence::rfc3339(rt::realtime_ns());
+        if let Some(t) = rd.manifest_mut().tools.last_mut() {
+            t.partial_reason = Some(format!(
+                "checkpoint {} at {at}: the run went on (still measuring, or killed)",
+                cp.number
+            ));
+        }
+        let (mut worst, mut win) = (0, (0, 0));
+        for t in &cp.threads {
+            worst = worst.max(t.stats.max_ns);
+            if t.interval_max_ns >= win.0 {
+                win = (t.interval_max_ns, t.cpu);
+            }
+        }
+        match rd.write_json(record::PROBE, &rec) {
+            Ok(()) => eprintln!(
+                "checkpoint {} ({:.0} s): max {:.1} us this interval (CPU {}), {:.1} us so far",
+                cp.number,
+                ns_f(cp.elapsed_ns) / 1e9,
+                ns_f(win.0) / 1e3,
+                win.1,
+                ns_f(worst) / 1e3
+            ),
+            Err(e) => eprintln!(
+                "warning: checkpoint {} not written ({e:#}): the previous one stays",
+                cp.number
+            ),
         }
     }
-    rd.save()?;
+}
+
+fn ns_f(ns: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // ns of a run fit a double well
+    let v = ns as f64;
+    v
+}
+
+fn run_engine(
+    cfg: &probe::ProbeConfig,
+    ftrace: Option<Ftrace>,
+    signals: &Signals,
+    live: Arc<Live>,
+    voice: Voice,
+    mut checkpointer: Checkpointer<'_>,
+    mut timerlat: Option<&mut timerlat::Collector>,
+) -> Result<Outcome, probe::ProbeError> {
+    #[allow(clippy::cast_precision_loss)]
+    let planned_s = cfg.duration_ns.map(|d| d as f64 / 1e9);
+    let t0 = rt::monotonic_ns();
+    let cfg2 = cfg.clone();
+    probe::run(
+        cfg,
+        ftrace,
+        signals.stop.clone(),
+        live,
+        Duration::from_secs(1),
+        move |l| {
+            if let Some(t) = timerlat.as_deref_mut() {
+                if let Err(e) = t.drain() {
+                    eprintln!("warning: timerlat trace not read further: {e}");
+                }
+            }
+            if voice.quiet {
+                return;
+            }
+            if voice.cyclictest {
+                let mut o = std::io::stdout().lock();
+                let _ = writeln!(o, "{}", status_lines(l, &cfg2, None));
+                let _ = o.flush();
+                return;
+            }
+            let el = ns_f(rt::monotonic_ns().saturating_sub(t0)) / 1e9;
+            let line = status_lines(l, &cfg2, Some((el, planned_s)));
+            let mut e = std::io::stderr().lock();
+            if voice.tty && cfg2.cpus.len() == 1 {
+                let _ = write!(e, "\r{line}");
+            } else {
+                let _ = writeln!(e, "{line}");
+            }
+            let _ = e.flush();
+        },
+        |cp| checkpointer.write(cfg, cp),
+    )
+}
+
+/// The arguments clap reads: a binary run under the name `cyclictest` (a link, for tools
+/// such as rteval that call cyclictest by name) is `rt-guest cyclictest ARGS`.
+pub fn cli_args(argv: &[String]) -> Vec<String> {
+    let name = argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    if name.as_deref() == Some("cyclictest") {
+        let mut v = vec!["rt-guest".to_string(), "cyclictest".to_string()];
+        v.extend(argv.iter().skip(1).cloned());
+        v
+    } else {
+        argv.to_vec()
+    }
+}
+
+/// `rt-guest probe` and `rt-guest cyclictest`.
+pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
+    let root = SysRoot::live();
+    let loaded = load_profile(args.profile.as_deref(), &root)?;
+    let online = online_cpus(&root);
+    let resolved = cli::resolve(args, loaded.as_ref().map(|l| &l.profile), mode, &online)?;
+    for w in &resolved.warnings {
+        eprintln!("warning: {w}");
+    }
+    output::check(args.json.as_deref(), "JSON file")?;
+    if let HistOut::File(p) = &resolved.histogram {
+        output::check(Some(p), "histogram")?;
+    }
+    let mut cfg = resolved.config.clone();
+    cfg.report_cpus = args
+        .mainaffinity
+        .clone()
+        .or_else(|| report_cpus(&root, &cfg.cpus));
+    cfg.validate()?;
+    check_cpus(&root, &cfg)?;
+    let mut timerlat = if args.timerlat {
+        let save = args
+            .timerlat_save_us
+            .or(args.max_us)
+            .or(cfg.breaktrace_ns.map(|n| n / 1000))
+            .map(|us| us * 1000);
+        Some(
+            timerlat::Collector::start(&root, &cfg.cpus, cfg.interval_ns / 1000, save)
+                .context("Cannot run the timerlat tracer beside the probe")?,
+        )
+    } else {
+        None
+    };
+    let signals = Signals::register()?;
+    let tool = match mode {
+        Mode::Probe => "rt-guest probe",
+        Mode::Cyclictest => "rt-guest cyclictest",
+    };
+    let out_dir = match (&args.out, mode) {
+        (Some(d), _) => Some(d.clone()),
+        (None, Mode::Probe) => Some(PathBuf::from(record::new_run_name())),
+        (None, Mode::Cyclictest) => None,
+    };
+    let mut rd = out_dir
+        .as_deref()
+        .map(|d| open_run(&root, d, tool, &argv, loaded.as_ref()))
+        .transpose()?;
+    let mut reserve = rd.as_ref().map(|rd| {
+        let (r, warning) = Reserve::hold(rd.path(), output::RESERVE_BYTES);
+        if let Some(w) = warning {
+            eprintln!("warning: {w}");
+        }
+        r
+    });
+    let voice = Voice {
+        quiet: args.quiet,
+        cyclictest: mode == Mode::Cyclictest || resolved.histogram == HistOut::Stdout,
+        tty: std::io::stderr().is_terminal(),
+    };
 
     let mut prep = prepare(&root, resolved.dma_latency, args.mlock_all);
     let ftrace = match cfg.breaktrace_ns {
@@ -249,37 +476,27 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
         eprintln!("warning: {w}");
     }
     let dma_value = prep.dma.as_mut().and_then(|d| d.current().ok());
-
+    if voice.cyclictest {
+        if let Some(v) = dma_value {
+            print_flush(&cyclictest::dma_line(v));
+        }
+    }
     let live = Arc::new(Live::new(&cfg.cpus));
-    #[allow(clippy::cast_precision_loss)]
-    let planned_s = cfg.duration_ns.map(|d| d as f64 / 1e9);
-    let quiet = args.quiet;
-    let tty = std::io::stderr().is_terminal();
-    let t0 = rt::monotonic_ns();
-    let cfg2 = cfg.clone();
-    let outcome = probe::run(
+    let checkpointer = Checkpointer {
+        rd: rd.as_mut(),
+        mlock: prep.mlock,
+        dma_held: dma_value.is_some(),
+    };
+    let outcome = run_engine(
         &cfg,
         ftrace,
-        signals.stop.clone(),
-        live,
-        Duration::from_secs(1),
-        move |l| {
-            if quiet {
-                return;
-            }
-            #[allow(clippy::cast_precision_loss)]
-            let el = rt::monotonic_ns().saturating_sub(t0) as f64 / 1e9;
-            let line = status_line(l, &cfg2, el, planned_s);
-            let mut e = std::io::stderr().lock();
-            if tty && cfg2.cpus.len() == 1 {
-                let _ = write!(e, "\r{line}");
-            } else {
-                let _ = writeln!(e, "{line}");
-            }
-            let _ = e.flush();
-        },
+        &signals,
+        live.clone(),
+        voice,
+        checkpointer,
+        timerlat.as_mut(),
     );
-    if !quiet && tty {
+    if !voice.quiet && voice.tty && !voice.cyclictest {
         eprintln!();
     }
     drop(prep.dma.take());
@@ -289,10 +506,15 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
         rt::munlockall();
         let _ = rt::drop_exe_text(&root);
     }
+    if let Some(r) = reserve.as_mut() {
+        r.release();
+    }
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
-            let _ = rd.end_tool(Some(format!("error: {e}")));
+            if let Some(rd) = rd.as_mut() {
+                let _ = rd.end_tool(Some(format!("error: {e}")));
+            }
             return Err(e.into());
         }
     };
@@ -300,62 +522,161 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
         Ending::Stopped => signals.reason().or(Some("stopped".into())),
         _ => None,
     };
-    if outcome.ending == Ending::Breaktrace {
-        rd.manifest_mut().environment.notes.push(format!(
-            "breaktrace: the run stopped at a latency above {} us",
-            cfg.breaktrace_ns.unwrap_or(0) / 1000
-        ));
+    if let (Some(t), Some(rd)) = (timerlat.take(), rd.as_mut()) {
+        let (rec, saved) = t.finish(partial.is_some());
+        if let Some(text) = saved {
+            rd.write_file(record::TIMERLAT_TRACE, text.as_bytes())?;
+        }
+        rd.write_json(record::TIMERLAT, &rec)?;
     }
-    let rec = evidence::probe_record(
-        &cfg,
-        prep.mlock,
-        dma_value.is_some(),
-        &outcome,
-        partial.is_some(),
-    );
-    rd.write_json(record::PROBE, &rec)?;
-
+    let done = Done {
+        cfg: &cfg,
+        args,
+        resolved: &resolved,
+        outcome: &outcome,
+        live: &live,
+        partial,
+        mlock: prep.mlock,
+        dma_value,
+        voice,
+    };
     let exceeded = args
         .max_us
         .is_some_and(|b| outcome.threads.iter().any(|t| t.stats.max_ns > b * 1000));
-    let code = if exceeded { EXIT_NOT_MET } else { EXIT_OK };
-    if let Some(p) = &args.json {
-        let header = Header {
-            cmdline: argv.join(" "),
-            version: format!("rt-guest {VERSION}"),
-            start_wall_ns: outcome.start_wall_ns,
-            end_wall_ns: outcome.end_wall_ns,
-            return_code: i32::from(code),
-            sysinfo: Sysinfo::read(&root),
-        };
-        let nodes: Vec<u32> = outcome
-            .threads
-            .iter()
-            .map(|t| numa_node(&root, t.cpu))
-            .collect();
-        write_user_file(
-            p,
-            cyclictest::json(&header, &outcome.threads, &nodes).as_bytes(),
-        )?;
+    let code = match signals.exit_code() {
+        Some(c) if done.partial.is_some() => c,
+        _ if exceeded => EXIT_NOT_MET,
+        _ => EXIT_OK,
+    };
+    done.write(&root, rd.as_mut(), &argv, code)?;
+    if exceeded {
+        eprintln!(
+            "max latency above the bound of {} us",
+            args.max_us.unwrap_or(0)
+        );
     }
-    if let Some(p) = &args.histogram {
-        write_user_file(
-            p,
-            cyclictest::histogram_text(&outcome.threads, dma_value).as_bytes(),
-        )?;
-    }
-    rd.end_tool(partial.clone())?;
+    Ok(code)
+}
 
-    println!(
-        "run: {}{}",
-        out_dir.display(),
-        match &partial {
-            Some(r) => format!(" (partial: {r})"),
-            None => String::new(),
+/// A finished measurement and what to write of it.
+struct Done<'a> {
+    cfg: &'a probe::ProbeConfig,
+    args: &'a ProbeArgs,
+    resolved: &'a Resolved,
+    outcome: &'a Outcome,
+    live: &'a Live,
+    partial: Option<String>,
+    mlock: bool,
+    dma_value: Option<i32>,
+    voice: Voice,
+}
+
+impl Done<'_> {
+    fn write(
+        &self,
+        root: &SysRoot,
+        rd: Option<&mut RunDir>,
+        argv: &[String],
+        code: u8,
+    ) -> Result<()> {
+        let (cfg, outcome) = (self.cfg, self.outcome);
+        let rec = evidence::probe_record(
+            cfg,
+            self.mlock,
+            self.dma_value.is_some(),
+            outcome,
+            self.partial.is_some(),
+        );
+        if let Some(p) = &self.args.json {
+            let header = Header {
+                cmdline: argv.join(" "),
+                version: format!("rt-guest {VERSION}"),
+                start_wall_ns: outcome.start_wall_ns,
+                end_wall_ns: outcome.end_wall_ns,
+                return_code: i32::from(code),
+                partial: self.partial.is_some(),
+                sysinfo: Sysinfo::read(root),
+            };
+            let nodes: Vec<u32> = outcome
+                .threads
+                .iter()
+                .map(|t| numa_node(root, t.cpu))
+                .collect();
+            output::write(
+                p,
+                cyclictest::json(&header, &outcome.threads, &nodes).as_bytes(),
+            )?;
         }
-    );
-    println!(
-        "{:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>6} {:>6}",
+        let mut text = String::new();
+        if let Some(r) = &self.partial {
+            text.push_str(&cyclictest::partial_line(r));
+        }
+        let breaks = cfg
+            .breaktrace_ns
+            .map(|_| cyclictest::break_lines(&outcome.threads, outcome.breaktrace))
+            .unwrap_or_default();
+        match &self.resolved.histogram {
+            HistOut::File(p) => {
+                text.push_str(&cyclictest::histogram_text(
+                    &outcome.threads,
+                    self.dma_value,
+                ));
+                text.push_str(&breaks);
+                output::write(p, text.as_bytes())?;
+            }
+            HistOut::Stdout => {
+                text.push_str(&cyclictest::histogram_text(&outcome.threads, None));
+                text.push_str(&breaks);
+                print_flush(&text);
+            }
+            HistOut::None if self.voice.cyclictest => {
+                text.push_str(&status_lines(self.live, cfg, None));
+                text.push('\n');
+                text.push_str(&breaks);
+                print_flush(&text);
+            }
+            HistOut::None => {}
+        }
+        if let Some(rd) = rd {
+            if outcome.ending == Ending::Breaktrace {
+                rd.manifest_mut().environment.notes.push(format!(
+                    "breaktrace: the run stopped at a latency above {} us",
+                    cfg.breaktrace_ns.unwrap_or(0) / 1000
+                ));
+            }
+            rd.write_json(record::PROBE, &rec)?;
+            rd.end_tool(self.partial.clone())?;
+            let line = format!(
+                "run: {}{}",
+                rd.path().display(),
+                match &self.partial {
+                    Some(r) => format!(" (partial: {r})"),
+                    None => String::new(),
+                }
+            );
+            if self.voice.cyclictest {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+        if !self.voice.cyclictest {
+            print_flush(&(summary_table(&rec, outcome) + &breaks));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn print_flush(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes());
+    let _ = o.flush();
+}
+
+/// The probe's summary: exact values per CPU.
+fn summary_table(rec: &record::ProbeRecord, outcome: &Outcome) -> String {
+    let mut s = format!(
+        "{:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>6} {:>6}\n",
         "cpu",
         "samples",
         "min us",
@@ -372,8 +693,8 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
         let l = &t.latency;
         #[allow(clippy::cast_precision_loss)]
         let u = |ns: u64| ns as f64 / 1000.0;
-        println!(
-            "{:>4} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10} {:>7} {:>6} {:>6}",
+        s.push_str(&format!(
+            "{:>4} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10} {:>7} {:>6} {:>6}\n",
             t.cpu,
             t.samples,
             u(l.exact.map_or(l.min_ns, |e| e.min_ns)),
@@ -385,24 +706,17 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>) -> Result<u8> {
             t.missed_periods,
             t.out_of_range,
             r.faults_in_loop
-        );
+        ));
     }
-    if exceeded {
-        eprintln!(
-            "max latency above the bound of {} us",
-            args.max_us.unwrap_or(0)
-        );
-    }
-    Ok(code)
+    s
 }
 
-fn write_user_file(p: &Path, bytes: &[u8]) -> Result<()> {
-    let p = if p.parent().is_some_and(|d| d.as_os_str().is_empty()) {
-        Path::new(".").join(p)
-    } else {
-        p.to_path_buf()
-    };
-    record::write_atomic(&p, bytes).with_context(|| format!("Cannot write {}", p.display()))
+/// A self-test's checks, one line each.
+pub(crate) fn print_checks(checks: &[selftest::Check]) {
+    for c in checks {
+        let word = if c.passed { "ok" } else { "FAIL" };
+        println!("  [{word}] {}: {}", c.name, c.detail);
+    }
 }
 
 /// `rt-guest selftest`.
@@ -419,7 +733,7 @@ pub fn selftest(args: &SelftestArgs, argv: Vec<String>) -> Result<u8> {
         priority: 90,
         report_cpus: report_cpus(&root, &cpus),
     };
-    let mut prep = prepare(&root, true, false);
+    let mut prep = prepare(&root, Some(0), false);
     for w in &prep.warnings {
         eprintln!("warning: {w}");
     }
@@ -450,14 +764,7 @@ pub fn selftest(args: &SelftestArgs, argv: Vec<String>) -> Result<u8> {
             result.detected,
             result.max_us
         );
-        for c in &result.checks {
-            println!(
-                "  [{}] {}: {}",
-                if c.passed { "ok" } else { "FAIL" },
-                c.name,
-                c.detail
-            );
-        }
+        print_checks(&result.checks);
     }
     Ok(if result.passed { EXIT_OK } else { EXIT_NOT_MET })
 }

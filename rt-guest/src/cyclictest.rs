@@ -60,12 +60,17 @@ impl Sysinfo {
     }
 }
 
+/// The rt-tests release whose formats these are, written as `rt_test_version:` so that
+/// scripts that compare that field as a number read a number (our own version is in
+/// `rt_guest_version`).
+pub const RT_TESTS_VERSION: &str = "2.40";
+
 /// The run-level fields of the JSON file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
     /// The command line, joined with spaces.
     pub cmdline: String,
-    /// Our version string (in `rt_test_version:`).
+    /// Our version string (in `rt_guest_version`).
     pub version: String,
     /// Start, `CLOCK_REALTIME` ns.
     pub start_wall_ns: u64,
@@ -73,6 +78,8 @@ pub struct Header {
     pub end_wall_ns: u64,
     /// The exit code.
     pub return_code: i32,
+    /// The run was interrupted: the data is what was measured until then.
+    pub partial: bool,
     /// uname.
     pub sysinfo: Sysinfo,
 }
@@ -87,15 +94,20 @@ pub fn ct_date(wall_ns: u64) -> String {
     t.format(&f).unwrap_or_default()
 }
 
-struct Buckets<'a>(&'a [u64]);
+/// Histogram buckets as rt-tests writes them in JSON: the non-zero ones only, keyed by
+/// bucket index plus `first_key` (cyclictest: 0, the us value; oslat: 1, its "us + 1").
+pub(crate) struct Buckets<'a> {
+    pub(crate) counts: &'a [u64],
+    pub(crate) first_key: usize,
+}
 
 impl Serialize for Buckets<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let nonzero = self.0.iter().filter(|c| **c != 0).count();
+        let nonzero = self.counts.iter().filter(|c| **c != 0).count();
         let mut m = s.serialize_map(Some(nonzero))?;
-        for (us, count) in self.0.iter().enumerate() {
+        for (i, count) in self.counts.iter().enumerate() {
             if *count != 0 {
-                m.serialize_entry(&us.to_string(), count)?;
+                m.serialize_entry(&(i + self.first_key).to_string(), count)?;
             }
         }
         m.end()
@@ -142,9 +154,10 @@ struct Thread<'a> {
     page_faults_in_loop: u64,
 }
 
-struct Threads<'a>(Vec<Thread<'a>>);
+/// A list serialized as rt-tests does its threads: `{"0": ..., "1": ...}`.
+pub(crate) struct Indexed<T>(pub(crate) Vec<T>);
 
-impl Serialize for Threads<'_> {
+impl<T: Serialize> Serialize for Indexed<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (i, t) in self.0.iter().enumerate() {
@@ -161,13 +174,15 @@ struct File<'a> {
     cmdline: &'a str,
     #[serde(rename = "rt_test_version:")]
     rt_test_version: &'a str,
+    rt_guest_version: &'a str,
+    partial: bool,
     start_time: String,
     end_time: String,
     return_code: i32,
     sysinfo: &'a Sysinfo,
     num_threads: usize,
     resolution_in_ns: u64,
-    thread: Threads<'a>,
+    thread: Indexed<Thread<'a>>,
 }
 
 fn round2(x: f64) -> f64 {
@@ -179,21 +194,26 @@ pub fn json(header: &Header, threads: &[ThreadResult], nodes: &[u32]) -> String 
     let file = File {
         file_version: 1,
         cmdline: &header.cmdline,
-        rt_test_version: &header.version,
+        rt_test_version: RT_TESTS_VERSION,
+        rt_guest_version: &header.version,
+        partial: header.partial,
         start_time: ct_date(header.start_wall_ns),
         end_time: ct_date(header.end_wall_ns),
         return_code: header.return_code,
         sysinfo: &header.sysinfo,
         num_threads: threads.len(),
         resolution_in_ns: 0,
-        thread: Threads(
+        thread: Indexed(
             threads
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
                     let s = &t.stats;
                     Thread {
-                        histogram: Buckets(&t.buckets.counts),
+                        histogram: Buckets {
+                            counts: &t.buckets.counts,
+                            first_key: 0,
+                        },
                         cycles: s.samples,
                         min: ns_to_us(s.min_or_zero()),
                         max: ns_to_us(s.max_ns),
@@ -219,13 +239,18 @@ pub fn json(header: &Header, threads: &[ThreadResult], nodes: &[u32]) -> String 
     text
 }
 
+/// cyclictest's `# /dev/cpu_dma_latency set to 0us` line (with its newline).
+pub fn dma_line(us: i32) -> String {
+    let dev = rt_sys::SysRoot::live().display(rt_sys::cpuidle::DMA_LATENCY);
+    format!("# {dev} set to {us}us\n")
+}
+
 /// The `--histogram` file: cyclictest's `-h` text. `dma_latency_us` adds cyclictest's
 /// `# /dev/cpu_dma_latency set to 0us` line when the latency was held.
 pub fn histogram_text(threads: &[ThreadResult], dma_latency_us: Option<i32>) -> String {
     let mut out = String::new();
     if let Some(us) = dma_latency_us {
-        let dev = rt_sys::SysRoot::live().display(rt_sys::cpuidle::DMA_LATENCY);
-        let _ = writeln!(out, "# {dev} set to {us}us");
+        out.push_str(&dma_line(us));
     }
     out.push_str("# Histogram\n");
     let buckets = threads.first().map(|t| t.buckets.counts.len()).unwrap_or(0);
@@ -297,6 +322,59 @@ pub fn histogram_text(threads: &[ThreadResult], dma_latency_us: Option<i32>) -> 
     out
 }
 
+/// One thread's numbers in a status line (all us, as cyclictest prints them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Status {
+    /// Thread index.
+    pub index: usize,
+    /// Thread id.
+    pub tid: u32,
+    /// Priority.
+    pub priority: u32,
+    /// Period, us.
+    pub interval_us: u64,
+    /// Wakeups so far.
+    pub cycles: u64,
+    /// Min, us.
+    pub min_us: u64,
+    /// Last, us.
+    pub act_us: i64,
+    /// Mean, us (truncated).
+    pub avg_us: u64,
+    /// Max, us.
+    pub max_us: u64,
+}
+
+/// cyclictest's status line: `T: 0 (28299) P:90 I:500 C:    300 Min:     14 Act:   32
+/// Avg:   24 Max:     295`.
+pub fn status_line(s: &Status) -> String {
+    format!(
+        "T:{:2} ({:5}) P:{:2} I:{} C:{:7} Min:{:7} Act:{:5} Avg:{:5} Max:{:8}",
+        s.index, s.tid, s.priority, s.interval_us, s.cycles, s.min_us, s.act_us, s.avg_us, s.max_us
+    )
+}
+
+/// The lines cyclictest prints after a run with `-b`: `# Thread Ids:` (always), and
+/// `# Break thread:` / `# Break value:` (us) when a latency above the bound ended the run.
+pub fn break_lines(threads: &[ThreadResult], fired: Option<(u32, u64)>) -> String {
+    let mut out = String::from("# Thread Ids:");
+    for t in threads {
+        let _ = write!(out, " {:05}", t.tid);
+    }
+    out.push('\n');
+    if let Some((cpu, ns)) = fired {
+        let tid = threads.iter().find(|t| t.cpu == cpu).map_or(0, |t| t.tid);
+        let _ = writeln!(out, "# Break thread: {tid}");
+        let _ = writeln!(out, "# Break value: {}", ns_to_us(ns));
+    }
+    out
+}
+
+/// A note cyclictest has no line for, in its comment style: what a partial run is.
+pub fn partial_line(reason: &str) -> String {
+    format!("# Partial: {reason}: the histogram holds what was measured until then\n")
+}
+
 /// What a line of a cyclictest `-h` text is; used to check a file's layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistLine {
@@ -342,6 +420,8 @@ pub fn parse_layout(text: &str) -> Result<Vec<HistLine>, String> {
                 return Err(bad());
             }
             HistLine::Summary(key, vals.len())
+        } else if l.starts_with("# Thread Ids:") {
+            HistLine::Comment
         } else if let Some(rest) = l.strip_prefix("# Thread ") {
             let (num, cycles) = rest.split_once(':').ok_or_else(bad)?;
             if !digits(num, 1) {
@@ -376,8 +456,8 @@ pub fn parse_layout(text: &str) -> Result<Vec<HistLine>, String> {
     Ok(out)
 }
 
-/// The layout in short: (comment lines, bucket lines, columns, summary keys in order,
-/// overflow thread lines, trailing empty line). Two files with the same shape differ only
+/// The layout in short: (bucket lines, columns, summary keys in order, overflow thread
+/// lines, an empty line after the last of them). Two files with the same shape differ only
 /// in numbers.
 pub fn layout_shape(lines: &[HistLine]) -> (usize, usize, Vec<&'static str>, usize, bool) {
     let buckets = lines
@@ -408,7 +488,10 @@ pub fn layout_shape(lines: &[HistLine]) -> (usize, usize, Vec<&'static str>, usi
         cols,
         keys,
         threads,
-        lines.last() == Some(&HistLine::Empty),
+        lines
+            .iter()
+            .rposition(|l| matches!(l, HistLine::OverflowThread))
+            .is_some_and(|i| lines.get(i + 1) == Some(&HistLine::Empty)),
     )
 }
 
@@ -489,6 +572,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn status_and_break_lines_are_cyclictests() {
+        let s = Status {
+            index: 0,
+            tid: 28299,
+            priority: 90,
+            interval_us: 500,
+            cycles: 300,
+            min_us: 14,
+            act_us: 32,
+            avg_us: 24,
+            max_us: 295,
+        };
+        // As captured from cyclictest 2.40 on this machine.
+        assert_eq!(
+            status_line(&s),
+            "T: 0 (28299) P:90 I:500 C:    300 Min:     14 Act:   32 Avg:   24 Max:     295"
+        );
+        let a = result(1, 5, &[1_500, 53_900]);
+        let b = result(2, 5, &[0]);
+        assert_eq!(
+            break_lines(&[a.clone(), b.clone()], Some((1, 53_900))),
+            "# Thread Ids: 04242 04242\n# Break thread: 4242\n# Break value: 53\n"
+        );
+        assert_eq!(break_lines(&[a], None), "# Thread Ids: 04242\n");
+        // The comment style keeps the -h layout valid.
+        let text =
+            partial_line("interrupted by SIGINT") + &histogram_text(std::slice::from_ref(&b), None);
+        let plain =
+            layout_shape(&parse_layout(&histogram_text(std::slice::from_ref(&b), None)).unwrap());
+        assert_eq!(layout_shape(&parse_layout(&text).unwrap()), plain);
+        let text =
+            histogram_text(std::slice::from_ref(&b), None) + &break_lines(&[b], Some((2, 9_000)));
+        assert_eq!(layout_shape(&parse_layout(&text).unwrap()), plain);
+    }
+
+    #[test]
     fn overflow_list_is_cut_like_cyclictest() {
         let lats: Vec<i64> = (0..30).map(|_| 50_000).collect();
         let t = histogram_text(&[result(1, 20, &lats)], None);
@@ -510,6 +629,7 @@ pub(crate) mod tests {
         let h = Header {
             cmdline: "rt-guest probe -a 1".into(),
             version: "rt-guest 0.1.0".into(),
+            partial: false,
             start_wall_ns: 1_795_667_925_000_000_000,
             end_wall_ns: 1_795_667_927_000_000_000,
             return_code: 0,
@@ -526,6 +646,11 @@ pub(crate) mod tests {
         let t = &v["thread"]["0"];
         assert_eq!(v["file_version"], 1);
         assert_eq!(v["cmdline:"], "rt-guest probe -a 1");
+        // A number, as cyclictest's: scripts compare it as one.
+        let version: f64 = v["rt_test_version:"].as_str().unwrap().parse().unwrap();
+        assert!(version >= 2.0);
+        assert_eq!(v["rt_guest_version"], "rt-guest 0.1.0");
+        assert_eq!(v["partial"], false);
         assert_eq!(v["start_time"], "Thu, 26 Nov 2026 04:38:45 +0000");
         assert_eq!(t["histogram"]["13"], 2);
         assert_eq!(t["histogram"]["20"], 1);

@@ -11,8 +11,12 @@ use record::{
 };
 use rt_sys::kernel::KernelFacts;
 
+use hdrhistogram::Histogram;
+use rt_sys::sched::SchedParams;
+
 use crate::guest::{Report, Status};
-use crate::probe::{Outcome, ProbeConfig, ThreadResult};
+use crate::latency::Stats;
+use crate::probe::{Checkpoint, Outcome, ProbeConfig, ThreadResult};
 use crate::selftest::SelftestResult;
 
 /// RFC 3339 UTC (with ns) of a `CLOCK_REALTIME` value in ns.
@@ -27,8 +31,18 @@ pub fn rfc3339(wall_ns: u64) -> String {
 /// percentiles (what any HdrHistogram tool decodes from it); the exact min, mean and max
 /// (the max also counting values above the histogram range) go into `latency.exact`.
 pub fn thread_record(t: &ThreadResult) -> ProbeThread {
-    let s = &t.stats;
-    let mut latency = HistSummary::from_hist(&t.hist);
+    thread_parts(t.cpu, t.tid, t.sched, &t.stats, &t.hist)
+}
+
+/// [`thread_record`] from its parts (a checkpoint has no [`ThreadResult`]).
+pub fn thread_parts(
+    cpu: u32,
+    tid: u32,
+    sched: SchedParams,
+    s: &Stats,
+    hist: &Histogram<u64>,
+) -> ProbeThread {
+    let mut latency = HistSummary::from_hist(hist);
     if s.samples > 0 {
         latency.exact = Some(Exact {
             min_ns: s.min_or_zero(),
@@ -37,10 +51,10 @@ pub fn thread_record(t: &ThreadResult) -> ProbeThread {
         });
     }
     ProbeThread {
-        cpu: t.cpu,
-        tid: t.tid,
-        policy: t.sched.policy.to_string(),
-        priority: t.sched.priority,
+        cpu,
+        tid,
+        policy: sched.policy.to_string(),
+        priority: sched.priority,
         samples: s.samples,
         missed_periods: s.missed,
         out_of_range: s.out_of_range,
@@ -116,6 +130,40 @@ pub fn probe_record(
     out: &Outcome,
     partial: bool,
 ) -> ProbeRecord {
+    let threads = out.threads.iter().map(thread_record).collect();
+    record_of(
+        cfg,
+        mlock,
+        dma_latency_held,
+        threads,
+        out.elapsed_ns,
+        partial,
+    )
+}
+
+/// `probe.json` at a checkpoint: complete up to it, marked partial (the run goes on).
+pub fn checkpoint_record(
+    cfg: &ProbeConfig,
+    mlock: bool,
+    dma_latency_held: bool,
+    cp: &Checkpoint<'_>,
+) -> ProbeRecord {
+    let threads = cp
+        .threads
+        .iter()
+        .map(|t| thread_parts(t.cpu, t.tid, cfg.sched, &t.stats, t.hist))
+        .collect();
+    record_of(cfg, mlock, dma_latency_held, threads, cp.elapsed_ns, true)
+}
+
+fn record_of(
+    cfg: &ProbeConfig,
+    mlock: bool,
+    dma_latency_held: bool,
+    threads: Vec<ProbeThread>,
+    elapsed_ns: u64,
+    partial: bool,
+) -> ProbeRecord {
     #[allow(clippy::cast_precision_loss)] // ns of a run fit a double exactly enough
     let secs = |ns: u64| ns as f64 / 1e9;
     ProbeRecord {
@@ -129,8 +177,8 @@ pub fn probe_record(
             dma_latency_held,
             clock: "CLOCK_MONOTONIC, clock_nanosleep TIMER_ABSTIME".into(),
         },
-        threads: out.threads.iter().map(thread_record).collect(),
-        elapsed_s: secs(out.elapsed_ns),
+        threads,
+        elapsed_s: secs(elapsed_ns),
         partial,
     }
 }
@@ -152,6 +200,7 @@ mod tests {
             end_wall_ns: 0,
             elapsed_ns: 2_500_000_000,
             ending: Ending::Completed,
+            breaktrace: None,
         };
         let cfg = ProbeConfig {
             cpus: CpuSet::from_cpus([1]),
@@ -165,6 +214,7 @@ mod tests {
             breaktrace_ns: None,
             hist_us: 100,
             report_cpus: None,
+            checkpoint_ns: None,
         };
         let r = probe_record(&cfg, true, true, &out, false);
         let th = &r.threads[0];

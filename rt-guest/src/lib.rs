@@ -14,8 +14,14 @@ pub mod cyclictest;
 pub mod evidence;
 pub mod guest;
 pub mod latency;
+pub mod oslat;
+pub mod oslat_cmd;
+pub mod oslatfmt;
+pub mod output;
 pub mod probe;
 pub mod selftest;
+pub mod stalls;
+pub mod timerlat;
 
 /// This crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

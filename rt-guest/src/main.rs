@@ -1,11 +1,12 @@
 //! `rt-guest`: latency probe, self-test and guest tuning (see `rt-guest --help`).
 //!
-//! Exit codes: 0 ok; 1 a bound, the self-test or a check was not met; 2 error.
+//! Exit codes: 0 ok; 1 a bound, the self-test or a check was not met; 2 error; 130/143
+//! interrupted by SIGINT/SIGTERM (the data measured until then is written, marked partial).
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use rt_guest::cli::{Cli, Command};
+use rt_guest::cli::{Cli, Command, Mode};
 use rt_guest::commands;
 
 fn main() -> ExitCode {
@@ -13,10 +14,12 @@ fn main() -> ExitCode {
     // else pages in the binary or starts a thread.
     let _ = rt_sys::rt::advise_exe_random(&rt_sys::SysRoot::live());
     rt_sys::rt::single_malloc_arena();
-    let cli = Cli::parse();
     let argv: Vec<String> = std::env::args().collect();
+    let cli = Cli::parse_from(commands::cli_args(&argv));
     let r = match &cli.command {
-        Command::Probe(a) => commands::probe(a, argv),
+        Command::Probe(a) => commands::probe(a, argv, Mode::Probe),
+        Command::Cyclictest(a) => commands::probe(a, argv, Mode::Cyclictest),
+        Command::Oslat(a) => rt_guest::oslat_cmd::oslat(a, argv),
         Command::Selftest(a) => commands::selftest(a, argv),
         Command::Check(a) => commands::check(a),
         Command::Tune(a) => commands::tune(a),

@@ -76,7 +76,8 @@ pub struct ProbeConfig {
     pub sched: SchedParams,
     /// Stop after this many wakeups per thread.
     pub loops: Option<u64>,
-    /// Stop after this long.
+    /// Stop after this long. With neither this nor `loops`, the run goes on until the
+    /// stop flag is set (cyclictest's `-l 0`).
     pub duration_ns: Option<u64>,
     /// Stop and mark the trace when a latency exceeds this (ns).
     pub breaktrace_ns: Option<u64>,
@@ -84,6 +85,9 @@ pub struct ProbeConfig {
     pub hist_us: usize,
     /// CPUs for the calling (reporting) thread, off the measured CPUs. None: leave it.
     pub report_cpus: Option<CpuSet>,
+    /// Hand a snapshot of every thread's data to the caller this often (ns): a long run
+    /// then keeps a complete record of all but the last interval (see [`Checkpoint`]).
+    pub checkpoint_ns: Option<u64>,
 }
 
 impl ProbeConfig {
@@ -112,14 +116,17 @@ impl ProbeConfig {
                 format!("{p}: policy {} takes priority 0", self.sched.policy),
             );
         }
+        if self.checkpoint_ns.is_some_and(|c| c < 1_000_000_000) {
+            return bad(
+                "checkpoint",
+                "checkpoints come at most once per second".into(),
+            );
+        }
         if self.loops == Some(0) {
             return bad("loops", "0 loops measure nothing".into());
         }
         if self.duration_ns == Some(0) {
             return bad("duration", "a zero duration measures nothing".into());
-        }
-        if self.loops.is_none() && self.duration_ns.is_none() {
-            return bad("duration", "give a duration or a loop count".into());
         }
         Ok(())
     }
@@ -145,6 +152,8 @@ pub struct LiveThread {
     pub sum_ns: AtomicU64,
     /// Missed periods so far.
     pub missed: AtomicU64,
+    /// Max since the reporting thread last took it (`swap(0)`), ns: the rolling max.
+    pub window_max_ns: AtomicU64,
 }
 
 /// Live status of a run.
@@ -228,9 +237,158 @@ pub struct Outcome {
     pub elapsed_ns: u64,
     /// Why it ended.
     pub ending: Ending,
+    /// The breaktrace that ended it: (CPU, latency ns).
+    pub breaktrace: Option<(u32, u64)>,
+}
+
+/// Where a measurement thread hands its interval histogram to the reporting thread: the
+/// reporting thread leaves an empty histogram in `hist` and sets `want`; after its next
+/// sample the measurement thread swaps its histogram with it (`try_lock`: it never waits)
+/// and copies its statistics. No allocation, no blocking in the loop.
+#[derive(Debug)]
+struct Exchange {
+    want: AtomicBool,
+    slot: std::sync::Mutex<Slot>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    hist: Histogram<u64>,
+    stats: Stats,
+    filled: bool,
+}
+
+/// One thread's data at a checkpoint: everything measured from the start to the swap.
+#[derive(Debug)]
+pub struct CheckpointThread<'a> {
+    /// CPU.
+    pub cpu: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Statistics at the swap.
+    pub stats: Stats,
+    /// The histogram from the start to the swap.
+    pub hist: &'a Histogram<u64>,
+    /// The largest latency since the previous checkpoint, ns.
+    pub interval_max_ns: u64,
+}
+
+/// A checkpoint: a complete picture of the run so far.
+#[derive(Debug)]
+pub struct Checkpoint<'a> {
+    /// 1, 2, ...
+    pub number: u64,
+    /// Measured time so far, ns.
+    pub elapsed_ns: u64,
+    /// `CLOCK_REALTIME` ns at the grid origin.
+    pub start_wall_ns: u64,
+    /// Per thread, in CPU order.
+    pub threads: Vec<CheckpointThread<'a>>,
+}
+
+/// The reporting thread's side of the checkpoints: the histogram of everything before
+/// the last swap, per thread.
+struct Collector {
+    totals: Vec<Histogram<u64>>,
+    stats: Vec<Stats>,
+    interval_max: Vec<u64>,
+    pending: bool,
+    number: u64,
+    last_ns: u64,
+    start_wall_ns: u64,
+}
+
+impl Collector {
+    fn new(n: usize, now: u64, start_wall_ns: u64) -> Self {
+        Collector {
+            start_wall_ns,
+            totals: (0..n).map(|_| record::hist::new_ns()).collect(),
+            stats: vec![Stats::default(); n],
+            interval_max: vec![0; n],
+            pending: false,
+            number: 0,
+            last_ns: now,
+        }
+    }
+
+    /// Ask for the swap, then (once every thread has swapped or finished) fold the
+    /// intervals into the totals and call `cb`.
+    fn tick(&mut self, sh: &Shared, now: u64, every: u64, cb: &mut dyn FnMut(&Checkpoint<'_>)) {
+        if !self.pending {
+            if now.saturating_sub(self.last_ns) < every {
+                return;
+            }
+            self.last_ns = now;
+            for x in &sh.exchange {
+                x.want.store(true, Ordering::SeqCst);
+            }
+            self.pending = true;
+            return;
+        }
+        let mut all = true;
+        for x in &sh.exchange {
+            all &= !x.want.load(Ordering::SeqCst);
+        }
+        if !all && sh.live.finished.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        self.pending = false;
+        for (i, x) in sh.exchange.iter().enumerate() {
+            let Ok(mut slot) = x.slot.lock() else {
+                continue;
+            };
+            if !slot.filled {
+                continue;
+            }
+            slot.filled = false;
+            self.interval_max[i] = if slot.hist.is_empty() {
+                0
+            } else {
+                slot.hist.max()
+            };
+            let _ = self.totals[i].add(&slot.hist);
+            slot.hist.reset();
+            self.stats[i] = slot.stats;
+        }
+        self.number += 1;
+        let cp = Checkpoint {
+            number: self.number,
+            elapsed_ns: now.saturating_sub(sh.live.start_ns.load(Ordering::SeqCst)),
+            start_wall_ns: self.start_wall_ns,
+            threads: sh
+                .live
+                .threads
+                .iter()
+                .enumerate()
+                .map(|(i, t)| CheckpointThread {
+                    cpu: t.cpu.load(Ordering::Relaxed),
+                    tid: t.tid.load(Ordering::Relaxed),
+                    stats: self.stats[i],
+                    hist: &self.totals[i],
+                    interval_max_ns: self.interval_max[i],
+                })
+                .collect(),
+        };
+        cb(&cp);
+    }
+
+    /// At the end: fold a swap not yet taken and the totals into the threads' results,
+    /// which then hold the whole run.
+    fn finish(&mut self, sh: &Shared, threads: &mut [ThreadResult]) {
+        for (i, (x, t)) in sh.exchange.iter().zip(threads.iter_mut()).enumerate() {
+            if let Ok(mut slot) = x.slot.lock() {
+                if slot.filled {
+                    let _ = self.totals[i].add(&slot.hist);
+                    slot.filled = false;
+                }
+            }
+            let _ = t.hist.add(&self.totals[i]);
+        }
+    }
 }
 
 struct Shared {
+    exchange: Vec<Exchange>,
     cfg: ProbeConfig,
     live: Arc<Live>,
     stop: Arc<AtomicBool>,
@@ -241,7 +399,8 @@ struct Shared {
 }
 
 /// Run the probe. `stop` ends it early (within one period); `report` is called about
-/// once per `report_every` from the calling thread while measuring.
+/// once per `report_every` from the calling thread while measuring, `checkpoint` once
+/// per `cfg.checkpoint_ns` (never when that is None).
 pub fn run(
     cfg: &ProbeConfig,
     ftrace: Option<Ftrace>,
@@ -249,6 +408,7 @@ pub fn run(
     live: Arc<Live>,
     report_every: Duration,
     mut report: impl FnMut(&Live),
+    mut checkpoint: impl FnMut(&Checkpoint<'_>),
 ) -> Result<Outcome, ProbeError> {
     cfg.validate()?;
     if let Some(cpus) = &cfg.report_cpus {
@@ -258,7 +418,22 @@ pub fn run(
         }
     }
     let n = cfg.cpus.len();
+    let exchange = (0..n)
+        .map(|_| Exchange {
+            want: AtomicBool::new(false),
+            slot: std::sync::Mutex::new(Slot {
+                // The spare histogram: full size only when it will be swapped in.
+                hist: match cfg.checkpoint_ns {
+                    Some(_) => record::hist::new_ns(),
+                    None => Histogram::new_with_bounds(1, 2, 1).expect("static bounds are valid"),
+                },
+                stats: Stats::default(),
+                filled: false,
+            }),
+        })
+        .collect();
     let shared = Arc::new(Shared {
+        exchange,
         cfg: cfg.clone(),
         live: live.clone(),
         stop: stop.clone(),
@@ -299,6 +474,9 @@ pub fn run(
 
     let mut last_report = rt::monotonic_ns();
     let every = u64::try_from(report_every.as_nanos()).unwrap_or(u64::MAX);
+    let mut collector = cfg
+        .checkpoint_ns
+        .map(|_| Collector::new(n, last_report, wall0 + (start - mono0)));
     while live.finished.load(Ordering::SeqCst) < n {
         std::thread::sleep(Duration::from_millis(20));
         let now = rt::monotonic_ns();
@@ -306,23 +484,14 @@ pub fn run(
             last_report = now;
             report(&live);
         }
-    }
-    let end_mono = rt::monotonic_ns();
-    let mut threads = Vec::with_capacity(n);
-    let mut first_err = None;
-    for (cpu, h) in handles {
-        match h.join() {
-            Ok(Ok(t)) => threads.push(t),
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(_) => {
-                first_err.get_or_insert(ProbeError::Panicked { cpu });
-            }
+        if let (Some(c), Some(cp)) = (collector.as_mut(), cfg.checkpoint_ns) {
+            c.tick(&shared, now, cp, &mut checkpoint);
         }
     }
-    if let Some(e) = first_err {
-        return Err(e);
+    let end_mono = rt::monotonic_ns();
+    let mut threads = join_all(handles)?;
+    if let Some(c) = collector.as_mut() {
+        c.finish(&shared, &mut threads);
     }
     let ending = if live.breaktrace_cpu.load(Ordering::SeqCst) != 0 {
         Ending::Breaktrace
@@ -332,7 +501,12 @@ pub fn run(
         Ending::Completed
     };
     let elapsed_ns = end_mono.saturating_sub(start);
+    let breaktrace = match live.breaktrace_cpu.load(Ordering::SeqCst) {
+        0 => None,
+        c => Some((c - 1, live.breaktrace_ns.load(Ordering::SeqCst))),
+    };
     Ok(Outcome {
+        breaktrace,
         threads,
         start_wall_ns: wall0 + (start - mono0),
         end_wall_ns: wall0 + (end_mono - mono0),
@@ -341,8 +515,32 @@ pub fn run(
     })
 }
 
+/// Join every measurement thread (all of them, also after an error); the first error
+/// wins.
+pub(crate) fn join_all<T>(
+    handles: Vec<(u32, std::thread::JoinHandle<Result<T, ProbeError>>)>,
+) -> Result<Vec<T>, ProbeError> {
+    let mut out = Vec::with_capacity(handles.len());
+    let mut first_err = None;
+    for (cpu, h) in handles {
+        match h.join() {
+            Ok(Ok(t)) => out.push(t),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => {
+                first_err.get_or_insert(ProbeError::Panicked { cpu });
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
 /// Counts the thread as finished when it leaves, whatever the path.
-struct Finished<'a>(&'a AtomicUsize);
+pub(crate) struct Finished<'a>(pub(crate) &'a AtomicUsize);
 
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
@@ -350,7 +548,7 @@ impl Drop for Finished<'_> {
     }
 }
 
-fn block_stop_signals() {
+pub(crate) fn block_stop_signals() {
     use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
@@ -360,9 +558,10 @@ fn block_stop_signals() {
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
 }
 
-fn setup(cfg: &ProbeConfig, cpu: u32) -> Result<SchedParams, SysError> {
+/// Pin the calling thread to `cpu`, then set its policy; returns the policy read back.
+pub(crate) fn pin_and_set(cpu: u32, params: SchedParams) -> Result<SchedParams, SysError> {
     sched::set_affinity(0, &CpuSet::from_cpus([cpu]))?;
-    sched::set_sched(0, cfg.sched)?;
+    sched::set_sched(0, params)?;
     sched::get_sched(0)
 }
 
@@ -397,7 +596,7 @@ fn measure(
     let _done = Finished(&sh.live.finished);
     block_stop_signals();
     let tid = sched::gettid();
-    let setup = setup(&sh.cfg, cpu);
+    let setup = pin_and_set(cpu, sh.cfg.sched);
     if setup.is_err() {
         sh.abort.store(true, Ordering::SeqCst);
     }
@@ -413,6 +612,7 @@ fn measure(
         cycles(
             sh,
             None,
+            slot,
             cpu,
             &warm,
             &mut s,
@@ -440,6 +640,7 @@ fn measure(
         cycles(
             sh,
             Some(live),
+            slot,
             cpu,
             &span,
             &mut stats,
@@ -467,9 +668,11 @@ struct Span {
 }
 
 /// The hot loop: no allocation, no lock. `live` is None for the warm-up pass.
+#[allow(clippy::too_many_arguments)]
 fn cycles(
     sh: &Shared,
     live: Option<&LiveThread>,
+    slot: usize,
     cpu: u32,
     span: &Span,
     stats: &mut Stats,
@@ -508,6 +711,11 @@ fn cycles(
         }
         buckets.record(w.latency_ns, cycle);
         if let Some(live) = live {
+            live.window_max_ns
+                .fetch_max(u64::try_from(w.latency_ns).unwrap_or(0), Ordering::Relaxed);
+            if let Some(x) = sh.exchange.get(slot) {
+                hand_over(x, hist, stats);
+            }
             live.samples.store(stats.samples, Ordering::Relaxed);
             live.last_ns.store(w.latency_ns, Ordering::Relaxed);
             live.max_ns.store(stats.max_ns, Ordering::Relaxed);
@@ -530,6 +738,35 @@ fn cycles(
     Ok(())
 }
 
+/// Swap the interval histogram out when the reporting thread asked for it (never waits).
+#[inline]
+fn hand_over(x: &Exchange, hist: &mut Histogram<u64>, stats: &Stats) {
+    if !x.want.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Ok(mut s) = x.slot.try_lock() {
+        std::mem::swap(hist, &mut s.hist);
+        s.stats = *stats;
+        s.filled = true;
+        x.want.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Write `msg` (and a newline) to the trace marker, then stop tracing; formatted into a
+/// stack buffer: this runs in a measurement thread.
+pub(crate) fn mark_and_stop(f: &Ftrace, msg: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut buf = [0u8; 128];
+    let len = {
+        let mut w = &mut buf[..];
+        let _ = w.write_fmt(msg);
+        let _ = w.write_all(b"\n");
+        128 - w.len()
+    };
+    f.mark(&buf[..len]);
+    f.stop();
+}
+
 /// Mark the trace and stop tracing (first thread only), then stop the run.
 fn breaktrace(sh: &Shared, cpu: u32, latency_ns: u64) {
     if sh
@@ -539,20 +776,14 @@ fn breaktrace(sh: &Shared, cpu: u32, latency_ns: u64) {
         .is_ok()
     {
         if let Some(f) = &sh.ftrace {
-            let mut buf = [0u8; 96];
-            let len = {
-                use std::io::Write;
-                let mut w = &mut buf[..];
-                let _ = writeln!(
-                    w,
+            mark_and_stop(
+                f,
+                format_args!(
                     "rt-guest: hit latency threshold ({} us > {} us) on cpu {cpu}",
                     latency_ns / 1000,
                     sh.cfg.breaktrace_ns.unwrap_or(0) / 1000
-                );
-                96 - w.len()
-            };
-            f.mark(&buf[..len]);
-            f.stop();
+                ),
+            );
         }
         sh.live.breaktrace_ns.store(latency_ns, Ordering::SeqCst);
     }
@@ -577,6 +808,7 @@ mod tests {
             breaktrace_ns: None,
             hist_us: 100,
             report_cpus: None,
+            checkpoint_ns: None,
         }
     }
 
@@ -593,8 +825,11 @@ mod tests {
         c.interval_ns = 1_000;
         assert!(c.validate().unwrap_err().to_string().contains("interval"));
         let mut c = cfg();
+        c.loops = Some(0);
+        assert!(c.validate().unwrap_err().to_string().contains("loops"));
         c.loops = None;
-        assert!(c.validate().is_err());
+        c.validate()
+            .expect("neither loops nor duration: until stopped");
         let mut c = cfg();
         c.cpus = CpuSet::new();
         assert!(c.validate().is_err());
@@ -616,6 +851,7 @@ mod tests {
             live.clone(),
             Duration::from_secs(10),
             |_| {},
+            |_| {},
         )
         .unwrap();
         assert_eq!(out.ending, Ending::Completed);
@@ -625,6 +861,51 @@ mod tests {
         assert_eq!(t.buckets.total() + t.buckets.overflows, 20);
         assert!(out.elapsed_ns >= 20 * c.interval_ns, "{}", out.elapsed_ns);
         assert_eq!(live.threads[0].samples.load(Ordering::Relaxed), 20);
+    }
+
+    #[test]
+    fn checkpoints_hold_everything_so_far_and_the_end_holds_the_whole_run() {
+        let c = ProbeConfig {
+            cpus: CpuSet::from_cpus([sched::get_affinity(0).unwrap().iter().next().unwrap()]),
+            interval_ns: 1_000_000,
+            loops: Some(2_600),
+            checkpoint_ns: Some(1_000_000_000),
+            ..cfg()
+        };
+        let mut seen: Vec<(u64, u64, u64)> = Vec::new();
+        let out = run(
+            &c,
+            None,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Live::new(&c.cpus)),
+            Duration::from_secs(10),
+            |_| {},
+            |cp| {
+                let t = &cp.threads[0];
+                seen.push((
+                    cp.number,
+                    t.stats.samples,
+                    t.hist.len() + t.stats.out_of_range,
+                ));
+            },
+        )
+        .unwrap();
+        // About one checkpoint a second over at least 2.6 s (more on a loaded machine).
+        assert!(!seen.is_empty(), "{seen:?}");
+        let mut before = 0;
+        for (i, (n, samples, in_hist)) in seen.iter().enumerate() {
+            assert_eq!(*n, i as u64 + 1);
+            assert_eq!(samples, in_hist, "the histogram holds every sample counted");
+            assert!(*samples > before && *samples < 2_600, "{seen:?}");
+            before = *samples;
+        }
+        let t = &out.threads[0];
+        assert_eq!(t.stats.samples, 2_600);
+        assert_eq!(
+            t.hist.len() + t.stats.out_of_range,
+            2_600,
+            "nothing lost in the swaps"
+        );
     }
 
     #[test]
@@ -638,11 +919,19 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(Live::new(&c.cpus));
         let s2 = stop.clone();
-        let out = run(&c, None, stop, live, Duration::from_millis(20), move |l| {
-            if l.threads[0].samples.load(Ordering::Relaxed) >= 3 {
-                s2.store(true, Ordering::SeqCst);
-            }
-        })
+        let out = run(
+            &c,
+            None,
+            stop,
+            live,
+            Duration::from_millis(20),
+            move |l| {
+                if l.threads[0].samples.load(Ordering::Relaxed) >= 3 {
+                    s2.store(true, Ordering::SeqCst);
+                }
+            },
+            |_| {},
+        )
         .unwrap();
         assert_eq!(out.ending, Ending::Stopped);
         assert!(out.threads[0].stats.samples >= 3);

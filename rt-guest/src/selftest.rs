@@ -127,6 +127,19 @@ fn us(ns: u64) -> f64 {
     v
 }
 
+/// The median of the values of `h` in `[low, high]` (0 when there are none): the size of
+/// the injected delays, which a stray spike of the machine does not move as it moves a max.
+pub fn median_between(h: &hdrhistogram::Histogram<u64>, low: u64, high: u64) -> u64 {
+    let inside = h.count_between(low, high);
+    if inside == 0 {
+        return 0;
+    }
+    let below = h.count_between(0, low.saturating_sub(1));
+    #[allow(clippy::cast_precision_loss)] // sample counts
+    let q = (below + inside.div_ceil(2)) as f64 / h.len().max(1) as f64;
+    h.value_at_quantile(q.min(1.0))
+}
+
 /// True when grid period `g` (0-based) gets a delay.
 pub fn injected_cycle(g: u64, every: u64) -> bool {
     every > 0 && g % every == every - 1
@@ -169,15 +182,7 @@ pub fn judge(
     let count_above = count_below;
     // The median of the detected delays: D plus the probe's wakeup after the injector
     // stops. Unlike the max, a host preemption of this VM does not move it.
-    let median = t
-        .filter(|_| detected > 0)
-        .map(|t| {
-            let below = t.hist.count_between(0, low.saturating_sub(1));
-            #[allow(clippy::cast_precision_loss)] // sample counts
-            let q = (below + detected.div_ceil(2)) as f64 / t.hist.len().max(1) as f64;
-            t.hist.value_at_quantile(q.min(1.0))
-        })
-        .unwrap_or(0);
+    let median = t.map_or(0, |t| median_between(&t.hist, low, high_w));
     let high = cfg.delay_ns + baseline_p99 + SIZE_MARGIN_NS;
     let tolerance = Tolerance {
         window_low_us: us(low),
@@ -269,6 +274,7 @@ impl SelftestConfig {
             breaktrace_ns: None,
             hist_us: 1,
             report_cpus: self.report_cpus.clone(),
+            checkpoint_ns: None,
         }
     }
 }
@@ -348,6 +354,7 @@ pub fn run(cfg: &SelftestConfig, stop: Arc<AtomicBool>) -> Result<SelftestResult
         live,
         Duration::from_secs(3600),
         quiet,
+        |_| {},
     )?;
 
     let live = Arc::new(Live::new(&pcfg.cpus));
@@ -372,6 +379,7 @@ pub fn run(cfg: &SelftestConfig, stop: Arc<AtomicBool>) -> Result<SelftestResult
         live,
         Duration::from_secs(3600),
         quiet,
+        |_| {},
     );
     if result.is_err() {
         stop.store(true, Ordering::SeqCst);
@@ -406,6 +414,7 @@ mod tests {
             end_wall_ns: 0,
             elapsed_ns: 0,
             ending: Ending::Completed,
+            breaktrace: None,
         }
     }
 

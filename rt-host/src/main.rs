@@ -53,6 +53,28 @@ struct ProfileArgs {
     vm_pid: Option<u32>,
 }
 
+#[derive(Args, Debug, Clone)]
+struct HwlatArgs {
+    /// Run time (`30s`, `10m`).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Report gaps above this, us (`tracing_thresh`; hwlatdetect and OpenShift use 20 in
+    /// CI, the kernel's default is 10).
+    #[arg(long, default_value_t = 10)]
+    threshold_us: u64,
+    /// Spin time per window, us (`hwlat_detector/width`).
+    #[arg(long, default_value_t = 500_000)]
+    width_us: u64,
+    /// Window, us (`hwlat_detector/window`).
+    #[arg(long, default_value_t = 1_000_000)]
+    window_us: u64,
+    /// Run directory to write hwlat.json into.
+    #[arg(long, value_name = "RUN_DIR")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Read-only audit: each item ok / differs / needs reboot / not permitted here / not
@@ -114,6 +136,10 @@ enum Cmd {
     /// Render the profile's VM definition: libvirt domain XML, a QEMU script or a KubeVirt
     /// VirtualMachineInstance, each real-time choice with its reason.
     Vm(vm_cmd::VmArgs),
+    /// Hardware/firmware latency: run the kernel's hwlat detector (interrupts off, spin,
+    /// report gaps above the threshold) where tracefs has it. Exit 1 when a gap exceeded
+    /// the threshold; "not available here" (exit 2) where the tracer is missing.
+    Hwlat(HwlatArgs),
     /// Generate man pages or shell completions from these definitions.
     #[command(hide = true)]
     Generate {
@@ -181,11 +207,74 @@ fn run(cli: Cli) -> Result<u8> {
             systemd_unit,
         } => hold(&args, us, systemd_unit),
         Cmd::Vm(a) => vm_cmd::run(&a),
+        Cmd::Hwlat(a) => hwlat(&a),
         Cmd::Generate { what, dir } => {
             rtvirt_cli::clidoc::generate(Cli::command(), "rt-host", what, &dir)?;
             Ok(0)
         }
     }
+}
+
+fn hwlat(a: &HwlatArgs) -> Result<u8> {
+    use rt_sys::tracefs;
+    let root = SysRoot::new(&a.common.root);
+    let cfg = tracefs::HwlatConfig {
+        threshold_us: a.threshold_us,
+        width_us: a.width_us,
+        window_us: a.window_us,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let t0 = std::time::Instant::now();
+    let samples = tracefs::hwlat_run(&root, &cfg, a.duration, &stop)
+        .context("Cannot run the hwlat detector")?;
+    let rec = record::HwlatRecord {
+        threshold_us: cfg.threshold_us,
+        width_us: cfg.width_us,
+        window_us: cfg.window_us,
+        duration_s: t0.elapsed().as_secs_f64(),
+        total_samples: samples.len() as u64,
+        max_us: samples
+            .iter()
+            .map(|s| s.inner_us.max(s.outer_us))
+            .max()
+            .unwrap_or(0),
+        samples: samples.iter().take(10_000).cloned().collect(),
+        partial: stop.load(Ordering::SeqCst),
+    };
+    if let Some(dir) = &a.out {
+        let mut rd = record::RunDir::open_or_create(dir)?;
+        rd.begin_tool(
+            "rt-host hwlat",
+            env!("CARGO_PKG_VERSION"),
+            record::GIT_SHA,
+            std::env::args().collect(),
+        )?;
+        rd.write_json(record::HWLAT, &rec)?;
+        rd.end_tool(rec.partial.then(|| "interrupted".to_string()))?;
+    }
+    if a.common.json {
+        print_json(&rec)?;
+    } else {
+        println!(
+            "hwlat: {} samples above {} us in {:.0} s (width {} us, window {} us), max {} us",
+            rec.total_samples,
+            rec.threshold_us,
+            rec.duration_s,
+            rec.width_us,
+            rec.window_us,
+            rec.max_us
+        );
+        for s in rec.samples.iter().take(20) {
+            println!(
+                "  #{} cpu {} inner {} us outer {} us at {}",
+                s.seq, s.cpu, s.inner_us, s.outer_us, s.ts
+            );
+        }
+    }
+    Ok(u8::from(rec.total_samples > 0))
 }
 
 fn setup_cmd(args: &ProfileArgs, opts: &SetupOptions) -> Result<u8> {

@@ -1100,3 +1100,65 @@ fn root_libvirt_domain_by_name_gets_rt_runtime_fifo_vcpu_and_exact_revert() {
     assert_eq!(libvirt_runtimes(&lv.domain), runtimes_before);
     assert_eq!(diff(&before, &snapshot_of(pid)), Vec::<String>::new());
 }
+
+#[test]
+fn hwlat_reads_the_detector_on_a_fake_tracefs_and_says_when_it_is_missing() {
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path().join("sys/kernel/tracing");
+    std::fs::create_dir_all(t.join("hwlat_detector")).unwrap();
+    let trace = "# tracer: hwlat\n           <...>-157     [001] dn.....     7.010975: #1     inner/outer(us): 4112/6171  ts:1796119461.677313790 count:109\n";
+    for (f, v) in [
+        ("available_tracers", "blk function nop"),
+        ("current_tracer", "nop\n"),
+        ("tracing_on", "1\n"),
+        ("tracing_thresh", "0\n"),
+        ("hwlat_detector/width", "500000\n"),
+        ("hwlat_detector/window", "1000000\n"),
+        ("trace_pipe", trace),
+        ("trace", trace),
+    ] {
+        std::fs::write(t.join(f), v).unwrap();
+    }
+    let run = |extra: &[&str]| {
+        bin()
+            .args(["hwlat", "--duration", "200ms", "--json", "--root"])
+            .arg(d.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the hwlat tracer: not available here"),
+        "{err}"
+    );
+    std::fs::write(t.join("available_tracers"), "hwlat blk function nop").unwrap();
+    let dir = d.path().join("run");
+    let out = run(&["--out", dir.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a gap above the threshold: {out:?}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total_samples"], 1);
+    assert_eq!(v["max_us"], 6171);
+    assert_eq!(v["samples"][0]["cpu"], 1);
+    assert_eq!(
+        std::fs::read_to_string(t.join("current_tracer"))
+            .unwrap()
+            .trim(),
+        "nop"
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.join("tracing_thresh"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert!(m["files"]["hwlat.json"]["sha256"].is_string(), "{m:#}");
+}

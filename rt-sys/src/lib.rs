@@ -25,6 +25,7 @@ pub mod sched;
 pub mod sysctl;
 pub mod task;
 pub mod threads;
+pub mod tracefs;
 
 pub use cpulist::CpuSet;
 pub use error::SysError;

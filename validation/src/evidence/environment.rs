@@ -137,6 +137,9 @@ pub fn run_issues(r: &RunData) -> Vec<String> {
     if r.can.as_ref().is_some_and(|c| c.partial) {
         out.push("partial run: can.json is marked partial".into());
     }
+    if r.oslat.as_ref().is_some_and(|o| o.partial) {
+        out.push("partial run: oslat.json is marked partial".into());
+    }
     out.sort();
     out.dedup();
     out

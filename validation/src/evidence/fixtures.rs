@@ -206,7 +206,35 @@ pub(crate) fn run(env: Environment, probe: Option<ProbeRecord>, can: Option<CanR
         manifest_sha256: "cd".repeat(32),
         probe,
         can,
+        oslat: None,
         sources: vec![],
+    }
+}
+
+pub(crate) fn oslat(cpu: u32, gaps_us: &[(u64, u64)]) -> record::OslatRecord {
+    let gaps = hist_of(gaps_us);
+    record::OslatRecord {
+        settings: record::OslatSettings {
+            policy: "fifo".into(),
+            priority: 1,
+            duration_s: 300.0,
+            buckets: 32,
+            mlock: true,
+            clock: "CLOCK_MONOTONIC".into(),
+        },
+        threads: vec![record::OslatThread {
+            cpu,
+            tid: 101,
+            policy: "fifo".into(),
+            priority: 1,
+            samples: gaps.samples,
+            overflows: 0,
+            out_of_range: 0,
+            max_at: None,
+            gaps,
+        }],
+        elapsed_s: 300.0,
+        partial: false,
     }
 }
 

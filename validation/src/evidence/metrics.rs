@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use profiles::{Metric, Requirement};
+use record::hist::HistSummary;
 use record::{checked_sum, msg_label};
 
 use super::pool::Pool;
@@ -15,6 +16,7 @@ use crate::fmt::{f, fmt_num, pct_label};
 fn base(req: &Requirement, label: String, unit: &str, kind: BoundKind) -> RequirementResult {
     let bound = match &req.metric {
         Metric::ProbeLatency { .. }
+        | Metric::OslatLatency { .. }
         | Metric::CanLatency { .. }
         | Metric::CanJitter { .. }
         | Metric::WcrtSlack { .. } => req.bound_us,
@@ -72,6 +74,9 @@ pub fn evaluate_one(
             can_hist(req, *percentile, *id, false, runs, opts)?
         }
         Metric::CanJitter { percentile, id } => can_hist(req, *percentile, *id, true, runs, opts)?,
+        Metric::OslatLatency { percentile, cpu } => {
+            oslat_latency(req, *percentile, *cpu, runs, opts)?
+        }
         Metric::ProbeMissed => probe_missed(req, runs)?,
         Metric::CanDeadlineMisses { id } => can_counts(req, *id, false, runs)?,
         Metric::CanLoss { id } => can_counts(req, *id, true, runs)?,
@@ -83,6 +88,22 @@ pub fn evaluate_one(
     Ok(r)
 }
 
+/// Per-CPU histograms of one record (`probe.json` or `oslat.json`): (CPU, histogram,
+/// values outside its range) of each thread.
+type CpuHists = fn(&RunData) -> Vec<(u32, &HistSummary, u64)>;
+
+fn probe_hists(run: &RunData) -> Vec<(u32, &HistSummary, u64)> {
+    let threads = run.probe.iter().flat_map(|p| &p.threads);
+    threads
+        .map(|t| (t.cpu, &t.latency, t.out_of_range))
+        .collect()
+}
+
+fn oslat_hists(run: &RunData) -> Vec<(u32, &HistSummary, u64)> {
+    let threads = run.oslat.iter().flat_map(|o| &o.threads);
+    threads.map(|t| (t.cpu, &t.gaps, t.out_of_range)).collect()
+}
+
 fn probe_latency(
     req: &Requirement,
     p: f64,
@@ -91,28 +112,59 @@ fn probe_latency(
     opts: &EvalOptions,
 ) -> Result<RequirementResult, EvidenceError> {
     let label = format!("probe wakeup latency {}, {}", pct_label(p), which_cpu(cpu));
+    let oor = "values were outside the histogram range (early wakeups or above 60 s)";
+    let has = |r: &RunData| r.probe.is_some();
+    let what = (record::PROBE, "probe thread", oor);
+    cpu_latency(req, label, (p, cpu), runs, opts, (has, probe_hists), what)
+}
+
+fn oslat_latency(
+    req: &Requirement,
+    p: f64,
+    cpu: Option<u32>,
+    runs: &[RunData],
+    opts: &EvalOptions,
+) -> Result<RequirementResult, EvidenceError> {
+    let label = format!("busy-loop gap {}, {}", pct_label(p), which_cpu(cpu));
+    let oor = "gaps were above the histogram range (60 s)";
+    let has = |r: &RunData| r.oslat.is_some();
+    let what = (record::OSLAT, "oslat loop", oor);
+    cpu_latency(req, label, (p, cpu), runs, opts, (has, oslat_hists), what)
+}
+
+/// A latency percentile over per-CPU histograms, pooled over the runs; `what` is (the
+/// record's file, what measures one CPU, what the out-of-range values are).
+fn cpu_latency(
+    req: &Requirement,
+    label: String,
+    (p, cpu): (f64, Option<u32>),
+    runs: &[RunData],
+    opts: &EvalOptions,
+    (has, hists): (fn(&RunData) -> bool, CpuHists),
+    (file, measurer, oor): (&str, &str, &str),
+) -> Result<RequirementResult, EvidenceError> {
     let mut r = base(req, label, "us", BoundKind::AtMost);
     let mut pool = Pool::new();
     let mut out_of_range = 0u64;
     for run in runs {
-        let path = run.path.join(record::PROBE);
-        for t in run.probe.iter().flat_map(|p| &p.threads) {
-            if cpu.is_none_or(|c| c == t.cpu) {
-                pool.add(run, record::PROBE, &format!("CPU {}", t.cpu), &t.latency)?;
-                out_of_range = checked_sum(out_of_range, t.out_of_range, &path, "out of range")?;
+        let path = run.path.join(file);
+        for (c, h, oo) in hists(run) {
+            if cpu.is_none_or(|want| want == c) {
+                pool.add(run, file, &format!("CPU {c}"), h)?;
+                out_of_range = checked_sum(out_of_range, oo, &path, "out of range")?;
             }
         }
     }
-    if runs.iter().all(|r| r.probe.is_none()) {
-        r.reasons.push("no probe.json in any run".into());
+    if !runs.iter().any(has) {
+        r.reasons.push(format!("no {file} in any run"));
     } else if !pool.found {
         r.reasons
-            .push(format!("no probe thread measured {}", which_cpu(cpu)));
+            .push(format!("no {measurer} measured {}", which_cpu(cpu)));
     }
     judge_percentile(&mut r, &pool, p, opts);
     if out_of_range > 0 {
         r.reasons.push(format!(
-            "{out_of_range} values were outside the histogram range (early wakeups or above 60 s) and are not in the distribution"
+            "{out_of_range} {oor} and are not in the distribution"
         ));
     }
     Ok(finish(&mut r, pool))
@@ -356,8 +408,8 @@ fn wcrt_slack(req: &Requirement, id: Option<u32>, runs: &[RunData]) -> Requireme
 mod tests {
     use super::*;
     use crate::evidence::fixtures::{
-        can, can_msg, eval, facts, good_env, host_check, max_latency, probe, req, run, selftest,
-        tool,
+        can, can_msg, eval, facts, good_env, host_check, max_latency, oslat, probe, req, run,
+        selftest, tool,
     };
     use rt_sys::kernel::Virtualization;
 
@@ -629,5 +681,54 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("overflows a 64-bit count"), "{e}");
+    }
+
+    #[test]
+    fn oslat_latency_is_judged_from_oslat_json() {
+        let oslat_max = |bound: f64, cpu: Option<u32>| {
+            req(
+                "R-OSLAT",
+                Metric::OslatLatency {
+                    percentile: 100.0,
+                    cpu,
+                },
+                Some(bound),
+                None,
+            )
+        };
+        let mut r1 = run(good_env(), None, None);
+        r1.manifest.files.insert(
+            record::OSLAT.into(),
+            record::FileEntry {
+                sha256: "ef".repeat(32),
+                bytes: 1,
+                written_by: "test".into(),
+            },
+        );
+        r1.oslat = Some(oslat(1, &[(1, 99_000), (38, 1_000)]));
+        let runs = [r1];
+        let r = eval(&oslat_max(40.0, None), &runs);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.samples, Some(100_000));
+        assert!((r.measured.unwrap() - 38.0).abs() < 0.05, "{r:?}");
+        assert_eq!(r.trace[0].file, "oslat.json");
+        assert_eq!(r.metric_label, "busy-loop gap max, all CPUs");
+        let r = eval(&oslat_max(30.0, Some(1)), &runs);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert!(r.confidence.unwrap().starts_with("1000 of 100000"));
+        let r = eval(&oslat_max(40.0, Some(2)), &runs);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(
+            r.reasons
+                .iter()
+                .any(|x| x.contains("no oslat loop measured CPU 2")),
+            "{r:?}"
+        );
+        let none = [run(good_env(), Some(probe(&[(10, 100)], 0)), None)];
+        let r = eval(&oslat_max(40.0, None), &none);
+        assert!(
+            r.reasons.iter().any(|x| x == "no oslat.json in any run"),
+            "{r:?}"
+        );
     }
 }

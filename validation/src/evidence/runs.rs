@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use profiles::Profile;
-use record::{self, CanRecord, Manifest, ProbeRecord, RecordError, RunDir};
+use record::{self, CanRecord, Manifest, OslatRecord, ProbeRecord, RecordError, RunDir};
 
 use super::{EvidenceError, ProfileRef, Trace};
 
@@ -14,7 +14,7 @@ use super::{EvidenceError, ProfileRef, Trace};
 pub const SOURCES_DIR: &str = "sources";
 
 /// The files whose content identifies a measurement.
-const DATA_FILES: [&str; 3] = [record::PROBE, record::CAN, record::CAN_LOG];
+const DATA_FILES: [&str; 4] = [record::PROBE, record::CAN, record::CAN_LOG, record::OSLAT];
 
 /// A run directory read and verified.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct RunData {
     pub probe: Option<ProbeRecord>,
     /// `can.json`, when the run has one.
     pub can: Option<CanRecord>,
+    /// `oslat.json`, when the run has one (every histogram decoded).
+    pub oslat: Option<OslatRecord>,
     /// For merged runs: the source runs' manifests (`sources/*.manifest.json`), with the
     /// sha256 of each as stored.
     pub sources: Vec<(Manifest, String)>,
@@ -79,12 +81,26 @@ impl RunData {
         if let Some(c) = &can {
             c.check(&path.join(record::CAN), runs)?;
         }
+        let oslat: Option<OslatRecord> = match manifest.files.contains_key(record::OSLAT) {
+            true => Some(rd.read_json(record::OSLAT)?),
+            false => None,
+        };
+        for t in oslat.iter().flat_map(|o| &o.threads) {
+            t.gaps
+                .histogram()
+                .map_err(|source| RecordError::Histogram {
+                    path: path.join(record::OSLAT),
+                    what: format!("CPU {}", t.cpu),
+                    source,
+                })?;
+        }
         Ok(RunData {
             path: path.to_path_buf(),
             manifest_sha256: rd.manifest_sha256().to_string(),
             manifest,
             probe,
             can,
+            oslat,
             sources,
         })
     }
