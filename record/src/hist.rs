@@ -7,7 +7,8 @@
 //! [`decode`] checks the V2 header before the `hdrhistogram` crate sees a byte: the
 //! cookie, the compressed length against the bytes present, the inflated size against the
 //! largest payload our parameters allow (lowest value 1, 3 significant digits, highest at
-//! most [`HIGHEST_NS`]), and after decoding that the counts add up without overflow. A
+//! most [`HIGHEST_NS`]), that no run of zero counts is one the crate cannot negate, and
+//! after decoding that the counts add up without overflow. A
 //! 60-character input claiming a 4 GiB payload is an error, not a 4 GiB allocation.
 //!
 //! # Percentiles
@@ -171,6 +172,36 @@ fn check_v2_header(b: &[u8]) -> Result<(), HistError> {
         return refuse(format!(
             "payload of {payload} bytes is longer than a histogram up to {high} ns can be"
         ));
+    }
+    check_counts(&b[V2_HEADER..])
+}
+
+/// Walk the counts of a V2 payload as the crate reads them (LEB128 of at most 9 bytes, the
+/// 9th taken whole, then ZigZag: a negative number is a run of zero counts) and refuse a
+/// run of 2^63 zeros (ZigZag of `i64::MIN`): the crate negates it, which panics in builds
+/// with overflow checks (found by `fuzz/`, target hist).
+fn check_counts(payload: &[u8]) -> Result<(), HistError> {
+    let mut i = 0;
+    while i < payload.len() {
+        let mut v = 0u64;
+        for k in 0..9 {
+            // A varint cut short by the end is the crate's to report.
+            let Some(&byte) = payload.get(i) else { break };
+            i += 1;
+            if k == 8 {
+                v |= u64::from(byte) << 56;
+                break;
+            }
+            v |= u64::from(byte & 0x7f) << (7 * k);
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        if v == u64::MAX {
+            return Err(HistError::Header(
+                "a run of 2^63 zero counts: no histogram has that many buckets".into(),
+            ));
+        }
     }
     Ok(())
 }
@@ -398,6 +429,25 @@ mod tests {
         c.extend(body);
         let e = decode(&b64(&c)).unwrap_err();
         assert!(e.to_string().contains("inflates to more than"), "{e}");
+    }
+
+    #[test]
+    fn a_run_of_2_63_zero_counts_is_refused_not_a_panic() {
+        // fuzz/regressions/hist/zero-run-i64-min.v2: ZigZag(i64::MIN) is nine 0xFF bytes;
+        // the crate's `-count` overflowed on it (a panic in debug builds).
+        let mut b = header(11, 3, 1, HIGHEST_NS);
+        b.extend([
+            0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02,
+        ]);
+        let e = decode(&b64(&b)).unwrap_err();
+        assert!(e.to_string().contains("a run of 2^63 zero counts"), "{e}");
+        // A run of 2^63 - 1 zeros is left to the crate, which refuses it without a panic.
+        let mut b = header(11, 3, 1, HIGHEST_NS);
+        b.extend([
+            0x02, 0xFD, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02,
+        ]);
+        let e = decode(&b64(&b)).unwrap_err();
+        assert!(matches!(e, HistError::Decode(_)), "{e}");
     }
 
     #[test]
