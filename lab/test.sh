@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rtvirt's test command (README, .ci/run): installs what the tests need, then runs the
-# format and lint checks and every test, including the root-only and lab tests.
+# format and lint checks and every test, including the root-only and lab tests, then runs
+# every fuzz target for a bounded time (lab/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,3 +55,5 @@ echo "== cargo test (all, including root and lab tests)"
 # RTVIRT_REQUIRE_ALL=1: a test whose prerequisite is missing fails instead of skipping.
 export RTVIRT_REQUIRE_ALL=1
 cargo test --workspace -- --include-ignored --test-threads=1
+echo "== fuzz (every target for RTVIRT_FUZZ_SECONDS, default 30)"
+bash lab/fuzz.sh

@@ -1,15 +1,47 @@
 //! The tuning journal (`/run/rt-host/journal.json`, `/run/rt-guest/journal.json`) as
-//! `rt-host revert` and `status` read it: [`rt_sys::journal::Journal::read`], then what
-//! they make of each entry (its target shown, sched and cpu-list values parsed). Nothing
-//! is reverted: a journal is a list of writes to the machine.
+//! `rt-host revert` and `status` read it: [`Journal::read`] (the directory private, the
+//! file 0600), every entry checked against the kernel interfaces of a typical host
+//! ([`Interfaces::check`]), shown, and compared with what is in effect, and the journal's
+//! origin with this system's. Nothing is reverted: a journal is a list of writes to the
+//! machine, and this target must never make them. Property: an entry the check lets
+//! through names a normalized path inside the kernel trees or a cgroup mount, and a cgroup
+//! value inside its hierarchy.
 
-use rt_sys::journal::{self, Journal, Target};
-use rt_sys::CpuSet;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+
+use rt_sys::journal::{Entry, Interfaces, Journal, Origin, Target, KERNEL_TREES};
+
+/// The cgroup mounts of the development machine, as `rt_sys::cgroup::parse_mounts` gives
+/// them from `/proc/mounts`.
+fn interfaces() -> Interfaces {
+    // kernel-path-ok: sample /proc/mounts text for the check, never opened
+    let mounts = rt_sys::cgroup::parse_mounts(
+        "cgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0\n\
+         cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
+         cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n",
+    );
+    Interfaces {
+        cgroup2_mounts: mounts
+            .iter()
+            .filter(|m| m.v2)
+            .map(|m| m.path.clone())
+            .collect(),
+        cgroup_mounts: mounts.into_iter().map(|m| m.path).collect(),
+    }
+}
 
 /// One input.
 pub fn run(data: &[u8]) {
     let dir = crate::scratch::fresh("journal");
-    std::fs::write(Journal::file_in(&dir), data).expect("scratch journal");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("0700");
+    std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(Journal::file_in(&dir))
+        .and_then(|mut f| f.write_all(data))
+        .expect("scratch journal");
     let j = match Journal::read(&dir) {
         Ok(Some(j)) => j,
         Ok(None) => panic!("a journal file that exists reads as none"),
@@ -18,18 +50,60 @@ pub fn run(data: &[u8]) {
             return;
         }
     };
+    let ifs = interfaces();
     for e in j.entries.iter().rev() {
         let _ = e.target.to_string();
-        match &e.target {
-            Target::ThreadSched { .. } => {
-                let _ = journal::parse_sched(&e.prior);
-                let _ = journal::parse_sched(&e.applied);
-            }
-            Target::ThreadAffinity { .. } => {
-                let _ = CpuSet::parse(&e.prior);
-                let _ = CpuSet::parse(&e.applied);
-            }
-            _ => {}
+        let _ = e.target.thread();
+        let _ = e.in_effect(&e.prior);
+        match ifs.check(e) {
+            Ok(()) => let_through(&ifs, e),
+            Err(why) => crate::note("Interfaces::check", format_args!("refused: {why}")),
         }
+    }
+    let here = Origin {
+        root: "/".into(),
+        boot_id: "6f1f5d4c-2b7e-4d0e-9a51-1c1d3f0e8a42".into(),
+        hostname: "hil-host".into(),
+        profiles: Vec::new(),
+    };
+    for m in j.mismatches(&here, None) {
+        let _ = m.to_string();
+    }
+}
+
+fn normalized(p: &str) -> bool {
+    !p.is_empty() && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+fn let_through(ifs: &Interfaces, e: &Entry) {
+    let below_mount = |p: &str| {
+        ifs.cgroup_mounts.iter().any(|m| {
+            p.strip_prefix(m.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        })
+    };
+    match &e.target {
+        Target::File { path } => assert!(
+            normalized(path)
+                && (KERNEL_TREES.iter().any(|t| path.starts_with(t)) || below_mount(path)),
+            "journal file entry {path:?} let through"
+        ),
+        Target::Mkdir { path } => assert!(
+            normalized(path) && below_mount(path),
+            "journal directory entry {path:?} let through"
+        ),
+        Target::CgroupThread { mount, .. } => {
+            assert!(ifs.cgroup_mounts.contains(mount), "cgroup mount {mount:?}");
+            for v in [&e.prior, &e.applied] {
+                let rest = v
+                    .strip_prefix('/')
+                    .unwrap_or_else(|| panic!("cgroup path {v:?}"));
+                assert!(
+                    rest.is_empty() || normalized(rest),
+                    "cgroup path {v:?} let through"
+                );
+            }
+        }
+        Target::ThreadSched { .. } | Target::ThreadAffinity { .. } => {}
     }
 }

@@ -1,14 +1,15 @@
 //! rt-sys's parsers of kernel text, every one on every input (each is cheap, and kernel
 //! files look alike): cpu lists and masks, `/proc/interrupts`, cpuidle `disable`,
 //! `/dev/cpu_dma_latency`, task `stat`, `/proc/mounts` and `/proc/PID/cgroup`,
-//! `/proc/meminfo`, `/proc/cpuinfo`, `/proc/cmdline`, sysctl names and choice files, IRQ
+//! `/proc/PID/status` (memory, capabilities), libvirt pid files, `/proc/meminfo`, `/proc/cpuinfo`, `/proc/cmdline`, sysctl names and choice files, IRQ
 //! thread and vCPU thread names, QEMU command lines, `/proc/self/maps`, QMP replies and
 //! the journal's sched values. Properties: cpu lists and masks read back equal; a sysctl
 //! name never becomes a path that climbs out of `/proc/sys`.
 
 use rt_sys::CpuSet;
 use rt_sys::{
-    cgroup, cpuidle, hugepages, irq, irqthread, journal, kernel, qmp, rt, sysctl, task, threads,
+    cgroup, cpuidle, hugepages, irq, irqthread, journal, kernel, libvirt, procmem, qmp, rt, sysctl,
+    task, threads,
 };
 
 /// One input.
@@ -28,6 +29,10 @@ pub fn run(data: &[u8]) {
     let _ = cgroup::parse_mounts(text);
     let _ = cgroup::parse_proc_cgroup(text, true);
     let _ = cgroup::parse_proc_cgroup(text, false);
+    let _ = cgroup::parse_proc_cgroup_of(text, Some("cpu"));
+    let _ = procmem::parse_status(text);
+    let _ = task::parse_cap_eff(text);
+    let _ = libvirt::parse_pid(text);
     let _ = hugepages::parse_meminfo(text);
     let _ = kernel::is_preempt_rt(text, Some(text));
     let _ = kernel::cpuinfo_field(text, "flags");
@@ -45,6 +50,8 @@ pub fn run(data: &[u8]) {
     let _ = rt::maps_of(text, "/usr/bin/rt-guest");
     if let Ok(qmp::Reply::Return(v)) = qmp::classify_reply(text) {
         let _ = qmp::parse_cpus_fast(&v);
+        let _ = qmp::parse_cpu_paths(&v);
+        let _ = qmp::parse_model_props(&v);
     }
     let _ = journal::parse_sched(text);
 }
