@@ -3,14 +3,14 @@
 # cargo-fuzz targets in fuzz/ with the nightly toolchain (libFuzzer, AddressSanitizer, debug
 # assertions and overflow checks on), replays every seed and every regression input
 # (fuzz/regressions: the hostile inputs of issue 17), then fuzzes each target for
-# RTVIRT_FUZZ_SECONDS (default 30) from its seeds. A crash, an abort, a hang (an input
+# RTVIRT_FUZZ_SECONDS (default 20) from its seeds. A crash, an abort, a hang (an input
 # running over 10 s), or more than 2 GiB (one allocation or the resident set) fails the
 # step; the input that did it is kept under fuzz/artifacts/TARGET/ and its path printed.
 # Other targets still run; the step fails at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-secs="${RTVIRT_FUZZ_SECONDS:-30}"
+secs="${RTVIRT_FUZZ_SECONDS:-20}"
 all=(profile canlog dbc hist run_record kernel_text cyclictest journal)
 targets=("${all[@]}")
 [ "$#" = 0 ] || targets=("$@")

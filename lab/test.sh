@@ -55,5 +55,5 @@ echo "== cargo test (all, including root and lab tests)"
 # RTVIRT_REQUIRE_ALL=1: a test whose prerequisite is missing fails instead of skipping.
 export RTVIRT_REQUIRE_ALL=1
 cargo test --workspace -- --include-ignored --test-threads=1
-echo "== fuzz (every target for RTVIRT_FUZZ_SECONDS, default 30)"
+echo "== fuzz (every target for RTVIRT_FUZZ_SECONDS, default 20)"
 bash lab/fuzz.sh
