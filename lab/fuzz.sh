@@ -47,6 +47,7 @@ seeds_of() {
     profile) ls profiles/*.ron profiles/tests/fixtures/*/*.ron ;;
     dbc) ls can-sim/tests/fixtures/*.dbc ;;
     cyclictest) ls rt-guest/tests/fixtures/*.txt ;;
+    kernel_text) ls rt-sys/tests/fixtures/*.txt ;;
   esac
   find "fuzz/seeds/$1" "fuzz/regressions/$1" -type f ! -name README.md 2>/dev/null || true
 }

@@ -3,13 +3,14 @@
 //! `/dev/cpu_dma_latency`, task `stat`, `/proc/mounts` and `/proc/PID/cgroup`,
 //! `/proc/PID/status` (memory, capabilities), libvirt pid files, `/proc/meminfo`, `/proc/cpuinfo`, `/proc/cmdline`, sysctl names and choice files, IRQ
 //! thread and vCPU thread names, QEMU command lines, `/proc/self/maps`, QMP replies and
-//! the journal's sched values. Properties: cpu lists and masks read back equal; a sysctl
+//! the journal's sched values, tracefs `available_tracers` and the timerlat and hwlat
+//! trace lines. Properties: cpu lists and masks read back equal; a sysctl
 //! name never becomes a path that climbs out of `/proc/sys`.
 
 use rt_sys::CpuSet;
 use rt_sys::{
     cgroup, cpuidle, hugepages, irq, irqthread, journal, kernel, libvirt, procmem, qmp, rt, sysctl,
-    task, threads,
+    task, threads, tracefs,
 };
 
 /// One input.
@@ -54,6 +55,11 @@ pub fn run(data: &[u8]) {
         let _ = qmp::parse_model_props(&v);
     }
     let _ = journal::parse_sched(text);
+    let _ = tracefs::parse_tracers(text);
+    for line in text.lines() {
+        let _ = tracefs::parse_timerlat(line);
+        let _ = tracefs::parse_hwlat(line);
+    }
 }
 
 fn cpu_lists(text: &str) {
