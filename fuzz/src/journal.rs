@@ -12,23 +12,23 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 
 use rt_sys::journal::{Entry, Interfaces, Journal, Origin, Target, KERNEL_TREES};
 
-/// The cgroup mounts of the development machine, as `rt_sys::cgroup::parse_mounts` gives
-/// them from `/proc/mounts`.
-fn interfaces() -> Interfaces {
-    // kernel-path-ok: sample /proc/mounts text for the check, never opened
-    let mounts = rt_sys::cgroup::parse_mounts(
-        "cgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0\n\
-         cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
-         cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n",
-    );
-    Interfaces {
-        cgroup2_mounts: mounts
-            .iter()
-            .filter(|m| m.v2)
-            .map(|m| m.path.clone())
-            .collect(),
-        cgroup_mounts: mounts.into_iter().map(|m| m.path).collect(),
-    }
+/// The interfaces of a host with the development machine's cgroup mounts: a fake root
+/// whose `/proc/mounts` lists them, read as `rt-host revert` reads the live one.
+fn interfaces() -> &'static Interfaces {
+    static IFS: std::sync::OnceLock<Interfaces> = std::sync::OnceLock::new();
+    IFS.get_or_init(|| {
+        let root = crate::scratch::fresh("journal-root");
+        let mounts = root.join(rt_sys::cgroup::MOUNTS);
+        std::fs::create_dir_all(mounts.parent().expect("a parent")).expect("fake root");
+        // kernel-path-ok: the text of a fake /proc/mounts, not a path opened
+        let text = "cgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0\n\
+                    cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
+                    cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
+        std::fs::write(&mounts, text).expect("fake mounts");
+        let ifs = Interfaces::of(&rt_sys::SysRoot::new(root));
+        assert_eq!(ifs.cgroup_mounts.len(), 3, "the fake mounts are read");
+        ifs
+    })
 }
 
 /// One input.
@@ -56,7 +56,7 @@ pub fn run(data: &[u8]) {
         let _ = e.target.thread();
         let _ = e.in_effect(&e.prior);
         match ifs.check(e) {
-            Ok(()) => let_through(&ifs, e),
+            Ok(()) => let_through(ifs, e),
             Err(why) => crate::note("Interfaces::check", format_args!("refused: {why}")),
         }
     }

@@ -70,19 +70,18 @@ fn cpu_lists(text: &str) {
             Ok(&set),
             "{text:?} -> {list:?}"
         );
-        let mask = set.to_mask();
-        assert_eq!(
-            CpuSet::from_mask(&mask).as_ref(),
-            Ok(&set),
-            "{text:?} -> {mask:?}"
-        );
+        mask_reads_back(text, &set);
     }
     if let Ok(set) = CpuSet::from_mask(text) {
-        let mask = set.to_mask();
-        assert_eq!(
-            CpuSet::from_mask(&mask).as_ref(),
-            Ok(&set),
-            "{text:?} -> {mask:?}"
-        );
+        mask_reads_back(text, &set);
     }
+}
+
+fn mask_reads_back(text: &str, set: &CpuSet) {
+    let mask = set.to_mask();
+    assert_eq!(
+        CpuSet::from_mask(&mask).as_ref(),
+        Ok(set),
+        "{text:?} -> {mask:?}"
+    );
 }
