@@ -288,6 +288,9 @@ fn can_id(id: u32, extended: bool) -> String {
     }
 }
 
+/// Highest energy-performance bias (`power/energy_perf_bias`).
+pub const MAX_EPB: u8 = 15;
+
 /// Priority rules of the kernel: 1..=99 for FIFO/RR, 0 for the others.
 pub(crate) fn priority(e: &mut Errors, path: &str, policy: Policy, prio: u8, default_note: &str) {
     if policy.is_realtime() {
@@ -502,6 +505,99 @@ fn host(h: &Host, e: &mut Errors) {
     }
     crate::vms::validate(h, e);
     vcpu_list(e, "host.vcpus", &h.vcpus, rt);
+    kthread_ladder(h, e);
+    helper_policies(h, e);
+    power(h, e);
+}
+
+/// The kernel-thread ladder must stand above every real-time vCPU: a FIFO kernel thread
+/// below a busy FIFO vCPU on its CPU never runs again (RT throttling stops both).
+fn kthread_ladder(h: &Host, e: &mut Errors) {
+    let Some(k) = &h.kthread_priorities else {
+        return;
+    };
+    let top = crate::vms::host_vms(h)
+        .into_iter()
+        .flat_map(|v| {
+            let path = v.vcpus_path.clone();
+            v.vcpus
+                .into_iter()
+                .enumerate()
+                .filter(|(_, p)| p.policy.is_realtime())
+                .map(move |(i, p)| (p.priority, format!("{path}[{i}]"), p.cpu))
+        })
+        .max_by_key(|(prio, ..)| *prio);
+    for (field, prio) in [
+        ("ksoftirqd", k.ksoftirqd),
+        ("ktimers", k.ktimers),
+        ("rcuc", k.rcuc),
+        ("rcub", k.rcub),
+        ("kvm_pit", k.kvm_pit),
+    ] {
+        let path = format!("host.kthread_priorities.{field}");
+        if prio == 0 || prio > MAX_RT_PRIORITY {
+            fifo_priority(e, &path, prio);
+        } else if let Some((vprio, vpath, cpu)) = top.as_ref().filter(|(v, ..)| prio <= *v) {
+            e.push(
+                path,
+                format!(
+                    "{prio} is not above the FIFO {vprio} of {vpath} (CPU {cpu}): the kernel \
+                     thread would wait behind a busy vCPU for ever (RT throttling stops it \
+                     too); give the vCPUs priority 1 as tuned and KubeVirt do, or raise the \
+                     ladder"
+                ),
+            );
+        }
+    }
+}
+
+/// Real-time emulator or I/O threads share the housekeeping CPUs with the host: they are
+/// only safe while RT throttling leaves the rest of the host some time.
+fn helper_policies(h: &Host, e: &mut Errors) {
+    if !h.sysctl.rt_runtime_unlimited {
+        return;
+    }
+    for v in crate::vms::host_vms(h) {
+        for (field, policy) in [
+            ("emulator_policy", v.emulator_policy),
+            ("iothread_policy", v.iothread_policy),
+        ] {
+            if policy.is_realtime() {
+                e.push(
+                    v.field(field),
+                    format!(
+                        "{policy} on the housekeeping CPUs together with \
+                         host.sysctl.rt_runtime_unlimited: nothing would stop a busy \
+                         emulator or I/O thread from starving the host; keep RT throttling"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Words the cpufreq files take, and the energy-performance bias range.
+fn power(h: &Host, e: &mut Errors) {
+    let p = &h.power;
+    for (field, v) in [("governor", &p.governor), ("epp", &p.epp)] {
+        if let Some(v) = v {
+            let word = !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !word {
+                e.push(
+                    format!("host.power.{field}"),
+                    format!("{v:?} is not a cpufreq word (like \"performance\")"),
+                );
+            }
+        }
+    }
+    if let Some(b) = p.epb.filter(|b| *b > MAX_EPB) {
+        e.push(
+            "host.power.epb",
+            format!("{b} is outside 0..={MAX_EPB} (0 is performance, 15 power saving)"),
+        );
+    }
 }
 
 /// A VM locator (`host.vm`, `host.vms[i].find`): exactly one way to find the process.
@@ -1352,6 +1448,69 @@ mod tests {
         for (n, _) in crate::BUNDLED {
             validate(&bundled(n)).unwrap_or_else(|e| panic!("{n}: {e:?}"));
         }
+    }
+
+    /// A two-CPU host with one VM whose vCPU 1 runs FIFO `prio` on CPU 1, plus `extra`
+    /// host fields.
+    fn one_vm(prio: u8, vm_extra: &str, extra: &str) -> Profile {
+        let text = format!(
+            r#"Profile(name: "t", host: (housekeeping_cpus: "0", realtime_cpus: "1", {extra}
+                vms: [(name: "v", memory_mib: 64, vcpus: [(vcpu: 1, cpu: 1, priority: {prio})] {vm_extra})]))"#
+        );
+        crate::parse(&text, "t").unwrap()
+    }
+
+    #[test]
+    fn a_kthread_ladder_below_a_vcpu_is_refused() {
+        validate(&one_vm(1, "", "kthread_priorities: (),")).unwrap();
+        let errs = validate(&one_vm(4, "", "kthread_priorities: (rcuc: 5, rcub: 5),")).unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            msgs.len(),
+            3,
+            "ksoftirqd, ktimers and kvm_pit at 2: {msgs:?}"
+        );
+        assert!(
+            msgs[0].starts_with(
+                "host.kthread_priorities.ksoftirqd: 2 is not above the FIFO 4 of \
+                 host.vms[0].vcpus[0] (CPU 1)"
+            ),
+            "{msgs:?}"
+        );
+        let e = one(&one_vm(1, "", "kthread_priorities: (ktimers: 0),"));
+        assert_eq!(e, "host.kthread_priorities.ktimers: 0 is outside 1..=99");
+    }
+
+    #[test]
+    fn realtime_helpers_need_rt_throttling_and_power_words_are_checked() {
+        let vm = ", emulator_policy: Fifo, emulator_priority: 1, iothread_policy: Rr, iothread_priority: 2";
+        validate(&one_vm(1, vm, "")).unwrap();
+        let errs = validate(&one_vm(1, vm, "sysctl: (rt_runtime_unlimited: true),")).unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("host.vms[0].emulator_policy: fifo on the housekeeping CPUs together with host.sysctl.rt_runtime_unlimited"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[1].starts_with("host.vms[0].iothread_policy: rr"),
+            "{msgs:?}"
+        );
+        let e = one(&one_vm(1, ", iothread_priority: 3", ""));
+        assert_eq!(
+            e,
+            "host.vms[0].iothread_priority: 3 must be 0 for policy other"
+        );
+        let e = one(&one_vm(1, "", r#"power: (governor: "Perf ormance"),"#));
+        assert!(
+            e.starts_with("host.power.governor: \"Perf ormance\" is not a cpufreq word"),
+            "{e}"
+        );
+        let e = one(&one_vm(1, "", "power: (epb: 16),"));
+        assert_eq!(
+            e,
+            "host.power.epb: 16 is outside 0..=15 (0 is performance, 15 power saving)"
+        );
     }
 
     #[test]
