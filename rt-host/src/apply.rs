@@ -83,7 +83,7 @@ pub struct SetupReport {
     pub done: Vec<Done>,
     /// Items still not as wanted after setup (verify), excluding refused ones.
     pub verify_failed: Vec<Change>,
-    /// Items that need a reboot.
+    /// Items that need a reboot or a module reload.
     pub needs_reboot: Vec<Change>,
     /// Essential items (vCPU affinity and real-time policy, the RT runtime of their
     /// cgroups) refused or missing after setup, each with its cause (`note`) and `fix`.
@@ -215,7 +215,9 @@ pub fn setup(
         profile: name.into(),
         journal: journal_dir.to_path_buf(),
         verify_failed: matching(&|c| c.status == Status::Differs && c.when == plan::When::Now),
-        needs_reboot: matching(&|c| c.status == Status::NeedsReboot),
+        needs_reboot: matching(&|c| {
+            matches!(c.status, Status::NeedsReboot | Status::NeedsModuleReload)
+        }),
         not_met: matching(&|c| c.not_met()),
         plan,
         done,

@@ -33,6 +33,40 @@ pub fn lab_host() -> profiles::Host {
         .expect("lab has a host section")
 }
 
+/// A host section from RON text (`(housekeeping_cpus: "0", ...)`), validated as a profile.
+pub fn host_from(ron: &str) -> profiles::Host {
+    let p = profiles::parse(&format!("Profile(name: \"t\", host: {ron})"), "test host")
+        .expect("a test host that parses");
+    profiles::validate(&p).expect("a valid test host");
+    p.host.expect("a host section")
+}
+
+/// `rt-host setup` of `host` on the fake tree under `root`, journalled in `jdir`.
+pub fn setup(
+    root: &SysRoot,
+    host: &profiles::Host,
+    jdir: &Path,
+) -> Result<crate::apply::SetupReport, crate::TuneError> {
+    let id = rt_sys::journal::ProfileId {
+        name: "t".into(),
+        sha256: "0".repeat(64),
+    };
+    let ctx = crate::plan::Ctx::new(root);
+    crate::apply::setup(
+        &id,
+        host,
+        &ctx,
+        jdir,
+        &crate::apply::SetupOptions::default(),
+    )
+}
+
+/// `rt-host revert` of the journal in `jdir` on the fake tree under `root`.
+pub fn revert(root: &SysRoot, jdir: &Path) -> crate::apply::RevertReport {
+    let opts = rt_sys::journal::RevertOptions::default();
+    crate::apply::revert(root, &rt_sys::threads::Tree, jdir, &opts).expect("revert")
+}
+
 /// A `/proc/PID/task/TID/stat` line with the fields rtvirt reads.
 pub fn stat_line(
     tid: u32,

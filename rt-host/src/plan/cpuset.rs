@@ -28,7 +28,12 @@ pub(super) fn items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
     let vms = b.vms.clone();
     let vcpu_threads: Vec<&Thread> = vms
         .iter()
-        .flat_map(|(h, v)| h.vcpus.iter().filter_map(|p| v.vcpus.get(&p.vcpu)))
+        .flat_map(|v| {
+            v.host
+                .vcpus
+                .iter()
+                .filter_map(|p| v.threads.vcpus.get(&p.vcpu))
+        })
         .collect();
     if let (true, Some(mount)) = (layout.v2_has_cpuset, layout.v2.clone()) {
         if vms.len() > 1 {

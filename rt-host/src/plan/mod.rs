@@ -50,6 +50,11 @@ pub enum Status {
     Differs,
     /// Needs a reboot (kernel or boot arguments).
     NeedsReboot,
+    /// A module parameter that only takes effect when the module is loaded again
+    /// (`rt-host modprobe` prints the modprobe.d file).
+    NeedsModuleReload,
+    /// As the profile allows, but risky here (said in the note): check still passes.
+    Warn,
     /// The kernel refuses the change on this machine.
     NotPermitted,
     /// Does not apply here (knob missing, VM not running, profile leaves it alone).
@@ -62,6 +67,8 @@ impl std::fmt::Display for Status {
             Status::Ok => "ok",
             Status::Differs => "differs",
             Status::NeedsReboot => "needs reboot",
+            Status::NeedsModuleReload => "needs module reload",
+            Status::Warn => "warning",
             Status::NotPermitted => "not permitted here",
             Status::NotApplicable => "not applicable",
         })
@@ -241,7 +248,7 @@ impl Change {
             target: target.into(),
             current: current.into(),
             desired: desired.into(),
-            when: if status == Status::NeedsReboot {
+            when: if matches!(status, Status::NeedsReboot | Status::NeedsModuleReload) {
                 When::NextBoot
             } else {
                 When::Now
@@ -280,6 +287,14 @@ impl Change {
         self.status == Status::Differs && self.when == When::Now && self.action.is_some()
     }
 
+    /// True when the item is not as wanted (differs, needs a reboot or a module reload).
+    pub fn unmet_now(&self) -> bool {
+        matches!(
+            self.status,
+            Status::Differs | Status::NeedsReboot | Status::NeedsModuleReload
+        )
+    }
+
     /// True for an essential item that cannot be met here (refused, or missing).
     pub fn not_met(&self) -> bool {
         self.essential && matches!(self.status, Status::NotPermitted | Status::NotApplicable)
@@ -295,6 +310,10 @@ pub struct Summary {
     pub differs: usize,
     /// Items needing a reboot.
     pub needs_reboot: usize,
+    /// Module parameters needing a module reload.
+    pub needs_module_reload: usize,
+    /// Items with a warning.
+    pub warn: usize,
     /// Items the kernel refuses here.
     pub not_permitted: usize,
     /// Items that do not apply.
@@ -323,6 +342,8 @@ impl Plan {
                 Status::Ok => s.ok += 1,
                 Status::Differs => s.differs += 1,
                 Status::NeedsReboot => s.needs_reboot += 1,
+                Status::NeedsModuleReload => s.needs_module_reload += 1,
+                Status::Warn => s.warn += 1,
                 Status::NotPermitted => s.not_permitted += 1,
                 Status::NotApplicable => s.not_applicable += 1,
             }
@@ -332,11 +353,9 @@ impl Plan {
     }
 
     /// True when everything that can be met is met (exit 0 of `check`): nothing differs or
-    /// needs a reboot, and no essential item is refused or missing.
+    /// needs a reboot or module reload, and no essential item is refused or missing.
     pub fn met(&self) -> bool {
-        self.changes
-            .iter()
-            .all(|c| !matches!(c.status, Status::Differs | Status::NeedsReboot) && !c.not_met())
+        self.changes.iter().all(|c| !c.unmet_now() && !c.not_met())
     }
 }
 
@@ -404,8 +423,17 @@ pub fn check_safe(name: &str, host: &Host, root: &SysRoot) -> Result<(), TuneErr
 /// its single-VM host, see [`crate::placement::per_vm_hosts`]), the changes.
 pub(crate) struct B<'c, 'a> {
     ctx: &'c Ctx<'a>,
-    vms: Vec<(Host, VmThreads)>,
+    vms: Vec<FoundVm>,
     out: Vec<Change>,
+}
+
+/// A VM of the profile that runs: its single-VM host, the profile's view of it, and its
+/// threads.
+#[derive(Debug, Clone)]
+pub(crate) struct FoundVm {
+    host: Host,
+    view: profiles::VmView,
+    threads: VmThreads,
 }
 
 impl<'a> B<'_, 'a> {
@@ -492,7 +520,7 @@ pub fn build(name: &str, host: &Host, ctx: &Ctx<'_>) -> Result<Plan, TuneError> 
     }
     Ok(Plan {
         profile: name.into(),
-        vm: b.vms.into_iter().next().map(|(_, v)| v),
+        vm: b.vms.into_iter().next().map(|v| v.threads),
         changes: b.out,
     })
 }

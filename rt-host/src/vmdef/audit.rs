@@ -608,29 +608,37 @@ impl XmlAudit<'_, '_> {
                 );
             }
         }
-        if vm.emulator_policy != Policy::Other {
-            let s = children(ct, "emulatorsched").next();
-            let cur = s.map_or("(absent)".to_string(), |n| {
-                format!(
-                    "{} {}",
-                    n.attribute("scheduler").unwrap_or("?"),
-                    n.attribute("priority").unwrap_or("")
-                )
-                .trim()
-                .to_string()
-            });
-            let want_s = format!("{} {}", vm.emulator_policy, vm.emulator_priority);
-            let want = format!(
-                "<emulatorsched scheduler='{}' priority='{}'/>",
-                vm.emulator_policy, vm.emulator_priority
-            );
-            self.check(
-                "<emulatorsched>",
-                cur.clone(),
-                &want,
-                cur == want_s,
+        for (element, policy, priority, knob) in [
+            (
+                "emulatorsched",
+                vm.emulator_policy,
+                vm.emulator_priority,
                 Knob::EmulatorSched,
-            );
+            ),
+            (
+                "iothreadsched",
+                vm.iothread_policy,
+                vm.iothread_priority,
+                Knob::IothreadSched,
+            ),
+        ] {
+            if policy == Policy::Other {
+                continue;
+            }
+            let cur = children(ct, element)
+                .next()
+                .map_or("(absent)".to_string(), |n| {
+                    format!(
+                        "{} {}",
+                        n.attribute("scheduler").unwrap_or("?"),
+                        n.attribute("priority").unwrap_or("")
+                    )
+                    .trim()
+                    .to_string()
+                });
+            let want = format!("<{element} scheduler='{policy}' priority='{priority}'/>");
+            let ok = cur == format!("{policy} {priority}");
+            self.check(&format!("<{element}>"), cur, &want, ok, knob);
         }
     }
 

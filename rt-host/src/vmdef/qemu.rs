@@ -344,10 +344,22 @@ fn after_boot(def: &Def<'_>) -> (Vec<String>, Vec<Choice>) {
     }
     if vm.emulator_policy != Policy::Other {
         let s = format!("{} {}", vm.emulator_policy, vm.emulator_priority);
-        lines.push(format!("#   emulator threads at {s}: not applied by rt-host setup; use chrt on their thread ids"));
+        lines.push(format!(
+            "#   QEMU's main loop at {s}: applied by rt-host setup (emulator-sched)"
+        ));
         choices.push(Choice::new(
             Knob::EmulatorSched,
-            format!("emulator threads {s} (by hand)"),
+            format!("main loop {s} (rt-host setup)"),
+        ));
+    }
+    if vm.iothread_policy != Policy::Other {
+        let s = format!("{} {}", vm.iothread_policy, vm.iothread_priority);
+        lines.push(format!(
+            "#   I/O threads at {s}: applied by rt-host setup (iothread-sched)"
+        ));
+        choices.push(Choice::new(
+            Knob::IothreadSched,
+            format!("I/O threads {s} (rt-host setup)"),
         ));
     }
     (lines, choices)
