@@ -238,9 +238,14 @@ impl FakeMachine {
             "1",
         );
         m.thread(60, 60, "kcompactd0", 2, k, 0, 0, "0-1");
+        let pinned = k | rt_sys::threads::PF_NO_SETAFFINITY;
+        m.thread(14, 14, "ksoftirqd/0", 2, pinned, 0, 0, "0");
+        m.thread(22, 22, "ksoftirqd/1", 2, pinned, 0, 0, "1");
         m.put("proc/2/cmdline", "");
         m.put("proc/57/cmdline", "");
         m.put("proc/60/cmdline", "");
+        m.put("proc/14/cmdline", "");
+        m.put("proc/22/cmdline", "");
         m
     }
 

@@ -26,6 +26,7 @@ mod irqs;
 mod kernel;
 mod knobs;
 mod kthreads;
+mod ladder;
 mod memory;
 pub mod rtgroup;
 mod vm_threads;
@@ -503,6 +504,7 @@ const STAGES: &[(&str, Stage)] = &[
     ("vm", vm_threads::find),
     ("cpuset", cpuset::items),
     ("kthread", kthreads::items),
+    ("ladder", ladder::items),
     ("vm threads", vm_threads::items),
 ];
 
