@@ -14,6 +14,7 @@ pub mod error;
 /// `testing` feature).
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+pub mod modprobe;
 pub mod placement;
 pub mod plan;
 pub mod render;

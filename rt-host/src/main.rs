@@ -122,6 +122,9 @@ enum Cmd {
     },
     /// The kernel command line the profile needs, and how to install it (GRUB, BLS).
     BootArgs(ProfileArgs),
+    /// The KVM module parameters the profile needs (a modprobe.d file), and which loaded
+    /// values differ: those need the module loaded again.
+    Modprobe(ProfileArgs),
     /// Hold /dev/cpu_dma_latency at the profile's exit-latency limit until SIGINT/SIGTERM.
     Hold {
         #[command(flatten)]
@@ -201,6 +204,7 @@ fn run(cli: Cli) -> Result<u8> {
         } => revert_cmd(profile.as_deref(), &common, force),
         Cmd::Status { profile: _, common } => status_cmd(&common),
         Cmd::BootArgs(a) => boot_args_cmd(&a),
+        Cmd::Modprobe(a) => modprobe_cmd(&a),
         Cmd::Hold {
             args,
             us,
@@ -376,6 +380,52 @@ fn boot_args_cmd(a: &ProfileArgs) -> Result<u8> {
     print!("{}", bootargs::grub_dropin(&a.profile, &args));
     println!();
     print!("{}", bootargs::bls_text(&args));
+    Ok(0)
+}
+
+fn modprobe_cmd(a: &ProfileArgs) -> Result<u8> {
+    let (id, host) = load(&a.profile)?;
+    let root = SysRoot::new(&a.common.root);
+    let params = rt_host::modprobe::params(&host);
+    let loaded: Vec<(String, Option<String>)> = params
+        .iter()
+        .map(|p| {
+            let rel = rt_sys::kernel::module_param(&p.module, &p.name);
+            (root.display(&rel), root.read_trim(&rel).ok())
+        })
+        .collect();
+    let reload: Vec<String> = params
+        .iter()
+        .zip(&loaded)
+        .filter(|(p, (_, v))| v.as_deref().is_some_and(|v| !p.matches(v)))
+        .map(|(p, _)| format!("{}.{}", p.module, p.name))
+        .collect();
+    let file = rt_host::modprobe::file_text(&id.name, &params);
+    if a.common.json {
+        return print_json(&serde_json::json!({
+            "profile": id.name,
+            "params": params,
+            "file": file,
+            "differ": reload,
+        }))
+        .map(|()| 0);
+    }
+    print!("{file}");
+    for (p, (path, v)) in params.iter().zip(&loaded) {
+        let state = match v {
+            None => "not loaded".to_string(),
+            Some(v) if p.matches(v) => format!("loaded {v}: ok"),
+            Some(v) => format!("loaded {v}: differs"),
+        };
+        println!("#   {path}: {state} ({})", p.why);
+    }
+    if !reload.is_empty() {
+        println!(
+            "# differ now: {} (setup writes nx_huge_pages and halt_poll_ns where the kernel \
+             lets it; the others need the module loaded again)",
+            reload.join(" ")
+        );
+    }
     Ok(0)
 }
 

@@ -410,6 +410,33 @@ fn boot_args_print_the_line_and_how_to_install_it() {
 }
 
 #[test]
+fn modprobe_prints_the_file_and_the_loaded_values_that_differ() {
+    let f = fake();
+    f.m.put("sys/module/kvm/parameters/kvmclock_periodic_sync", "Y\n");
+    f.m.put("sys/module/kvm/parameters/nx_huge_pages", "N\n");
+    let t = stdout_of(&f.run("modprobe", &["lab"]), 0);
+    assert!(
+        t.contains("options kvm halt_poll_ns=200000 nx_huge_pages=off kvmclock_periodic_sync=0\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("/sys/module/kvm/parameters/kvmclock_periodic_sync: loaded Y: differs"),
+        "{t}"
+    );
+    assert!(
+        t.contains("/sys/module/kvm_intel/parameters/ple_gap: not loaded"),
+        "{t}"
+    );
+    let o = f.run("modprobe", &["lab", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["differ"],
+        serde_json::json!(["kvm.halt_poll_ns", "kvm.kvmclock_periodic_sync"]),
+        "{v}"
+    );
+}
+
+#[test]
 fn hold_keeps_the_latency_request_until_sigterm() {
     let f = fake();
     f.m.put("dev/cpu_dma_latency", "");

@@ -496,6 +496,7 @@ const STAGES: &[(&str, Stage)] = &[
     ("kernel", kernel::items),
     ("sysctl", knobs::sysctls),
     ("halt-poll", knobs::halt_poll),
+    ("kvm-param", knobs::kvm_params),
     ("cpuidle", knobs::cpuidle),
     ("irq", irqs::steering),
     ("workqueue", irqs::workqueues),
