@@ -9,6 +9,7 @@
 pub mod cgroup;
 pub mod cpuidle;
 pub mod cpulist;
+pub mod daemon;
 pub mod error;
 pub mod hugepages;
 pub mod irq;

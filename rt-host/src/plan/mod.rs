@@ -22,6 +22,7 @@ use crate::error::TuneError;
 use crate::vm::VmThreads;
 
 mod cpuset;
+mod daemons;
 mod irqs;
 mod kernel;
 mod knobs;
@@ -149,6 +150,26 @@ pub enum Action {
         /// Current cgroup path inside the hierarchy.
         prior: String,
     },
+    /// Stop a daemon (`SIGSTOP`; revert sends `SIGCONT`).
+    StopDaemon {
+        /// Its process id.
+        pid: u32,
+        /// Its start time (clock ticks).
+        start_time: u64,
+        /// Its name.
+        name: String,
+    },
+    /// Set a variable of a daemon's environment file and restart the daemon.
+    ConfigLine {
+        /// The file relative to the root.
+        path: String,
+        /// The variable.
+        key: String,
+        /// The new value.
+        value: String,
+        /// The value now ([`rt_sys::daemon::ABSENT`] when unset).
+        prior: String,
+    },
 }
 
 impl Action {
@@ -176,6 +197,19 @@ impl Action {
                 }
             }
             Action::CreateCgroup { path, .. } => Target::Mkdir { path: path.clone() },
+            Action::StopDaemon {
+                pid,
+                start_time,
+                name,
+            } => Target::Process {
+                pid: *pid,
+                start_time: *start_time,
+                name: name.clone(),
+            },
+            Action::ConfigLine { path, key, .. } => Target::ConfigLine {
+                path: path.clone(),
+                key: key.clone(),
+            },
             Action::MoveCgroup { thread, to, .. } => {
                 let (pid, tid, start_time, name) = t(thread);
                 Target::CgroupThread {
@@ -198,6 +232,11 @@ impl Action {
             Action::Sched { params, prior, .. } => (prior.to_string(), params.to_string()),
             Action::CreateCgroup { .. } => (String::new(), rt_sys::journal::CREATED.into()),
             Action::MoveCgroup { to, prior, .. } => (prior.clone(), to.path.clone()),
+            Action::StopDaemon { .. } => (
+                rt_sys::daemon::RUNNING.into(),
+                rt_sys::daemon::STOPPED.into(),
+            ),
+            Action::ConfigLine { value, prior, .. } => (prior.clone(), value.clone()),
         };
         Entry {
             target: self.target(),
@@ -499,6 +538,8 @@ const STAGES: &[(&str, Stage)] = &[
     ("kvm-param", knobs::kvm_params),
     ("cpuidle", knobs::cpuidle),
     ("irq", irqs::steering),
+    ("irqbalance", daemons::irqbalance),
+    ("ksmtuned", daemons::ksmtuned),
     ("workqueue", irqs::workqueues),
     ("hugepages", memory::hugepages),
     ("numa", memory::numa),
