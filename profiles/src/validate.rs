@@ -1515,7 +1515,7 @@ mod tests {
 
     #[test]
     fn rr_priority_100_and_other_with_priority() {
-        let mut p = bundled("lab");
+        let mut p = crate::test_profiles::single_vm();
         let h = p.host.as_mut().unwrap();
         h.vcpus[0].policy = Policy::Rr;
         h.vcpus[0].priority = 100;
@@ -1533,7 +1533,7 @@ mod tests {
 
     #[test]
     fn other_vcpus_may_share_a_housekeeping_cpu() {
-        let mut p = bundled("lab");
+        let mut p = crate::test_profiles::single_vm();
         let h = p.host.as_mut().unwrap();
         h.vcpus = vec![
             crate::VcpuPin {
@@ -1574,7 +1574,7 @@ mod tests {
 
     #[test]
     fn a_libvirt_domain_is_one_way_to_name_the_vm() {
-        let mut p = bundled("lab");
+        let mut p = crate::test_profiles::single_vm();
         let vm = p.host.as_mut().unwrap().vm.as_mut().unwrap();
         vm.qemu_name = None;
         vm.libvirt = Some("ecu0".into());
@@ -1658,7 +1658,7 @@ mod tests {
         let mut p = bundled("ecu");
         let h = p.host.as_mut().unwrap();
         h.housekeeping_cpus = CpuSet::new();
-        h.vcpus[0].priority = 0;
+        h.vms[0].vcpus[0].priority = 0;
         p.can.as_mut().unwrap().bitrate = 0;
         let errs = validate(&p).unwrap_err();
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
@@ -1666,7 +1666,7 @@ mod tests {
             paths,
             [
                 "host.housekeeping_cpus",
-                "host.vcpus[0].priority",
+                "host.vms[0].vcpus[0].priority",
                 "can.bitrate"
             ]
         );

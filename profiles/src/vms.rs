@@ -492,7 +492,7 @@ mod tests {
             Some(std::path::Path::new("/run/ecu1.pid"))
         );
         assert_eq!(b.realtime_vcpus().to_string(), "1-2");
-        let lab = crate::load("lab").unwrap().profile;
+        let lab = crate::test_profiles::single_vm();
         let one = host_vms(lab.host.as_ref().unwrap());
         assert_eq!(one.len(), 1);
         assert_eq!(

@@ -609,7 +609,7 @@ mod tests {
             cg < main_aff && main_aff < vcpu_aff && vcpu_aff < vcpu_sched,
             "{cg} {main_aff} {vcpu_aff} {vcpu_sched}"
         );
-        assert_eq!(p.changes[vcpu_sched].desired, "fifo:50");
+        assert_eq!(p.changes[vcpu_sched].desired, "fifo:1");
         assert!(!p.met());
     }
 
@@ -631,7 +631,7 @@ mod tests {
         let t = Tree;
         let fifo = SchedParams {
             policy: Policy::Fifo,
-            priority: 50,
+            priority: 1,
         };
         assert_eq!(t.get_sched(&m.root, QEMU_PID, 4003).unwrap(), fifo);
         assert_eq!(

@@ -215,7 +215,7 @@ fn root_libvirt_starts_the_rendered_domain_setup_tunes_it_and_revert_restores_it
     let xml = String::from_utf8(o.stdout).unwrap();
     eprintln!("this test runs the rendered domain under TCG: type='kvm' -> type='qemu' and the host-passthrough <cpu> dropped (this machine's KVM cannot run stock guests); nothing else changes");
     let cpu = xml.find("<cpu ").unwrap()..xml.find("</cpu>").unwrap() + "</cpu>".len();
-    let mut tcg = xml.replacen("<domain type=\"kvm\">", "<domain type=\"qemu\">", 1);
+    let mut tcg = xml.replacen("<domain type=\"kvm\"", "<domain type=\"qemu\"", 1);
     tcg.replace_range(cpu, "");
 
     let e = define_and_start(dir.path(), &tcg).expect_err("<locked/> is refused here");

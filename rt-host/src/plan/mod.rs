@@ -585,18 +585,20 @@ mod tests {
             other => panic!("not refused: {other:?}"),
         };
         // A FIFO vCPU on the housekeeping CPU (where QEMU's main loop runs).
-        h.vcpus.push(profiles::VcpuPin {
+        h.vms[0].vcpus.push(profiles::VcpuPin {
             vcpu: 0,
             cpu: 0,
             policy: Policy::Fifo,
-            priority: 50,
+            priority: 1,
         });
         let e = refused(&h);
         assert!(
-            e.starts_with("host.vcpus[1].cpu: 0 is not a realtime CPU (realtime_cpus \"1\")"),
+            e.starts_with(
+                "host.vms[0].vcpus[1].cpu: 0 is not a realtime CPU (realtime_cpus \"1\")"
+            ),
             "{e}"
         );
-        h.vcpus.pop();
+        h.vms[0].vcpus.pop();
         h.housekeeping_cpus = CpuSet::new();
         assert!(refused(&h).starts_with("host.housekeeping_cpus: \"\" is empty"));
         // Valid on its own, but this 2-CPU machine has no CPUs 2-3.

@@ -860,7 +860,7 @@ mod tests {
         let tcg = xml
             .replace("<locked/>", "")
             .replace(
-                "<vcpusched vcpus=\"1\" scheduler=\"fifo\" priority=\"50\"/>",
+                "<vcpusched vcpus=\"1\" scheduler=\"fifo\" priority=\"1\"/>",
                 "",
             )
             .replace("<memballoon model=\"none\"/>", "");

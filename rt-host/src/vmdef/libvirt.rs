@@ -427,13 +427,13 @@ mod tests {
         let r = render_bundled("ecu");
         let t = &r.text;
         for want in [
-            "<domain type=\"kvm\">",
+            "<domain type=\"kvm\" xmlns:qemu=",
             "<vcpu placement=\"static\">4</vcpu>",
             "<vcpupin vcpu=\"0\" cpuset=\"2\"/>",
             "<vcpupin vcpu=\"3\" cpuset=\"5\"/>",
             "<emulatorpin cpuset=\"0-1\"/>",
             "<iothreadpin iothread=\"1\" cpuset=\"0-1\"/>",
-            "<vcpusched vcpus=\"0-3\" scheduler=\"fifo\" priority=\"50\"/>",
+            "<vcpusched vcpus=\"0-3\" scheduler=\"fifo\" priority=\"1\"/>",
             "<page size=\"2048\" unit=\"KiB\"/>",
             "<locked/>",
             "<nosharepages/>",

@@ -520,12 +520,12 @@ mod tests {
         assert_eq!(g.len(), 1);
         assert_eq!(
             (g[0].vcpus.to_string(), g[0].policy, g[0].priority),
-            ("1".into(), Policy::Fifo, 50)
+            ("1".into(), Policy::Fifo, 1)
         );
         assert_eq!(d.node, None);
         assert_eq!(
             d.node_why,
-            "no NUMA node of this machine holds all of CPUs 1: set host.hugepages.node"
+            "no NUMA node of this machine holds all of CPUs 1: set host.vms[0].numa_node"
         );
     }
 

@@ -462,7 +462,7 @@ mod tests {
         );
         assert!(
             r.text
-                .contains("#   vCPU 3 -> CPU 5, fifo 50: rt-host setup"),
+                .contains("#   vCPU 3 -> CPU 5, fifo 1: rt-host setup"),
             "{}",
             r.text
         );
