@@ -196,6 +196,8 @@ impl FakeMachine {
             ("proc/irq/36/smp_affinity", "2\n"),
             ("proc/interrupts", "           CPU0       CPU1\n 26:          0         14  IO-APIC   4-edge      ttyS0\n 36:          0      64781 PCI-MSIX-0000:00:02.0   1-edge      virtio1-req.0\nLOC:      38497      36701   Local timer interrupts\n"),
             ("sys/devices/virtual/workqueue/cpumask", "3\n"),
+            ("sys/devices/virtual/workqueue/writeback/cpumask", "3\n"),
+            ("sys/devices/virtual/workqueue/cpumask_isolated", "0\n"),
             ("proc/meminfo", "MemTotal:        8148412 kB\nHugePages_Total:       0\nHugePages_Free:        0\nHugepagesize:       2048 kB\n"),
             ("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "0\n"),
             ("sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "0\n"),

@@ -342,7 +342,8 @@ fn boot_args_cmd(a: &ProfileArgs) -> Result<u8> {
     let (id, host) = load(&a.profile)?;
     let name = id.name;
     let root = SysRoot::new(&a.common.root);
-    let args = bootargs::boot_args(&host);
+    let vendor = rt_sys::kernel::cpu_vendor(&root);
+    let args = bootargs::boot_args(&host, vendor.as_deref());
     let cmdline = rt_sys::kernel::facts(&root)
         .map(|f| f.cmdline)
         .unwrap_or_default();

@@ -403,7 +403,7 @@ fn boot_args_print_the_line_and_how_to_install_it() {
     assert!(t.contains("GRUB_CMDLINE_LINUX_DEFAULT"), "{t}");
     assert!(t.contains("grubby --update-kernel=ALL"), "{t}");
     assert!(t.contains("missing from /proc/cmdline"), "{t}");
-    f.m.put("proc/cmdline", "quiet isolcpus=domain,managed_irq,1 nohz_full=1 rcu_nocbs=1 irqaffinity=0 processor.max_cstate=1 intel_idle.max_cstate=0 skew_tick=1 nosoftlockup\n");
+    f.m.put("proc/cmdline", "quiet isolcpus=domain,managed_irq,1 nohz_full=1 rcu_nocbs=1 irqaffinity=0 processor.max_cstate=1 intel_idle.max_cstate=0 skew_tick=1 nosoftlockup tsc=reliable rcupdate.rcu_normal_after_boot=1\n");
     let o = f.run("boot-args", &["lab", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["missing"].as_array().unwrap().len(), 0, "{v}");

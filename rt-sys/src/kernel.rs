@@ -62,6 +62,12 @@ pub fn cpuinfo_field<'a>(cpuinfo: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// The CPU vendor (`vendor_id` of `/proc/cpuinfo`: `GenuineIntel`, `AuthenticAMD`, ...).
+pub fn cpu_vendor(root: &SysRoot) -> Option<String> {
+    let text = root.read(CPUINFO).ok()?;
+    cpuinfo_field(&text, "vendor_id").map(str::to_string)
+}
+
 /// Classify the hypervisor from the `hypervisor` cpuinfo flag and the CPUID signature.
 pub fn classify(has_hypervisor_flag: bool, signature: Option<&str>) -> Virtualization {
     match signature {

@@ -7,6 +7,7 @@
 #![allow(unsafe_code)]
 
 pub mod cgroup;
+pub mod cpufreq;
 pub mod cpuidle;
 pub mod cpulist;
 pub mod daemon;

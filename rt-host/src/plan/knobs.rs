@@ -9,12 +9,16 @@ use rt_sys::{cpuidle, kernel, sysctl};
 use super::{Action, Change, Status, When, B};
 use crate::error::{sys, TuneError};
 
-/// tuned's realtime-virtual-host sysctls (name, value): no timer migration to busy CPUs,
-/// no NUMA balancing scans, vmstat updates every 10 s.
+/// tuned's realtime-virtual-host sysctls (name, value; from the network-latency profile
+/// it includes): no timer migration to busy CPUs, no NUMA balancing scans, vmstat updates
+/// every 10 s, no NMI watchdog (a perf NMI on every CPU), a hung-task timeout of 600 s (a
+/// task that waits behind a FIFO vCPU is not reported after 120 s).
 pub const REALTIME_VIRTUAL_HOST: &[(&str, &str)] = &[
     ("kernel.timer_migration", "0"),
     ("kernel.numa_balancing", "0"),
     ("vm.stat_interval", "10"),
+    ("kernel.nmi_watchdog", "0"),
+    ("kernel.hung_task_timeout_secs", "600"),
 ];
 
 /// The sysctl stage: the realtime-virtual-host set, THP, KSM, RT throttling, extras.

@@ -29,6 +29,7 @@ mod knobs;
 mod kthreads;
 mod ladder;
 mod memory;
+mod power;
 pub mod rtgroup;
 mod vm_threads;
 
@@ -537,6 +538,7 @@ const STAGES: &[(&str, Stage)] = &[
     ("halt-poll", knobs::halt_poll),
     ("kvm-param", knobs::kvm_params),
     ("cpuidle", knobs::cpuidle),
+    ("power", power::items),
     ("irq", irqs::steering),
     ("irqbalance", daemons::irqbalance),
     ("ksmtuned", daemons::ksmtuned),
