@@ -12,7 +12,8 @@
 # `rt-host setup` applies, default lab), STRESS (0: no stress-ng, default 1), TRACE (1:
 # record the host's sched_switch and sched_wakeup events on both CPUs during every
 # measurement into OUT/trace-LABEL.txt, through a tracefs instance; read them with
-# rt-host/bench/stalls.py).
+# rt-host/bench/stalls.py), AFTER_SETUP / BEFORE_REVERT (shell commands run after each
+# setup and before each revert, with $qemu_pid set: to try a layout by hand).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -147,7 +148,9 @@ for r in $(seq 1 "$ROUNDS"); do
   measure "untuned-$r"
   "$RT_HOST" setup "$PROFILE" --vm-pid "$qemu_pid" --journal-dir "$JOURNAL" >"$OUT/setup-$r.txt" 2>&1 || {
     echo "rt-host setup failed:" >&2; cat "$OUT/setup-$r.txt" >&2; exit 2; }
+  [ -z "${AFTER_SETUP:-}" ] || eval "$AFTER_SETUP"
   measure "tuned-$r"
+  [ -z "${BEFORE_REVERT:-}" ] || eval "$BEFORE_REVERT"
   "$RT_HOST" revert --journal-dir "$JOURNAL" >"$OUT/revert-$r.txt" 2>&1
 done
 

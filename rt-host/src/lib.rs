@@ -20,5 +20,6 @@ pub mod plan;
 pub mod render;
 pub mod vm;
 pub mod vmdef;
+pub mod watch;
 
 pub use error::TuneError;

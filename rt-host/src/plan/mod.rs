@@ -336,6 +336,25 @@ impl Change {
         )
     }
 
+    /// True for the items of a running VM (its threads' affinity and policies, their
+    /// cgroups and RT runtime, its kvm-pit thread): what `setup --vm-items`, `rt-host watch`
+    /// and the libvirt hook apply again when the VM restarts with new threads.
+    pub fn vm_item(&self) -> bool {
+        const VM_ITEMS: &[&str] = &[
+            "vm",
+            "emulator",
+            "iothread",
+            "vcpu-affinity",
+            "vcpu-sched",
+            "emulator-sched",
+            "iothread-sched",
+            "rt-runtime",
+            "cpuset",
+        ];
+        VM_ITEMS.contains(&self.item.as_str())
+            || (self.item == "kthread-sched" && self.target.contains("\"kvm-pit/"))
+    }
+
     /// True for an essential item that cannot be met here (refused, or missing).
     pub fn not_met(&self) -> bool {
         self.essential && matches!(self.status, Status::NotPermitted | Status::NotApplicable)
