@@ -162,7 +162,7 @@ fn root_watch_tunes_a_restarted_qemu_and_revert_restores_it() {
     assert_ne!(v1, v2);
     wait_for("watch to tune the restarted QEMU's vCPU 1", || tuned(v2));
     // Stopped by SIGTERM, watch exits 0 and leaves the tuning in the journal.
-    let mut w = c.watch.take().unwrap();
+    let w = c.watch.take().unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(w.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
