@@ -116,6 +116,7 @@ pub(super) fn items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
         &host.realtime_cpus,
     )?;
     if host.kthread_priorities.is_some() {
+        pit_affinity(b, &ks);
         for k in &ks {
             let c = Change::report(
                 "kthread-sched",
@@ -142,6 +143,47 @@ pub(super) fn items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
         }
     }
     starvation(b, host, &ks)
+}
+
+/// Each VM's `kvm-pit/PID` thread on the CPUs of its vCPU 0, whose timer interrupts it
+/// injects (as KubeVirt does): no cross-CPU wakeup for every PIT tick.
+fn pit_affinity(b: &mut B<'_, '_>, ks: &[Kthread]) {
+    let vms = b.vms.clone();
+    for k in ks.iter().filter(|k| k.kind == "kvm-pit") {
+        let Some(v) = vms.iter().find(|v| v.threads.pid == k.n) else {
+            continue;
+        };
+        let want = v
+            .view
+            .pin(0)
+            .map(|p| rt_sys::CpuSet::from_cpus([p.cpu]))
+            .unwrap_or_else(|| v.view.emulator_cpus.clone());
+        let Ok(cur) = b.ctx.ops.get_affinity(b.root(), k.stat.tid, k.stat.tid) else {
+            continue;
+        };
+        let c = Change::report(
+            "kthread-affinity",
+            format!("affinity of {:?} (tid {})", k.stat.comm, k.stat.tid),
+            cur.to_string(),
+            want.to_string(),
+            Status::Ok,
+        )
+        .note("the VM's PIT thread beside its vCPU 0, as KubeVirt places it");
+        b.push(if cur == want {
+            c
+        } else {
+            c.act(Action::Affinity {
+                thread: ThreadRef {
+                    pid: k.stat.tid,
+                    tid: k.stat.tid,
+                    start_time: k.stat.start_time,
+                    name: k.stat.comm.clone(),
+                },
+                cpus: want,
+                prior: cur,
+            })
+        });
+    }
 }
 
 /// What can let a starved thread run: RT throttling after setup, and stalld.
@@ -350,6 +392,12 @@ mod tests {
         );
         let pos = |i: &str| p.changes.iter().position(|c| c.item == i).unwrap();
         assert!(pos("kthread-sched") < pos("vcpu-sched"), "ladder first");
+        let pit = &p.changes[pos("kthread-affinity")];
+        assert_eq!(
+            (pit.target.as_str(), pit.desired.as_str()),
+            ("affinity of \"kvm-pit/4000\" (tid 27)", "0"),
+            "beside vCPU 0, which stays on the emulator CPU"
+        );
         assert_eq!(item(&m, &h).status, Status::Ok);
         let jdir = dir.path().join("journal");
         let before = m.snapshot();

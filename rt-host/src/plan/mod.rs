@@ -352,7 +352,7 @@ impl Change {
             "cpuset",
         ];
         VM_ITEMS.contains(&self.item.as_str())
-            || (self.item == "kthread-sched" && self.target.contains("\"kvm-pit/"))
+            || (self.item.starts_with("kthread-") && self.target.contains("\"kvm-pit/"))
     }
 
     /// True for an essential item that cannot be met here (refused, or missing).
