@@ -647,7 +647,7 @@ mod tests {
             cg < main_aff && main_aff < vcpu_aff && vcpu_aff < vcpu_sched,
             "{cg} {main_aff} {vcpu_aff} {vcpu_sched}"
         );
-        assert_eq!(p.changes[vcpu_sched].desired, "fifo:1");
+        assert_eq!(p.changes[vcpu_sched].desired, "fifo:50");
         assert!(!p.met());
     }
 
@@ -669,7 +669,7 @@ mod tests {
         let t = Tree;
         let fifo = SchedParams {
             policy: Policy::Fifo,
-            priority: 1,
+            priority: 50,
         };
         assert_eq!(t.get_sched(&m.root, QEMU_PID, 4003).unwrap(), fifo);
         assert_eq!(

@@ -195,7 +195,7 @@ mod tests {
             s.setup.done
         );
         let sched = |tid| Tree.get_sched(&m.root, QEMU_PID, tid).unwrap().to_string();
-        assert_eq!(sched(4003), "fifo:1");
+        assert_eq!(sched(4003), "fifo:50");
         assert_eq!(
             m.root.read_trim("proc/sys/kernel/timer_migration").unwrap(),
             "1",
@@ -207,7 +207,7 @@ mod tests {
         m.thread(QEMU_PID, 4013, "CPU 1/TCG", 1, 0x40_0040, 0, 0, "0-1");
         let s = w.step().unwrap().expect("re-applied");
         assert_eq!(s.pruned, 2, "affinity and policy of the gone vCPU thread");
-        assert_eq!(sched(4013), "fifo:1");
+        assert_eq!(sched(4013), "fifo:50");
         let j = rt_sys::journal::Journal::read(&jdir).unwrap().unwrap();
         assert!(
             j.entries

@@ -107,7 +107,7 @@ fn plan_lists_only_what_would_change() {
     let f = fake();
     let t = stdout_of(&f.run("plan", &["lab"]), 0);
     assert!(
-        t.contains("sched of \"CPU 1/TCG\" (tid 4003): other:0 -> fifo:1"),
+        t.contains("sched of \"CPU 1/TCG\" (tid 4003): other:0 -> fifo:50"),
         "{t}"
     );
     assert!(
@@ -734,7 +734,7 @@ fn root_setup_pins_and_fifo_vcpu_then_revert_restores_exactly() {
     eprintln!("refused here: {refused:?}");
     let t1 = q.vcpu_tid(1);
     let s = rt_sys::sched::get_sched(t1).unwrap();
-    assert_eq!(s.to_string(), "fifo:1");
+    assert_eq!(s.to_string(), "fifo:50");
     assert_eq!(rt_sys::sched::get_affinity(t1).unwrap().to_string(), "1");
     let main = q.pid();
     assert_eq!(

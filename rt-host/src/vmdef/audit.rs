@@ -937,7 +937,7 @@ mod tests {
         let tcg = xml
             .replace("<locked/>", "")
             .replace(
-                "<vcpusched vcpus=\"1\" scheduler=\"fifo\" priority=\"1\"/>",
+                "<vcpusched vcpus=\"1\" scheduler=\"fifo\" priority=\"50\"/>",
                 "",
             )
             .replace("<memballoon model=\"none\"/>", "");

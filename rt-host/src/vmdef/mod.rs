@@ -520,7 +520,7 @@ mod tests {
         assert_eq!(g.len(), 1);
         assert_eq!(
             (g[0].vcpus.to_string(), g[0].policy, g[0].priority),
-            ("1".into(), Policy::Fifo, 1)
+            ("1".into(), Policy::Fifo, 50)
         );
         assert_eq!(d.node, None);
         assert_eq!(
