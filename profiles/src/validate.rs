@@ -504,7 +504,7 @@ fn host(h: &Host, e: &mut Errors) {
         Some(vm) => vm_locator(e, "host.vm", vm),
     }
     crate::vms::validate(h, e);
-    vcpu_list(e, "host.vcpus", &h.vcpus, rt);
+    vcpu_list(e, "host.vcpus", &h.vcpus, rt, &BesideMainLoop::default());
     kthread_ladder(h, e);
     helper_policies(h, e);
     power(h, e);
@@ -650,7 +650,32 @@ pub(crate) fn vm_locator(e: &mut Errors, path: &str, vm: &crate::Vm) {
 
 /// A list of vCPU placements (`host.vcpus`, `host.vms[i].vcpus`): indices unique,
 /// priorities valid, real-time vCPUs on realtime CPUs and alone on their CPU.
-pub(crate) fn vcpu_list(e: &mut Errors, base: &str, vcpus: &[crate::VcpuPin], rt: &CpuSet) {
+/// Where a real-time vCPU may sit besides the realtime CPUs: beside a real-time main loop
+/// above it (so a busy vCPU never starves QEMU's timers and device emulation), on the
+/// VM's emulator CPUs, with RT throttling kept (so the host keeps its share of them).
+/// Under TCG this keeps the vCPU that holds QEMU's big lock from being preempted there.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BesideMainLoop {
+    /// The VM's emulator CPUs (empty: no such place).
+    pub cpus: CpuSet,
+    /// The main loop's real-time priority (0: not real-time).
+    pub priority: u8,
+}
+
+impl BesideMainLoop {
+    /// Real-time vCPUs at `prio` may sit on `cpu`.
+    fn allows(&self, cpu: u32, prio: u8) -> bool {
+        self.priority > prio && self.cpus.contains(cpu)
+    }
+}
+
+pub(crate) fn vcpu_list(
+    e: &mut Errors,
+    base: &str,
+    vcpus: &[crate::VcpuPin],
+    rt: &CpuSet,
+    beside: &BesideMainLoop,
+) {
     let mut by_index: BTreeMap<u32, usize> = BTreeMap::new();
     let mut by_cpu: BTreeMap<u32, usize> = BTreeMap::new();
     for (i, v) in vcpus.iter().enumerate() {
@@ -670,12 +695,13 @@ pub(crate) fn vcpu_list(e: &mut Errors, base: &str, vcpus: &[crate::VcpuPin], rt
             " (priority defaults to 50: write priority: 0)",
         );
         let realtime = v.policy.is_realtime();
-        if realtime && !rt.is_empty() && !rt.contains(v.cpu) {
+        if realtime && !rt.is_empty() && !rt.contains(v.cpu) && !beside.allows(v.cpu, v.priority) {
             e.push(
                 format!("{p}.cpu"),
                 format!(
                     "{} is not a realtime CPU (realtime_cpus {}): a {} vCPU belongs on an \
-                     isolated CPU",
+                     isolated CPU, or on the VM's emulator CPUs below a real-time main loop \
+                     (emulator_policy Fifo above its priority, RT throttling kept)",
                     v.cpu,
                     q(rt),
                     v.policy
@@ -1479,6 +1505,40 @@ mod tests {
         );
         let e = one(&one_vm(1, "", "kthread_priorities: (ktimers: 0),"));
         assert_eq!(e, "host.kthread_priorities.ktimers: 0 is outside 1..=99");
+    }
+
+    #[test]
+    fn a_realtime_vcpu_may_sit_below_a_realtime_main_loop_on_the_emulator_cpus() {
+        let v0 = |emu: &str| {
+            format!(
+                ", vcpus: [(vcpu: 0, cpu: 0, priority: 1), (vcpu: 1, cpu: 1, priority: 1)]{emu}"
+            )
+        };
+        let text = |emu: &str, extra: &str| {
+            format!(
+                r#"Profile(name: "t", host: (housekeeping_cpus: "0", realtime_cpus: "1", {extra}
+                    vms: [(name: "v", memory_mib: 64 {})]))"#,
+                v0(emu)
+            )
+        };
+        let p = |emu: &str, extra: &str| crate::parse(&text(emu, extra), "t").unwrap();
+        validate(&p(", emulator_policy: Fifo, emulator_priority: 2", "")).unwrap();
+        for (emu, extra) in [
+            ("", ""),
+            (", emulator_policy: Fifo, emulator_priority: 1", ""),
+            (
+                ", emulator_policy: Fifo, emulator_priority: 2, emulator_cpus: \"0\"",
+                "sysctl: (rt_runtime_unlimited: true),",
+            ),
+        ] {
+            let errs = validate(&p(emu, extra)).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.to_string().starts_with(
+                    "host.vms[0].vcpus[0].cpu: 0 is not a realtime CPU (realtime_cpus \"1\"): a fifo vCPU belongs on an isolated CPU, or on the VM's emulator CPUs below a real-time main loop"
+                )),
+                "{emu} {extra}: {errs:?}"
+            );
+        }
     }
 
     #[test]

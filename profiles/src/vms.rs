@@ -227,7 +227,20 @@ pub(crate) fn validate(h: &Host, e: &mut Errors) {
             );
         }
         spec(e, h, &p, s);
-        validate::vcpu_list(e, &format!("{p}.vcpus"), &s.vcpus, rt);
+        let emu = s
+            .emulator_cpus
+            .clone()
+            .or_else(|| h.emulator_cpus.clone())
+            .unwrap_or_else(|| h.housekeeping_cpus.clone());
+        let beside = validate::BesideMainLoop {
+            cpus: emu,
+            priority: if s.emulator_policy.is_realtime() && !h.sysctl.rt_runtime_unlimited {
+                s.emulator_priority
+            } else {
+                0
+            },
+        };
+        validate::vcpu_list(e, &format!("{p}.vcpus"), &s.vcpus, rt, &beside);
     }
     shared_cpus(e, &host_vms(h));
 }

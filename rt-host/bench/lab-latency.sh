@@ -110,7 +110,9 @@ trace_stop() { # $1 label
   {
     echo "qemu_pid $qemu_pid"
     for t in /proc/"$qemu_pid"/task/*; do
-      echo "thread ${t##*/} $(cat "$t/comm") policy=$(awk '{print $41, $40}' "$t/stat") cpus=$(awk '/Cpus_allowed_list/ {print $2}' "$t/status")"
+      # Fields after "(comm) ": state is field 3, rt_priority 40, policy 41.
+      read -r -a f < <(sed 's/.*) //' "$t/stat")
+      echo "thread ${t##*/} $(cat "$t/comm") policy=${f[38]} ${f[37]} cpus=$(awk '/Cpus_allowed_list/ {print $2}' "$t/status")"
     done
   } >"$OUT/threads-$1.txt"
 }

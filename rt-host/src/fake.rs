@@ -24,8 +24,31 @@ pub const QEMU_THREADS: &[(u32, &str, u32, u32)] = &[
     (4005, "rt-worker", 1, 10),
 ];
 
-/// The `host` section of the bundled `lab` profile, which fits this tree.
+/// The `host` section of the bundled `lab` profile, which fits this tree, without its TCG
+/// layout (vCPU 0 below a FIFO main loop and I/O thread on CPU 0): vCPU 1 FIFO 50 on CPU 1
+/// alone. [`lab_profile_host`] is the bundled one.
 pub fn lab_host() -> profiles::Host {
+    let mut h = lab_profile_host();
+    let vm = &mut h.vms[0];
+    vm.vcpus.retain(|p| p.vcpu == 1);
+    vm.emulator_policy = rt_sys::sched::Policy::Other;
+    vm.emulator_priority = 0;
+    vm.iothread_policy = rt_sys::sched::Policy::Other;
+    vm.iothread_priority = 0;
+    h
+}
+
+/// The bundled `lab` profile with [`lab_host`] as its host.
+pub fn lab_profile() -> profiles::Profile {
+    let mut p = profiles::load("lab")
+        .expect("the bundled lab profile")
+        .profile;
+    p.host = Some(lab_host());
+    p
+}
+
+/// The `host` section of the bundled `lab` profile as it is.
+pub fn lab_profile_host() -> profiles::Host {
     profiles::load("lab")
         .expect("the bundled lab profile")
         .profile

@@ -91,7 +91,7 @@ mod tests {
         check_shared(&hs).unwrap();
         let lab = profiles::load("lab").unwrap().profile.host.unwrap();
         let one = per_vm_hosts(&lab);
-        assert_eq!((one.len(), one[0].vcpus.len()), (1, 1));
+        assert_eq!((one.len(), one[0].vcpus.len()), (1, 2), "vCPU 0 and 1");
     }
 
     #[test]

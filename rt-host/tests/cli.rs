@@ -90,7 +90,12 @@ fn check_reports_each_status_and_exits_1() {
     assert_eq!(status("halt-poll"), ["differs"]);
     assert!(status("boot-arg").iter().all(|s| s == "needs-reboot"));
     assert_eq!(status("kernel"), ["not-applicable"]);
-    assert_eq!(status("vcpu-sched"), ["differs"]);
+    assert_eq!(
+        status("vcpu-sched"),
+        ["differs", "differs"],
+        "vCPUs 0 and 1"
+    );
+    assert_eq!(status("emulator-sched"), ["differs"], "the main loop");
     // The VM found is in the plan's JSON.
     let o = f.run("plan", &["lab", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -32,6 +32,7 @@ pub(super) fn items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
             v.host
                 .vcpus
                 .iter()
+                .filter(|p| host.realtime_cpus.contains(p.cpu))
                 .filter_map(|p| v.threads.vcpus.get(&p.vcpu))
         })
         .collect();

@@ -59,12 +59,15 @@ fn sched_of(st: &TaskStat) -> SchedParams {
     }
 }
 
-/// The named kernel threads (`kind/N`), with their scheduling after the ladder.
+/// The named kernel threads (`kind/N`) of the CPUs `seen` (the realtime CPUs and any CPU
+/// with a real-time vCPU), with their scheduling after the ladder, which only the realtime
+/// CPUs `rt_cpus` get.
 fn kthreads(
     root: &SysRoot,
     ladder: Option<&KthreadPriorities>,
     vm_pids: &[u32],
     rt_cpus: &rt_sys::CpuSet,
+    seen: &rt_sys::CpuSet,
 ) -> Result<Vec<Kthread>, TuneError> {
     let mut out = Vec::new();
     for pid in task::pids(root).map_err(sys("Listing processes"))? {
@@ -80,13 +83,17 @@ fn kthreads(
         let ours = match kind {
             "kvm-pit" => vm_pids.contains(&n),
             "rcub" => true,
-            k => PER_CPU.contains(&k) && rt_cpus.contains(n),
+            k => PER_CPU.contains(&k) && seen.contains(n),
         };
         if !ours {
             continue;
         }
         let now = sched_of(&st);
-        let after = match ladder.and_then(|l| ladder_priority(l, kind)) {
+        let laddered = !PER_CPU.contains(&kind) || rt_cpus.contains(n);
+        let after = match ladder
+            .filter(|_| laddered)
+            .and_then(|l| ladder_priority(l, kind))
+        {
             Some(p) => SchedParams {
                 policy: Policy::Fifo,
                 priority: u32::from(p),
@@ -109,15 +116,23 @@ fn kthreads(
 /// starvation check of every realtime CPU that runs a real-time vCPU.
 pub(super) fn items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
     let vm_pids: Vec<u32> = b.vms.iter().map(|v| v.threads.pid).collect();
+    let rt_vcpu_cpus = rt_sys::CpuSet::from_cpus(profiles::host_vms(host).iter().flat_map(|v| {
+        v.vcpus
+            .iter()
+            .filter(|p| p.policy.is_realtime())
+            .map(|p| p.cpu)
+            .collect::<Vec<_>>()
+    }));
     let ks = kthreads(
         b.root(),
         host.kthread_priorities.as_ref(),
         &vm_pids,
         &host.realtime_cpus,
+        &host.realtime_cpus.union(&rt_vcpu_cpus),
     )?;
     if host.kthread_priorities.is_some() {
         pit_affinity(b, &ks);
-        for k in &ks {
+        for k in ks.iter().filter(|k| k.now != k.after || laddered(host, k)) {
             let c = Change::report(
                 "kthread-sched",
                 format!("sched of {:?} (tid {})", k.stat.comm, k.stat.tid),
@@ -184,6 +199,11 @@ fn pit_affinity(b: &mut B<'_, '_>, ks: &[Kthread]) {
             })
         });
     }
+}
+
+/// True for a thread the ladder sets (not a per-CPU thread of a housekeeping CPU).
+fn laddered(host: &Host, k: &Kthread) -> bool {
+    !PER_CPU.contains(&k.kind.as_str()) || host.realtime_cpus.contains(k.n)
 }
 
 /// What can let a starved thread run: RT throttling after setup, and stalld.

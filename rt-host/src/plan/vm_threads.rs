@@ -449,4 +449,41 @@ mod tests {
             ("475000".into(), "475000".into())
         );
     }
+
+    #[test]
+    fn the_lab_layout_puts_vcpu_0_below_the_main_loop_on_cpu_0_and_reverts() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        let h = fake::lab_profile_host();
+        let p = build("lab", &h, &Ctx::new(&m.root)).unwrap();
+        let get = |item: &str, t: &str| {
+            p.changes
+                .iter()
+                .find(|c| c.item == item && c.target.contains(t))
+                .unwrap_or_else(|| panic!("no {item} {t}: {:#?}", p.changes))
+        };
+        assert_eq!(get("vcpu-affinity", "CPU 0/TCG").desired, "0");
+        assert_eq!(get("vcpu-sched", "CPU 0/TCG").desired, "fifo:1");
+        assert_eq!(get("emulator-sched", "qemu-system-x86").desired, "fifo:2");
+        assert_eq!(get("iothread-sched", "IO iothread0").desired, "fifo:2");
+        // CPU 0 is housekeeping: the ladder leaves ksoftirqd/0, only RT throttling rescues it.
+        assert!(!p
+            .changes
+            .iter()
+            .any(|c| c.item == "kthread-sched" && c.target.contains("ksoftirqd/0")));
+        let cpu0 = get("rt-starvation", "CPU 0");
+        assert_eq!(cpu0.status, Status::Warn, "{cpu0:?}");
+        assert_eq!(get("rt-starvation", "CPU 1").status, Status::Ok);
+        let jdir = dir.path().join("j");
+        let before = m.snapshot();
+        let r = fake::setup(&m.root, &h, &jdir).unwrap();
+        assert!(r.met(), "{:#?} {:#?}", r.not_met, r.verify_failed);
+        let sched = |tid| Tree.get_sched(&m.root, QEMU_PID, tid).unwrap().to_string();
+        assert_eq!(
+            (sched(4000), sched(4002), sched(4003)),
+            ("fifo:2".into(), "fifo:1".into(), "fifo:50".into())
+        );
+        fake::revert(&m.root, &jdir);
+        m.assert_unchanged(&before);
+    }
 }

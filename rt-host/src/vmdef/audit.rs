@@ -913,7 +913,7 @@ mod tests {
     }
 
     fn lab_def_items(xml: &str) -> Vec<Change> {
-        let p = profiles::load("lab").unwrap().profile;
+        let p = crate::fake::lab_profile();
         let vms = profiles::host_vms(p.host.as_ref().unwrap());
         let dir = tempfile::tempdir().unwrap();
         let m = crate::fake::FakeMachine::new(dir.path());
@@ -923,7 +923,7 @@ mod tests {
 
     #[test]
     fn the_rendered_xml_passes_its_own_audit_and_each_missing_element_is_an_item() {
-        let p = profiles::load("lab").unwrap().profile;
+        let p = crate::fake::lab_profile();
         let vms = profiles::host_vms(p.host.as_ref().unwrap());
         let dir = tempfile::tempdir().unwrap();
         let m = crate::fake::FakeMachine::new(dir.path());
@@ -980,7 +980,7 @@ mod tests {
 
     #[test]
     fn wrong_values_and_foreign_domains_are_named() {
-        let p = profiles::load("lab").unwrap().profile;
+        let p = crate::fake::lab_profile();
         let vms = profiles::host_vms(p.host.as_ref().unwrap());
         let d = Def::new(&p.name, &vms[0], &SysRoot::new("/nonexistent"));
         let xml = "<domain type='kvm'><name>lab</name><cputune><vcpupin vcpu='1' cpuset='0-1'/>\
@@ -1019,7 +1019,7 @@ mod tests {
         // Two nodes: CPU 0 on node 0, CPU 1 (the real-time vCPU's) on node 1.
         m.put("sys/devices/system/node/node0/cpulist", "0\n");
         m.put("sys/devices/system/node/node1/cpulist", "1\n");
-        let p = profiles::load("lab").unwrap().profile;
+        let p = crate::fake::lab_profile();
         let mut v = profiles::host_vms(p.host.as_ref().unwrap())[0].clone();
         v.hugepage_kib = Some(2048);
         let numa = |maps: &str| {

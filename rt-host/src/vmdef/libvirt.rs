@@ -476,7 +476,7 @@ mod tests {
 
     #[test]
     fn can_buses_go_through_qemu_commandline_and_emulatorsched_iothreadsched_render() {
-        let p = profiles::load("lab").unwrap().profile;
+        let p = crate::fake::lab_profile();
         let mut v = profiles::host_vms(p.host.as_ref().unwrap())[0].clone();
         v.can_buses = vec![profiles::CanBus {
             id: "canbus0".into(),

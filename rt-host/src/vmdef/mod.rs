@@ -503,7 +503,7 @@ mod tests {
     use super::*;
 
     fn lab() -> profiles::Profile {
-        profiles::load("lab").unwrap().profile
+        crate::fake::lab_profile()
     }
 
     #[test]
