@@ -98,8 +98,8 @@ impl<'a> Watch<'a> {
             return Ok(None);
         }
         let pruned = apply::prune_vanished(self.root, self.ops, self.journal_dir)?;
-        self.last = Some(now.clone());
         if now.is_empty() {
+            self.last = Some(now);
             return Ok(None);
         }
         let ctx = Ctx {
@@ -112,7 +112,9 @@ impl<'a> Watch<'a> {
             vm_only: true,
             ..SetupOptions::default()
         };
+        // Remembered only once applied: a failed look (a VM half started) is tried again.
         let setup = apply::setup(&self.profile, &self.host, &ctx, self.journal_dir, &opts)?;
+        self.last = Some(now);
         Ok(Some(Step { pruned, setup }))
     }
 }

@@ -129,6 +129,7 @@ fn root_watch_tunes_a_restarted_qemu_and_revert_restores_it() {
         &prof,
         r#"Profile(name: "watch", host: (housekeeping_cpus: "0", realtime_cpus: "1",
             kernel: (require_preempt_rt: false),
+            isolation: (cpuset_partition: false, workqueues: false, kthreads: false),
             vms: [(name: "rtvirt-watch", memory_mib: 64, cpus: 2,
                    vcpus: [(vcpu: 1, cpu: 1, policy: Fifo, priority: 1)])]))"#,
     )
