@@ -96,6 +96,17 @@ pub fn parse_numa_maps(text: &str) -> Result<NumaMaps, SysError> {
     Ok(m)
 }
 
+/// A parse error of file `rel`, named as the file.
+fn named(root: &SysRoot, rel: &str, e: SysError) -> SysError {
+    match e {
+        SysError::Parse { detail, .. } => SysError::Parse {
+            what: root.display(rel),
+            detail,
+        },
+        other => other,
+    }
+}
+
 /// `/proc/PID/numa_maps` of `pid`, relative to the root.
 pub fn numa_maps_path(pid: u32) -> String {
     format!("proc/{pid}/numa_maps")
@@ -104,13 +115,7 @@ pub fn numa_maps_path(pid: u32) -> String {
 /// Read `/proc/PID/numa_maps` of `pid`.
 pub fn numa_maps(root: &SysRoot, pid: u32) -> Result<NumaMaps, SysError> {
     let rel = numa_maps_path(pid);
-    parse_numa_maps(&root.read(&rel)?).map_err(|e| match e {
-        SysError::Parse { detail, .. } => SysError::Parse {
-            what: root.display(&rel),
-            detail,
-        },
-        other => other,
-    })
+    parse_numa_maps(&root.read(&rel)?).map_err(|e| named(root, &rel, e))
 }
 
 /// `/proc/PID/status` of `pid`, relative to the root.
@@ -121,13 +126,7 @@ pub fn status_path(pid: u32) -> String {
 /// Read `/proc/PID/status` of `pid`.
 pub fn read(root: &SysRoot, pid: u32) -> Result<ProcMem, SysError> {
     let rel = status_path(pid);
-    parse_status(&root.read(&rel)?).map_err(|e| match e {
-        SysError::Parse { detail, .. } => SysError::Parse {
-            what: root.display(&rel),
-            detail,
-        },
-        other => other,
-    })
+    parse_status(&root.read(&rel)?).map_err(|e| named(root, &rel, e))
 }
 
 #[cfg(test)]

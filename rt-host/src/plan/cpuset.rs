@@ -227,7 +227,11 @@ fn v1_shield(
 
 /// A cpuset beside ours under the root of the hierarchy whose CPUs meet `rt` (its
 /// directory and CPUs): an exclusive cpuset on `rt` is then impossible.
-fn overlapping_sibling(root: &rt_sys::SysRoot, mount: &str, rt: &CpuSet) -> Option<(String, CpuSet)> {
+fn overlapping_sibling(
+    root: &rt_sys::SysRoot,
+    mount: &str,
+    rt: &CpuSet,
+) -> Option<(String, CpuSet)> {
     for name in root.list(mount).ok()? {
         let dir = format!("{mount}/{name}");
         if name == CG_RT || name == CG_HK || !root.exists(format!("{dir}/cpuset.cpus")) {
@@ -357,7 +361,14 @@ mod tests {
         let cs: Vec<_> = p.changes.iter().filter(|c| c.item == "cpuset").collect();
         assert_eq!(cs.len(), 1, "{cs:#?}");
         assert_eq!(cs[0].status, Status::NotApplicable);
-        assert_eq!(cs[0].current, "/sys/fs/cgroup/cpuset/machine holds CPUs 0-1");
-        assert!(cs[0].fix.as_deref().unwrap().contains("cpuset_partition false"));
+        assert_eq!(
+            cs[0].current,
+            "/sys/fs/cgroup/cpuset/machine holds CPUs 0-1"
+        );
+        assert!(cs[0]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("cpuset_partition false"));
     }
 }

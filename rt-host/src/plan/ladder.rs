@@ -52,6 +52,12 @@ struct Kthread {
     after: SchedParams,
 }
 
+impl Kthread {
+    fn thread(&self) -> ThreadRef {
+        (&rt_sys::task::Thread::from_stat(self.stat.tid, &self.stat)).into()
+    }
+}
+
 fn sched_of(st: &TaskStat) -> SchedParams {
     SchedParams {
         policy: Policy::from_raw(i32::try_from(st.policy).unwrap_or(-1)).unwrap_or(Policy::Other),
@@ -144,12 +150,7 @@ pub(super) fn items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
                 c
             } else {
                 c.act(Action::Sched {
-                    thread: ThreadRef {
-                        pid: k.stat.tid,
-                        tid: k.stat.tid,
-                        start_time: k.stat.start_time,
-                        name: k.stat.comm.clone(),
-                    },
+                    thread: k.thread(),
                     params: k.after,
                     prior: k.now,
                 })
@@ -188,12 +189,7 @@ fn pit_affinity(b: &mut B<'_, '_>, ks: &[Kthread]) {
             c
         } else {
             c.act(Action::Affinity {
-                thread: ThreadRef {
-                    pid: k.stat.tid,
-                    tid: k.stat.tid,
-                    start_time: k.stat.start_time,
-                    name: k.stat.comm.clone(),
-                },
+                thread: k.thread(),
                 cpus: want,
                 prior: cur,
             })

@@ -567,6 +567,19 @@ fn page_kib(size: &str, unit: Option<&str>) -> Option<u64> {
 }
 
 /// `a, b`, or `empty` for none.
+/// `scheduler priority` of a `<vcpusched>`-style element, `(absent)` without one.
+fn sched_of_element(n: Option<roxmltree::Node<'_, '_>>) -> String {
+    n.map_or("(absent)".to_string(), |n| {
+        format!(
+            "{} {}",
+            n.attribute("scheduler").unwrap_or("?"),
+            n.attribute("priority").unwrap_or("")
+        )
+        .trim()
+        .to_string()
+    })
+}
+
 fn listed<S: AsRef<str>>(items: &[S], empty: &str) -> String {
     if items.is_empty() {
         empty.to_string()
@@ -658,15 +671,7 @@ impl XmlAudit<'_, '_> {
                     n.attribute("vcpus")
                         .is_none_or(|a| CpuSet::parse(a).is_ok_and(|c| c.contains(v)))
                 });
-                let cur = s.map_or("(absent)".to_string(), |n| {
-                    format!(
-                        "{} {}",
-                        n.attribute("scheduler").unwrap_or("?"),
-                        n.attribute("priority").unwrap_or("")
-                    )
-                    .trim()
-                    .to_string()
-                });
+                let cur = sched_of_element(s);
                 let want_s = if g.policy.is_realtime() {
                     format!("{} {}", g.policy, g.priority)
                 } else {
@@ -702,17 +707,7 @@ impl XmlAudit<'_, '_> {
             if policy == Policy::Other {
                 continue;
             }
-            let cur = children(ct, element)
-                .next()
-                .map_or("(absent)".to_string(), |n| {
-                    format!(
-                        "{} {}",
-                        n.attribute("scheduler").unwrap_or("?"),
-                        n.attribute("priority").unwrap_or("")
-                    )
-                    .trim()
-                    .to_string()
-                });
+            let cur = sched_of_element(children(ct, element).next());
             let want = format!("<{element} scheduler='{policy}' priority='{priority}'/>");
             let ok = cur == format!("{policy} {priority}");
             self.check(&format!("<{element}>"), cur, &want, ok, knob);

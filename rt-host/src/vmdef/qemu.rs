@@ -342,25 +342,29 @@ fn after_boot(def: &Def<'_>) -> (Vec<String>, Vec<Choice>) {
             ));
         }
     }
-    if vm.emulator_policy != Policy::Other {
-        let s = format!("{} {}", vm.emulator_policy, vm.emulator_priority);
-        lines.push(format!(
-            "#   QEMU's main loop at {s}: applied by rt-host setup (emulator-sched)"
-        ));
-        choices.push(Choice::new(
+    for (what, item, policy, priority, knob) in [
+        (
+            "QEMU's main loop",
+            "emulator-sched",
+            vm.emulator_policy,
+            vm.emulator_priority,
             Knob::EmulatorSched,
-            format!("main loop {s} (rt-host setup)"),
-        ));
-    }
-    if vm.iothread_policy != Policy::Other {
-        let s = format!("{} {}", vm.iothread_policy, vm.iothread_priority);
-        lines.push(format!(
-            "#   I/O threads at {s}: applied by rt-host setup (iothread-sched)"
-        ));
-        choices.push(Choice::new(
+        ),
+        (
+            "I/O threads",
+            "iothread-sched",
+            vm.iothread_policy,
+            vm.iothread_priority,
             Knob::IothreadSched,
-            format!("I/O threads {s} (rt-host setup)"),
-        ));
+        ),
+    ] {
+        if policy != Policy::Other {
+            let s = format!("{policy} {priority}");
+            lines.push(format!(
+                "#   {what} at {s}: applied by rt-host setup ({item})"
+            ));
+            choices.push(Choice::new(knob, format!("{what} {s} (rt-host setup)")));
+        }
     }
     (lines, choices)
 }
