@@ -156,6 +156,8 @@ fn root_watch_tunes_a_restarted_qemu_and_revert_restores_it() {
             .unwrap(),
     );
     wait_for("watch to tune the first QEMU's vCPU 1", || tuned(v1));
+    // Let that setup finish its verify before the VM goes.
+    std::thread::sleep(Duration::from_secs(2));
     // The VM restarts: a new QEMU with new threads, by the same name.
     drop(q1);
     let q2 = Qemu::start("rtvirt-watch");
@@ -173,9 +175,28 @@ fn root_watch_tunes_a_restarted_qemu_and_revert_restores_it() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
     assert_eq!(said.matches("VM threads changed").count(), 2, "{said}");
+    let dropped: Vec<u32> = said
+        .lines()
+        .filter_map(|l| l.strip_prefix("VM threads changed: "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(dropped[0], 0, "{said}");
     assert!(
-        said.contains("2 journal entries of gone threads dropped"),
-        "{said}"
+        dropped[1] >= 2,
+        "at least vCPU 1's affinity and policy of the first QEMU: {said}"
+    );
+    assert!(!said.contains("NOT MET"), "{said}");
+    let o = run(&["status", "--json", "--journal-dir", j]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        !st["entries"].as_array().unwrap().is_empty(),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains(&format!("\"tid\": {v1},")),
+        "no entry of the gone vCPU thread {v1} is left: {}",
+        text(&o)
     );
     assert!(tuned(v2).is_some());
     let o = run(&["revert", "--journal-dir", j]);
