@@ -311,9 +311,14 @@ fn judge(
             st,
         )
     };
-    const LADDER_FIX: &str = "set host.kthread_priorities (tuned's ladder: ksoftirqd and \
-                              ktimers FIFO 2, rcuc and rcub 4) with the vCPUs at FIFO 1, or \
-                              run stalld";
+    // The ladder is for the realtime CPUs; a housekeeping CPU with a real-time vCPU (below
+    // a real-time main loop) relies on RT throttling or stalld.
+    let ladder_fix = if host.realtime_cpus.contains(cpu) {
+        "set host.kthread_priorities (tuned's ladder: ksoftirqd and ktimers FIFO 2, rcuc and \
+         rcub 4) with the vCPUs at FIFO 1, or run stalld"
+    } else {
+        "run stalld, or keep real-time vCPUs off this housekeeping CPU"
+    };
     if below_rt.is_empty() && normal.is_empty() {
         return Ok(c(Status::Ok).note("every per-CPU kernel thread is above the vCPU"));
     }
@@ -330,7 +335,7 @@ fn judge(
              (RT throttling stops them too)",
             below_rt.join(", ")
         ))
-        .fix(LADDER_FIX));
+        .fix(ladder_fix));
     }
     if rescue.throttling {
         return Ok(c(Status::Warn)
@@ -341,12 +346,11 @@ fn judge(
                 normal.join(", "),
                 rescue.runtime
             ))
-            .fix(LADDER_FIX));
+            .fix(ladder_fix));
     }
-    debug_assert!(host.sysctl.rt_runtime_unlimited || !rescue.throttling);
     Err(TuneError::Unsafe(format!(
         "CPU {cpu}: {} would run SCHED_OTHER under a FIFO {prio} vCPU with RT throttling off \
-         and no stalld: a busy vCPU would starve them for ever; {LADDER_FIX}, or keep RT \
+         and no stalld: a busy vCPU would starve them for ever; {ladder_fix}, or keep RT \
          throttling (host.sysctl.rt_runtime_unlimited: false)",
         normal.join(", ")
     )))

@@ -473,6 +473,10 @@ mod tests {
             .any(|c| c.item == "kthread-sched" && c.target.contains("ksoftirqd/0")));
         let cpu0 = get("rt-starvation", "CPU 0");
         assert_eq!(cpu0.status, Status::Warn, "{cpu0:?}");
+        assert_eq!(
+            cpu0.fix.as_deref(),
+            Some("run stalld, or keep real-time vCPUs off this housekeeping CPU")
+        );
         assert_eq!(get("rt-starvation", "CPU 1").status, Status::Ok);
         let jdir = dir.path().join("j");
         let before = m.snapshot();
