@@ -373,32 +373,7 @@ fn host(h: &Host, e: &mut Errors) {
         );
     }
 
-    for (i, arg) in h.kernel.extra_args.iter().enumerate() {
-        let path = format!("host.kernel.extra_args[{i}]");
-        if arg.trim().is_empty() || arg.chars().any(char::is_whitespace) {
-            e.push(
-                path,
-                format!("{arg:?} is not one boot argument (empty or contains spaces)"),
-            );
-            continue;
-        }
-        let key = arg.split('=').next().unwrap_or(arg);
-        let generated = match key {
-            "isolcpus" => h.kernel.isolcpus,
-            "nohz_full" => h.kernel.nohz_full,
-            "rcu_nocbs" => h.kernel.rcu_nocbs,
-            _ => false,
-        };
-        if generated {
-            e.push(
-                path,
-                format!(
-                    "{arg:?} repeats what host.kernel.{key} = true generates from \
-                     realtime_cpus: set one of them"
-                ),
-            );
-        }
-    }
+    kernel_args(h, e);
 
     if let Some(ns) = h.kvm.halt_poll_ns {
         if ns > u64::from(u32::MAX) {
@@ -432,6 +407,64 @@ fn host(h: &Host, e: &mut Errors) {
         off_realtime(e, "host.iothread_cpus", s, rt, "QEMU's I/O threads");
     }
 
+    sysctl_extra(h, e);
+
+    hugepages(h, e);
+
+    match &h.vm {
+        None => {
+            if !h.vcpus.is_empty() && h.vms.is_empty() {
+                e.push(
+                    "host.vcpus",
+                    format!(
+                        "{} placement(s) but host.vm is absent: say which QEMU process \
+                         (qemu_name, libvirt, pid, pidfile or qmp)",
+                        h.vcpus.len()
+                    ),
+                );
+            }
+        }
+        Some(vm) => vm_locator(e, "host.vm", vm),
+    }
+    crate::vms::validate(h, e);
+    vcpu_list(e, "host.vcpus", &h.vcpus, rt, &BesideMainLoop::default());
+    kthread_ladder(h, e);
+    helper_policies(h, e);
+    power(h, e);
+}
+
+/// `host.kernel.extra_args`: one argument each, not one the flags generate.
+fn kernel_args(h: &Host, e: &mut Errors) {
+    for (i, arg) in h.kernel.extra_args.iter().enumerate() {
+        let path = format!("host.kernel.extra_args[{i}]");
+        if arg.trim().is_empty() || arg.chars().any(char::is_whitespace) {
+            e.push(
+                path,
+                format!("{arg:?} is not one boot argument (empty or contains spaces)"),
+            );
+            continue;
+        }
+        let key = arg.split('=').next().unwrap_or(arg);
+        let generated = match key {
+            "isolcpus" => h.kernel.isolcpus,
+            "nohz_full" => h.kernel.nohz_full,
+            "rcu_nocbs" => h.kernel.rcu_nocbs,
+            _ => false,
+        };
+        if generated {
+            e.push(
+                path,
+                format!(
+                    "{arg:?} repeats what host.kernel.{key} = true generates from \
+                     realtime_cpus: set one of them"
+                ),
+            );
+        }
+    }
+}
+
+/// `host.sysctl.extra`: dotted names, values, and not RT throttling by hand.
+fn sysctl_extra(h: &Host, e: &mut Errors) {
     for (key, value) in &h.sysctl.extra {
         let path = format!("host.sysctl.extra[{key:?}]");
         let valid_name = key.contains('.')
@@ -456,7 +489,10 @@ fn host(h: &Host, e: &mut Errors) {
             e.push(path, format!("{value:?} is empty"));
         }
     }
+}
 
+/// `host.hugepages`: a page size, a count, enough for the VMs on it.
+fn hugepages(h: &Host, e: &mut Errors) {
     if let Some(hp) = &h.hugepages {
         if !HUGEPAGE_SIZES_KIB.contains(&hp.size_kib) {
             e.push(
@@ -487,27 +523,6 @@ fn host(h: &Host, e: &mut Errors) {
             }
         }
     }
-
-    match &h.vm {
-        None => {
-            if !h.vcpus.is_empty() && h.vms.is_empty() {
-                e.push(
-                    "host.vcpus",
-                    format!(
-                        "{} placement(s) but host.vm is absent: say which QEMU process \
-                         (qemu_name, libvirt, pid, pidfile or qmp)",
-                        h.vcpus.len()
-                    ),
-                );
-            }
-        }
-        Some(vm) => vm_locator(e, "host.vm", vm),
-    }
-    crate::vms::validate(h, e);
-    vcpu_list(e, "host.vcpus", &h.vcpus, rt, &BesideMainLoop::default());
-    kthread_ladder(h, e);
-    helper_policies(h, e);
-    power(h, e);
 }
 
 /// The kernel-thread ladder must stand above every real-time vCPU: a FIFO kernel thread

@@ -96,6 +96,33 @@ pub fn boot_args(host: &Host, vendor: Option<&str>) -> Vec<BootArg> {
         "",
         "no soft-lockup watchdog on busy FIFO CPUs",
     ));
+    v.extend(latency_args(host, vendor));
+    if let Some(h) = &host.hugepages {
+        if h.size_kib == 1_048_576 {
+            v.push(arg(
+                "hugepagesz",
+                "1G",
+                "1 GB pages only reserve reliably at boot",
+            ));
+            v.push(arg(
+                "hugepages",
+                h.count.to_string(),
+                "1 GB pages for the guest",
+            ));
+        }
+    }
+    for extra in &k.extra_args {
+        let (key, value) = extra.split_once('=').unwrap_or((extra.as_str(), ""));
+        v.retain(|a| a.key != key);
+        v.push(arg(key, value, "profile host.kernel.extra_args"));
+    }
+    v
+}
+
+/// tuned's latency arguments the profile asks for: the TSC, RCU and P-state ones.
+fn latency_args(host: &Host, vendor: Option<&str>) -> Vec<BootArg> {
+    let k = &host.kernel;
+    let mut v = Vec::new();
     if k.tsc_reliable {
         v.push(arg(
             "tsc",
@@ -131,25 +158,6 @@ pub fn boot_args(host: &Host, vendor: Option<&str>) -> Vec<BootArg> {
                  (tuned's realtime profile)",
             ));
         }
-    }
-    if let Some(h) = &host.hugepages {
-        if h.size_kib == 1_048_576 {
-            v.push(arg(
-                "hugepagesz",
-                "1G",
-                "1 GB pages only reserve reliably at boot",
-            ));
-            v.push(arg(
-                "hugepages",
-                h.count.to_string(),
-                "1 GB pages for the guest",
-            ));
-        }
-    }
-    for extra in &k.extra_args {
-        let (key, value) = extra.split_once('=').unwrap_or((extra.as_str(), ""));
-        v.retain(|a| a.key != key);
-        v.push(arg(key, value, "profile host.kernel.extra_args"));
     }
     v
 }
