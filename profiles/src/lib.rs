@@ -18,6 +18,24 @@ pub mod schema;
 pub mod validate;
 pub mod vms;
 
+/// Profiles the unit tests share.
+#[cfg(test)]
+pub(crate) mod test_profiles {
+    /// The single-VM form (`host.vm`, `host.vcpus`), as the lab profile was first written.
+    pub const SINGLE_VM: &str = r#"Profile(name: "single", host: Some((
+        housekeeping_cpus: "0", realtime_cpus: "1",
+        kernel: (require_preempt_rt: false),
+        vm: Some((qemu_name: Some("lab"), memory_mib: Some(512))),
+        vcpus: [(vcpu: 1, cpu: 1, policy: Fifo, priority: 50)],
+        emulator_cpus: Some("0"), iothread_cpus: Some("0"),
+    )))"#;
+
+    /// [`SINGLE_VM`], parsed.
+    pub fn single_vm() -> crate::Profile {
+        crate::parse(SINGLE_VM, "single").expect("the single-VM test profile")
+    }
+}
+
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};

@@ -78,6 +78,93 @@ pub struct Host {
     /// `vcpus`; `emulator_cpus` and `iothread_cpus` are then their defaults).
     #[serde(default)]
     pub vms: Vec<VmSpec>,
+    /// FIFO priorities of the per-CPU kernel threads of the realtime CPUs (tuned's
+    /// realtime-virtual-host ladder), each above every real-time vCPU. Absent: left alone
+    /// (whether they can starve is still checked).
+    #[serde(default)]
+    pub kthread_priorities: Option<KthreadPriorities>,
+    /// What to do with irqbalance, which would undo the IRQ steering (default Ban).
+    #[serde(default)]
+    pub irqbalance: Irqbalance,
+    /// CPU frequency and power management of the realtime CPUs.
+    #[serde(default)]
+    pub power: Power,
+}
+
+/// FIFO priorities of the kernel threads that must run above the vCPUs on their CPU: a
+/// busy FIFO vCPU above them would keep softirqs, timers and RCU callbacks of its CPU
+/// from running. The defaults are tuned's realtime-virtual-host (ksoftirqd and ktimers
+/// 2, rcuc and rcub 4, with vCPUs at FIFO 1) and KubeVirt's kvm-pit 2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KthreadPriorities {
+    /// `ksoftirqd/N` (softirqs of CPU N), default 2.
+    pub ksoftirqd: u8,
+    /// `ktimers/N` (timer softirqs on PREEMPT_RT), default 2.
+    pub ktimers: u8,
+    /// `rcuc/N` (RCU callbacks of CPU N with RCU boosting), default 4.
+    pub rcuc: u8,
+    /// `rcub/N` (RCU priority boosting), default 4.
+    pub rcub: u8,
+    /// `kvm-pit/PID` (the VM's in-kernel PIT timer thread), default 2.
+    pub kvm_pit: u8,
+}
+
+impl Default for KthreadPriorities {
+    fn default() -> Self {
+        KthreadPriorities {
+            ksoftirqd: 2,
+            ktimers: 2,
+            rcuc: 4,
+            rcub: 4,
+            kvm_pit: 2,
+        }
+    }
+}
+
+/// irqbalance moves device IRQs every few seconds and would undo `host.irqs`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Irqbalance {
+    /// Ban the realtime CPUs (`IRQBALANCE_BANNED_CPULIST` in its configuration, then
+    /// restart it through its init system), as tuned's irqbalance plugin does.
+    #[default]
+    Ban,
+    /// Stop (`SIGSTOP`) the running daemon until revert (`SIGCONT`).
+    Stop,
+    /// Leave irqbalance alone (only reported).
+    Leave,
+}
+
+/// CPU frequency and power management (`cpufreq`, `power/energy_perf_bias`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Power {
+    /// cpufreq governor of the realtime CPUs (default "performance"). Absent: left alone.
+    pub governor: Option<String>,
+    /// Energy-performance preference (`energy_performance_preference`, intel_pstate and
+    /// amd-pstate in active mode; default "performance"). Absent: left alone.
+    pub epp: Option<String>,
+    /// Energy-performance bias 0..=15 (`power/energy_perf_bias`, 0 is performance;
+    /// default 0). Absent: left alone.
+    pub epb: Option<u8>,
+    /// Turbo/boost on (true) or off (false) (`cpufreq/boost`, `intel_pstate/no_turbo`).
+    /// Absent (default): left alone.
+    pub boost: Option<bool>,
+    /// Put `intel_pstate=disable` or `amd_pstate=disable` (by the CPU vendor) on the
+    /// kernel command line, as tuned's realtime profile (default true).
+    pub disable_pstate: bool,
+}
+
+impl Default for Power {
+    fn default() -> Self {
+        Power {
+            governor: Some("performance".into()),
+            epp: Some("performance".into()),
+            epb: Some(0),
+            boost: None,
+            disable_pstate: true,
+        }
+    }
 }
 
 /// Kernel requirements and the boot arguments the profile needs.
@@ -92,6 +179,15 @@ pub struct Kernel {
     pub nohz_full: bool,
     /// Put `rcu_nocbs=<realtime>` on the command line (default true).
     pub rcu_nocbs: bool,
+    /// Put `tsc=reliable` on the command line: no clocksource watchdog on the TSC
+    /// (default true).
+    pub tsc_reliable: bool,
+    /// Put `rcupdate.rcu_normal_after_boot=1` on the command line: no expedited RCU grace
+    /// periods (IPIs to every CPU) once booted (default true).
+    pub rcu_normal_after_boot: bool,
+    /// Put `rcu_nocb_poll` on the command line: the offloaded RCU threads poll instead of
+    /// being woken by the realtime CPUs (default false: it costs housekeeping CPU time).
+    pub rcu_nocb_poll: bool,
     /// Extra boot arguments (e.g. `"skew_tick=1"`).
     pub extra_args: Vec<String>,
 }
@@ -103,17 +199,34 @@ impl Default for Kernel {
             isolcpus: true,
             nohz_full: true,
             rcu_nocbs: true,
+            tsc_reliable: true,
+            rcu_normal_after_boot: true,
+            rcu_nocb_poll: false,
             extra_args: Vec::new(),
         }
     }
 }
 
 /// KVM parameters.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Kvm {
     /// `/sys/module/kvm/parameters/halt_poll_ns` in ns. Absent: left alone.
     pub halt_poll_ns: Option<u64>,
+    /// tuned's low-latency KVM module parameters: `kvm nx_huge_pages=off` (at runtime
+    /// where the kernel allows it), `kvm kvmclock_periodic_sync=0`, `kvm_intel ple_gap=0`,
+    /// `kvm_amd pause_filter_count=0`; the others need a module reload (`rt-host modprobe`
+    /// prints the modprobe.d file). Default true.
+    pub low_latency: bool,
+}
+
+impl Default for Kvm {
+    fn default() -> Self {
+        Kvm {
+            halt_poll_ns: None,
+            low_latency: true,
+        }
+    }
 }
 
 /// Idle-state limits.
@@ -247,6 +360,12 @@ pub struct VmSpec {
     /// Priority of the emulator threads, 1..=99 for Fifo/Rr (default 0).
     #[serde(default)]
     pub emulator_priority: u8,
+    /// Scheduling policy of the I/O threads (default Other: no `<iothreadsched>`).
+    #[serde(default = "other")]
+    pub iothread_policy: Policy,
+    /// Priority of the I/O threads, 1..=99 for Fifo/Rr (default 0).
+    #[serde(default)]
+    pub iothread_priority: u8,
     /// Hugepage size in KiB backing guest memory (default: `host.hugepages.size_kib`;
     /// absent there too: ordinary pages).
     #[serde(default)]

@@ -288,6 +288,9 @@ fn can_id(id: u32, extended: bool) -> String {
     }
 }
 
+/// Highest energy-performance bias (`power/energy_perf_bias`).
+pub const MAX_EPB: u8 = 15;
+
 /// Priority rules of the kernel: 1..=99 for FIFO/RR, 0 for the others.
 pub(crate) fn priority(e: &mut Errors, path: &str, policy: Policy, prio: u8, default_note: &str) {
     if policy.is_realtime() {
@@ -370,32 +373,7 @@ fn host(h: &Host, e: &mut Errors) {
         );
     }
 
-    for (i, arg) in h.kernel.extra_args.iter().enumerate() {
-        let path = format!("host.kernel.extra_args[{i}]");
-        if arg.trim().is_empty() || arg.chars().any(char::is_whitespace) {
-            e.push(
-                path,
-                format!("{arg:?} is not one boot argument (empty or contains spaces)"),
-            );
-            continue;
-        }
-        let key = arg.split('=').next().unwrap_or(arg);
-        let generated = match key {
-            "isolcpus" => h.kernel.isolcpus,
-            "nohz_full" => h.kernel.nohz_full,
-            "rcu_nocbs" => h.kernel.rcu_nocbs,
-            _ => false,
-        };
-        if generated {
-            e.push(
-                path,
-                format!(
-                    "{arg:?} repeats what host.kernel.{key} = true generates from \
-                     realtime_cpus: set one of them"
-                ),
-            );
-        }
-    }
+    kernel_args(h, e);
 
     if let Some(ns) = h.kvm.halt_poll_ns {
         if ns > u64::from(u32::MAX) {
@@ -429,6 +407,64 @@ fn host(h: &Host, e: &mut Errors) {
         off_realtime(e, "host.iothread_cpus", s, rt, "QEMU's I/O threads");
     }
 
+    sysctl_extra(h, e);
+
+    hugepages(h, e);
+
+    match &h.vm {
+        None => {
+            if !h.vcpus.is_empty() && h.vms.is_empty() {
+                e.push(
+                    "host.vcpus",
+                    format!(
+                        "{} placement(s) but host.vm is absent: say which QEMU process \
+                         (qemu_name, libvirt, pid, pidfile or qmp)",
+                        h.vcpus.len()
+                    ),
+                );
+            }
+        }
+        Some(vm) => vm_locator(e, "host.vm", vm),
+    }
+    crate::vms::validate(h, e);
+    vcpu_list(e, "host.vcpus", &h.vcpus, rt, &BesideMainLoop::default());
+    kthread_ladder(h, e);
+    helper_policies(h, e);
+    power(h, e);
+}
+
+/// `host.kernel.extra_args`: one argument each, not one the flags generate.
+fn kernel_args(h: &Host, e: &mut Errors) {
+    for (i, arg) in h.kernel.extra_args.iter().enumerate() {
+        let path = format!("host.kernel.extra_args[{i}]");
+        if arg.trim().is_empty() || arg.chars().any(char::is_whitespace) {
+            e.push(
+                path,
+                format!("{arg:?} is not one boot argument (empty or contains spaces)"),
+            );
+            continue;
+        }
+        let key = arg.split('=').next().unwrap_or(arg);
+        let generated = match key {
+            "isolcpus" => h.kernel.isolcpus,
+            "nohz_full" => h.kernel.nohz_full,
+            "rcu_nocbs" => h.kernel.rcu_nocbs,
+            _ => false,
+        };
+        if generated {
+            e.push(
+                path,
+                format!(
+                    "{arg:?} repeats what host.kernel.{key} = true generates from \
+                     realtime_cpus: set one of them"
+                ),
+            );
+        }
+    }
+}
+
+/// `host.sysctl.extra`: dotted names, values, and not RT throttling by hand.
+fn sysctl_extra(h: &Host, e: &mut Errors) {
     for (key, value) in &h.sysctl.extra {
         let path = format!("host.sysctl.extra[{key:?}]");
         let valid_name = key.contains('.')
@@ -453,7 +489,10 @@ fn host(h: &Host, e: &mut Errors) {
             e.push(path, format!("{value:?} is empty"));
         }
     }
+}
 
+/// `host.hugepages`: a page size, a count, enough for the VMs on it.
+fn hugepages(h: &Host, e: &mut Errors) {
     if let Some(hp) = &h.hugepages {
         if !HUGEPAGE_SIZES_KIB.contains(&hp.size_kib) {
             e.push(
@@ -484,24 +523,96 @@ fn host(h: &Host, e: &mut Errors) {
             }
         }
     }
+}
 
-    match &h.vm {
-        None => {
-            if !h.vcpus.is_empty() && h.vms.is_empty() {
+/// The kernel-thread ladder must stand above every real-time vCPU: a FIFO kernel thread
+/// below a busy FIFO vCPU on its CPU never runs again (RT throttling stops both).
+fn kthread_ladder(h: &Host, e: &mut Errors) {
+    let Some(k) = &h.kthread_priorities else {
+        return;
+    };
+    let top = crate::vms::host_vms(h)
+        .into_iter()
+        .flat_map(|v| {
+            let path = v.vcpus_path.clone();
+            v.vcpus
+                .into_iter()
+                .enumerate()
+                .filter(|(_, p)| p.policy.is_realtime())
+                .map(move |(i, p)| (p.priority, format!("{path}[{i}]"), p.cpu))
+        })
+        .max_by_key(|(prio, ..)| *prio);
+    for (field, prio) in [
+        ("ksoftirqd", k.ksoftirqd),
+        ("ktimers", k.ktimers),
+        ("rcuc", k.rcuc),
+        ("rcub", k.rcub),
+        ("kvm_pit", k.kvm_pit),
+    ] {
+        let path = format!("host.kthread_priorities.{field}");
+        if prio == 0 || prio > MAX_RT_PRIORITY {
+            fifo_priority(e, &path, prio);
+        } else if let Some((vprio, vpath, cpu)) = top.as_ref().filter(|(v, ..)| prio <= *v) {
+            e.push(
+                path,
+                format!(
+                    "{prio} is not above the FIFO {vprio} of {vpath} (CPU {cpu}): the kernel \
+                     thread would wait behind a busy vCPU for ever (RT throttling stops it \
+                     too); give the vCPUs priority 1 as tuned and KubeVirt do, or raise the \
+                     ladder"
+                ),
+            );
+        }
+    }
+}
+
+/// Real-time emulator or I/O threads share the housekeeping CPUs with the host: they are
+/// only safe while RT throttling leaves the rest of the host some time.
+fn helper_policies(h: &Host, e: &mut Errors) {
+    if !h.sysctl.rt_runtime_unlimited {
+        return;
+    }
+    for v in crate::vms::host_vms(h) {
+        for (field, policy) in [
+            ("emulator_policy", v.emulator_policy),
+            ("iothread_policy", v.iothread_policy),
+        ] {
+            if policy.is_realtime() {
                 e.push(
-                    "host.vcpus",
+                    v.field(field),
                     format!(
-                        "{} placement(s) but host.vm is absent: say which QEMU process \
-                         (qemu_name, libvirt, pid, pidfile or qmp)",
-                        h.vcpus.len()
+                        "{policy} on the housekeeping CPUs together with \
+                         host.sysctl.rt_runtime_unlimited: nothing would stop a busy \
+                         emulator or I/O thread from starving the host; keep RT throttling"
                     ),
                 );
             }
         }
-        Some(vm) => vm_locator(e, "host.vm", vm),
     }
-    crate::vms::validate(h, e);
-    vcpu_list(e, "host.vcpus", &h.vcpus, rt);
+}
+
+/// Words the cpufreq files take, and the energy-performance bias range.
+fn power(h: &Host, e: &mut Errors) {
+    let p = &h.power;
+    for (field, v) in [("governor", &p.governor), ("epp", &p.epp)] {
+        if let Some(v) = v {
+            let word = !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !word {
+                e.push(
+                    format!("host.power.{field}"),
+                    format!("{v:?} is not a cpufreq word (like \"performance\")"),
+                );
+            }
+        }
+    }
+    if let Some(b) = p.epb.filter(|b| *b > MAX_EPB) {
+        e.push(
+            "host.power.epb",
+            format!("{b} is outside 0..={MAX_EPB} (0 is performance, 15 power saving)"),
+        );
+    }
 }
 
 /// A VM locator (`host.vm`, `host.vms[i].find`): exactly one way to find the process.
@@ -554,7 +665,32 @@ pub(crate) fn vm_locator(e: &mut Errors, path: &str, vm: &crate::Vm) {
 
 /// A list of vCPU placements (`host.vcpus`, `host.vms[i].vcpus`): indices unique,
 /// priorities valid, real-time vCPUs on realtime CPUs and alone on their CPU.
-pub(crate) fn vcpu_list(e: &mut Errors, base: &str, vcpus: &[crate::VcpuPin], rt: &CpuSet) {
+/// Where a real-time vCPU may sit besides the realtime CPUs: beside a real-time main loop
+/// above it (so a busy vCPU never starves QEMU's timers and device emulation), on the
+/// VM's emulator CPUs, with RT throttling kept (so the host keeps its share of them).
+/// Under TCG this keeps the vCPU that holds QEMU's big lock from being preempted there.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BesideMainLoop {
+    /// The VM's emulator CPUs (empty: no such place).
+    pub cpus: CpuSet,
+    /// The main loop's real-time priority (0: not real-time).
+    pub priority: u8,
+}
+
+impl BesideMainLoop {
+    /// Real-time vCPUs at `prio` may sit on `cpu`.
+    fn allows(&self, cpu: u32, prio: u8) -> bool {
+        self.priority > prio && self.cpus.contains(cpu)
+    }
+}
+
+pub(crate) fn vcpu_list(
+    e: &mut Errors,
+    base: &str,
+    vcpus: &[crate::VcpuPin],
+    rt: &CpuSet,
+    beside: &BesideMainLoop,
+) {
     let mut by_index: BTreeMap<u32, usize> = BTreeMap::new();
     let mut by_cpu: BTreeMap<u32, usize> = BTreeMap::new();
     for (i, v) in vcpus.iter().enumerate() {
@@ -574,12 +710,13 @@ pub(crate) fn vcpu_list(e: &mut Errors, base: &str, vcpus: &[crate::VcpuPin], rt
             " (priority defaults to 50: write priority: 0)",
         );
         let realtime = v.policy.is_realtime();
-        if realtime && !rt.is_empty() && !rt.contains(v.cpu) {
+        if realtime && !rt.is_empty() && !rt.contains(v.cpu) && !beside.allows(v.cpu, v.priority) {
             e.push(
                 format!("{p}.cpu"),
                 format!(
                     "{} is not a realtime CPU (realtime_cpus {}): a {} vCPU belongs on an \
-                     isolated CPU",
+                     isolated CPU, or on the VM's emulator CPUs below a real-time main loop \
+                     (emulator_policy Fifo above its priority, RT throttling kept)",
                     v.cpu,
                     q(rt),
                     v.policy
@@ -1354,9 +1491,106 @@ mod tests {
         }
     }
 
+    /// A two-CPU host with one VM whose vCPU 1 runs FIFO `prio` on CPU 1, plus `extra`
+    /// host fields.
+    fn one_vm(prio: u8, vm_extra: &str, extra: &str) -> Profile {
+        let text = format!(
+            r#"Profile(name: "t", host: (housekeeping_cpus: "0", realtime_cpus: "1", {extra}
+                vms: [(name: "v", memory_mib: 64, vcpus: [(vcpu: 1, cpu: 1, priority: {prio})] {vm_extra})]))"#
+        );
+        crate::parse(&text, "t").unwrap()
+    }
+
+    #[test]
+    fn a_kthread_ladder_below_a_vcpu_is_refused() {
+        validate(&one_vm(1, "", "kthread_priorities: (),")).unwrap();
+        let errs = validate(&one_vm(4, "", "kthread_priorities: (rcuc: 5, rcub: 5),")).unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            msgs.len(),
+            3,
+            "ksoftirqd, ktimers and kvm_pit at 2: {msgs:?}"
+        );
+        assert!(
+            msgs[0].starts_with(
+                "host.kthread_priorities.ksoftirqd: 2 is not above the FIFO 4 of \
+                 host.vms[0].vcpus[0] (CPU 1)"
+            ),
+            "{msgs:?}"
+        );
+        let e = one(&one_vm(1, "", "kthread_priorities: (ktimers: 0),"));
+        assert_eq!(e, "host.kthread_priorities.ktimers: 0 is outside 1..=99");
+    }
+
+    #[test]
+    fn a_realtime_vcpu_may_sit_below_a_realtime_main_loop_on_the_emulator_cpus() {
+        let v0 = |emu: &str| {
+            format!(
+                ", vcpus: [(vcpu: 0, cpu: 0, priority: 1), (vcpu: 1, cpu: 1, priority: 1)]{emu}"
+            )
+        };
+        let text = |emu: &str, extra: &str| {
+            format!(
+                r#"Profile(name: "t", host: (housekeeping_cpus: "0", realtime_cpus: "1", {extra}
+                    vms: [(name: "v", memory_mib: 64 {})]))"#,
+                v0(emu)
+            )
+        };
+        let p = |emu: &str, extra: &str| crate::parse(&text(emu, extra), "t").unwrap();
+        validate(&p(", emulator_policy: Fifo, emulator_priority: 2", "")).unwrap();
+        for (emu, extra) in [
+            ("", ""),
+            (", emulator_policy: Fifo, emulator_priority: 1", ""),
+            (
+                ", emulator_policy: Fifo, emulator_priority: 2, emulator_cpus: \"0\"",
+                "sysctl: (rt_runtime_unlimited: true),",
+            ),
+        ] {
+            let errs = validate(&p(emu, extra)).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.to_string().starts_with(
+                    "host.vms[0].vcpus[0].cpu: 0 is not a realtime CPU (realtime_cpus \"1\"): a fifo vCPU belongs on an isolated CPU, or on the VM's emulator CPUs below a real-time main loop"
+                )),
+                "{emu} {extra}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn realtime_helpers_need_rt_throttling_and_power_words_are_checked() {
+        let vm = ", emulator_policy: Fifo, emulator_priority: 1, iothread_policy: Rr, iothread_priority: 2";
+        validate(&one_vm(1, vm, "")).unwrap();
+        let errs = validate(&one_vm(1, vm, "sysctl: (rt_runtime_unlimited: true),")).unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("host.vms[0].emulator_policy: fifo on the housekeeping CPUs together with host.sysctl.rt_runtime_unlimited"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[1].starts_with("host.vms[0].iothread_policy: rr"),
+            "{msgs:?}"
+        );
+        let e = one(&one_vm(1, ", iothread_priority: 3", ""));
+        assert_eq!(
+            e,
+            "host.vms[0].iothread_priority: 3 must be 0 for policy other"
+        );
+        let e = one(&one_vm(1, "", r#"power: (governor: "Perf ormance"),"#));
+        assert!(
+            e.starts_with("host.power.governor: \"Perf ormance\" is not a cpufreq word"),
+            "{e}"
+        );
+        let e = one(&one_vm(1, "", "power: (epb: 16),"));
+        assert_eq!(
+            e,
+            "host.power.epb: 16 is outside 0..=15 (0 is performance, 15 power saving)"
+        );
+    }
+
     #[test]
     fn rr_priority_100_and_other_with_priority() {
-        let mut p = bundled("lab");
+        let mut p = crate::test_profiles::single_vm();
         let h = p.host.as_mut().unwrap();
         h.vcpus[0].policy = Policy::Rr;
         h.vcpus[0].priority = 100;
@@ -1374,7 +1608,7 @@ mod tests {
 
     #[test]
     fn other_vcpus_may_share_a_housekeeping_cpu() {
-        let mut p = bundled("lab");
+        let mut p = crate::test_profiles::single_vm();
         let h = p.host.as_mut().unwrap();
         h.vcpus = vec![
             crate::VcpuPin {
@@ -1415,7 +1649,7 @@ mod tests {
 
     #[test]
     fn a_libvirt_domain_is_one_way_to_name_the_vm() {
-        let mut p = bundled("lab");
+        let mut p = crate::test_profiles::single_vm();
         let vm = p.host.as_mut().unwrap().vm.as_mut().unwrap();
         vm.qemu_name = None;
         vm.libvirt = Some("ecu0".into());
@@ -1499,7 +1733,7 @@ mod tests {
         let mut p = bundled("ecu");
         let h = p.host.as_mut().unwrap();
         h.housekeeping_cpus = CpuSet::new();
-        h.vcpus[0].priority = 0;
+        h.vms[0].vcpus[0].priority = 0;
         p.can.as_mut().unwrap().bitrate = 0;
         let errs = validate(&p).unwrap_err();
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
@@ -1507,7 +1741,7 @@ mod tests {
             paths,
             [
                 "host.housekeeping_cpus",
-                "host.vcpus[0].priority",
+                "host.vms[0].vcpus[0].priority",
                 "can.bitrate"
             ]
         );

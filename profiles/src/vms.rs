@@ -46,6 +46,10 @@ pub struct VmView {
     pub emulator_policy: Policy,
     /// Emulator thread priority (0 for non-real-time policies).
     pub emulator_priority: u8,
+    /// I/O thread policy.
+    pub iothread_policy: Policy,
+    /// I/O thread priority (0 for non-real-time policies).
+    pub iothread_priority: u8,
     /// Hugepage size backing guest memory, KiB.
     pub hugepage_kib: Option<u64>,
     /// Host NUMA node of guest memory.
@@ -129,6 +133,8 @@ pub fn host_vms(host: &Host) -> Vec<VmView> {
                 iothreads: 1,
                 emulator_policy: Policy::Other,
                 emulator_priority: 0,
+                iothread_policy: Policy::Other,
+                iothread_priority: 0,
                 hugepage_kib: page,
                 numa_node: node,
                 can_buses: Vec::new(),
@@ -168,6 +174,12 @@ fn view(
         emulator_policy: s.emulator_policy,
         emulator_priority: if s.emulator_policy.is_realtime() {
             s.emulator_priority
+        } else {
+            0
+        },
+        iothread_policy: s.iothread_policy,
+        iothread_priority: if s.iothread_policy.is_realtime() {
+            s.iothread_priority
         } else {
             0
         },
@@ -215,7 +227,20 @@ pub(crate) fn validate(h: &Host, e: &mut Errors) {
             );
         }
         spec(e, h, &p, s);
-        validate::vcpu_list(e, &format!("{p}.vcpus"), &s.vcpus, rt);
+        let emu = s
+            .emulator_cpus
+            .clone()
+            .or_else(|| h.emulator_cpus.clone())
+            .unwrap_or_else(|| h.housekeeping_cpus.clone());
+        let beside = validate::BesideMainLoop {
+            cpus: emu,
+            priority: if s.emulator_policy.is_realtime() && !h.sysctl.rt_runtime_unlimited {
+                s.emulator_priority
+            } else {
+                0
+            },
+        };
+        validate::vcpu_list(e, &format!("{p}.vcpus"), &s.vcpus, rt, &beside);
     }
     shared_cpus(e, &host_vms(h));
 }
@@ -284,6 +309,13 @@ fn spec(e: &mut Errors, h: &Host, p: &str, s: &VmSpec) {
         &format!("{p}.emulator_priority"),
         s.emulator_policy,
         s.emulator_priority,
+        "",
+    );
+    validate::priority(
+        e,
+        &format!("{p}.iothread_priority"),
+        s.iothread_policy,
+        s.iothread_priority,
         "",
     );
     if let Some(kib) = s.hugepage_kib {
@@ -473,7 +505,7 @@ mod tests {
             Some(std::path::Path::new("/run/ecu1.pid"))
         );
         assert_eq!(b.realtime_vcpus().to_string(), "1-2");
-        let lab = crate::load("lab").unwrap().profile;
+        let lab = crate::test_profiles::single_vm();
         let one = host_vms(lab.host.as_ref().unwrap());
         assert_eq!(one.len(), 1);
         assert_eq!(

@@ -59,10 +59,10 @@ fn ecu_does_not_fit_a_two_cpu_machine_and_says_which_cpus_are_missing() {
         errs,
         [
             "host.realtime_cpus: CPUs 2-7 are not online on this machine (online: 0-1)",
-            "host.vcpus[0].cpu: CPU 2 is not online on this machine (online: 0-1)",
-            "host.vcpus[1].cpu: CPU 3 is not online on this machine (online: 0-1)",
-            "host.vcpus[2].cpu: CPU 4 is not online on this machine (online: 0-1)",
-            "host.vcpus[3].cpu: CPU 5 is not online on this machine (online: 0-1)",
+            "host.vms[0].vcpus[0].cpu: CPU 2 is not online on this machine (online: 0-1)",
+            "host.vms[0].vcpus[1].cpu: CPU 3 is not online on this machine (online: 0-1)",
+            "host.vms[0].vcpus[2].cpu: CPU 4 is not online on this machine (online: 0-1)",
+            "host.vms[0].vcpus[3].cpu: CPU 5 is not online on this machine (online: 0-1)",
         ]
     );
 }

@@ -8,7 +8,12 @@
 #
 # Usage (root, after lab/setup.sh):  bash rt-host/bench/lab-latency.sh
 # Environment: DURATION (s per run, default 20), ROUNDS (default 2), RT_HOST, RTVIRT_LAB
-# (binaries; default target/release/...), OUT (default lab/out/bench-UTC).
+# (binaries; default target/release/...), OUT (default lab/out/bench-UTC), PROFILE (what
+# `rt-host setup` applies, default lab), STRESS (0: no stress-ng, default 1), TRACE (1:
+# record the host's sched_switch and sched_wakeup events on both CPUs during every
+# measurement into OUT/trace-LABEL.txt, through a tracefs instance; read them with
+# rt-host/bench/stalls.py), AFTER_SETUP / BEFORE_REVERT (shell commands run after each
+# setup and before each revert, with $qemu_pid set: to try a layout by hand).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,12 +31,22 @@ fi
 export RTVIRT_LAB_ROOT="${RTVIRT_LAB_ROOT:-$PWD}"
 DURATION="${DURATION:-20}"
 ROUNDS="${ROUNDS:-2}"
+PROFILE="${PROFILE:-lab}"
+STRESS="${STRESS:-1}"
+TRACE="${TRACE:-0}"
+TRACEFS=/sys/kernel/tracing
+[ -d "$TRACEFS/instances" ] || TRACEFS=/sys/kernel/debug/tracing
+TRACE_DIR="$TRACEFS/instances/rtvirt-bench-$$"
 OUT="${OUT:-$PWD/lab/out/bench-$(date -u +%Y%m%dT%H%M%SZ)}"
 OUT="$(mkdir -p "$OUT" && cd "$OUT" && pwd)"
 JOURNAL="$OUT/journal"
 lab_pid=""
 
 cleanup() {
+  if [ -d "$TRACE_DIR" ]; then
+    echo 0 >"$TRACE_DIR/tracing_on" 2>/dev/null || true
+    rmdir "$TRACE_DIR" 2>/dev/null || true
+  fi
   if [ -f "$JOURNAL/journal.json" ]; then
     "$RT_HOST" revert --journal-dir "$JOURNAL" >&2 || true
   fi
@@ -75,12 +90,45 @@ guest() { # run a shell script in the guest and wait for its exit code
   return 2
 }
 
+trace_start() {
+  [ "$TRACE" = 1 ] || return 0
+  mkdir -p "$TRACE_DIR"
+  echo 0 >"$TRACE_DIR/tracing_on"
+  echo 65536 >"$TRACE_DIR/buffer_size_kb"
+  echo mono >"$TRACE_DIR/trace_clock"
+  echo >"$TRACE_DIR/trace"
+  for e in sched_switch sched_wakeup sched_migrate_task; do
+    echo 1 >"$TRACE_DIR/events/sched/$e/enable"
+  done
+  echo 1 >"$TRACE_DIR/tracing_on"
+}
+
+trace_stop() { # $1 label
+  [ "$TRACE" = 1 ] || return 0
+  echo 0 >"$TRACE_DIR/tracing_on"
+  cat "$TRACE_DIR/trace" >"$OUT/trace-$1.txt"
+  {
+    echo "qemu_pid $qemu_pid"
+    for t in /proc/"$qemu_pid"/task/*; do
+      # Fields after "(comm) ": state is field 3, rt_priority 40, policy 41.
+      read -r -a f < <(sed 's/.*) //' "$t/stat")
+      echo "thread ${t##*/} $(cat "$t/comm") policy=${f[38]} ${f[37]} cpus=$(awk '/Cpus_allowed_list/ {print $2}' "$t/status")"
+    done
+  } >"$OUT/threads-$1.txt"
+}
+
 measure() { # $1 label: cyclictest in the guest while stress-ng loads both host CPUs
-  stress-ng --cpu 2 --timeout "$((DURATION + 6))s" --quiet &
-  local stress=$!
+  local stress=""
+  if [ "$STRESS" = 1 ]; then
+    stress-ng --cpu 2 --timeout "$((DURATION + 6))s" --quiet &
+    stress=$!
+  fi
   sleep 2
+  trace_start
   guest "cyclictest -q -m -p 90 -i 1000 -a 1 -t 1 -D $DURATION -h 30000 > /lab/ct-$1.txt 2>&1"
-  wait "$stress" || true
+  trace_stop "$1"
+  echo "$1 load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/load.txt"
+  [ -z "$stress" ] || wait "$stress" || true
 }
 
 # p99 and max (us) from a cyclictest histogram (overflows count beyond the last bucket).
@@ -100,9 +148,11 @@ summarize() {
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/load.txt"
 for r in $(seq 1 "$ROUNDS"); do
   measure "untuned-$r"
-  "$RT_HOST" setup lab --vm-pid "$qemu_pid" --journal-dir "$JOURNAL" >"$OUT/setup-$r.txt" 2>&1 || {
+  "$RT_HOST" setup "$PROFILE" --vm-pid "$qemu_pid" --journal-dir "$JOURNAL" >"$OUT/setup-$r.txt" 2>&1 || {
     echo "rt-host setup failed:" >&2; cat "$OUT/setup-$r.txt" >&2; exit 2; }
+  [ -z "${AFTER_SETUP:-}" ] || eval "$AFTER_SETUP"
   measure "tuned-$r"
+  [ -z "${BEFORE_REVERT:-}" ] || eval "$BEFORE_REVERT"
   "$RT_HOST" revert --journal-dir "$JOURNAL" >"$OUT/revert-$r.txt" 2>&1
 done
 

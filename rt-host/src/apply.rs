@@ -83,7 +83,7 @@ pub struct SetupReport {
     pub done: Vec<Done>,
     /// Items still not as wanted after setup (verify), excluding refused ones.
     pub verify_failed: Vec<Change>,
-    /// Items that need a reboot.
+    /// Items that need a reboot or a module reload.
     pub needs_reboot: Vec<Change>,
     /// Essential items (vCPU affinity and real-time policy, the RT runtime of their
     /// cgroups) refused or missing after setup, each with its cause (`note`) and `fix`.
@@ -111,6 +111,9 @@ pub struct SetupOptions {
     /// Test hook: fail with an unexpected error before the change after N applied ones,
     /// to exercise the undo of a half-done setup.
     pub fail_after: Option<usize>,
+    /// Apply and verify only the VM items ([`Change::vm_item`]): a VM that restarted gets
+    /// its new threads tuned, the host-wide knobs are left as they are.
+    pub vm_only: bool,
 }
 
 /// The journal entries of a cgroup move: the thread's affinity first (attaching a task
@@ -182,7 +185,12 @@ pub fn setup(
     let plan = plan::build(name, host, &fresh)?;
     let start = journal.data().entries.len();
     journal.begin(root, profile.clone(), now_secs().to_string())?;
-    let pending: Vec<&Change> = plan.changes.iter().filter(|c| c.pending()).collect();
+    let chosen = |c: &Change| !opts.vm_only || c.vm_item();
+    let pending: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.pending() && chosen(c))
+        .collect();
     let mut run = Run {
         root,
         ops,
@@ -209,13 +217,21 @@ pub fn setup(
             refused,
         },
     )?;
-    let matching =
-        |f: &dyn Fn(&Change) -> bool| after.changes.iter().filter(|c| f(c)).cloned().collect();
+    let matching = |f: &dyn Fn(&Change) -> bool| {
+        after
+            .changes
+            .iter()
+            .filter(|c| chosen(c) && f(c))
+            .cloned()
+            .collect()
+    };
     Ok(SetupReport {
         profile: name.into(),
         journal: journal_dir.to_path_buf(),
         verify_failed: matching(&|c| c.status == Status::Differs && c.when == plan::When::Now),
-        needs_reboot: matching(&|c| c.status == Status::NeedsReboot),
+        needs_reboot: matching(&|c| {
+            matches!(c.status, Status::NeedsReboot | Status::NeedsModuleReload)
+        }),
         not_met: matching(&|c| c.not_met()),
         plan,
         done,
@@ -401,6 +417,30 @@ fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Drop the journal entries of threads and processes that no longer exist (a VM that
+/// exited): nothing is left to restore for them, and a VM restarted many times under
+/// `rt-host watch` would grow the journal for ever. Returns how many were dropped.
+pub fn prune_vanished(
+    root: &SysRoot,
+    ops: &dyn ThreadOps,
+    journal_dir: &Path,
+) -> Result<usize, TuneError> {
+    if Journal::read_checked(journal_dir, root)?.is_none() {
+        return Ok(0);
+    }
+    let mut j = Journal::open_locked(journal_dir)?;
+    let gone: Vec<Target> = j
+        .data()
+        .entries
+        .iter()
+        .filter(|e| e.target.thread().is_some() || matches!(e.target, Target::Process { .. }))
+        .filter(|e| journal::current(root, ops, &e.target).is_err_and(|x| x.is_not_found()))
+        .map(|e| e.target.clone())
+        .collect();
+    j.forget_many(&gone)?;
+    Ok(gone.len())
 }
 
 /// The result of a revert.

@@ -36,8 +36,10 @@ fn arg(key: &str, value: impl Into<String>, why: &str) -> BootArg {
     }
 }
 
-/// The arguments `host` needs, in a stable order; profile extras override same-key defaults.
-pub fn boot_args(host: &Host) -> Vec<BootArg> {
+/// The arguments `host` needs on a CPU of `vendor` (`vendor_id` of `/proc/cpuinfo`:
+/// `GenuineIntel`, `AuthenticAMD`; it picks the P-state driver to disable), in a stable
+/// order; profile extras override same-key defaults.
+pub fn boot_args(host: &Host, vendor: Option<&str>) -> Vec<BootArg> {
     let rt = host.realtime_cpus.to_string();
     let hk = host.housekeeping_cpus.to_string();
     let mut v = Vec::new();
@@ -94,6 +96,7 @@ pub fn boot_args(host: &Host) -> Vec<BootArg> {
         "",
         "no soft-lockup watchdog on busy FIFO CPUs",
     ));
+    v.extend(latency_args(host, vendor));
     if let Some(h) = &host.hugepages {
         if h.size_kib == 1_048_576 {
             v.push(arg(
@@ -112,6 +115,49 @@ pub fn boot_args(host: &Host) -> Vec<BootArg> {
         let (key, value) = extra.split_once('=').unwrap_or((extra.as_str(), ""));
         v.retain(|a| a.key != key);
         v.push(arg(key, value, "profile host.kernel.extra_args"));
+    }
+    v
+}
+
+/// tuned's latency arguments the profile asks for: the TSC, RCU and P-state ones.
+fn latency_args(host: &Host, vendor: Option<&str>) -> Vec<BootArg> {
+    let k = &host.kernel;
+    let mut v = Vec::new();
+    if k.tsc_reliable {
+        v.push(arg(
+            "tsc",
+            "reliable",
+            "no clocksource watchdog checking the TSC (tuned network-latency)",
+        ));
+    }
+    if k.rcu_normal_after_boot {
+        v.push(arg(
+            "rcupdate.rcu_normal_after_boot",
+            "1",
+            "no expedited RCU grace periods (IPIs to every CPU) once booted",
+        ));
+    }
+    if k.rcu_nocb_poll && k.rcu_nocbs {
+        v.push(arg(
+            "rcu_nocb_poll",
+            "",
+            "offloaded RCU threads poll: the realtime CPUs never wake them",
+        ));
+    }
+    if host.power.disable_pstate {
+        let driver = match vendor {
+            Some("GenuineIntel") => Some("intel_pstate"),
+            Some("AuthenticAMD") => Some("amd_pstate"),
+            _ => None,
+        };
+        if let Some(d) = driver {
+            v.push(arg(
+                d,
+                "disable",
+                "no hardware P-state driver: a fixed frequency under the governor \
+                 (tuned's realtime profile)",
+            ));
+        }
     }
     v
 }
@@ -189,7 +235,7 @@ mod tests {
 
     #[test]
     fn lab_args() {
-        let a = boot_args(&lab());
+        let a = boot_args(&lab(), Some("GenuineIntel"));
         let l = line(&a);
         assert!(
             l.starts_with("isolcpus=managed_irq,domain,1 nohz_full=1 rcu_nocbs=1 irqaffinity=0"),
@@ -198,6 +244,21 @@ mod tests {
         assert!(l.contains("skew_tick=1"));
         assert!(l.contains("nosoftlockup"));
         assert!(l.contains("processor.max_cstate=1"));
+        assert!(
+            l.contains("tsc=reliable rcupdate.rcu_normal_after_boot=1 intel_pstate=disable"),
+            "{l}"
+        );
+        assert!(!l.contains("rcu_nocb_poll"), "opt-in: {l}");
+        let amd = line(&boot_args(&lab(), Some("AuthenticAMD")));
+        assert!(amd.ends_with("amd_pstate=disable"), "{amd}");
+        let mut h = lab();
+        h.kernel.rcu_nocb_poll = true;
+        h.power.disable_pstate = false;
+        let other = line(&boot_args(&h, Some("CentaurHauls")));
+        assert!(
+            other.ends_with("rcupdate.rcu_normal_after_boot=1 rcu_nocb_poll"),
+            "{other}"
+        );
         assert!(grub_dropin("lab", &a)
             .contains("GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT isolcpus="));
         assert!(bls_text(&a).contains("grubby --update-kernel=ALL --args=\"isolcpus="));
@@ -207,7 +268,7 @@ mod tests {
     fn extras_override_defaults() {
         let mut h = lab();
         h.kernel.extra_args = vec!["skew_tick=0".into(), "tsc=reliable".into()];
-        let a = boot_args(&h);
+        let a = boot_args(&h, None);
         assert_eq!(a.iter().filter(|a| a.key == "skew_tick").count(), 1);
         assert!(line(&a).contains("skew_tick=0"));
         assert!(line(&a).ends_with("tsc=reliable"));
@@ -217,7 +278,7 @@ mod tests {
     fn cmdline_comparison() {
         // This machine's command line has none of them.
         let here = "console=ttyS0 quiet reboot=k panic=1 nomodule cpuidle_haltpoll.force=1 -- --addr 0.0.0.0:2024";
-        let a = boot_args(&lab());
+        let a = boot_args(&lab(), Some("GenuineIntel"));
         assert!(a.iter().all(|x| !satisfied(here, x)));
         let tuned = "quiet isolcpus=domain,managed_irq,1 nohz_full=1 rcu_nocbs=1 nosoftlockup";
         let iso = a.iter().find(|x| x.key == "isolcpus").unwrap();

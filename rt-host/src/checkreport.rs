@@ -13,6 +13,9 @@ pub fn status(s: Status) -> CheckStatus {
         Status::Ok => CheckStatus::Ok,
         Status::Differs => CheckStatus::Differs,
         Status::NeedsReboot => CheckStatus::NeedsReboot,
+        // The record knows reboots; a module reload is the lighter form of one.
+        Status::NeedsModuleReload => CheckStatus::NeedsReboot,
+        Status::Warn => CheckStatus::Warn,
         Status::NotPermitted => CheckStatus::NotPermitted,
         Status::NotApplicable => CheckStatus::NotApplicable,
     }
@@ -35,6 +38,9 @@ fn detail(c: &Change) -> Option<String> {
     let mut parts = Vec::new();
     if c.not_met() {
         parts.push("NOT MET (essential)".to_string());
+    }
+    if c.status == Status::NeedsModuleReload {
+        parts.push("needs a module reload (rt-host modprobe)".to_string());
     }
     parts.extend(c.note.clone());
     parts.extend(c.fix.as_ref().map(|f| format!("fix: {f}")));
@@ -73,6 +79,7 @@ mod tests {
             Status::Ok,
             Status::Differs,
             Status::NeedsReboot,
+            Status::Warn,
             Status::NotPermitted,
             Status::NotApplicable,
         ] {
@@ -80,6 +87,7 @@ mod tests {
             let record_json = serde_json::to_value(status(s)).unwrap();
             assert_eq!(plan_json, record_json, "{s:?}");
         }
+        assert_eq!(status(Status::NeedsModuleReload), CheckStatus::NeedsReboot);
         let plan = Plan {
             profile: "lab".into(),
             vm: None,

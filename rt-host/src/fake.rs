@@ -24,13 +24,70 @@ pub const QEMU_THREADS: &[(u32, &str, u32, u32)] = &[
     (4005, "rt-worker", 1, 10),
 ];
 
-/// The `host` section of the bundled `lab` profile, which fits this tree.
+/// The `host` section of the bundled `lab` profile, which fits this tree, without its TCG
+/// layout (vCPU 0 below a FIFO main loop and I/O thread on CPU 0): vCPU 1 FIFO 50 on CPU 1
+/// alone. [`lab_profile_host`] is the bundled one.
 pub fn lab_host() -> profiles::Host {
+    let mut h = lab_profile_host();
+    let vm = &mut h.vms[0];
+    vm.vcpus.retain(|p| p.vcpu == 1);
+    vm.emulator_policy = rt_sys::sched::Policy::Other;
+    vm.emulator_priority = 0;
+    vm.iothread_policy = rt_sys::sched::Policy::Other;
+    vm.iothread_priority = 0;
+    h
+}
+
+/// The bundled `lab` profile with [`lab_host`] as its host.
+pub fn lab_profile() -> profiles::Profile {
+    let mut p = profiles::load("lab")
+        .expect("the bundled lab profile")
+        .profile;
+    p.host = Some(lab_host());
+    p
+}
+
+/// The `host` section of the bundled `lab` profile as it is.
+pub fn lab_profile_host() -> profiles::Host {
     profiles::load("lab")
         .expect("the bundled lab profile")
         .profile
         .host
         .expect("lab has a host section")
+}
+
+/// A host section from RON text (`(housekeeping_cpus: "0", ...)`), validated as a profile.
+pub fn host_from(ron: &str) -> profiles::Host {
+    let p = profiles::parse(&format!("Profile(name: \"t\", host: {ron})"), "test host")
+        .expect("a test host that parses");
+    profiles::validate(&p).expect("a valid test host");
+    p.host.expect("a host section")
+}
+
+/// `rt-host setup` of `host` on the fake tree under `root`, journalled in `jdir`.
+pub fn setup(
+    root: &SysRoot,
+    host: &profiles::Host,
+    jdir: &Path,
+) -> Result<crate::apply::SetupReport, crate::TuneError> {
+    let id = rt_sys::journal::ProfileId {
+        name: "t".into(),
+        sha256: "0".repeat(64),
+    };
+    let ctx = crate::plan::Ctx::new(root);
+    crate::apply::setup(
+        &id,
+        host,
+        &ctx,
+        jdir,
+        &crate::apply::SetupOptions::default(),
+    )
+}
+
+/// `rt-host revert` of the journal in `jdir` on the fake tree under `root`.
+pub fn revert(root: &SysRoot, jdir: &Path) -> crate::apply::RevertReport {
+    let opts = rt_sys::journal::RevertOptions::default();
+    crate::apply::revert(root, &rt_sys::threads::Tree, jdir, &opts).expect("revert")
 }
 
 /// A `/proc/PID/task/TID/stat` line with the fields rtvirt reads.
@@ -162,6 +219,8 @@ impl FakeMachine {
             ("proc/irq/36/smp_affinity", "2\n"),
             ("proc/interrupts", "           CPU0       CPU1\n 26:          0         14  IO-APIC   4-edge      ttyS0\n 36:          0      64781 PCI-MSIX-0000:00:02.0   1-edge      virtio1-req.0\nLOC:      38497      36701   Local timer interrupts\n"),
             ("sys/devices/virtual/workqueue/cpumask", "3\n"),
+            ("sys/devices/virtual/workqueue/writeback/cpumask", "3\n"),
+            ("sys/devices/virtual/workqueue/cpumask_isolated", "0\n"),
             ("proc/meminfo", "MemTotal:        8148412 kB\nHugePages_Total:       0\nHugePages_Free:        0\nHugepagesize:       2048 kB\n"),
             ("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "0\n"),
             ("sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "0\n"),
@@ -204,9 +263,14 @@ impl FakeMachine {
             "1",
         );
         m.thread(60, 60, "kcompactd0", 2, k, 0, 0, "0-1");
+        let pinned = k | rt_sys::threads::PF_NO_SETAFFINITY;
+        m.thread(14, 14, "ksoftirqd/0", 2, pinned, 0, 0, "0");
+        m.thread(22, 22, "ksoftirqd/1", 2, pinned, 0, 0, "1");
         m.put("proc/2/cmdline", "");
         m.put("proc/57/cmdline", "");
         m.put("proc/60/cmdline", "");
+        m.put("proc/14/cmdline", "");
+        m.put("proc/22/cmdline", "");
         m
     }
 

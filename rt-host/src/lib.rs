@@ -14,10 +14,12 @@ pub mod error;
 /// `testing` feature).
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+pub mod modprobe;
 pub mod placement;
 pub mod plan;
 pub mod render;
 pub mod vm;
 pub mod vmdef;
+pub mod watch;
 
 pub use error::TuneError;

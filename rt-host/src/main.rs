@@ -98,7 +98,26 @@ enum Cmd {
         /// Test hook: fail with an unexpected error after N applied changes.
         #[arg(long, hide = true, value_name = "N")]
         fail_after: Option<usize>,
+        /// Apply only the VM items (its threads' affinity and policies, their cgroups and
+        /// RT runtime): for a VM that restarted (the libvirt hook runs this).
+        #[arg(long)]
+        vm_items: bool,
     },
+    /// Keep the VMs tuned across restarts: poll them and, when one starts or restarts
+    /// with new threads, apply the VM items again (journalled), until SIGINT/SIGTERM.
+    Watch {
+        #[command(flatten)]
+        args: ProfileArgs,
+        /// How often to look, in ms.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        interval_ms: u64,
+        /// Print a systemd unit that runs this watch, instead of watching.
+        #[arg(long)]
+        systemd_unit: bool,
+    },
+    /// Print a libvirt hooks/qemu script that applies the VM items when a domain of the
+    /// profile starts.
+    Hook(ProfileArgs),
     /// Restore every journalled value (also after a crash; skips threads that are gone).
     /// A journal written on another root, boot or host, or for another profile than the one
     /// named, is refused unless --force.
@@ -122,6 +141,9 @@ enum Cmd {
     },
     /// The kernel command line the profile needs, and how to install it (GRUB, BLS).
     BootArgs(ProfileArgs),
+    /// The KVM module parameters the profile needs (a modprobe.d file), and which loaded
+    /// values differ: those need the module loaded again.
+    Modprobe(ProfileArgs),
     /// Hold /dev/cpu_dma_latency at the profile's exit-latency limit until SIGINT/SIGTERM.
     Hold {
         #[command(flatten)]
@@ -187,13 +209,21 @@ fn run(cli: Cli) -> Result<u8> {
             args,
             pause_after,
             fail_after,
+            vm_items,
         } => setup_cmd(
             &args,
             &SetupOptions {
                 pause_after,
                 fail_after,
+                vm_only: vm_items,
             },
         ),
+        Cmd::Watch {
+            args,
+            interval_ms,
+            systemd_unit,
+        } => watch_cmd(&args, interval_ms, systemd_unit),
+        Cmd::Hook(a) => hook_cmd(&a),
         Cmd::Revert {
             profile,
             common,
@@ -201,6 +231,7 @@ fn run(cli: Cli) -> Result<u8> {
         } => revert_cmd(profile.as_deref(), &common, force),
         Cmd::Status { profile: _, common } => status_cmd(&common),
         Cmd::BootArgs(a) => boot_args_cmd(&a),
+        Cmd::Modprobe(a) => modprobe_cmd(&a),
         Cmd::Hold {
             args,
             us,
@@ -338,7 +369,8 @@ fn boot_args_cmd(a: &ProfileArgs) -> Result<u8> {
     let (id, host) = load(&a.profile)?;
     let name = id.name;
     let root = SysRoot::new(&a.common.root);
-    let args = bootargs::boot_args(&host);
+    let vendor = rt_sys::kernel::cpu_vendor(&root);
+    let args = bootargs::boot_args(&host, vendor.as_deref());
     let cmdline = rt_sys::kernel::facts(&root)
         .map(|f| f.cmdline)
         .unwrap_or_default();
@@ -379,6 +411,52 @@ fn boot_args_cmd(a: &ProfileArgs) -> Result<u8> {
     Ok(0)
 }
 
+fn modprobe_cmd(a: &ProfileArgs) -> Result<u8> {
+    let (id, host) = load(&a.profile)?;
+    let root = SysRoot::new(&a.common.root);
+    let params = rt_host::modprobe::params(&host);
+    let loaded: Vec<(String, Option<String>)> = params
+        .iter()
+        .map(|p| {
+            let rel = rt_sys::kernel::module_param(&p.module, &p.name);
+            (root.display(&rel), root.read_trim(&rel).ok())
+        })
+        .collect();
+    let reload: Vec<String> = params
+        .iter()
+        .zip(&loaded)
+        .filter(|(p, (_, v))| v.as_deref().is_some_and(|v| !p.matches(v)))
+        .map(|(p, _)| format!("{}.{}", p.module, p.name))
+        .collect();
+    let file = rt_host::modprobe::file_text(&id.name, &params);
+    if a.common.json {
+        return print_json(&serde_json::json!({
+            "profile": id.name,
+            "params": params,
+            "file": file,
+            "differ": reload,
+        }))
+        .map(|()| 0);
+    }
+    print!("{file}");
+    for (p, (path, v)) in params.iter().zip(&loaded) {
+        let state = match v {
+            None => "not loaded".to_string(),
+            Some(v) if p.matches(v) => format!("loaded {v}: ok"),
+            Some(v) => format!("loaded {v}: differs"),
+        };
+        println!("#   {path}: {state} ({})", p.why);
+    }
+    if !reload.is_empty() {
+        println!(
+            "# differ now: {} (setup writes nx_huge_pages and halt_poll_ns where the kernel \
+             lets it; the others need the module loaded again)",
+            reload.join(" ")
+        );
+    }
+    Ok(0)
+}
+
 fn plan_cmd(a: &ProfileArgs, audit: Option<&vm_cmd::AuditArgs>) -> Result<u8> {
     let check = audit.is_some();
     let (id, host) = load(&a.profile)?;
@@ -412,6 +490,98 @@ fn plan_cmd(a: &ProfileArgs, audit: Option<&vm_cmd::AuditArgs>) -> Result<u8> {
     Ok(if check && !p.met() { 1 } else { 0 })
 }
 
+/// The profile as a unit or hook should name it: a file's absolute path, else the name.
+fn profile_arg(profile: &str) -> String {
+    if Path::new(profile).is_file() {
+        std::fs::canonicalize(profile)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| profile.to_string())
+    } else {
+        profile.to_string()
+    }
+}
+
+fn exe() -> Result<String> {
+    Ok(std::env::current_exe()
+        .context("Finding the rt-host executable")?
+        .display()
+        .to_string())
+}
+
+/// SIGINT and SIGTERM set the returned flag.
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("Installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+fn watch_cmd(a: &ProfileArgs, interval_ms: u64, unit: bool) -> Result<u8> {
+    let (id, host) = load(&a.profile)?;
+    if unit {
+        print!(
+            "{}",
+            rt_host::watch::systemd_unit(&exe()?, &profile_arg(&a.profile), &id.name)
+        );
+        return Ok(0);
+    }
+    let root = SysRoot::new(&a.common.root);
+    let dir = journal_dir(&a.common);
+    let stop = stop_flag()?;
+    let name = id.name.clone();
+    let mut w = rt_host::watch::Watch::new(id, host, &root, threads::for_root(&root), &dir);
+    if !a.common.json {
+        println!(
+            "watching the VMs of profile {name:?} every {interval_ms} ms (journal {}); \
+             SIGINT or SIGTERM stops",
+            dir.display()
+        );
+    }
+    while !stop.load(Ordering::Relaxed) {
+        match w.step() {
+            Ok(Some(s)) => {
+                if a.common.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"pruned": s.pruned, "setup": s.setup})
+                    );
+                } else {
+                    println!(
+                        "VM threads changed: {} journal entries of gone threads dropped",
+                        s.pruned
+                    );
+                    print!("{}", render::setup(&s.setup));
+                }
+            }
+            Ok(None) => {}
+            // A VM half started or half gone: look again at the next tick.
+            Err(e) => eprintln!("rt-host watch: {:#}", anyhow::Error::new(e)),
+        }
+        let mut left = interval_ms;
+        while left > 0 && !stop.load(Ordering::Relaxed) {
+            let step = left.min(100);
+            std::thread::sleep(std::time::Duration::from_millis(step));
+            left -= step;
+        }
+    }
+    Ok(0)
+}
+
+fn hook_cmd(a: &ProfileArgs) -> Result<u8> {
+    let (_, host) = load(&a.profile)?;
+    let domains: Vec<String> = profiles::host_vms(&host)
+        .into_iter()
+        .map(|v| v.find.libvirt.unwrap_or(v.name))
+        .collect();
+    print!(
+        "{}",
+        rt_host::watch::libvirt_hook(&exe()?, &profile_arg(&a.profile), &domains)
+    );
+    Ok(0)
+}
+
 fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
     let (id, host) = load(&a.profile)?;
     let name = id.name;
@@ -419,14 +589,8 @@ fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
         .or(host.idle.max_exit_latency_us)
         .context("No limit: the profile has no host.idle.max_exit_latency_us; give --us")?;
     if unit {
-        let exe = std::env::current_exe().context("Finding the rt-host executable")?;
-        let prof = if Path::new(&a.profile).is_file() {
-            std::fs::canonicalize(&a.profile)
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| a.profile.clone())
-        } else {
-            a.profile.clone()
-        };
+        let exe = exe()?;
+        let prof = profile_arg(&a.profile);
         print!(
             "# /etc/systemd/system/rtvirt-dma-latency.service\n\
              [Unit]\n\
@@ -435,22 +599,17 @@ fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
              \n\
              [Service]\n\
              Type=simple\n\
-             ExecStart={} hold {prof} --us {us}\n\
+             ExecStart={exe} hold {prof} --us {us}\n\
              Restart=on-failure\n\
              \n\
              [Install]\n\
              WantedBy=multi-user.target\n",
-            exe.display(),
             dev = SysRoot::live().display(DMA_LATENCY),
         );
         return Ok(0);
     }
     let root = SysRoot::new(&a.common.root);
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("Installing signal handlers")?;
-    }
+    let stop = stop_flag()?;
     let v = i32::try_from(us).context("Limit too large")?;
     let dev = root.display(DMA_LATENCY);
     let held = rt_sys::rt::DmaLatency::hold(&root, v).with_context(|| format!("Holding {dev}"))?;

@@ -5,25 +5,34 @@
 
 use std::collections::BTreeMap;
 
-use profiles::Host;
+use profiles::{Host, VmView};
 
 use crate::error::TuneError;
 
 /// Each VM of `host` as a single-VM host: its locator in `vm`, its placements in `vcpus`,
 /// its emulator and I/O-thread CPUs; every host-wide field as in `host`.
 pub fn per_vm_hosts(host: &Host) -> Vec<Host> {
+    per_vm(host).into_iter().map(|(h, _)| h).collect()
+}
+
+/// [`per_vm_hosts`], each with the VM as the profile describes it (its policies for the
+/// emulator and I/O threads, memory, NUMA node).
+pub fn per_vm(host: &Host) -> Vec<(Host, VmView)> {
     profiles::host_vms(host)
         .into_iter()
-        .map(|v| Host {
-            vm: Some(profiles::Vm {
-                memory_mib: v.memory_mib,
-                ..v.find
-            }),
-            vcpus: v.vcpus,
-            emulator_cpus: Some(v.emulator_cpus),
-            iothread_cpus: Some(v.iothread_cpus),
-            vms: Vec::new(),
-            ..host.clone()
+        .map(|v| {
+            let h = Host {
+                vm: Some(profiles::Vm {
+                    memory_mib: v.memory_mib,
+                    ..v.find.clone()
+                }),
+                vcpus: v.vcpus.clone(),
+                emulator_cpus: Some(v.emulator_cpus.clone()),
+                iothread_cpus: Some(v.iothread_cpus.clone()),
+                vms: Vec::new(),
+                ..host.clone()
+            };
+            (h, v)
         })
         .collect()
 }
@@ -82,7 +91,7 @@ mod tests {
         check_shared(&hs).unwrap();
         let lab = profiles::load("lab").unwrap().profile.host.unwrap();
         let one = per_vm_hosts(&lab);
-        assert_eq!((one.len(), one[0].vcpus.len()), (1, 1));
+        assert_eq!((one.len(), one[0].vcpus.len()), (1, 2), "vCPU 0 and 1");
     }
 
     #[test]

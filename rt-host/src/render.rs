@@ -10,6 +10,7 @@ use crate::plan::{Change, Plan, Status, When};
 fn line(out: &mut String, c: &Change) {
     let when = match (c.status, c.when) {
         (Status::Differs, When::Now) => "now",
+        (Status::NeedsModuleReload, _) => "reload",
         (Status::Differs | Status::NeedsReboot, When::NextBoot) => "next boot",
         _ => "",
     };
@@ -63,10 +64,7 @@ pub fn plan(p: &Plan, only_pending: bool) -> String {
         "ITEM", "STATUS", "WHEN"
     );
     for c in &p.changes {
-        if only_pending
-            && !matches!(c.status, Status::Differs | Status::NeedsReboot)
-            && !c.not_met()
-        {
+        if only_pending && !c.unmet_now() && c.status != Status::Warn && !c.not_met() {
             continue;
         }
         line(&mut out, c);
@@ -74,8 +72,15 @@ pub fn plan(p: &Plan, only_pending: bool) -> String {
     let s = p.summary();
     let _ = writeln!(
         out,
-        "{} ok, {} differ, {} need a reboot, {} not permitted here, {} not applicable",
-        s.ok, s.differs, s.needs_reboot, s.not_permitted, s.not_applicable
+        "{} ok, {} differ, {} need a reboot, {} need a module reload, {} warning(s), {} not \
+         permitted here, {} not applicable",
+        s.ok,
+        s.differs,
+        s.needs_reboot,
+        s.needs_module_reload,
+        s.warn,
+        s.not_permitted,
+        s.not_applicable
     );
     if s.not_met > 0 {
         let _ = writeln!(
@@ -140,9 +145,10 @@ pub fn setup(r: &SetupReport) -> String {
     if !r.needs_reboot.is_empty() {
         let _ = writeln!(
             out,
-            "{} item(s) need a reboot (see `rt-host boot-args {}`):",
+            "{} item(s) need a reboot or module reload (see `rt-host boot-args {p}` and \
+             `rt-host modprobe {p}`):",
             r.needs_reboot.len(),
-            r.profile
+            p = r.profile
         );
         for c in &r.needs_reboot {
             let _ = writeln!(out, "  {}: {} -> {}", c.target, c.current, c.desired);

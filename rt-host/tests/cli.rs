@@ -90,7 +90,12 @@ fn check_reports_each_status_and_exits_1() {
     assert_eq!(status("halt-poll"), ["differs"]);
     assert!(status("boot-arg").iter().all(|s| s == "needs-reboot"));
     assert_eq!(status("kernel"), ["not-applicable"]);
-    assert_eq!(status("vcpu-sched"), ["differs"]);
+    assert_eq!(
+        status("vcpu-sched"),
+        ["differs", "differs"],
+        "vCPUs 0 and 1"
+    );
+    assert_eq!(status("emulator-sched"), ["differs"], "the main loop");
     // The VM found is in the plan's JSON.
     let o = f.run("plan", &["lab", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -403,10 +408,37 @@ fn boot_args_print_the_line_and_how_to_install_it() {
     assert!(t.contains("GRUB_CMDLINE_LINUX_DEFAULT"), "{t}");
     assert!(t.contains("grubby --update-kernel=ALL"), "{t}");
     assert!(t.contains("missing from /proc/cmdline"), "{t}");
-    f.m.put("proc/cmdline", "quiet isolcpus=domain,managed_irq,1 nohz_full=1 rcu_nocbs=1 irqaffinity=0 processor.max_cstate=1 intel_idle.max_cstate=0 skew_tick=1 nosoftlockup\n");
+    f.m.put("proc/cmdline", "quiet isolcpus=domain,managed_irq,1 nohz_full=1 rcu_nocbs=1 irqaffinity=0 processor.max_cstate=1 intel_idle.max_cstate=0 skew_tick=1 nosoftlockup tsc=reliable rcupdate.rcu_normal_after_boot=1\n");
     let o = f.run("boot-args", &["lab", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["missing"].as_array().unwrap().len(), 0, "{v}");
+}
+
+#[test]
+fn modprobe_prints_the_file_and_the_loaded_values_that_differ() {
+    let f = fake();
+    f.m.put("sys/module/kvm/parameters/kvmclock_periodic_sync", "Y\n");
+    f.m.put("sys/module/kvm/parameters/nx_huge_pages", "N\n");
+    let t = stdout_of(&f.run("modprobe", &["lab"]), 0);
+    assert!(
+        t.contains("options kvm halt_poll_ns=200000 nx_huge_pages=off kvmclock_periodic_sync=0\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("/sys/module/kvm/parameters/kvmclock_periodic_sync: loaded Y: differs"),
+        "{t}"
+    );
+    assert!(
+        t.contains("/sys/module/kvm_intel/parameters/ple_gap: not loaded"),
+        "{t}"
+    );
+    let o = f.run("modprobe", &["lab", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["differ"],
+        serde_json::json!(["kvm.halt_poll_ns", "kvm.kvmclock_periodic_sync"]),
+        "{v}"
+    );
 }
 
 #[test]

@@ -116,6 +116,26 @@ fn the_two_vm_fixture_renders_every_element() {
 }
 
 #[test]
+fn the_bundled_profiles_render_their_can_buses_for_qemu_and_libvirt() {
+    for (profile, vm) in [("lab", "lab"), ("ecu", "ecu0")] {
+        let q = render(profile, vm, "qemu");
+        assert!(q.contains("can-bus,id=canbus0"), "{profile}: {q}");
+        assert_eq!(
+            q.matches("kvaser_pci,canbus=canbus0").count(),
+            2,
+            "{profile}: a can0/can1 pair on one bus: {q}"
+        );
+        let x = render(profile, vm, "libvirt");
+        assert_eq!(
+            x.matches("<qemu:arg value=\"kvaser_pci,canbus=canbus0\"/>")
+                .count(),
+            2,
+            "{profile}: {x}"
+        );
+    }
+}
+
+#[test]
 fn several_vms_need_a_name_except_for_kubevirt() {
     let f = fixture("two-vms.ron");
     let o = run(&["vm", &f, "--format", "libvirt"]);
@@ -185,7 +205,7 @@ fn output_file_is_written_and_kubevirt_refuses_a_non_kubernetes_name() {
     assert!(o.status.success() && o.stdout.is_empty());
     assert!(std::fs::read_to_string(&out)
         .unwrap()
-        .starts_with("<domain type=\"kvm\">"));
+        .starts_with("<domain type=\"kvm\""));
     let prof = dir.path().join("upper.ron");
     std::fs::write(
         &prof,

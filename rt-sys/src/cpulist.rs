@@ -61,6 +61,15 @@ pub fn isolated(root: &crate::SysRoot) -> Result<CpuSet, crate::SysError> {
     read_cpus(root, ISOLATED)
 }
 
+/// The hyperthreads sharing a core with `cpu`, itself included
+/// (`cpuN/topology/thread_siblings_list`).
+pub fn thread_siblings(root: &crate::SysRoot, cpu: u32) -> Result<CpuSet, crate::SysError> {
+    read_cpus(
+        root,
+        &format!("{}/topology/thread_siblings_list", cpu_dir(cpu)),
+    )
+}
+
 /// Highest CPU number accepted by the parser (the kernel's NR_CPUS upper limit).
 pub const MAX_CPU: u32 = 8191;
 

@@ -15,6 +15,8 @@
 //! - entries name only the kernel interfaces setup touches ([`Interfaces`]): normalized
 //!   relative paths under `proc/sys/`, `proc/irq/`, a few sysfs trees and the cgroup
 //!   mounts of `/proc/mounts`, never `..`, opened beneath the root without following links;
+//!   besides those only the daemons and environment files of [`crate::daemon`] (a stop
+//!   signal, a CPU-list variable);
 //! - the journal records the root, boot id, host name and profile ([`Origin`]); a revert
 //!   on another root, boot or host, or with another profile, is refused unless forced.
 //!
@@ -34,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::{self, CgroupRef};
 use crate::sched::SchedParams;
 use crate::threads::{self, ThreadOps};
-use crate::{kernel, task, CpuSet, SysError, SysRoot};
+use crate::{daemon, kernel, task, CpuSet, SysError, SysRoot};
 
 /// What a journal entry changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +89,25 @@ pub enum Target {
         /// True for cgroup2 (threads move through `cgroup.threads`).
         v2: bool,
     },
+    /// A daemon of [`daemon::DAEMONS`] stopped (`SIGSTOP`) or running; the value is
+    /// [`daemon::STOPPED`] or [`daemon::RUNNING`].
+    Process {
+        /// Process id.
+        pid: u32,
+        /// Start time (clock ticks): a restarted daemon is another process.
+        start_time: u64,
+        /// Its name (one of [`daemon::DAEMONS`]).
+        name: String,
+    },
+    /// One variable of a daemon's environment file ([`daemon::IRQBALANCE_CONFIGS`],
+    /// [`daemon::CONFIG_KEYS`]); the value is a CPU list or [`daemon::ABSENT`]. Setting it
+    /// restarts the daemon through its init system.
+    ConfigLine {
+        /// The file, relative to the root.
+        path: String,
+        /// The variable.
+        key: String,
+    },
 }
 
 impl std::fmt::Display for Target {
@@ -100,6 +121,10 @@ impl std::fmt::Display for Target {
             Target::Mkdir { path } => write!(f, "directory /{}", path.trim_start_matches('/')),
             Target::CgroupThread { tid, name, .. } => {
                 write!(f, "cgroup of {name:?} (tid {tid})")
+            }
+            Target::Process { pid, name, .. } => write!(f, "{name} (pid {pid})"),
+            Target::ConfigLine { path, key } => {
+                write!(f, "{key} in /{}", path.trim_start_matches('/'))
             }
         }
     }
@@ -405,6 +430,41 @@ impl Interfaces {
                 cgroup_path(value)
             }
             Target::ThreadSched { .. } | Target::ThreadAffinity { .. } => Ok(()),
+            Target::Process { name, .. } => {
+                if !daemon::DAEMONS.contains(&name.as_str()) {
+                    return Err(format!("{name:?} is not a daemon rtvirt stops"));
+                }
+                if value == daemon::STOPPED || value == daemon::RUNNING {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{value:?} is neither {:?} nor {:?}",
+                        daemon::STOPPED,
+                        daemon::RUNNING
+                    ))
+                }
+            }
+            Target::ConfigLine { path, key } => {
+                if !daemon::IRQBALANCE_CONFIGS.contains(&path.as_str()) {
+                    return Err(format!(
+                        "{path:?} is not a daemon configuration rtvirt edits"
+                    ));
+                }
+                if !daemon::CONFIG_KEYS.iter().any(|(k, _)| k == key) {
+                    return Err(format!("{key:?} is not a variable rtvirt sets"));
+                }
+                // The file is sourced by a shell: only a CPU list may go in.
+                let list = !value.is_empty()
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+                    && CpuSet::parse(value).is_ok();
+                if value == daemon::ABSENT || list {
+                    Ok(())
+                } else {
+                    Err(format!("{value:?} is not a CPU list"))
+                }
+            }
         }
     }
 }
@@ -989,7 +1049,10 @@ impl Target {
                 start_time,
                 ..
             } => Some((*pid, *tid, *start_time)),
-            Target::File { .. } | Target::Mkdir { .. } => None,
+            Target::File { .. }
+            | Target::Mkdir { .. }
+            | Target::Process { .. }
+            | Target::ConfigLine { .. } => None,
         }
     }
 }
@@ -1075,7 +1138,32 @@ pub fn set(
         Target::ThreadAffinity { pid, tid, .. } => {
             ops.set_affinity(root, *pid, *tid, &parse_cpus(value)?)
         }
+        Target::Process {
+            pid, start_time, ..
+        } => {
+            same_thread(root, *pid, *pid, *start_time)?;
+            ops.stop_process(root, *pid, value == daemon::STOPPED)
+        }
+        Target::ConfigLine { path, key } => set_config(root, path, key, value),
     }
+}
+
+/// Write `key=value` (or remove `key` for [`daemon::ABSENT`]) in the environment file
+/// `path`, then restart its daemon; a failed restart puts the file back as it was.
+fn set_config(root: &SysRoot, path: &str, key: &str, value: &str) -> Result<(), SysError> {
+    let old = root.read_nofollow(path)?;
+    let new = daemon::edit_config(&old, key, (value != daemon::ABSENT).then_some(value));
+    if new == old {
+        return Ok(());
+    }
+    let owner = daemon::CONFIG_KEYS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or(daemon::IRQBALANCE, |(_, d)| *d);
+    root.replace(path, &new)?;
+    daemon::restart(root, owner).inspect_err(|_| {
+        let _ = root.replace(path, &old);
+    })
 }
 
 /// The value of `target` now, in the form [`set`] writes (a file's text with a choice
@@ -1095,6 +1183,28 @@ pub fn current(root: &SysRoot, ops: &dyn ThreadOps, target: &Target) -> Result<S
         Target::ThreadSched { pid, tid, .. } => Ok(ops.get_sched(root, *pid, *tid)?.to_string()),
         Target::ThreadAffinity { pid, tid, .. } => {
             Ok(ops.get_affinity(root, *pid, *tid)?.to_string())
+        }
+        Target::Process {
+            pid, start_time, ..
+        } => {
+            let st = task::task_stat(root, *pid, *pid)?;
+            if st.start_time != *start_time {
+                return Err(SysError::NotFound {
+                    what: format!("process {pid} (pid reused)"),
+                });
+            }
+            Ok(if st.state == 'T' {
+                daemon::STOPPED
+            } else {
+                daemon::RUNNING
+            }
+            .to_string())
+        }
+        Target::ConfigLine { path, key } => {
+            let text = root.read_nofollow(path)?;
+            Ok(daemon::config_value(&text, key)
+                .unwrap_or(daemon::ABSENT)
+                .to_string())
         }
     }
 }
@@ -1117,7 +1227,10 @@ impl Entry {
                         _ => false,
                     }
             }
-            Target::Mkdir { .. } | Target::CgroupThread { .. } => now == self.applied,
+            Target::Mkdir { .. }
+            | Target::CgroupThread { .. }
+            | Target::Process { .. }
+            | Target::ConfigLine { .. } => now == self.applied,
         }
     }
 }
@@ -1165,6 +1278,85 @@ mod tests {
             prior: prior.into(),
             applied: "1".into(),
         }
+    }
+
+    fn proc_entry(name: &str, applied: &str) -> Entry {
+        Entry {
+            target: Target::Process {
+                pid: 1,
+                start_time: 1,
+                name: name.into(),
+            },
+            prior: daemon::RUNNING.into(),
+            applied: applied.into(),
+        }
+    }
+
+    fn conf_entry(path: &str, key: &str, applied: &str) -> Entry {
+        Entry {
+            target: Target::ConfigLine {
+                path: path.into(),
+                key: key.into(),
+            },
+            prior: daemon::ABSENT.into(),
+            applied: applied.into(),
+        }
+    }
+
+    #[test]
+    fn a_daemon_is_stopped_and_its_config_line_set_and_both_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fake(dir.path());
+        let w = |rel: &str, t: &str| {
+            fs::create_dir_all(root.path(rel).parent().unwrap()).unwrap();
+            fs::write(root.path(rel), t).unwrap();
+        };
+        let stat = "300 (irqbalance) S 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1 0 777 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        w("proc/300/stat", stat);
+        w("proc/300/task/300/stat", stat);
+        w("etc/init.d/irqbalance", "");
+        let conf = daemon::IRQBALANCE_CONFIGS[0];
+        w(conf, "IRQBALANCE_ARGS=\"\"\n");
+        fs::set_permissions(root.path(conf), fs::Permissions::from_mode(0o640)).unwrap();
+        let ops = threads::for_root(&root);
+        let p = proc_entry(daemon::IRQBALANCE, daemon::STOPPED).target;
+        let p = match p {
+            Target::Process { name, .. } => Target::Process {
+                pid: 300,
+                start_time: 777,
+                name,
+            },
+            t => t,
+        };
+        let c = conf_entry(conf, daemon::BANNED_CPULIST, "1").target;
+        assert_eq!(current(&root, ops, &p).unwrap(), daemon::RUNNING);
+        assert_eq!(current(&root, ops, &c).unwrap(), daemon::ABSENT);
+        set(&root, ops, &p, daemon::STOPPED).unwrap();
+        set(&root, ops, &c, "1").unwrap();
+        assert_eq!(current(&root, ops, &p).unwrap(), daemon::STOPPED);
+        assert_eq!(current(&root, ops, &c).unwrap(), "1");
+        assert_eq!(mode(&root.path(conf)), 0o640, "the file keeps its mode");
+        set(&root, ops, &c, daemon::ABSENT).unwrap();
+        set(&root, ops, &p, daemon::RUNNING).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.path(conf)).unwrap(),
+            "IRQBALANCE_ARGS=\"\"\n"
+        );
+        assert_eq!(current(&root, ops, &p).unwrap(), daemon::RUNNING);
+        // No init system: the restart is refused and the file stays as it was.
+        fs::remove_file(root.path("etc/init.d/irqbalance")).unwrap();
+        let e = set(&root, ops, &c, "1").unwrap_err();
+        assert!(e.is_not_permitted(), "{e}");
+        assert_eq!(current(&root, ops, &c).unwrap(), daemon::ABSENT);
+        // A restarted daemon is another process: never signalled.
+        let other = Target::Process {
+            pid: 300,
+            start_time: 1,
+            name: daemon::IRQBALANCE.into(),
+        };
+        assert!(set(&root, ops, &other, daemon::STOPPED)
+            .unwrap_err()
+            .is_not_found());
     }
 
     /// A journal in `jdir` begun on `root` holding `entries`.
@@ -1338,6 +1530,35 @@ mod tests {
             ),
             (cg("etc", "/"), "not a cgroup mount"),
             (cg("sys/fs/cgroup/cpuset", "/../../x"), "not a normalized"),
+            (
+                proc_entry("sshd", daemon::STOPPED),
+                "not a daemon rtvirt stops",
+            ),
+            (proc_entry(daemon::IRQBALANCE, "killed"), "neither"),
+            (
+                conf_entry("etc/passwd", daemon::BANNED_CPULIST, "1"),
+                "not a daemon configuration",
+            ),
+            (
+                conf_entry(daemon::IRQBALANCE_CONFIGS[0], "PATH", "1"),
+                "not a variable",
+            ),
+            (
+                conf_entry(
+                    daemon::IRQBALANCE_CONFIGS[0],
+                    daemon::BANNED_CPULIST,
+                    "1; rm -rf /",
+                ),
+                "not a CPU list",
+            ),
+            (
+                conf_entry(
+                    daemon::IRQBALANCE_CONFIGS[0],
+                    daemon::BANNED_CPULIST,
+                    "$(id)",
+                ),
+                "not a CPU list",
+            ),
         ];
         for (i, (entry, why)) in hostile.into_iter().enumerate() {
             let jdir = dir.path().join(format!("j{i}"));

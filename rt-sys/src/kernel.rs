@@ -62,6 +62,12 @@ pub fn cpuinfo_field<'a>(cpuinfo: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// The CPU vendor (`vendor_id` of `/proc/cpuinfo`: `GenuineIntel`, `AuthenticAMD`, ...).
+pub fn cpu_vendor(root: &SysRoot) -> Option<String> {
+    let text = root.read(CPUINFO).ok()?;
+    cpuinfo_field(&text, "vendor_id").map(str::to_string)
+}
+
 /// Classify the hypervisor from the `hypervisor` cpuinfo flag and the CPUID signature.
 pub fn classify(has_hypervisor_flag: bool, signature: Option<&str>) -> Virtualization {
     match signature {
@@ -132,6 +138,23 @@ pub const GUEST_HALT_POLL_NS: &str = "sys/module/haltpoll/parameters/guest_halt_
 pub fn module_dir(module: &str) -> String {
     format!("sys/module/{module}")
 }
+
+/// The file of parameter `name` of module `module` (`sys/module/kvm/parameters/...`).
+pub fn module_param(module: &str, name: &str) -> String {
+    format!("sys/module/{module}/parameters/{name}")
+}
+
+/// True when a module parameter (or any sysfs file) is writable by its owner: the kernel
+/// gives runtime-changeable parameters mode 0644, the others 0444.
+pub fn writable(root: &SysRoot, rel: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(root.path(rel)).is_ok_and(|m| m.permissions().mode() & 0o200 != 0)
+}
+
+/// Whether this CPU is affected by iTLB multihit, which `kvm.nx_huge_pages` mitigates
+/// (`Not affected`, `KVM: Mitigation: Split huge pages`, `KVM: Vulnerable`).
+/// See <https://docs.kernel.org/admin-guide/hw-vuln/multihit.html>.
+pub const ITLB_MULTIHIT: &str = "sys/devices/system/cpu/vulnerabilities/itlb_multihit";
 
 /// A random id the kernel draws at each boot (`/proc/sys/kernel/random/boot_id`).
 pub const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";

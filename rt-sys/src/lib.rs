@@ -7,8 +7,10 @@
 #![allow(unsafe_code)]
 
 pub mod cgroup;
+pub mod cpufreq;
 pub mod cpuidle;
 pub mod cpulist;
+pub mod daemon;
 pub mod error;
 pub mod hugepages;
 pub mod irq;

@@ -8,7 +8,7 @@
 //! a tree, or a `..` in a path, can never send a write elsewhere.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
@@ -105,6 +105,40 @@ impl SysRoot {
         File::from(fd)
             .write_all(value.as_bytes())
             .map_err(|e| SysError::from_io(self.display(&rel), Some(self.path(&rel)), e))
+    }
+
+    /// Replace the regular file `rel` (a daemon's configuration, not a kernel file) with
+    /// `text` atomically: a random temp name created exclusively in its directory, with the
+    /// file's mode, fsync, rename. The directory is opened beneath the root without
+    /// following links, and the temp file and the rename go through that directory's
+    /// descriptor, so no link on the way is ever followed.
+    pub fn replace(&self, rel: impl AsRef<Path>, text: &str) -> Result<(), SysError> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::PermissionsExt;
+        let rel = rel.as_ref();
+        let io = |e: io::Error| SysError::from_io(self.display(rel), Some(self.path(rel)), e);
+        let file = File::from(self.open_beneath(rel, OFlag::O_RDONLY)?);
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(SysError::Unsafe {
+                what: self.display(rel),
+                why: "not a regular file".into(),
+            });
+        }
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel.file_name().ok_or_else(|| SysError::Unsafe {
+            what: self.display(rel),
+            why: "no file name".into(),
+        })?;
+        let dir = self.open_beneath(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        // kernel-path-ok: this process's descriptor of the directory opened above.
+        let through = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+        crate::safefile::write_atomic_mode(
+            &through,
+            text.as_bytes(),
+            meta.permissions().mode() & 0o7777,
+        )
+        .map_err(|e| io(e.source))
     }
 
     /// Read `rel` as text, opened beneath the root without following symbolic links (for

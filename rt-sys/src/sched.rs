@@ -210,6 +210,19 @@ pub fn set_affinity(tid: u32, cpus: &CpuSet) -> Result<(), SysError> {
     Ok(())
 }
 
+/// Stop (`SIGSTOP`) or continue (`SIGCONT`) process `pid` (a daemon rtvirt pauses).
+pub fn stop_process(pid: u32, stop: bool) -> Result<(), SysError> {
+    use nix::sys::signal::{kill, Signal};
+    let p = nix::unistd::Pid::from_raw(as_pid(pid)?);
+    let sig = if stop {
+        Signal::SIGSTOP
+    } else {
+        Signal::SIGCONT
+    };
+    kill(p, sig)
+        .map_err(|e| SysError::from_io(format!("kill({sig}) of process {pid}"), None, e.into()))
+}
+
 /// The calling thread's kernel thread id.
 pub fn gettid() -> u32 {
     // SAFETY: gettid has no arguments and cannot fail.

@@ -17,6 +17,22 @@ pub const SCHED_RT_RUNTIME: &str = "proc/sys/kernel/sched_rt_runtime_us";
 /// The CPUs unbound workqueues may run on (hex mask).
 /// See <https://docs.kernel.org/core-api/workqueue.html>.
 pub const WORKQUEUE_CPUMASK: &str = "sys/devices/virtual/workqueue/cpumask";
+/// The directory of the workqueues that show their attributes in sysfs (`WQ_SYSFS`).
+pub const WORKQUEUES: &str = "sys/devices/virtual/workqueue";
+
+/// The `cpumask` files of every workqueue with its own (`writeback`, `blkcg_punt_bio`, ...),
+/// sorted.
+pub fn workqueue_cpumasks(root: &crate::SysRoot) -> Result<Vec<String>, SysError> {
+    if !root.exists(WORKQUEUES) {
+        return Ok(Vec::new());
+    }
+    Ok(root
+        .list(WORKQUEUES)?
+        .into_iter()
+        .map(|n| format!("{WORKQUEUES}/{n}/cpumask"))
+        .filter(|f| root.exists(f))
+        .collect())
+}
 
 /// The `/proc/sys` path (relative) of a dotted sysctl name: `kernel.timer_migration` gives
 /// `proc/sys/kernel/timer_migration`. Slashes are accepted too (`vm/stat_interval`).

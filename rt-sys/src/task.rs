@@ -177,6 +177,33 @@ pub fn vcpu_index(thread_name: &str) -> Option<u32> {
     n.parse().ok()
 }
 
+/// A kernel thread bound to one CPU or one process, by its name: `ksoftirqd/3`,
+/// `ktimers/3`, `rcuc/3`, `rcub/0`, `migration/3` give the kind and the CPU (for `rcub`
+/// the RCU node), `kvm-pit/4000` the kind and QEMU's pid. Worker names such as
+/// `kworker/1:1-events` are not of this form (the number is followed by more).
+pub fn percpu_kthread(comm: &str) -> Option<(&str, u32)> {
+    let (kind, n) = comm.rsplit_once('/')?;
+    if kind.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.is_empty() {
+        return None;
+    }
+    Some((kind, n.parse().ok()?))
+}
+
+/// The processes whose main thread is named `comm` (a daemon such as `irqbalance`,
+/// `stalld` or `ksmtuned`), kernel threads excluded.
+pub fn find_by_comm(root: &SysRoot, comm: &str) -> Result<Vec<TaskStat>, SysError> {
+    let mut out = Vec::new();
+    for pid in pids(root)? {
+        let Ok(st) = tid_stat(root, pid) else {
+            continue; // exited meanwhile, or not a process directory
+        };
+        if st.comm == comm && st.flags & crate::threads::PF_KTHREAD == 0 {
+            out.push(st);
+        }
+    }
+    Ok(out)
+}
+
 /// Processes whose QEMU `-name` (the first comma-separated field, or `guest=`) is `name`.
 pub fn find_qemu_by_name(root: &SysRoot, name: &str) -> Result<Vec<u32>, SysError> {
     let mut found = Vec::new();
@@ -216,6 +243,17 @@ mod tests {
 
     // Pasted from a QEMU vCPU thread on this machine's kernel (6.x).
     const STAT: &str = "2351 (CPU 1/TCG) S 1 2340 2340 0 -1 4194368 120 0 0 0 5207 7 0 0 -51 0 5 0 48812 1516294144 33720 18446744073709551615 1 1 0 0 0 0 268444224 4096 17954 0 0 0 -1 1 50 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+
+    #[test]
+    fn per_cpu_kernel_thread_names() {
+        assert_eq!(percpu_kthread("ksoftirqd/3"), Some(("ksoftirqd", 3)));
+        assert_eq!(percpu_kthread("ktimers/0"), Some(("ktimers", 0)));
+        assert_eq!(percpu_kthread("kvm-pit/4000"), Some(("kvm-pit", 4000)));
+        assert_eq!(percpu_kthread("kworker/1:1-events"), None);
+        assert_eq!(percpu_kthread("kworker/R-rcu_gp"), None);
+        assert_eq!(percpu_kthread("CPU 1/TCG"), None);
+        assert_eq!(percpu_kthread("rcu_preempt"), None);
+    }
 
     #[test]
     fn parses_stat_with_spaces_in_comm() {

@@ -70,6 +70,8 @@ pub trait ThreadOps {
         tid: u32,
         to: &CgroupRef,
     ) -> Result<(), SysError>;
+    /// Stop (`SIGSTOP`) or continue (`SIGCONT`) process `pid`.
+    fn stop_process(&self, root: &SysRoot, pid: u32, stop: bool) -> Result<(), SysError>;
 }
 
 /// The live system: syscalls by tid, cgroupfs writes.
@@ -97,6 +99,9 @@ impl ThreadOps for Live {
         to: &CgroupRef,
     ) -> Result<(), SysError> {
         root.write(to.attach_file(), &tid.to_string())
+    }
+    fn stop_process(&self, _: &SysRoot, pid: u32, stop: bool) -> Result<(), SysError> {
+        sched::stop_process(pid, stop)
     }
 }
 
@@ -210,6 +215,18 @@ impl ThreadOps for Tree {
             Some(c) => self.set_affinity(root, pid, tid, &c),
             None => Ok(()),
         }
+    }
+    fn stop_process(&self, root: &SysRoot, pid: u32, stop: bool) -> Result<(), SysError> {
+        // As the kernel shows it: state T while stopped.
+        let rel = format!("{}/stat", task_dir(pid, pid));
+        let text = root.read(&rel)?;
+        let state = if stop { "T" } else { "S" };
+        let new = rewrite_stat(&text, &[(3, state.to_string())])?;
+        root.write(&rel, &new)?;
+        if root.exists(format!("proc/{pid}/stat")) {
+            root.write(format!("proc/{pid}/stat"), &new)?;
+        }
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@ use profiles::Host;
 use rt_sys::cgroup::{self, CgroupRef};
 use rt_sys::task::Thread;
 use rt_sys::threads;
+use rt_sys::CpuSet;
 
 use super::{Action, Change, Status, ThreadRef, B, CG_HK, CG_RT};
 use crate::error::{sys, TuneError};
@@ -28,7 +29,13 @@ pub(super) fn items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
     let vms = b.vms.clone();
     let vcpu_threads: Vec<&Thread> = vms
         .iter()
-        .flat_map(|(h, v)| h.vcpus.iter().filter_map(|p| v.vcpus.get(&p.vcpu)))
+        .flat_map(|v| {
+            v.host
+                .vcpus
+                .iter()
+                .filter(|p| host.realtime_cpus.contains(p.cpu))
+                .filter_map(|p| v.threads.vcpus.get(&p.vcpu))
+        })
         .collect();
     if let (true, Some(mount)) = (layout.v2_has_cpuset, layout.v2.clone()) {
         if vms.len() > 1 {
@@ -169,6 +176,27 @@ fn v1_shield(
         path: format!("/{CG_HK}"),
         v2: false,
     };
+    if let Some((dir, cpus)) = overlapping_sibling(root, mount, &host.realtime_cpus) {
+        b.push(
+            Change::report(
+                "cpuset",
+                root.display(format!("{mount}/{CG_RT}")),
+                format!("{} holds CPUs {cpus}", root.display(&dir)),
+                format!("exclusive cpuset on CPUs {rt}"),
+                Status::NotApplicable,
+            )
+            .note(
+                "the kernel refuses an exclusive cpuset (EINVAL) while a sibling cpuset \
+                 shares its CPUs",
+            )
+            .fix(format!(
+                "keep {} off CPUs {rt} (libvirt: its machine cpuset follows the domains' \
+                 pinning), or set host.isolation.cpuset_partition false",
+                root.display(&dir)
+            )),
+        );
+        return Ok(());
+    }
     cgroup_dir(
         b,
         &rt_cg,
@@ -195,6 +223,26 @@ fn v1_shield(
     );
     move_threads(b, vcpu_threads, &rt_cg);
     housekeeping_threads(b, vcpu_threads, &hk_cg)
+}
+
+/// A cpuset beside ours under the root of the hierarchy whose CPUs meet `rt` (its
+/// directory and CPUs): an exclusive cpuset on `rt` is then impossible.
+fn overlapping_sibling(
+    root: &rt_sys::SysRoot,
+    mount: &str,
+    rt: &CpuSet,
+) -> Option<(String, CpuSet)> {
+    for name in root.list(mount).ok()? {
+        let dir = format!("{mount}/{name}");
+        if name == CG_RT || name == CG_HK || !root.exists(format!("{dir}/cpuset.cpus")) {
+            continue;
+        }
+        let cpus = rt_sys::cpulist::read_cpus(root, &format!("{dir}/cpuset.cpus")).ok()?;
+        if !cpus.intersection(rt).is_empty() {
+            return Some((dir, cpus));
+        }
+    }
+    None
 }
 
 /// Every user thread of the root cpuset moves to the housekeeping one, except real-time
@@ -292,5 +340,35 @@ fn move_threads(b: &mut B<'_, '_>, ts: &[&Thread], to: &CgroupRef) {
                 prior: cur,
             })
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::plan::{build, Ctx, Status};
+
+    #[test]
+    fn no_v1_shield_beside_a_cpuset_on_the_realtime_cpus() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = crate::fake::FakeMachine::new(dir.path());
+        let mut h = crate::fake::lab_host();
+        h.isolation.cpuset_partition = true;
+        let p = build("lab", &h, &Ctx::new(&m.root)).unwrap();
+        assert!(p.changes.iter().any(|c| c.item == "cpuset" && c.pending()));
+        // libvirt's machine cpuset, on every CPU.
+        m.put("sys/fs/cgroup/cpuset/machine/cpuset.cpus", "0-1\n");
+        let p = build("lab", &h, &Ctx::new(&m.root)).unwrap();
+        let cs: Vec<_> = p.changes.iter().filter(|c| c.item == "cpuset").collect();
+        assert_eq!(cs.len(), 1, "{cs:#?}");
+        assert_eq!(cs[0].status, Status::NotApplicable);
+        assert_eq!(
+            cs[0].current,
+            "/sys/fs/cgroup/cpuset/machine holds CPUs 0-1"
+        );
+        assert!(cs[0]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("cpuset_partition false"));
     }
 }

@@ -69,7 +69,8 @@ fn nested(b: &mut B<'_, '_>, facts: &KernelFacts) {
 
 /// Each boot argument the profile needs, against `/proc/cmdline`.
 fn boot_args(b: &mut B<'_, '_>, host: &Host, facts: &KernelFacts) {
-    for a in bootargs::boot_args(host) {
+    let vendor = kernel::cpu_vendor(b.root());
+    for a in bootargs::boot_args(host, vendor.as_deref()) {
         let have = kernel::cmdline_value(&facts.cmdline, &a.key);
         let cur = match have {
             Some("") => a.key.clone(),

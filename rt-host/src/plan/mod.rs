@@ -22,11 +22,14 @@ use crate::error::TuneError;
 use crate::vm::VmThreads;
 
 mod cpuset;
+mod daemons;
 mod irqs;
 mod kernel;
 mod knobs;
 mod kthreads;
+mod ladder;
 mod memory;
+mod power;
 pub mod rtgroup;
 mod vm_threads;
 
@@ -50,6 +53,11 @@ pub enum Status {
     Differs,
     /// Needs a reboot (kernel or boot arguments).
     NeedsReboot,
+    /// A module parameter that only takes effect when the module is loaded again
+    /// (`rt-host modprobe` prints the modprobe.d file).
+    NeedsModuleReload,
+    /// As the profile allows, but risky here (said in the note): check still passes.
+    Warn,
     /// The kernel refuses the change on this machine.
     NotPermitted,
     /// Does not apply here (knob missing, VM not running, profile leaves it alone).
@@ -62,6 +70,8 @@ impl std::fmt::Display for Status {
             Status::Ok => "ok",
             Status::Differs => "differs",
             Status::NeedsReboot => "needs reboot",
+            Status::NeedsModuleReload => "needs module reload",
+            Status::Warn => "warning",
             Status::NotPermitted => "not permitted here",
             Status::NotApplicable => "not applicable",
         })
@@ -141,6 +151,26 @@ pub enum Action {
         /// Current cgroup path inside the hierarchy.
         prior: String,
     },
+    /// Stop a daemon (`SIGSTOP`; revert sends `SIGCONT`).
+    StopDaemon {
+        /// Its process id.
+        pid: u32,
+        /// Its start time (clock ticks).
+        start_time: u64,
+        /// Its name.
+        name: String,
+    },
+    /// Set a variable of a daemon's environment file and restart the daemon.
+    ConfigLine {
+        /// The file relative to the root.
+        path: String,
+        /// The variable.
+        key: String,
+        /// The new value.
+        value: String,
+        /// The value now ([`rt_sys::daemon::ABSENT`] when unset).
+        prior: String,
+    },
 }
 
 impl Action {
@@ -168,6 +198,19 @@ impl Action {
                 }
             }
             Action::CreateCgroup { path, .. } => Target::Mkdir { path: path.clone() },
+            Action::StopDaemon {
+                pid,
+                start_time,
+                name,
+            } => Target::Process {
+                pid: *pid,
+                start_time: *start_time,
+                name: name.clone(),
+            },
+            Action::ConfigLine { path, key, .. } => Target::ConfigLine {
+                path: path.clone(),
+                key: key.clone(),
+            },
             Action::MoveCgroup { thread, to, .. } => {
                 let (pid, tid, start_time, name) = t(thread);
                 Target::CgroupThread {
@@ -190,6 +233,11 @@ impl Action {
             Action::Sched { params, prior, .. } => (prior.to_string(), params.to_string()),
             Action::CreateCgroup { .. } => (String::new(), rt_sys::journal::CREATED.into()),
             Action::MoveCgroup { to, prior, .. } => (prior.clone(), to.path.clone()),
+            Action::StopDaemon { .. } => (
+                rt_sys::daemon::RUNNING.into(),
+                rt_sys::daemon::STOPPED.into(),
+            ),
+            Action::ConfigLine { value, prior, .. } => (prior.clone(), value.clone()),
         };
         Entry {
             target: self.target(),
@@ -241,7 +289,7 @@ impl Change {
             target: target.into(),
             current: current.into(),
             desired: desired.into(),
-            when: if status == Status::NeedsReboot {
+            when: if matches!(status, Status::NeedsReboot | Status::NeedsModuleReload) {
                 When::NextBoot
             } else {
                 When::Now
@@ -280,6 +328,33 @@ impl Change {
         self.status == Status::Differs && self.when == When::Now && self.action.is_some()
     }
 
+    /// True when the item is not as wanted (differs, needs a reboot or a module reload).
+    pub fn unmet_now(&self) -> bool {
+        matches!(
+            self.status,
+            Status::Differs | Status::NeedsReboot | Status::NeedsModuleReload
+        )
+    }
+
+    /// True for the items of a running VM (its threads' affinity and policies, their
+    /// cgroups and RT runtime, its kvm-pit thread): what `setup --vm-items`, `rt-host watch`
+    /// and the libvirt hook apply again when the VM restarts with new threads.
+    pub fn vm_item(&self) -> bool {
+        const VM_ITEMS: &[&str] = &[
+            "vm",
+            "emulator",
+            "iothread",
+            "vcpu-affinity",
+            "vcpu-sched",
+            "emulator-sched",
+            "iothread-sched",
+            "rt-runtime",
+            "cpuset",
+        ];
+        VM_ITEMS.contains(&self.item.as_str())
+            || (self.item.starts_with("kthread-") && self.target.contains("\"kvm-pit/"))
+    }
+
     /// True for an essential item that cannot be met here (refused, or missing).
     pub fn not_met(&self) -> bool {
         self.essential && matches!(self.status, Status::NotPermitted | Status::NotApplicable)
@@ -295,6 +370,10 @@ pub struct Summary {
     pub differs: usize,
     /// Items needing a reboot.
     pub needs_reboot: usize,
+    /// Module parameters needing a module reload.
+    pub needs_module_reload: usize,
+    /// Items with a warning.
+    pub warn: usize,
     /// Items the kernel refuses here.
     pub not_permitted: usize,
     /// Items that do not apply.
@@ -323,6 +402,8 @@ impl Plan {
                 Status::Ok => s.ok += 1,
                 Status::Differs => s.differs += 1,
                 Status::NeedsReboot => s.needs_reboot += 1,
+                Status::NeedsModuleReload => s.needs_module_reload += 1,
+                Status::Warn => s.warn += 1,
                 Status::NotPermitted => s.not_permitted += 1,
                 Status::NotApplicable => s.not_applicable += 1,
             }
@@ -332,11 +413,9 @@ impl Plan {
     }
 
     /// True when everything that can be met is met (exit 0 of `check`): nothing differs or
-    /// needs a reboot, and no essential item is refused or missing.
+    /// needs a reboot or module reload, and no essential item is refused or missing.
     pub fn met(&self) -> bool {
-        self.changes
-            .iter()
-            .all(|c| !matches!(c.status, Status::Differs | Status::NeedsReboot) && !c.not_met())
+        self.changes.iter().all(|c| !c.unmet_now() && !c.not_met())
     }
 }
 
@@ -404,8 +483,17 @@ pub fn check_safe(name: &str, host: &Host, root: &SysRoot) -> Result<(), TuneErr
 /// its single-VM host, see [`crate::placement::per_vm_hosts`]), the changes.
 pub(crate) struct B<'c, 'a> {
     ctx: &'c Ctx<'a>,
-    vms: Vec<(Host, VmThreads)>,
+    vms: Vec<FoundVm>,
     out: Vec<Change>,
+}
+
+/// A VM of the profile that runs: its single-VM host, the profile's view of it, and its
+/// threads.
+#[derive(Debug, Clone)]
+pub(crate) struct FoundVm {
+    host: Host,
+    view: profiles::VmView,
+    threads: VmThreads,
 }
 
 impl<'a> B<'_, 'a> {
@@ -467,14 +555,19 @@ const STAGES: &[(&str, Stage)] = &[
     ("kernel", kernel::items),
     ("sysctl", knobs::sysctls),
     ("halt-poll", knobs::halt_poll),
+    ("kvm-param", knobs::kvm_params),
     ("cpuidle", knobs::cpuidle),
+    ("power", power::items),
     ("irq", irqs::steering),
+    ("irqbalance", daemons::irqbalance),
+    ("ksmtuned", daemons::ksmtuned),
     ("workqueue", irqs::workqueues),
     ("hugepages", memory::hugepages),
     ("numa", memory::numa),
     ("vm", vm_threads::find),
     ("cpuset", cpuset::items),
     ("kthread", kthreads::items),
+    ("ladder", ladder::items),
     ("vm threads", vm_threads::items),
 ];
 
@@ -492,7 +585,7 @@ pub fn build(name: &str, host: &Host, ctx: &Ctx<'_>) -> Result<Plan, TuneError> 
     }
     Ok(Plan {
         profile: name.into(),
-        vm: b.vms.into_iter().next().map(|(_, v)| v),
+        vm: b.vms.into_iter().next().map(|v| v.threads),
         changes: b.out,
     })
 }
@@ -513,18 +606,20 @@ mod tests {
             other => panic!("not refused: {other:?}"),
         };
         // A FIFO vCPU on the housekeeping CPU (where QEMU's main loop runs).
-        h.vcpus.push(profiles::VcpuPin {
+        h.vms[0].vcpus.push(profiles::VcpuPin {
             vcpu: 0,
             cpu: 0,
             policy: Policy::Fifo,
-            priority: 50,
+            priority: 1,
         });
         let e = refused(&h);
         assert!(
-            e.starts_with("host.vcpus[1].cpu: 0 is not a realtime CPU (realtime_cpus \"1\")"),
+            e.starts_with(
+                "host.vms[0].vcpus[1].cpu: 0 is not a realtime CPU (realtime_cpus \"1\")"
+            ),
             "{e}"
         );
-        h.vcpus.pop();
+        h.vms[0].vcpus.pop();
         h.housekeeping_cpus = CpuSet::new();
         assert!(refused(&h).starts_with("host.housekeeping_cpus: \"\" is empty"));
         // Valid on its own, but this 2-CPU machine has no CPUs 2-3.

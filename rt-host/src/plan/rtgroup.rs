@@ -132,23 +132,37 @@ pub fn raises(root: &SysRoot, m: &Mount, leaves: &[String]) -> Result<Vec<Raise>
     Ok(out)
 }
 
-/// The `rt-runtime` items for the real-time threads `rt_threads`: one per cpu cgroup on
-/// the way to each thread's group (parents first), none when the kernel has no RT group
-/// scheduling. Each is essential: without runtime the thread cannot be real-time.
-pub fn items(root: &SysRoot, rt_threads: &[&Thread]) -> Result<Vec<Change>, SysError> {
+/// The `rt-runtime` items for the real-time vCPU threads `rt_threads` and the real-time
+/// emulator and I/O threads `helpers`: one per cpu cgroup on the way to each thread's
+/// group (parents first, the runtime shared among all of them), none when the kernel has
+/// no RT group scheduling. The groups on the way to a vCPU are essential: without runtime
+/// the vCPU cannot be real-time.
+pub fn items(
+    root: &SysRoot,
+    rt_threads: &[&Thread],
+    helpers: &[&Thread],
+) -> Result<Vec<Change>, SysError> {
     let Some(m) = cgroup::rt_hierarchy(root)? else {
         return Ok(Vec::new());
     };
     let mut leaves = Vec::new();
-    for t in rt_threads {
+    let mut vcpu_dirs = BTreeSet::new();
+    for (i, t) in rt_threads.iter().chain(helpers).enumerate() {
         match cgroup::thread_cgroup_in(root, t.pid, t.tid, &m) {
-            Ok(p) => leaves.push(p),
+            Ok(p) => {
+                if i < rt_threads.len() {
+                    vcpu_dirs.insert(dir_of(&m, "/"));
+                    vcpu_dirs.extend(chain(&p).iter().map(|c| dir_of(&m, c)));
+                }
+                leaves.push(p);
+            }
             Err(e) if e.is_not_found() => continue, // exited meanwhile
             Err(e) => return Err(e),
         }
     }
     let mut out = Vec::new();
     for r in raises(root, &m, &leaves)? {
+        let essential = vcpu_dirs.contains(&r.dir);
         let rel = format!("{}/{}", r.dir, cgroup::RT_RUNTIME);
         let c = Change::report(
             "rt-runtime",
@@ -156,8 +170,8 @@ pub fn items(root: &SysRoot, rt_threads: &[&Thread]) -> Result<Vec<Change>, SysE
             r.now.runtime_us.to_string(),
             r.want.to_string(),
             Status::Ok,
-        )
-        .essential();
+        );
+        let c = if essential { c.essential() } else { c };
         out.push(if r.want == 0 {
             Change {
                 status: Status::NotPermitted,

@@ -385,7 +385,84 @@ fn memory_items(def: &Def<'_>, root: &SysRoot, pid: u32) -> Vec<Change> {
         )),
         None => out.push(not_applicable("vm-memory", format!("VM {name:?} hugepage-backed memory"), &format!("{huge} kB"), format!("the profile asks for no hugepages ({})", def.vm.field("hugepage_kib")))),
     }
+    out.extend(numa_items(def, root, pid, mem_kib));
     out
+}
+
+/// Where the VM's pages are (`/proc/PID/numa_maps`): on the hugepage size the profile
+/// asks for, and on the NUMA node of its vCPUs (at most a tenth of guest RAM elsewhere).
+fn numa_items(def: &Def<'_>, root: &SysRoot, pid: u32, mem_kib: u64) -> Vec<Change> {
+    let name = &def.vm.name;
+    let at = root.display(procmem::numa_maps_path(pid));
+    let maps = match procmem::numa_maps(root, pid) {
+        Ok(m) => m,
+        Err(e) => {
+            return vec![not_applicable(
+                "vm-memory",
+                format!("VM {name:?} memory placement ({at})"),
+                "(unreadable)",
+                e.to_string(),
+            )]
+        }
+    };
+    let mib = |k: u64| format!("{} MiB", k / 1024);
+    let mut out = Vec::new();
+    if let Some(kib) = def.vm.hugepage_kib {
+        let on = maps.huge_kib.get(&kib).copied().unwrap_or(0);
+        let shown: Vec<String> = maps
+            .huge_kib
+            .iter()
+            .map(|(size, k)| format!("{} on {size} kB pages", mib(*k)))
+            .collect();
+        out.push(item(
+            "vm-memory",
+            format!("VM {name:?} hugetlb mappings ({at})"),
+            listed(&shown, "no hugetlb mapping"),
+            format!("{} on {kib} kB pages", mib(mem_kib)),
+            on >= mem_kib,
+            format!(
+                "{}; fix: back guest RAM with {kib} kB pages (libvirt <hugepages><page \
+                 size='{kib}' unit='KiB'/>, QEMU memory-backend-memfd hugetlbsize)",
+                Knob::Hugepages.why()
+            ),
+        ));
+    }
+    let Some(node) = def.node else {
+        out.push(not_applicable(
+            "vm-memory",
+            format!("VM {name:?} NUMA placement of memory ({at})"),
+            &listed(&per_node(&maps), "(nothing resident)"),
+            def.node_why.clone(),
+        ));
+        return out;
+    };
+    let off: u64 = maps
+        .node_kib
+        .iter()
+        .filter(|(n, _)| **n != node)
+        .map(|(_, k)| k)
+        .sum();
+    out.push(item(
+        "vm-memory",
+        format!("VM {name:?} NUMA placement of memory ({at})"),
+        listed(&per_node(&maps), "(nothing resident)"),
+        format!("on node {node}, at most {} elsewhere", mib(mem_kib / 10)),
+        off <= mem_kib / 10,
+        format!(
+            "{}; fix: bind the memory (libvirt <numatune><memory mode='strict' \
+             nodeset='{node}'/>, QEMU memory-backend host-nodes={node},policy=bind) and \
+             reserve the hugepages on node {node}",
+            Knob::NumaStrict.why()
+        ),
+    ));
+    out
+}
+
+fn per_node(m: &procmem::NumaMaps) -> Vec<String> {
+    m.node_kib
+        .iter()
+        .map(|(n, k)| format!("N{n} {} MiB", k / 1024))
+        .collect()
 }
 
 fn libvirt_xml(
@@ -490,6 +567,19 @@ fn page_kib(size: &str, unit: Option<&str>) -> Option<u64> {
 }
 
 /// `a, b`, or `empty` for none.
+/// `scheduler priority` of a `<vcpusched>`-style element, `(absent)` without one.
+fn sched_of_element(n: Option<roxmltree::Node<'_, '_>>) -> String {
+    n.map_or("(absent)".to_string(), |n| {
+        format!(
+            "{} {}",
+            n.attribute("scheduler").unwrap_or("?"),
+            n.attribute("priority").unwrap_or("")
+        )
+        .trim()
+        .to_string()
+    })
+}
+
 fn listed<S: AsRef<str>>(items: &[S], empty: &str) -> String {
     if items.is_empty() {
         empty.to_string()
@@ -581,15 +671,7 @@ impl XmlAudit<'_, '_> {
                     n.attribute("vcpus")
                         .is_none_or(|a| CpuSet::parse(a).is_ok_and(|c| c.contains(v)))
                 });
-                let cur = s.map_or("(absent)".to_string(), |n| {
-                    format!(
-                        "{} {}",
-                        n.attribute("scheduler").unwrap_or("?"),
-                        n.attribute("priority").unwrap_or("")
-                    )
-                    .trim()
-                    .to_string()
-                });
+                let cur = sched_of_element(s);
                 let want_s = if g.policy.is_realtime() {
                     format!("{} {}", g.policy, g.priority)
                 } else {
@@ -608,29 +690,27 @@ impl XmlAudit<'_, '_> {
                 );
             }
         }
-        if vm.emulator_policy != Policy::Other {
-            let s = children(ct, "emulatorsched").next();
-            let cur = s.map_or("(absent)".to_string(), |n| {
-                format!(
-                    "{} {}",
-                    n.attribute("scheduler").unwrap_or("?"),
-                    n.attribute("priority").unwrap_or("")
-                )
-                .trim()
-                .to_string()
-            });
-            let want_s = format!("{} {}", vm.emulator_policy, vm.emulator_priority);
-            let want = format!(
-                "<emulatorsched scheduler='{}' priority='{}'/>",
-                vm.emulator_policy, vm.emulator_priority
-            );
-            self.check(
-                "<emulatorsched>",
-                cur.clone(),
-                &want,
-                cur == want_s,
+        for (element, policy, priority, knob) in [
+            (
+                "emulatorsched",
+                vm.emulator_policy,
+                vm.emulator_priority,
                 Knob::EmulatorSched,
-            );
+            ),
+            (
+                "iothreadsched",
+                vm.iothread_policy,
+                vm.iothread_priority,
+                Knob::IothreadSched,
+            ),
+        ] {
+            if policy == Policy::Other {
+                continue;
+            }
+            let cur = sched_of_element(children(ct, element).next());
+            let want = format!("<{element} scheduler='{policy}' priority='{priority}'/>");
+            let ok = cur == format!("{policy} {priority}");
+            self.check(&format!("<{element}>"), cur, &want, ok, knob);
         }
     }
 
@@ -828,7 +908,7 @@ mod tests {
     }
 
     fn lab_def_items(xml: &str) -> Vec<Change> {
-        let p = profiles::load("lab").unwrap().profile;
+        let p = crate::fake::lab_profile();
         let vms = profiles::host_vms(p.host.as_ref().unwrap());
         let dir = tempfile::tempdir().unwrap();
         let m = crate::fake::FakeMachine::new(dir.path());
@@ -838,7 +918,7 @@ mod tests {
 
     #[test]
     fn the_rendered_xml_passes_its_own_audit_and_each_missing_element_is_an_item() {
-        let p = profiles::load("lab").unwrap().profile;
+        let p = crate::fake::lab_profile();
         let vms = profiles::host_vms(p.host.as_ref().unwrap());
         let dir = tempfile::tempdir().unwrap();
         let m = crate::fake::FakeMachine::new(dir.path());
@@ -895,7 +975,7 @@ mod tests {
 
     #[test]
     fn wrong_values_and_foreign_domains_are_named() {
-        let p = profiles::load("lab").unwrap().profile;
+        let p = crate::fake::lab_profile();
         let vms = profiles::host_vms(p.host.as_ref().unwrap());
         let d = Def::new(&p.name, &vms[0], &SysRoot::new("/nonexistent"));
         let xml = "<domain type='kvm'><name>lab</name><cputune><vcpupin vcpu='1' cpuset='0-1'/>\
@@ -925,5 +1005,52 @@ mod tests {
         assert!(xml_items(&d, "<domain", "x")
             .unwrap_err()
             .starts_with("x: "));
+    }
+
+    #[test]
+    fn memory_on_the_wrong_numa_node_or_page_size_is_an_item_with_its_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = crate::fake::FakeMachine::new(dir.path());
+        // Two nodes: CPU 0 on node 0, CPU 1 (the real-time vCPU's) on node 1.
+        m.put("sys/devices/system/node/node0/cpulist", "0\n");
+        m.put("sys/devices/system/node/node1/cpulist", "1\n");
+        let p = crate::fake::lab_profile();
+        let mut v = profiles::host_vms(p.host.as_ref().unwrap())[0].clone();
+        v.hugepage_kib = Some(2048);
+        let numa = |maps: &str| {
+            m.put("proc/4000/numa_maps", maps);
+            m.put(
+                "proc/4000/status",
+                "Name:\tqemu\nVmLck:\t0 kB\nHugetlbPages:\t524288 kB\n",
+            );
+            let d = Def::new(&p.name, &v, &m.root);
+            memory_items(&d, &m.root, 4000)
+                .into_iter()
+                .filter(|c| c.target.contains("numa_maps"))
+                .map(|c| (c.target, c.current, c.status, c.fix))
+                .collect::<Vec<_>>()
+        };
+        // 512 MiB of 2 MiB pages on node 0: the right page size, the wrong node.
+        let got = numa("7f00 default file=/memfd:ram huge N0=256 kernelpagesize_kB=2048\n7f80 default anon=100 N1=100 kernelpagesize_kB=4\n");
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert_eq!(
+            (got[0].1.as_str(), got[0].2),
+            ("512 MiB on 2048 kB pages", Status::Ok)
+        );
+        assert_eq!(
+            (got[1].1.as_str(), got[1].2),
+            ("N0 512 MiB, N1 0 MiB", Status::Differs)
+        );
+        assert!(
+            got[1].3.as_deref().unwrap().contains("nodeset='1'"),
+            "{got:#?}"
+        );
+        // On node 1, but on 4 kB pages.
+        let got = numa("7f80 default anon=131072 N1=131072 kernelpagesize_kB=4\n");
+        assert_eq!(
+            (got[0].1.as_str(), got[0].2),
+            ("no hugetlb mapping", Status::Differs)
+        );
+        assert_eq!(got[1].2, Status::Ok, "{got:#?}");
     }
 }

@@ -244,6 +244,17 @@ fn cputune(x: &mut X, def: &Def<'_>) -> std::io::Result<()> {
         x.why(Choice::new(Knob::EmulatorSched, r))?;
         x.empty("emulatorsched", &a)?;
     }
+    if vm.iothread_policy != Policy::Other && vm.iothreads > 0 {
+        let ids = rt_sys::CpuSet::from_cpus(1..=vm.iothreads).to_string();
+        let mut a = vec![("iothreads", c(ids.clone()))];
+        a.extend(sched_attrs(vm.iothread_policy, vm.iothread_priority));
+        let r = format!(
+            "<iothreadsched iothreads='{ids}' scheduler='{}' priority='{}'/>",
+            vm.iothread_policy, vm.iothread_priority
+        );
+        x.why(Choice::new(Knob::IothreadSched, r))?;
+        x.empty("iothreadsched", &a)?;
+    }
     x.close("cputune")
 }
 
@@ -416,13 +427,13 @@ mod tests {
         let r = render_bundled("ecu");
         let t = &r.text;
         for want in [
-            "<domain type=\"kvm\">",
+            "<domain type=\"kvm\" xmlns:qemu=",
             "<vcpu placement=\"static\">4</vcpu>",
             "<vcpupin vcpu=\"0\" cpuset=\"2\"/>",
             "<vcpupin vcpu=\"3\" cpuset=\"5\"/>",
             "<emulatorpin cpuset=\"0-1\"/>",
             "<iothreadpin iothread=\"1\" cpuset=\"0-1\"/>",
-            "<vcpusched vcpus=\"0-3\" scheduler=\"fifo\" priority=\"50\"/>",
+            "<vcpusched vcpus=\"0-3\" scheduler=\"fifo\" priority=\"1\"/>",
             "<page size=\"2048\" unit=\"KiB\"/>",
             "<locked/>",
             "<nosharepages/>",
@@ -464,8 +475,8 @@ mod tests {
     }
 
     #[test]
-    fn can_buses_go_through_qemu_commandline_and_emulatorsched_renders() {
-        let p = profiles::load("lab").unwrap().profile;
+    fn can_buses_go_through_qemu_commandline_and_emulatorsched_iothreadsched_render() {
+        let p = crate::fake::lab_profile();
         let mut v = profiles::host_vms(p.host.as_ref().unwrap())[0].clone();
         v.can_buses = vec![profiles::CanBus {
             id: "canbus0".into(),
@@ -475,6 +486,8 @@ mod tests {
         }];
         v.emulator_policy = Policy::Fifo;
         v.emulator_priority = 1;
+        v.iothread_policy = Policy::Rr;
+        v.iothread_priority = 2;
         v.numa_node = Some(0);
         let d = Def::new(&p.name, &v, &SysRoot::new("/nonexistent"));
         let t = render(&d).unwrap().text;
@@ -497,6 +510,10 @@ mod tests {
         );
         assert!(
             t.contains("<emulatorsched scheduler=\"fifo\" priority=\"1\"/>"),
+            "{t}"
+        );
+        assert!(
+            t.contains("<iothreadsched iothreads=\"1\" scheduler=\"rr\" priority=\"2\"/>"),
             "{t}"
         );
         assert!(t.contains("<memory mode=\"strict\" nodeset=\"0\"/>"), "{t}");

@@ -104,6 +104,8 @@ pub enum Knob {
     VcpuSched,
     /// Policy of the emulator threads.
     EmulatorSched,
+    /// Policy of the I/O threads.
+    IothreadSched,
     /// Guest topology matching the placement.
     Topology,
     /// The host CPU model, unchanged.
@@ -153,6 +155,7 @@ impl Knob {
             Knob::Iothreads => "disk I/O in a dedicated, pinned I/O thread instead of the main loop or a vCPU thread",
             Knob::VcpuSched => "real-time policy for the vCPU threads: the guest's real-time tasks are not preempted by host tasks on their CPU",
             Knob::EmulatorSched => "policy of the emulator threads: a real-time main loop answers device and timer events of the guest without waiting behind host tasks",
+            Knob::IothreadSched => "policy of the I/O threads: disk and event completions of the guest do not wait behind host tasks on the housekeeping CPUs",
             Knob::Topology => "topology matching the placement (one socket, one thread per core): the guest scheduler sees no SMT siblings that do not exist",
             Knob::HostPassthrough => "the host CPU unchanged: every feature and timer the hardware has, no emulated CPUID (not migratable: invtsc forbids it anyway)",
             Knob::TscDeadline => "TSC-deadline timer: one MSR write arms the guest's timer, the lowest-latency APIC timer mode",
@@ -193,9 +196,11 @@ impl Knob {
             | Knob::SerialConsole => LIBVIRT_RT,
             Knob::HintDedicated => KERNEL_HALTPOLL,
             Knob::Invtsc => KERNEL_KVM_CPUID,
-            Knob::NumaStrict | Knob::IothreadPin | Knob::Iothreads | Knob::EmulatorSched => {
-                LIBVIRT_FORMAT
-            }
+            Knob::NumaStrict
+            | Knob::IothreadPin
+            | Knob::Iothreads
+            | Knob::EmulatorSched
+            | Knob::IothreadSched => LIBVIRT_FORMAT,
             Knob::CanBus => QEMU_CAN,
             Knob::VcpuUnplaced | Knob::ThreadNames | Knob::Qmp => RTVIRT_DESIGN,
             Knob::Boot => QEMU_INVOCATION,
@@ -498,7 +503,7 @@ mod tests {
     use super::*;
 
     fn lab() -> profiles::Profile {
-        profiles::load("lab").unwrap().profile
+        crate::fake::lab_profile()
     }
 
     #[test]
@@ -520,7 +525,7 @@ mod tests {
         assert_eq!(d.node, None);
         assert_eq!(
             d.node_why,
-            "no NUMA node of this machine holds all of CPUs 1: set host.hugepages.node"
+            "no NUMA node of this machine holds all of CPUs 1: set host.vms[0].numa_node"
         );
     }
 

@@ -342,13 +342,29 @@ fn after_boot(def: &Def<'_>) -> (Vec<String>, Vec<Choice>) {
             ));
         }
     }
-    if vm.emulator_policy != Policy::Other {
-        let s = format!("{} {}", vm.emulator_policy, vm.emulator_priority);
-        lines.push(format!("#   emulator threads at {s}: not applied by rt-host setup; use chrt on their thread ids"));
-        choices.push(Choice::new(
+    for (what, item, policy, priority, knob) in [
+        (
+            "QEMU's main loop",
+            "emulator-sched",
+            vm.emulator_policy,
+            vm.emulator_priority,
             Knob::EmulatorSched,
-            format!("emulator threads {s} (by hand)"),
-        ));
+        ),
+        (
+            "I/O threads",
+            "iothread-sched",
+            vm.iothread_policy,
+            vm.iothread_priority,
+            Knob::IothreadSched,
+        ),
+    ] {
+        if policy != Policy::Other {
+            let s = format!("{policy} {priority}");
+            lines.push(format!(
+                "#   {what} at {s}: applied by rt-host setup ({item})"
+            ));
+            choices.push(Choice::new(knob, format!("{what} {s} (rt-host setup)")));
+        }
     }
     (lines, choices)
 }
@@ -450,7 +466,7 @@ mod tests {
         );
         assert!(
             r.text
-                .contains("#   vCPU 3 -> CPU 5, fifo 50: rt-host setup"),
+                .contains("#   vCPU 3 -> CPU 5, fifo 1: rt-host setup"),
             "{}",
             r.text
         );
