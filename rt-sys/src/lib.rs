@@ -15,6 +15,7 @@ pub mod irq;
 pub mod irqthread;
 pub mod journal;
 pub mod kernel;
+pub mod kvm;
 pub mod libvirt;
 pub mod procmem;
 pub mod qmp;
