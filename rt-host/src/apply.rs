@@ -181,6 +181,10 @@ fn partition_entries(root: &SysRoot, ops: &dyn ThreadOps, a: &Action) -> Vec<Ent
         let Ok(pid) = rt_sys::threads::tgid_of(root, tid) else {
             continue;
         };
+        // rt-host itself is gone by the time anyone reverts.
+        if root.is_live() && pid == std::process::id() {
+            continue;
+        }
         let Ok(st) = task::task_stat(root, pid, tid) else {
             continue;
         };
