@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use lab::accel::{self, Accel, Purpose};
 use lab::flow::{self, FlowOptions};
 use lab::guest::Agent;
 use lab::layout::{Kernel, Layout};
-use lab::qemu::Accel;
 
 /// The rtvirt lab: a PREEMPT_RT guest in QEMU with two CAN cards, on this machine.
 #[derive(Parser, Debug)]
@@ -60,9 +60,14 @@ enum Cmd {
     },
     /// The whole flow: boot, rt-host setup, the guest tools, rt-host revert, the report.
     Flow {
-        /// Profile: a bundled name or a RON file.
-        #[arg(long, default_value = "lab")]
-        profile: String,
+        /// Profile: a bundled name or a RON file [default: lab; with --host-lab: hil].
+        #[arg(long)]
+        profile: Option<String>,
+        /// The host lab: an outer QEMU VM plays a 4-CPU KVM host (standard kernel booted
+        /// with the profile's boot arguments, rt-host and QEMU inside); the guest runs
+        /// under KVM in it, and rt-host tunes the outer host. Writes host-lab.json.
+        #[arg(long)]
+        host_lab: bool,
         #[command(flatten)]
         kernel: KernelArgs,
         #[command(flatten)]
@@ -182,6 +187,7 @@ fn run() -> Result<ExitCode> {
         } => boot(kernel, vm, exec, out, no_rtvirt),
         Cmd::Flow {
             profile,
+            host_lab,
             kernel,
             vm,
             probe_duration,
@@ -191,8 +197,9 @@ fn run() -> Result<ExitCode> {
             json,
             baseline,
         } => {
+            let default = if host_lab { "hil" } else { "lab" };
             let opts = FlowOptions {
-                profile,
+                profile: profile.unwrap_or_else(|| default.to_string()),
                 kernel: kernel.kernel,
                 initrd: kernel.initrd,
                 append: vm.append,
@@ -204,7 +211,11 @@ fn run() -> Result<ExitCode> {
                 keep_going,
                 baseline,
             };
-            let summary = flow::run(&opts)?;
+            let summary = if host_lab {
+                lab::hostlab::run(&opts)?
+            } else {
+                flow::run(&opts)?
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             }
@@ -260,6 +271,22 @@ fn print_summary(s: &flow::Summary) {
             n(c.candump_frames)
         );
     }
+    if let Some(h) = &s.host_lab {
+        let o = &h.outer;
+        eprintln!(
+            "  outer host: {} on {} CPUs ({}), QEMU accel {}: {}",
+            o.kernel, o.cpus, o.kvm_module, o.accel, o.accel_reason
+        );
+        eprintln!(
+            "  {}: {} values rt-host touched, {} restored exactly",
+            h.record.display(),
+            h.values,
+            h.restored
+        );
+        for n in &h.not_restored {
+            eprintln!("  NOT RESTORED: {n}");
+        }
+    }
     for m in &s.missing {
         eprintln!("  MISSING: {m}");
     }
@@ -295,7 +322,7 @@ fn boot(
         Some(i) => i,
         None => lab::image::build(&layout, &k, &dir, None, !no_rtvirt)?.initrd,
     };
-    let qemu = lab::image::find_program("qemu-system-x86_64")
+    let qemu = lab::initramfs::find_program("qemu-system-x86_64")
         .context("qemu-system-x86_64 not found: run lab/setup.sh")?;
     let config = lab::qemu::VmConfig {
         qemu,
@@ -310,10 +337,17 @@ fn boot(
         console: dir.join("console.log"),
         qemu_log: dir.join("qemu.log"),
         housekeeping: "0".into(),
+        can: true,
+        extra: Vec::new(),
     };
-    let (mut vm, reason, info) = flow::boot_until_ready(
-        &config,
+    let choice = accel::choose(
         Accel::from_env()?,
+        &rt_sys::kvm::facts(&rt_sys::SysRoot::live()),
+        Purpose::Guest,
+    );
+    let (mut vm, reason, info) = flow::boot::boot_until_ready(
+        &config,
+        &choice,
         Duration::from_secs(vm_args.kvm_probe),
         Duration::from_secs(vm_args.boot_timeout),
     )?;

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use lab::flow::Summary;
@@ -27,19 +27,27 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Why the lab cannot run on this machine, if it cannot.
-fn missing_lab() -> Option<String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Some("not root: the flow tunes this host".into());
+/// The lab's prerequisites: root, QEMU, the cached PREEMPT_RT kernel. False (after
+/// printing why, or failing under RTVIRT_REQUIRE_ALL=1) when one is missing.
+fn lab_ready() -> bool {
+    if !testkit::require_root() {
+        return false;
     }
-    if lab::image::find_program("qemu-system-x86_64").is_none() {
-        return Some("qemu-system-x86_64 is not installed (lab/setup.sh installs it)".into());
+    if !testkit::require(
+        lab::initramfs::find_program("qemu-system-x86_64").is_some(),
+        "qemu-system-x86_64 is not installed (lab/setup.sh installs it)",
+    ) {
+        return false;
     }
-    let layout = lab::layout::Layout::from_env().ok()?;
-    if let Err(e) = lab::layout::Kernel::from_cache(&layout.cache) {
-        return Some(format!("no lab kernel: {e:#}"));
-    }
-    None
+    let kernel =
+        lab::layout::Layout::from_env().and_then(|l| lab::layout::Kernel::from_cache(&l.cache));
+    testkit::require(
+        kernel.is_ok(),
+        format!(
+            "no lab kernel: {:#}",
+            kernel.err().map(|e| e.to_string()).unwrap_or_default()
+        ),
+    )
 }
 
 fn cargo() -> String {
@@ -94,11 +102,7 @@ fn host_tools() -> PathBuf {
     .clone()
 }
 
-fn run_flow() -> Option<Run> {
-    if let Some(why) = missing_lab() {
-        eprintln!("SKIP lab tests: {why}");
-        return None;
-    }
+fn run_flow() -> Run {
     let root = root();
     let target = host_tools();
 
@@ -137,24 +141,23 @@ fn run_flow() -> Option<Run> {
     });
     let summary: Summary = serde_json::from_str(&text).expect("summary.json parses");
     let watched = seen.lock().unwrap().clone();
-    Some(Run {
+    Run {
         summary,
         watched,
         stderr,
-    })
+    }
 }
 
+/// The one flow run, shared; booting it holds the host lock (it tunes this host).
 fn flow() -> Option<&'static Run> {
-    static RUN: OnceLock<Option<Run>> = OnceLock::new();
-    let _vm = one_vm_at_a_time();
-    RUN.get_or_init(run_flow).as_ref()
-}
-
-/// The lab tests boot VMs and tune this host: one at a time, even without
-/// `--test-threads=1` (a failed test must not block the others, so poisoning is ignored).
-fn one_vm_at_a_time() -> MutexGuard<'static, ()> {
-    static LAB: Mutex<()> = Mutex::new(());
-    LAB.lock().unwrap_or_else(|e| e.into_inner())
+    static RUN: OnceLock<Run> = OnceLock::new();
+    if !lab_ready() {
+        return None;
+    }
+    Some(RUN.get_or_init(|| {
+        let _g = testkit::host_lock();
+        run_flow()
+    }))
 }
 
 fn vcpu1(samples: &[VcpuSample]) -> Option<&VcpuSample> {
@@ -343,19 +346,18 @@ fn lab_report_marks_tcg_run_not_valid() {
 #[test]
 #[ignore = "needs root and the QEMU lab: run lab/test.sh"]
 fn lab_bare_vm_carries_frames_from_can0_to_can1() {
-    if let Some(why) = missing_lab() {
-        eprintln!("SKIP: {why}");
+    if !lab_ready() {
         return;
     }
-    let _vm = one_vm_at_a_time();
+    let _g = testkit::host_lock();
     let out = root()
         .join("lab/out")
         .join(format!("test-boot-{}", std::process::id()));
     let _ = fs::remove_dir_all(&out);
     let script = format!(
         "{}\n{}",
-        lab::flow::interfaces_script(&["can0", "can1"], 500_000),
-        lab::flow::capture_script(
+        lab::scripts::interfaces_script(&["can0", "can1"], 500_000),
+        lab::scripts::capture_script(
             "can0",
             "can1",
             "/tmp/c.log",
@@ -388,12 +390,11 @@ fn lab_bare_vm_carries_frames_from_can0_to_can1() {
 #[test]
 #[ignore = "needs root and the QEMU lab: run lab/test.sh"]
 fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
-    if let Some(why) = missing_lab() {
-        eprintln!("SKIP: {why}");
+    if !lab_ready() {
         return;
     }
     let bin_dir = host_tools();
-    let _vm = one_vm_at_a_time();
+    let _g = testkit::host_lock();
     let out = root()
         .join("lab/out")
         .join(format!("test-sigint-{}", std::process::id()));
@@ -472,9 +473,7 @@ fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
         summary.error
     );
     let revert = summary
-        .steps
-        .iter()
-        .find(|s| s.name == "host: rt-host revert")
+        .step("host: rt-host revert")
         .expect("rt-host revert ran");
     assert!(revert.ok, "rt-host revert failed: {}", revert.note);
     let after = vcpu1(&summary.vcpus_after).expect("vCPU sampled after revert");
