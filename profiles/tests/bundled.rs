@@ -89,7 +89,7 @@ fn hil_fits_the_four_cpu_host_lab_and_not_this_two_cpu_machine() {
     let host = hil.host.as_ref().unwrap();
     assert_eq!(host.vm.as_ref().unwrap().qemu_name.as_deref(), Some("ecu0"));
     assert!(host.isolation.cpuset_partition && host.isolation.kthreads);
-    assert!(host.sysctl.rt_runtime_unlimited);
+    assert!(host.sysctl.realtime_virtual_host && !host.sysctl.rt_runtime_unlimited);
     // The guest's hugepages cover its memory.
     let h = host.hugepages.as_ref().unwrap();
     assert!(h.count * h.size_kib / 1024 >= host.vm.as_ref().unwrap().memory_mib.unwrap());
