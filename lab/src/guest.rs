@@ -130,6 +130,9 @@ pub struct Output {
 pub struct Agent {
     share: PathBuf,
     next: u32,
+    /// The command that did not finish in time: the agent runs one at a time, so it
+    /// runs nothing else until that one ends.
+    stuck: Option<String>,
     /// Every command run so far.
     pub log: Vec<Output>,
 }
@@ -140,6 +143,7 @@ impl Agent {
         Self {
             share: share.to_path_buf(),
             next: 1,
+            stuck: None,
             log: Vec::new(),
         }
     }
@@ -175,8 +179,16 @@ impl Agent {
         }
     }
 
+    /// The command still running after its timeout, if any (the agent is stuck on it).
+    pub fn stuck(&self) -> Option<&str> {
+        self.stuck.as_deref()
+    }
+
     /// Run `script` with `sh` in the guest and wait for it.
     pub fn run(&mut self, vm: &mut dyn Watch, script: &str, timeout: Duration) -> Result<Output> {
+        if let Some(s) = &self.stuck {
+            bail!("The guest agent is still running `{s}`, which did not finish in time");
+        }
         let n = self.next;
         self.next += 1;
         let dir = self.share.join("cmd");
@@ -204,6 +216,7 @@ impl Agent {
             }
             vm.check(&format!("running `{}`", first_line(script)))?;
             if start.elapsed() > timeout {
+                self.stuck = Some(first_line(script).to_string());
                 let partial = fs::read_to_string(dir.join(format!("{n}.out"))).unwrap_or_default();
                 bail!(
                     "Guest command `{}` did not finish in {}s; its output so far:\n{}\nlast console lines:\n{}",

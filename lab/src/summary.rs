@@ -1,5 +1,6 @@
 //! `summary.json`: what a flow did and saw, step by step, for people and for the tests.
-//! Plain data, written by [`crate::flow`] and [`crate::hostlab`], read by the tests.
+//! Plain data, written by [`crate::flow`] and [`crate::hostlab`], read by the tests; the
+//! host lab's outer host is described here too (`host-lab.json` carries it).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -62,6 +63,56 @@ pub struct ProbeStats {
     pub max_us: f64,
 }
 
+/// The outer host and the VMs in it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OuterHost {
+    /// `uname -r`.
+    pub kernel: String,
+    /// `uname -v`.
+    pub kernel_version: String,
+    /// The kernel command line: `rt-host boot-args PROFILE` and the console.
+    pub cmdline: String,
+    /// What `rt-host boot-args` printed.
+    pub boot_args: String,
+    /// vCPUs.
+    pub cpus: u32,
+    /// The outer VM's accelerator on this machine and why.
+    pub accel: String,
+    /// Why.
+    pub accel_reason: String,
+    /// The KVM module loaded in the outer host (`kvm_amd` under TCG).
+    pub kvm_module: String,
+    /// The inner VM's QEMU pid in the outer host.
+    pub inner_pid: u32,
+    /// Its command line.
+    pub inner_argv: Vec<String>,
+    /// The second VM's QEMU pid, which rt-host must not touch.
+    pub other_pid: Option<u32>,
+    /// IRQs the lab spread over every CPU before setup, as an IRQ balancer would, and the
+    /// ones the kernel refused.
+    pub irqs_spread: Vec<String>,
+    /// How `rt-host plan` found the VM: by name, and with a profile naming its QMP socket
+    /// (`FOUND_BY: vCPU 0 = TID (NAME), ...`).
+    pub found_by: Vec<String>,
+}
+
+/// What `summary.json` says about the host lab.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostLabSummary {
+    /// `host-lab.json`.
+    pub record: PathBuf,
+    /// Values journalled.
+    pub values: usize,
+    /// Of them restored exactly.
+    pub restored: usize,
+    /// What was not restored.
+    pub not_restored: Vec<String>,
+    /// Journalled threads that were not there at one end (started later, or exited).
+    pub absent: Vec<String>,
+    /// The outer host.
+    pub outer: OuterHost,
+}
+
 /// What the flow and the host lab record for every run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Summary {
@@ -104,7 +155,7 @@ pub struct Summary {
     /// Contract binaries that were missing.
     pub missing: Vec<String>,
     /// The host lab's outer host, when the flow ran there.
-    pub host_lab: Option<crate::hostlab::record::HostLabSummary>,
+    pub host_lab: Option<HostLabSummary>,
     /// The error that ended the flow, if any.
     pub error: Option<String>,
     /// Errors during cleanup.

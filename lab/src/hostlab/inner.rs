@@ -1,12 +1,13 @@
-//! The VMs inside the outer host: the profile's ECU guest (KVM, the PREEMPT_RT guest
-//! kernel and the lab's guest image, two Kvaser PCI cards on one CAN bus, debug-threads
-//! names, QMP, memory from the outer host's hugepages) and a second, paused VM that is
-//! not the profile's and that rt-host must leave alone.
+//! The VMs inside the outer host: the profile's ECU guest and a second, paused VM that
+//! is not the profile's and that rt-host must leave alone.
 //!
-//! The guest's QEMU command line is made in one function, [`vm_config`] with
-//! [`argv`], so `rt-host vm --format qemu` can replace it later. QEMU starts under
-//! `taskset -c HOUSEKEEPING` from a small script in the share, which also records its pid
-//! and, when it ends, its exit status.
+//! The guest's QEMU command line is what `rt-host vm PROFILE --format qemu --json`
+//! renders in the outer host (every real-time choice of the VM definition: q35, the host
+//! CPU with invtsc, no PMU, the dedicated-vCPU hint, hugepage memory locked in RAM,
+//! debug-threads names, QMP), followed by what only the lab adds ([`lab_args`]): the
+//! guest kernel and image, the two Kvaser PCI cards on one CAN bus, the agent's share.
+//! QEMU starts under `taskset -c HOUSEKEEPING` from a small script in the share, which
+//! also records its pid and, when it ends, its exit status.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,81 +15,95 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::accel::Accel;
+use crate::flow::host::Exec;
 use crate::guest::Watch;
-use crate::hostlab::image::{HUGEPAGES, INNER_INITRD, INNER_KERNEL, QEMU};
-use crate::hostlab::outer::{sh_quote, Outer};
-use crate::initramfs::GUEST_SHARE;
-use crate::qemu::{tail, Vm, VmConfig};
+use crate::hostlab::image::{INNER_INITRD, INNER_KERNEL, QEMU, RT_HOST};
+use crate::hostlab::outer::{sh_quote, Outer, OuterExec};
+use crate::initramfs::{GUEST_SHARE, SHARE_TAG};
+use crate::qemu::{tail, Vm};
 
 /// The inner guest's share, in the outer host (a directory of the outer host's share).
 pub const INNER_SHARE: &str = "/lab/inner";
-/// The inner guest's QMP socket in the outer host.
-pub const INNER_QMP: &str = "/run/inner-qmp.sock";
 /// The name of the second VM.
 pub const OTHER_NAME: &str = "other";
 
-/// The inner guest as the profile describes it: `host.vm.qemu_name`, `memory_mib`, one
-/// vCPU per `host.vcpus` index (at least two: can-sim's ECU threads run on guest CPU 0,
-/// the probe on CPU 1), hugepage memory when `host.hugepages` is set.
-pub fn vm_config(profile: &profiles::Profile) -> Result<VmConfig> {
-    let host = profile
-        .host
-        .as_ref()
-        .context("The host lab needs a profile with a `host` section")?;
-    let vm = host.vm.as_ref();
-    let name = vm
-        .and_then(|v| v.qemu_name.clone())
-        .context("The host lab finds the guest by name: the profile needs host.vm.qemu_name")?;
-    let smp = host
-        .vcpus
-        .iter()
-        .map(|v| v.vcpu + 1)
-        .max()
-        .unwrap_or(0)
-        .max(2);
-    let mem_mib = vm
-        .and_then(|v| v.memory_mib)
-        .and_then(|m| u32::try_from(m).ok())
-        .unwrap_or(384);
-    let mut extra: Vec<String> = vec!["-nic".into(), "none".into()];
-    if let Some(h) = &host.hugepages {
-        if h.size_kib != 2048 {
-            bail!(
-                "The host lab mounts hugetlbfs with 2 MiB pages; host.hugepages.size_kib is {}",
-                h.size_kib
-            );
-        }
-        extra.extend(["-mem-path".into(), HUGEPAGES.into(), "-mem-prealloc".into()]);
-    }
-    let housekeeping = host
-        .emulator_cpus
-        .as_ref()
-        .unwrap_or(&host.housekeeping_cpus)
-        .to_string();
-    Ok(VmConfig {
-        qemu: QEMU.into(),
-        name,
-        kernel: INNER_KERNEL.into(),
-        initrd: INNER_INITRD.into(),
-        append: String::new(),
-        smp,
-        mem_mib,
-        share: INNER_SHARE.into(),
-        qmp: INNER_QMP.into(),
-        console: format!("{GUEST_SHARE}/inner-console.log").into(),
-        qemu_log: format!("{GUEST_SHARE}/inner-qemu.log").into(),
-        housekeeping,
-        can: true,
-        extra,
-    })
+/// What `rt-host vm --format qemu --json` prints that the lab reads.
+#[derive(Debug, serde::Deserialize)]
+struct RenderedQemu {
+    argv: Vec<String>,
 }
 
-/// The inner guest's QEMU command line (the program first), under KVM.
-pub fn argv(config: &VmConfig) -> Vec<String> {
-    let mut a = vec![config.qemu.to_string_lossy().into_owned()];
-    a.extend(config.args(Accel::Kvm));
-    a
+/// The profile's VM as rt-host renders it for QEMU, run in the outer host (it reads that
+/// machine's NUMA layout): the argv without the program.
+pub fn render(outer: &mut Outer, profile: &str) -> Result<Vec<String>> {
+    let argv: Vec<String> = [RT_HOST, "vm", profile, "--format", "qemu", "--json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = OuterExec(outer).exec(&argv, Duration::from_secs(120))?;
+    if out.rc != Some(0) {
+        bail!(
+            "rt-host vm {profile} --format qemu failed in the outer host (exit {:?}): {}",
+            out.rc,
+            tail(&out.text(), 5)
+        );
+    }
+    let r: RenderedQemu = serde_json::from_slice(&out.stdout)
+        .context("rt-host vm --format qemu --json printed no argv")?;
+    Ok(r.argv)
+}
+
+/// What the lab adds to the rendered definition: the guest kernel and image (its serial
+/// console is the definition's `-serial mon:stdio`, kept by the start script), no reboot
+/// (the guest's poweroff ends QEMU), the Kvaser pair on one CAN bus, the agent's share.
+pub fn lab_args() -> Vec<String> {
+    let append = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1";
+    [
+        "-kernel",
+        INNER_KERNEL,
+        "-initrd",
+        INNER_INITRD,
+        "-append",
+        append,
+        "-no-reboot",
+        "-object",
+        "can-bus,id=canbus0",
+        "-device",
+        "kvaser_pci,canbus=canbus0",
+        "-device",
+        "kvaser_pci,canbus=canbus0",
+        "-virtfs",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!(
+        "local,path={INNER_SHARE},mount_tag={SHARE_TAG},security_model=none"
+    )])
+    .collect()
+}
+
+/// The guest's whole command line: QEMU, the rendered definition, the lab's additions.
+pub fn argv(rendered: &[String]) -> Vec<String> {
+    std::iter::once(QEMU.to_string())
+        .chain(rendered.iter().cloned())
+        .chain(lab_args())
+        .collect()
+}
+
+/// The value of option `opt` in `argv` (the word after it).
+fn option<'a>(argv: &'a [String], opt: &str) -> Option<&'a str> {
+    argv.windows(2).find(|w| w[0] == opt).map(|w| w[1].as_str())
+}
+
+/// The QMP socket of a command line (`-qmp unix:PATH,...`).
+pub fn qmp_socket(argv: &[String]) -> Option<String> {
+    let v = option(argv, "-qmp")?.strip_prefix("unix:")?;
+    Some(v.split(',').next()?.to_string())
+}
+
+/// The number of vCPUs of a command line (`-smp N,...`).
+pub fn vcpus(argv: &[String]) -> Option<u32> {
+    option(argv, "-smp")?.split(',').next()?.parse().ok()
 }
 
 /// The second VM: one vCPU, paused (`-S`) so it costs nothing, named [`OTHER_NAME`].
@@ -140,9 +155,10 @@ pub struct InnerVm {
 }
 
 impl InnerVm {
-    /// Its serial console (on this machine).
+    /// Its serial console (on this machine): QEMU's output, where the definition's
+    /// `-serial mon:stdio` goes.
     pub fn console(&self) -> PathBuf {
-        self.share.join("inner-console.log")
+        self.share.join(format!("{}-qemu.log", self.tag))
     }
 
     /// Its exit status, once QEMU ended.
@@ -273,26 +289,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_hil_guest_from_the_profile() {
-        let p = profiles::load("hil").unwrap().profile;
-        let c = vm_config(&p).unwrap();
-        let a = argv(&c).join(" ");
+    fn the_rendered_definition_with_the_labs_additions() {
+        // What `rt-host vm hil --format qemu --json` rendered (shortened).
+        let rendered: Vec<String> = [
+            "-name",
+            "guest=ecu0,debug-threads=on",
+            "-machine",
+            "q35,accel=kvm",
+            "-cpu",
+            "host,migratable=off,+tsc-deadline,+invtsc,pmu=off,kvm-hint-dedicated=on",
+            "-smp",
+            "2,sockets=1,dies=1,cores=2,threads=1",
+            "-serial",
+            "mon:stdio",
+            "-qmp",
+            "unix:/run/rtvirt-ecu0.qmp,server=on,wait=off",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let a = argv(&rendered);
+        let line = a.join(" ");
+        assert!(line.starts_with("/usr/bin/qemu-system-x86_64 -name guest=ecu0,debug-threads=on -machine q35,accel=kvm"), "{line}");
         assert!(
-            a.starts_with("/usr/bin/qemu-system-x86_64 -accel kvm -cpu host -smp 2 -m 384 "),
-            "{a}"
+            line.contains("-kernel /inner/vmlinuz -initrd /inner/initrd.gz"),
+            "{line}"
         );
-        assert!(a.contains("-name ecu0,debug-threads=on"), "{a}");
-        assert!(a.contains("-device kvaser_pci,canbus=canbus0 -device kvaser_pci,canbus=canbus0"));
-        assert!(a.contains("-qmp unix:/run/inner-qmp.sock,server=on,wait=off"));
-        assert!(a.contains("-virtfs local,path=/lab/inner,mount_tag=rtvirtlab"));
         assert!(
-            a.ends_with("-nic none -mem-path /dev/hugepages -mem-prealloc"),
-            "{a}"
+            line.contains("-device kvaser_pci,canbus=canbus0 -device kvaser_pci,canbus=canbus0")
         );
-        assert_eq!(c.housekeeping, "0");
-        // The lab profile names its VM `lab` and reserves no hugepages.
-        let lab = vm_config(&profiles::load("lab").unwrap().profile).unwrap();
-        assert!(!argv(&lab).iter().any(|w| w == "-mem-path"));
+        assert!(
+            line.ends_with("-virtfs local,path=/lab/inner,mount_tag=rtvirtlab,security_model=none"),
+            "{line}"
+        );
+        assert_eq!(qmp_socket(&a).as_deref(), Some("/run/rtvirt-ecu0.qmp"));
+        assert_eq!(vcpus(&a), Some(2));
+        assert_eq!(qmp_socket(&other_argv()), None);
     }
 
     #[test]

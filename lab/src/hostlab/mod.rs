@@ -354,15 +354,30 @@ impl HostLab {
     /// In the outer host: the profile's guest and the second VM, the guest up when
     /// `wait_guest`.
     fn stage_start_vms(&mut self, opts: &FlowOptions, wait_guest: bool) -> Result<()> {
-        let config = inner::vm_config(&self.profile.loaded.profile)?;
-        let argv = inner::argv(&config);
-        let housekeeping = config.housekeeping.clone();
+        let host = self.host()?;
+        let housekeeping = host
+            .emulator_cpus
+            .as_ref()
+            .unwrap_or(&host.housekeeping_cpus)
+            .to_string();
+        let profile = self.profile.in_image.clone();
         let o = self.outer.as_mut().context("The outer host is gone")?;
         let t = Instant::now();
+        let rendered = timed(
+            &mut self.summary.steps,
+            "outer host: rt-host vm --format qemu",
+            || {
+                let r = inner::render(o, &profile)?;
+                let note = r.join(" ");
+                Ok((r, note))
+            },
+        )?;
+        let argv = inner::argv(&rendered);
+        let n = inner::vcpus(&argv).context("The rendered definition has no -smp")?;
         let vm = inner::start(o, "inner", &argv, &housekeeping)?;
         let all = format!("0-{}", o.info.nproc.saturating_sub(1));
         o.sh_ok(
-            &inner::widen_script(vm.pid, config.smp, &all),
+            &inner::widen_script(vm.pid, n, &all),
             Duration::from_secs(90),
         )?;
         self.facts.inner_pid = vm.pid;
@@ -579,7 +594,11 @@ impl HostLab {
         let host = p.host.as_mut().context("no host section")?;
         let memory_mib = host.vm.as_ref().and_then(|v| v.memory_mib);
         host.vm = Some(profiles::Vm {
-            qmp: Some(inner::INNER_QMP.into()),
+            qmp: Some(
+                inner::qmp_socket(&self.facts.inner_argv)
+                    .context("The guest's command line has no QMP socket")?
+                    .into(),
+            ),
             memory_mib,
             ..profiles::Vm::default()
         });
@@ -710,6 +729,10 @@ impl HostLab {
             if let Some(o) = self.outer.as_mut().filter(|o| o.vm.pid > 0) {
                 if !o.vm.alive() {
                     // The outer host is gone, and its tuning with it.
+                } else if let Some(cmd) = o.agent.stuck() {
+                    self.summary.cleanup_errors.push(format!(
+                        "rt-host revert in the outer host skipped: its agent still runs `{cmd}`; the outer VM is stopped, and its tuning goes with it"
+                    ));
                 } else if let Err(e) = r.revert(&mut OuterExec(o), &mut self.summary.steps) {
                     self.summary
                         .cleanup_errors

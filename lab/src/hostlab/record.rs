@@ -15,6 +15,7 @@ use rt_sys::SysRoot;
 use serde::{Deserialize, Serialize};
 
 use crate::sched::{samples_in, VcpuSample};
+pub use crate::summary::{HostLabSummary, OuterHost};
 use rt_sys::journal::Target;
 
 /// What `rt-host status` shows for a value that does not exist (a thread that exited).
@@ -95,39 +96,6 @@ impl ThreadHistory {
     }
 }
 
-/// The outer host and the VMs in it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct OuterHost {
-    /// `uname -r`.
-    pub kernel: String,
-    /// `uname -v`.
-    pub kernel_version: String,
-    /// The kernel command line: `rt-host boot-args PROFILE` and the console.
-    pub cmdline: String,
-    /// What `rt-host boot-args` printed.
-    pub boot_args: String,
-    /// vCPUs.
-    pub cpus: u32,
-    /// The outer VM's accelerator on this machine and why.
-    pub accel: String,
-    /// Why.
-    pub accel_reason: String,
-    /// The KVM module loaded in the outer host (`kvm_amd` under TCG).
-    pub kvm_module: String,
-    /// The inner VM's QEMU pid in the outer host.
-    pub inner_pid: u32,
-    /// Its command line.
-    pub inner_argv: Vec<String>,
-    /// The second VM's QEMU pid, which rt-host must not touch.
-    pub other_pid: Option<u32>,
-    /// IRQs the lab spread over every CPU before setup, as an IRQ balancer would, and the
-    /// ones the kernel refused.
-    pub irqs_spread: Vec<String>,
-    /// How `rt-host plan` found the VM: by name, and with a profile naming its QMP socket
-    /// (`FOUND_BY: vCPU 0 = TID (NAME), ...`).
-    pub found_by: Vec<String>,
-}
-
 /// `host-lab.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostLabRecord {
@@ -171,23 +139,6 @@ impl HostLabRecord {
             .map(|v| format!("{}: {} -> {}", v.target, v.value.before, v.value.after))
             .collect()
     }
-}
-
-/// What `summary.json` says about the host lab.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct HostLabSummary {
-    /// `host-lab.json`.
-    pub record: PathBuf,
-    /// Values journalled.
-    pub values: usize,
-    /// Of them restored exactly.
-    pub restored: usize,
-    /// What was not restored.
-    pub not_restored: Vec<String>,
-    /// Journalled threads that were not there at one end (started later, or exited).
-    pub absent: Vec<String>,
-    /// The outer host.
-    pub outer: OuterHost,
 }
 
 /// Every journalled value at the three moments: rt-host's `status` with the journal in
