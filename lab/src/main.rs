@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use lab::accel::{self, Accel, Purpose};
+use lab::accel::Purpose;
 use lab::flow::{self, FlowOptions};
 use lab::guest::Agent;
 use lab::layout::{Kernel, Layout};
@@ -340,16 +340,17 @@ fn boot(
         can: true,
         extra: Vec::new(),
     };
-    let choice = accel::choose(
-        Accel::from_env()?,
-        &rt_sys::kvm::facts(&rt_sys::SysRoot::live()),
-        Purpose::Guest,
-    );
-    let (mut vm, reason, info) = flow::boot::boot_until_ready(
+    let mut temp = vec![
+        config.qmp.clone(),
+        config.share.join("cmd"),
+        config.share.join("ready"),
+    ];
+    let (mut vm, reason, info, _) = flow::boot::boot_chosen(
         &config,
-        &choice,
+        Purpose::Guest,
         Duration::from_secs(vm_args.kvm_probe),
         Duration::from_secs(vm_args.boot_timeout),
+        &mut temp,
     )?;
     eprintln!("lab: accel {} ({reason})", vm.accel);
     let mut agent = Agent::new(&config.share);
@@ -379,17 +380,7 @@ fn boot(
         let _ = agent.poweroff(&mut vm);
     }
     vm.stop();
-    for tmp in [
-        config.qmp.clone(),
-        config.share.join("cmd"),
-        config.share.join("ready"),
-    ] {
-        let _ = if tmp.is_dir() {
-            std::fs::remove_dir_all(&tmp)
-        } else {
-            std::fs::remove_file(&tmp)
-        };
-    }
+    flow::remove_temp(&mut temp);
     Ok(if failed {
         ExitCode::from(1)
     } else {

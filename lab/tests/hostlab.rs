@@ -6,78 +6,19 @@
 //! `cargo test -p lab --test hostlab -- --include-ignored --test-threads=1`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{host_tools, root};
 use lab::flow::{FlowOptions, Summary};
 use lab::hostlab::outer::OuterExec;
 use lab::hostlab::record::{HostLabRecord, Moments};
 use lab::hostlab::HostLab;
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The host lab's prerequisites; false (after printing why, or failing under
-/// RTVIRT_REQUIRE_ALL=1) when one is missing.
-fn host_lab_ready() -> bool {
-    if !testkit::require_root() {
-        return false;
-    }
-    if !testkit::require(
-        lab::initramfs::find_program("qemu-system-x86_64").is_some(),
-        "qemu-system-x86_64 is not installed (lab/setup.sh installs it)",
-    ) {
-        return false;
-    }
-    let layout = match lab::layout::Layout::from_env() {
-        Ok(l) => l,
-        Err(e) => return testkit::require(false, format!("no lab layout: {e:#}")),
-    };
-    let rt = lab::layout::Kernel::from_cache(&layout.cache);
-    let std = lab::layout::Kernel::standard_from_cache(&layout.cache);
-    testkit::require(
-        rt.is_ok(),
-        format!(
-            "no guest kernel: {:#}",
-            rt.err().map(|e| e.to_string()).unwrap_or_default()
-        ),
-    ) && testkit::require(
-        std.is_ok(),
-        format!(
-            "no outer-host kernel: {:#}",
-            std.err().map(|e| e.to_string()).unwrap_or_default()
-        ),
-    )
-}
-
-/// Build the host tools the flow runs, as lab/flow.sh does; returns their directory.
-fn host_tools() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(root())
-            .args(["build", "--release", "-p", "rt-host", "-p", "validation"])
-            .status()
-            .expect("running cargo build");
-        assert!(
-            status.success(),
-            "cargo build --release -p rt-host -p validation failed"
-        );
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root().join("target"))
-            .join("release")
-    })
-    .clone()
-}
 
 /// What the one `flow --host-lab` run left.
 struct Run {
@@ -128,7 +69,7 @@ fn run_flow() -> Run {
 
 fn flow() -> Option<&'static Run> {
     static RUN: OnceLock<Run> = OnceLock::new();
-    if !host_lab_ready() {
+    if !common::lab_ready(true) {
         return None;
     }
     Some(RUN.get_or_init(run_flow))
@@ -146,14 +87,7 @@ fn value<'a>(r: &'a HostLabRecord, target: &str) -> &'a lab::hostlab::record::To
 fn host_lab_flow_passes_and_restores_every_value() {
     let Some(run) = flow() else { return };
     let s = &run.summary;
-    assert!(
-        s.ok(),
-        "flow failed: error {:?}, missing {:?}, cleanup {:?}\n{}",
-        s.error,
-        s.missing,
-        s.cleanup_errors,
-        run.stderr
-    );
+    common::assert_flow_ok(s, &run.stderr);
     let r = &run.record;
     assert!(
         r.values.len() >= 10,
@@ -405,7 +339,7 @@ fn outer_sh(lab: &mut HostLab, script: &str) -> String {
 #[test]
 #[ignore = "needs root, QEMU and the cached kernels: run lab/test.sh"]
 fn host_lab_kill_9_of_setup_then_revert_restores_every_value() {
-    if !host_lab_ready() {
+    if !common::lab_ready(true) {
         return;
     }
     let _g = testkit::host_lock();
@@ -485,7 +419,7 @@ fn host_lab_kill_9_of_setup_then_revert_restores_every_value() {
 #[test]
 #[ignore = "needs root, QEMU and the cached kernels: run lab/test.sh"]
 fn host_lab_guest_shut_down_while_tuned_revert_skips_its_threads() {
-    if !host_lab_ready() {
+    if !common::lab_ready(true) {
         return;
     }
     let _g = testkit::host_lock();

@@ -4,11 +4,14 @@
 //! `cargo test -p lab --test lab -- --include-ignored`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{host_tools, root};
 use lab::flow::Summary;
 use lab::sched::VcpuSample;
 
@@ -18,40 +21,6 @@ struct Run {
     /// vCPU thread states seen by this test's own watcher while the flow ran.
     watched: Vec<VcpuSample>,
     stderr: String,
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The lab's prerequisites: root, QEMU, the cached PREEMPT_RT kernel. False (after
-/// printing why, or failing under RTVIRT_REQUIRE_ALL=1) when one is missing.
-fn lab_ready() -> bool {
-    if !testkit::require_root() {
-        return false;
-    }
-    if !testkit::require(
-        lab::initramfs::find_program("qemu-system-x86_64").is_some(),
-        "qemu-system-x86_64 is not installed (lab/setup.sh installs it)",
-    ) {
-        return false;
-    }
-    let kernel =
-        lab::layout::Layout::from_env().and_then(|l| lab::layout::Kernel::from_cache(&l.cache));
-    testkit::require(
-        kernel.is_ok(),
-        format!(
-            "no lab kernel: {:#}",
-            kernel.err().map(|e| e.to_string()).unwrap_or_default()
-        ),
-    )
-}
-
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
 /// Poll the vCPU threads of the QEMU the flow started (its pid appears in OUT/qemu.pid)
@@ -78,28 +47,6 @@ fn watch(out: PathBuf, done: Arc<Mutex<bool>>, seen: Arc<Mutex<Vec<VcpuSample>>>
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Build the host tools the flow runs, as lab/flow.sh does; returns their directory.
-fn host_tools() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = root();
-        let status = Command::new(cargo())
-            .current_dir(&root)
-            .args(["build", "--release", "-p", "rt-host", "-p", "validation"])
-            .status()
-            .expect("running cargo build");
-        assert!(
-            status.success(),
-            "cargo build --release -p rt-host -p validation failed"
-        );
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"))
-            .join("release")
-    })
-    .clone()
 }
 
 fn run_flow() -> Run {
@@ -151,7 +98,7 @@ fn run_flow() -> Run {
 /// The one flow run, shared; booting it holds the host lock (it tunes this host).
 fn flow() -> Option<&'static Run> {
     static RUN: OnceLock<Run> = OnceLock::new();
-    if !lab_ready() {
+    if !common::lab_ready(false) {
         return None;
     }
     Some(RUN.get_or_init(|| {
@@ -169,14 +116,7 @@ fn vcpu1(samples: &[VcpuSample]) -> Option<&VcpuSample> {
 fn lab_flow_passes_and_leaves_no_qemu() {
     let Some(run) = flow() else { return };
     let s = &run.summary;
-    assert!(
-        s.ok(),
-        "flow failed: error {:?}, missing {:?}, cleanup {:?}\n{}",
-        s.error,
-        s.missing,
-        s.cleanup_errors,
-        run.stderr
-    );
+    common::assert_flow_ok(s, &run.stderr);
     let pid = s.qemu_pid.expect("the flow started QEMU");
     assert!(
         !rt_sys::SysRoot::live().exists(format!("proc/{pid}")),
@@ -346,7 +286,7 @@ fn lab_report_marks_tcg_run_not_valid() {
 #[test]
 #[ignore = "needs root and the QEMU lab: run lab/test.sh"]
 fn lab_bare_vm_carries_frames_from_can0_to_can1() {
-    if !lab_ready() {
+    if !common::lab_ready(false) {
         return;
     }
     let _g = testkit::host_lock();
@@ -390,7 +330,7 @@ fn lab_bare_vm_carries_frames_from_can0_to_can1() {
 #[test]
 #[ignore = "needs root and the QEMU lab: run lab/test.sh"]
 fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
-    if !lab_ready() {
+    if !common::lab_ready(false) {
         return;
     }
     let bin_dir = host_tools();

@@ -4,11 +4,12 @@
 //! is booted again under TCG and the reason says what KVM did.
 
 use std::fs;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::accel::{explain_qemu_failure, Accel, Choice};
+use crate::accel::{self, explain_qemu_failure, Accel, Choice, Purpose};
 use crate::flow::check_interrupt;
 use crate::guest::{Agent, GuestInfo};
 use crate::qemu::{Vm, VmConfig};
@@ -96,6 +97,32 @@ pub fn boot_until_ready(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The accelerator for `purpose`, chosen once from `RTVIRT_LAB_ACCEL` and this machine's
+/// KVM (see [`crate::accel`]), then [`boot_until_ready`]; `OUT/qemu.pid` names the QEMU
+/// (and goes into `temp`). Returns the VM, why it runs with its accelerator, what the
+/// guest reported, and the seconds it took.
+pub fn boot_chosen(
+    config: &VmConfig,
+    purpose: Purpose,
+    kvm_probe: Duration,
+    boot_timeout: Duration,
+    temp: &mut Vec<PathBuf>,
+) -> Result<(Vm, String, GuestInfo, f64)> {
+    let choice = accel::choose(
+        Accel::from_env()?,
+        &rt_sys::kvm::facts(&rt_sys::SysRoot::live()),
+        purpose,
+    );
+    eprintln!("lab: accelerator of {}: {}", config.name, choice.reason);
+    let t = Instant::now();
+    let (vm, reason, info) = boot_until_ready(config, &choice, kvm_probe, boot_timeout)?;
+    let pid_file = config.qmp.with_file_name("qemu.pid");
+    fs::write(&pid_file, format!("{}\n", vm.pid))
+        .with_context(|| format!("Writing {}", pid_file.display()))?;
+    temp.push(pid_file);
+    Ok((vm, reason, info, t.elapsed().as_secs_f64()))
 }
 
 /// After QEMU started: let the vCPU threads use every CPU we may use (the main loop and

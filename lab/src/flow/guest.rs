@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::flow::prepare::FlowProfile;
+use crate::flow::FlowOptions;
 use crate::guest::{Agent, Watch};
 use crate::qemu::tail;
 use crate::scripts::{GuestSteps, GUEST_RUNS};
@@ -29,6 +31,21 @@ pub struct GuestPlan<'a> {
     pub can: &'a profiles::Can,
     /// Probe before the host is tuned too.
     pub baseline: bool,
+}
+
+impl<'a> GuestPlan<'a> {
+    /// The guest stages of profile `p` with the durations and `--baseline` of `opts`.
+    pub fn new(p: &'a FlowProfile, opts: &'a FlowOptions) -> GuestPlan<'a> {
+        GuestPlan {
+            g: GuestSteps {
+                profile: &p.in_image,
+                probe_duration: &opts.probe_duration,
+                can_duration: &opts.can_duration,
+            },
+            can: &p.can,
+            baseline: opts.baseline,
+        }
+    }
 }
 
 /// Runs guest steps through one agent, recording each.

@@ -106,8 +106,8 @@ impl RtHost {
         a
     }
 
-    /// Run `rt-host VERB`, keep its stdout in `OUT/FILE`, and make the step; exit codes
-    /// in `ok_rcs` pass.
+    /// Run `rt-host VERB`, keep its stdout in `OUT/FILE`, and record the step; exit codes
+    /// in `ok_rcs` pass, any other fails with the command's output.
     fn run(
         &self,
         exec: &mut dyn Exec,
@@ -115,75 +115,50 @@ impl RtHost {
         with_profile: bool,
         file: &str,
         ok_rcs: &[i32],
-    ) -> Result<(Step, CmdOut)> {
+        steps: &mut Vec<Step>,
+    ) -> Result<()> {
         let t = Instant::now();
         let out = exec.exec(&self.argv(verb, with_profile), RT_HOST_TIMEOUT)?;
         let path = self.out.join(file);
         fs::write(&path, &out.stdout).with_context(|| format!("Writing {}", path.display()))?;
         let ok = out.rc.is_some_and(|rc| ok_rcs.contains(&rc));
-        let step = Step {
+        steps.push(Step {
             name: format!("{}: rt-host {verb}", exec.place()),
             rc: out.rc,
             secs: t.elapsed().as_secs_f64(),
             ok,
             note: tail(&out.text(), 15),
-        };
-        Ok((step, out))
+        });
+        if !ok {
+            let what = if with_profile {
+                format!("rt-host {verb} {}", self.profile)
+            } else {
+                format!("rt-host {verb}")
+            };
+            bail!("{what} exited {:?}: {}", out.rc, tail(&out.text(), 15));
+        }
+        Ok(())
     }
 
     /// `rt-host setup`: exit 0 (verified) or 1 (something not met, recorded) pass; an
     /// error fails the flow.
     pub fn setup(&self, exec: &mut dyn Exec, steps: &mut Vec<Step>) -> Result<()> {
-        let (step, out) = self.run(exec, "setup", true, "host-setup.json", &[0, 1])?;
-        let ok = step.ok;
-        steps.push(step);
-        if !ok {
-            bail!(
-                "rt-host setup {} failed (exit {:?}): {}",
-                self.profile,
-                out.rc,
-                tail(&out.text(), 15)
-            );
-        }
-        Ok(())
+        self.run(exec, "setup", true, "host-setup.json", &[0, 1], steps)
     }
 
     /// `rt-host check` into `OUT/FILE`: exit 0 or 1 (something differs) is a result.
     pub fn check(&self, exec: &mut dyn Exec, file: &str, steps: &mut Vec<Step>) -> Result<()> {
-        let (step, _) = self.run(exec, "check", true, file, &[0, 1])?;
-        steps.push(step);
-        Ok(())
+        self.run(exec, "check", true, file, &[0, 1], steps)
     }
 
     /// `rt-host plan --json` into `OUT/FILE` (it names the VM found and its threads).
     pub fn plan(&self, exec: &mut dyn Exec, file: &str, steps: &mut Vec<Step>) -> Result<()> {
-        let (step, out) = self.run(exec, "plan", true, file, &[0])?;
-        let ok = step.ok;
-        steps.push(step);
-        if !ok {
-            bail!(
-                "rt-host plan {} exited {:?}: {}",
-                self.profile,
-                out.rc,
-                tail(&out.text(), 10)
-            );
-        }
-        Ok(())
+        self.run(exec, "plan", true, file, &[0], steps)
     }
 
     /// `rt-host revert`: anything but exit 0 fails.
     pub fn revert(&self, exec: &mut dyn Exec, steps: &mut Vec<Step>) -> Result<()> {
-        let (step, out) = self.run(exec, "revert", false, "host-revert.json", &[0])?;
-        let ok = step.ok;
-        steps.push(step);
-        if !ok {
-            bail!(
-                "rt-host revert exited {:?}: {}",
-                out.rc,
-                tail(&out.text(), 10)
-            );
-        }
-        Ok(())
+        self.run(exec, "revert", false, "host-revert.json", &[0], steps)
     }
 }
 
@@ -291,7 +266,7 @@ mod tests {
             .setup(&mut exec, &mut steps)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("rt-host setup hil failed (exit Some(2))"), "{e}");
+        assert!(e.contains("rt-host setup hil exited Some(2)"), "{e}");
         assert!(e.contains("rt-host: message"), "{e}");
     }
 }

@@ -17,14 +17,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::accel::{self, Accel, Purpose};
+use crate::accel::Purpose;
 use crate::guest::{Agent, GuestInfo};
 use crate::interrupted;
 use crate::layout::Layout;
 use crate::qemu::{Vm, VmConfig};
 use crate::sched::vcpu_samples;
 pub use crate::sched::VcpuSample;
-use crate::scripts::GuestSteps;
 pub use crate::summary::{CanCheck, Step, Summary};
 use guest::{GuestPlan, GuestRun};
 use host::{Local, RtHost};
@@ -193,15 +192,7 @@ fn stages(st: &mut State, opts: &FlowOptions) -> Result<()> {
         eprintln!("lab: warning: {msg} (--keep-going: running what exists, the flow will fail)");
     }
     let mut agent = stage_boot(st, opts, &config, &p.can)?;
-    let plan = GuestPlan {
-        g: GuestSteps {
-            profile: &p.in_image,
-            probe_duration: &opts.probe_duration,
-            can_duration: &opts.can_duration,
-        },
-        can: &p.can,
-        baseline: opts.baseline,
-    };
+    let plan = GuestPlan::new(&p, opts);
     let mut failures = Vec::new();
     guest_stage(st, &mut agent, &mut failures, |gr| {
         guest::untuned(gr, &plan)
@@ -275,33 +266,25 @@ fn stage_boot(
         st.share.join("ready"),
         st.out.join("qmp.sock"),
     ]);
-    let choice = accel::choose(
-        Accel::from_env()?,
-        &rt_sys::kvm::facts(&rt_sys::SysRoot::live()),
+    let (vm, reason, info, secs) = boot::boot_chosen(
+        config,
         Purpose::Guest,
-    );
-    eprintln!("lab: accelerator: {}", choice.reason);
-    let t = Instant::now();
-    let (vm, reason, info) =
-        boot::boot_until_ready(config, &choice, opts.kvm_probe, opts.boot_timeout)?;
+        opts.kvm_probe,
+        opts.boot_timeout,
+        &mut st.temp,
+    )?;
     st.summary.accel = vm.accel.to_string();
     st.summary.accel_reason = reason;
     st.summary.qemu_pid = Some(vm.pid);
-    fs::write(st.out.join("qemu.pid"), format!("{}\n", vm.pid))?;
-    st.temp.push(st.out.join("qemu.pid"));
     let vm = st.vm.insert(vm);
     eprintln!(
-        "lab: guest up in {:.1}s: {} {} realtime={} net={:?}",
-        t.elapsed().as_secs_f64(),
-        info.uname_r,
-        info.uname_v,
-        info.realtime,
-        info.net
+        "lab: guest up in {secs:.1}s: {} {} realtime={} net={:?}",
+        info.uname_r, info.uname_v, info.realtime, info.net
     );
     st.summary.steps.push(Step {
         name: format!("boot ({})", vm.accel),
         rc: Some(0),
-        secs: t.elapsed().as_secs_f64(),
+        secs,
         ok: true,
         note: format!("{} {}", info.uname_r, info.uname_v),
     });

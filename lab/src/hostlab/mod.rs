@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::accel::{self, Accel, Purpose};
+use crate::accel::{Accel, Purpose};
 use crate::flow::guest::{self as gstage, GuestPlan, GuestRun};
 use crate::flow::host::RtHost;
 use crate::flow::prepare::{self, FlowProfile, HostBins};
@@ -32,7 +32,6 @@ use crate::flow::{self, boot, collect, FlowOptions};
 use crate::guest::Agent;
 use crate::layout::{Kernel, Layout};
 use crate::qemu::VmConfig;
-use crate::scripts::GuestSteps;
 use crate::summary::{Step, Summary};
 use inner::{InnerVm, InnerWatch};
 use outer::{Outer, OuterExec};
@@ -297,19 +296,14 @@ impl HostLab {
             config.share.join("fetch"),
             config.share.join("snap"),
         ]);
-        let choice = accel::choose(
-            Accel::from_env()?,
-            &rt_sys::kvm::facts(&rt_sys::SysRoot::live()),
+        let (vm, reason, info, secs) = boot::boot_chosen(
+            config,
             Purpose::NestedHost,
-        );
-        eprintln!("lab: outer host accelerator: {}", choice.reason);
-        let t = Instant::now();
-        let (vm, reason, info) =
-            boot::boot_until_ready(config, &choice, opts.kvm_probe, opts.boot_timeout)?;
-        let secs = t.elapsed().as_secs_f64();
+            opts.kvm_probe,
+            opts.boot_timeout,
+            &mut self.temp,
+        )?;
         self.summary.qemu_pid = Some(vm.pid);
-        fs::write(self.out.join("qemu.pid"), format!("{}\n", vm.pid))?;
-        self.temp.push(self.out.join("qemu.pid"));
         let kvm_module = info.extra.get("kvm_module").cloned().unwrap_or_default();
         self.facts.kernel = info.uname_r.clone();
         self.facts.kernel_version = info.uname_v.clone();
@@ -481,15 +475,7 @@ impl HostLab {
     /// The whole flow after [`HostLab::boot`].
     fn stages(&mut self, opts: &FlowOptions) -> Result<()> {
         let p = self.profile.clone();
-        let plan = GuestPlan {
-            g: GuestSteps {
-                profile: &p.in_image,
-                probe_duration: &opts.probe_duration,
-                can_duration: &opts.can_duration,
-            },
-            can: &p.can,
-            baseline: opts.baseline,
-        };
+        let plan = GuestPlan::new(&p, opts);
         let mut failures = Vec::new();
         self.guest_stage(&mut failures, |gr| gstage::untuned(gr, &plan))?;
         let before = self.stage_before()?;
