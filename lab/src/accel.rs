@@ -84,8 +84,18 @@ pub struct Choice {
     pub forced: bool,
 }
 
+/// `/dev/kvm`, as a user finds it.
+fn kvm_device() -> String {
+    rt_sys::SysRoot::live().display(rt_sys::kernel::KVM_DEVICE)
+}
+
 /// The sentence for a PVM `/dev/kvm`.
-pub const PVM_REASON: &str = "this machine's /dev/kvm is a PVM hypervisor (module kvm_pvm, no vmx/svm in the CPU flags): it runs only PVM-enabled guest kernels, not Debian's stock kernel";
+pub fn pvm_reason() -> String {
+    format!(
+        "this machine's {} is a PVM hypervisor (module kvm_pvm, no vmx/svm in the CPU flags): it runs only PVM-enabled guest kernels, not Debian's stock kernel",
+        kvm_device()
+    )
+}
 
 /// Choose the accelerator from `forced` and the KVM facts.
 pub fn choose(forced: Option<Accel>, kvm: &KvmFacts, purpose: Purpose) -> Choice {
@@ -102,13 +112,13 @@ pub fn choose(forced: Option<Accel>, kvm: &KvmFacts, purpose: Purpose) -> Choice
         forced: false,
     };
     if !kvm.device {
-        return tcg("TCG: this machine has no /dev/kvm".into());
+        return tcg(format!("TCG: this machine has no {}", kvm_device()));
     }
     if let Some(e) = &kvm.open_error {
-        return tcg(format!("TCG: /dev/kvm cannot be opened ({e})"));
+        return tcg(format!("TCG: {} cannot be opened ({e})", kvm_device()));
     }
     if kvm.flavour == Flavour::Pvm {
-        return tcg(format!("TCG: {PVM_REASON}"));
+        return tcg(format!("TCG: {}", pvm_reason()));
     }
     if purpose == Purpose::NestedHost && !kvm.nested {
         return tcg(
@@ -119,7 +129,8 @@ pub fn choose(forced: Option<Accel>, kvm: &KvmFacts, purpose: Purpose) -> Choice
     Choice {
         accel: Accel::Kvm,
         reason: format!(
-            "KVM: /dev/kvm opens ({})",
+            "KVM: {} opens ({})",
+            kvm_device(),
             match kvm.flavour {
                 Flavour::Intel => "kvm_intel",
                 Flavour::Amd => "kvm_amd",
@@ -137,7 +148,7 @@ pub fn explain_qemu_failure(log: &str) -> String {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("no message");
     if log.contains("failed to set MSR 0x10a") {
-        return format!("{PVM_REASON} (QEMU: {first})");
+        return format!("{} (QEMU: {first})", pvm_reason());
     }
     first.to_string()
 }

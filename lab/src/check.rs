@@ -235,41 +235,25 @@ mod tests {
         let run = dir.path().join("run-lab-can");
         let mut rd = RunDir::open_or_create(&run).unwrap();
         rd.begin_tool("can-sim run", "0", "x", vec![]).unwrap();
-        let msg = |sent, received, lost| record::CanMessageRecord {
-            ecu: "engine".into(),
-            name: "EngineSpeed".into(),
-            id: 0xC0,
-            extended: false,
-            kind: "classic".into(),
-            len: 8,
-            period_us: 10_000,
-            deadline_us: 5_000,
-            sent,
-            received,
-            lost,
-            duplicates: 0,
-            reordered: 0,
-            deadline_misses: 0,
-            latency: hist(&[1_000]),
-            jitter: hist(&[1_000]),
-            frame_time_us: 230.0,
-            wcrt_us: Some(500.0),
+        // Built from JSON: the fields a can-sim record must have, the others defaulted.
+        let lat = serde_json::to_value(hist(&[1_000])).unwrap();
+        let msg = |sent: u64, received: u64, lost: u64| {
+            serde_json::json!({
+                "ecu": "engine", "name": "EngineSpeed", "id": 0xC0, "extended": false,
+                "kind": "classic", "len": 8, "period_us": 10_000, "deadline_us": 5_000,
+                "sent": sent, "received": received, "lost": lost, "duplicates": 0,
+                "reordered": 0, "deadline_misses": 0, "latency": lat, "jitter": lat,
+                "frame_time_us": 230.0, "wcrt_us": 500.0,
+            })
         };
-        let rec = CanRecord {
-            tx: "can0".into(),
-            rx: "can1".into(),
-            bitrate: 500_000,
-            data_bitrate: None,
-            paced: true,
-            elapsed_s: 10.0,
-            bus_load_analytic_pct: 10.0,
-            bus_load_measured_pct: 9.0,
-            tx_enobufs: 0,
-            bus_errors: vec![],
-            timestamp_source: "kernel".into(),
-            messages: vec![msg(10, 9, 1), msg(5, 5, 0)],
-            partial: false,
-        };
+        let rec: CanRecord = serde_json::from_value(serde_json::json!({
+            "tx": "can0", "rx": "can1", "bitrate": 500_000, "data_bitrate": null,
+            "paced": true, "elapsed_s": 10.0, "bus_load_analytic_pct": 10.0,
+            "bus_load_measured_pct": 9.0, "tx_enobufs": 0, "bus_errors": [],
+            "timestamp_source": "kernel", "messages": [msg(10, 9, 1), msg(5, 5, 0)],
+            "partial": false,
+        }))
+        .expect("a CAN record");
         rd.write_json(record::CAN, &rec).unwrap();
         rd.end_tool(None).unwrap();
         fs::write(

@@ -10,11 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::cpuinfo_field;
+use crate::kernel::{cpuinfo_field, module_dir, CPUINFO, KVM_DEVICE as DEV_KVM};
 use crate::SysRoot;
-
-/// The KVM device node, relative to the root.
-pub const DEV_KVM: &str = "dev/kvm";
 
 /// The module that provides `/dev/kvm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,13 +81,13 @@ pub fn facts(root: &SysRoot) -> KvmFacts {
     } else {
         Some("no such device".into())
     };
-    let modules = root.list("sys/module").unwrap_or_default();
+    let modules = root.list(module_dir("")).unwrap_or_default();
     let flavour = flavour_of(&modules);
-    let cpuinfo = root.read("proc/cpuinfo").unwrap_or_default();
+    let cpuinfo = root.read(CPUINFO).unwrap_or_default();
     let flags = cpuinfo_field(&cpuinfo, "flags").unwrap_or("");
     let hw_virt_flags = flags.split(' ').any(|f| f == "vmx" || f == "svm");
     let nested = ["kvm_intel", "kvm_amd"].iter().any(|m| {
-        root.read(format!("sys/module/{m}/parameters/nested"))
+        root.read(format!("{}/parameters/nested", module_dir(m)))
             .is_ok_and(|t| param_on(&t))
     });
     KvmFacts {

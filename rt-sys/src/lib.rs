@@ -27,6 +27,7 @@ pub mod sysctl;
 pub mod task;
 pub mod threads;
 pub mod tracefs;
+pub mod tuned;
 
 pub use cpulist::CpuSet;
 pub use error::SysError;

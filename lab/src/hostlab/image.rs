@@ -20,7 +20,8 @@ pub const INNER_INITRD: &str = "/inner/initrd.gz";
 pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 /// rt-host in the outer host.
 pub const RT_HOST: &str = "/usr/bin/rt-host";
-/// Where guest memory comes from: hugetlbfs, reserved by the boot arguments.
+/// Where the outer host mounts hugetlbfs (its pages reserved by the boot arguments).
+// kernel-path-ok: a mount point inside the outer host, made by its /init.
 pub const HUGEPAGES: &str = "/dev/hugepages";
 
 /// QEMU's data: option ROMs, keymaps (`/usr/share/qemu`) and the BIOS
@@ -45,6 +46,7 @@ fn setup_lines() -> String {
     let mut s = String::from("kvm_module=none\n");
     for (module, flag) in HOST_LAB_KVM {
         s.push_str(&format!(
+            // kernel-path-ok: shell that runs in the outer host's /init.
             "if [ $kvm_module = none ] && grep -qw {flag} /proc/cpuinfo; then\n    kvm_module={module}\n    while read -r m; do insmod \"$m\" 2>/dev/null; done < /etc/rtvirt/{module}.load\nfi\n"
         ));
     }
@@ -55,6 +57,7 @@ fn setup_lines() -> String {
 }
 
 /// The extra `ready` lines: which KVM module, whether `/dev/kvm` is there, hugepages.
+// kernel-path-ok: shell that runs in the outer host's /init.
 const READY_EXTRA: &str = r#"    echo "kvm_module=$kvm_module"
     echo "kvm=$([ -c /dev/kvm ] && echo yes || echo no)"
     echo "hugepages=$(cat /proc/sys/vm/nr_hugepages)"

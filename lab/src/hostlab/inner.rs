@@ -226,6 +226,7 @@ pub fn start(outer: &mut Outer, tag: &str, argv: &[String], housekeeping: &str) 
 /// them, so its machine is set up).
 pub fn wait_script(pid: u32, n: u32) -> String {
     format!(
+        // kernel-path-ok: shell that runs in the outer host.
         r#"i=0
 while [ $(cat /proc/{pid}/task/*/comm 2>/dev/null | grep -c '^CPU [0-9]*/KVM$') -lt {n} ]; do
     sleep 0.2; i=$((i + 1))
@@ -238,6 +239,7 @@ done"#
 /// threads stay on the housekeeping CPUs).
 pub fn widen_script(pid: u32, n: u32, cpus: &str) -> String {
     format!(
+        // kernel-path-ok: shell that runs in the outer host.
         r#"{}
 for t in /proc/{pid}/task/*; do
     case "$(cat $t/comm)" in "CPU "*"/KVM") taskset -p -c {cpus} ${{t##*/}} ;; esac

@@ -334,7 +334,8 @@ impl HostLab {
                 .unwrap_or_default();
             self.outer = Some(o);
             bail!(
-                "The outer host has no /dev/kvm (KVM module {kvm_module:?}; the outer CPU must show svm or vmx): {dmesg}"
+                "The outer host has no {} (KVM module {kvm_module:?}; the outer CPU must show svm or vmx): {dmesg}",
+                rt_sys::SysRoot::live().display(rt_sys::kernel::KVM_DEVICE)
             );
         }
         self.outer = Some(o);
@@ -771,10 +772,11 @@ impl CpuSetMask {
 pub fn spread_irqs_script(mask: &str) -> String {
     format!(
         r#"n=0
-for f in /proc/irq/*/smp_affinity; do
+for f in {irqs}; do
     if echo {mask} > $f 2>/dev/null; then n=$((n + 1)); else echo "refused $f"; fi
 done
-echo "spread $n IRQs to {mask}""#
+echo "spread $n IRQs to {mask}""#,
+        irqs = rt_sys::tuned::IRQ_AFFINITIES
     )
 }
 

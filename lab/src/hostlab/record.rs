@@ -184,7 +184,7 @@ pub fn threads(
     let at = |dir: &PathBuf| -> Result<BTreeMap<u32, VcpuSample>> {
         let root = SysRoot::new(dir);
         // A process gone at this moment (the VM shut down) has no threads then.
-        if !root.exists(format!("proc/{pid}")) {
+        if !rt_sys::task::pids(&root).is_ok_and(|p| p.contains(&pid)) {
             return Ok(BTreeMap::new());
         }
         Ok(samples_in(&root, pid, keep)?

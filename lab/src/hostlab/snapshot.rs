@@ -1,7 +1,8 @@
 //! Snapshots of the outer host's kernel state at one moment (before setup, tuned, after
-//! revert): every file rt-host reads or writes there (sysctls, THP, KSM, KVM parameters,
-//! IRQ affinities, cpuidle, the workqueue mask, hugepages, every thread's `stat`, `status`
-//! and `cgroup`, the cgroup v2 cpuset files) and the cgroup directories.
+//! revert): every file rt-host reads or writes there ([`rt_sys::tuned`]: sysctls, THP,
+//! KSM, KVM parameters, IRQ affinities, cpuidle, the workqueue mask, hugepages, every
+//! thread's `stat`, `status` and `cgroup`, the cgroup v2 cpuset files) and the cgroup
+//! directories.
 //!
 //! The outer host prints them all with one busybox `head` (one process instead of one
 //! `cat` per file, which under nested TCG takes seconds each hundred); this machine
@@ -15,72 +16,26 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use rt_sys::tuned::{CGROUP_FILES, CGROUP_ROOT, GLOBS, TRIGGERS};
 
 /// The first line of a snapshot.
 pub const MAGIC: &str = "rtvirt-lab snapshot 1";
 
-/// The files a snapshot holds (shell globs on the outer host).
-const FILES: &[&str] = &[
-    "/proc/cmdline",
-    "/proc/meminfo",
-    "/proc/mounts",
-    "/proc/interrupts",
-    "/proc/cpuinfo",
-    "/proc/sys/kernel/*",
-    "/proc/sys/vm/*",
-    "/sys/kernel/realtime",
-    "/sys/kernel/mm/transparent_hugepage/*",
-    "/sys/kernel/mm/ksm/*",
-    "/sys/kernel/mm/hugepages/*/*",
-    "/sys/module/kvm/parameters/*",
-    "/sys/module/kvm_amd/parameters/*",
-    "/sys/module/kvm_intel/parameters/*",
-    "/proc/irq/default_smp_affinity",
-    "/proc/irq/*/smp_affinity",
-    "/proc/irq/*/smp_affinity_list",
-    "/sys/devices/system/cpu/online",
-    "/sys/devices/system/cpu/cpu*/cpuidle/state*/*",
-    "/sys/devices/virtual/workqueue/cpumask",
-    "/proc/[0-9]*/stat",
-    "/proc/[0-9]*/status",
-    "/proc/[0-9]*/task/[0-9]*/stat",
-    "/proc/[0-9]*/task/[0-9]*/status",
-    "/proc/[0-9]*/task/[0-9]*/cgroup",
-];
-
-/// Files a snapshot must not read: reading them makes the kernel act. `stat_refresh`
-/// runs work on every CPU and waits for it, which never ends on a realtime CPU whose FIFO
-/// vCPU polls without RT throttling (seen in the host lab: `head` blocked for minutes in
-/// `vmstat_refresh`); the others are write-only triggers.
-const TRIGGERS: &[&str] = &["*/stat_refresh", "*/drop_caches", "*/compact_memory"];
-
-/// The cgroup files a snapshot holds, in each cgroup directory down to depth 3.
-const CGROUP_FILES: &[&str] = &[
-    "cgroup.type",
-    "cgroup.controllers",
-    "cgroup.subtree_control",
-    "cgroup.threads",
-    "cgroup.procs",
-    "cpuset.cpus",
-    "cpuset.cpus.effective",
-    "cpuset.cpus.partition",
-    "cpuset.mems",
-];
-
 /// The outer host's shell that writes snapshot `name` to `SHARE/snap/NAME.txt` (atomically:
 /// a temporary name, then `mv`).
 pub fn script(share: &str, name: &str) -> String {
-    let files = FILES.join(" ");
+    let files = GLOBS.join(" ");
     let cg = CGROUP_FILES
         .iter()
         .map(|f| format!("$d/{f}"))
         .collect::<Vec<_>>()
         .join(" ");
     let skip = TRIGGERS.join("|");
+    let cgroup_root = CGROUP_ROOT;
     format!(
         r#"mkdir -p {share}/snap
 out={share}/snap/{name}.txt
-dirs=$(find /sys/fs/cgroup -maxdepth 3 -type d)
+dirs=$(find {cgroup_root} -maxdepth 3 -type d)
 cgfiles=""
 for d in $dirs; do cgfiles="$cgfiles {cg}"; done
 {{
