@@ -4,7 +4,9 @@
 # `rtvirt-lab flow`, which boots the PREEMPT_RT guest, tunes this host with
 # `rt-host setup lab`, runs rt-guest and can-sim in the guest, reverts the host and exports
 # the evidence report. Arguments go to `rtvirt-lab flow` (e.g. --profile FILE,
-# --kernel PATH --initrd PATH; see docs/lab.md).
+# --kernel PATH --initrd PATH; see docs/lab.md). `--host-lab` runs it on a nested 4-CPU
+# KVM host instead (profile hil): an outer QEMU VM tuned by rt-host, the guest under KVM
+# in it, host-lab.json with every value rt-host touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

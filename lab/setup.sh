@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the rtvirt lab needs on a Debian 12 host, as root, idempotently:
 # QEMU, busybox-static, can-utils, rt-tests, stress-ng, cpio, iproute2, libvirt (daemon,
-# virsh, virt-xml-validate) with a qemu.conf for root, and
-# Debian's PREEMPT_RT kernel (linux-image-rt-amd64) unpacked into lab/cache/.
+# virsh, virt-xml-validate) with a qemu.conf for root, Debian's PREEMPT_RT kernel
+# (linux-image-rt-amd64, the guest's) and Debian's standard kernel (linux-image-amd64,
+# the host lab's outer host), unpacked into lab/cache/.
 # Running it again does nothing that is already done.
 set -euo pipefail
 
@@ -55,55 +56,64 @@ if ! grep -q '^security_driver = "none"' "$qemu_conf" 2>/dev/null; then
     printf 'user = "root"\ngroup = "root"\nsecurity_driver = "none"\n' > "$qemu_conf"
 fi
 
-# The metapackage only depends on the real, versioned image package.
-real_kernel_pkg() {
-    apt-cache depends linux-image-rt-amd64 2>/dev/null \
-        | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-rt-amd64\)$/\1/p' | head -n1
-}
-pkg="$(real_kernel_pkg || true)"
-if [ -z "$pkg" ]; then
-    apt_update
-    pkg="$(real_kernel_pkg || true)"
-fi
-[ -n "$pkg" ] || die "cannot resolve linux-image-rt-amd64 to a linux-image-*-rt-amd64 package (apt-cache depends)"
-
-version="$(apt-cache policy "$pkg" | sed -n 's/^ *Candidate: //p')"
-[ -n "$version" ] && [ "$version" != "(none)" ] || die "no candidate version for $pkg"
-dest="$cache/kernel/${pkg}_${version}"
-
-mkdir -p "$cache/debs" "$cache/kernel"
-if [ -f "$dest/.complete" ]; then
-    log "kernel $pkg $version already unpacked in $dest"
-else
-    deb="$(ls "$cache/debs/${pkg}_"*"${version//:/%3a}"*_amd64.deb 2>/dev/null | head -n1 || true)"
-    if [ -z "$deb" ]; then
-        log "downloading $pkg=$version"
-        if ! (cd "$cache/debs" && apt-get -o APT::Sandbox::User=root download -q "$pkg=$version"); then
-            # Stale package lists point at files the mirror no longer has.
-            apt_update
-            version="$(apt-cache policy "$pkg" | sed -n 's/^ *Candidate: //p')"
-            dest="$cache/kernel/${pkg}_${version}"
-            (cd "$cache/debs" && apt-get -o APT::Sandbox::User=root download -q "$pkg=$version") || die "apt-get download $pkg=$version failed"
-        fi
-        deb="$(ls -t "$cache/debs/${pkg}_"*_amd64.deb | head -n1)"
+# Fetch and unpack a Debian kernel: metapackage $1 depends on the real, versioned image
+# package matching the regex $2; it is unpacked into $cache/kernel/PKG_VERSION with its
+# modules.dep made, and $cache/$3 points at it. Nothing is done when it is already there.
+fetch_kernel() {
+    local meta="$1" pattern="$2" link="$3" pkg version dest deb kver
+    real_pkg() {
+        apt-cache depends "$meta" 2>/dev/null \
+            | sed -n "s/^ *Depends: \($pattern\)\$/\1/p" | head -n1
+    }
+    pkg="$(real_pkg || true)"
+    if [ -z "$pkg" ]; then
+        apt_update
+        pkg="$(real_pkg || true)"
     fi
-    log "unpacking $deb into $dest"
-    rm -rf "$dest.tmp"
-    mkdir -p "$dest.tmp"
-    dpkg-deb -x "$deb" "$dest.tmp"
-    ls "$dest.tmp"/boot/vmlinuz-* >/dev/null 2>&1 || die "$deb has no /boot/vmlinuz-*"
-    # The package leaves modules.dep to its postinst: make it here.
-    kver="$(basename "$(ls -d "$dest.tmp"/lib/modules/* | head -n1)")"
-    depmod -b "$dest.tmp" "$kver" || die "depmod -b $dest.tmp $kver failed"
-    rm -rf "$dest"
-    mv "$dest.tmp" "$dest"
-    touch "$dest/.complete"
-fi
+    [ -n "$pkg" ] || die "cannot resolve $meta to a $pattern package (apt-cache depends)"
 
-# A stable name for the kernel the lab uses: lab/cache/rt-kernel -> kernel/<pkg>_<version>.
-ln -sfn "kernel/${pkg}_${version}" "$cache/rt-kernel"
-vmlinuz="$(ls "$cache/rt-kernel"/boot/vmlinuz-* | head -n1)"
-log "kernel: $vmlinuz"
+    version="$(apt-cache policy "$pkg" | sed -n 's/^ *Candidate: //p')"
+    [ -n "$version" ] && [ "$version" != "(none)" ] || die "no candidate version for $pkg"
+    dest="$cache/kernel/${pkg}_${version}"
+
+    mkdir -p "$cache/debs" "$cache/kernel"
+    if [ -f "$dest/.complete" ]; then
+        log "kernel $pkg $version already unpacked in $dest"
+    else
+        deb="$(ls "$cache/debs/${pkg}_"*"${version//:/%3a}"*_amd64.deb 2>/dev/null | head -n1 || true)"
+        if [ -z "$deb" ]; then
+            log "downloading $pkg=$version"
+            if ! (cd "$cache/debs" && apt-get -o APT::Sandbox::User=root download -q "$pkg=$version"); then
+                # Stale package lists point at files the mirror no longer has.
+                apt_update
+                version="$(apt-cache policy "$pkg" | sed -n 's/^ *Candidate: //p')"
+                dest="$cache/kernel/${pkg}_${version}"
+                (cd "$cache/debs" && apt-get -o APT::Sandbox::User=root download -q "$pkg=$version") || die "apt-get download $pkg=$version failed"
+            fi
+            deb="$(ls -t "$cache/debs/${pkg}_"*_amd64.deb | head -n1)"
+        fi
+        log "unpacking $deb into $dest"
+        rm -rf "$dest.tmp"
+        mkdir -p "$dest.tmp"
+        dpkg-deb -x "$deb" "$dest.tmp"
+        ls "$dest.tmp"/boot/vmlinuz-* >/dev/null 2>&1 || die "$deb has no /boot/vmlinuz-*"
+        # The package leaves modules.dep to its postinst: make it here.
+        kver="$(basename "$(ls -d "$dest.tmp"/lib/modules/* | head -n1)")"
+        depmod -b "$dest.tmp" "$kver" || die "depmod -b $dest.tmp $kver failed"
+        rm -rf "$dest"
+        mv "$dest.tmp" "$dest"
+        touch "$dest/.complete"
+    fi
+
+    # A stable name for the kernel: $cache/$link -> kernel/<pkg>_<version>.
+    ln -sfn "kernel/${pkg}_${version}" "$cache/$link"
+    log "$link: $(ls "$cache/$link"/boot/vmlinuz-* | head -n1)"
+}
+
+# The guest kernel (PREEMPT_RT) and the host lab's outer-host kernel: Debian's standard
+# kernel, because KVM on PREEMPT_RT needs a constant TSC, which QEMU TCG cannot offer.
+fetch_kernel linux-image-rt-amd64 'linux-image-[0-9][^ ]*-rt-amd64' rt-kernel
+fetch_kernel linux-image-amd64 'linux-image-[0-9][^ ]*[0-9]-amd64' std-kernel
 
 # The static guest binaries are built for the host's gnu target (crt-static).
 if command -v rustup >/dev/null 2>&1; then

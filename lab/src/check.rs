@@ -1,15 +1,17 @@
-//! Cross-checks on what came out of the guest: can-sim's counts in `can.json` against the
-//! frames candump logged on the same interface, and the lab's notes attached to each run
-//! directory (host check result, accelerator, candump capture) through
-//! `record::RunDir`, so the evidence says where it was measured.
+//! Cross-checks on what came out of the guest, read through the typed records
+//! (`record::CanRecord`, `record::ProbeRecord`): can-sim's counts against the frames
+//! candump logged on the same interface, the probe's numbers for the summary, and the
+//! lab's notes attached to each run directory (host check, accelerator, candump capture)
+//! so the evidence says where it was measured.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde_json::Value;
+use record::{CanRecord, ProbeRecord, RunDir};
 
-use crate::flow::{CanCheck, Summary, MARKER_ID};
+use crate::scripts::MARKER_ID;
+use crate::summary::{CanCheck, ProbeStats};
 
 /// Frames in a candump `-L` log received on `rx`, marker frames excluded.
 /// A line reads `(1732590000.123456) can1 0C0#1122334455667788`.
@@ -26,31 +28,33 @@ pub fn count_candump(text: &str, rx: &str) -> u64 {
     n as u64
 }
 
-/// Sum `sent`, `received`, `lost` over the messages of a `can.json`.
-pub fn can_totals(can: &Value) -> Option<(u64, u64, u64)> {
-    let msgs = can.get("messages")?.as_array()?;
-    let mut t = (0, 0, 0);
-    for m in msgs {
-        t.0 += m.get("sent")?.as_u64()?;
-        t.1 += m.get("received")?.as_u64()?;
-        t.2 += m.get("lost")?.as_u64()?;
-    }
-    Some(t)
+/// `sent`, `received`, `lost` summed over the messages of a CAN record.
+pub fn can_totals(can: &CanRecord) -> (u64, u64, u64) {
+    can.messages.iter().fold((0, 0, 0), |t, m| {
+        (t.0 + m.sent, t.1 + m.received, t.2 + m.lost)
+    })
 }
 
-/// The check for run directory `dir`, whose candump log sits beside it as
-/// `candump-NAME.log`.
-pub fn can_check(dir: &Path, link: &str, rx: &str) -> CanCheck {
+/// The candump log the guest wrote beside run directory `dir` (`candump-NAME.log`).
+fn candump_log_of(dir: &Path) -> PathBuf {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let log = dir.with_file_name(format!("candump-{name}.log"));
-    let candump_frames = fs::read_to_string(log).ok().map(|t| count_candump(&t, rx));
-    let totals = fs::read_to_string(dir.join("can.json"))
+    dir.with_file_name(format!("candump-{name}.log"))
+}
+
+/// The check for run directory `dir`. A missing or unreadable record leaves the counts
+/// unknown (`None`): the summary shows `?` and the tests fail on it.
+pub fn can_check(dir: &Path, link: &str, rx: &str) -> CanCheck {
+    let candump_frames = fs::read_to_string(candump_log_of(dir))
         .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| can_totals(&v));
+        .map(|t| count_candump(&t, rx));
+    let totals = RunDir::open(dir)
+        .and_then(|rd| rd.read_json::<CanRecord>(record::CAN))
+        .map_err(|e| eprintln!("lab: no CAN counts from {}: {e}", dir.display()))
+        .ok()
+        .map(|c| can_totals(&c));
     CanCheck {
         link: link.to_string(),
         rx: rx.to_string(),
@@ -62,103 +66,65 @@ pub fn can_check(dir: &Path, link: &str, rx: &str) -> CanCheck {
     }
 }
 
-/// Probe results of one run, in microseconds, for the summary.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct ProbeStats {
-    /// Run directory.
-    pub run: PathBuf,
-    /// `host untuned` or `host tuned`.
-    pub condition: String,
-    /// Wakeups measured (all threads).
-    pub samples: u64,
-    /// Missed periods (all threads).
-    pub missed_periods: u64,
-    /// Median of the first thread.
-    pub p50_us: f64,
-    /// 99th percentile of the first thread.
-    pub p99_us: f64,
-    /// Maximum over all threads.
-    pub max_us: f64,
-}
-
-/// Read `probe.json` of `dir`.
-pub fn probe_stats(dir: &Path, condition: &str) -> Option<ProbeStats> {
-    let text = fs::read_to_string(dir.join("probe.json")).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    let threads = v.get("threads")?.as_array()?;
-    let us = |ns: Option<u64>| ns.unwrap_or(0) as f64 / 1000.0;
-    let first = threads.first()?.get("latency")?;
-    let pct = |k: &str| {
-        us(first
-            .get("percentiles")
-            .and_then(|p| p.get(k))
-            .and_then(Value::as_u64))
-    };
+/// The summary numbers of a probe record, in microseconds.
+pub fn probe_stats_of(p: &ProbeRecord, run: &Path, condition: &str) -> Option<ProbeStats> {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let first = &p.threads.first()?.latency;
+    let pct = |k: &str| us(first.percentiles.get(k).copied().unwrap_or(0));
     Some(ProbeStats {
-        run: dir.to_path_buf(),
+        run: run.to_path_buf(),
         condition: condition.to_string(),
-        samples: threads
-            .iter()
-            .filter_map(|t| t.get("samples").and_then(Value::as_u64))
-            .sum(),
-        missed_periods: threads
-            .iter()
-            .filter_map(|t| t.get("missed_periods").and_then(Value::as_u64))
-            .sum(),
+        samples: p.threads.iter().map(|t| t.samples).sum(),
+        missed_periods: p.threads.iter().map(|t| t.missed_periods).sum(),
         p50_us: pct("p50"),
         p99_us: pct("p99"),
-        max_us: threads
+        max_us: p
+            .threads
             .iter()
-            .filter_map(|t| {
-                t.get("latency")
-                    .and_then(|l| l.get("max_ns"))
-                    .and_then(Value::as_u64)
-            })
-            .map(|n| us(Some(n)))
+            .map(|t| us(t.latency.max_ns))
             .fold(0.0, f64::max),
     })
 }
 
-/// Attach the lab's view to each run: the `rt-host check --json` taken while tuned, the
-/// accelerator (a TCG run is not real-time evidence), and the candump capture.
-pub fn attach(
-    runs: &[std::path::PathBuf],
-    out: &Path,
-    loaded: &profiles::Loaded,
-    summary: &Summary,
-) -> Result<()> {
-    // `rt-host check --json` prints the typed record::CheckReport the manifest keeps; an
-    // empty file (the check printed nothing) is no check, one that does not parse is an
-    // error.
-    let hc_path = out.join("host-check.json");
-    let host_check: Option<record::CheckReport> = match fs::read(&hc_path) {
-        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => None,
-        Ok(bytes) => Some(
-            record::manifest::from_json(&bytes, &hc_path)
-                .with_context(|| format!("Reading the host check {}", hc_path.display()))?,
-        ),
-        Err(_) => None,
+/// Read `probe.json` of run `dir` (None when the run has no probe record).
+pub fn probe_stats(dir: &Path, condition: &str) -> Option<ProbeStats> {
+    let rd = RunDir::open(dir).ok()?;
+    let p = rd.read_json::<ProbeRecord>(record::PROBE).ok()?;
+    probe_stats_of(&p, dir, condition)
+}
+
+/// What the lab attaches to every run of one flow.
+#[derive(Debug, Clone)]
+pub struct Attachment<'a> {
+    /// The profile the flow ran.
+    pub loaded: &'a profiles::Loaded,
+    /// `rt-host check --json` taken while tuned, if any.
+    pub host_check: Option<record::CheckReport>,
+    /// Notes for the run's environment.
+    pub notes: Vec<String>,
+}
+
+/// The guest's kernel facts as a producer recorded them in one of `runs` (every run of
+/// a flow was measured in the same guest boot), with that run's name.
+fn guest_kernel(runs: &[PathBuf]) -> Option<(rt_sys::kernel::KernelFacts, String)> {
+    runs.iter().find_map(|dir| {
+        let rd = RunDir::open(dir).ok()?;
+        let k = rd.manifest().environment.kernel.clone()?;
+        Some((k, dir.file_name()?.to_string_lossy().into_owned()))
+    })
+}
+
+/// Attach the lab's view to each run: the host check, the notes (accelerator, where the
+/// host was tuned), the guest's kernel facts where the run's own tool recorded none, and
+/// the candump capture (`candump.log`, hashed in the manifest).
+pub fn attach(runs: &[PathBuf], a: &Attachment<'_>) -> Result<()> {
+    let kernel = guest_kernel(runs);
+    let origin = match &a.loaded.origin {
+        profiles::Origin::File(p) => p.display().to_string(),
+        profiles::Origin::Bundled(n) => format!("bundled:{n}"),
     };
-    // The guest's kernel facts as a producer recorded them in one of the runs: every run
-    // of the flow was measured in the same guest boot.
-    let mut guest_kernel = None;
     for dir in runs {
-        if let Ok(rd) = record::RunDir::open(dir) {
-            if let Some(k) = rd.manifest().environment.kernel.clone() {
-                guest_kernel = Some((
-                    k,
-                    dir.file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned(),
-                ));
-                break;
-            }
-        }
-    }
-    for dir in runs {
-        let mut rd =
-            record::RunDir::open(dir).with_context(|| format!("Opening run {}", dir.display()))?;
+        let mut rd = RunDir::open(dir).with_context(|| format!("Opening run {}", dir.display()))?;
         rd.begin_tool(
             "rtvirt-lab flow",
             env!("CARGO_PKG_VERSION"),
@@ -166,38 +132,19 @@ pub fn attach(
             std::env::args().skip(1).collect(),
         )
         .with_context(|| format!("Recording the lab in {}", dir.display()))?;
-        let origin = match &loaded.origin {
-            profiles::Origin::File(p) => p.display().to_string(),
-            profiles::Origin::Bundled(n) => format!("bundled:{n}"),
-        };
-        rd.set_profile(&loaded.profile.name, &origin, &loaded.text)?;
+        rd.set_profile(&a.loaded.profile.name, &origin, &a.loaded.text)?;
         let env = &mut rd.manifest_mut().environment;
-        if host_check.is_some() {
-            env.host_check = host_check.clone();
+        if a.host_check.is_some() {
+            env.host_check = a.host_check.clone();
         }
-        env.notes.push(format!(
-            "rtvirt lab: QEMU accel {} ({}); guest kernel {}; host tuned by rt-host setup {} around the guest steps",
-            summary.accel,
-            summary.accel_reason,
-            summary.guest.as_ref().map(|g| format!("{} {}", g.uname_r, g.uname_v)).unwrap_or_default(),
-            summary.profile
-        ));
-        if let (None, Some((k, from))) = (&env.kernel, &guest_kernel) {
+        env.notes.extend(a.notes.iter().cloned());
+        if let (None, Some((k, from))) = (&env.kernel, &kernel) {
             env.kernel = Some(k.clone());
             env.notes.push(format!(
                 "kernel facts copied by rtvirt-lab from run {from}: the same guest boot (this run's tool recorded none)"
             ));
         }
-        if summary.accel == "tcg" {
-            env.notes
-                .push("QEMU TCG (binary translation): latencies are not real-time evidence".into());
-        }
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let log = dir.with_file_name(format!("candump-{name}.log"));
-        if let Ok(bytes) = fs::read(&log) {
+        if let Ok(bytes) = fs::read(candump_log_of(dir)) {
             rd.write_file("candump.log", &bytes)?;
         }
         rd.end_tool(None)?;
@@ -210,6 +157,7 @@ pub fn attach(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use record::hist::{new_ns, HistSummary};
 
     #[test]
     fn candump_counts_frames_on_rx_without_markers() {
@@ -223,33 +171,101 @@ mod tests {
         assert_eq!(count_candump("", "can1"), 0);
     }
 
+    fn hist(values_ns: &[u64]) -> HistSummary {
+        let mut h = new_ns();
+        for v in values_ns {
+            h.record(*v).unwrap();
+        }
+        HistSummary::from_hist(&h)
+    }
+
+    fn thread(cpu: u32, samples: u64, missed: u64, lat: &[u64]) -> record::ProbeThread {
+        record::ProbeThread {
+            cpu,
+            tid: 100 + cpu,
+            policy: "fifo".into(),
+            priority: 95,
+            samples,
+            missed_periods: missed,
+            out_of_range: 0,
+            max_at_cycle: 0,
+            max_at: None,
+            latency: hist(lat),
+        }
+    }
+
     #[test]
-    fn probe_stats_from_probe_json() {
+    fn probe_stats_from_a_typed_record_in_a_run() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(
-            dir.path().join("probe.json"),
-            r#"{"threads": [{"cpu": 1, "samples": 10553, "missed_periods": 4447,
-                "latency": {"max_ns": 206438399, "percentiles": {"p50": 128767, "p99": 4263935}}}]}"#,
-        )
-        .unwrap();
+        let mut rd = RunDir::open_or_create(dir.path()).unwrap();
+        rd.begin_tool("rt-guest probe", "0", "x", vec![]).unwrap();
+        let rec = ProbeRecord {
+            settings: record::ProbeSettings {
+                interval_ns: 1_000_000,
+                policy: "fifo".into(),
+                priority: 95,
+                duration_s: Some(15.0),
+                loops: None,
+                mlock: true,
+                dma_latency_held: true,
+                clock: "monotonic".into(),
+            },
+            threads: vec![
+                thread(1, 3, 4, &[100_000, 128_000, 4_000_000]),
+                thread(2, 2, 1, &[206_000_000, 1_000]),
+            ],
+            elapsed_s: 15.0,
+            partial: false,
+        };
+        rd.write_json(record::PROBE, &rec).unwrap();
+        rd.end_tool(None).unwrap();
         let p = probe_stats(dir.path(), "host tuned").unwrap();
-        assert_eq!((p.samples, p.missed_periods), (10553, 4447));
-        assert!((p.p50_us - 128.767).abs() < 1e-9);
-        assert!((p.p99_us - 4263.935).abs() < 1e-9);
-        assert!((p.max_us - 206438.399).abs() < 1e-6);
+        assert_eq!((p.samples, p.missed_periods), (5, 5));
+        // HDR keeps 3 significant digits: 128 us comes back within 0.1 %.
+        assert!((p.p50_us - 128.0).abs() < 0.2, "{}", p.p50_us);
+        assert!((p.p99_us - 4000.0).abs() < 4.0, "{}", p.p99_us);
+        assert!((p.max_us - 206_000.0).abs() < 206.0, "{}", p.max_us);
+        assert_eq!(p.condition, "host tuned");
         assert!(probe_stats(&dir.path().join("nope"), "x").is_none());
     }
 
     #[test]
-    fn can_json_totals() {
-        let v: Value = serde_json::from_str(
-            r#"{"messages": [{"sent": 10, "received": 9, "lost": 1}, {"sent": 5, "received": 5, "lost": 0}]}"#,
+    fn can_totals_sum_the_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run-lab-can");
+        let mut rd = RunDir::open_or_create(&run).unwrap();
+        rd.begin_tool("can-sim run", "0", "x", vec![]).unwrap();
+        // Built from JSON: the fields a can-sim record must have, the others defaulted.
+        let lat = serde_json::to_value(hist(&[1_000])).unwrap();
+        let msg = |sent: u64, received: u64, lost: u64| {
+            serde_json::json!({
+                "ecu": "engine", "name": "EngineSpeed", "id": 0xC0, "extended": false,
+                "kind": "classic", "len": 8, "period_us": 10_000, "deadline_us": 5_000,
+                "sent": sent, "received": received, "lost": lost, "duplicates": 0,
+                "reordered": 0, "deadline_misses": 0, "latency": lat, "jitter": lat,
+                "frame_time_us": 230.0, "wcrt_us": 500.0,
+            })
+        };
+        let rec: CanRecord = serde_json::from_value(serde_json::json!({
+            "tx": "can0", "rx": "can1", "bitrate": 500_000, "data_bitrate": null,
+            "paced": true, "elapsed_s": 10.0, "bus_load_analytic_pct": 10.0,
+            "bus_load_measured_pct": 9.0, "tx_enobufs": 0, "bus_errors": [],
+            "timestamp_source": "kernel", "messages": [msg(10, 9, 1), msg(5, 5, 0)],
+            "partial": false,
+        }))
+        .expect("a CAN record");
+        rd.write_json(record::CAN, &rec).unwrap();
+        rd.end_tool(None).unwrap();
+        fs::write(
+            dir.path().join("candump-run-lab-can.log"),
+            "(1.0) can1 0C0#00\n(1.1) can1 1FFFFFF0#454E44\n",
         )
         .unwrap();
-        assert_eq!(can_totals(&v), Some((15, 14, 1)));
-        assert_eq!(
-            can_totals(&serde_json::json!({"messages": [{"sent": 1}]})),
-            None
-        );
+        let c = can_check(&run, "can0->can1", "can1");
+        assert_eq!((c.sent, c.received, c.lost), (Some(15), Some(14), Some(1)));
+        assert_eq!(c.candump_frames, Some(1));
+        // A run without can.json: counts unknown, not zero.
+        let c = can_check(dir.path(), "vcan0", "vcan0");
+        assert_eq!((c.sent, c.candump_frames), (None, None));
     }
 }

@@ -1,4 +1,5 @@
-//! Talking to the guest over the virtio-9p share.
+//! Talking to the guest over the virtio-9p share (the same agent runs in the host lab's
+//! outer host, and in its inner guest through a share nested in the outer one).
 //!
 //! The guest's `/init` writes `ready` (key=value lines) when its modules are loaded, then
 //! runs `cmd/N.sh` for N = 1, 2, ... as they appear, writing `cmd/N.out` and, last,
@@ -14,6 +15,35 @@ use anyhow::{bail, Context, Result};
 
 use crate::interrupted;
 use crate::qemu::{tail, Vm};
+
+/// The machine an agent runs on, as the host sees it: whether it still runs, and its
+/// console for messages.
+pub trait Watch {
+    /// An error when the machine is gone (or the user interrupted) while `doing`.
+    fn check(&mut self, doing: &str) -> Result<()>;
+    /// The last `n` lines of its console.
+    fn console_tail(&self, n: usize) -> String;
+}
+
+impl Watch for Vm {
+    fn check(&mut self, doing: &str) -> Result<()> {
+        if interrupted() {
+            bail!("Interrupted while {doing}");
+        }
+        if !self.alive() {
+            bail!(
+                "The VM vanished while {doing}: {}\nlast console lines:\n{}",
+                self.gone_reason(),
+                Vm::console_tail(self, 15)
+            );
+        }
+        Ok(())
+    }
+
+    fn console_tail(&self, n: usize) -> String {
+        Vm::console_tail(self, n)
+    }
+}
 
 /// What the guest reported when it came up.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -32,6 +62,9 @@ pub struct GuestInfo {
     pub modules_failed: Vec<String>,
     /// Seconds from QEMU start to `ready`.
     pub boot_secs: f64,
+    /// The other `key=value` lines of `ready` (`hypervisor`, the outer host's `kvm`, ...).
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
 }
 
 impl GuestInfo {
@@ -40,6 +73,16 @@ impl GuestInfo {
         rt_sys::kernel::is_preempt_rt(&self.uname_v, Some(&self.realtime))
     }
 }
+
+/// The keys of `ready` that have their own field.
+const KNOWN: &[&str] = &[
+    "uname_r",
+    "uname_v",
+    "realtime",
+    "nproc",
+    "net",
+    "modules_failed",
+];
 
 /// Parse the `ready` file.
 pub fn parse_ready(text: &str) -> Result<GuestInfo> {
@@ -62,6 +105,11 @@ pub fn parse_ready(text: &str) -> Result<GuestInfo> {
         net: words("net"),
         modules_failed: words("modules_failed"),
         boot_secs: 0.0,
+        extra: kv
+            .iter()
+            .filter(|(k, _)| !KNOWN.contains(k))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect(),
     })
 }
 
@@ -82,6 +130,9 @@ pub struct Output {
 pub struct Agent {
     share: PathBuf,
     next: u32,
+    /// The command that did not finish in time: the agent runs one at a time, so it
+    /// runs nothing else until that one ends.
+    stuck: Option<String>,
     /// Every command run so far.
     pub log: Vec<Output>,
 }
@@ -92,13 +143,14 @@ impl Agent {
         Self {
             share: share.to_path_buf(),
             next: 1,
+            stuck: None,
             log: Vec::new(),
         }
     }
 
     /// Wait until the guest wrote `ready`, the VM died, the deadline passed or the user
     /// interrupted.
-    pub fn wait_ready(&self, vm: &mut Vm, timeout: Duration) -> Result<GuestInfo> {
+    pub fn wait_ready(&self, vm: &mut dyn Watch, timeout: Duration) -> Result<GuestInfo> {
         let start = Instant::now();
         let ready = self.share.join("ready");
         loop {
@@ -109,8 +161,8 @@ impl Agent {
                 info.boot_secs = start.elapsed().as_secs_f64();
                 return Ok(info);
             }
-            check_vm(vm, "booting")?;
-            if vm.console().contains("LAB-INIT-FAILED") {
+            vm.check("booting")?;
+            if vm.console_tail(30).contains("LAB-INIT-FAILED") {
                 bail!(
                     "The guest init failed; last console lines:\n{}",
                     vm.console_tail(15)
@@ -127,8 +179,16 @@ impl Agent {
         }
     }
 
+    /// The command still running after its timeout, if any (the agent is stuck on it).
+    pub fn stuck(&self) -> Option<&str> {
+        self.stuck.as_deref()
+    }
+
     /// Run `script` with `sh` in the guest and wait for it.
-    pub fn run(&mut self, vm: &mut Vm, script: &str, timeout: Duration) -> Result<Output> {
+    pub fn run(&mut self, vm: &mut dyn Watch, script: &str, timeout: Duration) -> Result<Output> {
+        if let Some(s) = &self.stuck {
+            bail!("The guest agent is still running `{s}`, which did not finish in time");
+        }
         let n = self.next;
         self.next += 1;
         let dir = self.share.join("cmd");
@@ -154,8 +214,9 @@ impl Agent {
                     return Ok(out);
                 }
             }
-            check_vm(vm, &format!("running `{}`", first_line(script)))?;
+            vm.check(&format!("running `{}`", first_line(script)))?;
             if start.elapsed() > timeout {
+                self.stuck = Some(first_line(script).to_string());
                 let partial = fs::read_to_string(dir.join(format!("{n}.out"))).unwrap_or_default();
                 bail!(
                     "Guest command `{}` did not finish in {}s; its output so far:\n{}\nlast console lines:\n{}",
@@ -170,7 +231,12 @@ impl Agent {
     }
 
     /// Run `script` and fail unless it exits 0.
-    pub fn run_ok(&mut self, vm: &mut Vm, script: &str, timeout: Duration) -> Result<Output> {
+    pub fn run_ok(
+        &mut self,
+        vm: &mut dyn Watch,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<Output> {
         let out = self.run(vm, script, timeout)?;
         if out.rc != 0 {
             bail!(
@@ -184,7 +250,7 @@ impl Agent {
     }
 
     /// Ask the agent to leave its loop and power the guest off.
-    pub fn poweroff(&mut self, vm: &mut Vm) -> Result<()> {
+    pub fn poweroff(&mut self, vm: &mut dyn Watch) -> Result<()> {
         fs::write(self.share.join("cmd/poweroff"), "")?;
         self.run(vm, "true", Duration::from_secs(10)).map(|_| ())
     }
@@ -195,20 +261,6 @@ fn first_line(s: &str) -> &str {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
         .trim()
-}
-
-fn check_vm(vm: &mut Vm, doing: &str) -> Result<()> {
-    if interrupted() {
-        bail!("Interrupted while {doing}");
-    }
-    if !vm.alive() {
-        bail!(
-            "The VM vanished while {doing}: {}\nlast console lines:\n{}",
-            vm.gone_reason(),
-            vm.console_tail(15)
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -226,6 +278,8 @@ mod tests {
         assert_eq!(info.nproc, 2);
         assert_eq!(info.net, vec!["can0", "can1", "lo"]);
         assert!(info.modules_failed.is_empty());
+        assert_eq!(info.extra["hypervisor"], "hypervisor");
+        assert_eq!(info.extra.len(), 1);
     }
 
     #[test]

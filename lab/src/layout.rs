@@ -69,7 +69,12 @@ impl Layout {
     }
 }
 
-/// The PREEMPT_RT kernel unpacked by `lab/setup.sh`.
+/// The link in the cache to the PREEMPT_RT guest kernel.
+pub const RT_KERNEL: &str = "rt-kernel";
+/// The link in the cache to Debian's standard kernel (the host lab's outer host).
+pub const STD_KERNEL: &str = "std-kernel";
+
+/// A kernel unpacked by `lab/setup.sh`, or given by the user.
 #[derive(Debug, Clone)]
 pub struct Kernel {
     /// `boot/vmlinuz-VERSION`.
@@ -81,13 +86,23 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// The kernel in `cache/rt-kernel`.
+    /// The PREEMPT_RT guest kernel: `cache/rt-kernel`.
     pub fn from_cache(cache: &Path) -> Result<Self> {
-        let base = cache.join("rt-kernel");
+        Self::from_cache_link(cache, RT_KERNEL, "linux-image-rt-amd64")
+    }
+
+    /// The host lab's outer-host kernel, Debian's standard one: `cache/std-kernel`.
+    pub fn standard_from_cache(cache: &Path) -> Result<Self> {
+        Self::from_cache_link(cache, STD_KERNEL, "linux-image-amd64")
+    }
+
+    /// The kernel `lab/setup.sh` unpacked for `package` and linked as `cache/LINK`.
+    fn from_cache_link(cache: &Path, link: &str, package: &str) -> Result<Self> {
+        let base = cache.join(link);
         let boot = base.join("boot");
         let vmlinuz = first_entry(&boot, "vmlinuz-").with_context(|| {
             format!(
-                "No kernel in {}: run lab/setup.sh (as root) to fetch linux-image-rt-amd64",
+                "No kernel in {}: run lab/setup.sh (as root) to fetch {package}",
                 boot.display()
             )
         })?;

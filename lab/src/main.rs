@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use lab::accel::Purpose;
 use lab::flow::{self, FlowOptions};
 use lab::guest::Agent;
 use lab::layout::{Kernel, Layout};
-use lab::qemu::Accel;
 
 /// The rtvirt lab: a PREEMPT_RT guest in QEMU with two CAN cards, on this machine.
 #[derive(Parser, Debug)]
@@ -60,9 +60,14 @@ enum Cmd {
     },
     /// The whole flow: boot, rt-host setup, the guest tools, rt-host revert, the report.
     Flow {
-        /// Profile: a bundled name or a RON file.
-        #[arg(long, default_value = "lab")]
-        profile: String,
+        /// Profile: a bundled name or a RON file [default: lab; with --host-lab: hil].
+        #[arg(long)]
+        profile: Option<String>,
+        /// The host lab: an outer QEMU VM plays a 4-CPU KVM host (standard kernel booted
+        /// with the profile's boot arguments, rt-host and QEMU inside); the guest runs
+        /// under KVM in it, and rt-host tunes the outer host. Writes host-lab.json.
+        #[arg(long)]
+        host_lab: bool,
         #[command(flatten)]
         kernel: KernelArgs,
         #[command(flatten)]
@@ -182,6 +187,7 @@ fn run() -> Result<ExitCode> {
         } => boot(kernel, vm, exec, out, no_rtvirt),
         Cmd::Flow {
             profile,
+            host_lab,
             kernel,
             vm,
             probe_duration,
@@ -191,8 +197,9 @@ fn run() -> Result<ExitCode> {
             json,
             baseline,
         } => {
+            let default = if host_lab { "hil" } else { "lab" };
             let opts = FlowOptions {
-                profile,
+                profile: profile.unwrap_or_else(|| default.to_string()),
                 kernel: kernel.kernel,
                 initrd: kernel.initrd,
                 append: vm.append,
@@ -204,7 +211,11 @@ fn run() -> Result<ExitCode> {
                 keep_going,
                 baseline,
             };
-            let summary = flow::run(&opts)?;
+            let summary = if host_lab {
+                lab::hostlab::run(&opts)?
+            } else {
+                flow::run(&opts)?
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             }
@@ -260,6 +271,22 @@ fn print_summary(s: &flow::Summary) {
             n(c.candump_frames)
         );
     }
+    if let Some(h) = &s.host_lab {
+        let o = &h.outer;
+        eprintln!(
+            "  outer host: {} on {} CPUs ({}), QEMU accel {}: {}",
+            o.kernel, o.cpus, o.kvm_module, o.accel, o.accel_reason
+        );
+        eprintln!(
+            "  {}: {} values rt-host touched, {} restored exactly",
+            h.record.display(),
+            h.values,
+            h.restored
+        );
+        for n in &h.not_restored {
+            eprintln!("  NOT RESTORED: {n}");
+        }
+    }
     for m in &s.missing {
         eprintln!("  MISSING: {m}");
     }
@@ -295,7 +322,7 @@ fn boot(
         Some(i) => i,
         None => lab::image::build(&layout, &k, &dir, None, !no_rtvirt)?.initrd,
     };
-    let qemu = lab::image::find_program("qemu-system-x86_64")
+    let qemu = lab::initramfs::find_program("qemu-system-x86_64")
         .context("qemu-system-x86_64 not found: run lab/setup.sh")?;
     let config = lab::qemu::VmConfig {
         qemu,
@@ -310,12 +337,20 @@ fn boot(
         console: dir.join("console.log"),
         qemu_log: dir.join("qemu.log"),
         housekeeping: "0".into(),
+        can: true,
+        extra: Vec::new(),
     };
-    let (mut vm, reason, info) = flow::boot_until_ready(
+    let mut temp = vec![
+        config.qmp.clone(),
+        config.share.join("cmd"),
+        config.share.join("ready"),
+    ];
+    let (mut vm, reason, info, _) = flow::boot::boot_chosen(
         &config,
-        Accel::from_env()?,
+        Purpose::Guest,
         Duration::from_secs(vm_args.kvm_probe),
         Duration::from_secs(vm_args.boot_timeout),
+        &mut temp,
     )?;
     eprintln!("lab: accel {} ({reason})", vm.accel);
     let mut agent = Agent::new(&config.share);
@@ -345,17 +380,7 @@ fn boot(
         let _ = agent.poweroff(&mut vm);
     }
     vm.stop();
-    for tmp in [
-        config.qmp.clone(),
-        config.share.join("cmd"),
-        config.share.join("ready"),
-    ] {
-        let _ = if tmp.is_dir() {
-            std::fs::remove_dir_all(&tmp)
-        } else {
-            std::fs::remove_file(&tmp)
-        };
-    }
+    flow::remove_temp(&mut temp);
     Ok(if failed {
         ExitCode::from(1)
     } else {

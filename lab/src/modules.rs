@@ -22,6 +22,14 @@ pub const LAB_MODULES: &[&str] = &[
     "virtio_pci",
 ];
 
+/// The modules the host lab's outer host loads at boot: virtio-9p for the share. KVM
+/// comes separately ([`HOST_LAB_KVM`]), for the CPU vendor the outer host sees.
+pub const HOST_LAB_MODULES: &[&str] = &["9pnet_virtio", "9p", "virtio_pci"];
+
+/// The KVM stack of the outer host per vendor module: (`kvm_amd` | `kvm_intel`, the
+/// CPU flag that needs it). `kvm_amd` pulls in `ccp`, `kvm` and `irqbypass`.
+pub const HOST_LAB_KVM: &[(&str, &str)] = &[("kvm_amd", "svm"), ("kvm_intel", "vmx")];
+
 /// `modules.dep`: module path (relative to the modules dir) -> its direct dependencies.
 #[derive(Debug, Default, Clone)]
 pub struct ModulesDep {

@@ -1,66 +1,22 @@
-//! QEMU: the command line of the lab VM, starting it with its main loop on the housekeeping
-//! CPU, QMP (<https://www.qemu.org/docs/master/interop/qmp-spec.html>) to find the vCPU
-//! threads and to quit, and choosing KVM or TCG.
+//! QEMU: the command line of a lab VM, starting it with its main loop on the housekeeping
+//! CPU, and QMP (`rt_sys::qmp`, <https://www.qemu.org/docs/master/interop/qmp-spec.html>)
+//! to find the vCPU threads and to quit.
 //!
 //! The main loop and I/O threads stay on CPU 0: QEMU is started under `taskset -c 0`, so
 //! every thread it makes inherits that, and only the vCPU threads are widened afterwards
 //! (trap 2 in DESIGN.md: a FIFO vCPU on the main loop's CPU starves it).
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use rt_sys::qmp::{Qmp, QmpCpu};
 
-use crate::image::SHARE_TAG;
-
-/// The accelerator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    /// Hardware virtualization.
-    Kvm,
-    /// QEMU's binary translator: works everywhere, is not real-time.
-    Tcg,
-}
-
-impl Accel {
-    /// The suffix QEMU gives vCPU thread names (`CPU 1/TCG`).
-    pub fn thread_suffix(self) -> &'static str {
-        match self {
-            Accel::Kvm => "KVM",
-            Accel::Tcg => "TCG",
-        }
-    }
-
-    /// From `RTVIRT_LAB_ACCEL` (`kvm`, `tcg`, `auto` or unset: `None` means detect).
-    pub fn from_env() -> Result<Option<Accel>> {
-        match std::env::var("RTVIRT_LAB_ACCEL")
-            .ok()
-            .as_deref()
-            .map(str::trim)
-        {
-            None | Some("") | Some("auto") => Ok(None),
-            Some("kvm") => Ok(Some(Accel::Kvm)),
-            Some("tcg") => Ok(Some(Accel::Tcg)),
-            Some(other) => bail!("RTVIRT_LAB_ACCEL={other:?}: expected kvm, tcg or auto"),
-        }
-    }
-}
-
-impl std::fmt::Display for Accel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        })
-    }
-}
+use crate::accel::Accel;
+use crate::initramfs::SHARE_TAG;
 
 /// Everything the VM command line needs.
 #[derive(Debug, Clone)]
@@ -89,6 +45,10 @@ pub struct VmConfig {
     pub qemu_log: PathBuf,
     /// Housekeeping CPUs for the main loop and I/O threads (`taskset -c`).
     pub housekeeping: String,
+    /// Two emulated Kvaser PCI CAN cards on one `can-bus` (the guest's can0 and can1).
+    pub can: bool,
+    /// More arguments, appended as they are.
+    pub extra: Vec<String>,
 }
 
 impl VmConfig {
@@ -96,10 +56,7 @@ impl VmConfig {
     pub fn args(&self, accel: Accel) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
-        let cpu = match accel {
-            Accel::Kvm => "host",
-            Accel::Tcg => "max",
-        };
+        let cpu = accel.cpu_model();
         let smp = self.smp.to_string();
         let mem = self.mem_mib.to_string();
         let name = format!("{},debug-threads=on", self.name);
@@ -114,13 +71,15 @@ impl VmConfig {
             &mem,
         ]);
         push(&["-nographic", "-no-reboot", "-name", &name]);
-        push(&["-object", "can-bus,id=canbus0"]);
-        push(&[
-            "-device",
-            "kvaser_pci,canbus=canbus0",
-            "-device",
-            "kvaser_pci,canbus=canbus0",
-        ]);
+        if self.can {
+            push(&["-object", "can-bus,id=canbus0"]);
+            push(&[
+                "-device",
+                "kvaser_pci,canbus=canbus0",
+                "-device",
+                "kvaser_pci,canbus=canbus0",
+            ]);
+        }
         let kernel = self.kernel.to_string_lossy().into_owned();
         let initrd = self.initrd.to_string_lossy().into_owned();
         let append = format!(
@@ -139,9 +98,13 @@ impl VmConfig {
         push(&["-qmp", &qmp]);
         let serial = format!("file:{}", self.console.display());
         push(&["-serial", &serial, "-monitor", "none"]);
+        a.extend(self.extra.iter().cloned());
         a
     }
 }
+
+/// How long one QMP read or write may take (QEMU under TCG on a loaded host is slow).
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running lab VM: the QEMU child we started (and only that pid is ever signalled).
 pub struct Vm {
@@ -239,14 +202,14 @@ impl Vm {
     pub fn qmp(&mut self, timeout: Duration) -> Result<Qmp> {
         let deadline = Instant::now() + timeout;
         loop {
-            match Qmp::connect(&self.config.qmp) {
+            match Qmp::connect(&self.config.qmp, QMP_TIMEOUT) {
                 Ok(q) => return Ok(q),
                 Err(e) => {
                     if !self.alive() {
                         bail!("{}", self.gone_reason());
                     }
                     if Instant::now() > deadline {
-                        return Err(e.context(format!(
+                        return Err(anyhow::Error::new(e).context(format!(
                             "QMP socket {} not ready in {timeout:?}",
                             self.config.qmp.display()
                         )));
@@ -257,11 +220,10 @@ impl Vm {
         }
     }
 
-    /// The vCPU threads as (index, tid), from QMP `query-cpus-fast`.
-    pub fn vcpu_threads(&mut self) -> Result<Vec<(u32, u32)>> {
+    /// The vCPU threads, from QMP `query-cpus-fast`.
+    pub fn vcpu_threads(&mut self) -> Result<Vec<QmpCpu>> {
         let mut q = self.qmp(Duration::from_secs(10))?;
-        let v = q.execute("query-cpus-fast", None)?;
-        parse_cpus_fast(&v)
+        Ok(q.cpus_fast()?)
     }
 
     /// Stop QEMU: QMP `quit`, then SIGTERM, then SIGKILL, each with a grace period.
@@ -269,8 +231,9 @@ impl Vm {
         if !self.alive() {
             return;
         }
-        if let Ok(mut q) = Qmp::connect(&self.config.qmp) {
-            let _ = q.execute("quit", None);
+        if let Ok(mut q) = Qmp::connect(&self.config.qmp, QMP_TIMEOUT) {
+            // QEMU may close the socket before it answers `quit`.
+            let _ = q.execute("quit");
         }
         if self.wait_gone(Duration::from_secs(5)) {
             return;
@@ -305,26 +268,6 @@ impl Drop for Vm {
     }
 }
 
-/// `query-cpus-fast` result -> (cpu-index, thread-id).
-pub fn parse_cpus_fast(v: &Value) -> Result<Vec<(u32, u32)>> {
-    let arr = v
-        .as_array()
-        .context("query-cpus-fast did not return a list")?;
-    arr.iter()
-        .map(|c| {
-            let idx = c
-                .get("cpu-index")
-                .and_then(Value::as_u64)
-                .context("cpu without cpu-index")?;
-            let tid = c
-                .get("thread-id")
-                .and_then(Value::as_u64)
-                .context("cpu without thread-id")?;
-            Ok((u32::try_from(idx)?, u32::try_from(tid)?))
-        })
-        .collect()
-}
-
 /// The last `n` non-empty lines of `text`, joined by newlines (escape codes removed).
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text
@@ -338,71 +281,6 @@ pub fn tail(text: &str, n: usize) -> String {
         .map(|l| l.replace('\u{1b}', "^["))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// A QMP connection.
-pub struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Qmp {
-    /// Connect, read the greeting and enter command mode.
-    pub fn connect(path: &Path) -> Result<Qmp> {
-        let stream = UnixStream::connect(path)
-            .with_context(|| format!("Connecting to QMP at {}", path.display()))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let writer = stream.try_clone()?;
-        let mut q = Qmp {
-            reader: BufReader::new(stream),
-            writer,
-        };
-        let greeting = q.read()?;
-        if greeting.get("QMP").is_none() {
-            bail!("Not a QMP greeting: {greeting}");
-        }
-        q.execute("qmp_capabilities", None)?;
-        Ok(q)
-    }
-
-    fn read(&mut self) -> Result<Value> {
-        let mut line = String::new();
-        let n = self
-            .reader
-            .read_line(&mut line)
-            .context("Reading from QMP")?;
-        if n == 0 {
-            bail!("QMP closed the connection");
-        }
-        serde_json::from_str(&line).with_context(|| format!("QMP sent invalid JSON: {line:?}"))
-    }
-
-    /// Run a command and return its `return` value (events are skipped).
-    pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value> {
-        let mut msg = json!({ "execute": command });
-        if let Some(a) = arguments {
-            msg["arguments"] = a;
-        }
-        writeln!(self.writer, "{msg}").with_context(|| format!("Sending QMP {command}"))?;
-        loop {
-            let v = self.read()?;
-            if let Some(r) = v.get("return") {
-                return Ok(r.clone());
-            }
-            if let Some(e) = v.get("error") {
-                bail!("QMP {command} failed: {e}");
-            }
-        }
-    }
-}
-
-/// Whether `/dev/kvm` can be opened for reading and writing.
-pub fn kvm_device_usable() -> bool {
-    fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(rt_sys::SysRoot::live().path(rt_sys::kernel::KVM_DEVICE))
-        .is_ok()
 }
 
 #[cfg(test)]
@@ -423,6 +301,8 @@ mod tests {
             console: "/o/console.log".into(),
             qemu_log: "/o/qemu.log".into(),
             housekeeping: "0".into(),
+            can: true,
+            extra: vec!["-nic".into(), "none".into()],
         }
     }
 
@@ -438,30 +318,17 @@ mod tests {
         assert!(a.contains("-virtfs local,path=/o/share,mount_tag=rtvirtlab,security_model=none"));
         assert!(a.contains("-qmp unix:/o/qmp.sock,server=on,wait=off"));
         assert!(a.contains("-serial file:/o/console.log"));
-        let k = config().args(Accel::Kvm).join(" ");
+        assert!(a.ends_with("-monitor none -nic none"), "{a}");
+        let mut c = config();
+        c.can = false;
+        let k = c.args(Accel::Kvm).join(" ");
         assert!(k.starts_with("-accel kvm -cpu host"), "{k}");
-    }
-
-    #[test]
-    fn cpus_fast_gives_thread_ids() {
-        let v: Value = serde_json::from_str(
-            r#"[{"thread-id": 25627, "props": {"core-id": 0, "thread-id": 0, "socket-id": 0}, "qom-path": "/machine/unattached/device[0]", "cpu-index": 0, "target": "x86_64"},
-                {"thread-id": 25628, "props": {"core-id": 0, "thread-id": 0, "socket-id": 1}, "qom-path": "/machine/unattached/device[2]", "cpu-index": 1, "target": "x86_64"}]"#,
-        )
-        .unwrap();
-        assert_eq!(parse_cpus_fast(&v).unwrap(), vec![(0, 25627), (1, 25628)]);
-        assert!(parse_cpus_fast(&json!({})).is_err());
+        assert!(!k.contains("kvaser_pci"), "{k}");
     }
 
     #[test]
     fn tail_keeps_the_last_lines() {
         assert_eq!(tail("a\n\nb\r\nc\n", 2), "b\nc");
         assert_eq!(tail("", 3), "");
-    }
-
-    #[test]
-    fn accel_names() {
-        assert_eq!(Accel::Tcg.thread_suffix(), "TCG");
-        assert_eq!(Accel::Kvm.to_string(), "kvm");
     }
 }

@@ -4,11 +4,14 @@
 //! `cargo test -p lab --test lab -- --include-ignored`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{host_tools, root};
 use lab::flow::Summary;
 use lab::sched::VcpuSample;
 
@@ -18,32 +21,6 @@ struct Run {
     /// vCPU thread states seen by this test's own watcher while the flow ran.
     watched: Vec<VcpuSample>,
     stderr: String,
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Why the lab cannot run on this machine, if it cannot.
-fn missing_lab() -> Option<String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Some("not root: the flow tunes this host".into());
-    }
-    if lab::image::find_program("qemu-system-x86_64").is_none() {
-        return Some("qemu-system-x86_64 is not installed (lab/setup.sh installs it)".into());
-    }
-    let layout = lab::layout::Layout::from_env().ok()?;
-    if let Err(e) = lab::layout::Kernel::from_cache(&layout.cache) {
-        return Some(format!("no lab kernel: {e:#}"));
-    }
-    None
-}
-
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
 /// Poll the vCPU threads of the QEMU the flow started (its pid appears in OUT/qemu.pid)
@@ -72,33 +49,7 @@ fn watch(out: PathBuf, done: Arc<Mutex<bool>>, seen: Arc<Mutex<Vec<VcpuSample>>>
     }
 }
 
-/// Build the host tools the flow runs, as lab/flow.sh does; returns their directory.
-fn host_tools() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = root();
-        let status = Command::new(cargo())
-            .current_dir(&root)
-            .args(["build", "--release", "-p", "rt-host", "-p", "validation"])
-            .status()
-            .expect("running cargo build");
-        assert!(
-            status.success(),
-            "cargo build --release -p rt-host -p validation failed"
-        );
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"))
-            .join("release")
-    })
-    .clone()
-}
-
-fn run_flow() -> Option<Run> {
-    if let Some(why) = missing_lab() {
-        eprintln!("SKIP lab tests: {why}");
-        return None;
-    }
+fn run_flow() -> Run {
     let root = root();
     let target = host_tools();
 
@@ -137,24 +88,23 @@ fn run_flow() -> Option<Run> {
     });
     let summary: Summary = serde_json::from_str(&text).expect("summary.json parses");
     let watched = seen.lock().unwrap().clone();
-    Some(Run {
+    Run {
         summary,
         watched,
         stderr,
-    })
+    }
 }
 
+/// The one flow run, shared; booting it holds the host lock (it tunes this host).
 fn flow() -> Option<&'static Run> {
-    static RUN: OnceLock<Option<Run>> = OnceLock::new();
-    let _vm = one_vm_at_a_time();
-    RUN.get_or_init(run_flow).as_ref()
-}
-
-/// The lab tests boot VMs and tune this host: one at a time, even without
-/// `--test-threads=1` (a failed test must not block the others, so poisoning is ignored).
-fn one_vm_at_a_time() -> MutexGuard<'static, ()> {
-    static LAB: Mutex<()> = Mutex::new(());
-    LAB.lock().unwrap_or_else(|e| e.into_inner())
+    static RUN: OnceLock<Run> = OnceLock::new();
+    if !common::lab_ready(false) {
+        return None;
+    }
+    Some(RUN.get_or_init(|| {
+        let _g = testkit::host_lock();
+        run_flow()
+    }))
 }
 
 fn vcpu1(samples: &[VcpuSample]) -> Option<&VcpuSample> {
@@ -166,14 +116,7 @@ fn vcpu1(samples: &[VcpuSample]) -> Option<&VcpuSample> {
 fn lab_flow_passes_and_leaves_no_qemu() {
     let Some(run) = flow() else { return };
     let s = &run.summary;
-    assert!(
-        s.ok(),
-        "flow failed: error {:?}, missing {:?}, cleanup {:?}\n{}",
-        s.error,
-        s.missing,
-        s.cleanup_errors,
-        run.stderr
-    );
+    common::assert_flow_ok(s, &run.stderr);
     let pid = s.qemu_pid.expect("the flow started QEMU");
     assert!(
         !rt_sys::SysRoot::live().exists(format!("proc/{pid}")),
@@ -343,19 +286,18 @@ fn lab_report_marks_tcg_run_not_valid() {
 #[test]
 #[ignore = "needs root and the QEMU lab: run lab/test.sh"]
 fn lab_bare_vm_carries_frames_from_can0_to_can1() {
-    if let Some(why) = missing_lab() {
-        eprintln!("SKIP: {why}");
+    if !common::lab_ready(false) {
         return;
     }
-    let _vm = one_vm_at_a_time();
+    let _g = testkit::host_lock();
     let out = root()
         .join("lab/out")
         .join(format!("test-boot-{}", std::process::id()));
     let _ = fs::remove_dir_all(&out);
     let script = format!(
         "{}\n{}",
-        lab::flow::interfaces_script(&["can0", "can1"], 500_000),
-        lab::flow::capture_script(
+        lab::scripts::interfaces_script(&["can0", "can1"], 500_000),
+        lab::scripts::capture_script(
             "can0",
             "can1",
             "/tmp/c.log",
@@ -388,12 +330,11 @@ fn lab_bare_vm_carries_frames_from_can0_to_can1() {
 #[test]
 #[ignore = "needs root and the QEMU lab: run lab/test.sh"]
 fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
-    if let Some(why) = missing_lab() {
-        eprintln!("SKIP: {why}");
+    if !common::lab_ready(false) {
         return;
     }
     let bin_dir = host_tools();
-    let _vm = one_vm_at_a_time();
+    let _g = testkit::host_lock();
     let out = root()
         .join("lab/out")
         .join(format!("test-sigint-{}", std::process::id()));
@@ -472,9 +413,7 @@ fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
         summary.error
     );
     let revert = summary
-        .steps
-        .iter()
-        .find(|s| s.name == "host: rt-host revert")
+        .step("host: rt-host revert")
         .expect("rt-host revert ran");
     assert!(revert.ok, "rt-host revert failed: {}", revert.note);
     let after = vcpu1(&summary.vcpus_after).expect("vCPU sampled after revert");

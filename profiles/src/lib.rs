@@ -49,6 +49,7 @@ pub const BUNDLED: &[(&str, &str)] = &[
     ("ecu", include_str!("../ecu.ron")),
     ("lab", include_str!("../lab.ron")),
     ("canfd", include_str!("../canfd.ron")),
+    ("hil", include_str!("../hil.ron")),
 ];
 
 /// Where a profile came from.

@@ -74,5 +74,31 @@ fn bundled_names_do_not_shadow_a_missing_path() {
         .to_string();
     assert!(e.starts_with("No profile \"no/such/dir/ecu.ron\""), "{e}");
     let e = profiles::load("nosuch").unwrap_err().to_string();
-    assert!(e.contains("ecu, lab, canfd"), "{e}");
+    assert!(e.contains("ecu, lab, canfd, hil"), "{e}");
+}
+
+#[test]
+fn hil_fits_the_four_cpu_host_lab_and_not_this_two_cpu_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpu = dir.path().join("sys/devices/system/cpu");
+    std::fs::create_dir_all(&cpu).unwrap();
+    std::fs::write(cpu.join("online"), "0-3\n").unwrap();
+    let root = rt_sys::SysRoot::new(dir.path());
+    let hil = profiles::load("hil").unwrap().profile;
+    profiles::validate_against(&hil, &root).unwrap();
+    let host = hil.host.as_ref().unwrap();
+    assert_eq!(host.vm.as_ref().unwrap().qemu_name.as_deref(), Some("ecu0"));
+    assert!(host.isolation.cpuset_partition && host.isolation.kthreads);
+    assert!(host.sysctl.realtime_virtual_host && !host.sysctl.rt_runtime_unlimited);
+    // The guest's hugepages cover its memory.
+    let h = host.hugepages.as_ref().unwrap();
+    assert!(h.count * h.size_kib / 1024 >= host.vm.as_ref().unwrap().memory_mib.unwrap());
+    let machine = two_cpu_machine();
+    let errs = profiles::validate_against(&hil, &rt_sys::SysRoot::new(machine.path())).unwrap_err();
+    assert!(
+        errs[0]
+            .to_string()
+            .starts_with("host.realtime_cpus: CPUs 2-3 are not online"),
+        "{errs:?}"
+    );
 }

@@ -14,7 +14,7 @@ use rt_sys::journal::{
     Target,
 };
 use rt_sys::threads::ThreadOps;
-use rt_sys::{CpuSet, SysError, SysRoot};
+use rt_sys::{task, CpuSet, SysError, SysRoot};
 use serde::Serialize;
 
 use crate::error::{Aborted, TuneError};
@@ -140,6 +140,85 @@ fn move_entries(root: &SysRoot, ops: &dyn ThreadOps, a: &Action) -> Vec<Entry> {
         }
     }
     v.push(a.entry());
+    v
+}
+
+/// The journal entries before an isolated cgroup v2 partition is made: the affinity of
+/// every thread in its parent cgroup. Making the partition takes its CPUs from the
+/// parent's effective CPUs, and kernels before 6.2 overwrite the affinity of every task
+/// there with them (and again with all CPUs when the partition is removed), also of
+/// threads rt-host never tunes: another VM, the QEMU main loop, unbound kernel threads.
+/// Journalled first, they are restored last, after the partition is gone. Per-CPU kernel
+/// threads (`PF_NO_SETAFFINITY`) are left out: the kernel keeps theirs.
+fn partition_entries(root: &SysRoot, ops: &dyn ThreadOps, a: &Action) -> Vec<Entry> {
+    let Action::CreateCgroup {
+        path,
+        v2: true,
+        knobs,
+    } = a
+    else {
+        return Vec::new();
+    };
+    let knob = |k: &str| knobs.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+    if knob("cpuset.cpus.partition").is_none() {
+        return Vec::new();
+    }
+    let Some((parent, _)) = path.rsplit_once('/') else {
+        return Vec::new();
+    };
+    let taken = knob("cpuset.cpus")
+        .and_then(|c| CpuSet::parse(c).ok())
+        .unwrap_or_default();
+    let effective = root
+        .read_trim(format!("{parent}/cpuset.cpus.effective"))
+        .ok()
+        .and_then(|c| CpuSet::parse(&c).ok());
+    let tids: Vec<u32> = root
+        .read(format!("{parent}/cgroup.threads"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let mut v = Vec::new();
+    for tid in tids {
+        let Ok(pid) = rt_sys::threads::tgid_of(root, tid) else {
+            continue;
+        };
+        // rt-host itself is gone by the time anyone reverts.
+        if root.is_live() && pid == std::process::id() {
+            continue;
+        }
+        let Ok(st) = task::task_stat(root, pid, tid) else {
+            continue;
+        };
+        if st.flags & rt_sys::threads::PF_NO_SETAFFINITY != 0 {
+            continue;
+        }
+        let Ok(prior) = ops.get_affinity(root, pid, tid) else {
+            continue;
+        };
+        let left = effective
+            .as_ref()
+            .map(|e| e.difference(&taken).intersection(&prior))
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| prior.clone());
+        let thread = plan::ThreadRef {
+            pid,
+            tid,
+            start_time: st.start_time,
+            name: st.comm.clone(),
+        };
+        v.push(Entry {
+            target: Action::Affinity {
+                thread,
+                cpus: CpuSet::new(),
+                prior: prior.clone(),
+            }
+            .target(),
+            prior: prior.to_string(),
+            applied: left.to_string(),
+        });
+    }
     v
 }
 
@@ -289,6 +368,8 @@ impl Run<'_> {
             }
         }
         let in_batch = i < self.batch.end;
+        self.journal
+            .record_many(partition_entries(self.root, self.ops, a))?;
         let entry = a.entry();
         let target = entry.target.clone();
         let fresh = if in_batch {
@@ -930,6 +1011,95 @@ mod tests {
         assert!(
             diff[0].contains("subtree_control") && diff[0].contains("-cpuset"),
             "{diff:?}"
+        );
+    }
+
+    /// A QEMU in the root cgroup of a 6.1 kernel (no systemd, as on the host lab's outer
+    /// host): the root has neither `cpuset.cpus.isolated` nor `cpuset.cpus.partition`,
+    /// yet a child of it can be an isolated partition.
+    #[test]
+    fn cgroup_v2_partition_under_the_root_cgroup_of_a_6_1_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        m.put("proc/mounts", "none /sys/fs/cgroup cgroup2 rw 0 0\n");
+        m.put(
+            "sys/fs/cgroup/cgroup.controllers",
+            "cpuset cpu io memory hugetlb pids rdma misc\n",
+        );
+        m.put("sys/fs/cgroup/cgroup.subtree_control", "\n");
+        m.put("sys/fs/cgroup/cpuset.cpus.effective", "0-1\n");
+        // Everything in the root cgroup: QEMU, another VM's vCPU on CPU 0, kthreadd,
+        // and a per-CPU kworker whose affinity nobody may change.
+        m.thread(5000, 5000, "CPU 0/KVM", 1, 0x40_0040, 0, 0, "0");
+        m.thread(2, 7, "kworker/1:1", 2, 0x0420_8060, 0, 0, "1");
+        let tids: Vec<String> = crate::fake::QEMU_THREADS
+            .iter()
+            .map(|t| t.0)
+            .chain([5000, 2, 7])
+            .map(|t| t.to_string())
+            .collect();
+        m.put("sys/fs/cgroup/cgroup.threads", &(tids.join("\n") + "\n"));
+        for (tid, ..) in crate::fake::QEMU_THREADS {
+            m.put(&format!("proc/{QEMU_PID}/task/{tid}/cgroup"), "0::/\n");
+        }
+        let mut h = lab_host();
+        h.isolation.cpuset_partition = true;
+        let p = plan::build("lab", &h, &Ctx::new(&m.root)).unwrap();
+        let targets: Vec<&str> = p
+            .changes
+            .iter()
+            .filter(|c| c.item == "cpuset" && c.pending())
+            .map(|c| c.target.as_str())
+            .collect();
+        assert!(
+            targets
+                .iter()
+                .any(|t| t.ends_with("/sys/fs/cgroup/cgroup.subtree_control")),
+            "{targets:?}"
+        );
+        assert!(
+            targets
+                .iter()
+                .any(|t| t.contains("/sys/fs/cgroup/rtvirt-rt")),
+            "{targets:?}"
+        );
+        let jdir = dir.path().join("journal");
+        let r = setup_in(&m, &h, &jdir, &SetupOptions::default()).unwrap();
+        assert!(r.verified(), "{:#?}", r.verify_failed);
+        assert_eq!(
+            m.root
+                .read_trim("sys/fs/cgroup/rtvirt-rt/cpuset.cpus.partition")
+                .unwrap(),
+            "isolated"
+        );
+        // Before the partition is made, the affinity of every thread in the root cgroup
+        // is journalled (6.1 resets them), except the per-CPU kworker's.
+        let j = rt_sys::journal::Journal::read(&jdir).unwrap().unwrap();
+        let mkdir = j
+            .entries
+            .iter()
+            .position(|e| matches!(e.target, Target::Mkdir { .. }))
+            .unwrap();
+        let before: Vec<(String, &str, &str)> = j.entries[..mkdir]
+            .iter()
+            .filter_map(|e| match &e.target {
+                Target::ThreadAffinity { tid, .. } => {
+                    Some((tid.to_string(), e.prior.as_str(), e.applied.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(before.contains(&("5000".into(), "0", "0")), "{before:?}");
+        assert!(before.contains(&("4001".into(), "0-1", "0")), "{before:?}");
+        assert!(before.contains(&("4002".into(), "0-1", "0")), "{before:?}");
+        assert!(!before.iter().any(|b| b.0 == "7"), "{before:?}");
+        m.thread(5000, 5000, "CPU 0/KVM", 1, 0x40_0040, 0, 0, "0-1");
+        revert(&m.root, &Tree, &jdir, &RevertOptions::default()).unwrap();
+        assert!(!m.root.exists("sys/fs/cgroup/rtvirt-rt"));
+        // What the kernel reset when the partition went away is put back.
+        assert_eq!(
+            Tree.get_affinity(&m.root, 5000, 5000).unwrap().to_string(),
+            "0"
         );
     }
 

@@ -327,7 +327,18 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
 
 /// Remove cgroup directory `rel` (rmdir; it must hold no tasks), reached beneath the root
 /// without following links. On a fake root the knob files go with it.
+///
+/// A cgroup v2 partition is first made a `member` again: the kernel takes a removed
+/// cgroup offline later, in a workqueue, and only then gives a partition's CPUs back to
+/// the parent, resetting the affinity of every task there (before 6.2) after whatever
+/// the caller restored. Leaving the partition is synchronous.
 pub fn remove(root: &SysRoot, rel: &str) -> Result<(), SysError> {
+    let partition = format!("{rel}/cpuset.cpus.partition");
+    if let Ok(state) = root.read_trim(&partition) {
+        if !state.is_empty() && state != "member" {
+            root.write(&partition, "member")?;
+        }
+    }
     let (parent, name) = split(root, rel)?;
     let pfd = root.open_beneath(&parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
     if !root.is_live() {
@@ -457,5 +468,23 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
         assert!(remove(&root, "sys/fs/cgroup/cpuset/rtvirt-rt")
             .unwrap_err()
             .is_not_found());
+    }
+
+    #[test]
+    fn a_partition_becomes_a_member_before_rmdir() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SysRoot::new(dir.path().join("root"));
+        std::fs::create_dir_all(root.path("sys/fs/cgroup")).unwrap();
+        create(&root, "sys/fs/cgroup/rtvirt-rt", true).unwrap();
+        let knob = "sys/fs/cgroup/rtvirt-rt/cpuset.cpus.partition";
+        std::fs::write(root.path(knob), "isolated\n").unwrap();
+        // A child cgroup makes the rmdir fail: what the partition file holds then is what
+        // remove wrote before it.
+        std::fs::create_dir(root.path("sys/fs/cgroup/rtvirt-rt/child")).unwrap();
+        assert!(remove(&root, "sys/fs/cgroup/rtvirt-rt").is_err());
+        assert_eq!(root.read_trim(knob).unwrap(), "member");
+        std::fs::remove_dir(root.path("sys/fs/cgroup/rtvirt-rt/child")).unwrap();
+        remove(&root, "sys/fs/cgroup/rtvirt-rt").unwrap();
+        assert!(!root.exists("sys/fs/cgroup/rtvirt-rt"));
     }
 }

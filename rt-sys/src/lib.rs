@@ -17,6 +17,7 @@ pub mod irq;
 pub mod irqthread;
 pub mod journal;
 pub mod kernel;
+pub mod kvm;
 pub mod libvirt;
 pub mod procmem;
 pub mod qmp;
@@ -28,6 +29,7 @@ pub mod sysctl;
 pub mod task;
 pub mod threads;
 pub mod tracefs;
+pub mod tuned;
 
 pub use cpulist::CpuSet;
 pub use error::SysError;

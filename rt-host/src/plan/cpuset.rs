@@ -105,9 +105,13 @@ fn v2_partition(b: &mut B<'_, '_>, host: &Host, mount: &str, vcpu_threads: &[&Th
         v2: true,
     };
     // Partitions: cpuset.cpus.partition in non-root cpusets (5.11+ for "isolated");
-    // the root shows cpuset.cpus.isolated from 6.10 on.
+    // the root shows cpuset.cpus.isolated from 6.10 on. A QEMU in the root cgroup
+    // (no systemd, as on the host lab's outer host) has no such file to look at
+    // before 6.10: the root is always a partition root, so a child can be one.
+    let in_root = parent.trim_matches('/').is_empty();
     let has_partition = root.exists(format!("{mount}/cpuset.cpus.isolated"))
-        || root.exists(pref.file("cpuset.cpus.partition"));
+        || root.exists(pref.file("cpuset.cpus.partition"))
+        || in_root;
     if !has_partition {
         b.push(
             Change::report(

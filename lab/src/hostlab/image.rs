@@ -1,0 +1,137 @@
+//! The outer host's initramfs: busybox, the standard kernel's virtio-9p and KVM modules
+//! (`kvm_amd` or `kvm_intel`, whichever the CPU flags ask for, loaded by `/init`), QEMU
+//! with the libraries ldd(1) names and its firmware (`/usr/share/qemu`,
+//! `/usr/share/seabios`), `rt-host` with its libraries, the bundled profiles, the inner
+//! guest's kernel and initramfs, and the lab agent's `/init` with hugetlbfs mounted.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::initramfs::{find_program, init_script, InitSpec, Stage, MODULES_LOAD};
+use crate::layout::{Kernel, Layout};
+use crate::modules::{module_name, HOST_LAB_KVM, HOST_LAB_MODULES};
+
+/// Where the outer host keeps the inner guest's kernel.
+pub const INNER_KERNEL: &str = "/inner/vmlinuz";
+/// Where the outer host keeps the inner guest's initramfs.
+pub const INNER_INITRD: &str = "/inner/initrd.gz";
+/// QEMU in the outer host.
+pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+/// rt-host in the outer host.
+pub const RT_HOST: &str = "/usr/bin/rt-host";
+/// Where the outer host mounts hugetlbfs (its pages reserved by the boot arguments).
+// kernel-path-ok: a mount point inside the outer host, made by its /init.
+pub const HUGEPAGES: &str = "/dev/hugepages";
+
+/// QEMU's data: option ROMs, keymaps (`/usr/share/qemu`) and the BIOS
+/// (`/usr/share/seabios`, which `/usr/share/qemu` links into).
+const QEMU_DATA: &[&str] = &["/usr/share/qemu", "/usr/share/seabios"];
+
+/// What went into the outer image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OuterImage {
+    /// The gzip'd cpio archive.
+    pub initrd: PathBuf,
+    /// The outer host's kernel (Debian's standard one).
+    pub kernel: PathBuf,
+    /// Its version.
+    pub kernel_version: String,
+    /// Modules loaded at boot (names), then the KVM stacks by vendor.
+    pub modules: Vec<String>,
+}
+
+/// The `/init` lines after the modules: the KVM stack that fits the CPU, hugetlbfs.
+fn setup_lines() -> String {
+    let mut s = String::from("kvm_module=none\n");
+    for (module, flag) in HOST_LAB_KVM {
+        s.push_str(&format!(
+            // kernel-path-ok: shell that runs in the outer host's /init.
+            "if [ $kvm_module = none ] && grep -qw {flag} /proc/cpuinfo; then\n    kvm_module={module}\n    while read -r m; do insmod \"$m\" 2>/dev/null; done < /etc/rtvirt/{module}.load\nfi\n"
+        ));
+    }
+    s.push_str(&format!(
+        "mkdir -p {HUGEPAGES} && mount -t hugetlbfs none {HUGEPAGES}\n"
+    ));
+    s
+}
+
+/// The extra `ready` lines: which KVM module, whether `/dev/kvm` is there, hugepages.
+// kernel-path-ok: shell that runs in the outer host's /init.
+const READY_EXTRA: &str = r#"    echo "kvm_module=$kvm_module"
+    echo "kvm=$([ -c /dev/kvm ] && echo yes || echo no)"
+    echo "hugepages=$(cat /proc/sys/vm/nr_hugepages)"
+    echo "cmdline=$(cat /proc/cmdline)""#;
+
+/// Build the outer image into `dir/outer-initrd.gz`.
+pub fn build(
+    layout: &Layout,
+    kernel: &Kernel,
+    inner_kernel: &Path,
+    inner_initrd: &Path,
+    rt_host: &Path,
+    dir: &Path,
+    extra_profile: Option<&Path>,
+) -> Result<OuterImage> {
+    let mut stage = Stage::new(&dir.join("outer-stage"))?;
+    let mut modules: Vec<String> = stage
+        .put_modules(kernel, HOST_LAB_MODULES, MODULES_LOAD)?
+        .iter()
+        .map(|p| module_name(p).to_string())
+        .collect();
+    for (module, _) in HOST_LAB_KVM {
+        let order = stage.put_modules(kernel, &[module], &format!("/etc/rtvirt/{module}.load"))?;
+        modules.push(format!(
+            "[{}]",
+            order
+                .iter()
+                .map(|p| module_name(p))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    let qemu = find_program("qemu-system-x86_64")
+        .context("qemu-system-x86_64 not found: run lab/setup.sh")?;
+    stage.put_program(&qemu, QEMU)?;
+    for d in QEMU_DATA {
+        stage.put_tree(Path::new(d), d)?;
+    }
+    stage.put_program(rt_host, RT_HOST)?;
+    stage.put(inner_kernel, INNER_KERNEL, None)?;
+    stage.put(inner_initrd, INNER_INITRD, None)?;
+    stage.put_profiles(&layout.root, extra_profile)?;
+    let setup = setup_lines();
+    let init = init_script(&InitSpec {
+        hostname: "rtvirt-hil-host",
+        kernel_version: &kernel.version,
+        setup: &setup,
+        ready_extra: READY_EXTRA,
+    });
+    let initrd = dir.join("outer-initrd.gz");
+    stage.finish(&init, &initrd)?;
+    Ok(OuterImage {
+        initrd,
+        kernel: kernel.vmlinuz.clone(),
+        kernel_version: kernel.version.clone(),
+        modules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_loads_the_kvm_stack_the_cpu_asks_for_and_mounts_hugetlbfs() {
+        let s = setup_lines();
+        let amd = s.find("grep -qw svm /proc/cpuinfo").unwrap();
+        let intel = s.find("grep -qw vmx /proc/cpuinfo").unwrap();
+        assert!(amd < intel, "{s}");
+        assert!(s.contains("done < /etc/rtvirt/kvm_amd.load"));
+        assert!(
+            s.ends_with("mount -t hugetlbfs none /dev/hugepages\n"),
+            "{s}"
+        );
+        assert!(READY_EXTRA.contains("kvm=$([ -c /dev/kvm ]"));
+    }
+}
