@@ -248,7 +248,9 @@ impl HostLab {
         )?;
         self.temp.push(img.initrd.clone());
         let host = self.host()?.clone();
-        let boot_args = rt_host::bootargs::line(&rt_host::bootargs::boot_args(&host));
+        // The outer host is QEMU TCG `-cpu max`, which offers svm: an AMD CPU to the kernel.
+        let boot_args =
+            rt_host::bootargs::line(&rt_host::bootargs::boot_args(&host, Some("AuthenticAMD")));
         self.facts.boot_args = boot_args.clone();
         let cpus = host
             .housekeeping_cpus
