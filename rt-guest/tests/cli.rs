@@ -14,6 +14,28 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rt-guest"))
 }
 
+/// The first CPU this test may run on.
+fn allowed_cpu() -> u32 {
+    rt_sys::sched::get_affinity(0)
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap()
+}
+
+/// `rt-guest probe` as a test without privileges runs it: SCHED_OTHER on an allowed CPU.
+fn quiet_probe() -> Command {
+    let mut c = bin();
+    c.args([
+        "probe",
+        "--policy",
+        "other",
+        "-a",
+        &allowed_cpu().to_string(),
+    ]);
+    c
+}
+
 fn fixture(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -188,26 +210,11 @@ fn unknown_profile_is_an_error_naming_it() {
 #[test]
 fn an_unprivileged_probe_writes_every_output() {
     // SCHED_OTHER needs no privilege: the whole pipeline runs in a plain `cargo test`.
-    let cpu = rt_sys::sched::get_affinity(0)
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let (json, hist) = (dir.path().join("ct.json"), dir.path().join("ct.txt"));
-    let out = bin()
-        .args([
-            "probe",
-            "--policy",
-            "other",
-            "-a",
-            &cpu.to_string(),
-            "-i",
-            "500",
-            "-l",
-            "200",
-        ])
+    let out = quiet_probe()
+        .args(["-i", "500", "-l", "200"])
         .args(["--no-dma-latency", "-q", "--histogram-us", "100"])
         .arg("--out")
         .arg(&run)
@@ -236,24 +243,10 @@ fn an_unprivileged_probe_writes_every_output() {
 
 #[test]
 fn max_us_bound_gives_exit_1() {
-    let cpu = rt_sys::sched::get_affinity(0)
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     // No wakeup is ever 0 us late: a bound of 0 is always exceeded.
-    let out = bin()
-        .args([
-            "probe",
-            "--policy",
-            "other",
-            "-a",
-            &cpu.to_string(),
-            "-l",
-            "20",
-            "-q",
-        ])
+    let out = quiet_probe()
+        .args(["-l", "20", "-q"])
         .args(["--no-dma-latency", "--max-us", "0", "--out"])
         .arg(dir.path().join("run"))
         .output()
@@ -268,25 +261,11 @@ fn max_us_bound_gives_exit_1() {
 
 #[test]
 fn breaktrace_ends_the_run_and_is_noted() {
-    let cpu = rt_sys::sched::get_affinity(0)
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     // No wakeup is 1 us late or less under SCHED_OTHER: the first sample fires.
-    let out = bin()
-        .args([
-            "probe",
-            "--policy",
-            "other",
-            "-a",
-            &cpu.to_string(),
-            "-l",
-            "1000",
-            "-q",
-        ])
+    let out = quiet_probe()
+        .args(["-l", "1000", "-q"])
         .args(["--no-dma-latency", "-b", "1", "--out"])
         .arg(&run)
         .output()
@@ -540,23 +519,9 @@ fn bad_output_paths_fail_before_measuring() {
 
 #[test]
 fn dash_is_stdout_and_dev_stdout_is_written_through() {
-    let cpu = rt_sys::sched::get_affinity(0)
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args([
-            "probe",
-            "--policy",
-            "other",
-            "-a",
-            &cpu.to_string(),
-            "-l",
-            "20",
-            "-q",
-        ])
+    let out = quiet_probe()
+        .args(["-l", "20", "-q"])
         .args(["--no-dma-latency", "--json", "-", "--out"])
         .arg(dir.path().join("run"))
         .current_dir(dir.path())
@@ -570,17 +535,8 @@ fn dash_is_stdout_and_dev_stdout_is_written_through() {
     assert_eq!(v["thread"]["0"]["cycles"], 20);
     assert!(!dir.path().join("-").exists(), "a file named - was written");
     // /dev/stdout (a link to this pipe) is written through and stays a link.
-    let out = bin()
-        .args([
-            "probe",
-            "--policy",
-            "other",
-            "-a",
-            &cpu.to_string(),
-            "-l",
-            "20",
-            "-q",
-        ])
+    let out = quiet_probe()
+        .args(["-l", "20", "-q"])
         .args([
             "--no-dma-latency",
             "--histogram-us",
@@ -625,23 +581,9 @@ fn root_a_disk_that_fills_during_the_run_still_takes_the_records() {
         .unwrap();
     assert!(ok.success());
     let _u = Unmount(mnt.clone());
-    let cpu = rt_sys::sched::get_affinity(0)
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap();
     let run = mnt.join("run");
-    let child = bin()
-        .args([
-            "probe",
-            "--policy",
-            "other",
-            "-a",
-            &cpu.to_string(),
-            "-D",
-            "3s",
-            "-q",
-        ])
+    let child = quiet_probe()
+        .args(["-D", "3s", "-q"])
         .args(["--no-dma-latency", "--out"])
         .arg(&run)
         .arg("--json")
@@ -799,11 +741,7 @@ fn shape_ignores_numbers_only() {
 #[test]
 fn cyclictest_mode_prints_the_histogram_to_stdout_unprivileged() {
     // SCHED_OTHER (no -p), so no privilege is needed: the drop-in's stdout alone.
-    let cpu = rt_sys::sched::get_affinity(0)
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap();
+    let cpu = allowed_cpu();
     let out = bin()
         .args([
             "cyclictest",
@@ -981,11 +919,7 @@ fn root_cyclictest_and_the_drop_in_print_the_same_shape() {
 
 #[test]
 fn an_unprivileged_oslat_writes_oslats_text_and_a_record() {
-    let cpu = rt_sys::sched::get_affinity(0)
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap();
+    let cpu = allowed_cpu();
     let dir = tempfile::tempdir().unwrap();
     let (run, json) = (dir.path().join("run"), dir.path().join("oslat.json"));
     let out = bin()
@@ -1204,24 +1138,10 @@ fn wait_manifest(run: &Path, secs: u64, cond: impl Fn(&record::Manifest) -> bool
 
 #[test]
 fn kill_9_mid_soak_keeps_the_last_checkpoint_valid_hashed_and_partial() {
-    let cpu = rt_sys::sched::get_affinity(0)
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut child = bin()
-        .args([
-            "probe",
-            "--policy",
-            "other",
-            "-a",
-            &cpu.to_string(),
-            "-D",
-            "12h",
-            "-q",
-        ])
+    let mut child = quiet_probe()
+        .args(["-D", "12h", "-q"])
         .args(["--checkpoint", "1s", "--no-dma-latency", "--out"])
         .arg(&run)
         .stdout(Stdio::null())
@@ -1272,24 +1192,10 @@ fn kill_9_mid_soak_keeps_the_last_checkpoint_valid_hashed_and_partial() {
 
 #[test]
 fn a_soak_that_ends_replaces_the_checkpoint_with_the_whole_run() {
-    let cpu = rt_sys::sched::get_affinity(0)
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let out = bin()
-        .args([
-            "probe",
-            "--policy",
-            "other",
-            "-a",
-            &cpu.to_string(),
-            "-D",
-            "2500ms",
-            "-q",
-        ])
+    let out = quiet_probe()
+        .args(["-D", "2500ms", "-q"])
         .args(["--checkpoint", "1s", "--no-dma-latency", "--out"])
         .arg(&run)
         .output()

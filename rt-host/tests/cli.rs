@@ -8,36 +8,9 @@ use std::time::{Duration, Instant};
 
 use rt_host::fake::FakeMachine;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rt-host"))
-}
+mod common;
 
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run rt-host")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The standard output of `o`, after checking its exit code.
-#[track_caller]
-fn stdout_of(o: &Output, code: i32) -> String {
-    assert_eq!(o.status.code(), Some(code), "{}", text(o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// The standard error of `o`, after checking its exit code.
-#[track_caller]
-fn stderr_of(o: &Output, code: i32) -> String {
-    assert_eq!(o.status.code(), Some(code), "{}", text(o));
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{bin, kill_9_when_paused, run, stderr_of, stdout_of, text};
 
 struct Fake {
     _dir: tempfile::TempDir,
@@ -163,7 +136,7 @@ fn setup_status_revert_round_trip() {
 fn kill_9_mid_setup_then_revert_restores_everything() {
     let f = fake();
     let before = f.m.snapshot();
-    let mut child = bin()
+    let child = bin()
         .args([
             "setup",
             "lab",
@@ -178,16 +151,7 @@ fn kill_9_mid_setup_then_revert_restores_everything() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(line.contains("paused after 6"), "{line}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    child.wait().unwrap();
+    kill_9_when_paused(child, 6);
     assert_ne!(
         FakeMachine::diff(&before, &f.m.snapshot()),
         Vec::<String>::new()
@@ -791,7 +755,7 @@ fn root_kill_9_mid_setup_then_revert_restores_everything() {
     let before = live_snapshot(&q);
     let profile = q.profile(&format!("qemu_name: Some({:?})", q.name));
     let j = q.journal();
-    let mut child = bin()
+    let child = bin()
         .args([
             "setup",
             profile.to_str().unwrap(),
@@ -804,16 +768,7 @@ fn root_kill_9_mid_setup_then_revert_restores_everything() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(line.contains("paused after 3"), "{line}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    child.wait().unwrap();
+    kill_9_when_paused(child, 3);
     assert_ne!(
         diff(&before, &live_snapshot(&q)),
         Vec::<String>::new(),

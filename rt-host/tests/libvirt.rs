@@ -17,14 +17,11 @@ use std::time::{Duration, Instant};
 use rt_sys::{hugepages, SysRoot};
 
 const DOMAIN: &str = "rtvirt-lvtest";
-const PAGES: u64 = 96;
+mod common;
 
-fn rt_host(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rt-host"))
-        .args(args)
-        .output()
-        .expect("run rt-host")
-}
+use common::{run as rt_host, text};
+
+const PAGES: u64 = 96;
 
 fn virsh(args: &[&str]) -> Output {
     Command::new("virsh")
@@ -33,15 +30,6 @@ fn virsh(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run virsh")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// libvirtd and virtlogd, started by this test and ended by their pids; the test domain

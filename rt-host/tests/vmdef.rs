@@ -7,13 +7,9 @@ use std::process::{Command, Output};
 
 use serde_norway::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rt-host"))
-}
+mod common;
 
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run rt-host")
-}
+use common::run;
 
 fn stdout(o: &Output) -> String {
     assert!(

@@ -2,27 +2,14 @@
 //! while watch runs gets its new vCPU threads tuned, and revert restores them.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rt_sys::{sched, task, SysRoot};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rt-host"))
-}
+mod common;
 
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run rt-host")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{bin, run, text};
 
 #[test]
 fn watch_prints_its_unit_and_hook_prints_the_libvirt_script() {
