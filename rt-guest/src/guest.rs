@@ -179,195 +179,245 @@ pub fn realtime_cpus(p: &Profile) -> Option<CpuSet> {
 /// Check the guest against `profile` (or only general items without one), sampling
 /// steal time over `steal_window`.
 pub fn check(root: &SysRoot, profile: Option<&Profile>, steal_window: Duration) -> Report {
-    let mut items = Vec::new();
-    let guest = profile.and_then(|p| p.guest.as_ref());
-    let rt = profile.and_then(realtime_cpus);
-    let judged = |ok: bool| match (ok, profile.is_some()) {
-        (true, _) => Status::Ok,
-        (false, true) => Status::Bad,
-        (false, false) => Status::Warn,
+    let mut c = Checking {
+        root,
+        profile,
+        guest: profile.and_then(|p| p.guest.as_ref()),
+        rt: profile.and_then(realtime_cpus),
+        items: Vec::new(),
     };
-
-    // Kernel.
-    match kernel::facts(root) {
-        Ok(f) => {
-            items.push(
-                Item::new(
-                    "kernel.preempt_rt",
-                    judged(f.preempt_rt),
-                    f.preempt_rt.to_string(),
-                )
-                .want("true")
-                .because(f.version.clone()),
-            );
-            for key in ["isolcpus", "nohz_full", "rcu_nocbs"] {
-                let v = kernel::cmdline_value(&f.cmdline, key);
-                let name = format!("cmdline.{key}");
-                let found = v
-                    .map(|v| {
-                        if key == "isolcpus" {
-                            isolcpus_list(v)
-                        } else {
-                            CpuSet::parse(v)
-                        }
-                    })
-                    .transpose();
-                let item = match (found, &rt) {
-                    (Ok(cur), Some(want)) => {
-                        let cur = cur.unwrap_or_default();
-                        Item::new(&name, judged(want.is_subset(&cur)), cur.to_string())
-                            .want(want.to_string())
-                            .because(
-                                "a boot argument: change it in the guest's kernel command line",
-                            )
-                    }
-                    (Ok(cur), None) => Item::new(
-                        &name,
-                        Status::Info,
-                        cur.map(|c| c.to_string()).unwrap_or_default(),
-                    ),
-                    (Err(e), _) => {
-                        Item::new(&name, Status::Warn, v.unwrap_or("")).because(e.to_string())
-                    }
-                };
-                items.push(item);
-            }
-        }
-        Err(e) => items.push(Item::from_err("kernel", &e)),
+    c.kernel();
+    c.isolated();
+    c.halt_poll();
+    c.cpuidle();
+    c.clocksource();
+    c.steal(steal_window);
+    c.irq_threads();
+    Report {
+        profile: profile.map(|p| p.name.clone()),
+        items: c.items,
     }
-    if let Ok(iso) = root.read_trim(rt_sys::cpulist::ISOLATED) {
-        items.push(Item::new("cpus.isolated", Status::Info, iso));
-    }
+}
 
-    // Halt polling.
-    match root.read_u64(HALT_POLL) {
-        Ok(cur) => {
-            let want = guest.and_then(|g| g.guest_halt_poll_ns);
-            let status = match want {
-                Some(w) => judged(w == cur),
-                None => Status::Info,
-            };
-            let mut item = Item::new("haltpoll.guest_halt_poll_ns", status, cur.to_string());
-            if let Some(w) = want {
-                item = item.want(w.to_string());
-            }
-            items.push(item);
-        }
-        Err(e) => items.push(Item::from_err("haltpoll.guest_halt_poll_ns", &e)),
-    }
+/// What `check` looks at and what it found so far, one method per area.
+struct Checking<'a> {
+    root: &'a SysRoot,
+    profile: Option<&'a Profile>,
+    guest: Option<&'a profiles::Guest>,
+    /// The realtime CPUs of the profile.
+    rt: Option<CpuSet>,
+    items: Vec<Item>,
+}
 
-    // Idle states of the real-time CPUs (all CPUs without a profile).
-    let max_exit = guest.and_then(|g| g.max_exit_latency_us);
-    let cpus = rt
-        .clone()
-        .unwrap_or_else(|| rt_sys::cpulist::online(root).unwrap_or_default());
-    for cpu in cpus.iter() {
-        if !root.exists(rt_sys::cpulist::cpu_dir(cpu)) {
-            items.push(
-                Item::new(format!("cpuidle.cpu{cpu}"), Status::NotPresent, "")
-                    .because(format!("CPU {cpu} does not exist here")),
-            );
-            continue;
-        }
-        match cpuidle::states(root, cpu) {
-            Ok(states) => {
-                for s in states {
-                    let name = format!("cpuidle.cpu{cpu}.state{}", s.index);
-                    let cur = if s.disabled { "disabled" } else { "enabled" };
-                    let item = match max_exit {
-                        Some(max) if u64::from(max) < s.latency_us => {
-                            Item::new(name, judged(s.disabled), cur).want("disabled")
-                        }
-                        Some(_) => Item::new(name, Status::Ok, cur),
-                        None => Item::new(name, Status::Info, cur),
-                    };
-                    items.push(
-                        item.because(format!("{} (exit latency {} us)", s.name, s.latency_us)),
-                    );
-                }
-            }
-            Err(e) => items.push(Item::from_err(format!("cpuidle.cpu{cpu}"), &e)),
+impl Checking<'_> {
+    /// A wanted value missed is bad against a profile, a warning without one.
+    fn judged(&self, ok: bool) -> Status {
+        match (ok, self.profile.is_some()) {
+            (true, _) => Status::Ok,
+            (false, true) => Status::Bad,
+            (false, false) => Status::Warn,
         }
     }
 
-    // Clocksource.
-    match root.read_trim(CLOCKSOURCE) {
-        Ok(cs) => {
-            let (status, why) = clocksource_status(&cs);
-            items.push(Item::new("clocksource", status, cs).because(why));
-        }
-        Err(e) => items.push(Item::from_err("clocksource", &e)),
-    }
-
-    // Steal time.
-    match root.read(kernel::STAT) {
-        Ok(before) => {
-            std::thread::sleep(steal_window);
-            let after = root.read(kernel::STAT).unwrap_or_default();
-            for (cpu, pct) in steal_percent(&before, &after) {
-                if rt.as_ref().is_some_and(|r| !r.contains(cpu)) {
-                    continue;
-                }
-                let status = if pct <= 1.0 { Status::Ok } else { Status::Warn };
-                items.push(
-                    Item::new(format!("steal.cpu{cpu}"), status, format!("{pct:.2} %")).because(
-                        format!(
-                            "time the host ran something else, over {} ms",
-                            steal_window.as_millis()
-                        ),
-                    ),
-                );
-            }
-        }
-        Err(e) => items.push(Item::from_err("steal", &e)),
-    }
-
-    // IRQ threads.
-    for want in guest.map(|g| g.irq_threads.as_slice()).unwrap_or_default() {
-        let found = match irqthread::find(root, &want.name) {
+    /// PREEMPT_RT and the isolation boot arguments.
+    fn kernel(&mut self) {
+        let f = match kernel::facts(self.root) {
             Ok(f) => f,
-            Err(e) => {
-                items.push(Item::from_err(format!("irq_thread.{}", want.name), &e));
+            Err(e) => return self.items.push(Item::from_err("kernel", &e)),
+        };
+        self.items.push(
+            Item::new(
+                "kernel.preempt_rt",
+                self.judged(f.preempt_rt),
+                f.preempt_rt.to_string(),
+            )
+            .want("true")
+            .because(f.version.clone()),
+        );
+        for key in ["isolcpus", "nohz_full", "rcu_nocbs"] {
+            let v = kernel::cmdline_value(&f.cmdline, key);
+            let name = format!("cmdline.{key}");
+            let found = v
+                .map(|v| {
+                    if key == "isolcpus" {
+                        isolcpus_list(v)
+                    } else {
+                        CpuSet::parse(v)
+                    }
+                })
+                .transpose();
+            let item = match (found, &self.rt) {
+                (Ok(cur), Some(want)) => {
+                    let cur = cur.unwrap_or_default();
+                    Item::new(&name, self.judged(want.is_subset(&cur)), cur.to_string())
+                        .want(want.to_string())
+                        .because("a boot argument: change it in the guest's kernel command line")
+                }
+                (Ok(cur), None) => Item::new(
+                    &name,
+                    Status::Info,
+                    cur.map(|c| c.to_string()).unwrap_or_default(),
+                ),
+                (Err(e), _) => {
+                    Item::new(&name, Status::Warn, v.unwrap_or("")).because(e.to_string())
+                }
+            };
+            self.items.push(item);
+        }
+    }
+
+    /// The CPUs the kernel isolated, for information.
+    fn isolated(&mut self) {
+        if let Ok(iso) = self.root.read_trim(rt_sys::cpulist::ISOLATED) {
+            self.items
+                .push(Item::new("cpus.isolated", Status::Info, iso));
+        }
+    }
+
+    /// The guest's halt polling against the profile's `guest_halt_poll_ns`.
+    fn halt_poll(&mut self) {
+        let item = match self.root.read_u64(HALT_POLL) {
+            Ok(cur) => {
+                let want = self.guest.and_then(|g| g.guest_halt_poll_ns);
+                let status = match want {
+                    Some(w) => self.judged(w == cur),
+                    None => Status::Info,
+                };
+                let item = Item::new("haltpoll.guest_halt_poll_ns", status, cur.to_string());
+                match want {
+                    Some(w) => item.want(w.to_string()),
+                    None => item,
+                }
+            }
+            Err(e) => Item::from_err("haltpoll.guest_halt_poll_ns", &e),
+        };
+        self.items.push(item);
+    }
+
+    /// Idle states of the real-time CPUs (all CPUs without a profile).
+    fn cpuidle(&mut self) {
+        let max_exit = self.guest.and_then(|g| g.max_exit_latency_us);
+        let cpus = self
+            .rt
+            .clone()
+            .unwrap_or_else(|| rt_sys::cpulist::online(self.root).unwrap_or_default());
+        for cpu in cpus.iter() {
+            if !self.root.exists(rt_sys::cpulist::cpu_dir(cpu)) {
+                self.items.push(
+                    Item::new(format!("cpuidle.cpu{cpu}"), Status::NotPresent, "")
+                        .because(format!("CPU {cpu} does not exist here")),
+                );
                 continue;
             }
+            let states = match cpuidle::states(self.root, cpu) {
+                Ok(states) => states,
+                Err(e) => {
+                    self.items
+                        .push(Item::from_err(format!("cpuidle.cpu{cpu}"), &e));
+                    continue;
+                }
+            };
+            for s in states {
+                let name = format!("cpuidle.cpu{cpu}.state{}", s.index);
+                let cur = if s.disabled { "disabled" } else { "enabled" };
+                let item = match max_exit {
+                    Some(max) if u64::from(max) < s.latency_us => {
+                        Item::new(name, self.judged(s.disabled), cur).want("disabled")
+                    }
+                    Some(_) => Item::new(name, Status::Ok, cur),
+                    None => Item::new(name, Status::Info, cur),
+                };
+                self.items
+                    .push(item.because(format!("{} (exit latency {} us)", s.name, s.latency_us)));
+            }
+        }
+    }
+
+    fn clocksource(&mut self) {
+        let item = match self.root.read_trim(CLOCKSOURCE) {
+            Ok(cs) => {
+                let (status, why) = clocksource_status(&cs);
+                Item::new("clocksource", status, cs).because(why)
+            }
+            Err(e) => Item::from_err("clocksource", &e),
         };
-        if found.is_empty() {
-            items.push(
-                Item::new(format!("irq_thread.{}", want.name), Status::NotPresent, "").because(
-                    format!("no irq/NN-{} thread here (device absent?)", want.name),
+        self.items.push(item);
+    }
+
+    /// Steal time of the real-time CPUs over `window`.
+    fn steal(&mut self, window: Duration) {
+        let before = match self.root.read(kernel::STAT) {
+            Ok(b) => b,
+            Err(e) => return self.items.push(Item::from_err("steal", &e)),
+        };
+        std::thread::sleep(window);
+        let after = self.root.read(kernel::STAT).unwrap_or_default();
+        for (cpu, pct) in steal_percent(&before, &after) {
+            if self.rt.as_ref().is_some_and(|r| !r.contains(cpu)) {
+                continue;
+            }
+            let status = if pct <= 1.0 { Status::Ok } else { Status::Warn };
+            self.items.push(
+                Item::new(format!("steal.cpu{cpu}"), status, format!("{pct:.2} %")).because(
+                    format!(
+                        "time the host ran something else, over {} ms",
+                        window.as_millis()
+                    ),
                 ),
             );
         }
-        let ops = threads::for_root(root);
-        for t in found {
-            if let Some(prio) = want.priority {
-                let name = format!("irq_thread.{}.priority", t.comm);
-                let item = match ops.get_sched(root, t.pid, t.pid) {
-                    Ok(cur) => Item::new(
-                        name,
-                        judged(cur.policy == Policy::Fifo && cur.priority == u32::from(prio)),
-                        cur.to_string(),
-                    )
-                    .want(format!("fifo:{prio}")),
-                    Err(e) => Item::from_err(name, &e),
-                };
-                items.push(item);
-            }
-            if let Some(cpus) = &want.cpus {
-                let name = format!("irq_thread.{}.affinity", t.comm);
-                let item = match ops.get_affinity(root, t.pid, t.pid) {
-                    Ok(cur) => Item::new(name, judged(&cur == cpus), cur.to_string())
-                        .want(cpus.to_string()),
-                    Err(e) => Item::from_err(name, &e),
-                };
-                items.push(item);
-            }
-        }
     }
 
-    Report {
-        profile: profile.map(|p| p.name.clone()),
-        items,
+    /// The profile's IRQ threads: present, their priority and affinity.
+    fn irq_threads(&mut self) {
+        let wanted = self
+            .guest
+            .map(|g| g.irq_threads.as_slice())
+            .unwrap_or_default();
+        for want in wanted {
+            let found = match irqthread::find(self.root, &want.name) {
+                Ok(f) => f,
+                Err(e) => {
+                    self.items
+                        .push(Item::from_err(format!("irq_thread.{}", want.name), &e));
+                    continue;
+                }
+            };
+            if found.is_empty() {
+                self.items.push(
+                    Item::new(format!("irq_thread.{}", want.name), Status::NotPresent, "").because(
+                        format!("no irq/NN-{} thread here (device absent?)", want.name),
+                    ),
+                );
+            }
+            let ops = threads::for_root(self.root);
+            for t in found {
+                if let Some(prio) = want.priority {
+                    let name = format!("irq_thread.{}.priority", t.comm);
+                    let item = match ops.get_sched(self.root, t.pid, t.pid) {
+                        Ok(cur) => Item::new(
+                            name,
+                            self.judged(
+                                cur.policy == Policy::Fifo && cur.priority == u32::from(prio),
+                            ),
+                            cur.to_string(),
+                        )
+                        .want(format!("fifo:{prio}")),
+                        Err(e) => Item::from_err(name, &e),
+                    };
+                    self.items.push(item);
+                }
+                if let Some(cpus) = &want.cpus {
+                    let name = format!("irq_thread.{}.affinity", t.comm);
+                    let item = match ops.get_affinity(self.root, t.pid, t.pid) {
+                        Ok(cur) => Item::new(name, self.judged(&cur == cpus), cur.to_string())
+                            .want(cpus.to_string()),
+                        Err(e) => Item::from_err(name, &e),
+                    };
+                    self.items.push(item);
+                }
+            }
+        }
     }
 }
 

@@ -193,50 +193,21 @@ pub fn judge(
         size_low_us: us(cfg.delay_ns),
         size_high_us: us(high),
     };
-    let upper = injected + injected_late + 2 * baseline_above + count_above;
-    let checks = vec![
-        Check {
-            name: "every injected delay is seen".into(),
-            passed: detected + count_below >= injected && injected > 0,
-            detail: format!(
-                "detected {detected} samples in [{:.0}, {:.0}] us for {injected} injections (at least {})",
-                us(low),
-                us(high_w),
-                injected.saturating_sub(count_below)
-            ),
-        },
-        Check {
-            name: "no delays are invented".into(),
-            passed: detected <= upper,
-            detail: format!(
-                "detected {detected} <= {upper} (injected {injected} + late {injected_late} + 2 x baseline {baseline_above} + {count_above})"
-            ),
-        },
-        Check {
-            name: "the delays are measured at their size".into(),
-            passed: median >= cfg.delay_ns && median <= high,
-            detail: format!(
-                "median of the detected delays {:.1} us, expected {:.1} .. {:.1} us (D .. D + baseline p99 + 50 us)",
-                us(median),
-                us(cfg.delay_ns),
-                us(high)
-            ),
-        },
-        Check {
-            name: "the max shows the delay".into(),
-            passed: max >= cfg.delay_ns,
-            detail: format!(
-                "max {:.1} us at cycle {max_cycle} ({}), expected >= {:.1} us",
-                us(max),
-                if on_injected {
-                    "an injected cycle"
-                } else {
-                    "not an injected cycle"
-                },
-                us(cfg.delay_ns),
-            ),
-        },
-    ];
+    let checks = checks(&Seen {
+        delay_ns: cfg.delay_ns,
+        window_ns: (low, high_w),
+        high_ns: high,
+        count_below,
+        count_above,
+        injected,
+        injected_late,
+        baseline_above,
+        detected,
+        median_ns: median,
+        max_ns: max,
+        max_cycle,
+        on_injected,
+    });
     SelftestResult {
         passed: checks.iter().all(|c| c.passed),
         cpu: cfg.cpu,
@@ -258,6 +229,89 @@ pub fn judge(
         tolerance,
         checks,
     }
+}
+
+/// What the self-test saw, for its checks (times in ns).
+#[derive(Clone, Copy)]
+struct Seen {
+    delay_ns: u64,
+    /// The window every injected delay lands in.
+    window_ns: (u64, u64),
+    /// The largest size a detected delay may have.
+    high_ns: u64,
+    count_below: u64,
+    count_above: u64,
+    injected: u64,
+    injected_late: u64,
+    baseline_above: u64,
+    detected: u64,
+    median_ns: u64,
+    max_ns: u64,
+    max_cycle: u64,
+    on_injected: bool,
+}
+
+/// The four checks of the self-test.
+fn checks(s: &Seen) -> Vec<Check> {
+    let Seen {
+        delay_ns,
+        window_ns: (low, high_w),
+        high_ns: high,
+        count_below,
+        count_above,
+        injected,
+        injected_late,
+        baseline_above,
+        detected,
+        median_ns: median,
+        max_ns: max,
+        max_cycle,
+        on_injected,
+    } = *s;
+    let upper = injected + injected_late + 2 * baseline_above + count_above;
+    vec![
+        Check {
+            name: "every injected delay is seen".into(),
+            passed: detected + count_below >= injected && injected > 0,
+            detail: format!(
+                "detected {detected} samples in [{:.0}, {:.0}] us for {injected} injections (at least {})",
+                us(low),
+                us(high_w),
+                injected.saturating_sub(count_below)
+            ),
+        },
+        Check {
+            name: "no delays are invented".into(),
+            passed: detected <= upper,
+            detail: format!(
+                "detected {detected} <= {upper} (injected {injected} + late {injected_late} + 2 x baseline {baseline_above} + {count_above})"
+            ),
+        },
+        Check {
+            name: "the delays are measured at their size".into(),
+            passed: median >= delay_ns && median <= high,
+            detail: format!(
+                "median of the detected delays {:.1} us, expected {:.1} .. {:.1} us (D .. D + baseline p99 + 50 us)",
+                us(median),
+                us(delay_ns),
+                us(high)
+            ),
+        },
+        Check {
+            name: "the max shows the delay".into(),
+            passed: max >= delay_ns,
+            detail: format!(
+                "max {:.1} us at cycle {max_cycle} ({}), expected >= {:.1} us",
+                us(max),
+                if on_injected {
+                    "an injected cycle"
+                } else {
+                    "not an injected cycle"
+                },
+                us(delay_ns),
+            ),
+        },
+    ]
 }
 
 impl SelftestConfig {
