@@ -139,7 +139,7 @@ fn host_lab_every_knob_is_real_in_the_outer_host() {
             cg.value.tuned.as_str(),
             cg.value.after.as_str()
         ),
-        ("(gone)", "created", "(gone)")
+        ("", "created", "")
     );
     // IRQ affinities written: every spread IRQ back on CPU 0 while tuned.
     let irqs: Vec<_> = r

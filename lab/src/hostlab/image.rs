@@ -41,13 +41,19 @@ pub struct OuterImage {
     pub modules: Vec<String>,
 }
 
-/// The `/init` lines after the modules: the KVM stack that fits the CPU, hugetlbfs.
+/// Where the outer host keeps the KVM module options of the profile: the file
+/// `rt-host modprobe PROFILE` prints for /etc/modprobe.d. busybox `insmod` does not read
+/// modprobe.d, so `/init` passes each module its `options` line itself.
+pub const MODPROBE_CONF: &str = "/etc/modprobe.d/rtvirt-kvm.conf";
+
+/// The `/init` lines after the modules: the KVM stack that fits the CPU (each module with
+/// its options from [`MODPROBE_CONF`]), hugetlbfs.
 fn setup_lines() -> String {
     let mut s = String::from("kvm_module=none\n");
     for (module, flag) in HOST_LAB_KVM {
         s.push_str(&format!(
             // kernel-path-ok: shell that runs in the outer host's /init.
-            "if [ $kvm_module = none ] && grep -qw {flag} /proc/cpuinfo; then\n    kvm_module={module}\n    while read -r m; do insmod \"$m\" 2>/dev/null; done < /etc/rtvirt/{module}.load\nfi\n"
+            "if [ $kvm_module = none ] && grep -qw {flag} /proc/cpuinfo; then\n    kvm_module={module}\n    while read -r m; do\n        n=$(basename \"$m\"); n=$(echo \"${{n%%.ko*}}\" | tr - _)\n        insmod \"$m\" $(sed -n \"s/^options $n //p\" {MODPROBE_CONF}) 2>/dev/null\n    done < /etc/rtvirt/{module}.load\nfi\n"
         ));
     }
     s.push_str(&format!(
@@ -63,16 +69,22 @@ const READY_EXTRA: &str = r#"    echo "kvm_module=$kvm_module"
     echo "hugepages=$(cat /proc/sys/vm/nr_hugepages)"
     echo "cmdline=$(cat /proc/cmdline)""#;
 
+/// What goes into the outer host beside its kernel's modules, QEMU and busybox.
+pub struct Payload<'a> {
+    /// The guest's kernel, started by QEMU in the outer host.
+    pub inner_kernel: &'a Path,
+    /// The guest's initramfs.
+    pub inner_initrd: &'a Path,
+    /// The rt-host binary.
+    pub rt_host: &'a Path,
+    /// A profile file beyond the bundled ones (the one the flow runs).
+    pub extra_profile: Option<&'a Path>,
+    /// The modprobe.d text of the KVM module options applied at load ([`MODPROBE_CONF`]).
+    pub modprobe_conf: &'a str,
+}
+
 /// Build the outer image into `dir/outer-initrd.gz`.
-pub fn build(
-    layout: &Layout,
-    kernel: &Kernel,
-    inner_kernel: &Path,
-    inner_initrd: &Path,
-    rt_host: &Path,
-    dir: &Path,
-    extra_profile: Option<&Path>,
-) -> Result<OuterImage> {
+pub fn build(layout: &Layout, kernel: &Kernel, p: &Payload, dir: &Path) -> Result<OuterImage> {
     let mut stage = Stage::new(&dir.join("outer-stage"))?;
     let mut modules: Vec<String> = stage
         .put_modules(kernel, HOST_LAB_MODULES, MODULES_LOAD)?
@@ -96,10 +108,11 @@ pub fn build(
     for d in QEMU_DATA {
         stage.put_tree(Path::new(d), d)?;
     }
-    stage.put_program(rt_host, RT_HOST)?;
-    stage.put(inner_kernel, INNER_KERNEL, None)?;
-    stage.put(inner_initrd, INNER_INITRD, None)?;
-    stage.put_profiles(&layout.root, extra_profile)?;
+    stage.put_program(p.rt_host, RT_HOST)?;
+    stage.put(p.inner_kernel, INNER_KERNEL, None)?;
+    stage.put(p.inner_initrd, INNER_INITRD, None)?;
+    stage.put_profiles(&layout.root, p.extra_profile)?;
+    stage.put_text(p.modprobe_conf, MODPROBE_CONF, None)?;
     let setup = setup_lines();
     let init = init_script(&InitSpec {
         hostname: "rtvirt-hil-host",
@@ -128,6 +141,7 @@ mod tests {
         let intel = s.find("grep -qw vmx /proc/cpuinfo").unwrap();
         assert!(amd < intel, "{s}");
         assert!(s.contains("done < /etc/rtvirt/kvm_amd.load"));
+        assert!(s.contains("s/^options $n //p\" /etc/modprobe.d/rtvirt-kvm.conf"));
         assert!(
             s.ends_with("mount -t hugetlbfs none /dev/hugepages\n"),
             "{s}"

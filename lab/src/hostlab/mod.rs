@@ -225,19 +225,27 @@ impl HostLab {
             self.out.clone(),
             self.profile.file.clone(),
         );
+        // The module parameters that only apply at load go in as a real host's
+        // /etc/modprobe.d would give them; rt-host tunes the runtime ones itself.
+        let host = self.host()?.clone();
+        let load_time: Vec<_> = rt_host::modprobe::params(&host)
+            .into_iter()
+            .filter(|p| !p.runtime)
+            .collect();
+        let modprobe_conf =
+            rt_host::modprobe::file_text(&self.profile.loaded.profile.name, &load_time);
         let img = timed(
             &mut self.summary.steps,
             "host: build outer host image",
             || {
-                let img = image::build(
-                    &layout,
-                    &std_kernel,
-                    &inner_kernel.vmlinuz,
-                    &inner_initrd,
+                let payload = image::Payload {
+                    inner_kernel: &inner_kernel.vmlinuz,
+                    inner_initrd: &inner_initrd,
                     rt_host,
-                    &out,
-                    file.as_deref(),
-                )?;
+                    extra_profile: file.as_deref(),
+                    modprobe_conf: &modprobe_conf,
+                };
+                let img = image::build(&layout, &std_kernel, &payload, &out)?;
                 let note = format!(
                     "kernel {}; modules {}",
                     img.kernel_version,
