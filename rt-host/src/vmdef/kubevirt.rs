@@ -244,6 +244,32 @@ fn memory(def: &Def<'_>, mem: u64, choices: &mut Vec<Choice>) -> Y {
     m.done()
 }
 
+/// The comment lines above the VMI: what the node needs, what KubeVirt cannot say.
+fn header(def: &Def<'_>, choices: &mut Vec<Choice>) -> String {
+    let vm = def.vm;
+    let mut text = format!(
+        "# rt-host vm --format kubevirt: VM {:?} of profile {:?}; each field's reason is its comment\n\
+         # (docs/vm-definition.md). The node needs the kubelet's static CPU manager policy, hugepages\n\
+         # reserved at boot and a PREEMPT_RT kernel; the profile's host CPU numbers do not carry over.\n",
+        vm.name, def.profile
+    );
+    if !vm.can_buses.is_empty() {
+        text.push_str("# CAN: KubeVirt has no CAN device; QEMU's controllers (");
+        let ids: Vec<&str> = vm.can_buses.iter().map(|b| b.id.as_str()).collect();
+        text.push_str(&ids.join(", "));
+        text.push_str(") need a hook sidecar that adds them to the domain, as <qemu:commandline> does for libvirt.\n");
+        choices.push(Choice::with(
+            Knob::CanBus,
+            "(no KubeVirt field)",
+            "KubeVirt has no CAN device: a hook sidecar must add the controllers",
+        ));
+    }
+    if vm.boot.is_some() {
+        text.push_str("# boot: add spec.volumes and spec.domain.devices.disks (a host path has no KubeVirt equivalent).\n");
+    }
+    text
+}
+
 /// Render the VirtualMachineInstance.
 pub fn render(def: &Def<'_>) -> Result<Rendered, VmDefError> {
     let vm = def.vm;
@@ -317,26 +343,7 @@ pub fn render(def: &Def<'_>) -> Result<Rendered, VmDefError> {
             None,
         ),
     ]);
-    let mut text = format!(
-        "# rt-host vm --format kubevirt: VM {:?} of profile {:?}; each field's reason is its comment\n\
-         # (docs/vm-definition.md). The node needs the kubelet's static CPU manager policy, hugepages\n\
-         # reserved at boot and a PREEMPT_RT kernel; the profile's host CPU numbers do not carry over.\n",
-        vm.name, def.profile
-    );
-    if !vm.can_buses.is_empty() {
-        text.push_str("# CAN: KubeVirt has no CAN device; QEMU's controllers (");
-        let ids: Vec<&str> = vm.can_buses.iter().map(|b| b.id.as_str()).collect();
-        text.push_str(&ids.join(", "));
-        text.push_str(") need a hook sidecar that adds them to the domain, as <qemu:commandline> does for libvirt.\n");
-        choices.push(Choice::with(
-            Knob::CanBus,
-            "(no KubeVirt field)",
-            "KubeVirt has no CAN device: a hook sidecar must add the controllers",
-        ));
-    }
-    if vm.boot.is_some() {
-        text.push_str("# boot: add spec.volumes and spec.domain.devices.disks (a host path has no KubeVirt equivalent).\n");
-    }
+    let mut text = header(def, &mut choices);
     emit(&root, 0, &mut text);
     Ok(Rendered {
         vm: vm.name.clone(),

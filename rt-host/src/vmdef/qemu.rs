@@ -7,7 +7,7 @@
 //! thread of it ever runs on a realtime CPU before that. Options are QEMU 7.2's
 //! (<https://www.qemu.org/docs/master/system/invocation.html>).
 
-use profiles::{CanBus, CanController};
+use profiles::{CanBus, CanController, VmView};
 use rt_sys::sched::Policy;
 
 use super::{Choice, Def, Format, Knob, Rendered, VmDefError};
@@ -86,8 +86,31 @@ pub fn can_args(b: &CanBus) -> Vec<Group> {
 pub fn groups(def: &Def<'_>) -> Result<Vec<Group>, VmDefError> {
     let vm = def.vm;
     let mem = def.memory_mib()?;
-    let n = vm.cpus;
-    let mut g = vec![
+    let mut g = machine(vm);
+    g.extend(cpu(vm.cpus));
+    g.push(memory(def, mem));
+    g.push(group(
+        &["-overcommit", "mem-lock=on"],
+        vec![Choice::new(Knob::Locked, "-overcommit mem-lock=on")],
+    ));
+    for k in 1..=vm.iothreads {
+        let o = format!("iothread,id=iothread{k}");
+        g.push(group(
+            &["-object", &o],
+            vec![Choice::new(Knob::Iothreads, format!("-object {o}"))],
+        ));
+    }
+    g.extend(no_defaults(vm));
+    for b in &vm.can_buses {
+        g.extend(can_args(b));
+    }
+    g.extend(boot(def));
+    Ok(g)
+}
+
+/// The name with thread names, the machine without USB and shared pages.
+fn machine(vm: &VmView) -> Vec<Group> {
+    vec![
         group(
             &["-name", &format!("guest={},debug-threads=on", vm.name)],
             vec![Choice::new(
@@ -111,7 +134,12 @@ pub fn groups(def: &Def<'_>) -> Result<Vec<Group>, VmDefError> {
             &["-machine", "mem-merge=off"],
             vec![Choice::new(Knob::NoSharePages, "-machine mem-merge=off")],
         ),
-    ];
+    ]
+}
+
+/// The host CPU passed through with the real-time flags, and its topology.
+fn cpu(n: u32) -> Vec<Group> {
+    let mut g = Vec::new();
     let cpu = "host,migratable=off,+tsc-deadline,+invtsc,pmu=off,kvm-hint-dedicated=on";
     g.push(group(
         &["-cpu", cpu],
@@ -128,18 +156,12 @@ pub fn groups(def: &Def<'_>) -> Result<Vec<Group>, VmDefError> {
         &["-smp", &smp],
         vec![Choice::new(Knob::Topology, format!("-smp {smp}"))],
     ));
-    g.push(memory(def, mem));
-    g.push(group(
-        &["-overcommit", "mem-lock=on"],
-        vec![Choice::new(Knob::Locked, "-overcommit mem-lock=on")],
-    ));
-    for k in 1..=vm.iothreads {
-        let o = format!("iothread,id=iothread{k}");
-        g.push(group(
-            &["-object", &o],
-            vec![Choice::new(Knob::Iothreads, format!("-object {o}"))],
-        ));
-    }
+    g
+}
+
+/// Only the devices listed here, no display; the console and QMP; the pidfile.
+fn no_defaults(vm: &VmView) -> Vec<Group> {
+    let mut g = Vec::new();
     g.push(group(
         &["-nodefaults", "-no-user-config"],
         vec![
@@ -180,11 +202,7 @@ pub fn groups(def: &Def<'_>) -> Result<Vec<Group>, VmDefError> {
             )],
         ));
     }
-    for b in &vm.can_buses {
-        g.extend(can_args(b));
-    }
-    g.extend(boot(def));
-    Ok(g)
+    g
 }
 
 fn memory(def: &Def<'_>, mem: u64) -> Group {
