@@ -214,14 +214,7 @@ impl Plan {
     }
 }
 
-/// An identifier in the usual hex form: `0x0C0`, `0x18FF5021`.
-pub fn id_text(id: u32, extended: bool) -> String {
-    if extended {
-        format!("0x{id:08X}")
-    } else {
-        format!("0x{id:03X}")
-    }
-}
+pub use crate::timing::id_text;
 
 /// One release of one message instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -371,7 +371,7 @@ fn log_values(
             message: name.to_string(),
             signal: s.name.clone(),
             path: path.display().to_string(),
-            id: crate::schedule::id_text(m.id, m.extended),
+            id: crate::timing::id_text(m.id, m.extended),
         });
     }
     Ok(out)

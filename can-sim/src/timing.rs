@@ -341,6 +341,15 @@ pub fn ns_to_us(ns: u64) -> f64 {
     ns as f64 / 1e3
 }
 
+/// An identifier in the usual hex form: `0x0C0`, `0x18FF5021`.
+pub fn id_text(id: u32, extended: bool) -> String {
+    if extended {
+        format!("0x{id:08X}")
+    } else {
+        format!("0x{id:03X}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

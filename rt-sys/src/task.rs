@@ -6,6 +6,20 @@
 
 use crate::{SysError, SysRoot};
 
+/// `PF_NO_SETAFFINITY` in the `flags` field of `stat`: userland may not change the
+/// affinity (per-CPU kernel threads).
+pub const PF_NO_SETAFFINITY: u64 = 0x0400_0000;
+/// `PF_KTHREAD`: a kernel thread.
+pub const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// The value of `key` in `/proc/PID/status` text (`Tgid`, `Cpus_allowed_list`).
+pub fn status_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == key).then(|| v.trim())
+    })
+}
+
 /// Fields of `/proc/PID/task/TID/stat` that rtvirt needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskStat {
@@ -163,7 +177,7 @@ pub fn cap_sys_nice(root: &SysRoot) -> Option<bool> {
 
 /// The `CapEff` mask of a `/proc/PID/status` text.
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
-    let v = crate::threads::status_field(status, "CapEff")?;
+    let v = status_field(status, "CapEff")?;
     u64::from_str_radix(v, 16).ok()
 }
 
@@ -197,7 +211,7 @@ pub fn find_by_comm(root: &SysRoot, comm: &str) -> Result<Vec<TaskStat>, SysErro
         let Ok(st) = tid_stat(root, pid) else {
             continue; // exited meanwhile, or not a process directory
         };
-        if st.comm == comm && st.flags & crate::threads::PF_KTHREAD == 0 {
+        if st.comm == comm && st.flags & PF_KTHREAD == 0 {
             out.push(st);
         }
     }

@@ -11,19 +11,7 @@ use crate::cgroup::CgroupRef;
 use crate::sched::{self, Policy, SchedParams};
 use crate::{CpuSet, SysError, SysRoot};
 
-/// `PF_NO_SETAFFINITY` in the `flags` field of `stat`: userland may not change the
-/// affinity (per-CPU kernel threads).
-pub const PF_NO_SETAFFINITY: u64 = 0x0400_0000;
-/// `PF_KTHREAD`: a kernel thread.
-pub const PF_KTHREAD: u64 = 0x0020_0000;
-
-/// The value of `key` in `/proc/PID/status` text (`Tgid`, `Cpus_allowed_list`).
-pub fn status_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k == key).then(|| v.trim())
-    })
-}
+pub use crate::task::{status_field, PF_KTHREAD, PF_NO_SETAFFINITY};
 
 /// Replace stat fields `n` (1-based, as in proc(5)) with `values`.
 fn rewrite_stat(text: &str, values: &[(usize, String)]) -> Result<String, SysError> {

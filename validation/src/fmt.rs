@@ -1,7 +1,5 @@
 //! Numbers and bounds in words, as every report format prints them.
 
-use crate::evidence::{BoundKind, RequirementResult};
-
 /// `x` as f64 (counts here stay far below 2^53, where f64 is exact).
 pub fn f(x: u64) -> f64 {
     // u64 -> f64 rounds above 2^53 only; sample counts never get there.
@@ -40,45 +38,6 @@ pub fn pct_label(p: f64) -> String {
         "max".into()
     } else {
         format!("p{p}")
-    }
-}
-
-/// The bound in words: `<= 50 us`, `>= 200 us`.
-pub fn bound_text(r: &RequirementResult) -> String {
-    match r.bound {
-        None => "none given".into(),
-        Some(b) => format!(
-            "{} {} {}",
-            match r.bound_kind {
-                BoundKind::AtMost => "<=",
-                BoundKind::AtLeast => ">=",
-            },
-            fmt_num(b),
-            r.unit
-        ),
-    }
-}
-
-/// Measured value in words.
-pub fn measured_text(r: &RequirementResult) -> String {
-    match r.measured {
-        None => "-".into(),
-        Some(v) => format!("{} {}", fmt_num(v), r.unit),
-    }
-}
-
-/// `n = 60000; 0 of 60000 samples above ...` (or `-`).
-pub fn samples_text(r: &RequirementResult) -> String {
-    let parts: Vec<String> = r
-        .samples
-        .map(|n| format!("n = {n}"))
-        .into_iter()
-        .chain(r.confidence.clone())
-        .collect();
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join("; ")
     }
 }
 

@@ -9,7 +9,7 @@ use super::{
     EvalOptions, EvidenceError, ProfileRef, RequirementResult, RunData, RunInfo, Verdict,
     WcrtComparison,
 };
-use crate::fmt::{bound_text, fmt_opt, ns_to_us};
+use crate::fmt::{fmt_opt, ns_to_us};
 use crate::stats;
 
 /// One comparison per CAN message (pooled over the runs, one message at a time).
@@ -72,7 +72,7 @@ pub fn deviations(results: &[RequirementResult], wcrt: &[WcrtComparison]) -> Vec
             r.metric_label,
             fmt_opt(r.measured),
             r.unit,
-            bound_text(r),
+            r.bound_text(),
             if r.reasons.is_empty() {
                 String::new()
             } else {

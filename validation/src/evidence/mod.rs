@@ -391,3 +391,45 @@ pub fn evaluate(
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+
+/// The result in words, as every report prints it.
+impl RequirementResult {
+    /// The bound in words: `<= 50 us`, `>= 200 us`.
+    pub fn bound_text(&self) -> String {
+        match self.bound {
+            None => "none given".into(),
+            Some(b) => format!(
+                "{} {} {}",
+                match self.bound_kind {
+                    BoundKind::AtMost => "<=",
+                    BoundKind::AtLeast => ">=",
+                },
+                crate::fmt::fmt_num(b),
+                self.unit
+            ),
+        }
+    }
+
+    /// Measured value in words.
+    pub fn measured_text(&self) -> String {
+        match self.measured {
+            None => "-".into(),
+            Some(v) => format!("{} {}", crate::fmt::fmt_num(v), self.unit),
+        }
+    }
+
+    /// `n = 60000; 0 of 60000 samples above ...` (or `-`).
+    pub fn samples_text(&self) -> String {
+        let parts: Vec<String> = self
+            .samples
+            .map(|n| format!("n = {n}"))
+            .into_iter()
+            .chain(self.confidence.clone())
+            .collect();
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}

@@ -16,7 +16,6 @@ use quick_xml::Writer;
 
 use super::ReportError;
 use crate::evidence::{Evidence, RequirementResult, Verdict};
-use crate::fmt::{bound_text, measured_text, samples_text};
 
 type W = Writer<Vec<u8>>;
 
@@ -65,9 +64,9 @@ fn detail(r: &RequirementResult) -> String {
         r.verdict,
         r.text,
         r.metric_label,
-        measured_text(r),
-        bound_text(r),
-        samples_text(r),
+        r.measured_text(),
+        r.bound_text(),
+        r.samples_text(),
         if why.is_empty() {
             String::new()
         } else {
@@ -96,8 +95,8 @@ fn properties(w: &mut W, ev: &Evidence) -> Result<(), ReportError> {
     for r in &ev.results {
         props.push((format!("{} asil", r.id), r.asil.to_string()));
         props.push((format!("{} verdict", r.id), r.verdict.to_string()));
-        props.push((format!("{} measured", r.id), measured_text(r)));
-        props.push((format!("{} bound", r.id), bound_text(r)));
+        props.push((format!("{} measured", r.id), r.measured_text()));
+        props.push((format!("{} bound", r.id), r.bound_text()));
     }
     start(w, "properties", &[])?;
     for (k, v) in &props {
@@ -116,8 +115,8 @@ fn testcase(w: &mut W, ev: &Evidence, r: &RequirementResult) -> Result<(), Repor
     let measured = format!(
         "{} measured {} against {}",
         r.metric_label,
-        measured_text(r),
-        bound_text(r)
+        r.measured_text(),
+        r.bound_text()
     );
     match r.verdict {
         Verdict::Pass => empty(w, "testcase", &attrs),

@@ -4,7 +4,7 @@
 //! same order.
 
 use crate::evidence::{Evidence, RunInfo, Verdict, WcrtComparison};
-use crate::fmt::{bound_text, fmt_num, fmt_opt, measured_text, samples_text};
+use crate::fmt::{fmt_num, fmt_opt};
 
 /// How a cell is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,10 +163,10 @@ fn verdict_table(ev: &Evidence) -> Table {
                     c(r.asil.to_string()),
                     c(&r.text),
                     c(&r.metric_label),
-                    c(bound_text(r)),
-                    c(measured_text(r)),
+                    c(r.bound_text()),
+                    c(r.measured_text()),
                     cs(r.verdict.to_string(), Style::Verdict(r.verdict)),
-                    c(samples_text(r)),
+                    c(r.samples_text()),
                     c(reasons_text(r)),
                 ]
             })
