@@ -14,6 +14,7 @@
 //!
 //! Every field, unit and default is documented in `docs/profiles.md`.
 
+mod rules;
 pub mod schema;
 pub mod validate;
 pub mod vms;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use rt_sys::sched::Policy;
 use rt_sys::CpuSet;
 
-use crate::validate::{self, Errors, Machine, HUGEPAGE_SIZES_KIB};
+use crate::rules::{self, Errors, Machine, HUGEPAGE_SIZES_KIB};
 use crate::{CanBus, Host, VcpuPin, Vm, VmBoot, VmSpec};
 
 /// Longest VM name: a DNS label (KubeVirt `metadata.name`), also fine for libvirt and QEMU.
@@ -232,7 +232,7 @@ pub(crate) fn validate(h: &Host, e: &mut Errors) {
             .clone()
             .or_else(|| h.emulator_cpus.clone())
             .unwrap_or_else(|| h.housekeeping_cpus.clone());
-        let beside = validate::BesideMainLoop {
+        let beside = rules::BesideMainLoop {
             cpus: emu,
             priority: if s.emulator_policy.is_realtime() && !h.sysctl.rt_runtime_unlimited {
                 s.emulator_priority
@@ -240,7 +240,7 @@ pub(crate) fn validate(h: &Host, e: &mut Errors) {
                 0
             },
         };
-        validate::vcpu_list(e, &format!("{p}.vcpus"), &s.vcpus, rt, &beside);
+        rules::vcpu_list(e, &format!("{p}.vcpus"), &s.vcpus, rt, &beside);
     }
     shared_cpus(e, &host_vms(h));
 }
@@ -267,7 +267,7 @@ fn name(e: &mut Errors, p: &str, n: &str) {
 fn spec(e: &mut Errors, h: &Host, p: &str, s: &VmSpec) {
     let rt = &h.realtime_cpus;
     if let Some(f) = &s.find {
-        validate::vm_locator(e, &format!("{p}.find"), f);
+        rules::vm_locator(e, &format!("{p}.find"), f);
         if let Some(m) = f.memory_mib {
             e.push(
                 format!("{p}.find.memory_mib"),
@@ -295,7 +295,7 @@ fn spec(e: &mut Errors, h: &Host, p: &str, s: &VmSpec) {
         ("iothread_cpus", &s.iothread_cpus, "QEMU's I/O threads"),
     ] {
         if let Some(set) = set {
-            validate::off_realtime(e, &format!("{p}.{field}"), set, rt, what);
+            rules::off_realtime(e, &format!("{p}.{field}"), set, rt, what);
         }
     }
     if s.iothreads > MAX_IOTHREADS {
@@ -304,14 +304,14 @@ fn spec(e: &mut Errors, h: &Host, p: &str, s: &VmSpec) {
             format!("{} is more than {MAX_IOTHREADS}", s.iothreads),
         );
     }
-    validate::priority(
+    rules::priority(
         e,
         &format!("{p}.emulator_priority"),
         s.emulator_policy,
         s.emulator_priority,
         "",
     );
-    validate::priority(
+    rules::priority(
         e,
         &format!("{p}.iothread_priority"),
         s.iothread_policy,
@@ -383,7 +383,7 @@ fn can_buses(e: &mut Errors, p: &str, buses: &[CanBus]) {
             );
         }
         if let Some(i) = &b.host_interface {
-            validate::ifname(e, &format!("{bp}.host_interface"), i);
+            rules::ifname(e, &format!("{bp}.host_interface"), i);
         }
     }
 }
