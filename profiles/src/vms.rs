@@ -1,7 +1,7 @@
 //! The VMs of a host, whichever form the profile uses: several in `host.vms`, or the
 //! single-VM form (`host.vm` with `host.vcpus`, `host.emulator_cpus`,
 //! `host.iothread_cpus`). [`host_vms`] fills in every default, so rt-host's planner,
-//! renderers and audit see one shape; [`validate`] checks the `host.vms` form, including
+//! renderers and audit see one shape; its `validate` checks the `host.vms` form, including
 //! what only several VMs can get wrong: two real-time vCPUs on one CPU.
 
 use std::collections::BTreeMap;
