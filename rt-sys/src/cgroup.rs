@@ -481,7 +481,10 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
         // A child cgroup makes the rmdir fail: what the partition file holds then is what
         // remove wrote before it.
         std::fs::create_dir(root.path("sys/fs/cgroup/rtvirt-rt/child")).unwrap();
-        assert!(remove(&root, "sys/fs/cgroup/rtvirt-rt").is_err());
+        let e = (remove(&root, "sys/fs/cgroup/rtvirt-rt"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("I/O error on"), "{e}");
         assert_eq!(root.read_trim(knob).unwrap(), "member");
         std::fs::remove_dir(root.path("sys/fs/cgroup/rtvirt-rt/child")).unwrap();
         remove(&root, "sys/fs/cgroup/rtvirt-rt").unwrap();

@@ -163,7 +163,8 @@ mod tests {
             "sys/devices/system/cpu/cpu1/cpuidle/state1/disable"
         );
         assert!(states(&root, 7).unwrap().is_empty());
-        assert!(parse_disable("2").is_err());
+        let e = (parse_disable("2")).unwrap_err().to_string();
+        assert!(e.contains("expected 0 or 1, found \"2\""), "{e}");
     }
 
     #[test]
@@ -174,7 +175,9 @@ mod tests {
             decode_dma_latency(&encode_dma_latency(2_000_000_000).unwrap()).unwrap(),
             2_000_000_000
         );
-        assert!(encode_dma_latency(u32::MAX).is_err());
-        assert!(decode_dma_latency(&[1, 2]).is_err());
+        let e = (encode_dma_latency(u32::MAX)).unwrap_err().to_string();
+        assert!(e.contains("out of range"), "{e}");
+        let e = (decode_dma_latency(&[1, 2])).unwrap_err().to_string();
+        assert!(e.contains("expected 4 bytes, got 2"), "{e}");
     }
 }

@@ -315,6 +315,7 @@ mod tests {
             "00000002,00000001"
         );
         assert_eq!(CpuSet::parse("1").unwrap().to_mask(), "00000002");
-        assert!(CpuSet::from_mask("xz").is_err());
+        let e = (CpuSet::from_mask("xz")).unwrap_err().to_string();
+        assert!(e.contains("not a hex digit"), "{e}");
     }
 }

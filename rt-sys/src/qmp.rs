@@ -278,7 +278,10 @@ mod tests {
                 }
             ]
         );
-        assert!(parse_cpus_fast(&serde_json::json!([{"cpu-index": 0}])).is_err());
+        let e = (parse_cpus_fast(&serde_json::json!([{"cpu-index": 0}])))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no valid \"thread-id\""), "{e}");
         assert_eq!(
             classify_reply(r#"{"error": {"class": "CommandNotFound", "desc": "x"}}"#).unwrap(),
             Reply::Error("CommandNotFound: x".into())
@@ -309,7 +312,10 @@ mod tests {
         assert_eq!(p.get("sse2"), Some(&true));
         assert_eq!(p.get("tsc-deadline"), Some(&false));
         assert!(!p.contains_key("vendor") && !p.contains_key("phys-bits"));
-        assert!(parse_model_props(&serde_json::json!({})).is_err());
+        let e = (parse_model_props(&serde_json::json!({})))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no model.props"), "{e}");
     }
 
     #[test]

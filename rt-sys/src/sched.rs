@@ -246,7 +246,8 @@ mod tests {
             assert_eq!(Policy::from_raw(p.to_raw()), Some(p));
             assert_eq!(p.to_string().parse::<Policy>().unwrap(), p);
         }
-        assert!("deadline".parse::<Policy>().is_err());
+        let e = ("deadline".parse::<Policy>()).unwrap_err().to_string();
+        assert!(e.contains("unknown policy \"deadline\""), "{e}");
     }
 
     #[test]

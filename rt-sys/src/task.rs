@@ -287,7 +287,8 @@ mod tests {
     fn parses_comm_with_parentheses() {
         let line = STAT.replace("(CPU 1/TCG)", "(a) b (c)");
         assert_eq!(parse_stat(&line).unwrap().comm, "a) b (c");
-        assert!(parse_stat("12 (x) S 1").is_err());
+        let e = (parse_stat("12 (x) S 1")).unwrap_err().to_string();
+        assert!(e.contains("missing field 9"), "{e}");
     }
 
     #[test]

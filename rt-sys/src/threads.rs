@@ -255,7 +255,10 @@ mod tests {
         assert_eq!(ppid, 2);
         assert_ne!(flags & PF_KTHREAD, 0);
         assert_ne!(flags & PF_NO_SETAFFINITY, 0);
-        assert!(crate::task::parse_stat("1 (x) S").is_err());
+        let e = (crate::task::parse_stat("1 (x) S"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing field 4"), "{e}");
         assert_eq!(status_field(STATUS, "Tgid"), Some("2340"));
         assert_eq!(status_field(STATUS, "Cpus_allowed_list"), Some("0-1"));
     }
