@@ -474,13 +474,22 @@ mod tests {
             extended: false,
             len: 13,
         };
-        assert!(frame_bits(&fd).is_err());
+        let e = format!("{:#}", (frame_bits(&fd)).unwrap_err());
+        assert!(
+            e.contains("Payload length 13 is not valid for fd frames"),
+            "{e}"
+        );
         for len in [0u8, 1, 8, 12, 16, 20, 24, 32, 48, 64] {
             assert!(is_fd_len(len));
         }
-        assert!(validate_id(0x800, false).is_err());
+        let e = format!("{:#}", (validate_id(0x800, false)).unwrap_err());
+        assert!(e.contains("0x800 does not fit a 11-bit identifier"), "{e}");
         assert!(validate_id(0x7FF, false).is_ok());
-        assert!(validate_id(0x2000_0000, true).is_err());
+        let e = format!("{:#}", (validate_id(0x2000_0000, true)).unwrap_err());
+        assert!(
+            e.contains("0x20000000 does not fit a 29-bit identifier"),
+            "{e}"
+        );
     }
 
     #[test]

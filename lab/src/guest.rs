@@ -284,7 +284,8 @@ mod tests {
 
     #[test]
     fn ready_file_without_fields_fails() {
-        assert!(parse_ready("uname_r=x\n").is_err());
+        let e = format!("{:#}", (parse_ready("uname_r=x\n")).unwrap_err());
+        assert!(e.contains("lacks uname_v="), "{e}");
         let info =
             parse_ready("uname_r=x\nuname_v=#1 SMP PREEMPT_DYNAMIC\nrealtime=\nnproc=1\n").unwrap();
         assert!(!info.is_preempt_rt());

@@ -618,9 +618,15 @@ pub(crate) mod tests {
 
     #[test]
     fn the_layout_checker_rejects_other_text() {
-        assert!(parse_layout("0001 0002\n").is_err());
-        assert!(parse_layout("# Total: 12\n").is_err());
-        assert!(parse_layout("T: 0 ( 123) P:90 I:1000\n").is_err());
+        let e = format!("{:#}", (parse_layout("0001 0002\n")).unwrap_err());
+        assert!(e.contains("fits no cyclictest -h layout"), "{e}");
+        let e = format!("{:#}", (parse_layout("# Total: 12\n")).unwrap_err());
+        assert!(e.contains("fits no cyclictest -h layout"), "{e}");
+        let e = format!(
+            "{:#}",
+            (parse_layout("T: 0 ( 123) P:90 I:1000\n")).unwrap_err()
+        );
+        assert!(e.contains("fits no cyclictest -h layout"), "{e}");
     }
 
     #[test]

@@ -423,7 +423,8 @@ mod tests {
         let e = c.validate(&online).unwrap_err().to_string();
         assert!(e.contains("starve"), "{e}");
         c.sched.priority = 0;
-        assert!(c.validate(&online).is_err());
+        let e = format!("{:#}", (c.validate(&online)).unwrap_err());
+        assert!(e.contains("priority 0 does not fit policy fifo"), "{e}");
     }
 
     #[test]
