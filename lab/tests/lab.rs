@@ -182,9 +182,16 @@ fn lab_vcpu_thread_was_fifo_while_tuned_and_reverted_after() {
         (before.policy.as_str(), before.priority),
         "not reverted"
     );
-    // The other vCPU stays off FIFO: CPU 0 keeps housekeeping.
+    // The other vCPU is the lab profile's vCPU 0: FIFO 1 on the housekeeping CPU 0, below
+    // QEMU's main loop (FIFO 2) whose big lock it holds (docs/benchmarks.md), never on
+    // vCPU 1's CPU and never at its priority; RT throttling keeps CPU 0 for the host.
     for v in s.vcpus_tuned.iter().filter(|v| v.name != name) {
-        assert_ne!(v.policy, "fifo", "{} is FIFO too", v.name);
+        assert_eq!(
+            (v.policy.as_str(), v.priority, v.affinity.as_str()),
+            ("fifo", 1, "0"),
+            "{} is not where the lab profile puts vCPU 0",
+            v.name
+        );
     }
 }
 
