@@ -1,8 +1,7 @@
 //! `can-sim`: simulate ECUs on SocketCAN and measure frame reception against the analytic
 //! worst case.
 //!
-//! Exit codes: 0 ok; 1 a requirement of the run is not met (`analyze`: a message is not
-//! schedulable; `run`: frames were lost or missed their deadline); 2 error.
+//! Exit codes: [`TOOL`] (defined in `rtvirt_cli::exit`, printed by every `--help`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -148,15 +147,23 @@ struct RunArgs {
     clock_uncertainty_ns: u64,
 }
 
+/// can-sim's exit codes (in every `--help` and man page).
+const TOOL: rtvirt_cli::Tool = rtvirt_cli::Tool {
+    bin: "can-sim",
+    not_met: "analyze: a message is not schedulable; run: frames were lost, missed their \
+              deadline or failed their E2E check; replay: not every frame was sent",
+    interrupted: false,
+};
+
 fn main() -> ExitCode {
     match real_main() {
         Ok(code) => code,
-        Err(e) => rtvirt_cli::exit_with_error("can-sim", &e),
+        Err(e) => TOOL.fail(&e),
     }
 }
 
 fn real_main() -> Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli: Cli = TOOL.parse();
     match cli.cmd {
         Cmd::Analyze {
             profile,
@@ -183,7 +190,7 @@ fn real_main() -> Result<ExitCode> {
             Ok(if r.schedulable {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(1)
+                ExitCode::from(rtvirt_cli::exit::NOT_MET)
             })
         }
         Cmd::ImportDbc {
@@ -221,7 +228,7 @@ fn real_main() -> Result<ExitCode> {
             max_gap,
         } => replay(&log, &iface, max_gap.0),
         Cmd::Generate { what, dir } => {
-            rtvirt_cli::clidoc::generate(Cli::command(), "can-sim", what, &dir)?;
+            rtvirt_cli::clidoc::generate(Cli::command(), &TOOL, what, &dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run(args) => run_cmd(args),
@@ -327,7 +334,7 @@ fn replay(log: &std::path::Path, iface: &str, max_gap: Option<Duration>) -> Resu
     Ok(if s.sent == s.frames {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(rtvirt_cli::exit::NOT_MET)
     })
 }
 
@@ -508,7 +515,7 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         eprintln!("can-sim: partial run ({p})");
     }
     Ok(if bad {
-        ExitCode::from(1)
+        ExitCode::from(rtvirt_cli::exit::NOT_MET)
     } else {
         ExitCode::SUCCESS
     })

@@ -1,6 +1,6 @@
 //! `rtvirt-lab`: build the guest image, boot it, or run the whole flow in QEMU.
 //!
-//! Exit codes: 0 ok, 2 error (the flow failed; the message names the step).
+//! Exit codes: [`TOOL`] (defined in `rtvirt_cli::exit`, printed by every `--help`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,15 +132,22 @@ fn kernel_of(layout: &Layout, k: &KernelArgs) -> Result<Kernel> {
     }
 }
 
+/// rtvirt-lab's exit codes (in every `--help` and man page).
+const TOOL: rtvirt_cli::Tool = rtvirt_cli::Tool {
+    bin: "rtvirt-lab",
+    not_met: "boot --exec: a guest command exited non-zero",
+    interrupted: false,
+};
+
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
-        Err(e) => rtvirt_cli::exit_with_error("rtvirt-lab", &e),
+        Err(e) => TOOL.fail(&e),
     }
 }
 
 fn run() -> Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli: Cli = TOOL.parse();
     lab::install_signal_handlers().context("Installing SIGINT/SIGTERM handlers")?;
     match cli.command {
         Cmd::Image {
@@ -175,7 +182,7 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Generate { what, dir } => {
-            rtvirt_cli::clidoc::generate(Cli::command(), "rtvirt-lab", what, &dir)?;
+            rtvirt_cli::clidoc::generate(Cli::command(), &TOOL, what, &dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Boot {
@@ -223,7 +230,7 @@ fn run() -> Result<ExitCode> {
             if summary.ok() {
                 Ok(ExitCode::SUCCESS)
             } else {
-                Ok(ExitCode::from(2))
+                Ok(ExitCode::from(rtvirt_cli::exit::ERROR))
             }
         }
     }
@@ -382,7 +389,7 @@ fn boot(
     vm.stop();
     flow::remove_temp(&mut temp);
     Ok(if failed {
-        ExitCode::from(1)
+        ExitCode::from(rtvirt_cli::exit::NOT_MET)
     } else {
         ExitCode::SUCCESS
     })

@@ -11,11 +11,15 @@ use rt_sys::CpuSet;
 
 use crate::probe::{ProbeConfig, ProbeError};
 
+/// rt-guest's exit codes (in every `--help` and man page).
+pub const TOOL: rtvirt_cli::Tool = rtvirt_cli::Tool {
+    bin: "rt-guest",
+    not_met: "a bound was exceeded (--max-us), the self-test failed or the guest check \
+              found differences",
+    interrupted: true,
+};
+
 /// Real-time guest probe and guest-side tuning.
-///
-/// Exit codes: 0 ok; 1 a bound was exceeded (`--max-us`), the self-test failed or the
-/// guest check found differences; 2 error; 130 (SIGINT) or 143 (SIGTERM): the probe was
-/// interrupted, the data measured until then is written and marked partial.
 #[derive(Debug, Parser)]
 #[command(name = "rt-guest", version, about, max_term_width = 100)]
 pub struct Cli {

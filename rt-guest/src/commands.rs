@@ -24,9 +24,9 @@ use crate::selftest::{self, SelftestConfig};
 use crate::{evidence, timerlat, VERSION};
 
 /// Exit code: all good.
-pub const EXIT_OK: u8 = 0;
+pub const EXIT_OK: u8 = rtvirt_cli::exit::OK;
 /// Exit code: a bound or check was not met.
-pub const EXIT_NOT_MET: u8 = 1;
+pub const EXIT_NOT_MET: u8 = rtvirt_cli::exit::NOT_MET;
 
 /// Stop flag set by SIGINT/SIGTERM, and which signal it was.
 pub struct Signals {
@@ -203,7 +203,7 @@ fn status_lines(
 /// Exit code after SIGINT or SIGTERM: 128 + the signal number (130, 143), as a shell
 /// reports a process that a signal ended. The data measured until then is written and
 /// marked partial.
-pub const EXIT_SIGNAL_BASE: u8 = 128;
+pub const EXIT_SIGNAL_BASE: u8 = rtvirt_cli::exit::SIGNAL_BASE;
 
 impl Signals {
     /// The exit code for the signal that arrived, if one did.

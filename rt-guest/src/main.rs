@@ -1,11 +1,10 @@
 //! `rt-guest`: latency probe, self-test and guest tuning (see `rt-guest --help`).
 //!
-//! Exit codes: 0 ok; 1 a bound, the self-test or a check was not met; 2 error; 130/143
-//! interrupted by SIGINT/SIGTERM (the data measured until then is written, marked partial).
+//! Exit codes: [`rt_guest::cli::TOOL`] (defined in `rtvirt_cli::exit`, printed by every `--help`).
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use rt_guest::cli::{Cli, Command, Mode};
 use rt_guest::commands;
 
@@ -15,7 +14,7 @@ fn main() -> ExitCode {
     let _ = rt_sys::rt::advise_exe_random(&rt_sys::SysRoot::live());
     rt_sys::rt::single_malloc_arena();
     let argv: Vec<String> = std::env::args().collect();
-    let cli = Cli::parse_from(commands::cli_args(&argv));
+    let cli: Cli = rt_guest::cli::TOOL.parse_from(commands::cli_args(&argv));
     let r = match &cli.command {
         Command::Probe(a) => commands::probe(a, argv, Mode::Probe),
         Command::Cyclictest(a) => commands::probe(a, argv, Mode::Cyclictest),
@@ -25,11 +24,12 @@ fn main() -> ExitCode {
         Command::Tune(a) => commands::tune(a),
         Command::Revert(a) => commands::revert(a),
         Command::Generate { what, dir } => {
-            rtvirt_cli::clidoc::generate(Cli::command(), "rt-guest", *what, dir).map(|()| 0)
+            rtvirt_cli::clidoc::generate(Cli::command(), &rt_guest::cli::TOOL, *what, dir)
+                .map(|()| 0)
         }
     };
     match r {
         Ok(code) => ExitCode::from(code),
-        Err(e) => rtvirt_cli::exit_with_error("rt-guest", &e),
+        Err(e) => rt_guest::cli::TOOL.fail(&e),
     }
 }

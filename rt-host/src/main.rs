@@ -1,8 +1,6 @@
 //! `rt-host`: tune a KVM host for a real-time guest, verify, and revert exactly.
 //!
-//! Exit codes: 0 ok; 1 something differs or is not met (check, setup verify, an essential
-//! item such as a vCPU's real-time policy refused, status partial); 2 error (bad profile,
-//! unexpected kernel error, failed restore).
+//! Exit codes: [`TOOL`] (defined in `rtvirt_cli::exit`, printed by every `--help`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -172,11 +170,20 @@ enum Cmd {
     },
 }
 
+/// rt-host's exit codes (in every `--help` and man page).
+const TOOL: rtvirt_cli::Tool = rtvirt_cli::Tool {
+    bin: "rt-host",
+    not_met: "check found a difference or a needed reboot, setup's verify failed or an \
+              essential item (a vCPU's real-time policy) was refused, status is partial, hwlat \
+              saw a gap above the threshold",
+    interrupted: false,
+};
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = TOOL.parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => rtvirt_cli::exit_with_error("rt-host", &e),
+        Err(e) => TOOL.fail(&e),
     }
 }
 
@@ -240,7 +247,7 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Vm(a) => vm_cmd::run(&a),
         Cmd::Hwlat(a) => hwlat(&a),
         Cmd::Generate { what, dir } => {
-            rtvirt_cli::clidoc::generate(Cli::command(), "rt-host", what, &dir)?;
+            rtvirt_cli::clidoc::generate(Cli::command(), &TOOL, what, &dir)?;
             Ok(0)
         }
     }

@@ -1,8 +1,6 @@
 //! `validation`: turn rtvirt run directories into ISO 26262 timing evidence.
 //!
-//! Exit codes: 0 every requirement passed or is inconclusive (and `verify` found every file
-//! intact and every run complete), 1 a requirement failed (or `verify` found a changed,
-//! truncated, missing or refused file, or a partial run), 2 error.
+//! Exit codes: [`TOOL`] (defined in `rtvirt_cli::exit`, printed by every `--help`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,7 +19,7 @@ use validation::report::{self, Format};
     version,
     about,
     long_about = None,
-    after_help = "Exit codes: 0 no requirement failed (inconclusive ones are stated in the report) / every run intact and complete; 1 a requirement failed / a file was changed, truncated, removed or refused, or a run is partial; 2 error.\nSee docs/evidence.md for how verdicts are decided."
+    after_help = "See docs/evidence.md for how verdicts are decided (an inconclusive requirement exits 0 and is stated in the report)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -112,11 +110,19 @@ impl From<FormatArg> for Format {
     }
 }
 
+/// validation's exit codes (in every `--help` and man page).
+const TOOL: rtvirt_cli::Tool = rtvirt_cli::Tool {
+    bin: "validation",
+    not_met: "a requirement failed; verify: a file was changed, truncated, removed or \
+              refused, or a run is partial",
+    interrupted: false,
+};
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = TOOL.parse();
     match run(cli) {
         Ok(code) => code,
-        Err(e) => rtvirt_cli::exit_with_error("validation", &e),
+        Err(e) => TOOL.fail(&e),
     }
 }
 
@@ -160,7 +166,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Verify { runs, json } => verify(&runs, json),
         Command::Generate { what, dir } => {
-            rtvirt_cli::clidoc::generate(Cli::command(), "validation", what, &dir)?;
+            rtvirt_cli::clidoc::generate(Cli::command(), &TOOL, what, &dir)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -225,7 +231,7 @@ fn export(
         print!("{msg}");
     }
     Ok(if ev.any_fail() {
-        ExitCode::from(1)
+        ExitCode::from(rtvirt_cli::exit::NOT_MET)
     } else {
         ExitCode::SUCCESS
     })
@@ -293,6 +299,6 @@ fn verify(runs: &[PathBuf], json: bool) -> Result<ExitCode> {
     Ok(if results.iter().all(|r| r.ok) {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(rtvirt_cli::exit::NOT_MET)
     })
 }
