@@ -42,8 +42,10 @@ impl Bar {
     /// A bar over `total` (a spinner with the elapsed time when `None`), labelled
     /// `prefix`, that the clock moves until [`Bar::finish`].
     pub fn timed(prefix: &str, total: Option<Duration>) -> Bar {
-        let mut b = Bar::driven(prefix, total);
-        if let Some(bar) = b.bar.clone() {
+        let mut b = Bar::new(prefix, total, " ");
+        if let (Some(bar), None) = (&b.bar, total) {
+            bar.enable_steady_tick(TICK);
+        } else if let Some(bar) = b.bar.clone() {
             let stop = Arc::new(AtomicBool::new(false));
             let stop2 = stop.clone();
             let t0 = Instant::now();
@@ -62,31 +64,25 @@ impl Bar {
     }
 
     /// A bar over `total` (a spinner when `None`) that only moves when the caller says
-    /// ([`Bar::set_elapsed`]): for a loop that reports anyway.
+    /// ([`Bar::set_elapsed`]), its message on the lines below it: for a loop that reports
+    /// status lines anyway. It starts no thread (a probe's threads stay the only ones).
     pub fn driven(prefix: &str, total: Option<Duration>) -> Bar {
+        Bar::new(prefix, total, "\n")
+    }
+
+    /// `before_msg` goes between the bar and the message.
+    fn new(prefix: &str, total: Option<Duration>, before_msg: &str) -> Bar {
         if !enabled() {
             return Bar::default();
         }
         let bar = match total {
             Some(t) => ProgressBar::with_draw_target(Some(millis(t)), ProgressDrawTarget::stderr())
-                .with_style(
-                    style("{prefix} {wide_bar} {elapsed_precise} of {total} (left {eta}) {msg}")
-                        .with_key(
-                            "total",
-                            move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                                let _ = write!(
-                                    w,
-                                    "{}",
-                                    humantime::format_duration(Duration::from_secs(t.as_secs()))
-                                );
-                            },
-                        ),
-                ),
+                .with_style(timed_style(t, before_msg)),
+            // A spinner turns on every message (driven) or on indicatif's tick (timed).
             None => {
-                let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
-                    .with_style(style("{prefix} {spinner} {elapsed_precise} {msg}"));
-                b.enable_steady_tick(TICK);
-                b
+                ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style(
+                    &format!("{{prefix}} {{spinner}} {{elapsed_precise}}{before_msg}{{msg}}"),
+                ))
             }
         };
         bar.set_prefix(prefix.to_string());
@@ -143,6 +139,23 @@ impl Drop for Bar {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `PREFIX [bar] ELAPSED of TOTAL (left ETA)`, then the message, the total in whole seconds from a
+/// second on (as the elapsed time).
+fn timed_style(total: Duration, before_msg: &str) -> ProgressStyle {
+    let shown = if total >= Duration::from_secs(1) {
+        Duration::from_secs(total.as_secs())
+    } else {
+        total
+    };
+    let total_key = move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{}", humantime::format_duration(shown));
+    };
+    style(&format!(
+        "{{prefix}} {{wide_bar}} {{elapsed_precise}} of {{total}} (left {{eta}}){before_msg}{{msg}}"
+    ))
+    .with_key("total", total_key)
 }
 
 fn millis(d: Duration) -> u64 {
