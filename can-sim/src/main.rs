@@ -53,6 +53,9 @@ enum Cmd {
         /// clock jump); `none` keeps every gap.
         #[arg(long, default_value = "1s", value_parser = parse_max_gap)]
         max_gap: MaxGap,
+        /// Print what was replayed as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Generate man pages or shell completions from these definitions.
     #[command(hide = true)]
@@ -226,7 +229,8 @@ fn real_main() -> Result<ExitCode> {
             log,
             iface,
             max_gap,
-        } => replay(&log, &iface, max_gap.0),
+            json,
+        } => replay(&log, &iface, max_gap.0, json),
         Cmd::Generate { what, dir } => {
             rtvirt_cli::clidoc::generate(Cli::command(), &TOOL, what, &dir)?;
             Ok(ExitCode::SUCCESS)
@@ -304,12 +308,54 @@ fn import_dbc(
     Ok(ExitCode::SUCCESS)
 }
 
-fn replay(log: &std::path::Path, iface: &str, max_gap: Option<Duration>) -> Result<ExitCode> {
+/// `can-sim replay --json`: the summary with what was replayed where.
+#[derive(serde::Serialize)]
+struct ReplayReport<'a> {
+    log: &'a std::path::Path,
+    iface: &'a str,
+    /// `--max-gap` in ms, `null` for none.
+    max_gap_ms: Option<f64>,
+    #[serde(flatten)]
+    summary: can_sim::replay::ReplaySummary,
+    /// Every frame of the log was sent.
+    complete: bool,
+}
+
+fn replay(
+    log: &std::path::Path,
+    iface: &str,
+    max_gap: Option<Duration>,
+    json: bool,
+) -> Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let max_gap_ns = max_gap.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let s = can_sim::replay::replay(log, iface, max_gap_ns, &stop)?;
+    let bar = rtvirt_cli::progress::Bar::timed(&format!("can-sim: replaying on {iface}"), None);
+    let s = can_sim::replay::replay(log, iface, max_gap_ns, &stop);
+    bar.finish();
+    let s = s?;
+    let report = ReplayReport {
+        log,
+        iface,
+        max_gap_ms: max_gap.map(|d| d.as_secs_f64() * 1000.0),
+        summary: s,
+        complete: s.sent == s.frames,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_replay(&report);
+    }
+    Ok(if report.complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(rtvirt_cli::exit::NOT_MET)
+    })
+}
+
+fn print_replay(r: &ReplayReport<'_>) {
+    let (s, log, iface, max_gap) = (&r.summary, r.log, r.iface, r.max_gap_ms);
     println!(
         "replayed {} of {} frames from {} on {iface} ({} ENOBUFS retries, finished {:.3} ms after the last frame's time)",
         s.sent,
@@ -322,7 +368,7 @@ fn replay(log: &std::path::Path, iface: &str, max_gap: Option<Duration>) -> Resu
         println!(
             "{} gap(s) longer than {} shortened to it (--max-gap)",
             s.gaps_clamped,
-            max_gap.map_or_else(String::new, |d| humantime::format_duration(d).to_string())
+            max_gap.map_or_else(String::new, |ms| format!("{ms} ms"))
         );
     }
     if s.len8_dlc > 0 {
@@ -331,11 +377,6 @@ fn replay(log: &std::path::Path, iface: &str, max_gap: Option<Duration>) -> Resu
             s.len8_dlc
         );
     }
-    Ok(if s.sent == s.frames {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(rtvirt_cli::exit::NOT_MET)
-    })
 }
 
 /// `--max-gap`: a duration, or none (keep every gap).
@@ -501,7 +542,14 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         },
         a.duration.as_secs_f64()
     );
-    let outcome = match run::run(&can, &opts, signals.stop.clone()) {
+    // On a terminal: a bar over the schedule (lead, duration, drain); nothing otherwise.
+    let bar = rtvirt_cli::progress::Bar::timed(
+        &format!("can-sim: {path}"),
+        Some(opts.lead + a.duration + opts.drain),
+    );
+    let outcome = run::run(&can, &opts, signals.stop.clone());
+    bar.finish();
+    let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
             let _ = rd.end_tool(Some(format!("error: {e}")));
@@ -659,6 +707,38 @@ fn print_tx_summary(tx: &run::TxReport) {
             tx.start_ns,
             tx.sent.values().sum::<u64>(),
             tx.start_ns
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_json_names_the_log_the_interface_and_every_count() {
+        let summary = can_sim::replay::ReplaySummary {
+            frames: 10,
+            sent: 9,
+            enobufs: 2,
+            gaps_clamped: 1,
+            len8_dlc: 0,
+            late_ns: 1500,
+        };
+        let r = ReplayReport {
+            log: std::path::Path::new("can.log"),
+            iface: "can0",
+            max_gap_ms: Some(1000.0),
+            summary,
+            complete: false,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"log": "can.log", "iface": "can0", "max_gap_ms": 1000.0,
+                "frames": 10, "sent": 9, "enobufs": 2, "gaps_clamped": 1, "len8_dlc": 0,
+                "late_ns": 1500, "complete": false})
         );
     }
 }

@@ -42,8 +42,8 @@ pub enum ReplayError {
     Empty(String),
 }
 
-/// What a replay did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a replay did (`can-sim replay --json` prints it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ReplaySummary {
     /// Frames in the log.
     pub frames: u64,
