@@ -13,6 +13,7 @@ use lab::accel::Purpose;
 use lab::flow::{self, FlowOptions};
 use lab::guest::Agent;
 use lab::layout::{Kernel, Layout};
+use rtvirt_cli::progress::LineSpinner;
 
 /// The rtvirt lab: a PREEMPT_RT guest in QEMU with two CAN cards, on this machine.
 #[derive(Parser, Debug)]
@@ -57,6 +58,11 @@ enum Cmd {
         /// Leave out rt-guest and can-sim (no static build): the bare lab VM.
         #[arg(long)]
         no_rtvirt: bool,
+        /// Print one JSON document on stdout at the end (accelerator, guest, vCPU threads,
+        /// each --exec command with its exit code and output) instead of the guest's info
+        /// and the commands' output.
+        #[arg(long)]
+        json: bool,
     },
     /// The whole flow: boot, rt-host setup, the guest tools, rt-host revert, the report.
     Flow {
@@ -166,7 +172,10 @@ fn run() -> Result<ExitCode> {
                 }
                 None => layout.new_out_dir("image")?,
             };
-            let img = lab::image::build(&layout, &k, &dir, profile.as_deref(), !no_rtvirt)?;
+            let spinner = LineSpinner::start("rtvirt-lab image");
+            let img = lab::image::build(&layout, &k, &dir, profile.as_deref(), !no_rtvirt);
+            drop(spinner);
+            let img = img?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&img)?);
             } else {
@@ -191,7 +200,8 @@ fn run() -> Result<ExitCode> {
             exec,
             out,
             no_rtvirt,
-        } => boot(kernel, vm, exec, out, no_rtvirt),
+            json,
+        } => boot(kernel, vm, exec, out, no_rtvirt, json),
         Cmd::Flow {
             profile,
             host_lab,
@@ -218,11 +228,17 @@ fn run() -> Result<ExitCode> {
                 keep_going,
                 baseline,
             };
+            // A profile that does not load fails here, before any output directory exists.
+            profiles::load(&opts.profile)
+                .with_context(|| format!("Loading profile {:?}", opts.profile))?;
+            let spinner = LineSpinner::start("rtvirt-lab flow");
             let summary = if host_lab {
-                lab::hostlab::run(&opts)?
+                lab::hostlab::run(&opts)
             } else {
-                flow::run(&opts)?
+                flow::run(&opts)
             };
+            drop(spinner);
+            let summary = summary?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             }
@@ -309,12 +325,29 @@ fn print_summary(s: &flow::Summary) {
     }
 }
 
+/// `rtvirt-lab boot --json`.
+#[derive(serde::Serialize)]
+struct BootReport {
+    /// kvm or tcg.
+    accel: String,
+    /// Why that accelerator.
+    accel_reason: String,
+    qemu_pid: u32,
+    /// What the guest reported when it came up.
+    guest: lab::guest::GuestInfo,
+    /// The vCPU threads when the guest was up.
+    vcpus: Vec<lab::sched::VcpuSample>,
+    /// Each --exec command: script, exit code, output.
+    exec: Vec<lab::guest::Output>,
+}
+
 fn boot(
     kernel: KernelArgs,
     vm_args: VmArgs,
     exec: Vec<String>,
     out: Option<PathBuf>,
     no_rtvirt: bool,
+    json: bool,
 ) -> Result<ExitCode> {
     let layout = Layout::from_env()?;
     let k = kernel_of(&layout, &kernel)?;
@@ -325,6 +358,7 @@ fn boot(
         }
         None => layout.new_out_dir("boot")?,
     };
+    let spinner = LineSpinner::start("rtvirt-lab boot");
     let initrd = match kernel.initrd {
         Some(i) => i,
         None => lab::image::build(&layout, &k, &dir, None, !no_rtvirt)?.initrd,
@@ -359,13 +393,22 @@ fn boot(
         Duration::from_secs(vm_args.boot_timeout),
         &mut temp,
     )?;
+    drop(spinner);
     eprintln!("lab: accel {} ({reason})", vm.accel);
     let mut agent = Agent::new(&config.share);
-    println!("{}", serde_json::to_string_pretty(&info)?);
-    eprintln!(
-        "lab: vCPU threads: {:?}",
-        lab::sched::vcpu_samples(vm.pid, vm.accel.thread_suffix())?
-    );
+    let vcpus = lab::sched::vcpu_samples(vm.pid, vm.accel.thread_suffix())?;
+    eprintln!("lab: vCPU threads: {vcpus:?}");
+    let mut report = BootReport {
+        accel: vm.accel.to_string(),
+        accel_reason: reason.to_string(),
+        qemu_pid: vm.pid,
+        guest: info,
+        vcpus,
+        exec: Vec::new(),
+    };
+    if !json {
+        println!("{}", serde_json::to_string_pretty(&report.guest)?);
+    }
     let mut failed = false;
     if exec.is_empty() {
         eprintln!(
@@ -380,14 +423,20 @@ fn boot(
     } else {
         for cmd in &exec {
             let out = agent.run(&mut vm, cmd, Duration::from_secs(300))?;
-            print!("{}", out.output);
+            if !json {
+                print!("{}", out.output);
+            }
             eprintln!("lab: guest command exited {}", out.rc);
             failed |= out.rc != 0;
+            report.exec.push(out);
         }
         let _ = agent.poweroff(&mut vm);
     }
     vm.stop();
     flow::remove_temp(&mut temp);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
     Ok(if failed {
         ExitCode::from(rtvirt_cli::exit::NOT_MET)
     } else {

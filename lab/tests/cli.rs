@@ -1,0 +1,79 @@
+//! CLI runs of `rtvirt-lab` that need no guest: bad input is refused before anything is
+//! created, and (with the lab kernel cached) progress shows on a terminal only.
+
+use std::path::Path;
+use std::process::Command;
+
+fn lab() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rtvirt-lab"))
+}
+
+#[test]
+fn flow_with_an_unknown_profile_fails_before_creating_its_output_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("flow-out");
+    let o = lab()
+        .args(["flow", "--profile", "nosuch", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("Loading profile \"nosuch\""), "{err}");
+    assert!(err.contains("ecu"), "the bundled names are listed: {err}");
+    assert!(!out.exists(), "{} was created", out.display());
+}
+
+#[test]
+fn every_help_states_the_exit_codes() {
+    for args in [&["--help"][..], &["flow", "--help"], &["boot", "--help"]] {
+        let o = lab().args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("Exit status:\n  0    ok\n  1    not met: boot --exec: a guest command exited non-zero\n  2    error"),
+            "{args:?}: {text}"
+        );
+    }
+}
+
+/// `rtvirt-lab image` on a terminal (util-linux `script` gives it one): the spinner with
+/// the elapsed time; into a pipe: only the lines.
+#[test]
+#[ignore = "needs the lab kernel (lab/setup.sh): run by lab/test.sh"]
+fn lab_image_shows_a_spinner_on_a_terminal_only() {
+    let layout = lab::layout::Layout::from_env().unwrap();
+    let kernel = lab::layout::Kernel::from_cache(&layout.cache);
+    let why = match &kernel {
+        Ok(_) => String::new(),
+        Err(e) => format!("no lab kernel: {e:#}"),
+    };
+    if !testkit::require(kernel.is_ok(), why) || !testkit::require_command("script") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_rtvirt-lab");
+    let img = dir.path().join("tty");
+    let cmd = format!("{bin} image --no-rtvirt --out {} 2>&1", img.display());
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{tty}");
+    assert!(tty.contains("00:00:0"), "no spinner: {tty:?}");
+    assert!(tty.contains(" rtvirt-lab image: "), "no spinner: {tty:?}");
+    assert!(Path::new(&img).join("initrd.gz").exists(), "{tty}");
+
+    let o = lab()
+        .args(["image", "--no-rtvirt", "--out"])
+        .arg(dir.path().join("pipe"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        !err.contains('\u{1b}') && !err.contains("rtvirt-lab image:"),
+        "{err:?}"
+    );
+}
