@@ -1,7 +1,7 @@
 //! The subcommands of `rt-guest`: wiring options, the kernel (`mlockall`,
 //! `/dev/cpu_dma_latency`, ftrace, signals) and the run directory around the engine.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use crate::output::{self, Reserve};
 use crate::probe::{self, Checkpoint, Ending, Live, LiveThread, Outcome};
 use crate::selftest::{self, SelftestConfig};
 use crate::{evidence, timerlat, VERSION};
+use rtvirt_cli::progress::Bar;
 
 /// Exit code: all good.
 pub const EXIT_OK: u8 = rtvirt_cli::exit::OK;
@@ -293,7 +294,7 @@ struct Checkpointer<'a> {
 impl Checkpointer<'_> {
     /// Write `probe.json` as it stands (atomically, hashed in the manifest, marked partial)
     /// and say so; a failed write keeps the previous checkpoint.
-    fn write(&mut self, cfg: &probe::ProbeConfig, cp: &Checkpoint<'_>) {
+    fn write(&mut self, cfg: &probe::ProbeConfig, cp: &Checkpoint<'_>, bar: &Bar) {
         let Some(rd) = self.rd.as_deref_mut() else {
             return;
         };
@@ -312,8 +313,8 @@ impl Checkpointer<'_> {
                 win = (t.interval_max_ns, t.cpu);
             }
         }
-        match rd.write_json(record::PROBE, &rec) {
-            Ok(()) => eprintln!(
+        bar.println(&match rd.write_json(record::PROBE, &rec) {
+            Ok(()) => format!(
                 "checkpoint {} ({:.0} s): max {:.1} us this interval (CPU {}), {:.1} us so far",
                 cp.number,
                 ns_f(cp.elapsed_ns) / 1e9,
@@ -321,11 +322,11 @@ impl Checkpointer<'_> {
                 win.1,
                 ns_f(worst) / 1e3
             ),
-            Err(e) => eprintln!(
+            Err(e) => format!(
                 "warning: checkpoint {} not written ({e:#}): the previous one stays",
                 cp.number
             ),
-        }
+        });
     }
 }
 
@@ -348,6 +349,14 @@ fn run_engine(
     let planned_s = cfg.duration_ns.map(|d| d as f64 / 1e9);
     let t0 = rt::monotonic_ns();
     let cfg2 = cfg.clone();
+    // On a terminal the status lines are a progress bar's message (indicatif), below the
+    // bar over the planned duration; elsewhere, plain lines as before.
+    let bar = if voice.tty && !voice.quiet && !voice.cyclictest {
+        Bar::driven("rt-guest probe", cfg.duration_ns.map(Duration::from_nanos))
+    } else {
+        Bar::default()
+    };
+    let bar = &bar;
     probe::run(
         cfg,
         ftrace,
@@ -369,17 +378,18 @@ fn run_engine(
                 let _ = o.flush();
                 return;
             }
-            let el = ns_f(rt::monotonic_ns().saturating_sub(t0)) / 1e9;
-            let line = status_lines(l, &cfg2, Some((el, planned_s)));
-            let mut e = std::io::stderr().lock();
-            if voice.tty && cfg2.cpus.len() == 1 {
-                let _ = write!(e, "\r{line}");
+            let elapsed = rt::monotonic_ns().saturating_sub(t0);
+            let line = status_lines(l, &cfg2, Some((ns_f(elapsed) / 1e9, planned_s)));
+            if bar.visible() {
+                bar.set_elapsed(Duration::from_nanos(elapsed));
+                bar.set_message(line);
             } else {
+                let mut e = std::io::stderr().lock();
                 let _ = writeln!(e, "{line}");
+                let _ = e.flush();
             }
-            let _ = e.flush();
         },
-        |cp| checkpointer.write(cfg, cp),
+        |cp| checkpointer.write(cfg, cp, bar),
     )
 }
 
@@ -456,7 +466,7 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
     let voice = Voice {
         quiet: args.quiet,
         cyclictest: mode == Mode::Cyclictest || resolved.histogram == HistOut::Stdout,
-        tty: std::io::stderr().is_terminal(),
+        tty: rtvirt_cli::progress::enabled(),
     };
 
     let mut prep = prepare(&root, resolved.dma_latency, args.mlock_all);
@@ -496,9 +506,6 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
         checkpointer,
         timerlat.as_mut(),
     );
-    if !voice.quiet && voice.tty && !voice.cyclictest {
-        eprintln!();
-    }
     drop(prep.dma.take());
     // Measuring is over: what is allocated from here on (HDR encoding, JSON) need not be
     // locked nor populated in full.

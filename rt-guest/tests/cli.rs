@@ -1224,3 +1224,44 @@ fn a_soak_that_ends_replaces_the_checkpoint_with_the_whole_run() {
         t.samples
     );
 }
+
+/// On a terminal (util-linux `script` gives the probe one) the status line is the message
+/// of a progress bar over the planned duration; into a pipe it is a plain line a second,
+/// without escape sequences.
+#[test]
+fn the_status_line_is_a_progress_bar_on_a_terminal_only() {
+    if !testkit::require_command("script") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let probe = |out: &str| {
+        format!(
+            "{} probe --policy other -p 0 -a 0 -D 2500ms --out {}",
+            env!("CARGO_BIN_EXE_rt-guest"),
+            dir.path().join(out).display()
+        )
+    };
+    let o = Command::new("script")
+        .args(["-qec", &format!("{} 2>&1", probe("tty")), "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{tty}");
+    assert!(tty.contains("rt-guest probe "), "no bar: {tty:?}");
+    assert!(tty.contains(" of 2s (left "), "no bar: {tty:?}");
+    assert!(tty.contains("T: 0 ("), "no status in the bar: {tty:?}");
+
+    let o = Command::new("sh")
+        .args(["-c", &probe("pipe")])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("T: 0 (")), "{err}");
+    assert!(
+        !err.contains('\u{1b}') && !err.contains("rt-guest probe "),
+        "{err:?}"
+    );
+}
