@@ -30,6 +30,10 @@ pub const MAX_BITRATE: u32 = 1_000_000;
 pub const MAX_DATA_BITRATE: u32 = 8_000_000;
 /// Longest probe interval accepted, us (one second, as cyclictest's practical range).
 pub const MAX_PROBE_INTERVAL_US: u32 = 1_000_000;
+/// Shortest probe interval accepted, us: the one limit profile validation and the probe
+/// (`rt-guest`'s `ProbeConfig::validate`) both apply. Below it a wakeup's own cost
+/// (timer, context switch, the sample's bookkeeping) fills the period.
+pub const MIN_PROBE_INTERVAL_US: u32 = 10;
 /// Highest standard (11-bit) CAN identifier.
 pub const MAX_STANDARD_ID: u32 = 0x7FF;
 /// Highest extended (29-bit) CAN identifier.
@@ -471,11 +475,11 @@ fn guest(g: &Guest, e: &mut Errors) {
             "\"\" is empty: name the CPUs to measure",
         );
     }
-    if p.interval_us == 0 || p.interval_us > MAX_PROBE_INTERVAL_US {
+    if !(MIN_PROBE_INTERVAL_US..=MAX_PROBE_INTERVAL_US).contains(&p.interval_us) {
         e.push(
             "guest.probe.interval_us",
             format!(
-                "{} is outside 1..={MAX_PROBE_INTERVAL_US} us",
+                "{} is outside {MIN_PROBE_INTERVAL_US}..={MAX_PROBE_INTERVAL_US} us",
                 p.interval_us
             ),
         );
@@ -1297,6 +1301,18 @@ mod tests {
             e,
             "host.power.epb: 16 is outside 0..=15 (0 is performance, 15 power saving)"
         );
+    }
+
+    #[test]
+    fn a_probe_interval_below_the_probes_minimum_is_refused_naming_the_field() {
+        let mut p = bundled("lab");
+        p.guest.as_mut().unwrap().probe.interval_us = 5;
+        assert_eq!(
+            one(&p),
+            "guest.probe.interval_us: 5 is outside 10..=1000000 us"
+        );
+        p.guest.as_mut().unwrap().probe.interval_us = MIN_PROBE_INTERVAL_US;
+        validate(&p).unwrap();
     }
 
     #[test]

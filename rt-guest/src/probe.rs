@@ -97,10 +97,14 @@ impl ProbeConfig {
         if self.cpus.is_empty() {
             return bad("cpus", "the CPU list is empty".into());
         }
-        if self.interval_ns < 10_000 {
+        let min_us = profiles::validate::MIN_PROBE_INTERVAL_US;
+        if self.interval_ns < u64::from(min_us) * 1000 {
             return bad(
                 "interval",
-                format!("{} us is below the 10 us minimum", self.interval_ns / 1000),
+                format!(
+                    "{} us is below the {min_us} us minimum",
+                    self.interval_ns / 1000
+                ),
             );
         }
         let p = self.sched.priority;
@@ -821,9 +825,15 @@ mod tests {
             priority: 0,
         };
         assert!(c.validate().unwrap_err().to_string().contains("priority"));
+        // The profile's limit (profiles::validate::MIN_PROBE_INTERVAL_US), in both places.
         let mut c = cfg();
-        c.interval_ns = 1_000;
-        assert!(c.validate().unwrap_err().to_string().contains("interval"));
+        c.interval_ns = 9_999;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "Invalid probe setting interval: 9 us is below the 10 us minimum"
+        );
+        c.interval_ns = u64::from(profiles::validate::MIN_PROBE_INTERVAL_US) * 1000;
+        c.validate().expect("the profile's minimum is the probe's");
         let mut c = cfg();
         c.loops = Some(0);
         assert!(c.validate().unwrap_err().to_string().contains("loops"));
