@@ -589,6 +589,26 @@ fn hook_cmd(a: &ProfileArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// The systemd unit `rt-host hold --systemd-unit` prints.
+const DMA_UNIT_NAME: &str = "rtvirt-dma-latency.service";
+
+/// The unit that runs `EXE hold PROFILE --us US` (`systemd-analyze verify` accepts it).
+fn dma_latency_unit(exe: &str, profile: &str, us: u32, name: &str, dev: &str) -> String {
+    format!(
+        "[Unit]\n\
+         Description=rtvirt: hold {dev} at {us} us (profile {name})\n\
+         Documentation=man:rt-host(1)\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         ExecStart={exe} hold {profile} --us {us}\n\
+         Restart=on-failure\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
+    )
+}
+
 fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
     let (id, host) = load(&a.profile)?;
     let name = id.name;
@@ -596,23 +616,21 @@ fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
         .or(host.idle.max_exit_latency_us)
         .context("No limit: the profile has no host.idle.max_exit_latency_us; give --us")?;
     if unit {
-        let exe = exe()?;
-        let prof = profile_arg(&a.profile);
-        print!(
-            "# /etc/systemd/system/rtvirt-dma-latency.service\n\
-             [Unit]\n\
-             Description=rtvirt: hold {dev} at {us} us (profile {name})\n\
-             Documentation=man:rt-host(1)\n\
-             \n\
-             [Service]\n\
-             Type=simple\n\
-             ExecStart={exe} hold {prof} --us {us}\n\
-             Restart=on-failure\n\
-             \n\
-             [Install]\n\
-             WantedBy=multi-user.target\n",
-            dev = SysRoot::live().display(DMA_LATENCY),
+        let unit = dma_latency_unit(
+            &exe()?,
+            &profile_arg(&a.profile),
+            us,
+            &name,
+            &SysRoot::live().display(DMA_LATENCY).to_string(),
         );
+        if a.common.json {
+            println!(
+                "{}",
+                serde_json::json!({"name": DMA_UNIT_NAME, "path": format!("/etc/systemd/system/{DMA_UNIT_NAME}"), "unit": unit})
+            );
+        } else {
+            print!("# /etc/systemd/system/{DMA_UNIT_NAME}\n{unit}");
+        }
         return Ok(0);
     }
     let root = SysRoot::new(&a.common.root);

@@ -1149,3 +1149,51 @@ fn hwlat_reads_the_detector_on_a_fake_tracefs_and_says_when_it_is_missing() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert!(m["files"]["hwlat.json"]["sha256"].is_string(), "{m:#}");
 }
+
+/// `hold --systemd-unit --json`: the unit's name, path and text; the text passes
+/// `systemd-analyze verify` (which also checks that ExecStart's binary exists).
+#[test]
+fn hold_systemd_unit_json_passes_systemd_analyze_verify() {
+    let f = fake();
+    let o = f.run("hold", &["lab", "--systemd-unit", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout_of(&o, 0)).unwrap();
+    assert_eq!(v["name"], "rtvirt-dma-latency.service", "{v}");
+    assert_eq!(v["path"], "/etc/systemd/system/rtvirt-dma-latency.service");
+    let unit = v["unit"].as_str().unwrap();
+    let exec = format!(
+        "ExecStart={} hold lab --us 0\n",
+        env!("CARGO_BIN_EXE_rt-host")
+    );
+    assert!(unit.contains(&exec), "{unit}");
+    if !testkit::require_command("systemd-analyze") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rtvirt-dma-latency.service");
+    std::fs::write(&path, unit).unwrap();
+    // --man=no: Documentation=man:rt-host(1) resolves once the man page is installed
+    // (the .deb does), not in a build tree.
+    let o = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "systemd-analyze verify: {err}");
+    // verify exits 0 on some unit warnings: none may name this unit.
+    assert!(!err.contains("rtvirt-dma-latency.service"), "{err}");
+
+    // A broken unit fails the same check (the check can fail).
+    std::fs::write(&path, unit.replace("Type=simple", "Type=nosuch")).unwrap();
+    let o = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("rtvirt-dma-latency.service:6: Failed to parse service type"),
+        "a bad Type= passed: {err}"
+    );
+}
