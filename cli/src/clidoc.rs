@@ -194,31 +194,11 @@ mod tests {
     }
 
     /// What bash completes for `words` (the last one being completed) with `script` loaded.
-    pub(crate) fn complete_in_bash(script: &str, func: &str, words: &[&str]) -> String {
+    pub(crate) fn complete_in_bash(script: &str, words: &[&str]) -> String {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("completion.bash");
         std::fs::write(&file, script).unwrap();
-        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
-        let n = words.len();
-        let line = format!(
-            "source '{}'; COMP_WORDS=({}); COMP_CWORD={}; {func} '{}' '{}' '{}'; echo \"${{COMPREPLY[*]}}\"",
-            file.display(),
-            quoted.join(" "),
-            n - 1,
-            words[0],
-            words[n - 1],
-            words[n - 2],
-        );
-        let out = std::process::Command::new("bash")
-            .args(["--norc", "--noprofile", "-c", &line])
-            .output()
-            .expect("bash runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        testkit::bash_complete(&file, words)
     }
 
     #[test]
@@ -228,19 +208,16 @@ mod tests {
         let func = "_demo__tool";
         assert!(text.contains(&format!("complete -F {func} ")), "{text}");
         assert_eq!(
-            complete_in_bash(&text, func, &["demo-tool", "boot-args", "--"]),
+            complete_in_bash(&text, &["demo-tool", "boot-args", "--"]),
             "--json --help"
         );
-        assert_eq!(
-            complete_in_bash(&text, func, &["demo-tool", "boo"]),
-            "boot-args"
-        );
+        assert_eq!(complete_in_bash(&text, &["demo-tool", "boo"]), "boot-args");
         // What clap_complete wrote unfixed completes nothing there.
         let mut raw = Vec::new();
         clap_complete::generate(Shell::Bash, &mut Demo::command(), "demo-tool", &mut raw);
         let raw = String::from_utf8(raw).unwrap();
         assert_eq!(
-            complete_in_bash(&raw, func, &["demo-tool", "boot-args", "--"]),
+            complete_in_bash(&raw, &["demo-tool", "boot-args", "--"]),
             ""
         );
     }

@@ -77,3 +77,21 @@ fn lab_image_shows_a_spinner_on_a_terminal_only() {
         "{err:?}"
     );
 }
+
+/// Bash completes below the top level (clap_complete's hyphenated-name bug worked around):
+/// the generated script, loaded in a real bash, offers a subcommand's options.
+#[test]
+fn bash_completes_the_options_of_a_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_rtvirt-lab"))
+        .args(["generate", "completions"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let script = dir.path().join("rtvirt-lab.bash");
+    let got = testkit::bash_complete(&script, &["rtvirt-lab", "flow", "--"]);
+    assert!(got.split(' ').any(|w| w == "--profile"), "{got:?}");
+    let got = testkit::bash_complete(&script, &["rtvirt-lab", "flo"]);
+    assert!(got.split(' ').any(|w| w == "flow"), "{got:?}");
+}

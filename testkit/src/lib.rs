@@ -101,6 +101,43 @@ fn lock_file(path: &Path) -> HostLock {
     HostLock { _lock: Some(lock) }
 }
 
+/// What bash completes for `words` (the binary's name first, the word being completed
+/// last) with the completion `script` (a file a binary's `generate completions` wrote)
+/// loaded in a real `bash --norc`: the words of `COMPREPLY`, space-separated.
+pub fn bash_complete(script: &Path, words: &[&str]) -> String {
+    let text = std::fs::read_to_string(script).expect("the completion script reads");
+    let func = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("complete -F ")?
+                .split_whitespace()
+                .next()
+        })
+        .expect("the script registers a function (complete -F)");
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let n = words.len();
+    let line = format!(
+        "source '{}'; COMP_WORDS=({}); COMP_CWORD={}; {func} '{}' '{}' '{}'; echo \"${{COMPREPLY[*]}}\"",
+        script.display(),
+        quoted.join(" "),
+        n - 1,
+        words[0],
+        words[n - 1],
+        if n > 1 { words[n - 2] } else { words[0] },
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &line])
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
