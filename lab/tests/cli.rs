@@ -95,3 +95,75 @@ fn bash_completes_the_options_of_a_subcommand() {
     let got = testkit::bash_complete(&script, &["rtvirt-lab", "flo"]);
     assert!(got.split(' ').any(|w| w == "flow"), "{got:?}");
 }
+
+/// `lab/deb.sh` builds a .deb (dpkg-deb) with the tools, their man pages and bash
+/// completions, the `rt-host hold` systemd unit, the bundled profiles and the licences.
+#[test]
+#[ignore = "builds the four tools and a .deb (minutes on 2 cores): run by lab/test.sh"]
+fn the_debian_package_holds_binaries_man_pages_completions_units_and_profiles() {
+    if !testkit::require_command("dpkg-deb") {
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new("bash")
+        .arg(repo.join("lab/deb.sh"))
+        .arg(dir.path())
+        .env("RTVIRT_DEB_PROFILE", "dev")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let deb = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let dpkg = |flag: &str| {
+        let o = Command::new("dpkg-deb")
+            .args([flag, &deb])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "dpkg-deb {flag}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let files = dpkg("-c");
+    for tool in ["rt-host", "rt-guest", "can-sim", "validation"] {
+        for f in [
+            format!("./usr/bin/{tool}\n"),
+            format!("./usr/share/man/man1/{tool}.1.gz\n"),
+            format!("./usr/share/bash-completion/completions/{tool}\n"),
+        ] {
+            assert!(files.contains(&f), "{f:?} missing: {files}");
+        }
+    }
+    for f in [
+        "./usr/share/man/man1/rt-host-hold.1.gz\n",
+        "./usr/lib/systemd/system/rtvirt-dma-latency.service\n",
+        "./usr/share/rtvirt/profiles/ecu.ron\n",
+        "./usr/share/doc/rtvirt/copyright\n",
+    ] {
+        assert!(files.contains(f), "{f:?} missing: {files}");
+    }
+    let info = dpkg("-I");
+    assert!(info.contains(" Package: rtvirt\n"), "{info}");
+    assert!(
+        info.contains(" Description: real-time KVM guests"),
+        "{info}"
+    );
+    // The unit runs the installed binary.
+    let x = dir.path().join("x");
+    let o = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&x)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let unit = std::fs::read_to_string(x.join("usr/lib/systemd/system/rtvirt-dma-latency.service"))
+        .unwrap();
+    assert!(
+        unit.contains("\nExecStart=/usr/bin/rt-host hold ecu --us 0\n"),
+        "{unit}"
+    );
+    let copyright = std::fs::read_to_string(x.join("usr/share/doc/rtvirt/copyright")).unwrap();
+    assert!(
+        copyright.contains("License: MIT or Apache-2.0"),
+        "{copyright}"
+    );
+}

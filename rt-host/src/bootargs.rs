@@ -220,8 +220,9 @@ pub fn bls_text(args: &[BootArg]) -> String {
     format!(
         "# BLS entries (/boot/loader/entries/*.conf): append to the `options` line, or run\n\
          grubby --update-kernel=ALL --args=\"{l}\"\n\
-         # kernel-install (systemd-boot, UKI): append to /etc/kernel/cmdline\n\
-         options {l}\n"
+         # kernel-install (systemd-boot, UKI): append this line's words to /etc/kernel/cmdline\n\
+         # (that file holds bare arguments; `options` belongs in BLS entries only)\n\
+         {l}\n"
     )
 }
 
@@ -261,7 +262,11 @@ mod tests {
         );
         assert!(grub_dropin("lab", &a)
             .contains("GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT isolcpus="));
-        assert!(bls_text(&a).contains("grubby --update-kernel=ALL --args=\"isolcpus="));
+        let bls = bls_text(&a);
+        assert!(bls.contains("grubby --update-kernel=ALL --args=\"isolcpus="));
+        // /etc/kernel/cmdline takes bare arguments: no literal `options` on the kernel line.
+        assert!(!bls.lines().any(|l| l.starts_with("options")), "{bls}");
+        assert!(bls.ends_with(&format!("\n{}\n", line(&a))), "{bls}");
     }
 
     #[test]
