@@ -43,6 +43,10 @@ if [ ! -f "$xsd_dir/jenkins-junit-10.xsd" ]; then
     "$xsd_dir/jenkins-junit-10.xsd"
 fi
 export RTVIRT_JUNIT_XSD_DIR="$xsd_dir"
+# systemd-analyze verifies the unit `rt-host hold --systemd-unit` prints; dpkg-deb builds and
+# reads the Debian package (lab/deb.sh). Installed only when missing.
+command -v systemd-analyze >/dev/null ||
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -55,5 +59,8 @@ echo "== cargo test (all, including root and lab tests)"
 # RTVIRT_REQUIRE_ALL=1: a test whose prerequisite is missing fails instead of skipping.
 export RTVIRT_REQUIRE_ALL=1
 cargo test --workspace -- --include-ignored --test-threads=1
+echo "== docs: every read-only command shown (\`\`\`console blocks) prints what the docs show"
+cargo build --quiet --workspace --bins
+python3 lab/doc-commands.py
 echo "== fuzz (every target for RTVIRT_FUZZ_SECONDS, default 20)"
 bash lab/fuzz.sh
