@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build rtvirt_VERSION_amd64.deb (dpkg-deb, no cargo-deb needed): the four tools in
 # /usr/bin, their man pages and bash completions (generated from the CLI definitions), the
-# systemd unit of `rt-host hold` (`rt-host watch` has none yet), the bundled profiles in
+# systemd units of `rt-host hold` and `rt-host watch`, the bundled profiles in
 # /usr/share/rtvirt/profiles and the licences.
 #   bash lab/deb.sh [OUT_DIR]      (default: target/deb)
 # RTVIRT_DEB_PROFILE=dev packs the debug builds (the test does; a release is the default).
@@ -39,6 +39,9 @@ done
   python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin)["unit"])' |
   sed "s|^ExecStart=[^ ]*|ExecStart=/usr/bin/rt-host|" \
   > "$root/usr/lib/systemd/system/rtvirt-dma-latency.service"
+"$bin_dir/rt-host" watch ecu --systemd-unit | grep -v '^#' |
+  sed "s|^ExecStart=[^ ]*|ExecStart=/usr/bin/rt-host|" \
+  > "$root/usr/lib/systemd/system/rtvirt-watch.service"
 install -m 0644 profiles/*.ron "$root/usr/share/rtvirt/profiles/"
 {
   echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"

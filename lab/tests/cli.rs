@@ -135,6 +135,7 @@ fn the_debian_package_holds_binaries_man_pages_completions_units_and_profiles() 
     for f in [
         "./usr/share/man/man1/rt-host-hold.1.gz\n",
         "./usr/lib/systemd/system/rtvirt-dma-latency.service\n",
+        "./usr/lib/systemd/system/rtvirt-watch.service\n",
         "./usr/share/rtvirt/profiles/ecu.ron\n",
         "./usr/share/doc/rtvirt/copyright\n",
     ] {
@@ -160,6 +161,12 @@ fn the_debian_package_holds_binaries_man_pages_completions_units_and_profiles() 
     assert!(
         unit.contains("\nExecStart=/usr/bin/rt-host hold ecu --us 0\n"),
         "{unit}"
+    );
+    let watch =
+        std::fs::read_to_string(x.join("usr/lib/systemd/system/rtvirt-watch.service")).unwrap();
+    assert!(
+        watch.contains("\nExecStart=/usr/bin/rt-host watch ecu\n"),
+        "{watch}"
     );
     let copyright = std::fs::read_to_string(x.join("usr/share/doc/rtvirt/copyright")).unwrap();
     assert!(
