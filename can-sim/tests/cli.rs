@@ -205,16 +205,9 @@ fn run_without_socketcan_or_interface_is_a_clear_error() {
 /// the generated script, loaded in a real bash, offers a subcommand's options.
 #[test]
 fn bash_completes_the_options_of_a_subcommand() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_can-sim"))
-        .args(["generate", "completions"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
-    let script = dir.path().join("can-sim.bash");
-    let got = testkit::bash_complete(&script, &["can-sim", "replay", "--"]);
+    let exe = env!("CARGO_BIN_EXE_can-sim");
+    let got = testkit::bash_complete_generated(exe, &["can-sim", "replay", "--"]);
     assert!(got.split(' ').any(|w| w == "--max-gap"), "{got:?}");
-    let got = testkit::bash_complete(&script, &["can-sim", "repl"]);
+    let got = testkit::bash_complete_generated(exe, &["can-sim", "repl"]);
     assert!(got.split(' ').any(|w| w == "replay"), "{got:?}");
 }

@@ -82,17 +82,10 @@ fn lab_image_shows_a_spinner_on_a_terminal_only() {
 /// the generated script, loaded in a real bash, offers a subcommand's options.
 #[test]
 fn bash_completes_the_options_of_a_subcommand() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_rtvirt-lab"))
-        .args(["generate", "completions"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
-    let script = dir.path().join("rtvirt-lab.bash");
-    let got = testkit::bash_complete(&script, &["rtvirt-lab", "flow", "--"]);
+    let exe = env!("CARGO_BIN_EXE_rtvirt-lab");
+    let got = testkit::bash_complete_generated(exe, &["rtvirt-lab", "flow", "--"]);
     assert!(got.split(' ').any(|w| w == "--profile"), "{got:?}");
-    let got = testkit::bash_complete(&script, &["rtvirt-lab", "flo"]);
+    let got = testkit::bash_complete_generated(exe, &["rtvirt-lab", "flo"]);
     assert!(got.split(' ').any(|w| w == "flow"), "{got:?}");
 }
 

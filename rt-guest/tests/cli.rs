@@ -1270,16 +1270,9 @@ fn the_status_line_is_a_progress_bar_on_a_terminal_only() {
 /// the generated script, loaded in a real bash, offers a subcommand's options.
 #[test]
 fn bash_completes_the_options_of_a_subcommand() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_rt-guest"))
-        .args(["generate", "completions"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
-    let script = dir.path().join("rt-guest.bash");
-    let got = testkit::bash_complete(&script, &["rt-guest", "probe", "--"]);
+    let exe = env!("CARGO_BIN_EXE_rt-guest");
+    let got = testkit::bash_complete_generated(exe, &["rt-guest", "probe", "--"]);
     assert!(got.split(' ').any(|w| w == "--duration"), "{got:?}");
-    let got = testkit::bash_complete(&script, &["rt-guest", "prob"]);
+    let got = testkit::bash_complete_generated(exe, &["rt-guest", "prob"]);
     assert!(got.split(' ').any(|w| w == "probe"), "{got:?}");
 }

@@ -1202,16 +1202,9 @@ fn hold_systemd_unit_json_passes_systemd_analyze_verify() {
 /// the generated script, loaded in a real bash, offers a subcommand's options.
 #[test]
 fn bash_completes_the_options_of_a_subcommand() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_rt-host"))
-        .args(["generate", "completions"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
-    let script = dir.path().join("rt-host.bash");
-    let got = testkit::bash_complete(&script, &["rt-host", "boot-args", "--"]);
+    let exe = env!("CARGO_BIN_EXE_rt-host");
+    let got = testkit::bash_complete_generated(exe, &["rt-host", "boot-args", "--"]);
     assert!(got.split(' ').any(|w| w == "--json"), "{got:?}");
-    let got = testkit::bash_complete(&script, &["rt-host", "boot"]);
+    let got = testkit::bash_complete_generated(exe, &["rt-host", "boot"]);
     assert!(got.split(' ').any(|w| w == "boot-args"), "{got:?}");
 }

@@ -138,6 +138,19 @@ pub fn bash_complete(script: &Path, words: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// [`bash_complete`] with the script the binary `exe` generates itself
+/// (`exe generate completions DIR` writes `BIN.bash`, `BIN` being `words[0]`).
+pub fn bash_complete_generated(exe: &str, words: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let o = std::process::Command::new(exe)
+        .args(["generate", "completions"])
+        .arg(dir.path())
+        .output()
+        .expect("the binary runs");
+    assert!(o.status.success(), "{exe} generate completions: {o:?}");
+    bash_complete(&dir.path().join(format!("{}.bash", words[0])), words)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
