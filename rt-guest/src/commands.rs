@@ -412,57 +412,10 @@ pub fn cli_args(argv: &[String]) -> Vec<String> {
 /// `rt-guest probe` and `rt-guest cyclictest`.
 pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
     let root = SysRoot::live();
-    let loaded = load_profile(args.profile.as_deref(), &root)?;
-    let online = online_cpus(&root);
-    let resolved = cli::resolve(args, loaded.as_ref().map(|l| &l.profile), mode, &online)?;
-    for w in &resolved.warnings {
-        eprintln!("warning: {w}");
-    }
-    output::check(args.json.as_deref(), "JSON file")?;
-    if let HistOut::File(p) = &resolved.histogram {
-        output::check(Some(p), "histogram")?;
-    }
-    let mut cfg = resolved.config.clone();
-    cfg.report_cpus = args
-        .mainaffinity
-        .clone()
-        .or_else(|| report_cpus(&root, &cfg.cpus));
-    cfg.validate()?;
-    check_cpus(&root, &cfg)?;
-    let mut timerlat = if args.timerlat {
-        let save = args
-            .timerlat_save_us
-            .or(args.max_us)
-            .or(cfg.breaktrace_ns.map(|n| n / 1000))
-            .map(|us| us * 1000);
-        Some(
-            timerlat::Collector::start(&root, &cfg.cpus, cfg.interval_ns / 1000, save)
-                .context("Cannot run the timerlat tracer beside the probe")?,
-        )
-    } else {
-        None
-    };
+    let (loaded, resolved, cfg) = configure(args, mode, &root)?;
+    let mut timerlat = start_timerlat(args, &cfg, &root)?;
     let signals = Signals::register()?;
-    let tool = match mode {
-        Mode::Probe => "rt-guest probe",
-        Mode::Cyclictest => "rt-guest cyclictest",
-    };
-    let out_dir = match (&args.out, mode) {
-        (Some(d), _) => Some(d.clone()),
-        (None, Mode::Probe) => Some(PathBuf::from(record::new_run_name())),
-        (None, Mode::Cyclictest) => None,
-    };
-    let mut rd = out_dir
-        .as_deref()
-        .map(|d| open_run(&root, d, tool, &argv, loaded.as_ref()))
-        .transpose()?;
-    let mut reserve = rd.as_ref().map(|rd| {
-        let (r, warning) = Reserve::hold(rd.path(), output::RESERVE_BYTES);
-        if let Some(w) = warning {
-            eprintln!("warning: {w}");
-        }
-        r
-    });
+    let (mut rd, mut reserve) = open_output(args, mode, &root, &argv, loaded.as_ref())?;
     let voice = Voice {
         quiet: args.quiet,
         cyclictest: mode == Mode::Cyclictest || resolved.histogram == HistOut::Stdout,
@@ -470,18 +423,7 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
     };
 
     let mut prep = prepare(&root, resolved.dma_latency, args.mlock_all);
-    let ftrace = match cfg.breaktrace_ns {
-        Some(_) => match Ftrace::open(&root) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                prep.warnings.push(format!(
-                    "breaktrace without ftrace (the run still stops): {e}"
-                ));
-                None
-            }
-        },
-        None => None,
-    };
+    let ftrace = open_ftrace(&root, &cfg, &mut prep.warnings);
     for w in &prep.warnings {
         eprintln!("warning: {w}");
     }
@@ -530,11 +472,7 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
         _ => None,
     };
     if let (Some(t), Some(rd)) = (timerlat.take(), rd.as_mut()) {
-        let (rec, saved) = t.finish(partial.is_some());
-        if let Some(text) = saved {
-            rd.write_file(record::TIMERLAT_TRACE, text.as_bytes())?;
-        }
-        rd.write_json(record::TIMERLAT, &rec)?;
+        finish_timerlat(t, rd, partial.is_some())?;
     }
     let done = Done {
         cfg: &cfg,
@@ -563,6 +501,113 @@ pub fn probe(args: &ProbeArgs, argv: Vec<String>, mode: Mode) -> Result<u8> {
         );
     }
     Ok(code)
+}
+
+/// The profile, the options resolved against it and the machine, and the probe's
+/// configuration, with every output path checked before anything is measured.
+fn configure(
+    args: &ProbeArgs,
+    mode: Mode,
+    root: &SysRoot,
+) -> Result<(Option<profiles::Loaded>, Resolved, probe::ProbeConfig)> {
+    let loaded = load_profile(args.profile.as_deref(), root)?;
+    let online = online_cpus(root);
+    let resolved = cli::resolve(args, loaded.as_ref().map(|l| &l.profile), mode, &online)?;
+    for w in &resolved.warnings {
+        eprintln!("warning: {w}");
+    }
+    output::check(args.json.as_deref(), "JSON file")?;
+    if let HistOut::File(p) = &resolved.histogram {
+        output::check(Some(p), "histogram")?;
+    }
+    let mut cfg = resolved.config.clone();
+    cfg.report_cpus = args
+        .mainaffinity
+        .clone()
+        .or_else(|| report_cpus(root, &cfg.cpus));
+    cfg.validate()?;
+    check_cpus(root, &cfg)?;
+    Ok((loaded, resolved, cfg))
+}
+
+/// The timerlat tracer beside the probe when asked for, saving the trace around a
+/// latency above `--timerlat-save-us` (or the bound, or the breaktrace value).
+fn start_timerlat(
+    args: &ProbeArgs,
+    cfg: &probe::ProbeConfig,
+    root: &SysRoot,
+) -> Result<Option<timerlat::Collector>> {
+    if !args.timerlat {
+        return Ok(None);
+    }
+    let save = args
+        .timerlat_save_us
+        .or(args.max_us)
+        .or(cfg.breaktrace_ns.map(|n| n / 1000))
+        .map(|us| us * 1000);
+    let c = timerlat::Collector::start(root, &cfg.cpus, cfg.interval_ns / 1000, save)
+        .context("Cannot run the timerlat tracer beside the probe")?;
+    Ok(Some(c))
+}
+
+/// The run directory (a new one for `probe` without `--out`, none for `cyclictest`) and
+/// the disk space held back so a full disk still lets the records be written.
+fn open_output(
+    args: &ProbeArgs,
+    mode: Mode,
+    root: &SysRoot,
+    argv: &[String],
+    loaded: Option<&profiles::Loaded>,
+) -> Result<(Option<RunDir>, Option<Reserve>)> {
+    let tool = match mode {
+        Mode::Probe => "rt-guest probe",
+        Mode::Cyclictest => "rt-guest cyclictest",
+    };
+    let out_dir = match (&args.out, mode) {
+        (Some(d), _) => Some(d.clone()),
+        (None, Mode::Probe) => Some(PathBuf::from(record::new_run_name())),
+        (None, Mode::Cyclictest) => None,
+    };
+    let rd = out_dir
+        .as_deref()
+        .map(|d| open_run(root, d, tool, argv, loaded))
+        .transpose()?;
+    let reserve = rd.as_ref().map(|rd| {
+        let (r, warning) = Reserve::hold(rd.path(), output::RESERVE_BYTES);
+        if let Some(w) = warning {
+            eprintln!("warning: {w}");
+        }
+        r
+    });
+    Ok((rd, reserve))
+}
+
+/// The ftrace marker for `--breaktrace`; without tracefs the run still stops there.
+fn open_ftrace(
+    root: &SysRoot,
+    cfg: &probe::ProbeConfig,
+    warnings: &mut Vec<String>,
+) -> Option<Ftrace> {
+    cfg.breaktrace_ns?;
+    match Ftrace::open(root) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            warnings.push(format!(
+                "breaktrace without ftrace (the run still stops): {e}"
+            ));
+            None
+        }
+    }
+}
+
+/// The timerlat record of the run, and the trace saved around an exceedance.
+fn finish_timerlat(t: timerlat::Collector, rd: &mut RunDir, partial: bool) -> Result<()> {
+    let (rec, saved) = t.finish(partial);
+    if let Some(text) = saved {
+        rd.write_file(record::TIMERLAT_TRACE, text.as_bytes())?;
+    }
+    rd.write_json(record::TIMERLAT, &rec)?;
+    Ok(())
 }
 
 /// A finished measurement and what to write of it.
