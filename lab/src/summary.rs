@@ -82,10 +82,9 @@ pub struct OuterHost {
     pub accel_reason: String,
     /// The KVM module loaded in the outer host (`kvm_amd` under TCG).
     pub kvm_module: String,
-    /// The inner VM's QEMU pid in the outer host.
-    pub inner_pid: u32,
-    /// Its command line.
-    pub inner_argv: Vec<String>,
+    /// The profile's VMs started in the outer host, in profile order: the first is the
+    /// guest (booted, CAN, agent), the others are started paused.
+    pub vms: Vec<InnerVmFacts>,
     /// The second VM's QEMU pid, which rt-host must not touch.
     pub other_pid: Option<u32>,
     /// IRQs the lab spread over every CPU before setup, as an IRQ balancer would, and the
@@ -94,6 +93,19 @@ pub struct OuterHost {
     /// How `rt-host plan` found the VM: by name, and with a profile naming its QMP socket
     /// (`FOUND_BY: vCPU 0 = TID (NAME), ...`).
     pub found_by: Vec<String>,
+}
+
+/// One of the profile's VMs in the outer host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InnerVmFacts {
+    /// Its name in the profile (`host.vms[].name`, QEMU `-name guest=`).
+    pub name: String,
+    /// Its QEMU pid in the outer host.
+    pub pid: u32,
+    /// Its command line.
+    pub argv: Vec<String>,
+    /// True when started paused (`-S`): its vCPU threads exist, its guest never runs.
+    pub paused: bool,
 }
 
 /// What `summary.json` says about the host lab.

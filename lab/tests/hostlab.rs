@@ -16,7 +16,7 @@ mod common;
 use common::{host_tools, root};
 use lab::flow::{FlowOptions, Summary};
 use lab::hostlab::outer::OuterExec;
-use lab::hostlab::record::{HostLabRecord, Moments};
+use lab::hostlab::record::{HostLabRecord, Moments, ThreadHistory};
 use lab::hostlab::HostLab;
 use serde_json::Value;
 
@@ -171,22 +171,57 @@ fn host_lab_every_knob_is_real_in_the_outer_host() {
         r.outer.found_by
     );
     assert_eq!(vcpus(&r.outer.found_by[0]), vcpus(&r.outer.found_by[1]));
-    assert_eq!(r.vcpus.len(), 2, "{:#?}", r.vcpus);
-    for (t, cpu) in r.vcpus.iter().zip(["1", "2"]) {
-        assert!(t.name.ends_with("/KVM"), "{}", t.name);
-        let tuned = t.state.tuned.as_ref().unwrap();
-        assert_eq!(
-            (
-                tuned.policy.as_str(),
-                tuned.priority,
-                tuned.affinity.as_str()
-            ),
-            ("fifo", 50, cpu),
-            "{}",
-            t.name
-        );
-        assert_eq!(t.state.before.as_ref().unwrap().policy, "other");
-        assert!(t.restored(), "{t:#?}");
+}
+
+/// The vCPU threads of the profile's VM `name` in `host-lab.json`.
+fn vm_vcpus<'a>(r: &'a HostLabRecord, name: &str) -> &'a [ThreadHistory] {
+    &r.vms
+        .iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no VM {name} in host-lab.json: {:#?}", r.vms))
+        .vcpus
+}
+
+#[test]
+#[ignore = "needs root, QEMU and the cached kernels: run lab/test.sh"]
+fn host_lab_tunes_both_vms_at_once_and_reverts_both() {
+    let Some(run) = flow() else { return };
+    let r = &run.record;
+    let names: Vec<_> = r.vms.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["ecu0", "ecu1"]);
+    let paused: Vec<_> = r
+        .outer
+        .vms
+        .iter()
+        .map(|v| (v.name.as_str(), v.paused))
+        .collect();
+    assert_eq!(paused, [("ecu0", false), ("ecu1", true)]);
+    // Each VM's vCPUs, pinned and FIFO 50 on their own CPUs while tuned, as before after.
+    for (vm, cpus) in [("ecu0", &["1", "2"][..]), ("ecu1", &["3"][..])] {
+        let vcpus = vm_vcpus(r, vm);
+        assert_eq!(vcpus.len(), cpus.len(), "{vm}: {vcpus:#?}");
+        for (t, cpu) in vcpus.iter().zip(cpus) {
+            assert!(t.name.ends_with("/KVM"), "{vm}: {}", t.name);
+            let tuned = t.state.tuned.as_ref().unwrap();
+            assert_eq!(
+                (
+                    tuned.policy.as_str(),
+                    tuned.priority,
+                    tuned.affinity.as_str()
+                ),
+                ("fifo", 50, *cpu),
+                "{vm} {}",
+                t.name
+            );
+            let before = t.state.before.as_ref().unwrap();
+            assert_eq!(
+                (before.policy.as_str(), before.affinity.as_str()),
+                ("other", "0-3"),
+                "{vm} {}",
+                t.name
+            );
+            assert!(t.restored() && !t.absent(), "{vm}: {t:#?}");
+        }
     }
 }
 
@@ -465,6 +500,7 @@ fn host_lab_guest_shut_down_while_tuned_revert_skips_its_threads() {
     }
     assert!(!text.contains("FAILED"), "{text}");
     let after = lab.snapshot("after").unwrap();
+    let (before_snap, after_snap) = (before.clone(), after.clone());
     let values = lab::hostlab::record::values(
         &copy,
         &Moments {
@@ -482,5 +518,25 @@ fn host_lab_guest_shut_down_while_tuned_revert_skips_its_threads() {
     for v in values.iter().filter(|v| !v.absent) {
         assert!(v.restored, "{v:#?}");
     }
+    // The profile's other VM, tuned with it, still runs and is restored.
+    let ecu1 = lab.paused.first().expect("the profile's second VM").pid;
+    let vcpus = lab::hostlab::record::threads(
+        &Moments {
+            before: before_snap.clone(),
+            tuned: before_snap,
+            after: after_snap,
+        },
+        ecu1,
+        |n| n.ends_with("/KVM"),
+    )
+    .unwrap();
+    assert_eq!(vcpus.len(), 1, "{vcpus:#?}");
+    assert!(vcpus[0].restored() && !vcpus[0].absent(), "{vcpus:#?}");
+    assert!(
+        values
+            .iter()
+            .any(|v| v.target.contains(&format!("tid {}", vcpus[0].tid))),
+        "rt-host did not tune ecu1's vCPU: {values:#?}"
+    );
     lab.cleanup();
 }

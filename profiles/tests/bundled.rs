@@ -87,12 +87,27 @@ fn hil_fits_the_four_cpu_host_lab_and_not_this_two_cpu_machine() {
     let hil = profiles::load("hil").unwrap().profile;
     profiles::validate_against(&hil, &root).unwrap();
     let host = hil.host.as_ref().unwrap();
-    assert_eq!(host.vm.as_ref().unwrap().qemu_name.as_deref(), Some("ecu0"));
+    // Two ECU guests, their real-time vCPUs on CPUs 1-2 and 3.
+    let vms = profiles::host_vms(host);
+    let placed: Vec<(&str, Vec<u32>)> = vms
+        .iter()
+        .map(|v| (v.name.as_str(), v.vcpus.iter().map(|p| p.cpu).collect()))
+        .collect();
+    assert_eq!(placed, [("ecu0", vec![1, 2]), ("ecu1", vec![3])]);
+    assert!(vms
+        .iter()
+        .flat_map(|v| &v.vcpus)
+        .all(|p| p.policy.is_realtime() && p.priority == 50));
     assert!(host.isolation.cpuset_partition && host.isolation.kthreads);
     assert!(host.sysctl.realtime_virtual_host && !host.sysctl.rt_runtime_unlimited);
-    // The guest's hugepages cover its memory.
+    // The hugepages cover both guests' memory, and the boot arguments reserve as many.
     let h = host.hugepages.as_ref().unwrap();
-    assert!(h.count * h.size_kib / 1024 >= host.vm.as_ref().unwrap().memory_mib.unwrap());
+    let memory: u64 = vms.iter().map(|v| v.memory_mib.unwrap()).sum();
+    assert_eq!(h.count * h.size_kib / 1024, memory);
+    assert!(host
+        .kernel
+        .extra_args
+        .contains(&format!("hugepages={}", h.count)));
     let machine = two_cpu_machine();
     let errs = profiles::validate_against(&hil, &rt_sys::SysRoot::new(machine.path())).unwrap_err();
     assert!(

@@ -1014,6 +1014,65 @@ mod tests {
         );
     }
 
+    /// Two VMs: one partition holds both QEMUs' real-time vCPUs when the QEMUs share a
+    /// cgroup; in different cgroups (libvirt's per-domain scopes) none can.
+    #[test]
+    fn cgroup_v2_partition_for_two_vms_in_one_cgroup_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        m.put("proc/mounts", "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n");
+        m.put("sys/fs/cgroup/cgroup.controllers", "cpuset cpu\n");
+        m.put("sys/fs/cgroup/cpuset.cpus.isolated", "\n");
+        m.put("sys/fs/cgroup/vms/cgroup.subtree_control", "\n");
+        m.put(
+            "proc/4100/cmdline",
+            "qemu-system-x86_64\0-name\0ecu1,debug-threads=on\0",
+        );
+        m.thread(4100, 4100, "qemu-system-x86", 1, 0x40_0040, 0, 0, "0-1");
+        m.thread(4100, 4102, "CPU 0/KVM", 1, 0x40_0040, 0, 0, "0-1");
+        let put_cgroups = |ecu1: &str| {
+            for (tid, ..) in crate::fake::QEMU_THREADS {
+                m.put(&format!("proc/{QEMU_PID}/task/{tid}/cgroup"), "0::/vms\n");
+            }
+            for tid in [4100, 4102] {
+                m.put(
+                    &format!("proc/4100/task/{tid}/cgroup"),
+                    &format!("0::{ecu1}\n"),
+                );
+            }
+        };
+        let mut h = lab_host();
+        h.isolation.cpuset_partition = true;
+        let mut ecu1 = h.vms[0].clone();
+        ecu1.name = "ecu1".into();
+        ecu1.vcpus = vec![profiles::VcpuPin {
+            vcpu: 0,
+            cpu: 1,
+            policy: rt_sys::sched::Policy::Fifo,
+            priority: 50,
+        }];
+        h.vms[0].vcpus.retain(|p| p.cpu != 1);
+        h.vms.push(ecu1);
+        put_cgroups("/vms");
+        let p = plan::build("two", &h, &Ctx::new(&m.root)).unwrap();
+        let moves: Vec<&str> = p
+            .changes
+            .iter()
+            .filter(|c| c.item == "cpuset" && c.pending() && c.target.contains("tid"))
+            .map(|c| c.target.as_str())
+            .collect();
+        assert!(
+            moves.iter().any(|t| t.contains("(tid 4102)")),
+            "ecu1's vCPU goes into the partition: {moves:?}"
+        );
+        put_cgroups("/other");
+        let p = plan::build("two", &h, &Ctx::new(&m.root)).unwrap();
+        let c: Vec<_> = p.changes.iter().filter(|c| c.item == "cpuset").collect();
+        assert_eq!(c.len(), 1, "{c:#?}");
+        assert_eq!(c[0].status, Status::NotApplicable);
+        assert_eq!(c[0].current, "QEMUs in the cgroups /other, /vms");
+    }
+
     /// A QEMU in the root cgroup of a 6.1 kernel (no systemd, as on the host lab's outer
     /// host): the root has neither `cpuset.cpus.isolated` nor `cpuset.cpus.partition`,
     /// yet a child of it can be an isolated partition.

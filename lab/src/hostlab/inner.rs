@@ -1,11 +1,14 @@
-//! The VMs inside the outer host: the profile's ECU guest and a second, paused VM that
-//! is not the profile's and that rt-host must leave alone.
+//! The VMs inside the outer host: the profile's VMs (the first is the ECU guest, which
+//! boots; the others start paused) and one more paused VM that is not the profile's and
+//! that rt-host must leave alone.
 //!
-//! The guest's QEMU command line is what `rt-host vm PROFILE --format qemu --json`
-//! renders in the outer host (every real-time choice of the VM definition: q35, the host
-//! CPU with invtsc, no PMU, the dedicated-vCPU hint, hugepage memory locked in RAM,
-//! debug-threads names, QMP), followed by what only the lab adds ([`lab_args`]): the
-//! guest kernel and image, the two Kvaser PCI cards on one CAN bus, the agent's share.
+//! Each profile VM's QEMU command line is what `rt-host vm PROFILE --vm NAME --format
+//! qemu --json` renders in the outer host (every real-time choice of the VM definition:
+//! q35, the host CPU with invtsc, no PMU, the dedicated-vCPU hint, hugepage memory locked
+//! in RAM, debug-threads names, QMP, the profile's CAN buses), followed by what only the
+//! lab adds: for the guest ([`lab_args`]) its kernel and image and the agent's share; for
+//! the others `-S` ([`paused_argv`]), so their vCPU threads exist and their guests never
+//! run (they cost the nested outer host nothing).
 //! QEMU starts under `taskset -c HOUSEKEEPING` from a small script in the share, which
 //! also records its pid and, when it ends, its exit status.
 
@@ -33,29 +36,35 @@ struct RenderedQemu {
     argv: Vec<String>,
 }
 
-/// The profile's VM as rt-host renders it for QEMU, run in the outer host (it reads that
-/// machine's NUMA layout): the argv without the program.
-pub fn render(outer: &mut Outer, profile: &str) -> Result<Vec<String>> {
-    let argv: Vec<String> = [RT_HOST, "vm", profile, "--format", "qemu", "--json"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let out = OuterExec(outer).exec(&argv, Duration::from_secs(120))?;
+/// The `rt-host vm` command line that renders VM `vm` of `profile` for QEMU.
+pub fn render_argv(profile: &str, vm: &str) -> Vec<String> {
+    [
+        RT_HOST, "vm", profile, "--vm", vm, "--format", "qemu", "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// VM `vm` of the profile as rt-host renders it for QEMU, run in the outer host (it reads
+/// that machine's NUMA layout): the argv without the program.
+pub fn render(outer: &mut Outer, profile: &str, vm: &str) -> Result<Vec<String>> {
+    let out = OuterExec(outer).exec(&render_argv(profile, vm), Duration::from_secs(120))?;
     if out.rc != Some(0) {
         bail!(
-            "rt-host vm {profile} --format qemu failed in the outer host (exit {:?}): {}",
+            "rt-host vm {profile} --vm {vm} --format qemu failed in the outer host (exit {:?}): {}",
             out.rc,
             tail(&out.text(), 5)
         );
     }
     let r: RenderedQemu = serde_json::from_slice(&out.stdout)
-        .context("rt-host vm --format qemu --json printed no argv")?;
+        .with_context(|| format!("rt-host vm --vm {vm} --format qemu --json printed no argv"))?;
     Ok(r.argv)
 }
 
-/// What the lab adds to the rendered definition: the guest kernel and image (its serial
+/// What the lab adds to the guest's rendered definition: its kernel and image (its serial
 /// console is the definition's `-serial mon:stdio`, kept by the start script), no reboot
-/// (the guest's poweroff ends QEMU), the Kvaser pair on one CAN bus, the agent's share.
+/// (the guest's poweroff ends QEMU), the agent's share. The CAN cards are the profile's.
 pub fn lab_args() -> Vec<String> {
     let append = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1";
     [
@@ -66,12 +75,6 @@ pub fn lab_args() -> Vec<String> {
         "-append",
         append,
         "-no-reboot",
-        "-object",
-        "can-bus,id=canbus0",
-        "-device",
-        "kvaser_pci,canbus=canbus0",
-        "-device",
-        "kvaser_pci,canbus=canbus0",
         "-virtfs",
     ]
     .iter()
@@ -87,6 +90,14 @@ pub fn argv(rendered: &[String]) -> Vec<String> {
     std::iter::once(QEMU.to_string())
         .chain(rendered.iter().cloned())
         .chain(lab_args())
+        .collect()
+}
+
+/// A further profile VM's whole command line: QEMU, the rendered definition, `-S`.
+pub fn paused_argv(rendered: &[String]) -> Vec<String> {
+    std::iter::once(QEMU.to_string())
+        .chain(rendered.iter().cloned())
+        .chain(["-S".to_string()])
         .collect()
 }
 
@@ -306,6 +317,12 @@ mod tests {
             "mon:stdio",
             "-qmp",
             "unix:/run/rtvirt-ecu0.qmp,server=on,wait=off",
+            "-object",
+            "can-bus,id=canbus0",
+            "-device",
+            "kvaser_pci,canbus=canbus0",
+            "-device",
+            "kvaser_pci,canbus=canbus0",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -317,8 +334,11 @@ mod tests {
             line.contains("-kernel /inner/vmlinuz -initrd /inner/initrd.gz"),
             "{line}"
         );
-        assert!(
-            line.contains("-device kvaser_pci,canbus=canbus0 -device kvaser_pci,canbus=canbus0")
+        // The profile's CAN cards, not the lab's: two, not four.
+        assert_eq!(
+            line.matches("-device kvaser_pci,canbus=canbus0").count(),
+            2,
+            "{line}"
         );
         assert!(
             line.ends_with("-virtfs local,path=/lab/inner,mount_tag=rtvirtlab,security_model=none"),
@@ -327,6 +347,18 @@ mod tests {
         assert_eq!(qmp_socket(&a).as_deref(), Some("/run/rtvirt-ecu0.qmp"));
         assert_eq!(vcpus(&a), Some(2));
         assert_eq!(qmp_socket(&other_argv()), None);
+        // A further profile VM: the rendered definition, paused, nothing of the lab's.
+        let p = paused_argv(&rendered).join(" ");
+        assert!(
+            p.starts_with("/usr/bin/qemu-system-x86_64 -name guest=ecu0"),
+            "{p}"
+        );
+        assert!(p.ends_with("kvaser_pci,canbus=canbus0 -S"), "{p}");
+        assert!(!p.contains("-kernel") && !p.contains("-virtfs"), "{p}");
+        assert_eq!(
+            render_argv("/lab/hil.ron", "ecu1").join(" "),
+            "/usr/bin/rt-host vm /lab/hil.ron --vm ecu1 --format qemu --json"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The host lab (`rtvirt-lab flow --host-lab`): an outer QEMU VM plays the HIL host
 //! (4 vCPUs, Debian's standard kernel booted with what `rt-host boot-args PROFILE`
 //! prints, KVM on the emulated SVM/NPT, rt-host and QEMU inside), and the flow runs there
-//! for real: the profile's ECU guest under KVM in the outer host, `rt-host check`,
-//! `setup`, `check` in the outer host, the guest tools in the inner guest, `rt-host
-//! revert`, the runs and the report brought out to this machine.
+//! for real: the profile's VMs under KVM in the outer host (the first, the ECU guest,
+//! boots; the others start paused, their vCPU threads there to be tuned), `rt-host
+//! check`, `setup`, `check` in the outer host for all of them at once, the guest tools in
+//! the inner guest, `rt-host revert`, the runs and the report brought out to this machine.
 //!
 //! Stages in order, each a function here: prepare (profile, binaries, kernels, the
 //! guest's and the outer host's images), boot the outer host, start the VMs in it, the
@@ -44,7 +45,7 @@ pub const JOURNAL: &str = "/run/rt-host-lab";
 /// How much longer the nested inner guest may take to boot than `--boot-timeout`.
 pub const INNER_BOOT_FACTOR: u32 = 4;
 
-/// A running host lab: the outer host with the guest (and a second VM) in it.
+/// A running host lab: the outer host with the profile's VMs (and a second VM) in it.
 pub struct HostLab {
     /// The layout.
     pub layout: Layout,
@@ -56,10 +57,12 @@ pub struct HostLab {
     pub bins: HostBins,
     /// The outer host.
     pub outer: Option<Outer>,
-    /// The profile's guest in the outer host.
+    /// The profile's first VM, the guest, in the outer host.
     pub inner: Option<InnerVm>,
     /// Its agent (its share is nested in the outer host's).
     pub inner_agent: Option<Agent>,
+    /// The profile's other VMs, started paused.
+    pub paused: Vec<InnerVm>,
     /// The second VM, which rt-host must not touch.
     pub other: Option<InnerVm>,
     /// Set once `rt-host setup` was attempted: cleanup reverts.
@@ -150,6 +153,7 @@ impl HostLab {
             outer: None,
             inner: None,
             inner_agent: None,
+            paused: Vec::new(),
             other: None,
             tuned: None,
             facts: OuterHost::default(),
@@ -356,38 +360,23 @@ impl HostLab {
         self.outer.as_mut().context("The outer host is gone")
     }
 
-    /// In the outer host: the profile's guest and the second VM, the guest up when
-    /// `wait_guest`.
+    /// In the outer host: the profile's VMs (the first is the guest, the others paused)
+    /// and the second VM, the guest up when `wait_guest`.
     fn stage_start_vms(&mut self, opts: &FlowOptions, wait_guest: bool) -> Result<()> {
-        let host = self.host()?;
-        let housekeeping = host
-            .emulator_cpus
-            .as_ref()
-            .unwrap_or(&host.housekeeping_cpus)
-            .to_string();
-        let profile = self.profile.in_image.clone();
-        let o = self.outer.as_mut().context("The outer host is gone")?;
+        let views = profiles::host_vms(self.host()?);
+        if views.is_empty() {
+            bail!("The host lab needs a profile with a VM (host.vms or host.vm)");
+        }
         let t = Instant::now();
-        let rendered = timed(
-            &mut self.summary.steps,
-            "outer host: rt-host vm --format qemu",
-            || {
-                let r = inner::render(o, &profile)?;
-                let note = r.join(" ");
-                Ok((r, note))
-            },
-        )?;
-        let argv = inner::argv(&rendered);
-        let n = inner::vcpus(&argv).context("The rendered definition has no -smp")?;
-        let vm = inner::start(o, "inner", &argv, &housekeeping)?;
-        let all = format!("0-{}", o.info.nproc.saturating_sub(1));
-        o.sh_ok(
-            &inner::widen_script(vm.pid, n, &all),
-            Duration::from_secs(90),
-        )?;
-        self.facts.inner_pid = vm.pid;
-        self.facts.inner_argv = argv;
-        self.inner = Some(vm);
+        for (i, view) in views.iter().enumerate() {
+            let vm = self.start_profile_vm(view, i > 0)?;
+            if i == 0 {
+                self.inner = Some(vm);
+            } else {
+                self.paused.push(vm);
+            }
+        }
+        let housekeeping = views[0].emulator_cpus.to_string();
         let o = self.outer.as_mut().context("The outer host is gone")?;
         let other = inner::start(o, "other", &inner::other_argv(), &housekeeping)?;
         o.sh_ok(&inner::wait_script(other.pid, 1), Duration::from_secs(90))?;
@@ -425,6 +414,43 @@ impl HostLab {
         self.summary.guest = Some(info);
         self.inner_agent = Some(agent);
         Ok(())
+    }
+
+    /// Start the profile's VM `view` in the outer host from what `rt-host vm --vm NAME
+    /// --format qemu` renders there, `paused` (`-S`) or as the booting guest; wait for its
+    /// vCPU threads and let them run on every CPU (rt-host pins them).
+    fn start_profile_vm(&mut self, view: &profiles::VmView, paused: bool) -> Result<InnerVm> {
+        let profile = self.profile.in_image.clone();
+        let o = self.outer.as_mut().context("The outer host is gone")?;
+        let rendered = timed(
+            &mut self.summary.steps,
+            &format!("outer host: rt-host vm --vm {} --format qemu", view.name),
+            || {
+                let r = inner::render(o, &profile, &view.name)?;
+                let note = r.join(" ");
+                Ok((r, note))
+            },
+        )?;
+        let (tag, argv) = if paused {
+            (view.name.clone(), inner::paused_argv(&rendered))
+        } else {
+            ("inner".to_string(), inner::argv(&rendered))
+        };
+        let n = inner::vcpus(&argv)
+            .with_context(|| format!("The rendered definition of {} has no -smp", view.name))?;
+        let vm = inner::start(o, &tag, &argv, &view.emulator_cpus.to_string())?;
+        let all = format!("0-{}", o.info.nproc.saturating_sub(1));
+        o.sh_ok(
+            &inner::widen_script(vm.pid, n, &all),
+            Duration::from_secs(90),
+        )?;
+        self.facts.vms.push(record::InnerVmFacts {
+            name: view.name.clone(),
+            pid: vm.pid,
+            argv,
+            paused,
+        });
+        Ok(vm)
     }
 
     /// Run one guest stage in the inner guest.
@@ -584,21 +610,13 @@ impl HostLab {
         Ok(())
     }
 
-    /// The profile with its VM found by the inner guest's QMP socket, in the share;
+    /// The profile with its first VM (the guest) found by its QMP socket, in the share;
     /// returns its path in the outer host.
     fn write_qmp_profile(&self) -> Result<String> {
-        let mut p = self.profile.loaded.profile.clone();
-        let host = p.host.as_mut().context("no host section")?;
-        let memory_mib = host.vm.as_ref().and_then(|v| v.memory_mib);
-        host.vm = Some(profiles::Vm {
-            qmp: Some(
-                inner::qmp_socket(&self.facts.inner_argv)
-                    .context("The guest's command line has no QMP socket")?
-                    .into(),
-            ),
-            memory_mib,
-            ..profiles::Vm::default()
-        });
+        let guest = self.facts.vms.first().context("No VM started")?;
+        let qmp =
+            inner::qmp_socket(&guest.argv).context("The guest's command line has no QMP socket")?;
+        let p = found_by_qmp(&self.profile.loaded.profile, &qmp)?;
         let name = format!("{}-by-qmp.ron", p.name);
         let text = ron::ser::to_string_pretty(&p, ron::ser::PrettyConfig::default())
             .context("Writing the profile as RON")?;
@@ -661,9 +679,20 @@ impl HostLab {
         journal: &std::path::Path,
     ) -> Result<HostLabRecord> {
         let values = record::values(journal, snaps)?;
-        let vcpus = record::threads(snaps, self.facts.inner_pid, |n| {
-            rt_sys::task::vcpu_index(n).is_some()
-        })?;
+        let vms = self
+            .facts
+            .vms
+            .iter()
+            .map(|v| {
+                Ok(record::VmHistory {
+                    name: v.name.clone(),
+                    pid: v.pid,
+                    vcpus: record::threads(snaps, v.pid, |n| {
+                        rt_sys::task::vcpu_index(n).is_some()
+                    })?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let other_vm = match self.facts.other_pid {
             Some(pid) => record::threads(snaps, pid, |_| true)?,
             None => Vec::new(),
@@ -673,14 +702,16 @@ impl HostLab {
             profile: self.profile.loaded.profile.name.clone(),
             outer: self.facts.clone(),
             values,
-            vcpus,
+            vms,
             other_vm,
         };
         let path = self.out.join(record::FILE);
         fs::write(&path, serde_json::to_string_pretty(&rec)?)
             .with_context(|| format!("Writing {}", path.display()))?;
+        // The summary's samples are the guest's, as in the 2-CPU flow.
+        let guest: &[record::ThreadHistory] = rec.vms.first().map_or(&[], |v| &v.vcpus);
         let sample = |f: fn(&record::ThreadHistory) -> Option<crate::sched::VcpuSample>| {
-            rec.vcpus.iter().filter_map(f).collect::<Vec<_>>()
+            guest.iter().filter_map(f).collect::<Vec<_>>()
         };
         self.summary.vcpus_before = sample(|t| t.state.before.clone());
         self.summary.vcpus_tuned = sample(|t| t.state.tuned.clone());
@@ -701,6 +732,7 @@ impl HostLab {
         let pids: Vec<u32> = [self.inner.take(), self.other.take()]
             .into_iter()
             .flatten()
+            .chain(std::mem::take(&mut self.paused))
             .filter(|v| v.exit_status().is_none())
             .map(|v| v.pid)
             .collect();
@@ -748,6 +780,25 @@ impl HostLab {
         }
         flow::remove_temp(&mut self.temp);
     }
+}
+
+/// `profile` with its first VM found by the QMP socket `qmp` (the others as before).
+fn found_by_qmp(profile: &profiles::Profile, qmp: &str) -> Result<profiles::Profile> {
+    let mut p = profile.clone();
+    let host = p.host.as_mut().context("no host section")?;
+    let by_qmp = |memory_mib| profiles::Vm {
+        qmp: Some(qmp.into()),
+        memory_mib,
+        ..profiles::Vm::default()
+    };
+    match host.vms.first_mut() {
+        Some(v) => v.find = Some(by_qmp(None)),
+        None => {
+            let memory_mib = host.vm.as_ref().and_then(|v| v.memory_mib);
+            host.vm = Some(by_qmp(memory_mib));
+        }
+    }
+    Ok(p)
 }
 
 /// How `rt-host plan` found the VM and its vCPU threads (`vm.found_by`, `vm.vcpus` of
@@ -799,6 +850,32 @@ mod tests {
         let p = profiles::load("hil").unwrap().profile;
         let text = ron::ser::to_string_pretty(&p, ron::ser::PrettyConfig::default()).unwrap();
         assert_eq!(profiles::parse(&text, "hil-by-qmp.ron").unwrap(), p);
+    }
+
+    #[test]
+    fn only_the_guest_is_found_by_qmp() {
+        let p = profiles::load("hil").unwrap().profile;
+        let q = found_by_qmp(&p, "/run/rtvirt-ecu0.qmp").unwrap();
+        let text = ron::ser::to_string_pretty(&q, ron::ser::PrettyConfig::default()).unwrap();
+        let q = profiles::parse(&text, "hil-by-qmp.ron").unwrap();
+        let vms = profiles::host_vms(q.host.as_ref().unwrap());
+        let found: Vec<_> = vms
+            .iter()
+            .map(|v| {
+                (
+                    v.name.as_str(),
+                    v.find.qmp.clone(),
+                    v.find.qemu_name.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("ecu0", Some("/run/rtvirt-ecu0.qmp".into()), None),
+                ("ecu1", None, Some("ecu1".into())),
+            ]
+        );
     }
 
     #[test]

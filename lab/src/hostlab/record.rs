@@ -1,7 +1,7 @@
 //! `host-lab.json`: for every value rt-host touched in the outer host (each entry of its
-//! journal), the value before setup, while tuned and after revert; and for each thread of
-//! the inner VM's vCPUs (and of the second VM, which rt-host must leave alone) its policy,
-//! priority and affinity at the same three moments.
+//! journal), the value before setup, while tuned and after revert; and for the vCPU
+//! threads of each of the profile's VMs (and every thread of the second VM, which rt-host
+//! must leave alone) their policy, priority and affinity at the same three moments.
 //!
 //! Every value is read from a [`super::snapshot`] of the outer host by the same code
 //! that reads the live system: rt-host's own `status` ([`rt_host::apply::status`] on the
@@ -15,7 +15,7 @@ use rt_sys::SysRoot;
 use serde::{Deserialize, Serialize};
 
 use crate::sched::{samples_in, VcpuSample};
-pub use crate::summary::{HostLabSummary, OuterHost};
+pub use crate::summary::{HostLabSummary, InnerVmFacts, OuterHost};
 use rt_sys::journal::Target;
 
 /// What `rt-host status` shows for a value that does not exist (a thread that exited).
@@ -24,8 +24,8 @@ pub const GONE: &str = "(gone)";
 /// The file name in the flow's output.
 pub const FILE: &str = "host-lab.json";
 
-/// Its format version.
-pub const FORMAT: u32 = 1;
+/// Its format version (2: the vCPU threads per VM, `vms`).
+pub const FORMAT: u32 = 2;
 
 /// One thing at the three moments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +96,17 @@ impl ThreadHistory {
     }
 }
 
+/// One of the profile's VMs: its vCPU threads at the three moments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmHistory {
+    /// Its name in the profile.
+    pub name: String,
+    /// Its QEMU pid in the outer host.
+    pub pid: u32,
+    /// Its vCPU threads.
+    pub vcpus: Vec<ThreadHistory>,
+}
+
 /// `host-lab.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostLabRecord {
@@ -107,8 +118,8 @@ pub struct HostLabRecord {
     pub outer: OuterHost,
     /// Every journalled value.
     pub values: Vec<TouchedValue>,
-    /// The inner VM's vCPU threads.
-    pub vcpus: Vec<ThreadHistory>,
+    /// The profile's VMs, in profile order, with their vCPU threads.
+    pub vms: Vec<VmHistory>,
     /// Every thread of the second VM.
     pub other_vm: Vec<ThreadHistory>,
 }
@@ -122,8 +133,9 @@ impl HostLabRecord {
             .filter(|v| !v.restored && !v.absent)
             .map(|v| format!("{}: {} -> {}", v.target, v.value.before, v.value.after))
             .chain(
-                self.vcpus
+                self.vms
                     .iter()
+                    .flat_map(|v| &v.vcpus)
                     .chain(&self.other_vm)
                     .filter(|t| !t.restored() && !t.absent())
                     .map(|t| format!("thread {:?} (tid {}) not as before", t.name, t.tid)),
@@ -312,10 +324,14 @@ mod tests {
             profile: "hil".into(),
             outer: OuterHost::default(),
             values: v,
-            vcpus: threads(&snaps, 141, |n| n.starts_with("CPU ")).unwrap(),
+            vms: vec![VmHistory {
+                name: "ecu0".into(),
+                pid: 141,
+                vcpus: threads(&snaps, 141, |n| n.starts_with("CPU ")).unwrap(),
+            }],
             other_vm: Vec::new(),
         };
-        let t = &rec.vcpus[0];
+        let t = &rec.vms[0].vcpus[0];
         assert_eq!(t.name, "CPU 0/KVM");
         let tuned = t.state.tuned.as_ref().unwrap();
         assert_eq!((tuned.policy.as_str(), tuned.priority), ("fifo", 50));

@@ -1,5 +1,6 @@
 //! Runtime CPU isolation with cgroup cpusets: on cgroup2 a threaded child of QEMU's
-//! cgroup made an isolated partition (`cpuset.cpus.partition`) holds the vCPU threads; on
+//! cgroup made an isolated partition (`cpuset.cpus.partition`) holds the vCPU threads (of
+//! every VM, when their QEMUs share that cgroup); on
 //! cgroup v1 (as `cset shield`) an exclusive cpuset holds them and every other user thread
 //! moves to a housekeeping cpuset, with load balancing off at the root.
 
@@ -38,16 +39,26 @@ pub(super) fn items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
         })
         .collect();
     if let (true, Some(mount)) = (layout.v2_has_cpuset, layout.v2.clone()) {
-        if vms.len() > 1 {
+        // One partition, a threaded child of the QEMUs' cgroup, holds every VM's vCPUs:
+        // a thread can only move within its process's cgroup, so the QEMUs must share one.
+        let groups: BTreeSet<String> = vms
+            .iter()
+            .filter_map(|v| {
+                let main = v.threads.emulator.iter().find(|t| t.tid == v.threads.pid)?;
+                thread_cg(b, main, true)
+            })
+            .collect();
+        if groups.len() > 1 {
+            let list: Vec<&str> = groups.iter().map(String::as_str).collect();
             b.push(
                 Change::report(
                     "cpuset",
                     root.display(&mount),
-                    "(several QEMU processes)",
+                    format!("QEMUs in the cgroups {}", list.join(", ")),
                     "isolated partition",
                     Status::NotApplicable,
                 )
-                .note("a cgroup v2 partition is made per QEMU cgroup, for one VM; with several VMs their vCPUs are pinned without it"),
+                .note("a cgroup v2 partition holds threads of one cgroup's processes; with the VMs' QEMUs in different cgroups their vCPUs are pinned without it"),
             );
             return Ok(());
         }
