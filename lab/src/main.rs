@@ -409,6 +409,29 @@ fn boot(
     if !json {
         println!("{}", serde_json::to_string_pretty(&report.guest)?);
     }
+    let failed = run_exec(&mut vm, &mut agent, &config, &exec, json, &mut report)?;
+    vm.stop();
+    flow::remove_temp(&mut temp);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(if failed {
+        ExitCode::from(rtvirt_cli::exit::NOT_MET)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Without commands, wait until Ctrl-C or the VM ends; with them, run each in the guest.
+/// True when one failed.
+fn run_exec(
+    vm: &mut lab::qemu::Vm,
+    agent: &mut Agent,
+    config: &lab::qemu::VmConfig,
+    exec: &[String],
+    json: bool,
+    report: &mut BootReport,
+) -> Result<bool> {
     let mut failed = false;
     if exec.is_empty() {
         eprintln!(
@@ -421,8 +444,8 @@ fn boot(
             std::thread::sleep(Duration::from_millis(200));
         }
     } else {
-        for cmd in &exec {
-            let out = agent.run(&mut vm, cmd, Duration::from_secs(300))?;
+        for cmd in exec {
+            let out = agent.run(vm, cmd, Duration::from_secs(300))?;
             if !json {
                 print!("{}", out.output);
             }
@@ -430,16 +453,7 @@ fn boot(
             failed |= out.rc != 0;
             report.exec.push(out);
         }
-        let _ = agent.poweroff(&mut vm);
+        let _ = agent.poweroff(vm);
     }
-    vm.stop();
-    flow::remove_temp(&mut temp);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    }
-    Ok(if failed {
-        ExitCode::from(rtvirt_cli::exit::NOT_MET)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(failed)
 }
