@@ -190,6 +190,7 @@ mod tests {
             out_of_range: 0,
             max_at_cycle: 0,
             max_at: None,
+            worst: vec![],
             latency: hist(lat),
         }
     }

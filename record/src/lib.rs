@@ -8,6 +8,9 @@
 //! - [`oslat`]: the busy-loop record (`oslat.json`);
 //! - [`records`]: `probe.json` and `can.json` and the consistency checks a reader applies;
 //! - [`trace`]: the kernel tracers' records (`timerlat.json`, `hwlat.json`);
+//! - [`hosttrace`]: the host's scheduling of the vCPU threads (`host-trace.json`);
+//! - [`clocksync`]: the offset between a guest's and its host's clocks, measured by an
+//!   exchange of files through a shared directory;
 //! - [`hist`]: HDR histograms in records (HdrHistogram V2 compressed, base64), their safe
 //!   decoding, the percentile definition and the summaries;
 //! - [`fsafe`]: reading a run without leaving it (no symlinks, regular files, size caps).
@@ -16,9 +19,11 @@
 //! these typed values; nothing crosses between tools as guessed JSON keys or prose.
 
 pub mod check;
+pub mod clocksync;
 pub mod error;
 pub mod fsafe;
 pub mod hist;
+pub mod hosttrace;
 pub mod manifest;
 pub mod oslat;
 pub mod records;
@@ -27,6 +32,7 @@ pub mod trace;
 
 pub use check::*;
 pub use error::RecordError;
+pub use hosttrace::{HostEvent, HostTraceRecord, HOST_TRACE};
 pub use manifest::*;
 pub use oslat::{OslatRecord, OslatSettings, OslatThread, OSLAT};
 pub use records::*;

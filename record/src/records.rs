@@ -58,8 +58,28 @@ pub struct ProbeThread {
     pub max_at_cycle: u64,
     /// Wall time (RFC 3339) at which the max occurred.
     pub max_at: Option<String>,
+    /// The largest latencies (at most [`WORST_SAMPLES`], largest first), with when they
+    /// happened: what the host's view of the same moments is compared with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worst: Vec<ProbeSpike>,
     /// Latency distribution (wakeup - programmed time), ns.
     pub latency: HistSummary,
+}
+
+/// At most this many [`ProbeSpike`]s per thread.
+pub const WORST_SAMPLES: usize = 16;
+
+/// One of a thread's largest latencies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpike {
+    /// Latency, ns.
+    pub latency_ns: u64,
+    /// Loop cycle.
+    pub cycle: u64,
+    /// `CLOCK_REALTIME` (of the machine that measured) read right after the late wakeup,
+    /// ns since the epoch: the spike spans about `[wall_ns - latency_ns, wall_ns]`.
+    pub wall_ns: u64,
 }
 
 /// `probe.json`.
@@ -208,15 +228,20 @@ fn role_both() -> String {
     "both".into()
 }
 
-/// The common time base of a CAN run's release and receive times.
+/// The common time base of two clocks: a CAN run's release and receive times, or a
+/// guest's and its host's `CLOCK_REALTIME` (`host-trace.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeBase {
     /// `same_clock` (one process: sender and receiver read the same CLOCK_REALTIME),
     /// `ptp_kvm` (guest clock synchronised to the host's through the ptp_kvm device),
-    /// `echo_rtt` (one-way latency bounded by half an echo round trip), or `unknown`.
+    /// `echo_rtt` (one-way latency bounded by half an echo round trip), `file_exchange`
+    /// (NTP-style exchange through a shared directory, see `clocksync`), `synced` (both
+    /// clocks synchronised by other means, uncertainty as stated by the user), or
+    /// `unknown`.
     pub method: String,
-    /// Receiver clock minus sender clock, ns, as estimated (0 for `same_clock`).
+    /// Receiver (guest) clock minus sender (host) clock, ns, as estimated (0 for
+    /// `same_clock`).
     pub offset_ns: i64,
     /// How far the offset may be off, ns (the bound on every latency's error).
     pub uncertainty_ns: u64,
@@ -426,6 +451,7 @@ pub(crate) mod tests {
                 out_of_range: 0,
                 max_at_cycle: 1,
                 max_at: None,
+                worst: vec![],
                 latency,
             }],
             elapsed_s: 60.0,

@@ -60,6 +60,16 @@ pub fn thread_parts(
         out_of_range: s.out_of_range,
         max_at_cycle: s.max_cycle,
         max_at: (s.samples > 0 && s.max_wall_ns > 0).then(|| rfc3339(s.max_wall_ns)),
+        worst: s
+            .worst
+            .sorted()
+            .into_iter()
+            .map(|x| record::ProbeSpike {
+                latency_ns: x.latency_ns,
+                cycle: x.cycle,
+                wall_ns: x.wall_ns,
+            })
+            .collect(),
         latency,
     }
 }

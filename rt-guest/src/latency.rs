@@ -64,6 +64,8 @@ pub struct Stats {
     pub max_cycle: u64,
     /// `CLOCK_REALTIME` ns when the max was measured.
     pub max_wall_ns: u64,
+    /// The largest latencies with their cycle and wall time (fixed size).
+    pub worst: Worst,
 }
 
 impl Default for Stats {
@@ -78,6 +80,7 @@ impl Default for Stats {
             out_of_range: 0,
             max_cycle: 0,
             max_wall_ns: 0,
+            worst: Worst::default(),
         }
     }
 }
@@ -128,6 +131,63 @@ impl Stats {
         } else {
             self.min_ns
         }
+    }
+}
+
+/// One of the largest latencies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spike {
+    /// Latency, ns.
+    pub latency_ns: u64,
+    /// Cycle.
+    pub cycle: u64,
+    /// `CLOCK_REALTIME` read right after the wakeup, ns.
+    pub wall_ns: u64,
+}
+
+/// The [`record::WORST_SAMPLES`] largest latencies, in a fixed array (the hot loop never
+/// allocates): a sample takes the place of the smallest kept one when it is larger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Worst {
+    spikes: [Spike; record::WORST_SAMPLES],
+    len: usize,
+    /// The smallest latency kept once the array is full.
+    floor: u64,
+}
+
+impl Worst {
+    /// Whether a latency of `latency_ns` would be kept (the caller then reads the wall
+    /// clock and calls [`Worst::insert`]).
+    #[inline]
+    pub fn wants(&self, latency_ns: i64) -> bool {
+        u64::try_from(latency_ns).is_ok_and(|l| self.len < self.spikes.len() || l > self.floor)
+    }
+
+    /// Keep `s` in place of the smallest spike when the array is full.
+    #[inline]
+    pub fn insert(&mut self, s: Spike) {
+        if self.len < self.spikes.len() {
+            self.spikes[self.len] = s;
+            self.len += 1;
+        } else if s.latency_ns > self.floor {
+            let mut at = 0;
+            for (i, x) in self.spikes.iter().enumerate() {
+                if x.latency_ns < self.spikes[at].latency_ns {
+                    at = i;
+                }
+            }
+            self.spikes[at] = s;
+        }
+        if self.len == self.spikes.len() {
+            self.floor = self.spikes.iter().map(|x| x.latency_ns).min().unwrap_or(0);
+        }
+    }
+
+    /// The spikes kept, largest first (allocates: not for the loop).
+    pub fn sorted(&self) -> Vec<Spike> {
+        let mut v = self.spikes[..self.len].to_vec();
+        v.sort_by(|a, b| b.latency_ns.cmp(&a.latency_ns).then(a.cycle.cmp(&b.cycle)));
+        v
     }
 }
 
@@ -259,6 +319,39 @@ mod tests {
         assert_eq!(h.len(), 3);
         let mean = (12_345.0 + 123_456_789.0 + 20_001.0) / 3.0;
         assert!((s.mean_ns() - mean).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_worst_samples_keep_the_largest_in_a_fixed_array() {
+        let mut w = Worst::default();
+        let n = record::WORST_SAMPLES as u64;
+        // 100 samples rising and falling: 0, 1, ..., 49, 49, ..., 0 (x 1000 ns).
+        let lat = |i: u64| if i < 50 { i } else { 99 - i } * 1000;
+        for i in 0..100 {
+            let l = i64::try_from(lat(i)).unwrap();
+            if w.wants(l) {
+                w.insert(Spike {
+                    latency_ns: lat(i),
+                    cycle: i,
+                    wall_ns: 1_000_000 + i,
+                });
+            }
+        }
+        let s = w.sorted();
+        assert_eq!(s.len() as u64, n);
+        assert_eq!(
+            s[0],
+            Spike {
+                latency_ns: 49_000,
+                cycle: 49,
+                wall_ns: 1_000_049
+            }
+        );
+        assert_eq!(s[1].cycle, 50, "equal latencies: earlier cycle first");
+        // The 16 largest of the samples: 49, 49, 48, 48, ..., 42, 42 us.
+        assert_eq!(s.last().unwrap().latency_ns, 42_000);
+        assert!(!w.wants(-5), "early wakeups are never spikes");
+        assert!(!w.wants(42_000) && w.wants(42_001));
     }
 
     #[test]

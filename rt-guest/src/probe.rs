@@ -18,7 +18,7 @@ use rt_sys::rt::{self, Ftrace};
 use rt_sys::sched::{self, SchedParams};
 use rt_sys::{CpuSet, SysError};
 
-use crate::latency::{classify, Stats, UsBuckets};
+use crate::latency::{classify, Spike, Stats, UsBuckets};
 
 /// Errors of the probe; each names the thread or setting.
 #[derive(Debug, thiserror::Error)]
@@ -710,8 +710,20 @@ fn cycles(
             break; // interrupted sleep: not a sample
         }
         let w = classify(next, now, interval);
-        if stats.record(&w, cycle, hist) {
-            stats.max_wall_ns = rt::realtime_ns();
+        let new_max = stats.record(&w, cycle, hist);
+        let worst = stats.worst.wants(w.latency_ns);
+        if new_max || worst {
+            let wall_ns = rt::realtime_ns();
+            if new_max {
+                stats.max_wall_ns = wall_ns;
+            }
+            if worst {
+                stats.worst.insert(Spike {
+                    latency_ns: w.latency_ns.unsigned_abs(),
+                    cycle,
+                    wall_ns,
+                });
+            }
         }
         buckets.record(w.latency_ns, cycle);
         if let Some(live) = live {
@@ -869,6 +881,18 @@ mod tests {
         assert_eq!(t.stats.samples, 20);
         assert_eq!(t.hist.len() + t.stats.out_of_range, 20);
         assert_eq!(t.buckets.total() + t.buckets.overflows, 20);
+        // The worst samples: the 16 largest of 20, the first one the max, each with a wall
+        // time near the run's.
+        let worst = t.stats.worst.sorted();
+        assert_eq!(worst.len(), record::WORST_SAMPLES);
+        assert_eq!(
+            (worst[0].latency_ns, worst[0].cycle),
+            (t.stats.max_ns, t.stats.max_cycle)
+        );
+        assert_eq!(worst[0].wall_ns, t.stats.max_wall_ns);
+        assert!(worst
+            .iter()
+            .all(|w| w.wall_ns >= out.start_wall_ns && w.wall_ns <= out.end_wall_ns + 1_000_000));
         assert!(out.elapsed_ns >= 20 * c.interval_ns, "{}", out.elapsed_ns);
         assert_eq!(live.threads[0].samples.load(Ordering::Relaxed), 20);
     }

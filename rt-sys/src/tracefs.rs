@@ -5,16 +5,22 @@
 //!
 //! Parsers over the `trace` text are pure ([`parse_timerlat`], [`parse_hwlat`],
 //! [`parse_tracers`]); [`Tracefs`] finds the mount (`/sys/kernel/tracing`, else
-//! `/sys/kernel/debug/tracing`) and [`Session`] sets a tracer up, reads it and puts
-//! every file it changed back when dropped.
-//! See <https://docs.kernel.org/trace/timerlat-tracer.html> and
-//! <https://docs.kernel.org/trace/hwlat_detector.html>.
+//! `/sys/kernel/debug/tracing`), [`Instance`] is a tracing instance of its own (its own
+//! buffers, events and filters, removed when dropped) and [`Session`] sets a tracer up,
+//! reads it and puts every file it changed back when dropped. [`sched`] records the
+//! scheduler's events (`sched_switch`, `sched_wakeup`, `sched_migrate_task`) of chosen
+//! threads and CPUs.
+//! See <https://docs.kernel.org/trace/timerlat-tracer.html>,
+//! <https://docs.kernel.org/trace/hwlat_detector.html> and
+//! <https://docs.kernel.org/trace/ftrace.html> (instances).
 
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 
 use crate::{SysError, SysRoot};
+
+pub mod sched;
 
 /// Where tracefs may be mounted, relative to the root.
 pub const DIRS: [&str; 2] = ["sys/kernel/tracing", "sys/kernel/debug/tracing"];
@@ -28,7 +34,7 @@ pub fn parse_tracers(text: &str) -> Vec<String> {
 #[derive(Debug, Clone)]
 pub struct Tracefs {
     root: SysRoot,
-    dir: &'static str,
+    dir: String,
     /// The tracers it offers.
     pub tracers: Vec<String>,
 }
@@ -49,8 +55,41 @@ impl Tracefs {
         let tracers = parse_tracers(&root.read(format!("{dir}/available_tracers"))?);
         Ok(Tracefs {
             root: root.clone(),
-            dir,
+            dir: dir.to_string(),
             tracers,
+        })
+    }
+
+    /// The root this tracefs is under.
+    pub fn root(&self) -> &SysRoot {
+        &self.root
+    }
+
+    /// True when this tracefs has `name` (a file or directory).
+    pub fn has(&self, name: &str) -> bool {
+        self.root.exists(self.rel(name))
+    }
+
+    /// Create the tracing instance `name` (`instances/NAME`: buffers, events, filters and
+    /// `trace_clock` of its own, so a recording there leaves the top-level tracer and
+    /// other tools' instances alone). It is removed when the [`Instance`] is dropped.
+    pub fn instance(&self, name: &str) -> Result<Instance, SysError> {
+        let rel = self.rel(&format!("instances/{name}"));
+        let p = self.root.path(&rel);
+        std::fs::create_dir(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => SysError::Unsafe {
+                what: self.root.display(&rel),
+                why: "the tracing instance exists already (another recording?)".into(),
+            },
+            _ => SysError::from_io(self.root.display(&rel), Some(p.clone()), e),
+        })?;
+        Ok(Instance {
+            fs: Tracefs {
+                root: self.root.clone(),
+                dir: rel,
+                tracers: self.tracers.clone(),
+            },
+            removed: false,
         })
     }
 
@@ -113,6 +152,56 @@ impl Tracefs {
     }
 }
 
+/// A tracing instance (`instances/NAME`), removed (`rmdir`) when dropped or [`closed`]:
+/// the kernel then frees its buffers and turns its events off.
+///
+/// [`closed`]: Instance::close
+#[derive(Debug)]
+pub struct Instance {
+    fs: Tracefs,
+    removed: bool,
+}
+
+impl Instance {
+    /// The instance's own files, as a [`Tracefs`].
+    pub fn tracefs(&self) -> &Tracefs {
+        &self.fs
+    }
+
+    /// Remove the instance; the error names it (`EBUSY` while a file of it is open).
+    pub fn close(mut self) -> Result<(), SysError> {
+        self.remove()
+    }
+
+    fn remove(&mut self) -> Result<(), SysError> {
+        if self.removed {
+            return Ok(());
+        }
+        let p = self.fs.root.path(&self.fs.dir);
+        match std::fs::remove_dir(&p) {
+            Ok(()) => {
+                self.removed = true;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.removed = true;
+                Ok(())
+            }
+            Err(e) => Err(SysError::from_io(
+                self.fs.root.display(&self.fs.dir),
+                Some(p),
+                e,
+            )),
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
+}
+
 /// A tracer set up for a measurement; dropping it stops tracing and puts back every file
 /// it wrote (the tracer last, then the settings in reverse order).
 #[derive(Debug)]
@@ -120,6 +209,7 @@ pub struct Session {
     fs: Tracefs,
     restore: Vec<(String, String)>,
     pipe: Option<File>,
+    closed: bool,
 }
 
 impl Session {
@@ -134,6 +224,7 @@ impl Session {
             fs,
             restore: Vec::new(),
             pipe: None,
+            closed: false,
         };
         s.set("current_tracer", "nop")?;
         for (name, value) in settings {
@@ -145,10 +236,7 @@ impl Session {
     }
 
     fn set(&mut self, name: &str, value: &str) -> Result<(), SysError> {
-        let old = self.fs.read(name)?;
-        // `current_tracer` may read back as `nop` with a newline; other files list
-        // choices (`[none] round-robin`): keep the selected one.
-        let old = selected(&old);
+        let old = restore_value(name, &self.fs.read(name)?);
         self.fs.write_line(name, value)?;
         if !self.restore.iter().any(|(n, _)| n == name) {
             self.restore.push((name.to_string(), old));
@@ -202,18 +290,59 @@ impl Session {
     }
 }
 
-impl Drop for Session {
-    fn drop(&mut self) {
+impl Session {
+    /// Stop tracing and put every file back (the tracer first, then the settings in
+    /// reverse order); every file is tried, the first error is returned.
+    pub fn close(mut self) -> Result<(), SysError> {
+        self.restore_all()
+    }
+
+    fn restore_all(&mut self) -> Result<(), SysError> {
+        if std::mem::replace(&mut self.closed, true) {
+            return Ok(());
+        }
         self.pipe = None;
-        let _ = self.fs.write_line("tracing_on", "0");
+        let mut first = self.fs.write_line("tracing_on", "0").err();
         if let Some(pos) = self.restore.iter().position(|(n, _)| n == "current_tracer") {
             let (n, v) = self.restore.remove(pos);
-            let _ = self.fs.write_line(&n, &v);
+            first = first.or(self.fs.write_line(&n, &v).err());
         }
-        for (n, v) in self.restore.iter().rev() {
-            let _ = self.fs.write_line(n, v);
+        for (n, v) in std::mem::take(&mut self.restore).iter().rev() {
+            first = first.or(self.fs.write_line(n, v).err());
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.restore_all();
+    }
+}
+
+/// What to write back into tracefs file `name` to restore what `text` (read from it)
+/// shows: the selected choice of a list (`[local] global` -> `local`), `0` for a filter
+/// that reads `none` (writing `0` clears a filter), the size a `buffer_size_kb` will
+/// have once used (`7 (expanded: 1408)` -> `1408`: the unexpanded minimum cannot be
+/// asked for), else the trimmed text.
+pub fn restore_value(name: &str, text: &str) -> String {
+    let t = text.trim();
+    if name == "filter" || name.ends_with("/filter") {
+        return if t == "none" {
+            "0".into()
+        } else {
+            t.to_string()
+        };
+    }
+    if name.ends_with("buffer_size_kb") {
+        if let Some(x) = t
+            .split_once("(expanded:")
+            .and_then(|(_, r)| r.trim().strip_suffix(')'))
+        {
+            return x.trim().to_string();
         }
     }
+    selected(t)
 }
 
 /// The value selected in a tracefs file: `[b]` in `a [b] c`, else the trimmed text.
@@ -563,5 +692,26 @@ mod tests {
     fn selected_value_of_a_choice_file() {
         assert_eq!(selected("none [round-robin] per-cpu\n"), "round-robin");
         assert_eq!(selected("nop\n"), "nop");
+        // Read on this machine (6.18): trace_clock, a fresh filter, the top-level buffer.
+        assert_eq!(
+            restore_value(
+                "trace_clock",
+                "[local] global counter uptime perf mono mono_raw boot tai x86-tsc\n"
+            ),
+            "local"
+        );
+        assert_eq!(
+            restore_value("events/sched/sched_switch/filter", "none\n"),
+            "0"
+        );
+        assert_eq!(
+            restore_value("events/sched/sched_switch/filter", "prev_pid == 5\n"),
+            "prev_pid == 5"
+        );
+        assert_eq!(
+            restore_value("buffer_size_kb", "7 (expanded: 1408)\n"),
+            "1408"
+        );
+        assert_eq!(restore_value("buffer_size_kb", "2051\n"), "2051");
     }
 }

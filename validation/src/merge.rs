@@ -93,6 +93,7 @@ fn merge_thread(recs: &[(&RunData, &ProbeRecord)], cpu: u32) -> Result<ProbeThre
     let mut acc = Acc::new();
     let mut out: Option<ProbeThread> = None;
     let mut worst = 0u64;
+    let mut spikes: Vec<record::ProbeSpike> = Vec::new();
     for (r, p) in recs {
         let path = r.path.join(record::PROBE);
         for t in p.threads.iter().filter(|t| t.cpu == cpu) {
@@ -110,6 +111,7 @@ fn merge_thread(recs: &[(&RunData, &ProbeRecord)], cpu: u32) -> Result<ProbeThre
             if t.policy != o.policy {
                 o.policy = "mixed".into();
             }
+            spikes.extend(t.worst.iter().copied());
             let max = t.latency.exact.map_or(t.latency.max_ns, |e| e.max_ns);
             if max >= worst {
                 worst = max;
@@ -121,6 +123,10 @@ fn merge_thread(recs: &[(&RunData, &ProbeRecord)], cpu: u32) -> Result<ProbeThre
     }
     let mut t = out.expect("the CPU came from these records");
     t.latency = acc.summary();
+    // The largest of every source's worst samples (each keeps its own wall time).
+    spikes.sort_by(|a, b| b.latency_ns.cmp(&a.latency_ns).then(a.wall_ns.cmp(&b.wall_ns)));
+    spikes.truncate(record::WORST_SAMPLES);
+    t.worst = spikes;
     Ok(t)
 }
 

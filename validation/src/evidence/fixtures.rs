@@ -112,6 +112,7 @@ pub(crate) fn probe(values_us: &[(u64, u64)], missed: u64) -> ProbeRecord {
             out_of_range: 0,
             max_at_cycle: 7,
             max_at: None,
+            worst: vec![],
             latency,
         }],
         elapsed_s: 60.0,

@@ -183,6 +183,7 @@ pub fn make_run(dir: &Path, name: &str, fx: Fixture) -> PathBuf {
             out_of_range: 0,
             max_at_cycle: 1234,
             max_at: Some("2026-11-26T05:00:01Z".into()),
+            worst: vec![],
             latency,
         }],
         elapsed_s: 60.0,
