@@ -131,7 +131,7 @@ pub fn exchange(
         }
         if out.is_empty() {
             return Err(RecordError::inconsistent(
-                &dir.join(RESP),
+                dir.join(RESP),
                 format!(
                     "no answer to the clock exchange in {} s: is `rt-guest clock-echo {}` running on the other side?",
                     limit.as_secs(),

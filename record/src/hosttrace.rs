@@ -199,10 +199,14 @@ pub struct VcpuSummary {
     pub migrations: u64,
 }
 
+/// One vCPU's state while summarising: the summary, its last switch out (time, still
+/// runnable, who came in) while off its CPU, its wakeup while waiting to run.
+type Tracking = (VcpuSummary, Option<(u64, bool, u32)>, Option<u64>);
+
 /// Builds the [`VcpuSummary`]s event by event.
 #[derive(Debug, Clone, Default)]
 pub struct SummaryBuilder {
-    by_tid: BTreeMap<u32, (VcpuSummary, Option<(u64, bool, u32)>, Option<u64>)>,
+    by_tid: BTreeMap<u32, Tracking>,
 }
 
 impl SummaryBuilder {

@@ -18,6 +18,7 @@ pub mod modprobe;
 pub mod placement;
 pub mod plan;
 pub mod render;
+pub mod trace;
 pub mod vm;
 pub mod vmdef;
 pub mod watch;

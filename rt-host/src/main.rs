@@ -160,6 +160,11 @@ enum Cmd {
     /// report gaps above the threshold) where tracefs has it. Exit 1 when a gap exceeded
     /// the threshold; "not available here" (exit 2) where the tracer is missing.
     Hwlat(HwlatArgs),
+    /// Record the host's scheduling of the VM's vCPU threads (sched_switch, sched_wakeup,
+    /// sched_migrate_task in a tracing instance of its own, bounded) while the guest
+    /// measures, into RUN_DIR/host-trace.json, with the guest's clock offset
+    /// (--clock-dir) for validation to put guest spikes beside host events.
+    Trace(rt_host::trace::TraceArgs),
     /// Generate man pages or shell completions from these definitions.
     #[command(hide = true)]
     Generate {
@@ -246,6 +251,7 @@ fn run(cli: Cli) -> Result<u8> {
         } => hold(&args, us, systemd_unit),
         Cmd::Vm(a) => vm_cmd::run(&a),
         Cmd::Hwlat(a) => hwlat(&a),
+        Cmd::Trace(a) => rt_host::trace::command(&a),
         Cmd::Generate { what, dir } => {
             rtvirt_cli::clidoc::generate(Cli::command(), &TOOL, what, &dir)?;
             Ok(0)

@@ -124,7 +124,11 @@ fn merge_thread(recs: &[(&RunData, &ProbeRecord)], cpu: u32) -> Result<ProbeThre
     let mut t = out.expect("the CPU came from these records");
     t.latency = acc.summary();
     // The largest of every source's worst samples (each keeps its own wall time).
-    spikes.sort_by(|a, b| b.latency_ns.cmp(&a.latency_ns).then(a.wall_ns.cmp(&b.wall_ns)));
+    spikes.sort_by(|a, b| {
+        b.latency_ns
+            .cmp(&a.latency_ns)
+            .then(a.wall_ns.cmp(&b.wall_ns))
+    });
     spikes.truncate(record::WORST_SAMPLES);
     t.worst = spikes;
     Ok(t)

@@ -451,7 +451,7 @@ impl Recorder {
 
     /// Where it records (the instance directory, for messages).
     pub fn place(&self) -> String {
-        self.fs.display("")
+        self.fs.root().display(&self.fs.dir)
     }
 
     /// The trace clock in force (`mono` where the kernel has it).
@@ -533,6 +533,11 @@ impl Recorder {
                 false
             }
         }
+    }
+
+    /// Stop recording (`tracing_on` 0; what the buffer holds can still be drained).
+    pub fn pause(&self) -> Result<(), SysError> {
+        self.fs.write_line("tracing_on", "0")
     }
 
     /// The per-CPU buffer counters (overruns, drops) of `cpus`.

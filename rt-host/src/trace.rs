@@ -1,0 +1,817 @@
+//! `rt-host trace`: record what the host's scheduler does with a VM's vCPU threads while
+//! the guest measures, into `host-trace.json` (`record::HostTraceRecord`).
+//!
+//! The VM is found as every other command finds it ([`crate::vm::find`]); its vCPU
+//! threads' switches, wakeups and migrations are recorded through
+//! [`rt_sys::tracefs::sched::Recorder`] (a tracing instance of its own, removed at the
+//! end, also on SIGINT/SIGTERM), and, on the CPUs the vCPUs are pinned to, every switch
+//! whoever ran. Times become the host's `CLOCK_REALTIME` through clock markers; the guest's
+//! `CLOCK_REALTIME` is tied to it by an exchange through a shared directory with
+//! `rt-guest clock-echo` (`--clock-dir`), or declared synchronised (`--guest-synced`), so
+//! that validation can put a guest spike next to what the host ran at that moment.
+//! See `docs/host-trace.md`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use record::clocksync;
+use record::hosttrace::{ClockMap, SummaryBuilder, Task, VcpuSummary, VcpuThread};
+use record::{HostEvent, HostTraceRecord, TimeBase};
+use rt_sys::tracefs::sched::{Recorder, SchedConfig, SchedEvent, SchedLine};
+use rt_sys::{threads, CpuSet, SysError, SysRoot};
+
+use crate::vm::{self, VmThreads};
+
+/// Errors of a recording; each names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// A kernel interface failed while doing `doing`.
+    #[error("{doing}")]
+    Sys {
+        /// What we were doing.
+        doing: String,
+        /// The cause, with the path.
+        #[source]
+        source: SysError,
+    },
+    /// The clock exchange with the guest failed.
+    #[error("Measuring the guest's clock offset through {dir}")]
+    Clock {
+        /// The shared directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: record::RecordError,
+    },
+    /// A bad option.
+    #[error("Invalid option {option}: {detail}")]
+    Option {
+        /// The option.
+        option: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+fn sys(doing: impl Into<String>) -> impl FnOnce(SysError) -> TraceError {
+    let doing = doing.into();
+    move |source| TraceError::Sys { doing, source }
+}
+
+/// Which CPUs get every switch recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuScope {
+    /// The CPUs the vCPU threads may run on, when that is not every online CPU (pinned
+    /// vCPUs: cheap, and the whole picture); else only the vCPU threads' switches.
+    Auto,
+    /// Only the vCPU threads' switches (the task that took over and the one that handed
+    /// back are known; tasks in between are not).
+    Threads,
+    /// These CPUs.
+    List(CpuSet),
+}
+
+impl std::str::FromStr for CpuScope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(CpuScope::Auto),
+            "threads" => Ok(CpuScope::Threads),
+            l => CpuSet::parse(l)
+                .map(CpuScope::List)
+                .map_err(|e| format!("{e} (give auto, threads or a CPU list)")),
+        }
+    }
+}
+
+/// How to record.
+#[derive(Debug, Clone)]
+pub struct TraceOptions {
+    /// Recording time.
+    pub duration: Duration,
+    /// CPUs with every switch.
+    pub cpus: CpuScope,
+    /// Per-CPU buffer, KiB.
+    pub buffer_kb: u64,
+    /// Events kept in the record (the first ones).
+    pub max_events: u64,
+    /// Shared directory for the clock exchange with `rt-guest clock-echo`.
+    pub clock_dir: Option<PathBuf>,
+    /// Guest and host clocks synchronised within this (ns) by other means.
+    pub guest_synced_ns: Option<u64>,
+}
+
+/// The vCPU threads of `vm` with their affinities.
+pub fn vcpu_threads(root: &SysRoot, vm: &VmThreads) -> Result<Vec<VcpuThread>, TraceError> {
+    let ops = threads::for_root(root);
+    vm.vcpus
+        .iter()
+        .map(|(i, t)| {
+            let cpus = ops.get_affinity(root, t.pid, t.tid).map_err(sys(format!(
+                "Reading the affinity of vCPU {i} (tid {})",
+                t.tid
+            )))?;
+            Ok(VcpuThread {
+                vcpu: *i,
+                tid: t.tid,
+                name: t.name.clone(),
+                cpus_allowed: cpus.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The CPUs on which every switch is recorded (see [`CpuScope`]).
+pub fn choose_cpus(scope: &CpuScope, vcpus: &[VcpuThread], online: &CpuSet) -> Option<CpuSet> {
+    match scope {
+        CpuScope::Threads => None,
+        CpuScope::List(l) => Some(l.clone()),
+        CpuScope::Auto => {
+            let mut all = CpuSet::new();
+            for v in vcpus {
+                all = all.union(&CpuSet::parse(&v.cpus_allowed).unwrap_or_default());
+            }
+            (!all.is_empty() && !online.is_subset(&all)).then_some(all)
+        }
+    }
+}
+
+/// Events as the recorder hands them: the first `max` kept (times still on the trace
+/// clock), every one counted and summarised, every task named.
+#[derive(Debug)]
+pub struct Collector {
+    kept: Vec<HostEvent>,
+    max: u64,
+    seen: u64,
+    tasks: BTreeMap<u32, String>,
+    summary: SummaryBuilder,
+}
+
+impl Collector {
+    /// For `vcpus`, keeping at most `max` events.
+    pub fn new(vcpus: &[VcpuThread], max: u64) -> Self {
+        Collector {
+            kept: Vec::new(),
+            max,
+            seen: 0,
+            tasks: BTreeMap::new(),
+            summary: SummaryBuilder::new(vcpus),
+        }
+    }
+
+    fn name(&mut self, pid: u32, comm: &str) {
+        if pid != 0 {
+            self.tasks.entry(pid).or_insert_with(|| comm.to_string());
+        }
+    }
+
+    /// Take one event (trace clock time).
+    pub fn add(&mut self, l: SchedLine) {
+        let (t_ns, cpu) = (l.ts_ns, l.cpu);
+        let e = match l.event {
+            SchedEvent::Switch(s) => {
+                self.name(s.prev_pid, &s.prev_comm);
+                self.name(s.next_pid, &s.next_comm);
+                HostEvent::Switch {
+                    t_ns,
+                    cpu,
+                    prev: s.prev_pid,
+                    prev_prio: s.prev_prio,
+                    prev_state: s.prev_state,
+                    next: s.next_pid,
+                    next_prio: s.next_prio,
+                }
+            }
+            SchedEvent::Wakeup {
+                comm,
+                pid,
+                target_cpu,
+                ..
+            } => {
+                self.name(pid, &comm);
+                HostEvent::Wakeup {
+                    t_ns,
+                    cpu,
+                    pid,
+                    target_cpu,
+                }
+            }
+            SchedEvent::Migrate {
+                comm,
+                pid,
+                orig_cpu,
+                dest_cpu,
+                ..
+            } => {
+                self.name(pid, &comm);
+                HostEvent::Migrate {
+                    t_ns,
+                    cpu,
+                    pid,
+                    orig_cpu,
+                    dest_cpu,
+                }
+            }
+            SchedEvent::Marker(_) => return,
+        };
+        self.seen += 1;
+        self.summary.add(&e);
+        if (self.kept.len() as u64) < self.max {
+            self.kept.push(e);
+        }
+    }
+
+    /// The kept events with host `CLOCK_REALTIME` times, the tasks, the summaries.
+    pub fn finish(self, map: &ClockMap) -> (Vec<HostEvent>, u64, Vec<Task>, Vec<VcpuSummary>) {
+        let mut events = self.kept;
+        for e in &mut events {
+            match e {
+                HostEvent::Switch { t_ns, .. }
+                | HostEvent::Wakeup { t_ns, .. }
+                | HostEvent::Migrate { t_ns, .. } => *t_ns = map.to_realtime(*t_ns),
+            }
+        }
+        // trace_pipe merges the CPUs' buffers in time order; a stable sort keeps that and
+        // mends the rare event of one CPU read ahead of another's.
+        events.sort_by_key(HostEvent::t_ns);
+        let tasks = self
+            .tasks
+            .into_iter()
+            .map(|(pid, comm)| Task { pid, comm })
+            .collect();
+        let mut summary = self.summary.finish();
+        for s in &mut summary {
+            if s.preempted_max_ns > 0 {
+                s.preempted_max_at_ns = map.to_realtime(s.preempted_max_at_ns);
+            }
+        }
+        (events, self.seen, tasks, summary)
+    }
+}
+
+/// The guest's clock against the host's: measured through `dir`, declared synchronised,
+/// or unknown.
+fn guest_clock_at(
+    opts: &TraceOptions,
+    first_timeout: Duration,
+) -> Result<Option<TimeBase>, TraceError> {
+    if let Some(dir) = &opts.clock_dir {
+        let clock = rt_sys::rt::realtime_ns;
+        let rounds = clocksync::exchange(dir, 16, first_timeout, &clock).map_err(|source| {
+            TraceError::Clock {
+                dir: dir.clone(),
+                source,
+            }
+        })?;
+        return Ok(clocksync::estimate(&rounds));
+    }
+    Ok(Some(match opts.guest_synced_ns {
+        Some(u) => TimeBase {
+            method: "synced".into(),
+            offset_ns: 0,
+            uncertainty_ns: u,
+        },
+        None => TimeBase {
+            method: "unknown".into(),
+            offset_ns: 0,
+            uncertainty_ns: u64::MAX,
+        },
+    }))
+}
+
+/// The map of the recorder's clock markers; with none (markers lost), `CLOCK_REALTIME`
+/// against `CLOCK_MONOTONIC` read now, when the trace clock is `mono`.
+fn clock_map(rec: &Recorder) -> Option<ClockMap> {
+    let pts: Vec<(u64, u64, u64)> = rec
+        .clock_points
+        .iter()
+        .map(|p| (p.trace_ns, p.realtime_before_ns, p.realtime_after_ns))
+        .collect();
+    if let Some(m) = ClockMap::from_points(rec.trace_clock(), &pts) {
+        return Some(m);
+    }
+    (rec.trace_clock() == "mono").then(|| {
+        let a = rt_sys::rt::realtime_ns();
+        let m = rt_sys::rt::monotonic_ns();
+        let b = rt_sys::rt::realtime_ns();
+        let mut map = ClockMap::from_points("mono", &[(m, a, b)]).expect("one point");
+        map.method = "clock_gettime (CLOCK_MONOTONIC against CLOCK_REALTIME)".into();
+        map
+    })
+}
+
+/// Record the vCPU threads of `vm` for `opts.duration` (until `stop` is set).
+pub fn record(
+    root: &SysRoot,
+    vm: &VmThreads,
+    opts: &TraceOptions,
+    stop: &AtomicBool,
+) -> Result<HostTraceRecord, TraceError> {
+    let vcpus = vcpu_threads(root, vm)?;
+    let online = rt_sys::cpulist::online(root).map_err(sys("Reading the online CPUs"))?;
+    let cpus = choose_cpus(&opts.cpus, &vcpus, &online);
+    let cfg = SchedConfig {
+        tids: vcpus.iter().map(|v| v.tid).collect(),
+        cpus: cpus.clone(),
+        buffer_kb: opts.buffer_kb,
+    };
+    let guest_start = guest_clock_at(opts, Duration::from_secs(60))?;
+    let mut rec = Recorder::start(root, &cfg).map_err(sys("Setting up the scheduler trace"))?;
+    let place = rec.place();
+    let mut col = Collector::new(&vcpus, opts.max_events);
+    let start_ns = rt_sys::rt::realtime_ns();
+    rec.mark_clock().map_err(sys("Writing a clock marker"))?;
+    let end = Instant::now() + opts.duration;
+    while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(
+            Duration::from_millis(100).min(end.saturating_duration_since(Instant::now())),
+        );
+        rec.drain(&mut |l| col.add(l))
+            .map_err(sys("Reading the scheduler trace"))?;
+    }
+    rec.mark_clock().map_err(sys("Writing a clock marker"))?;
+    rec.pause().map_err(sys("Stopping the scheduler trace"))?;
+    let end_ns = rt_sys::rt::realtime_ns();
+    rec.drain(&mut |l| col.add(l))
+        .map_err(sys("Reading the scheduler trace"))?;
+    let stats = rec.cpu_stats(&online);
+    let lost = stats.iter().fold(rec.lost, |n, (_, s)| {
+        n.saturating_add(s.overrun).saturating_add(s.dropped)
+    });
+    let map = clock_map(&rec);
+    rec.close()
+        .map_err(sys("Putting the trace settings back"))?;
+    let map = map.ok_or_else(|| TraceError::Option {
+        option: "trace clock",
+        detail: "no clock marker came back and the trace clock is not mono: times cannot be tied to CLOCK_REALTIME".into(),
+    })?;
+    let guest_clock = finish_guest_clock(opts, guest_start)?;
+    let (events, events_seen, tasks, summary) = col.finish(&map);
+    Ok(HostTraceRecord {
+        vm_pid: vm.pid,
+        vm_found_by: vm.found_by.clone(),
+        vcpus,
+        cpus: cpus.map(|c| c.to_string()),
+        place,
+        buffer_kb: opts.buffer_kb,
+        clock: map,
+        guest_clock,
+        start_ns,
+        end_ns,
+        tasks,
+        events,
+        events_seen,
+        max_events: opts.max_events,
+        lost_events: lost,
+        summary,
+        partial: stop.load(Ordering::Relaxed),
+    })
+}
+
+/// The guest clock over the whole recording: a second exchange at the end, combined with
+/// the first (a drift between them stays inside the uncertainty); the guest's side is
+/// then told to stop.
+fn finish_guest_clock(
+    opts: &TraceOptions,
+    start: Option<TimeBase>,
+) -> Result<TimeBase, TraceError> {
+    let Some(start) = start else {
+        return Err(TraceError::Option {
+            option: "--clock-dir",
+            detail: "the clock exchange gave no round".into(),
+        });
+    };
+    let Some(dir) = &opts.clock_dir else {
+        return Ok(start);
+    };
+    let end = guest_clock_at(opts, Duration::from_secs(5))?;
+    let _ = std::fs::write(dir.join(clocksync::STOP), "");
+    Ok(match end {
+        Some(e) => clocksync::combine(&start, &e),
+        None => start,
+    })
+}
+
+/// The recording in words.
+pub fn text(r: &HostTraceRecord) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    #[allow(clippy::cast_precision_loss)] // ns spans far below 2^52
+    let secs = r.end_ns.saturating_sub(r.start_ns) as f64 / 1e9;
+    let _ = writeln!(
+        o,
+        "rt-host trace: VM pid {} ({}), {} vCPU thread(s), {secs:.1} s{}",
+        r.vm_pid,
+        r.vm_found_by,
+        r.vcpus.len(),
+        if r.partial { " (interrupted)" } else { "" }
+    );
+    let _ = writeln!(
+        o,
+        "  {} events ({} kept, at most {}), {} lost by the kernel; recorded in {}, {}",
+        r.events_seen,
+        r.events.len(),
+        r.max_events,
+        r.lost_events,
+        r.place,
+        match &r.cpus {
+            Some(c) => format!("every switch on CPUs {c}"),
+            None => "the vCPU threads' switches only".into(),
+        }
+    );
+    let _ = writeln!(
+        o,
+        "  trace clock {} -> CLOCK_REALTIME by {} (+-{} ns); guest clock: {}",
+        r.clock.trace_clock,
+        r.clock.method,
+        r.clock.uncertainty_ns,
+        guest_clock_text(&r.guest_clock)
+    );
+    for s in &r.summary {
+        let v = r.vcpus.iter().find(|v| v.tid == s.tid);
+        let _ = writeln!(
+            o,
+            "  vCPU {} (tid {}, {}, CPUs {}): {} switches out, {} preempted ({} us in all, longest {} us by {}), wakeup to run at most {} us, {} migrations",
+            s.vcpu,
+            s.tid,
+            v.map_or("?", |v| v.name.as_str()),
+            v.map_or("?", |v| v.cpus_allowed.as_str()),
+            s.switches_out,
+            s.preemptions,
+            s.preempted_ns / 1000,
+            s.preempted_max_ns / 1000,
+            if s.preempted_max_ns > 0 { r.comm(s.preempted_max_by) } else { "-".into() },
+            s.wakeup_latency_max_ns / 1000,
+            s.migrations
+        );
+    }
+    o
+}
+
+/// The guest clock in words.
+pub fn guest_clock_text(t: &TimeBase) -> String {
+    match t.method.as_str() {
+        "unknown" => "unknown (no --clock-dir or --guest-synced: guest spikes cannot be placed on the host's time line)".into(),
+        m => format!(
+            "{m}, guest - host = {} us +- {} us",
+            t.offset_ns / 1000,
+            t.uncertainty_ns.div_ceil(1000)
+        ),
+    }
+}
+
+/// `rt-host trace` options.
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    /// Profile file or bundled name (finds the VM: host.vm or host.vms).
+    pub profile: String,
+    /// The VM's QEMU pid (overrides the profile's host.vm).
+    #[arg(long, value_name = "PID")]
+    pub vm_pid: Option<u32>,
+    /// Recording time (`60s`, `12h`); SIGINT/SIGTERM end it early (the record is then
+    /// marked partial).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Run directory to write host-trace.json into (created if missing; give the host its
+    /// own run directory, beside the guest's, and both to `validation report`).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub out: PathBuf,
+    /// Events kept in the record (the first ones; the per-vCPU summary counts all).
+    #[arg(long, default_value_t = 200_000, value_name = "N")]
+    pub max_events: u64,
+    /// CPUs on which every switch is recorded: `auto` (the vCPUs' CPUs when they are
+    /// pinned), `threads` (only the vCPU threads' switches) or a CPU list.
+    #[arg(long, default_value = "auto", value_name = "auto|threads|LIST")]
+    pub cpus: CpuScope,
+    /// Trace buffer per CPU, KiB.
+    #[arg(long, default_value_t = 4096, value_name = "KIB")]
+    pub buffer_kb: u64,
+    /// Shared directory (the lab's 9p share, an NFS mount) to measure the guest's clock
+    /// offset through, with `rt-guest clock-echo DIR` running in the guest.
+    #[arg(long, value_name = "DIR", conflicts_with = "guest_synced")]
+    pub clock_dir: Option<PathBuf>,
+    /// The guest's and the host's CLOCK_REALTIME are synchronised (ptp_kvm + chrony, PTP)
+    /// within this (`20us`).
+    #[arg(long, value_name = "UNCERTAINTY", value_parser = humantime::parse_duration)]
+    pub guest_synced: Option<Duration>,
+    /// Print JSON (the record) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Root of the /sys and /proc tree (a fake tree for tests).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+/// Find the one VM of the profile (or `--vm-pid`).
+fn find_vm(root: &SysRoot, l: &profiles::Loaded, vm_pid: Option<u32>) -> Result<VmThreads> {
+    let host = l.profile.host.clone().with_context(|| {
+        format!(
+            "Profile {:?} has no host section: no VM to find",
+            l.profile.name
+        )
+    })?;
+    let hosts = crate::placement::per_vm_hosts(&host);
+    let vm = match (hosts.as_slice(), vm_pid) {
+        (_, Some(_)) | ([], None) => hosts.first().and_then(|h| h.vm.clone()).unwrap_or_default(),
+        ([h], None) => h.vm.clone().unwrap_or_default(),
+        (many, None) => anyhow::bail!(
+            "Profile {:?} has {} VMs: give --vm-pid for the one to trace",
+            l.profile.name,
+            many.len()
+        ),
+    };
+    let found = vm::find(root, &vm, vm_pid)
+        .with_context(|| format!("Finding the VM ({})", vm::describe(&vm)))?
+        .with_context(|| format!("The VM ({}) is not running", vm::describe(&vm)))?;
+    anyhow::ensure!(
+        !found.vcpus.is_empty(),
+        "QEMU pid {} has no vCPU threads named `CPU n/KVM` (start it with -name ...,debug-threads=on, or give the profile a QMP socket)",
+        found.pid
+    );
+    Ok(found)
+}
+
+/// `rt-host trace`: exit 0 with the record written, 2 on an error.
+pub fn command(a: &TraceArgs) -> Result<u8> {
+    let root = SysRoot::new(&a.root);
+    let loaded =
+        profiles::load(&a.profile).with_context(|| format!("Loading profile {:?}", a.profile))?;
+    let vm = find_vm(&root, &loaded, a.vm_pid)?;
+    let opts = TraceOptions {
+        duration: a.duration,
+        cpus: a.cpus.clone(),
+        buffer_kb: a.buffer_kb,
+        max_events: a.max_events,
+        clock_dir: a.clock_dir.clone(),
+        guest_synced_ns: a
+            .guest_synced
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("Installing signal handlers")?;
+    }
+    let mut rd = record::RunDir::open_or_create(&a.out)?;
+    rd.begin_tool(
+        "rt-host trace",
+        env!("CARGO_PKG_VERSION"),
+        record::GIT_SHA,
+        std::env::args().collect(),
+    )?;
+    rd.set_profile(
+        &loaded.profile.name,
+        &loaded.origin.to_string(),
+        &loaded.text,
+    )?;
+    let rec = record(&root, &vm, &opts, &stop).context("Recording the vCPU threads' scheduling")?;
+    rd.write_json(record::HOST_TRACE, &rec)?;
+    rd.end_tool(rec.partial.then(|| "interrupted".to_string()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rec)?);
+    } else {
+        print!("{}", text(&rec));
+        println!("  wrote {}", a.out.join(record::HOST_TRACE).display());
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rt_sys::tracefs::sched::Switch;
+
+    fn v(vcpu: u32, tid: u32, cpus: &str) -> VcpuThread {
+        VcpuThread {
+            vcpu,
+            tid,
+            name: format!("CPU {vcpu}/KVM"),
+            cpus_allowed: cpus.into(),
+        }
+    }
+
+    #[test]
+    fn auto_records_every_switch_only_on_pinned_cpus() {
+        let online = CpuSet::parse("0-3").unwrap();
+        let pinned = [v(0, 10, "2"), v(1, 11, "3")];
+        assert_eq!(
+            choose_cpus(&CpuScope::Auto, &pinned, &online),
+            Some(CpuSet::parse("2-3").unwrap())
+        );
+        let free = [v(0, 10, "0-3"), v(1, 11, "0-3")];
+        assert_eq!(choose_cpus(&CpuScope::Auto, &free, &online), None);
+        assert_eq!(choose_cpus(&CpuScope::Threads, &pinned, &online), None);
+        assert_eq!(
+            "1,3".parse::<CpuScope>().unwrap(),
+            CpuScope::List(CpuSet::parse("1,3").unwrap())
+        );
+        assert!("x"
+            .parse::<CpuScope>()
+            .unwrap_err()
+            .contains("auto, threads"));
+    }
+
+    fn sw(t: u64, prev: (u32, &str, &str), next: (u32, &str)) -> SchedLine {
+        SchedLine {
+            cpu: 2,
+            ts_ns: t,
+            event: SchedEvent::Switch(Switch {
+                prev_comm: prev.1.into(),
+                prev_pid: prev.0,
+                prev_prio: 120,
+                prev_state: prev.2.into(),
+                next_comm: next.1.into(),
+                next_pid: next.0,
+                next_prio: 120,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_collector_keeps_the_first_events_maps_times_and_counts_all() {
+        let vc = [v(0, 10, "2")];
+        let mut c = Collector::new(&vc, 2);
+        c.add(sw(1_000, (10, "CPU 0/KVM", "R"), (77, "kworker/2:1")));
+        c.add(sw(51_000, (77, "kworker/2:1", "I"), (10, "CPU 0/KVM")));
+        c.add(sw(60_000, (10, "CPU 0/KVM", "S"), (0, "swapper/2")));
+        c.add(SchedLine {
+            cpu: 2,
+            ts_ns: 61_000,
+            event: SchedEvent::Marker("rtvirt-sync 9".into()),
+        });
+        // Realtime = trace + 1 s.
+        let map = ClockMap::from_points("mono", &[(0, 1_000_000_000, 1_000_000_000)]).unwrap();
+        let (events, seen, tasks, summary) = c.finish(&map);
+        assert_eq!((events.len(), seen), (2, 3), "two kept, three seen");
+        assert_eq!(events[0].t_ns(), 1_000_001_000);
+        assert_eq!(
+            tasks,
+            vec![
+                Task {
+                    pid: 10,
+                    comm: "CPU 0/KVM".into()
+                },
+                Task {
+                    pid: 77,
+                    comm: "kworker/2:1".into()
+                }
+            ],
+            "the idle task is not named"
+        );
+        assert_eq!(summary[0].switches_out, 2);
+        assert_eq!(summary[0].preempted_max_ns, 50_000);
+        assert_eq!(summary[0].preempted_max_at_ns, 1_000_001_000);
+        assert_eq!(summary[0].preempted_max_by, 77);
+    }
+
+    #[test]
+    fn the_guest_clock_without_a_method_is_unknown_and_says_so() {
+        let opts = TraceOptions {
+            duration: Duration::from_secs(1),
+            cpus: CpuScope::Auto,
+            buffer_kb: 4096,
+            max_events: 10,
+            clock_dir: None,
+            guest_synced_ns: None,
+        };
+        let t = guest_clock_at(&opts, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!((t.method.as_str(), t.uncertainty_ns), ("unknown", u64::MAX));
+        assert!(guest_clock_text(&t).contains("cannot be placed"));
+        let synced = TraceOptions {
+            guest_synced_ns: Some(20_000),
+            ..opts
+        };
+        let t = guest_clock_at(&synced, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(guest_clock_text(&t), "synced, guest - host = 0 us +- 20 us");
+    }
+
+    /// A QEMU (TCG, no disk: SeaBIOS halts and wakes vCPU 0) ended when dropped.
+    struct Qemu(std::process::Child);
+
+    impl Drop for Qemu {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// The top-level tracefs files a recording must leave as they were.
+    fn top_level(fs: &rt_sys::tracefs::Tracefs) -> Vec<(String, String)> {
+        [
+            "tracing_on",
+            "current_tracer",
+            "trace_clock",
+            "buffer_size_kb",
+            "events/sched/sched_switch/enable",
+            "events/sched/sched_switch/filter",
+            "events/sched/sched_wakeup/filter",
+        ]
+        .iter()
+        .map(|f| (f.to_string(), fs.read(f).unwrap_or_default()))
+        .collect()
+    }
+
+    #[test]
+    #[ignore = "root, tracefs and QEMU (TCG): run by lab/test.sh"]
+    fn a_real_recording_of_a_tcg_qemu_leaves_tracefs_as_it_was() {
+        if !testkit::require_root() || !testkit::require_command("qemu-system-x86_64") {
+            return;
+        }
+        let _g = testkit::host_lock();
+        let root = SysRoot::live();
+        let fs = rt_sys::tracefs::Tracefs::find(&root);
+        if !testkit::require(fs.is_ok(), format!("tracefs: {fs:?}")) {
+            return;
+        }
+        let fs = fs.unwrap();
+        let before = top_level(&fs);
+        let child = std::process::Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-smp", "2", "-m", "64", "-nodefaults"])
+            .args(["-display", "none", "-serial", "none", "-monitor", "none"])
+            .args(["-name", "rtvirt-trace-test,debug-threads=on"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start qemu-system-x86_64");
+        let q = Qemu(child);
+        std::thread::sleep(Duration::from_millis(800));
+        let vm = vm::find(&root, &profiles::Vm::default(), Some(q.0.id()))
+            .unwrap()
+            .expect("QEMU runs");
+        assert_eq!(vm.vcpus.len(), 2, "{vm:?}");
+        let opts = TraceOptions {
+            duration: Duration::from_secs(2),
+            cpus: CpuScope::List(CpuSet::from_cpus([1])),
+            buffer_kb: 1024,
+            max_events: 100_000,
+            clock_dir: None,
+            guest_synced_ns: None,
+        };
+        let r = record(&root, &vm, &opts, &AtomicBool::new(false)).unwrap();
+        r.check(std::path::Path::new("host-trace.json")).unwrap();
+        let tids: Vec<u32> = r.vcpus.iter().map(|v| v.tid).collect();
+        let vcpu_switch = |e: &HostEvent| matches!(e, HostEvent::Switch { prev, next, .. } if tids.contains(prev) || tids.contains(next));
+        assert!(
+            r.events.iter().any(vcpu_switch),
+            "vCPU 0 halts and wakes: {}",
+            text(&r)
+        );
+        // CPU 1 is recorded whole: switches between two other tasks are there too.
+        assert!(
+            r.events
+                .iter()
+                .any(|e| matches!(e, HostEvent::Switch { cpu: 1, .. }) && !vcpu_switch(e)),
+            "{}",
+            text(&r)
+        );
+        assert_eq!(
+            (r.clock.method.as_str(), r.clock.points),
+            ("trace_marker", 2)
+        );
+        assert!(r.clock.uncertainty_ns < 10_000_000, "{:?}", r.clock);
+        for e in &r.events {
+            assert!(
+                e.t_ns() + 1_000_000 >= r.start_ns && e.t_ns() <= r.end_ns + 1_000_000,
+                "{e:?} outside {}..{}",
+                r.start_ns,
+                r.end_ns
+            );
+        }
+        assert!(!r.partial);
+        // Interrupted: a partial record, and tracefs still as it was.
+        let stop = AtomicBool::new(false);
+        let r = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(400));
+                stop.store(true, Ordering::SeqCst);
+            });
+            let long = TraceOptions {
+                duration: Duration::from_secs(60),
+                cpus: CpuScope::Threads,
+                ..opts.clone()
+            };
+            record(&root, &vm, &long, &stop).unwrap()
+        });
+        assert!(r.partial);
+        assert!(r.end_ns - r.start_ns < 10_000_000_000);
+        assert_eq!(r.cpus, None);
+        drop(q);
+        let own = format!(
+            "{}{}",
+            rt_sys::tracefs::sched::INSTANCE_PREFIX,
+            std::process::id()
+        );
+        assert!(
+            !fs.has(&format!("instances/{own}")),
+            "the instance is removed"
+        );
+        assert_eq!(top_level(&fs), before, "the top level is untouched");
+    }
+}
