@@ -722,10 +722,10 @@ mod tests {
     #[test]
     #[ignore = "root, tracefs and QEMU (TCG): run by lab/test.sh"]
     fn a_real_recording_of_a_tcg_qemu_leaves_tracefs_as_it_was() {
+        let _g = testkit::host_lock();
         if !testkit::require_root() || !testkit::require_command("qemu-system-x86_64") {
             return;
         }
-        let _g = testkit::host_lock();
         let root = SysRoot::live();
         let fs = rt_sys::tracefs::Tracefs::find(&root);
         if !testkit::require(fs.is_ok(), format!("tracefs: {fs:?}")) {

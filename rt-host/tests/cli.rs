@@ -1208,3 +1208,107 @@ fn bash_completes_the_options_of_a_subcommand() {
     let got = testkit::bash_complete_generated(exe, &["rt-host", "boot"]);
     assert!(got.split(' ').any(|w| w == "boot-args"), "{got:?}");
 }
+
+/// The tracefs files a recording must leave as it found them (the top level) and the
+/// instances there.
+fn tracefs_state() -> (Vec<(String, String)>, Vec<String>) {
+    let root = rt_sys::SysRoot::live();
+    let fs = rt_sys::tracefs::Tracefs::find(&root).expect("tracefs");
+    let files = [
+        "tracing_on",
+        "current_tracer",
+        "trace_clock",
+        "buffer_size_kb",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), fs.read(f).unwrap_or_default()))
+    .collect();
+    let mut inst: Vec<String> = std::fs::read_dir(root.path(fs.rel("instances")))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    inst.sort();
+    (files, inst)
+}
+
+#[test]
+#[ignore = "needs root, tracefs and QEMU: run by lab/test.sh"]
+fn root_trace_records_a_qemu_bounded_and_puts_tracefs_back_also_on_sigint() {
+    let Some(q) = Qemu::start("trace", &[], true) else {
+        return;
+    };
+    let before = tracefs_state();
+    let profile = q.profile(&format!("qemu_name: Some({:?})", q.name));
+    let out = q.dir.path().join("run");
+    let pid = q.pid().to_string();
+    // A thread of ours on CPU 1 sleeping 1 ms at a time: switches there, whatever else runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let me = rt_sys::sched::gettid();
+            rt_sys::sched::set_affinity(me, &rt_sys::CpuSet::from_cpus([1])).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    // Found by the profile's name; every switch on CPU 1 (others' too), 40 events kept.
+    let o = run(&[
+        "trace",
+        profile.to_str().unwrap(),
+        "--duration",
+        "2s",
+        "--cpus",
+        "1",
+        "--max-events",
+        "40",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout_of(&o, 0)).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    ticker.join().unwrap();
+    assert_eq!(v["vm_pid"].as_u64(), Some(u64::from(q.pid())), "{v:#}");
+    assert_eq!(v["vcpus"].as_array().unwrap().len(), 2);
+    let kept = v["events"].as_array().unwrap().len();
+    let seen = v["events_seen"].as_u64().unwrap();
+    assert_eq!(kept, 40, "bounded to --max-events ({seen} seen)");
+    assert!(
+        seen > 1000,
+        "a 1 ms sleeper on CPU 1 for 2 s: {seen} events"
+    );
+    assert_eq!(v["partial"], false);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert!(m["files"]["host-trace.json"]["sha256"].is_string(), "{m:#}");
+    assert_eq!(m["tools"][0]["tool"], "rt-host trace");
+    assert_eq!(tracefs_state(), before, "tracefs as it was");
+    // Interrupted: exit 0, a partial record, tracefs put back.
+    let out2 = q.dir.path().join("run2");
+    let child = bin()
+        .args(["trace", profile.to_str().unwrap(), "--vm-pid", &pid])
+        .args(["--duration", "60s", "--cpus", "threads", "--out"])
+        .arg(&out2)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(stdout_of(&o, 0).contains("(interrupted)"), "{}", text(&o));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out2.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["tools"][0]["partial"], true, "{m:#}");
+    assert_eq!(tracefs_state(), before, "tracefs as it was after SIGINT");
+}
