@@ -499,3 +499,115 @@ fn ten_thousand_can_messages_export_and_merge_in_bounded_memory() {
         assert!(kb < 512 * 1024, "{} MB", kb / 1024);
     }
 }
+
+/// A host trace (as `rt-host trace` writes it, into the run) in which vCPU 1 (tid 50) is
+/// preempted on host CPU 1 by a kworker from +100 us to +130 us after `t0`, the guest's
+/// clock 2 s ahead of the host's; the probe's worst sample (30 us) ends at guest
+/// `t0 + 2 s + 131 us`.
+fn add_host_trace(run: &Path, t0: u64) {
+    use record::hosttrace::{ClockMap, Task, VcpuThread};
+    use record::{HostEvent, HostTraceRecord, TimeBase};
+    let offset: i64 = 2_000_000_000;
+    edit(run, "probe.json", |p| {
+        p["threads"][0]["worst"] = serde_json::json!([{
+            "latency_ns": 30_000, "cycle": 4, "wall_ns": t0 + 2_000_000_000 + 131_000}]);
+    });
+    let sw = |us: u64, prev: u32, state: &str, next: u32| HostEvent::Switch {
+        t_ns: t0 + us * 1000,
+        cpu: 1,
+        prev,
+        prev_prio: 120,
+        prev_state: state.into(),
+        next,
+        next_prio: 120,
+    };
+    let events = vec![
+        sw(10, 0, "R", 50),
+        sw(100, 50, "R+", 77),
+        sw(130, 77, "S", 50),
+    ];
+    let h = HostTraceRecord {
+        vm_pid: 40,
+        vm_found_by: "--vm-pid".into(),
+        vcpus: vec![VcpuThread {
+            vcpu: 1,
+            tid: 50,
+            name: "CPU 1/KVM".into(),
+            cpus_allowed: "1".into(),
+        }],
+        cpus: Some("1".into()),
+        place: "instances/rtvirt-trace-9".into(),
+        buffer_kb: 4096,
+        clock: ClockMap::from_points("mono", &[(0, 0, 0)]).unwrap(),
+        guest_clock: TimeBase {
+            method: "file_exchange".into(),
+            offset_ns: offset,
+            uncertainty_ns: 1000,
+        },
+        start_ns: t0,
+        end_ns: t0 + 1_000_000,
+        tasks: vec![Task {
+            pid: 77,
+            comm: "kworker/1:2".into(),
+        }],
+        events_seen: events.len() as u64,
+        events,
+        max_events: 1000,
+        lost_events: 0,
+        summary: vec![],
+        partial: false,
+    };
+    let mut rd = record::RunDir::open_or_create(run).unwrap();
+    rd.begin_tool("rt-host trace", "0.1.0", "0123abcd", vec!["trace".into()])
+        .unwrap();
+    rd.write_json(record::HOST_TRACE, &h).unwrap();
+    rd.end_tool(None).unwrap();
+}
+
+#[test]
+fn a_host_trace_is_read_as_the_other_records_and_refused_when_tampered_or_outside() {
+    let (dir, a) = setup();
+    add_host_trace(&a, 1_764_000_000_000_000_000);
+    let md = dir.path().join("r.md");
+    let o = export(&a, "md", &md);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r = std::fs::read_to_string(&md).unwrap();
+    assert!(r.contains("Host view of the guest's worst spikes"), "{r}");
+    assert!(r.contains("kworker/1:2 (pid 77): 30.0 us"), "{r}");
+    assert!(r.contains("tid 50 on CPU 1"), "{r}");
+    // A run without a host trace has no such section.
+    let (dir2, plain) = setup();
+    let md2 = dir2.path().join("r.md");
+    assert_eq!(export(&plain, "md", &md2).status.code(), Some(0));
+    assert!(!std::fs::read_to_string(&md2).unwrap().contains("Host view"));
+    // Edited without re-hashing: refused by name.
+    let b = dir.path().join("run-b");
+    copy_run(&a, &b);
+    let p = b.join("host-trace.json");
+    let t = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("kworker", "kwarker");
+    std::fs::write(&p, t).unwrap();
+    refused(
+        &export_json(&[&b], &dir.path().join("b.json")),
+        &["host-trace.json"],
+    );
+    // Re-hashed but out of order: the record's own check refuses it.
+    edit(&b, "host-trace.json", |h| {
+        h["events"].as_array_mut().unwrap().swap(0, 2);
+    });
+    refused(
+        &export_json(&[&b], &dir.path().join("b.json")),
+        &["host-trace.json", "earlier than the one before it"],
+    );
+    // A symlink to a copy outside the run, with the content the manifest expects.
+    let c = dir.path().join("run-c");
+    copy_run(&a, &c);
+    let outside = dir.path().join("host-trace.elsewhere");
+    std::fs::rename(c.join("host-trace.json"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, c.join("host-trace.json")).unwrap();
+    refused(
+        &export_json(&[&c], &dir.path().join("c.json")),
+        &["\"host-trace.json\"", "symlink"],
+    );
+}

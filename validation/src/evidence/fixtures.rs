@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use profiles::{Asil, Metric, Requirement};
 use record::hist::{self, HistSummary};
+use record::hosttrace::{ClockMap, Task, VcpuThread};
 use record::{
-    CanMessageRecord, CanRecord, CheckItem, CheckReport, CheckStatus, Environment, Manifest,
-    ProbeRecord, ProbeSettings, ProbeThread, SelftestCheck, SelftestSummary, ToolRun,
+    CanMessageRecord, CanRecord, CheckItem, CheckReport, CheckStatus, Environment, HostEvent,
+    HostTraceRecord, Manifest, ProbeRecord, ProbeSettings, ProbeThread, SelftestCheck,
+    SelftestSummary, TimeBase, ToolRun,
 };
 use rt_sys::kernel::{KernelFacts, Virtualization};
 
@@ -208,6 +210,7 @@ pub(crate) fn run(env: Environment, probe: Option<ProbeRecord>, can: Option<CanR
         probe,
         can,
         oslat: None,
+        host_trace: None,
         sources: vec![],
     }
 }
@@ -269,4 +272,77 @@ pub(crate) fn max_latency(bound: f64) -> Requirement {
 
 pub(crate) fn eval(r: &Requirement, runs: &[RunData]) -> RequirementResult {
     metrics::evaluate_one(r, runs, &EvalOptions::default()).unwrap()
+}
+
+fn host_sw(t: u64, prev: u32, state: &str, next: u32) -> HostEvent {
+    HostEvent::Switch {
+        t_ns: t,
+        cpu: 1,
+        prev,
+        prev_prio: 120,
+        prev_state: state.into(),
+        next,
+        next_prio: 120,
+    }
+}
+
+/// Host time 1_000 s + `us` us.
+pub(crate) fn at(us: u64) -> u64 {
+    1_000_000_000_000 + us * 1000
+}
+
+/// vCPU 1 (tid 50) on host CPU 1: preempted by a kworker (77) for 30 us at +100 us,
+/// halts at +500 us, woken at +600 us, runs at +640 us after `stress` (88) let go.
+pub(crate) fn host_trace(offset_ns: i64, method: &str) -> HostTraceRecord {
+    let events = vec![
+        host_sw(at(10), 0, "R", 50),
+        host_sw(at(100), 50, "R+", 77),
+        host_sw(at(130), 77, "S", 50),
+        host_sw(at(500), 50, "S", 0),
+        host_sw(at(550), 0, "R", 88),
+        HostEvent::Wakeup {
+            t_ns: at(600),
+            cpu: 0,
+            pid: 50,
+            target_cpu: 1,
+        },
+        host_sw(at(640), 88, "R", 50),
+    ];
+    HostTraceRecord {
+        vm_pid: 40,
+        vm_found_by: "--vm-pid".into(),
+        vcpus: vec![VcpuThread {
+            vcpu: 1,
+            tid: 50,
+            name: "CPU 1/KVM".into(),
+            cpus_allowed: "1".into(),
+        }],
+        cpus: Some("1".into()),
+        place: "instances/rtvirt-trace-1".into(),
+        buffer_kb: 4096,
+        clock: ClockMap::from_points("mono", &[(0, 0, 0)]).unwrap(),
+        guest_clock: TimeBase {
+            method: method.into(),
+            offset_ns,
+            uncertainty_ns: 2_000,
+        },
+        start_ns: at(0),
+        end_ns: at(10_000),
+        tasks: vec![
+            Task {
+                pid: 77,
+                comm: "kworker/1:0".into(),
+            },
+            Task {
+                pid: 88,
+                comm: "stress".into(),
+            },
+        ],
+        events_seen: events.len() as u64,
+        events,
+        max_events: 100,
+        lost_events: 0,
+        summary: vec![],
+        partial: false,
+    }
 }

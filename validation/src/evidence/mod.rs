@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod deviations;
 pub mod environment;
+pub mod hostview;
 pub mod metrics;
 pub mod pool;
 pub mod runs;
@@ -323,6 +324,13 @@ pub struct Evidence {
     pub distributions: Vec<Distribution>,
     /// Verdict counts.
     pub summary: Summary,
+    /// The guest's worst spikes beside the host's scheduling of their vCPU (runs with a
+    /// `host-trace.json`), largest first.
+    #[serde(default)]
+    pub host_view: Vec<hostview::SpikeHostView>,
+    /// Worst spikes no host trace could place, and why.
+    #[serde(default)]
+    pub host_view_unplaced: Vec<String>,
 }
 
 impl Evidence {
@@ -366,6 +374,7 @@ pub fn evaluate(
     let run_infos: Vec<RunInfo> = runs.iter().map(environment::run_info).collect();
     let deviation_list = deviations::deviations(&results, &wcrt);
     let limits = deviations::limits(runs, &run_infos, &profile_ref, opts);
+    let (host_view, host_view_unplaced) = hostview::spike_views(runs);
     let summary = Summary {
         pass: count(&results, Verdict::Pass),
         fail: count(&results, Verdict::Fail),
@@ -386,6 +395,8 @@ pub fn evaluate(
         limits,
         distributions,
         summary,
+        host_view,
+        host_view_unplaced,
     })
 }
 

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use profiles::Profile;
-use record::{self, CanRecord, Manifest, OslatRecord, ProbeRecord, RecordError, RunDir};
+use record::{
+    self, CanRecord, HostTraceRecord, Manifest, OslatRecord, ProbeRecord, RecordError, RunDir,
+};
 
 use super::{EvidenceError, ProfileRef, Trace};
 
@@ -14,7 +16,13 @@ use super::{EvidenceError, ProfileRef, Trace};
 pub const SOURCES_DIR: &str = "sources";
 
 /// The files whose content identifies a measurement.
-const DATA_FILES: [&str; 4] = [record::PROBE, record::CAN, record::CAN_LOG, record::OSLAT];
+const DATA_FILES: [&str; 5] = [
+    record::PROBE,
+    record::CAN,
+    record::CAN_LOG,
+    record::OSLAT,
+    record::HOST_TRACE,
+];
 
 /// A run directory read and verified.
 #[derive(Debug, Clone)]
@@ -31,6 +39,9 @@ pub struct RunData {
     pub can: Option<CanRecord>,
     /// `oslat.json`, when the run has one (every histogram decoded).
     pub oslat: Option<OslatRecord>,
+    /// `host-trace.json` (`rt-host trace`), when the run has one (checked: events in
+    /// order and within their bound).
+    pub host_trace: Option<HostTraceRecord>,
     /// For merged runs: the source runs' manifests (`sources/*.manifest.json`), with the
     /// sha256 of each as stored.
     pub sources: Vec<(Manifest, String)>,
@@ -94,6 +105,14 @@ impl RunData {
                     source,
                 })?;
         }
+        let host_trace: Option<HostTraceRecord> =
+            match manifest.files.contains_key(record::HOST_TRACE) {
+                true => Some(rd.read_json(record::HOST_TRACE)?),
+                false => None,
+            };
+        if let Some(h) = &host_trace {
+            h.check(&path.join(record::HOST_TRACE))?;
+        }
         Ok(RunData {
             path: path.to_path_buf(),
             manifest_sha256: rd.manifest_sha256().to_string(),
@@ -101,6 +120,7 @@ impl RunData {
             probe,
             can,
             oslat,
+            host_trace,
             sources,
         })
     }

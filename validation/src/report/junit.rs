@@ -6,7 +6,8 @@
 //! validity and self-test, each requirement's ASIL, verdict, measured value and bound),
 //! one `<testcase>` per requirement named by its id (classname `profile.ASIL_D`) holding
 //! at most one `<failure>` (FAIL) or `<skipped>` (INCONCLUSIVE) whose message states the
-//! measured value against the bound, then `<system-out>` (every requirement in words) and
+//! measured value against the bound, then `<system-out>` (every requirement in words, the
+//! host's view of the guest's worst spikes) and
 //! `<system-err>`. Neither schema allows properties or output inside a testcase, and the
 //! Jenkins one no `disabled` attribute, which quick-junit always writes: so the file is
 //! written with quick-xml directly.
@@ -182,7 +183,13 @@ pub fn render(ev: &Evidence) -> Result<String, ReportError> {
     for r in &ev.results {
         testcase(&mut w, ev, r)?;
     }
-    let out: Vec<String> = ev.results.iter().map(detail).collect();
+    let mut out: Vec<String> = ev.results.iter().map(detail).collect();
+    out.extend(ev.host_view.iter().map(|v| v.line()));
+    out.extend(
+        ev.host_view_unplaced
+            .iter()
+            .map(|u| format!("host view: {u}")),
+    );
     element(&mut w, "system-out", &[], &out.join("\n"))?;
     element(&mut w, "system-err", &[], "")?;
     end(&mut w, "testsuite")?;

@@ -146,6 +146,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_host_trace_puts_the_host_view_beside_the_spikes_in_every_format() {
+        use crate::evidence::fixtures::{at, host_trace};
+        use crate::evidence::hostview::tests::{guest_with_spike, host_run};
+        let plain = sample_evidence();
+        let h = "Host view of the guest's worst spikes";
+        assert!(!model::build(&plain).headings().contains(&h.to_string()));
+        assert!(!render(&plain, Format::Junit).unwrap().contains("host view"));
+        let runs = [
+            guest_with_spike(35, at(133)),
+            host_run(host_trace(0, "synced")),
+        ];
+        let mut ev = plain.clone();
+        (ev.host_view, ev.host_view_unplaced) = crate::evidence::hostview::spike_views(&runs);
+        assert!(model::build(&ev).headings().contains(&h.to_string()));
+        let md = render(&ev, Format::Md).unwrap();
+        assert!(md.contains("kworker/1:0 (pid 77): 30.0 us"), "{md}");
+        assert!(md.contains("tid 50 on CPU 1"), "{md}");
+        let html = render(&ev, Format::Html).unwrap();
+        assert!(html.contains("id=\"host-view\""), "{html}");
+        let junit = render(&ev, Format::Junit).unwrap();
+        assert!(
+            junit.contains("host view: 35.0 us spike of run run-test on vCPU 1"),
+            "{junit}"
+        );
+    }
+
+    #[test]
     fn markdown_and_html_carry_the_same_sections() {
         let ev = sample_evidence();
         let md = render(&ev, Format::Md).unwrap();

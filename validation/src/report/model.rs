@@ -355,6 +355,76 @@ fn trace_table(ev: &Evidence) -> Table {
     }
 }
 
+fn host_view_table(ev: &Evidence) -> Table {
+    Table {
+        id: Some("host-view"),
+        caption: "The guest's worst spikes beside what the host ran on that vCPU's CPU".into(),
+        headers: vec![
+            "Guest run",
+            "vCPU",
+            "Spike (us)",
+            "Host time (ns, CLOCK_REALTIME)",
+            "Host thread / CPU",
+            "vCPU off CPU (us)",
+            "Runnable, waiting (us)",
+            "Ran instead",
+            "Note",
+        ],
+        rows: ev
+            .host_view
+            .iter()
+            .map(|v| {
+                vec![
+                    c(&v.run_id),
+                    c(v.cpu.to_string()),
+                    c(fmt_num(v.latency_us)),
+                    cs(
+                        format!(
+                            "{}..{} (+-{} us, trace in {})",
+                            v.host_start_ns,
+                            v.host_end_ns,
+                            fmt_num(v.uncertainty_us),
+                            v.host_run_id
+                        ),
+                        Style::Mono,
+                    ),
+                    c(match (v.vcpu_tid, v.host_cpu) {
+                        (Some(t), Some(cpu)) => format!("tid {t} on CPU {cpu}"),
+                        (Some(t), None) => format!("tid {t}"),
+                        _ => "-".into(),
+                    }),
+                    c(fmt_num(v.off_cpu_us)),
+                    c(fmt_num(v.runnable_wait_us)),
+                    c(if v.ran_instead.is_empty() {
+                        "-".into()
+                    } else {
+                        v.ran_instead.join(", ")
+                    }),
+                    c(&v.note),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// The host view section (only when a run has a host trace).
+fn host_view_blocks(ev: &Evidence) -> Vec<Block> {
+    if ev.host_view.is_empty() && ev.host_view_unplaced.is_empty() {
+        return vec![];
+    }
+    let mut b = vec![
+        Block::Heading(2, "Host view of the guest's worst spikes".into()),
+        Block::Para("Each of the probe's worst samples, moved to the host's CLOCK_REALTIME with the guest clock offset rt-host trace measured, and the host scheduler's events of that vCPU's thread in that window (widened by the clock uncertainty): time off its CPU, of it runnable but waiting (preempted, or woken and not yet running), and the tasks that held its CPU meanwhile.".into()),
+    ];
+    if !ev.host_view.is_empty() {
+        b.push(Block::Table(host_view_table(ev)));
+    }
+    if !ev.host_view_unplaced.is_empty() {
+        b.push(Block::List(ev.host_view_unplaced.clone()));
+    }
+    b
+}
+
 /// Build the report model of `ev`.
 pub fn build(ev: &Evidence) -> Doc {
     let title = format!("Timing evidence: {}", ev.profile.name);
@@ -390,6 +460,7 @@ pub fn build(ev: &Evidence) -> Doc {
         b.push(Block::Table(distribution_table(ev)));
         b.push(Block::Charts);
     }
+    b.extend(host_view_blocks(ev));
     b.push(Block::Heading(2, "Environment and tools".into()));
     for run in &ev.runs {
         b.push(Block::Heading(3, format!("Run {}", run.run_id)));
