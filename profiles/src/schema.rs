@@ -909,6 +909,10 @@ pub enum Metric {
         #[serde(default)]
         cpu: Option<u32>,
     },
+    /// Hardware/firmware latency on the host (`rt-host hwlat`, `hwlat.json`): the largest
+    /// gap the hwlat detector saw (it reports only gaps above its threshold, so the
+    /// threshold must not exceed the bound).
+    HwlatLatency,
     /// CAN reception latency (release -> kernel RX timestamp) at a percentile, for one
     /// message id or all messages.
     CanLatency {

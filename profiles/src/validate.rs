@@ -998,6 +998,7 @@ fn is_time_metric(m: &Metric) -> bool {
         m,
         Metric::ProbeLatency { .. }
             | Metric::OslatLatency { .. }
+            | Metric::HwlatLatency
             | Metric::CanLatency { .. }
             | Metric::CanJitter { .. }
             | Metric::WcrtSlack { .. }
@@ -1009,6 +1010,7 @@ fn metric_name(m: &Metric) -> &'static str {
         Metric::ProbeLatency { .. } => "ProbeLatency",
         Metric::ProbeMissed => "ProbeMissed",
         Metric::OslatLatency { .. } => "OslatLatency",
+        Metric::HwlatLatency => "HwlatLatency",
         Metric::CanLatency { .. } => "CanLatency",
         Metric::CanJitter { .. } => "CanJitter",
         Metric::CanDeadlineMisses { .. } => "CanDeadlineMisses",
@@ -1058,7 +1060,7 @@ fn metric(profile: &Profile, r: &Requirement, rp: &str, e: &mut Errors) {
         | Metric::WcrtSlack { id }
         | Metric::E2eErrors { id }
         | Metric::E2eTimeouts { id } => (None, *id),
-        Metric::ProbeMissed | Metric::BusLoad => (None, None),
+        Metric::ProbeMissed | Metric::BusLoad | Metric::HwlatLatency => (None, None),
     };
     if let Some(p) = percentile {
         if !(p > 0.0 && p <= 100.0) {
@@ -1068,8 +1070,9 @@ fn metric(profile: &Profile, r: &Requirement, rp: &str, e: &mut Errors) {
             );
         }
     }
-    if matches!(r.metric, Metric::OslatLatency { .. }) {
-        // `rt-guest oslat -c` names its CPUs: nothing in the profile to check them against.
+    if matches!(r.metric, Metric::OslatLatency { .. } | Metric::HwlatLatency) {
+        // `rt-guest oslat -c` names its CPUs, `rt-host hwlat` runs where the tracer is:
+        // nothing in the profile to check them against.
         return;
     }
     let probe = matches!(r.metric, Metric::ProbeLatency { .. } | Metric::ProbeMissed);

@@ -140,6 +140,9 @@ pub fn run_issues(r: &RunData) -> Vec<String> {
     if r.oslat.as_ref().is_some_and(|o| o.partial) {
         out.push("partial run: oslat.json is marked partial".into());
     }
+    if r.hwlat.as_ref().is_some_and(|o| o.partial) {
+        out.push("partial run: hwlat.json is marked partial".into());
+    }
     out.sort();
     out.dedup();
     out

@@ -210,6 +210,7 @@ pub(crate) fn run(env: Environment, probe: Option<ProbeRecord>, can: Option<CanR
         probe,
         can,
         oslat: None,
+        hwlat: None,
         host_trace: None,
         sources: vec![],
     }

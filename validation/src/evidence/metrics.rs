@@ -17,6 +17,7 @@ fn base(req: &Requirement, label: String, unit: &str, kind: BoundKind) -> Requir
     let bound = match &req.metric {
         Metric::ProbeLatency { .. }
         | Metric::OslatLatency { .. }
+        | Metric::HwlatLatency
         | Metric::CanLatency { .. }
         | Metric::CanJitter { .. }
         | Metric::WcrtSlack { .. } => req.bound_us,
@@ -81,6 +82,7 @@ pub fn evaluate_one(
         Metric::CanDeadlineMisses { id } => can_counts(req, *id, false, runs)?,
         Metric::CanLoss { id } => can_counts(req, *id, true, runs)?,
         Metric::BusLoad => bus_load(req, runs),
+        Metric::HwlatLatency => hwlat_latency(req, runs),
         Metric::WcrtSlack { id } => return Ok(wcrt_slack(req, *id, runs)),
         Metric::E2eErrors { id } | Metric::E2eTimeouts { id } => e2e_counts(req, *id, runs)?,
     };
@@ -311,6 +313,51 @@ fn e2e_counts(
     };
     judge_count(&mut r, pool.found, count, checked, missing);
     Ok(finish(&mut r, pool))
+}
+
+/// The largest hwlat gap over the runs. The detector reports only gaps above its
+/// threshold: a threshold above the bound leaves gaps between them unseen, so the claim
+/// cannot pass then.
+fn hwlat_latency(req: &Requirement, runs: &[RunData]) -> RequirementResult {
+    let label = "host hardware/firmware latency (hwlat detector), max".to_string();
+    let mut r = base(req, label, "us", BoundKind::AtMost);
+    let mut pool = Pool::new();
+    let (mut max_us, mut threshold_us, mut secs, mut gaps) = (0u64, 0u64, 0.0f64, 0u64);
+    for run in runs {
+        let Some(h) = run.hwlat.as_ref() else {
+            continue;
+        };
+        pool.touch(run, record::HWLAT);
+        max_us = max_us.max(h.max_us);
+        threshold_us = threshold_us.max(h.threshold_us);
+        secs += h.duration_s;
+        gaps = gaps.saturating_add(h.total_samples);
+    }
+    #[allow(clippy::cast_precision_loss)] // us values far below 2^52
+    let (max, threshold) = (max_us as f64, threshold_us as f64);
+    match (pool.found, r.bound) {
+        (false, _) => r.reasons.push("no hwlat.json in any run".into()),
+        (true, None) => r.reasons.push("the requirement gives no bound".into()),
+        (true, Some(b)) => {
+            // No gap above the threshold: every gap was at most the threshold.
+            r.measured = Some(if gaps == 0 { threshold } else { max });
+            r.data_verdict = if max > b {
+                Verdict::Fail
+            } else if threshold > b {
+                r.reasons.push(format!(
+                    "the detector's threshold {threshold_us} us is above the bound: gaps between them are not reported"
+                ));
+                Verdict::Inconclusive
+            } else {
+                Verdict::Pass
+            };
+            r.confidence = Some(format!(
+                "{gaps} gap(s) above the {threshold_us} us threshold in {} s of detection",
+                fmt_num(secs)
+            ));
+        }
+    }
+    finish(&mut r, pool)
 }
 
 fn bus_load(req: &Requirement, runs: &[RunData]) -> RequirementResult {
@@ -681,6 +728,57 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("overflows a 64-bit count"), "{e}");
+    }
+
+    fn hwlat(threshold_us: u64, gaps_us: &[u64]) -> record::HwlatRecord {
+        record::HwlatRecord {
+            threshold_us,
+            width_us: 500_000,
+            window_us: 1_000_000,
+            duration_s: 300.0,
+            total_samples: gaps_us.len() as u64,
+            max_us: gaps_us.iter().copied().max().unwrap_or(0),
+            samples: vec![],
+            partial: false,
+        }
+    }
+
+    #[test]
+    fn hwlat_latency_is_the_largest_gap_and_needs_a_threshold_within_the_bound() {
+        let hw = |bound: f64| req("R-HW", Metric::HwlatLatency, Some(bound), None);
+        let with = |h: record::HwlatRecord| {
+            let mut r = run(good_env(), None, None);
+            r.hwlat = Some(h);
+            r
+        };
+        let r = eval(&hw(20.0), &[with(hwlat(10, &[12, 17]))]);
+        assert_eq!((r.verdict, r.measured), (Verdict::Pass, Some(17.0)));
+        assert_eq!(
+            r.confidence.as_deref(),
+            Some("2 gap(s) above the 10 us threshold in 300 s of detection")
+        );
+        assert_eq!(r.trace[0].file, "hwlat.json");
+        let r = eval(&hw(15.0), &[with(hwlat(10, &[12, 17]))]);
+        assert_eq!((r.verdict, r.measured), (Verdict::Fail, Some(17.0)));
+        // Nothing above a 30 us threshold says nothing about a 20 us bound.
+        let r = eval(&hw(20.0), &[with(hwlat(30, &[]))]);
+        assert_eq!((r.verdict, r.measured), (Verdict::Inconclusive, Some(30.0)));
+        assert!(
+            r.reasons[0].contains("threshold 30 us is above the bound"),
+            "{r:?}"
+        );
+        let mut partial = hwlat(10, &[]);
+        partial.partial = true;
+        let r = eval(&hw(20.0), &[with(partial)]);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(
+            r.environment
+                .iter()
+                .any(|e| e.contains("hwlat.json is marked partial")),
+            "{r:?}"
+        );
+        let r = eval(&hw(20.0), &[run(good_env(), None, None)]);
+        assert_eq!(r.reasons, vec!["no hwlat.json in any run".to_string()]);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use profiles::Profile;
 use record::{
-    self, CanRecord, HostTraceRecord, Manifest, OslatRecord, ProbeRecord, RecordError, RunDir,
+    self, CanRecord, HostTraceRecord, HwlatRecord, Manifest, OslatRecord, ProbeRecord, RecordError,
+    RunDir,
 };
 
 use super::{EvidenceError, ProfileRef, Trace};
@@ -16,7 +17,8 @@ use super::{EvidenceError, ProfileRef, Trace};
 pub const SOURCES_DIR: &str = "sources";
 
 /// The files whose content identifies a measurement.
-const DATA_FILES: [&str; 5] = [
+const DATA_FILES: [&str; 6] = [
+    record::HWLAT,
     record::PROBE,
     record::CAN,
     record::CAN_LOG,
@@ -39,6 +41,8 @@ pub struct RunData {
     pub can: Option<CanRecord>,
     /// `oslat.json`, when the run has one (every histogram decoded).
     pub oslat: Option<OslatRecord>,
+    /// `hwlat.json` (`rt-host hwlat`), when the run has one.
+    pub hwlat: Option<HwlatRecord>,
     /// `host-trace.json` (`rt-host trace`), when the run has one (checked: events in
     /// order and within their bound).
     pub host_trace: Option<HostTraceRecord>,
@@ -105,6 +109,10 @@ impl RunData {
                     source,
                 })?;
         }
+        let hwlat: Option<HwlatRecord> = match manifest.files.contains_key(record::HWLAT) {
+            true => Some(rd.read_json(record::HWLAT)?),
+            false => None,
+        };
         let host_trace: Option<HostTraceRecord> =
             match manifest.files.contains_key(record::HOST_TRACE) {
                 true => Some(rd.read_json(record::HOST_TRACE)?),
@@ -120,6 +128,7 @@ impl RunData {
             probe,
             can,
             oslat,
+            hwlat,
             host_trace,
             sources,
         })
