@@ -51,6 +51,7 @@ pub const BUNDLED: &[(&str, &str)] = &[
     ("lab", include_str!("../lab.ron")),
     ("canfd", include_str!("../canfd.ron")),
     ("hil", include_str!("../hil.ron")),
+    ("soak", include_str!("../soak.ron")),
 ];
 
 /// Where a profile came from.

@@ -659,3 +659,30 @@ fn report_outputs_are_written_safely() {
         .collect();
     assert!(names.is_empty(), "{names:?}");
 }
+
+#[test]
+fn the_soak_preset_explains_its_sample_size_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(dir.path(), "run-short", GOOD);
+    let o = validation(&[
+        "report",
+        "export",
+        run.to_str().unwrap(),
+        "--profile",
+        "soak",
+        "--format",
+        "md",
+        "--out",
+        "-",
+    ]);
+    // 60 000 samples carry no p99.9999 claim; oslat and hwlat were not run: exit 0, no PASS.
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(md.contains("## Sample-size rule"), "{md}");
+    assert!(
+        md.contains("TSR-SOAK-001: p99.9999 (P(exceed) <= 1.00e-6) needs at least 2995731 samples with none above the bound, 49m 56s at the probe's 1000 us period; this evidence has 60000"),
+        "{md}"
+    );
+    assert!(md.contains("no hwlat.json in any run"), "{md}");
+    assert!(md.contains("no oslat.json in any run"), "{md}");
+}

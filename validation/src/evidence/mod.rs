@@ -331,6 +331,9 @@ pub struct Evidence {
     /// Worst spikes no host trace could place, and why.
     #[serde(default)]
     pub host_view_unplaced: Vec<String>,
+    /// The sample-size rule per percentile claim: samples needed, samples had, time.
+    #[serde(default)]
+    pub sample_size: Vec<String>,
 }
 
 impl Evidence {
@@ -375,6 +378,12 @@ pub fn evaluate(
     let deviation_list = deviations::deviations(&results, &wcrt);
     let limits = deviations::limits(runs, &run_infos, &profile_ref, opts);
     let (host_view, host_view_unplaced) = hostview::spike_views(runs);
+    let interval = runs
+        .iter()
+        .filter_map(|r| r.probe.as_ref())
+        .map(|p| p.settings.interval_ns)
+        .max();
+    let sample_size = sufficiency::sample_size_rules(&results, interval, opts);
     let summary = Summary {
         pass: count(&results, Verdict::Pass),
         fail: count(&results, Verdict::Fail),
@@ -397,6 +406,7 @@ pub fn evaluate(
         summary,
         host_view,
         host_view_unplaced,
+        sample_size,
     })
 }
 

@@ -109,6 +109,55 @@ pub fn judge_percentile(r: &mut RequirementResult, pool: &Pool, p: f64, opts: &E
     }
 }
 
+/// How many samples each percentile claim of `results` needs (no sample above the bound,
+/// 95 % confidence), how many it had, and, at the probe's period (`interval_ns`), how long
+/// a run must measure to collect them: the sample-size rule in words, one line per claim.
+pub fn sample_size_rules(
+    results: &[RequirementResult],
+    interval_ns: Option<u64>,
+    opts: &EvalOptions,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in results {
+        let p = match &r.metric {
+            profiles::Metric::ProbeLatency { percentile, .. }
+            | profiles::Metric::OslatLatency { percentile, .. }
+            | profiles::Metric::CanLatency { percentile, .. }
+            | profiles::Metric::CanJitter { percentile, .. } => *percentile,
+            _ => continue,
+        };
+        let (need, claim) = if p >= 100.0 {
+            (
+                Some(opts.min_samples_max),
+                "a max claim (--min-samples-max)".to_string(),
+            )
+        } else {
+            let q = 1.0 - p / 100.0;
+            (
+                stats::samples_needed(q),
+                format!("{} (P(exceed) <= {})", pct_label(p), fmt_prob(q)),
+            )
+        };
+        let Some(need) = need else { continue };
+        let time = match (interval_ns, &r.metric) {
+            (Some(i), profiles::Metric::ProbeLatency { .. }) if i > 0 => format!(
+                ", {} at the probe's {} us period",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    need.saturating_mul(i).div_ceil(1_000_000_000)
+                )),
+                i / 1000
+            ),
+            _ => String::new(),
+        };
+        out.push(format!(
+            "{}: {claim} needs at least {need} samples with none above the bound{time}; this evidence has {}",
+            r.id,
+            r.samples.map_or("none".to_string(), |n| n.to_string())
+        ));
+    }
+    out
+}
+
 fn judge_max(r: &mut RequirementResult, n: u64, above: &str, u: f64, opts: &EvalOptions) {
     r.confidence = Some(format!(
         "{above}: P(exceed) <= {} at 95 % confidence (rule of three)",
@@ -209,5 +258,43 @@ mod tests {
         );
         assert!((r.measured.unwrap() - 10.0).abs() < 0.05, "{r:?}");
         assert_ne!(r.data_verdict, Verdict::Fail, "{r:?}");
+    }
+
+    #[test]
+    fn the_sample_size_rule_says_what_a_p99_9999_claim_needs_and_how_long() {
+        let runs = [run(good_env(), Some(probe(&[(10, 60_000)], 0)), None)];
+        let p6 = req(
+            "R-SOAK",
+            Metric::ProbeLatency {
+                percentile: 99.9999,
+                cpu: None,
+            },
+            Some(50.0),
+            None,
+        );
+        let results = [eval(&p6, &runs), eval(&max_latency(100.0), &runs)];
+        assert_eq!(
+            results[0].verdict,
+            Verdict::Inconclusive,
+            "60000 samples are too few"
+        );
+        let need = stats::samples_needed(1e-6).unwrap();
+        assert!((2_995_000..2_996_000).contains(&need), "{need}");
+        let lines = sample_size_rules(&results, Some(100_000), &EvalOptions::default());
+        assert_eq!(
+            lines[0],
+            format!("R-SOAK: p99.9999 (P(exceed) <= 1.00e-6) needs at least {need} samples with none above the bound, 5m at the probe's 100 us period; this evidence has 60000")
+        );
+        assert!(
+            lines[1]
+                .starts_with("R-MAX: a max claim (--min-samples-max) needs at least 1000 samples"),
+            "{}",
+            lines[1]
+        );
+        // A count metric has no sample-size rule.
+        let missed = req("R-MISS", Metric::ProbeMissed, None, Some(0.0));
+        assert!(
+            sample_size_rules(&[eval(&missed, &runs)], None, &EvalOptions::default()).is_empty()
+        );
     }
 }

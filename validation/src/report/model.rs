@@ -460,6 +460,11 @@ pub fn build(ev: &Evidence) -> Doc {
         b.push(Block::Table(distribution_table(ev)));
         b.push(Block::Charts);
     }
+    if !ev.sample_size.is_empty() {
+        b.push(Block::Heading(2, "Sample-size rule".into()));
+        b.push(Block::Para(format!("A percentile claim \"pX <= bound\" says a sample exceeds the bound with probability at most q = 1 - X/100. With k of n samples above the bound, the one-sided Clopper-Pearson upper bound on that probability at {} % confidence must not exceed q; with none above, this is the rule of three (about 3/n), so a claim needs at least ln(0.05) / ln(1 - q) samples, e.g. about 3.0 million for p99.9999. A max claim needs --min-samples-max samples ({}).", crate::stats::CONFIDENCE * 100.0, ev.min_samples_max)));
+        b.push(Block::List(ev.sample_size.clone()));
+    }
     b.extend(host_view_blocks(ev));
     b.push(Block::Heading(2, "Environment and tools".into()));
     for run in &ev.runs {
