@@ -53,6 +53,10 @@ pub enum Command {
     Tune(TuneArgs),
     /// Undo `tune` from the journal.
     Revert(RevertArgs),
+    /// Answer the host's clock exchange (`rt-host trace --clock-dir DIR`) through the
+    /// shared directory DIR, so that the host can place this guest's spikes on its time
+    /// line; runs until the host writes DIR/stop, SIGINT/SIGTERM, or --timeout.
+    ClockEcho(ClockEchoArgs),
     /// Generate man pages or shell completions from these definitions.
     #[command(hide = true)]
     Generate {
@@ -478,6 +482,16 @@ pub fn resolve(
         histogram,
         warnings,
     })
+}
+
+/// `rt-guest clock-echo` options.
+#[derive(Debug, clap::Args)]
+pub struct ClockEchoArgs {
+    /// The directory shared with the host (the lab's 9p share, an NFS mount).
+    pub dir: PathBuf,
+    /// Give up after this long (`13h`: longer than the host's recording).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[cfg(test)]

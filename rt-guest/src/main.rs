@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check(a),
         Command::Tune(a) => commands::tune(a),
         Command::Revert(a) => commands::revert(a),
+        Command::ClockEcho(a) => commands::clock_echo(a),
         Command::Generate { what, dir } => {
             rtvirt_cli::clidoc::generate(Cli::command(), &rt_guest::cli::TOOL, *what, dir)
                 .map(|()| 0)

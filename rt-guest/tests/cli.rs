@@ -1276,3 +1276,31 @@ fn bash_completes_the_options_of_a_subcommand() {
     let got = testkit::bash_complete_generated(exe, &["rt-guest", "prob"]);
     assert!(got.split(' ').any(|w| w == "probe"), "{got:?}");
 }
+
+#[test]
+fn clock_echo_answers_the_hosts_exchange_until_told_to_stop() {
+    let d = tempfile::tempdir().unwrap();
+    let child = bin()
+        .args(["clock-echo", d.path().to_str().unwrap(), "--timeout", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rounds = record::clocksync::exchange(d.path(), 8, Duration::from_secs(20), &|| {
+        rt_sys::rt::realtime_ns()
+    })
+    .unwrap();
+    assert_eq!(rounds.len(), 8);
+    let t = record::clocksync::estimate(&rounds).unwrap();
+    assert!(
+        t.offset_ns.unsigned_abs() <= t.uncertainty_ns,
+        "one machine, one clock: {t:?}"
+    );
+    std::fs::write(d.path().join(record::clocksync::STOP), "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("answered 8 request(s)"),
+        "{o:?}"
+    );
+}

@@ -1256,9 +1256,25 @@ fn root_trace_records_a_qemu_bounded_and_puts_tracefs_back_also_on_sigint() {
             }
         })
     };
+    // The guest's side of the clock exchange (here in this process: the same clock, so
+    // the offset found must be 0 within its uncertainty).
+    let share = q.dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let echo = {
+        let share = share.clone();
+        std::thread::spawn(move || {
+            let never = std::sync::atomic::AtomicBool::new(false);
+            record::clocksync::echo(&share, Duration::from_secs(60), &never, &|| {
+                rt_sys::rt::realtime_ns()
+            })
+            .unwrap()
+        })
+    };
     // Found by the profile's name; every switch on CPU 1 (others' too), 40 events kept.
     let o = run(&[
         "trace",
+        "--clock-dir",
+        share.to_str().unwrap(),
         profile.to_str().unwrap(),
         "--duration",
         "2s",
@@ -1273,6 +1289,16 @@ fn root_trace_records_a_qemu_bounded_and_puts_tracefs_back_also_on_sigint() {
     let v: serde_json::Value = serde_json::from_str(&stdout_of(&o, 0)).unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     ticker.join().unwrap();
+    assert!(
+        echo.join().unwrap() >= 2,
+        "the host said stop after its rounds"
+    );
+    let g = &v["guest_clock"];
+    assert_eq!(g["method"], "file_exchange", "{g}");
+    assert!(
+        g["offset_ns"].as_i64().unwrap().unsigned_abs() <= g["uncertainty_ns"].as_u64().unwrap(),
+        "one clock: offset 0 within the bound: {g}"
+    );
     assert_eq!(v["vm_pid"].as_u64(), Some(u64::from(q.pid())), "{v:#}");
     assert_eq!(v["vcpus"].as_array().unwrap().len(), 2);
     let kept = v["events"].as_array().unwrap().len();
