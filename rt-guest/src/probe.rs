@@ -402,6 +402,41 @@ struct Shared {
     ftrace: Option<Ftrace>,
 }
 
+/// What the reporting thread shares with the measurement threads: a spare histogram per
+/// CPU for checkpoints, the stop flags, the start barriers.
+fn shared_state(
+    cfg: &ProbeConfig,
+    ftrace: Option<Ftrace>,
+    stop: &Arc<AtomicBool>,
+    live: &Arc<Live>,
+) -> Arc<Shared> {
+    let n = cfg.cpus.len();
+    let exchange = (0..n)
+        .map(|_| Exchange {
+            want: AtomicBool::new(false),
+            slot: std::sync::Mutex::new(Slot {
+                // The spare histogram: full size only when it will be swapped in.
+                hist: match cfg.checkpoint_ns {
+                    Some(_) => record::hist::new_ns(),
+                    None => Histogram::new_with_bounds(1, 2, 1).expect("static bounds are valid"),
+                },
+                stats: Stats::default(),
+                filled: false,
+            }),
+        })
+        .collect();
+    Arc::new(Shared {
+        exchange,
+        cfg: cfg.clone(),
+        live: live.clone(),
+        stop: stop.clone(),
+        abort: AtomicBool::new(false),
+        ready: Barrier::new(n + 1),
+        go: Barrier::new(n + 1),
+        ftrace,
+    })
+}
+
 /// Run the probe. `stop` ends it early (within one period); `report` is called about
 /// once per `report_every` from the calling thread while measuring, `checkpoint` once
 /// per `cfg.checkpoint_ns` (never when that is None).
@@ -422,30 +457,7 @@ pub fn run(
         }
     }
     let n = cfg.cpus.len();
-    let exchange = (0..n)
-        .map(|_| Exchange {
-            want: AtomicBool::new(false),
-            slot: std::sync::Mutex::new(Slot {
-                // The spare histogram: full size only when it will be swapped in.
-                hist: match cfg.checkpoint_ns {
-                    Some(_) => record::hist::new_ns(),
-                    None => Histogram::new_with_bounds(1, 2, 1).expect("static bounds are valid"),
-                },
-                stats: Stats::default(),
-                filled: false,
-            }),
-        })
-        .collect();
-    let shared = Arc::new(Shared {
-        exchange,
-        cfg: cfg.clone(),
-        live: live.clone(),
-        stop: stop.clone(),
-        abort: AtomicBool::new(false),
-        ready: Barrier::new(n + 1),
-        go: Barrier::new(n + 1),
-        ftrace,
-    });
+    let shared = shared_state(cfg, ftrace, &stop, &live);
     let mut handles = Vec::with_capacity(n);
     for (slot, cpu) in cfg.cpus.iter().enumerate() {
         // Allocated here, on the reporting thread: the measurement thread never allocates.
