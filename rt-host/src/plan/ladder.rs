@@ -137,7 +137,7 @@ pub(super) fn items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
         &host.realtime_cpus.union(&rt_vcpu_cpus),
     )?;
     if host.kthread_priorities.is_some() {
-        pit_affinity(b, &ks);
+        pit_affinity(b, host, &ks);
         for k in ks.iter().filter(|k| k.now != k.after || laddered(host, k)) {
             let c = Change::report(
                 "kthread-sched",
@@ -163,7 +163,10 @@ pub(super) fn items(b: &mut B<'_, '_>, host: &Host) -> Result<(), TuneError> {
 
 /// Each VM's `kvm-pit/PID` thread on the CPUs of its vCPU 0, whose timer interrupts it
 /// injects (as KubeVirt does): no cross-CPU wakeup for every PIT tick.
-fn pit_affinity(b: &mut B<'_, '_>, ks: &[Kthread]) {
+/// With an isolated cpuset partition holding that CPU, a kernel thread of the root cgroup
+/// cannot run there (the kernel refuses the affinity with EINVAL, seen in the host lab):
+/// the thread stays on the housekeeping CPUs and the item says why.
+fn pit_affinity(b: &mut B<'_, '_>, host: &Host, ks: &[Kthread]) {
     let vms = b.vms.clone();
     for k in ks.iter().filter(|k| k.kind == "kvm-pit") {
         let Some(v) = vms.iter().find(|v| v.threads.pid == k.n) else {
@@ -177,6 +180,22 @@ fn pit_affinity(b: &mut B<'_, '_>, ks: &[Kthread]) {
         let Ok(cur) = b.ctx.ops.get_affinity(b.root(), k.stat.tid, k.stat.tid) else {
             continue;
         };
+        if host.isolation.cpuset_partition && want.is_subset(&host.realtime_cpus) {
+            b.push(
+                Change::report(
+                    "kthread-affinity",
+                    format!("affinity of {:?} (tid {})", k.stat.comm, k.stat.tid),
+                    cur.to_string(),
+                    want.to_string(),
+                    Status::NotApplicable,
+                )
+                .note(format!(
+                    "vCPU 0's CPU {want} is in the isolated cpuset partition, which a kernel \
+                     thread of the root cgroup cannot use: it stays on its CPUs"
+                )),
+            );
+            continue;
+        }
         let c = Change::report(
             "kthread-affinity",
             format!("affinity of {:?} (tid {})", k.stat.comm, k.stat.tid),
@@ -429,6 +448,34 @@ mod tests {
         );
         fake::revert(&m.root, &jdir);
         m.assert_unchanged(&before);
+    }
+
+    #[test]
+    fn the_pit_thread_stays_off_a_cpu_of_the_isolated_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FakeMachine::new(&dir.path().join("root"));
+        m.thread(27, 27, "kvm-pit/4000", 2, PF_KTHREAD, 0, 0, "0-1");
+        let h = fake::host_from(
+            r#"(housekeeping_cpus: "0", realtime_cpus: "1", kthread_priorities: (),
+                isolation: (cpuset_partition: true),
+                vms: [(name: "lab", memory_mib: 512, cpus: 1,
+                       vcpus: [(vcpu: 0, cpu: 1, priority: 1)])])"#,
+        );
+        let p = build("t", &h, &Ctx::new(&m.root)).unwrap();
+        let pit = p
+            .changes
+            .iter()
+            .find(|c| c.item == "kthread-affinity")
+            .expect("a kvm-pit affinity item");
+        assert_eq!(pit.status, Status::NotApplicable, "{pit:?}");
+        assert!(pit.action.is_none(), "no affinity change planned: {pit:?}");
+        assert!(
+            pit.note
+                .as_deref()
+                .unwrap_or("")
+                .contains("isolated cpuset partition"),
+            "{pit:?}"
+        );
     }
 
     #[test]
