@@ -7,7 +7,7 @@
 //! [`decode`] checks the V2 header before the `hdrhistogram` crate sees a byte: the
 //! cookie, the compressed length against the bytes present, the inflated size against the
 //! largest payload our parameters allow (lowest value 1, 3 significant digits, highest at
-//! most [`HIGHEST_NS`]), that no run of zero counts is one the crate cannot negate, and
+//! most [`highest_trackable`], the bucket end of [`HIGHEST_NS`]), that no run of zero counts is one the crate cannot negate, and
 //! after decoding that the counts add up without overflow. A
 //! 60-character input claiming a 4 GiB payload is an error, not a 4 GiB allocation.
 //!
@@ -91,6 +91,19 @@ pub fn new_auto() -> Histogram<u64> {
     Histogram::new(SIGFIG).expect("static sigfig is valid")
 }
 
+/// The largest `highest trackable value` one of our histograms can carry: an auto-sized
+/// one grows a whole bucket at a time, so holding [`HIGHEST_NS`] (60 s) it tracks up to the
+/// end of that bucket (2^36 - 1 ns), beyond [`HIGHEST_NS`] itself. Seen in the host lab:
+/// CAN latencies over 34 s in nested TCG gave a can.json that [`decode`] refused.
+pub fn highest_trackable() -> u64 {
+    static TOP: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TOP.get_or_init(|| {
+        let mut h = new_auto();
+        h.record(HIGHEST_NS).expect("an auto-sized histogram grows");
+        h.high().max(HIGHEST_NS)
+    })
+}
+
 /// Record `v` ns; false (not recorded) above [`HIGHEST_NS`], so an auto-sized histogram
 /// never grows past what [`decode`] accepts.
 pub fn record(h: &mut Histogram<u64>, v: u64) -> bool {
@@ -163,9 +176,10 @@ fn check_v2_header(b: &[u8]) -> Result<(), HistError> {
             "normalizing offset {offset} / int-to-double ratio {ratio}: not ours"
         ));
     }
-    if digits != u32::from(SIGFIG) || low != 1 || !(2..=HIGHEST_NS).contains(&high) {
+    let top = highest_trackable();
+    if digits != u32::from(SIGFIG) || low != 1 || !(2..=top).contains(&high) {
         return refuse(format!(
-            "parameters (digits {digits}, lowest {low}, highest {high}) are not ours (digits {SIGFIG}, lowest 1, highest 2..={HIGHEST_NS})"
+            "parameters (digits {digits}, lowest {low}, highest {high}) are not ours (digits {SIGFIG}, lowest 1, highest 2..={top})"
         ));
     }
     if b.len() > max_v2_bytes(high) {
@@ -345,6 +359,19 @@ impl HistSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_auto_sized_histogram_of_40_s_latencies_decodes() {
+        let mut h = new_auto();
+        assert!(record(&mut h, 40_000_000_000));
+        assert!(h.high() > HIGHEST_NS, "grown past 60 s: {}", h.high());
+        let back = decode(&encode(&h)).expect("what we wrote decodes");
+        assert_eq!(back.max(), h.max());
+        assert_eq!(highest_trackable(), h.high());
+        // One bucket more than that is not ours.
+        let e = decode(&b64(&header(0, 3, 1, highest_trackable() + 1))).unwrap_err();
+        assert!(e.to_string().contains("are not ours"), "{e}");
+    }
 
     #[test]
     fn round_trip_keeps_every_count() {
