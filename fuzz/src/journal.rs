@@ -104,6 +104,20 @@ fn let_through(ifs: &Interfaces, e: &Entry) {
                 );
             }
         }
+        Target::Process { name, .. } => assert!(
+            rt_sys::daemon::DAEMONS.contains(&name.as_str()),
+            "daemon {name:?} let through"
+        ),
+        Target::ConfigLine { path, key } => {
+            assert!(
+                rt_sys::daemon::IRQBALANCE_CONFIGS.contains(&path.as_str()),
+                "environment file {path:?} let through"
+            );
+            assert!(
+                rt_sys::daemon::CONFIG_KEYS.iter().any(|(k, _)| k == key),
+                "variable {key:?} let through"
+            );
+        }
         Target::ThreadSched { .. } | Target::ThreadAffinity { .. } => {}
     }
 }
