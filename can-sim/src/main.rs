@@ -327,9 +327,7 @@ fn replay(
     max_gap: Option<Duration>,
     json: bool,
 ) -> Result<ExitCode> {
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let stop = rtvirt_cli::stop_on_signals()?;
     let max_gap_ns = max_gap.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let bar = rtvirt_cli::progress::Bar::timed(&format!("can-sim: replaying on {iface}"), None);
     let s = can_sim::replay::replay(log, iface, max_gap_ns, &stop);

@@ -5,9 +5,14 @@
 //! - [`clidoc`]: man pages and shell completions from the same clap definitions that
 //!   parse the command line;
 //! - [`progress`]: progress bars on stderr, only when it is a terminal;
-//! - [`exit_with_error`]: the one error printer (the whole `anyhow` chain, exit code 2).
+//! - [`exit_with_error`]: the one error printer (the whole `anyhow` chain, exit code 2);
+//! - [`stop_on_signals`]: the flag SIGINT and SIGTERM set, for work that ends cleanly.
 
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context as _;
 
 pub mod clidoc;
 pub mod exit;
@@ -24,6 +29,17 @@ pub const EXIT_ERROR: u8 = exit::ERROR;
 pub fn exit_with_error(bin: &str, err: &anyhow::Error) -> ExitCode {
     eprint!("{}", error_text(bin, err));
     ExitCode::from(EXIT_ERROR)
+}
+
+/// A flag that SIGINT and SIGTERM set: long work polls it, stops, and still writes what it
+/// has.
+pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("Installing signal handlers")?;
+    }
+    Ok(stop)
 }
 
 /// The text [`exit_with_error`] prints.

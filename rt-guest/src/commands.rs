@@ -937,10 +937,7 @@ pub fn revert(args: &RevertArgs) -> Result<u8> {
 
 /// `rt-guest clock-echo`: answer the host's clock exchange until it says stop.
 pub fn clock_echo(a: &crate::cli::ClockEchoArgs) -> Result<u8> {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("Installing signal handlers")?;
-    }
+    let stop = rtvirt_cli::stop_on_signals()?;
     let n = record::clocksync::echo(&a.dir, a.timeout, &stop, &rt_sys::rt::realtime_ns)
         .with_context(|| format!("Answering the clock exchange in {}", a.dir.display()))?;
     println!(

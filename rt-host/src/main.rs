@@ -4,8 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -267,10 +266,7 @@ fn hwlat(a: &HwlatArgs) -> Result<u8> {
         width_us: a.width_us,
         window_us: a.window_us,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let stop = rtvirt_cli::stop_on_signals()?;
     let t0 = std::time::Instant::now();
     let samples = tracefs::hwlat_run(&root, &cfg, a.duration, &stop)
         .context("Cannot run the hwlat detector")?;
@@ -521,16 +517,6 @@ fn exe() -> Result<String> {
         .to_string())
 }
 
-/// SIGINT and SIGTERM set the returned flag.
-fn stop_flag() -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("Installing signal handlers")?;
-    }
-    Ok(stop)
-}
-
 fn watch_cmd(a: &ProfileArgs, interval_ms: u64, unit: bool) -> Result<u8> {
     let (id, host) = load(&a.profile)?;
     if unit {
@@ -542,7 +528,7 @@ fn watch_cmd(a: &ProfileArgs, interval_ms: u64, unit: bool) -> Result<u8> {
     }
     let root = SysRoot::new(&a.common.root);
     let dir = journal_dir(&a.common);
-    let stop = stop_flag()?;
+    let stop = rtvirt_cli::stop_on_signals()?;
     let name = id.name.clone();
     let mut w = rt_host::watch::Watch::new(id, host, &root, threads::for_root(&root), &dir);
     if !a.common.json {
@@ -640,7 +626,7 @@ fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
         return Ok(0);
     }
     let root = SysRoot::new(&a.common.root);
-    let stop = stop_flag()?;
+    let stop = rtvirt_cli::stop_on_signals()?;
     let v = i32::try_from(us).context("Limit too large")?;
     let dev = root.display(DMA_LATENCY);
     let held = rt_sys::rt::DmaLatency::hold(&root, v).with_context(|| format!("Holding {dev}"))?;

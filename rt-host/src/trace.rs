@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -552,10 +551,7 @@ pub fn command(a: &TraceArgs) -> Result<u8> {
             .guest_synced
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("Installing signal handlers")?;
-    }
+    let stop = rtvirt_cli::stop_on_signals()?;
     let mut rd = record::RunDir::open_or_create(&a.out)?;
     rd.begin_tool(
         "rt-host trace",
