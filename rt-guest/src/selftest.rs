@@ -232,7 +232,6 @@ pub fn judge(
 }
 
 /// What the self-test saw, for its checks (times in ns).
-#[derive(Clone, Copy)]
 struct Seen {
     delay_ns: u64,
     /// The window every injected delay lands in.
@@ -253,62 +252,52 @@ struct Seen {
 
 /// The four checks of the self-test.
 fn checks(s: &Seen) -> Vec<Check> {
-    let Seen {
-        delay_ns,
-        window_ns: (low, high_w),
-        high_ns: high,
-        count_below,
-        count_above,
-        injected,
-        injected_late,
-        baseline_above,
-        detected,
-        median_ns: median,
-        max_ns: max,
-        max_cycle,
-        on_injected,
-    } = *s;
-    let upper = injected + injected_late + 2 * baseline_above + count_above;
+    let (low, high_w) = s.window_ns;
+    let upper = s.injected + s.injected_late + 2 * s.baseline_above + s.count_above;
     vec![
         Check {
             name: "every injected delay is seen".into(),
-            passed: detected + count_below >= injected && injected > 0,
+            passed: s.detected + s.count_below >= s.injected && s.injected > 0,
             detail: format!(
-                "detected {detected} samples in [{:.0}, {:.0}] us for {injected} injections (at least {})",
+                "detected {} samples in [{:.0}, {:.0}] us for {} injections (at least {})",
+                s.detected,
                 us(low),
                 us(high_w),
-                injected.saturating_sub(count_below)
+                s.injected,
+                s.injected.saturating_sub(s.count_below)
             ),
         },
         Check {
             name: "no delays are invented".into(),
-            passed: detected <= upper,
+            passed: s.detected <= upper,
             detail: format!(
-                "detected {detected} <= {upper} (injected {injected} + late {injected_late} + 2 x baseline {baseline_above} + {count_above})"
+                "detected {} <= {upper} (injected {} + late {} + 2 x baseline {} + {})",
+                s.detected, s.injected, s.injected_late, s.baseline_above, s.count_above
             ),
         },
         Check {
             name: "the delays are measured at their size".into(),
-            passed: median >= delay_ns && median <= high,
+            passed: s.median_ns >= s.delay_ns && s.median_ns <= s.high_ns,
             detail: format!(
                 "median of the detected delays {:.1} us, expected {:.1} .. {:.1} us (D .. D + baseline p99 + 50 us)",
-                us(median),
-                us(delay_ns),
-                us(high)
+                us(s.median_ns),
+                us(s.delay_ns),
+                us(s.high_ns)
             ),
         },
         Check {
             name: "the max shows the delay".into(),
-            passed: max >= delay_ns,
+            passed: s.max_ns >= s.delay_ns,
             detail: format!(
-                "max {:.1} us at cycle {max_cycle} ({}), expected >= {:.1} us",
-                us(max),
-                if on_injected {
+                "max {:.1} us at cycle {} ({}), expected >= {:.1} us",
+                us(s.max_ns),
+                s.max_cycle,
+                if s.on_injected {
                     "an injected cycle"
                 } else {
                     "not an injected cycle"
                 },
-                us(delay_ns),
+                us(s.delay_ns),
             ),
         },
     ]
