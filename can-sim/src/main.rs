@@ -186,9 +186,9 @@ fn real_main() -> Result<ExitCode> {
                 .with_context(|| format!("Analysing {}", loaded.origin))?;
             bar.finish();
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print!("{}", analyze::render(&r));
+                rtvirt_cli::out!("{}", analyze::render(&r));
             }
             Ok(if r.schedulable {
                 ExitCode::SUCCESS
@@ -303,7 +303,7 @@ fn import_dbc(
     match out {
         Some(p) => rt_sys::safefile::write_output(p, ron.as_bytes())
             .with_context(|| format!("Cannot write {}", p.display()))?,
-        None => print!("{ron}"),
+        None => rtvirt_cli::out!("{ron}"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -341,7 +341,7 @@ fn replay(
         complete: s.sent == s.frames,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_replay(&report);
     }
@@ -354,7 +354,7 @@ fn replay(
 
 fn print_replay(r: &ReplayReport<'_>) {
     let (s, log, iface, max_gap) = (&r.summary, r.log, r.iface, r.max_gap_ms);
-    println!(
+    rtvirt_cli::outln!(
         "replayed {} of {} frames from {} on {iface} ({} ENOBUFS retries, finished {:.3} ms after the last frame's time)",
         s.sent,
         s.frames,
@@ -363,14 +363,14 @@ fn print_replay(r: &ReplayReport<'_>) {
         can_sim::timing::ns_to_ms(s.late_ns)
     );
     if s.gaps_clamped > 0 {
-        println!(
+        rtvirt_cli::outln!(
             "{} gap(s) longer than {} shortened to it (--max-gap)",
             s.gaps_clamped,
             max_gap.map_or_else(String::new, |ms| format!("{ms} ms"))
         );
     }
     if s.len8_dlc > 0 {
-        println!(
+        rtvirt_cli::outln!(
             "{} classic frame(s) sent with a raw DLC above 8 (len8_dlc)",
             s.len8_dlc
         );
@@ -587,8 +587,8 @@ fn write_outcome(
     }
     rd.end_tool(partial)?;
     match (&rec, json) {
-        (Some(r), true) => println!("{}", serde_json::to_string_pretty(r)?),
-        (None, true) => println!("{}", serde_json::to_string_pretty(&outcome.tx)?),
+        (Some(r), true) => rtvirt_cli::outln!("{}", serde_json::to_string_pretty(r)?),
+        (None, true) => rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&outcome.tx)?),
         (Some(r), false) => print_summary(r, &outcome.tx),
         (None, false) => print_tx_summary(&outcome.tx),
     }
@@ -612,7 +612,7 @@ fn pct(h: &record::hist::HistSummary, key: &str) -> f64 {
 }
 
 fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
-    println!(
+    rtvirt_cli::outln!(
         "{:<14} {:<10} {:>7} {:>7} {:>5} {:>4} {:>4} {:>9} {:>9} {:>9} {:>9} {:>6}",
         "message",
         "id",
@@ -629,7 +629,7 @@ fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
     );
     for m in &rec.messages {
         let id = can_sim::schedule::id_text(m.id, m.extended);
-        println!(
+        rtvirt_cli::outln!(
             "{:<14} {:<10} {:>7} {:>7} {:>5} {:>4} {:>4} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>6}",
             m.name,
             id,
@@ -645,10 +645,10 @@ fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
             m.deadline_misses
         );
     }
-    println!("(latency in us: kernel RX timestamp - nominal release)");
+    rtvirt_cli::outln!("(latency in us: kernel RX timestamp - nominal release)");
     for m in &rec.messages {
         if let Some(e) = &m.e2e {
-            println!(
+            rtvirt_cli::outln!(
                 "e2e {} {}: ok {}, some lost {}, repeated {}, wrong sequence {}, error {}, timeout {} (> {:.1} ms)",
                 e.profile,
                 m.name,
@@ -663,7 +663,7 @@ fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
         }
     }
     print_tx_summary(tx);
-    println!(
+    rtvirt_cli::outln!(
         "bus load analytic {:.2} %, measured {:.2} %; ENOBUFS retries {}; timestamps {}; time base {}; foreign frames {}",
         rec.bus_load_analytic_pct,
         rec.bus_load_measured_pct,
@@ -673,13 +673,13 @@ fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
         tx.foreign_frames
     );
     for e in &rec.bus_errors {
-        println!("bus error: {e}");
+        rtvirt_cli::outln!("bus error: {e}");
     }
 }
 
 fn print_tx_summary(tx: &run::TxReport) {
     for e in &tx.ecus {
-        println!(
+        rtvirt_cli::outln!(
             "ecu/{:<12} {} releases, wake-up late p50 {:.1} us, p99 {:.1} us, max {:.1} us ({}{})",
             e.name,
             e.releases,
@@ -693,14 +693,14 @@ fn print_tx_summary(tx: &run::TxReport) {
                 .unwrap_or_default()
         );
         for w in &e.warnings {
-            println!("  warning: {w}");
+            rtvirt_cli::outln!("  warning: {w}");
         }
     }
     for w in &tx.warnings {
-        println!("warning: {w}");
+        rtvirt_cli::outln!("warning: {w}");
     }
     if tx.role == "sender" {
-        println!(
+        rtvirt_cli::outln!(
             "sender only: schedule start {} ns, {} frames sent (give the receiver --start-at {})",
             tx.start_ns,
             tx.sent.values().sum::<u64>(),

@@ -211,3 +211,9 @@ fn bash_completes_the_options_of_a_subcommand() {
     let got = testkit::bash_complete_generated(exe, &["can-sim", "repl"]);
     assert!(got.split(' ').any(|w| w == "replay"), "{got:?}");
 }
+
+#[test]
+fn a_reader_that_leaves_early_is_no_error() {
+    testkit::assert_quiet_on_closed_stdout(can_sim().args(["analyze", "lab"]));
+    testkit::assert_quiet_on_closed_stdout(can_sim().args(["analyze", "lab", "--json"]));
+}

@@ -49,7 +49,7 @@ pub fn generate(cmd: clap::Command, tool: &Tool, what: Generate, dir: &Path) -> 
             }
         }
     }
-    println!("wrote {what:?} for {} into {}", tool.bin, dir.display());
+    crate::outln!("wrote {what:?} for {} into {}", tool.bin, dir.display());
     Ok(())
 }
 

@@ -6,7 +6,8 @@
 //!   parse the command line;
 //! - [`progress`]: progress bars on stderr, only when it is a terminal;
 //! - [`exit_with_error`]: the one error printer (the whole `anyhow` chain, exit code 2);
-//! - [`stop_on_signals`]: the flag SIGINT and SIGTERM set, for work that ends cleanly.
+//! - [`stop_on_signals`]: the flag SIGINT and SIGTERM set, for work that ends cleanly;
+//! - [`mod@out`]: stdout through [`outln!`] and [`out!`], quiet when a pipe's reader has gone.
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -16,6 +17,7 @@ use anyhow::Context as _;
 
 pub mod clidoc;
 pub mod exit;
+pub mod out;
 pub mod progress;
 
 pub use exit::Tool;

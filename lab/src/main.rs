@@ -177,16 +177,16 @@ fn run() -> Result<ExitCode> {
             drop(spinner);
             let img = img?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&img)?);
+                rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&img)?);
             } else {
-                println!("initrd: {}", img.initrd.display());
-                println!("kernel: {} ({})", img.kernel.display(), img.kernel_version);
-                println!("modules: {}", img.modules.join(" "));
-                println!("rtvirt binaries: {}", img.binaries.join(" "));
+                rtvirt_cli::outln!("initrd: {}", img.initrd.display());
+                rtvirt_cli::outln!("kernel: {} ({})", img.kernel.display(), img.kernel_version);
+                rtvirt_cli::outln!("modules: {}", img.modules.join(" "));
+                rtvirt_cli::outln!("rtvirt binaries: {}", img.binaries.join(" "));
                 if !img.missing_binaries.is_empty() {
-                    println!("missing (not built): {}", img.missing_binaries.join(" "));
+                    rtvirt_cli::outln!("missing (not built): {}", img.missing_binaries.join(" "));
                 }
-                println!("tools: {}", img.tools.join(" "));
+                rtvirt_cli::outln!("tools: {}", img.tools.join(" "));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -240,7 +240,7 @@ fn run() -> Result<ExitCode> {
             drop(spinner);
             let summary = summary?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&summary)?);
             }
             print_summary(&summary);
             if summary.ok() {
@@ -320,7 +320,7 @@ fn print_summary(s: &flow::Summary) {
         eprintln!("  cleanup error: {e}");
     }
     match s.reports.get("html") {
-        Some(r) => println!("report: {}", r.display()),
+        Some(r) => rtvirt_cli::outln!("report: {}", r.display()),
         None => eprintln!("  no report (see {}/summary.json)", s.out.display()),
     }
 }
@@ -407,13 +407,13 @@ fn boot(
         exec: Vec::new(),
     };
     if !json {
-        println!("{}", serde_json::to_string_pretty(&report.guest)?);
+        rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&report.guest)?);
     }
     let failed = run_exec(&mut vm, &mut agent, &config, &exec, json, &mut report)?;
     vm.stop();
     flow::remove_temp(&mut temp);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(if failed {
         ExitCode::from(rtvirt_cli::exit::NOT_MET)
@@ -447,7 +447,7 @@ fn run_exec(
         for cmd in exec {
             let out = agent.run(vm, cmd, Duration::from_secs(300))?;
             if !json {
-                print!("{}", out.output);
+                rtvirt_cli::out!("{}", out.output);
             }
             eprintln!("lab: guest command exited {}", out.rc);
             failed |= out.rc != 0;

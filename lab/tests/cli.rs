@@ -167,3 +167,9 @@ fn the_debian_package_holds_binaries_man_pages_completions_units_and_profiles() 
         "{copyright}"
     );
 }
+
+#[test]
+fn a_reader_that_leaves_early_is_no_error() {
+    let dir = tempfile::tempdir().unwrap();
+    testkit::assert_quiet_on_closed_stdout(lab().arg("generate").arg("man").arg(dir.path()));
+}

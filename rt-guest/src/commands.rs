@@ -373,9 +373,7 @@ fn run_engine(
                 return;
             }
             if voice.cyclictest {
-                let mut o = std::io::stdout().lock();
-                let _ = writeln!(o, "{}", status_lines(l, &cfg2, None));
-                let _ = o.flush();
+                rtvirt_cli::outln!("{}", status_lines(l, &cfg2, None));
                 return;
             }
             let elapsed = rt::monotonic_ns().saturating_sub(t0);
@@ -709,7 +707,7 @@ impl Done<'_> {
             if self.voice.cyclictest {
                 eprintln!("{line}");
             } else {
-                println!("{line}");
+                rtvirt_cli::outln!("{line}");
             }
         }
         if !self.voice.cyclictest {
@@ -720,9 +718,7 @@ impl Done<'_> {
 }
 
 pub(crate) fn print_flush(text: &str) {
-    let mut o = std::io::stdout().lock();
-    let _ = o.write_all(text.as_bytes());
-    let _ = o.flush();
+    rtvirt_cli::out::write_bytes(text.as_bytes());
 }
 
 /// The probe's summary: exact values per CPU.
@@ -767,7 +763,7 @@ fn summary_table(rec: &record::ProbeRecord, outcome: &Outcome) -> String {
 pub(crate) fn print_checks(checks: &[selftest::Check]) {
     for c in checks {
         let word = if c.passed { "ok" } else { "FAIL" };
-        println!("  [{word}] {}: {}", c.name, c.detail);
+        rtvirt_cli::outln!("  [{word}] {}: {}", c.name, c.detail);
     }
 }
 
@@ -804,9 +800,9 @@ pub fn selftest(args: &SelftestArgs, argv: Vec<String>) -> Result<u8> {
     }
     if args.json {
         // The full result (baseline, tolerance); the run record keeps its summary.
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&result)?);
     } else {
-        println!(
+        rtvirt_cli::outln!(
             "selftest on cpu {}: {} ({} delays of {} us every {} periods injected, {} detected; max {:.1} us)",
             result.cpu,
             if result.passed { "PASSED" } else { "FAILED" },
@@ -847,7 +843,7 @@ pub fn check(args: &CheckArgs) -> Result<u8> {
     if args.json {
         let facts = kernel::facts(&root).ok();
         let typed = evidence::check_report(&report, facts);
-        println!("{}", serde_json::to_string_pretty(&typed)?);
+        rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&typed)?);
     } else {
         for i in &report.items {
             let want = i
@@ -855,7 +851,7 @@ pub fn check(args: &CheckArgs) -> Result<u8> {
                 .as_ref()
                 .map(|d| format!(" (want {d})"))
                 .unwrap_or_default();
-            println!(
+            rtvirt_cli::outln!(
                 "{:<40} {:<18} {}{}{}",
                 i.name,
                 status_word(i.status),
@@ -885,17 +881,20 @@ pub fn tune(args: &TuneArgs) -> Result<u8> {
     };
     let applied = guest::apply(&root, &mut journal, &id, changes)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&applied)?);
+        rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&applied)?);
     } else if applied.is_empty() {
-        println!("nothing to change");
+        rtvirt_cli::outln!("nothing to change");
     } else {
         for a in &applied {
-            println!(
+            rtvirt_cli::outln!(
                 "{:<40} {} -> {}: {}",
-                a.change.item, a.change.current, a.change.desired, a.outcome
+                a.change.item,
+                a.change.current,
+                a.change.desired,
+                a.outcome
             );
         }
-        println!("journal: {}", Journal::file_in(&args.journal_dir).display());
+        rtvirt_cli::outln!("journal: {}", Journal::file_in(&args.journal_dir).display());
     }
     Ok(if applied.iter().all(|a| a.ok) {
         EXIT_OK
@@ -911,9 +910,9 @@ pub fn revert(args: &RevertArgs) -> Result<u8> {
         .with_context(|| format!("Cannot open the journal in {}", args.journal_dir.display()))?;
     let out = journal.revert(&root)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&out)?);
     } else if out.is_empty() {
-        println!("nothing to revert");
+        rtvirt_cli::outln!("nothing to revert");
     } else {
         for r in &out {
             let what = match &r.outcome {
@@ -921,7 +920,7 @@ pub fn revert(args: &RevertArgs) -> Result<u8> {
                 RevertOutcome::Vanished => "gone (nothing to restore)".to_string(),
                 RevertOutcome::Failed(e) => format!("FAILED: {e}"),
             };
-            println!(
+            rtvirt_cli::outln!(
                 "{:<50} {} <- {}: {what}",
                 r.entry.target.to_string(),
                 r.entry.prior,
@@ -940,7 +939,7 @@ pub fn clock_echo(a: &crate::cli::ClockEchoArgs) -> Result<u8> {
     let stop = rtvirt_cli::stop_on_signals()?;
     let n = record::clocksync::echo(&a.dir, a.timeout, &stop, &rt_sys::rt::realtime_ns)
         .with_context(|| format!("Answering the clock exchange in {}", a.dir.display()))?;
-    println!(
+    rtvirt_cli::outln!(
         "rt-guest clock-echo: answered {n} request(s) in {}",
         a.dir.display()
     );

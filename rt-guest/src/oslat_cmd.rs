@@ -275,7 +275,7 @@ fn selftest(args: &OslatArgs, mut cfg: OslatConfig, argv: Vec<String>) -> Result
             format!("{}\n", serde_json::to_string_pretty(&value)?).as_bytes(),
         )?;
     }
-    println!(
+    rtvirt_cli::outln!(
         "oslat selftest on cpu {}: {} ({} stalls of {} us injected, {} late, {} detected; median {:.1} us, max {:.1} us)",
         result.cpu,
         if result.passed { "PASSED" } else { "FAILED" },

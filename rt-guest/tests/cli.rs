@@ -1304,3 +1304,26 @@ fn clock_echo_answers_the_hosts_exchange_until_told_to_stop() {
         "{o:?}"
     );
 }
+
+#[test]
+fn a_reader_that_leaves_early_is_no_error() {
+    let dir = tempfile::tempdir().unwrap();
+    testkit::assert_quiet_on_closed_stdout(bin().arg("generate").arg("man").arg(dir.path()));
+    // The cyclictest layout of a short probe, printed to a closed pipe: the run still ends
+    // with its usual status.
+    testkit::assert_quiet_on_closed_stdout(
+        quiet_probe()
+            .args([
+                "-i",
+                "500",
+                "-l",
+                "200",
+                "-h",
+                "50",
+                "--no-dma-latency",
+                "--out",
+            ])
+            .arg(dir.path().join("run")),
+    );
+    assert!(dir.path().join("run/probe.json").is_file());
+}

@@ -208,7 +208,7 @@ fn load(profile: &str) -> Result<(ProfileId, profiles::Host)> {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    rtvirt_cli::outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -298,7 +298,7 @@ fn hwlat(a: &HwlatArgs) -> Result<u8> {
     if a.common.json {
         print_json(&rec)?;
     } else {
-        println!(
+        rtvirt_cli::outln!(
             "hwlat: {} samples above {} us in {:.0} s (width {} us, window {} us), max {} us",
             rec.total_samples,
             rec.threshold_us,
@@ -308,9 +308,13 @@ fn hwlat(a: &HwlatArgs) -> Result<u8> {
             rec.max_us
         );
         for s in rec.samples.iter().take(20) {
-            println!(
+            rtvirt_cli::outln!(
                 "  #{} cpu {} inner {} us outer {} us at {}",
-                s.seq, s.cpu, s.inner_us, s.outer_us, s.ts
+                s.seq,
+                s.cpu,
+                s.inner_us,
+                s.outer_us,
+                s.ts
             );
         }
     }
@@ -328,7 +332,7 @@ fn setup_cmd(args: &ProfileArgs, opts: &SetupOptions) -> Result<u8> {
     if args.common.json {
         print_json(&r)?;
     } else {
-        print!("{}", render::setup(&r));
+        rtvirt_cli::out!("{}", render::setup(&r));
     }
     Ok(if r.met() { 0 } else { 1 })
 }
@@ -352,7 +356,7 @@ fn revert_cmd(profile: Option<&str>, common: &Common, force: bool) -> Result<u8>
     if common.json {
         print_json(&r)?;
     } else {
-        print!("{}", render::revert(&r));
+        rtvirt_cli::out!("{}", render::revert(&r));
     }
     if !r.ok() {
         anyhow::bail!(
@@ -369,7 +373,7 @@ fn status_cmd(common: &Common) -> Result<u8> {
     if common.json {
         print_json(&r)?;
     } else {
-        print!("{}", render::status(&r));
+        rtvirt_cli::out!("{}", render::status(&r));
     }
     Ok(u8::from(r.profile.is_some() && !r.complete))
 }
@@ -400,23 +404,23 @@ fn boot_args_cmd(a: &ProfileArgs) -> Result<u8> {
         .map(|()| 0);
     }
     let proc_cmdline = root.display(rt_sys::kernel::CMDLINE);
-    println!("# kernel command line for profile {name:?}:");
-    println!("{}", bootargs::line(&args));
+    rtvirt_cli::outln!("# kernel command line for profile {name:?}:");
+    rtvirt_cli::outln!("{}", bootargs::line(&args));
     for x in &args {
-        println!("#   {x}: {}", x.why);
+        rtvirt_cli::outln!("#   {x}: {}", x.why);
     }
     if missing.is_empty() {
-        println!("# {proc_cmdline} has all of them");
+        rtvirt_cli::outln!("# {proc_cmdline} has all of them");
     } else {
-        println!(
+        rtvirt_cli::outln!(
             "# missing from {proc_cmdline} (needs a reboot): {}",
             missing.join(" ")
         );
     }
-    println!();
-    print!("{}", bootargs::grub_dropin(&a.profile, &args));
-    println!();
-    print!("{}", bootargs::bls_text(&args));
+    rtvirt_cli::outln!();
+    rtvirt_cli::out!("{}", bootargs::grub_dropin(&a.profile, &args));
+    rtvirt_cli::outln!();
+    rtvirt_cli::out!("{}", bootargs::bls_text(&args));
     Ok(0)
 }
 
@@ -447,17 +451,17 @@ fn modprobe_cmd(a: &ProfileArgs) -> Result<u8> {
         }))
         .map(|()| 0);
     }
-    print!("{file}");
+    rtvirt_cli::out!("{file}");
     for (p, (path, v)) in params.iter().zip(&loaded) {
         let state = match v {
             None => "not loaded".to_string(),
             Some(v) if p.matches(v) => format!("loaded {v}: ok"),
             Some(v) => format!("loaded {v}: differs"),
         };
-        println!("#   {path}: {state} ({})", p.why);
+        rtvirt_cli::outln!("#   {path}: {state} ({})", p.why);
     }
     if !reload.is_empty() {
-        println!(
+        rtvirt_cli::outln!(
             "# differ now: {} (setup writes nx_huge_pages and halt_poll_ns where the kernel \
              lets it; the others need the module loaded again)",
             reload.join(" ")
@@ -494,7 +498,7 @@ fn plan_cmd(a: &ProfileArgs, audit: Option<&vm_cmd::AuditArgs>) -> Result<u8> {
             "changes": p.changes,
         }))?;
     } else {
-        print!("{}", render::plan(&p, !check));
+        rtvirt_cli::out!("{}", render::plan(&p, !check));
     }
     Ok(if check && !p.met() { 1 } else { 0 })
 }
@@ -520,7 +524,7 @@ fn exe() -> Result<String> {
 fn watch_cmd(a: &ProfileArgs, interval_ms: u64, unit: bool) -> Result<u8> {
     let (id, host) = load(&a.profile)?;
     if unit {
-        print!(
+        rtvirt_cli::out!(
             "{}",
             rt_host::watch::systemd_unit(&exe()?, &profile_arg(&a.profile), &id.name)
         );
@@ -532,7 +536,7 @@ fn watch_cmd(a: &ProfileArgs, interval_ms: u64, unit: bool) -> Result<u8> {
     let name = id.name.clone();
     let mut w = rt_host::watch::Watch::new(id, host, &root, threads::for_root(&root), &dir);
     if !a.common.json {
-        println!(
+        rtvirt_cli::outln!(
             "watching the VMs of profile {name:?} every {interval_ms} ms (journal {}); \
              SIGINT or SIGTERM stops",
             dir.display()
@@ -542,16 +546,16 @@ fn watch_cmd(a: &ProfileArgs, interval_ms: u64, unit: bool) -> Result<u8> {
         match w.step() {
             Ok(Some(s)) => {
                 if a.common.json {
-                    println!(
+                    rtvirt_cli::outln!(
                         "{}",
                         serde_json::json!({"pruned": s.pruned, "setup": s.setup})
                     );
                 } else {
-                    println!(
+                    rtvirt_cli::outln!(
                         "VM threads changed: {} journal entries of gone threads dropped",
                         s.pruned
                     );
-                    print!("{}", render::setup(&s.setup));
+                    rtvirt_cli::out!("{}", render::setup(&s.setup));
                 }
             }
             Ok(None) => {}
@@ -574,7 +578,7 @@ fn hook_cmd(a: &ProfileArgs) -> Result<u8> {
         .into_iter()
         .map(|v| v.find.libvirt.unwrap_or(v.name))
         .collect();
-    print!(
+    rtvirt_cli::out!(
         "{}",
         rt_host::watch::libvirt_hook(&exe()?, &profile_arg(&a.profile), &domains)
     );
@@ -616,12 +620,12 @@ fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
             &SysRoot::live().display(DMA_LATENCY).to_string(),
         );
         if a.common.json {
-            println!(
+            rtvirt_cli::outln!(
                 "{}",
                 serde_json::json!({"name": DMA_UNIT_NAME, "path": format!("/etc/systemd/system/{DMA_UNIT_NAME}"), "unit": unit})
             );
         } else {
-            print!("# /etc/systemd/system/{DMA_UNIT_NAME}\n{unit}");
+            rtvirt_cli::out!("# /etc/systemd/system/{DMA_UNIT_NAME}\n{unit}");
         }
         return Ok(0);
     }
@@ -631,12 +635,12 @@ fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
     let dev = root.display(DMA_LATENCY);
     let held = rt_sys::rt::DmaLatency::hold(&root, v).with_context(|| format!("Holding {dev}"))?;
     if a.common.json {
-        println!(
+        rtvirt_cli::outln!(
             "{}",
             serde_json::json!({"holding_us": us, "pid": std::process::id(), "profile": name})
         );
     } else {
-        println!(
+        rtvirt_cli::outln!(
             "holding {} at {us} us (pid {}); SIGINT or SIGTERM releases it",
             dev,
             std::process::id()
@@ -647,7 +651,7 @@ fn hold(a: &ProfileArgs, us: Option<u32>, unit: bool) -> Result<u8> {
     }
     drop(held);
     if !a.common.json {
-        println!("released");
+        rtvirt_cli::outln!("released");
     }
     Ok(0)
 }

@@ -568,10 +568,10 @@ pub fn command(a: &TraceArgs) -> Result<u8> {
     rd.write_json(record::HOST_TRACE, &rec)?;
     rd.end_tool(rec.partial.then(|| "interrupted".to_string()))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rec)?);
+        rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&rec)?);
     } else {
-        print!("{}", text(&rec));
-        println!("  wrote {}", a.out.join(record::HOST_TRACE).display());
+        rtvirt_cli::out!("{}", text(&rec));
+        rtvirt_cli::outln!("  wrote {}", a.out.join(record::HOST_TRACE).display());
     }
     Ok(0)
 }

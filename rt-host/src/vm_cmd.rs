@@ -102,7 +102,7 @@ pub fn run(a: &VmArgs) -> Result<u8> {
     match &a.output {
         Some(p) => rt_sys::safefile::write_output(p, out.as_bytes())
             .with_context(|| format!("Writing {}", p.display()))?,
-        None => print!("{out}"),
+        None => rtvirt_cli::out!("{out}"),
     }
     Ok(0)
 }

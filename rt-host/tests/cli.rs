@@ -1338,3 +1338,25 @@ fn root_trace_records_a_qemu_bounded_and_puts_tracefs_back_also_on_sigint() {
     assert_eq!(m["tools"][0]["partial"], true, "{m:#}");
     assert_eq!(tracefs_state(), before, "tracefs as it was after SIGINT");
 }
+
+#[test]
+fn a_reader_that_leaves_early_is_no_error() {
+    // `rt-host boot-args lab | head -2` used to panic: "failed printing to stdout".
+    let f = fake();
+    for args in [
+        &["boot-args", "lab"][..],
+        &["modprobe", "hil"],
+        &[
+            "vm",
+            "hil",
+            "--vm",
+            "ecu0",
+            "--format",
+            "libvirt",
+            "--explain",
+        ],
+        &["plan", "lab"],
+    ] {
+        testkit::assert_quiet_on_closed_stdout(bin().args(args).args(["--root", &f.root]));
+    }
+}

@@ -142,9 +142,12 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     match output_target(path)? {
         OutputTarget::Stdout => {
             let mut out = io::stdout().lock();
-            out.write_all(bytes)
-                .and_then(|()| out.flush())
-                .map_err(err(path))
+            match out.write_all(bytes).and_then(|()| out.flush()) {
+                // The reader of the pipe has gone (`... --histogram - | head`): what it did
+                // not read is not wanted, and that is no error.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.map_err(err(path)),
+            }
         }
         OutputTarget::Through(p) => {
             // Truncate only a regular file behind a link; a device or FIFO has no length.

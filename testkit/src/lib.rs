@@ -151,6 +151,38 @@ pub fn bash_complete_generated(exe: &str, words: &[&str]) -> String {
     bash_complete(&dir.path().join(format!("{}.bash", words[0])), words)
 }
 
+/// Run `cmd` with its stdout a pipe whose reader has already gone (as under `CMD | head
+/// -0`), and return its status and stderr: every write to stdout fails with EPIPE.
+pub fn run_with_closed_stdout(
+    cmd: &mut std::process::Command,
+) -> (std::process::ExitStatus, String) {
+    let (reader, writer) = nix::unistd::pipe().expect("a pipe");
+    drop(reader);
+    let out = cmd
+        .stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("the binary runs");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Assert that `cmd`, run by [`run_with_closed_stdout`], exits 0 without a panic ("failed
+/// printing to stdout"), an error or a warning on stderr for the output nobody reads.
+pub fn assert_quiet_on_closed_stdout(cmd: &mut std::process::Command) {
+    let shown = format!("{cmd:?}");
+    let (status, stderr) = run_with_closed_stdout(cmd);
+    assert!(
+        status.success()
+            && !["panicked", "Broken pipe", "error", "warning"]
+                .iter()
+                .any(|w| stderr.contains(w)),
+        "{shown} with a closed stdout: {status}, stderr {stderr:?}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

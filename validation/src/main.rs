@@ -149,9 +149,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let s = validation::merge::merge(&inputs, &out, std::env::args().collect())
                 .with_context(|| format!("Cannot merge into {}", out.display()))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                println!(
+                rtvirt_cli::outln!(
                     "merged {} runs into {} ({} CPUs, {} CAN messages)",
                     s.sources.len(),
                     s.out,
@@ -159,7 +159,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     s.messages
                 );
                 for src in &s.sources {
-                    println!("  source {src}");
+                    rtvirt_cli::outln!("  source {src}");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -228,7 +228,7 @@ fn export(
         eprint!("{msg}");
     } else {
         msg.push_str(&format!("report: {}\n", out.display()));
-        print!("{msg}");
+        rtvirt_cli::out!("{msg}");
     }
     Ok(if ev.any_fail() {
         ExitCode::from(rtvirt_cli::exit::NOT_MET)
@@ -281,18 +281,18 @@ fn verify_one(p: &Path) -> VerifyResult {
 fn verify(runs: &[PathBuf], json: bool) -> Result<ExitCode> {
     let results: Vec<VerifyResult> = runs.iter().map(|p| verify_one(p)).collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         for r in &results {
             match (&r.error, r.partial.is_empty()) {
-                (None, true) => println!("ok      {} ({} files intact)", r.run, r.files),
-                (None, false) => println!(
+                (None, true) => rtvirt_cli::outln!("ok      {} ({} files intact)", r.run, r.files),
+                (None, false) => rtvirt_cli::outln!(
                     "PARTIAL {} ({} files intact; {})",
                     r.run,
                     r.files,
                     r.partial.join("; ")
                 ),
-                (Some(e), _) => println!("FAILED  {}: {e}", r.run),
+                (Some(e), _) => rtvirt_cli::outln!("FAILED  {}: {e}", r.run),
             }
         }
     }

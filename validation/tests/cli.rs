@@ -686,3 +686,17 @@ fn the_soak_preset_explains_its_sample_size_rule() {
     assert!(md.contains("no hwlat.json in any run"), "{md}");
     assert!(md.contains("no oslat.json in any run"), "{md}");
 }
+
+#[test]
+fn a_reader_that_leaves_early_is_no_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = make_run(dir.path(), "run-p", GOOD);
+    let run = run.to_str().unwrap();
+    testkit::assert_quiet_on_closed_stdout(
+        Command::new(env!("CARGO_BIN_EXE_validation")).args(["verify", run]),
+    );
+    testkit::assert_quiet_on_closed_stdout(
+        Command::new(env!("CARGO_BIN_EXE_validation"))
+            .args(["report", "export", run, "--format", "md", "--out", "-"]),
+    );
+}
