@@ -8,6 +8,8 @@
 # running over 10 s), or more than 2 GiB (one allocation or the resident set) fails the
 # step; the input that did it is kept under fuzz/artifacts/TARGET/ and its path printed.
 # Other targets still run; the step fails at the end.
+# lab/fuzz.sh --check: only compile the fuzz workspace (lab/test.sh does it right after
+# clippy, which does not see fuzz/, so a break there fails in minutes, not at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +29,10 @@ else
   tc=+stable
   export RUSTC_BOOTSTRAP=1
   echo "lab/fuzz.sh: no nightly toolchain: stable with RUSTC_BOOTSTRAP=1"
+fi
+if [ "${1:-}" = --check ]; then
+  echo "== cargo $tc check --manifest-path fuzz/Cargo.toml"
+  exec cargo "$tc" check --quiet --manifest-path fuzz/Cargo.toml --all-targets
 fi
 if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $cargo_fuzz_version" ]; then
   echo "== cargo install cargo-fuzz $cargo_fuzz_version"

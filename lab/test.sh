@@ -52,6 +52,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== fuzz/ compiles (its own workspace: clippy above does not build it)"
+bash lab/fuzz.sh --check
 echo "== cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== cargo test (all, including root and lab tests)"
