@@ -63,7 +63,6 @@ Installed-Size: $size
 Depends: libc6
 Section: admin
 Priority: optional
-Homepage: $(sed -n 's/^repository = "\(.*\)"/\1/p' Cargo.toml | head -1)
 Description: real-time KVM guests: tune the host, probe latency, simulate CAN, report evidence
  rt-host tunes a KVM host for real-time guests and reverts it from a journal;
  rt-guest measures wakeup latency in the guest (a cyclictest drop-in); can-sim

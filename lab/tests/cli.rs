@@ -166,6 +166,64 @@ fn the_debian_package_holds_binaries_man_pages_completions_units_and_profiles() 
         copyright.contains("License: MIT or Apache-2.0"),
         "{copyright}"
     );
+    installs_runs_and_removes(&deb);
+}
+
+/// `dpkg -i` the package, run what it installed as a user would (the tools from /usr/bin,
+/// a bundled profile by name, bash completion from bash-completion's directory, the units
+/// through `systemd-analyze verify`), then `dpkg -r` it (also when an assertion fails).
+fn installs_runs_and_removes(deb: &str) {
+    if !testkit::require_root() || !testkit::require_command("systemd-analyze") {
+        return;
+    }
+    let _g = testkit::host_lock();
+    let installed = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Status}", "rtvirt"])
+        .output()
+        .unwrap();
+    let already = String::from_utf8_lossy(&installed.stdout).contains("install ok installed");
+    if !testkit::require(
+        !already,
+        "rtvirt is installed on this machine already: not replaced",
+    ) {
+        return;
+    }
+    struct Remove;
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let o = Command::new("dpkg")
+                .args(["-r", "rtvirt"])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "dpkg -r rtvirt: {o:?}");
+        }
+    }
+    let o = Command::new("dpkg").args(["-i", deb]).output().unwrap();
+    let _remove = Remove;
+    assert!(o.status.success(), "dpkg -i {deb}: {o:?}");
+    let run = |args: &[&str]| {
+        let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for tool in ["rt-host", "rt-guest", "can-sim", "validation"] {
+        let v = run(&[&format!("/usr/bin/{tool}"), "--version"]);
+        assert!(v.starts_with(&format!("{tool} ")), "{v}");
+    }
+    let args = run(&["/usr/bin/rt-host", "boot-args", "ecu"]);
+    assert!(args.contains("isolcpus="), "{args}");
+    let completed = testkit::bash_complete(
+        Path::new("/usr/share/bash-completion/completions/rt-host"),
+        &["rt-host", "setup", "--"],
+    );
+    assert!(completed.contains("--journal-dir"), "{completed}");
+    run(&[
+        "systemd-analyze",
+        "verify",
+        "--man=no",
+        "/usr/lib/systemd/system/rtvirt-dma-latency.service",
+        "/usr/lib/systemd/system/rtvirt-watch.service",
+    ]);
 }
 
 #[test]
