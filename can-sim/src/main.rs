@@ -415,16 +415,11 @@ fn setup_ifaces(can: &profiles::Can, opts: &run::RunOptions) -> Result<()> {
 /// Open the run directory, begin the tool run, record the profile and the kernel.
 fn open_run_dir(dir: &std::path::Path, loaded: &profiles::Loaded) -> Result<RunDir> {
     let mut rd = RunDir::open_or_create(dir)?;
-    rd.begin_tool(
+    rtvirt_cli::begin_run(
+        &mut rd,
         "can-sim run",
-        env!("CARGO_PKG_VERSION"),
-        record::GIT_SHA,
         std::env::args().collect(),
-    )?;
-    rd.set_profile(
-        &loaded.profile.name,
-        &loaded.origin.to_string(),
-        &loaded.text,
+        Some(loaded),
     )?;
     // The measuring machine's kernel, unless a tool before us (rt-guest probe) recorded it.
     if rd.manifest().environment.kernel.is_none() {

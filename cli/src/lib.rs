@@ -7,6 +7,7 @@
 //! - [`progress`]: progress bars on stderr, only when it is a terminal;
 //! - [`exit_with_error`]: the one error printer (the whole `anyhow` chain, exit code 2);
 //! - [`stop_on_signals`]: the flag SIGINT and SIGTERM set, for work that ends cleanly;
+//! - [`begin_run`]: a tool's entry in a run directory's manifest, with the profile;
 //! - [`mod@out`]: stdout through [`outln!`] and [`out!`], quiet when a pipe's reader has gone.
 
 use std::process::ExitCode;
@@ -42,6 +43,22 @@ pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
             .context("Installing signal handlers")?;
     }
     Ok(stop)
+}
+
+/// Begin this process's tool run in `rd`'s manifest (the tool's name, the version every
+/// rtvirt binary shares, the build's git sha, `args`) and keep a copy of the profile it
+/// runs, when it runs one (the first copy in a run wins).
+pub fn begin_run(
+    rd: &mut record::RunDir,
+    tool: &str,
+    args: Vec<String>,
+    loaded: Option<&profiles::Loaded>,
+) -> Result<(), record::RecordError> {
+    rd.begin_tool(tool, env!("CARGO_PKG_VERSION"), record::GIT_SHA, args)?;
+    if let Some(l) = loaded {
+        rd.set_profile(&l.profile.name, &l.origin.to_string(), &l.text)?;
+    }
+    Ok(())
 }
 
 /// The text [`exit_with_error`] prints.

@@ -119,20 +119,15 @@ fn guest_kernel(runs: &[PathBuf]) -> Option<(rt_sys::kernel::KernelFacts, String
 /// the candump capture (`candump.log`, hashed in the manifest).
 pub fn attach(runs: &[PathBuf], a: &Attachment<'_>) -> Result<()> {
     let kernel = guest_kernel(runs);
-    let origin = match &a.loaded.origin {
-        profiles::Origin::File(p) => p.display().to_string(),
-        profiles::Origin::Bundled(n) => format!("bundled:{n}"),
-    };
     for dir in runs {
         let mut rd = RunDir::open(dir).with_context(|| format!("Opening run {}", dir.display()))?;
-        rd.begin_tool(
+        rtvirt_cli::begin_run(
+            &mut rd,
             "rtvirt-lab flow",
-            env!("CARGO_PKG_VERSION"),
-            record::GIT_SHA,
-            std::env::args().skip(1).collect(),
+            std::env::args().collect(),
+            Some(a.loaded),
         )
         .with_context(|| format!("Recording the lab in {}", dir.display()))?;
-        rd.set_profile(&a.loaded.profile.name, &origin, &a.loaded.text)?;
         let env = &mut rd.manifest_mut().environment;
         if a.host_check.is_some() {
             env.host_check = a.host_check.clone();

@@ -252,15 +252,12 @@ pub(crate) fn open_run(
 ) -> Result<RunDir> {
     let mut rd = RunDir::open_or_create(dir)
         .with_context(|| format!("Cannot open run directory {}", dir.display()))?;
-    rd.begin_tool(tool, VERSION, record::GIT_SHA, argv.to_vec())?;
+    rtvirt_cli::begin_run(&mut rd, tool, argv.to_vec(), loaded)?;
     // Partial until it ends: a run killed (SIGKILL, power loss) leaves a manifest that says
     // so instead of `end: null, partial: false`.
     if let Some(t) = rd.manifest_mut().tools.last_mut() {
         t.partial = true;
         t.partial_reason = Some(RUNNING.into());
-    }
-    if let Some(l) = loaded {
-        rd.set_profile(&l.profile.name, &l.origin.to_string(), &l.text)?;
     }
     let facts = kernel::facts(root).context("Cannot read the kernel facts")?;
     let check = guest::check(root, loaded.map(|l| &l.profile), Duration::from_millis(200));
@@ -794,7 +791,7 @@ pub fn selftest(args: &SelftestArgs, argv: Vec<String>) -> Result<u8> {
     if let Some(dir) = &args.out {
         let mut rd = RunDir::open_or_create(dir)
             .with_context(|| format!("Cannot open run directory {}", dir.display()))?;
-        rd.begin_tool("rt-guest selftest", VERSION, record::GIT_SHA, argv)?;
+        rtvirt_cli::begin_run(&mut rd, "rt-guest selftest", argv, None)?;
         rd.manifest_mut().environment.selftest = Some(evidence::selftest_summary(&result));
         rd.end_tool(None)?;
     }

@@ -262,7 +262,7 @@ fn selftest(args: &OslatArgs, mut cfg: OslatConfig, argv: Vec<String>) -> Result
     if let Some(dir) = &args.out {
         let mut rd = RunDir::open_or_create(dir)
             .with_context(|| format!("Cannot open run directory {}", dir.display()))?;
-        rd.begin_tool("rt-guest oslat --selftest", VERSION, record::GIT_SHA, argv)?;
+        rtvirt_cli::begin_run(&mut rd, "rt-guest oslat --selftest", argv, None)?;
         rd.manifest_mut().environment.notes.push(format!(
             "oslat self-test: {}",
             serde_json::to_string(&value)?

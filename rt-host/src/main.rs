@@ -286,12 +286,7 @@ fn hwlat(a: &HwlatArgs) -> Result<u8> {
     };
     if let Some(dir) = &a.out {
         let mut rd = record::RunDir::open_or_create(dir)?;
-        rd.begin_tool(
-            "rt-host hwlat",
-            env!("CARGO_PKG_VERSION"),
-            record::GIT_SHA,
-            std::env::args().collect(),
-        )?;
+        rtvirt_cli::begin_run(&mut rd, "rt-host hwlat", std::env::args().collect(), None)?;
         rd.write_json(record::HWLAT, &rec)?;
         rd.end_tool(rec.partial.then(|| "interrupted".to_string()))?;
     }

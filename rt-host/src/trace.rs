@@ -553,16 +553,11 @@ pub fn command(a: &TraceArgs) -> Result<u8> {
     };
     let stop = rtvirt_cli::stop_on_signals()?;
     let mut rd = record::RunDir::open_or_create(&a.out)?;
-    rd.begin_tool(
+    rtvirt_cli::begin_run(
+        &mut rd,
         "rt-host trace",
-        env!("CARGO_PKG_VERSION"),
-        record::GIT_SHA,
         std::env::args().collect(),
-    )?;
-    rd.set_profile(
-        &loaded.profile.name,
-        &loaded.origin.to_string(),
-        &loaded.text,
+        Some(&loaded),
     )?;
     let rec = record(&root, &vm, &opts, &stop).context("Recording the vCPU threads' scheduling")?;
     rd.write_json(record::HOST_TRACE, &rec)?;
