@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Write a synthetic DBC matrix: N messages (extended ids), 4 signals each, cycle times."""
+"""Write a synthetic DBC matrix: N messages (extended ids), 4 signals each, cycle times.
+Usage: gen_dbc.py N OUT [SCALE]: cycle times 10, 20, 50, 100, 1000 ms times SCALE
+(default max(1, N // 1000)); pycpa.sh picks a SCALE that loads the bus about 70 %."""
 import sys
 n = int(sys.argv[1]); out = open(sys.argv[2], "w")
+scale = int(sys.argv[3]) if len(sys.argv) > 3 else max(1, n // 1000)
 nodes = [f"ECU{i}" for i in range(16)]
 w = out.write
 w('VERSION ""\n\nNS_ :\n\tBA_\n\tBA_DEF_\n\tBA_DEF_DEF_\n\nBS_:\n\n')
@@ -17,4 +20,4 @@ w('BA_DEF_ BO_ "GenMsgCycleTime" INT 0 65535;\n')
 w('BA_DEF_DEF_ "GenMsgCycleTime" 0;\n')
 for i in range(n):
     fid = (0x10000 + i) | 0x80000000
-    w(f'BA_ "GenMsgCycleTime" BO_ {fid} {[10, 20, 50, 100, 1000][i % 5] * max(1, n // 1000)};\n')
+    w(f'BA_ "GenMsgCycleTime" BO_ {fid} {[10, 20, 50, 100, 1000][i % 5] * scale};\n')
