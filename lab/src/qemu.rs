@@ -457,7 +457,7 @@ fn can_pair() -> Vec<String> {
 }
 
 /// The value of option `opt` in `argv` (the word after its first occurrence).
-fn option<'a>(argv: &'a [String], opt: &str) -> Option<&'a str> {
+pub fn option<'a>(argv: &'a [String], opt: &str) -> Option<&'a str> {
     argv.windows(2).find(|w| w[0] == opt).map(|w| w[1].as_str())
 }
 
