@@ -131,6 +131,10 @@ pub struct Launch {
     pub lab: Vec<LabArgs>,
     /// The CPUs QEMU starts on (`taskset -c`): the definition's emulator CPUs.
     pub taskset: String,
+    /// What the lab does to the threads before `rt-host setup` places them, unlike the
+    /// rendered script (which leaves every thread on the emulator CPUs until then).
+    #[serde(default)]
+    pub after_start: String,
     /// The whole command line after the program.
     pub argv: Vec<String>,
 }
@@ -156,6 +160,7 @@ impl Launch {
         for a in &self.lab {
             l.push(format!("  lab adds {}: {}", a.args.join(" "), a.what));
         }
+        l.push(format!("  after start: {}", self.after_start));
         l
     }
 }
@@ -340,6 +345,7 @@ impl VmConfig {
             substitutions: subs,
             lab,
             taskset: d.vm.emulator_cpus.to_string(),
+            after_start: "the vCPU threads are widened to every CPU the lab may use once QMP answers (the untuned guest stage); the main loop and I/O threads stay on the emulator CPUs, and rt-host setup places the vCPUs after boot".into(),
             argv,
         })
     }
