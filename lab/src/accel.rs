@@ -55,6 +55,15 @@ impl Accel {
     }
 }
 
+impl From<Accel> for rt_host::vmdef::Accel {
+    fn from(a: Accel) -> Self {
+        match a {
+            Accel::Kvm => rt_host::vmdef::Accel::Kvm,
+            Accel::Tcg => rt_host::vmdef::Accel::Tcg,
+        }
+    }
+}
+
 impl std::fmt::Display for Accel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -333,6 +333,9 @@ struct BootReport {
     /// Why that accelerator.
     accel_reason: String,
     qemu_pid: u32,
+    /// The bundled lab profile's QEMU definition: what was substituted and why, what the
+    /// lab added.
+    definition: Option<lab::qemu::Launch>,
     /// What the guest reported when it came up.
     guest: lab::guest::GuestInfo,
     /// The vCPU threads when the guest was up.
@@ -365,22 +368,10 @@ fn boot(
     };
     let qemu = lab::initramfs::find_program("qemu-system-x86_64")
         .context("qemu-system-x86_64 not found: run lab/setup.sh")?;
-    let config = lab::qemu::VmConfig {
-        qemu,
-        name: "lab".into(),
-        kernel: k.vmlinuz.clone(),
-        initrd,
-        append: vm_args.append,
-        smp: 2,
-        mem_mib: 512,
-        share: dir.join("share"),
-        qmp: dir.join("qmp.sock"),
-        console: dir.join("console.log"),
-        qemu_log: dir.join("qemu.log"),
-        housekeeping: "0".into(),
-        can: true,
-        extra: Vec::new(),
-    };
+    let lab_profile = profiles::load("lab").context("Loading the bundled lab profile")?;
+    let d = lab::qemu::Definition::of(&lab_profile.profile)?;
+    let config =
+        lab::qemu::VmConfig::of_definition(d, qemu, (&k.vmlinuz, &initrd, &vm_args.append), &dir);
     let mut temp = vec![
         config.qmp.clone(),
         config.share.join("cmd"),
@@ -402,6 +393,7 @@ fn boot(
         accel: vm.accel.to_string(),
         accel_reason: reason.to_string(),
         qemu_pid: vm.pid,
+        definition: vm.launch.clone(),
         guest: info,
         vcpus,
         exec: Vec::new(),

@@ -138,6 +138,10 @@ pub struct Summary {
     pub accel_reason: String,
     /// QEMU's pid (for the host lab: the outer VM's, on this machine).
     pub qemu_pid: Option<u32>,
+    /// How the flow's VM was started from its profile's QEMU definition: what was
+    /// substituted and why, what the lab added (None for the host lab's outer VM).
+    #[serde(default)]
+    pub vm_definition: Option<crate::qemu::Launch>,
     /// Kernel booted.
     pub kernel: PathBuf,
     /// Initramfs booted.

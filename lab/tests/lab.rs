@@ -20,12 +20,19 @@ struct Run {
     summary: Summary,
     /// vCPU thread states seen by this test's own watcher while the flow ran.
     watched: Vec<VcpuSample>,
+    /// The running QEMU's command line (`/proc/PID/cmdline`), read by the watcher.
+    cmdline: Vec<String>,
     stderr: String,
 }
 
 /// Poll the vCPU threads of the QEMU the flow started (its pid appears in OUT/qemu.pid)
-/// until `done`; keep every distinct state seen.
-fn watch(out: PathBuf, done: Arc<Mutex<bool>>, seen: Arc<Mutex<Vec<VcpuSample>>>) {
+/// until `done`; keep every distinct state seen, and QEMU's command line.
+fn watch(
+    out: PathBuf,
+    done: Arc<Mutex<bool>>,
+    seen: Arc<Mutex<Vec<VcpuSample>>>,
+    cmdline: Arc<Mutex<Vec<String>>>,
+) {
     let mut pid = None;
     while !*done.lock().unwrap() {
         if pid.is_none() {
@@ -34,6 +41,11 @@ fn watch(out: PathBuf, done: Arc<Mutex<bool>>, seen: Arc<Mutex<Vec<VcpuSample>>>
                 .and_then(|t| t.trim().parse::<u32>().ok());
         }
         if let Some(p) = pid {
+            let mut c = cmdline.lock().unwrap();
+            if c.is_empty() {
+                *c = rt_sys::task::cmdline(&rt_sys::SysRoot::live(), p).unwrap_or_default();
+            }
+            drop(c);
             for suffix in ["TCG", "KVM"] {
                 if let Ok(samples) = lab::sched::vcpu_samples(p, suffix) {
                     let mut s = seen.lock().unwrap();
@@ -60,9 +72,10 @@ fn run_flow() -> Run {
     fs::create_dir_all(&out).unwrap();
     let done = Arc::new(Mutex::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
+    let cmdline = Arc::new(Mutex::new(Vec::new()));
     let watcher = {
-        let (out, done, seen) = (out.clone(), done.clone(), seen.clone());
-        std::thread::spawn(move || watch(out, done, seen))
+        let (out, done, seen, c) = (out.clone(), done.clone(), seen.clone(), cmdline.clone());
+        std::thread::spawn(move || watch(out, done, seen, c))
     };
     let start = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_rtvirt-lab"))
@@ -88,9 +101,11 @@ fn run_flow() -> Run {
     });
     let summary: Summary = serde_json::from_str(&text).expect("summary.json parses");
     let watched = seen.lock().unwrap().clone();
+    let cmdline = cmdline.lock().unwrap().clone();
     Run {
         summary,
         watched,
+        cmdline,
         stderr,
     }
 }
@@ -124,6 +139,74 @@ fn lab_flow_passes_and_leaves_no_qemu() {
     );
     assert!(!s.out.join("qmp.sock").exists(), "temp files left");
     assert!(s.secs < 600.0, "the flow took {:.0} s", s.secs);
+}
+
+/// The QEMU that ran is the lab profile's definition as `rt-host vm lab --format qemu
+/// --json` renders it (the release binary, run here), except the substitutions the flow
+/// recorded, followed by the lab's named additions.
+#[test]
+#[ignore = "needs root and the QEMU lab: run lab/test.sh"]
+fn lab_qemu_runs_the_rendered_definition_but_for_the_recorded_substitutions() {
+    let Some(run) = flow() else { return };
+    let s = &run.summary;
+    let launch = s
+        .vm_definition
+        .as_ref()
+        .expect("summary.json records the VM definition");
+    let out = Command::new(host_tools().join("rt-host"))
+        .args(["vm", "lab", "--format", "qemu", "--json"])
+        .output()
+        .expect("running rt-host vm");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rendered: Vec<String> = serde_json::from_value(json["argv"].clone()).unwrap();
+    assert_eq!(
+        launch.rendered, rendered,
+        "the lab rendered what rt-host vm prints"
+    );
+    let (cmd, args) = run
+        .cmdline
+        .split_first()
+        .expect("the watcher read QEMU's /proc/PID/cmdline");
+    assert!(cmd.ends_with("qemu-system-x86_64"), "{cmd}");
+    let mut want = rt_host::vmdef::qemu::apply(&rendered, &launch.substitutions);
+    want.extend(launch.lab.iter().flat_map(|a| a.args.iter().cloned()));
+    assert_eq!(args, &want[..], "QEMU's command line");
+    // Each substitution is there only where its cause holds, with its reason.
+    let opts: Vec<&str> = launch
+        .substitutions
+        .iter()
+        .map(|x| x.option.as_str())
+        .collect();
+    let tcg = s.accel == "tcg";
+    assert_eq!(opts.contains(&"-machine"), tcg, "{opts:?}");
+    assert_eq!(opts.contains(&"-cpu"), tcg, "{opts:?}");
+    assert!(opts.contains(&"-qmp"), "the lab's QMP socket: {opts:?}");
+    let root = rt_sys::SysRoot::live();
+    let lock_refused = lab::qemu::mem_lock_refused(
+        rt_sys::task::has_capability(&root, rt_sys::task::CAP_IPC_LOCK),
+        rt_sys::task::memlock_limit(&root).map_err(|e| e.to_string()),
+    );
+    assert_eq!(
+        opts.contains(&"-overcommit"),
+        lock_refused.is_some(),
+        "{opts:?}"
+    );
+    assert!(
+        !opts.contains(&"-object"),
+        "the lab profile has no hugepages: {opts:?}"
+    );
+    assert!(launch.substitutions.iter().all(|x| !x.why.is_empty()));
+    for x in &launch.substitutions {
+        assert!(
+            run.stderr.contains(&format!("substituted {x}")),
+            "the flow did not print {x}"
+        );
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use rt_host::plan::Change;
 use rt_host::vmdef::audit::{self, AuditOptions};
-use rt_host::vmdef::{self, Def, Format};
+use rt_host::vmdef::{self, Accel, Def, Format, Variant};
 use rt_sys::SysRoot;
 
 /// Arguments of `rt-host vm`.
@@ -21,6 +21,11 @@ pub struct VmArgs {
     /// What to render.
     #[arg(long, value_enum)]
     pub format: Format,
+    /// The accelerator to render for: `tcg` substitutes the accelerator and the CPU model
+    /// of the QEMU definition for a machine without usable KVM (each substitution named in
+    /// the script, `--explain` and `--json`); everything else stays the profile's.
+    #[arg(long, value_enum, default_value = "kvm")]
+    pub accel: Accel,
     /// Print every choice with its reason and source instead of the definition.
     #[arg(long)]
     pub explain: bool,
@@ -69,10 +74,14 @@ pub fn run(a: &VmArgs) -> Result<u8> {
     let vms = profiles::host_vms(&host);
     let chosen = vmdef::select(&name, &vms, a.vm.as_deref(), a.format == Format::Kubevirt)?;
     let root = SysRoot::new(&a.root);
+    let variant = Variant {
+        accel: a.accel,
+        ..Variant::default()
+    };
     let mut rendered = Vec::new();
     for vm in chosen {
         let def = Def::new(&name, vm, &root);
-        rendered.push(vmdef::render(&def, a.format).with_context(|| {
+        rendered.push(vmdef::render(&def, a.format, &variant).with_context(|| {
             format!(
                 "Rendering VM {:?} of profile {name:?} for {:?}",
                 vm.name, a.format

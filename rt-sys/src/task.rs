@@ -168,11 +168,46 @@ pub fn pids(root: &SysRoot) -> Result<Vec<u32>, SysError> {
 /// `CAP_SYS_NICE` (bit 23 of the capability sets): needed to make another thread real-time.
 const CAP_SYS_NICE: u32 = 23;
 
+/// `CAP_IPC_LOCK` (bit 14): lock memory beyond `RLIMIT_MEMLOCK` (QEMU's `mem-lock=on`).
+pub const CAP_IPC_LOCK: u32 = 14;
+
 /// Whether the calling process has `CAP_SYS_NICE` in its effective set (`CapEff` of
 /// `/proc/self/status`); None when the tree has no such file (a fake root).
 pub fn cap_sys_nice(root: &SysRoot) -> Option<bool> {
+    has_capability(root, CAP_SYS_NICE)
+}
+
+/// Whether the calling process has capability bit `cap` in its effective set; None when
+/// the tree has no `/proc/self/status` (a fake root).
+pub fn has_capability(root: &SysRoot, cap: u32) -> Option<bool> {
     let text = root.read("proc/self/status").ok()?;
-    parse_cap_eff(&text).map(|caps| caps & (1 << CAP_SYS_NICE) != 0)
+    parse_cap_eff(&text).map(|caps| caps & (1u64 << cap) != 0)
+}
+
+/// The soft `Max locked memory` limit of a `/proc/PID/limits` text in bytes (None:
+/// unlimited). See proc(5) and getrlimit(2) `RLIMIT_MEMLOCK`.
+pub fn parse_memlock_limit(limits: &str) -> Result<Option<u64>, SysError> {
+    let bad = |detail: String| SysError::Parse {
+        what: "/proc/self/limits".into(),
+        detail,
+    };
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))
+        .ok_or_else(|| bad("no \"Max locked memory\" line".into()))?;
+    match line["Max locked memory".len()..].split_whitespace().next() {
+        Some("unlimited") => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| bad(format!("bad soft limit in {line:?}"))),
+        None => Err(bad(format!("no soft limit in {line:?}"))),
+    }
+}
+
+/// The calling process's soft `RLIMIT_MEMLOCK` in bytes (None: unlimited).
+pub fn memlock_limit(root: &SysRoot) -> Result<Option<u64>, SysError> {
+    parse_memlock_limit(&root.read("proc/self/limits")?)
 }
 
 /// The `CapEff` mask of a `/proc/PID/status` text.
@@ -300,6 +335,30 @@ mod tests {
         );
         assert_eq!(parse_cap_eff("CapEff:\t0000000000000000\n"), Some(0));
         assert_eq!(parse_cap_eff("Name:\tcat\n"), None);
+    }
+
+    #[test]
+    fn memlock_limit_from_proc_limits() {
+        // This machine's /proc/self/limits (a root shell without CAP_SYS_RESOURCE).
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \nMax cpu time              unlimited            unlimited            seconds   \nMax locked memory         8388608              8388608              bytes     \nMax address space         unlimited            unlimited            bytes     \n";
+        assert_eq!(parse_memlock_limit(text).unwrap(), Some(8388608));
+        let unl = "Max locked memory         unlimited            unlimited            bytes\n";
+        assert_eq!(parse_memlock_limit(unl).unwrap(), None);
+        let e = parse_memlock_limit("Max cpu time  1 1 seconds\n").unwrap_err();
+        assert!(
+            e.to_string().contains("no \"Max locked memory\" line"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let root = SysRoot::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("proc/self")).unwrap();
+        std::fs::write(
+            dir.path().join("proc/self/status"),
+            "CapEff:\t0000000000004000\n",
+        )
+        .unwrap();
+        assert_eq!(has_capability(&root, CAP_IPC_LOCK), Some(true));
+        assert_eq!(cap_sys_nice(&root), Some(false));
     }
 
     #[test]

@@ -67,6 +67,18 @@ pub fn lab_notes(summary: &Summary, where_tuned: &str) -> Vec<String> {
     if summary.accel == "tcg" {
         notes.push("QEMU TCG (binary translation): latencies are not real-time evidence".into());
     }
+    if let Some(l) = &summary.vm_definition {
+        let subs: Vec<String> = l.substitutions.iter().map(|s| s.to_string()).collect();
+        notes.push(format!(
+            "QEMU from `{}`, substituted: {}",
+            l.definition,
+            if subs.is_empty() {
+                "nothing".into()
+            } else {
+                subs.join("; ")
+            }
+        ));
+    }
     notes
 }
 

@@ -275,6 +275,7 @@ fn stage_boot(
     )?;
     st.summary.accel = vm.accel.to_string();
     st.summary.accel_reason = reason;
+    st.summary.vm_definition = vm.launch.clone();
     st.summary.qemu_pid = Some(vm.pid);
     let vm = st.vm.insert(vm);
     eprintln!(
@@ -364,8 +365,9 @@ fn stage_collect(st: &mut State, p: &FlowProfile) -> Result<Vec<PathBuf>> {
     Ok(runs)
 }
 
-/// The VM of the flow: 2 vCPUs; the name, memory and housekeeping CPUs follow the
-/// profile's `host` section where it has one (`lab`, 512 MiB and CPU 0 otherwise).
+/// The VM of the flow: the profile's VM (or the bundled `lab` profile's, when it defines
+/// none) from rt-host's QEMU definition ([`crate::qemu::Definition`]), with the lab's
+/// kernel, image, share and sockets.
 fn vm_config(
     st: &State,
     profile: &profiles::Profile,
@@ -375,31 +377,11 @@ fn vm_config(
 ) -> Result<VmConfig> {
     let qemu = crate::initramfs::find_program("qemu-system-x86_64")
         .context("qemu-system-x86_64 not found: run lab/setup.sh")?;
-    let host = profile.host.as_ref();
-    let vm = host.and_then(|h| h.vm.as_ref());
-    let housekeeping = host
-        .map(|h| h.housekeeping_cpus.to_string())
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| "0".into());
-    Ok(VmConfig {
+    let d = crate::qemu::Definition::of(profile)?;
+    Ok(VmConfig::of_definition(
+        d,
         qemu,
-        name: vm
-            .and_then(|v| v.qemu_name.clone())
-            .unwrap_or_else(|| "lab".into()),
-        kernel: kernel.to_path_buf(),
-        initrd: initrd.to_path_buf(),
-        append: append.to_string(),
-        smp: 2,
-        mem_mib: vm
-            .and_then(|v| v.memory_mib)
-            .and_then(|m| u32::try_from(m).ok())
-            .unwrap_or(512),
-        share: st.share.clone(),
-        qmp: st.out.join("qmp.sock"),
-        console: st.out.join("console.log"),
-        qemu_log: st.out.join("qemu.log"),
-        housekeeping,
-        can: true,
-        extra: Vec::new(),
-    })
+        (kernel, initrd, append),
+        &st.out,
+    ))
 }

@@ -23,7 +23,7 @@ use crate::guest::Watch;
 use crate::hostlab::image::{INNER_INITRD, INNER_KERNEL, QEMU, RT_HOST};
 use crate::hostlab::outer::{sh_quote, Outer, OuterExec};
 use crate::initramfs::{GUEST_SHARE, SHARE_TAG};
-use crate::qemu::{tail, Vm};
+use crate::qemu::{option, tail, Vm};
 
 /// The inner guest's share, in the outer host (a directory of the outer host's share).
 pub const INNER_SHARE: &str = "/lab/inner";
@@ -99,11 +99,6 @@ pub fn paused_argv(rendered: &[String]) -> Vec<String> {
         .chain(rendered.iter().cloned())
         .chain(["-S".to_string()])
         .collect()
-}
-
-/// The value of option `opt` in `argv` (the word after it).
-fn option<'a>(argv: &'a [String], opt: &str) -> Option<&'a str> {
-    argv.windows(2).find(|w| w[0] == opt).map(|w| w[1].as_str())
 }
 
 /// The QMP socket of a command line (`-qmp unix:PATH,...`).

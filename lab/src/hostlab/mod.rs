@@ -292,6 +292,7 @@ impl HostLab {
             housekeeping: "0".into(),
             can: false,
             extra: vec!["-nic".into(), "none".into()],
+            definition: None,
         })
     }
 

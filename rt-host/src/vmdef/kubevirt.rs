@@ -350,6 +350,7 @@ pub fn render(def: &Def<'_>) -> Result<Rendered, VmDefError> {
         format: Format::Kubevirt,
         text,
         argv: None,
+        substitutions: Vec::new(),
         choices,
     })
 }

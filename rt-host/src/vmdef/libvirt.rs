@@ -129,6 +129,7 @@ pub fn render(def: &Def<'_>) -> Result<Rendered, VmDefError> {
         format: Format::Libvirt,
         text,
         argv: None,
+        substitutions: Vec::new(),
         choices: x.choices,
     })
 }

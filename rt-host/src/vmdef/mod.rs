@@ -17,7 +17,7 @@ pub mod qemu;
 use profiles::VmView;
 use rt_sys::sched::Policy;
 use rt_sys::{hugepages, CpuSet, SysRoot};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Output formats of `rt-host vm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -29,6 +29,52 @@ pub enum Format {
     Qemu,
     /// A KubeVirt `VirtualMachineInstance` (`kubectl apply -f`).
     Kubevirt,
+}
+
+/// The accelerator a QEMU definition is rendered for (`rt-host vm --accel`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM: the profile's definition as it is.
+    #[default]
+    Kvm,
+    /// QEMU's binary translator, for a machine without usable KVM: the definition with
+    /// the accelerator and CPU model substituted, each substitution named (not real-time).
+    Tcg,
+}
+
+/// Where a definition runs, when that is not a KVM host prepared by `rt-host setup`: what
+/// to substitute in the profile's QEMU definition. The default substitutes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Variant {
+    /// The accelerator.
+    pub accel: Accel,
+    /// Why hugepage memory cannot be had where QEMU starts (None: it can).
+    pub no_hugepages: Option<String>,
+    /// Why memory cannot be locked where QEMU starts (None: it can).
+    pub no_mem_lock: Option<String>,
+}
+
+/// One argument of the profile's definition replaced or dropped, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Substitution {
+    /// The option (`-cpu`, `-machine`, `-object`, `-overcommit`).
+    pub option: String,
+    /// Its value in the profile's definition.
+    pub profile: String,
+    /// The value that runs instead; None: the option and its value are dropped.
+    pub now: Option<String>,
+    /// Why, in one line.
+    pub why: String,
+}
+
+impl std::fmt::Display for Substitution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.now {
+            Some(n) => write!(f, "{} {} -> {n}: {}", self.option, self.profile, self.why),
+            None => write!(f, "{} {} dropped: {}", self.option, self.profile, self.why),
+        }
+    }
 }
 
 /// Where a recommendation comes from.
@@ -252,6 +298,9 @@ pub struct Rendered {
     pub argv: Option<Vec<String>>,
     /// Every choice with its reason.
     pub choices: Vec<Choice>,
+    /// What differs from the profile's definition ([`Variant`]; QEMU format only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub substitutions: Vec<Substitution>,
 }
 
 /// Why a VM cannot be rendered.
@@ -287,6 +336,12 @@ pub enum VmDefError {
         path: String,
         /// What is wrong.
         message: String,
+    },
+    /// A variant asked of a format that has none.
+    #[error("A substituted definition (--accel tcg) renders only for --format qemu, not {format}")]
+    Variant {
+        /// The format asked for (`libvirt`, `kubevirt`).
+        format: String,
     },
     /// Writing the XML failed.
     #[error("Writing the domain XML")]
@@ -477,11 +532,17 @@ pub fn select<'v>(
     }
 }
 
-/// Render `def` in `format`.
-pub fn render(def: &Def<'_>, format: Format) -> Result<Rendered, VmDefError> {
+/// Render `def` in `format`; `variant` (QEMU only) says what to substitute for where it
+/// runs.
+pub fn render(def: &Def<'_>, format: Format, variant: &Variant) -> Result<Rendered, VmDefError> {
+    if format != Format::Qemu && *variant != Variant::default() {
+        return Err(VmDefError::Variant {
+            format: format!("{format:?}").to_lowercase(),
+        });
+    }
     match format {
         Format::Libvirt => libvirt::render(def),
-        Format::Qemu => qemu::render(def),
+        Format::Qemu => qemu::render_variant(def, variant),
         Format::Kubevirt => kubevirt::render(def),
     }
 }
@@ -489,6 +550,9 @@ pub fn render(def: &Def<'_>, format: Format) -> Result<Rendered, VmDefError> {
 /// `--explain`: every choice of a rendering with its reason and source.
 pub fn explain(r: &Rendered) -> String {
     let mut out = format!("# VM {:?} ({:?}): every choice and why\n", r.vm, r.format);
+    for s in &r.substitutions {
+        out.push_str(&format!("substituted: {s}\n"));
+    }
     for c in &r.choices {
         out.push_str(&format!(
             "{}\n    {}\n    source: {} <{}>\n",

@@ -6,11 +6,17 @@
 //! `rt-host setup`; the script starts QEMU under `taskset` on the emulator CPUs so no
 //! thread of it ever runs on a realtime CPU before that. Options are QEMU 7.2's
 //! (<https://www.qemu.org/docs/master/system/invocation.html>).
+//!
+//! A [`Variant`] renders the same definition for a machine that cannot run it as it is
+//! (no usable KVM: `rt-host vm --accel tcg`, the 2-CPU lab; no hugepages or no memory
+//! locking where QEMU starts): each argument it replaces or drops is one
+//! [`Substitution`] with its reason, and everything else is the profile's.
+//! [`apply`] turns the profile's argv into the variant's from the substitutions alone.
 
 use profiles::{CanBus, CanController, VmView};
 use rt_sys::sched::Policy;
 
-use super::{Choice, Def, Format, Knob, Rendered, VmDefError};
+use super::{Accel, Choice, Def, Format, Knob, Rendered, Substitution, Variant, VmDefError};
 
 /// Program the script runs (override with `QEMU=...`).
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -82,17 +88,30 @@ pub fn can_args(b: &CanBus) -> Vec<Group> {
     out
 }
 
-/// Every argument group of the VM, in command-line order.
-pub fn groups(def: &Def<'_>) -> Result<Vec<Group>, VmDefError> {
+/// Every argument group of the VM, in command-line order, for `variant`; what the variant
+/// replaces or drops goes into `subs`.
+pub fn groups(
+    def: &Def<'_>,
+    variant: &Variant,
+    subs: &mut Vec<Substitution>,
+) -> Result<Vec<Group>, VmDefError> {
     let vm = def.vm;
     let mem = def.memory_mib()?;
-    let mut g = machine(vm);
-    g.extend(cpu(vm.cpus));
-    g.push(memory(def, mem));
-    g.push(group(
-        &["-overcommit", "mem-lock=on"],
-        vec![Choice::new(Knob::Locked, "-overcommit mem-lock=on")],
-    ));
+    let mut g = machine(vm, variant.accel, subs);
+    g.extend(cpu(vm.cpus, variant.accel, subs));
+    g.push(memory(def, mem, variant, subs));
+    match &variant.no_mem_lock {
+        None => g.push(group(
+            &["-overcommit", "mem-lock=on"],
+            vec![Choice::new(Knob::Locked, "-overcommit mem-lock=on")],
+        )),
+        Some(why) => subs.push(Substitution {
+            option: "-overcommit".into(),
+            profile: "mem-lock=on".into(),
+            now: None,
+            why: format!("{why}: guest memory is not locked (the host may swap or compact it)"),
+        }),
+    }
     for k in 1..=vm.iothreads {
         let o = format!("iothread,id=iothread{k}");
         g.push(group(
@@ -108,8 +127,29 @@ pub fn groups(def: &Def<'_>) -> Result<Vec<Group>, VmDefError> {
     Ok(g)
 }
 
+/// The machine of the profile's definition.
+const MACHINE_KVM: &str = "q35,accel=kvm";
+/// The machine under TCG.
+const MACHINE_TCG: &str = "q35,accel=tcg";
+/// The CPU of the profile's definition: the host's, with the real-time flags.
+const CPU_KVM: &str = "host,migratable=off,+tsc-deadline,+invtsc,pmu=off,kvm-hint-dedicated=on";
+/// The CPU under TCG: only the model differs.
+const CPU_TCG: &str = "max,migratable=off,+tsc-deadline,+invtsc,pmu=off,kvm-hint-dedicated=on";
+
 /// The name with thread names, the machine without USB and shared pages.
-fn machine(vm: &VmView) -> Vec<Group> {
+fn machine(vm: &VmView, accel: Accel, subs: &mut Vec<Substitution>) -> Vec<Group> {
+    let m = match accel {
+        Accel::Kvm => MACHINE_KVM,
+        Accel::Tcg => {
+            subs.push(Substitution {
+                option: "-machine".into(),
+                profile: MACHINE_KVM.into(),
+                now: Some(MACHINE_TCG.into()),
+                why: "no usable KVM here: QEMU's binary translator runs the same q35 machine (not real-time: its timings are no evidence)".into(),
+            });
+            MACHINE_TCG
+        }
+    };
     vec![
         group(
             &["-name", &format!("guest={},debug-threads=on", vm.name)],
@@ -119,11 +159,16 @@ fn machine(vm: &VmView) -> Vec<Group> {
             )],
         ),
         group(
-            &["-machine", "q35,accel=kvm"],
+            &["-machine", m],
             vec![Choice::with(
                 Knob::HostPassthrough,
-                "-machine q35,accel=kvm",
-                "KVM on the q35 chipset: PCIe, no ISA devices beyond the basics",
+                format!("-machine {m}"),
+                match accel {
+                    Accel::Kvm => "KVM on the q35 chipset: PCIe, no ISA devices beyond the basics",
+                    Accel::Tcg => {
+                        "substituted: TCG on the q35 chipset (no usable KVM here; not real-time)"
+                    }
+                },
             )],
         ),
         group(
@@ -138,9 +183,20 @@ fn machine(vm: &VmView) -> Vec<Group> {
 }
 
 /// The host CPU passed through with the real-time flags, and its topology.
-fn cpu(n: u32) -> Vec<Group> {
+fn cpu(n: u32, accel: Accel, subs: &mut Vec<Substitution>) -> Vec<Group> {
     let mut g = Vec::new();
-    let cpu = "host,migratable=off,+tsc-deadline,+invtsc,pmu=off,kvm-hint-dedicated=on";
+    let cpu = match accel {
+        Accel::Kvm => CPU_KVM,
+        Accel::Tcg => {
+            subs.push(Substitution {
+                option: "-cpu".into(),
+                profile: CPU_KVM.into(),
+                now: Some(CPU_TCG.into()),
+                why: "TCG has no `host` CPU model (it needs KVM): `max` is every feature TCG emulates; the flags stay, and QEMU drops those TCG lacks (tsc-deadline, invtsc, kvm-hint-dedicated) with a warning, which rt-host check's vm-cpu item reports".into(),
+            });
+            CPU_TCG
+        }
+    };
     g.push(group(
         &["-cpu", cpu],
         vec![
@@ -205,31 +261,52 @@ fn no_defaults(vm: &VmView) -> Vec<Group> {
     g
 }
 
-fn memory(def: &Def<'_>, mem: u64) -> Group {
+fn memory(def: &Def<'_>, mem: u64, variant: &Variant, subs: &mut Vec<Substitution>) -> Group {
     let vm = def.vm;
-    let mut o = match vm.hugepage_kib {
-        Some(kib) => format!(
-            "memory-backend-memfd,id=ram0,size={mem}M,hugetlb=on,hugetlbsize={},share=off,prealloc=on",
-            size_name(kib)
-        ),
-        None => format!("memory-backend-ram,id=ram0,size={mem}M,share=off,prealloc=on"),
-    };
+    let node = def
+        .node
+        .map(|n| format!(",host-nodes={n},policy=bind"))
+        .unwrap_or_default();
+    let plain = format!("memory-backend-ram,id=ram0,size={mem}M,share=off,prealloc=on");
     let mut choices = Vec::new();
-    match vm.hugepage_kib {
-        Some(kib) => choices.push(Choice::with(
-            Knob::Hugepages,
-            format!("hugetlb=on,hugetlbsize={}", size_name(kib)),
-            format!("{} (memfd: no hugetlbfs mount needed); prealloc=on faults every page in at start", Knob::Hugepages.why()),
-        )),
-        None => choices.push(Choice::with(
-            Knob::Hugepages,
-            "memory-backend-ram (no hugepages)",
-            format!("no hugepage size in the profile ({}): guest RAM on 4 KiB pages; prealloc=on still faults it in at start", vm.field("hugepage_kib")),
-        )),
-    }
+    let mut o = match (vm.hugepage_kib, &variant.no_hugepages) {
+        (Some(kib), None) => {
+            choices.push(Choice::with(
+                Knob::Hugepages,
+                format!("hugetlb=on,hugetlbsize={}", size_name(kib)),
+                format!("{} (memfd: no hugetlbfs mount needed); prealloc=on faults every page in at start", Knob::Hugepages.why()),
+            ));
+            hugepage_backend(mem, kib)
+        }
+        (Some(kib), Some(why)) => {
+            let why = format!(
+                "{why}: guest RAM on 4 KiB pages instead (prealloc=on still faults it in at start)"
+            );
+            subs.push(Substitution {
+                option: "-object".into(),
+                profile: format!("{}{node}", hugepage_backend(mem, kib)),
+                now: Some(format!("{plain}{node}")),
+                why: why.clone(),
+            });
+            choices.push(Choice::with(
+                Knob::Hugepages,
+                "substituted: memory-backend-ram",
+                why,
+            ));
+            plain
+        }
+        (None, _) => {
+            choices.push(Choice::with(
+                Knob::Hugepages,
+                "memory-backend-ram (no hugepages)",
+                format!("no hugepage size in the profile ({}): guest RAM on 4 KiB pages; prealloc=on still faults it in at start", vm.field("hugepage_kib")),
+            ));
+            plain
+        }
+    };
+    o.push_str(&node);
     match def.node {
         Some(n) => {
-            o.push_str(&format!(",host-nodes={n},policy=bind"));
             choices.push(Choice::with(
                 Knob::NumaStrict,
                 format!("host-nodes={n},policy=bind"),
@@ -259,6 +336,14 @@ fn memory(def: &Def<'_>, mem: u64) -> Group {
         ],
         choices,
     }
+}
+
+/// The hugepage memory backend of `mem` MiB on pages of `kib`.
+fn hugepage_backend(mem: u64, kib: u64) -> String {
+    format!(
+        "memory-backend-memfd,id=ram0,size={mem}M,hugetlb=on,hugetlbsize={},share=off,prealloc=on",
+        size_name(kib)
+    )
 }
 
 /// `2M`, `1G`.
@@ -387,18 +472,58 @@ fn after_boot(def: &Def<'_>) -> (Vec<String>, Vec<Choice>) {
     (lines, choices)
 }
 
-/// Render the bash script and the argv.
+/// Render the bash script and the argv of the profile's definition.
 pub fn render(def: &Def<'_>) -> Result<Rendered, VmDefError> {
+    render_variant(def, &Variant::default())
+}
+
+/// The profile's argv with `subs` applied: each substitution's option and profile value
+/// (the first such pair not yet substituted) replaced by its value, or dropped. Applied to
+/// [`render`]'s argv, the substitutions of [`render_variant`] give that variant's argv.
+pub fn apply(argv: &[String], subs: &[Substitution]) -> Vec<String> {
+    let mut out: Vec<Option<String>> = argv.iter().cloned().map(Some).collect();
+    let mut done = vec![false; argv.len()];
+    for s in subs {
+        let at = (0..argv.len().saturating_sub(1))
+            .find(|&i| !done[i] && argv[i] == s.option && argv[i + 1] == s.profile);
+        if let Some(i) = at {
+            done[i] = true;
+            match &s.now {
+                Some(n) => out[i + 1] = Some(n.clone()),
+                None => (out[i], out[i + 1]) = (None, None),
+            }
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// Render the bash script and the argv for `variant` (the profile's definition, with
+/// each substitution of the variant named in the header and in the JSON).
+pub fn render_variant(def: &Def<'_>, variant: &Variant) -> Result<Rendered, VmDefError> {
     let vm = def.vm;
-    let groups = groups(def)?;
+    let mut subs = Vec::new();
+    let groups = groups(def, variant, &mut subs)?;
     let (lines, mut choices) = after_boot(def);
     let mut t = String::new();
     t.push_str("#!/bin/bash\n");
     t.push_str(&format!(
         "# rt-host vm --format qemu: VM {:?} of profile {:?}. Each argument carries its reason\n\
-         # (docs/vm-definition.md). QEMU has no option for vCPU placement or policy:\n",
+         # (docs/vm-definition.md).\n",
         vm.name, def.profile
     ));
+    if !subs.is_empty() {
+        t.push_str(&format!(
+            "# Substituted for --accel {} (not the profile's definition, not real-time evidence):\n",
+            match variant.accel {
+                Accel::Kvm => "kvm",
+                Accel::Tcg => "tcg",
+            }
+        ));
+        for s in &subs {
+            t.push_str(&format!("#   {s}\n"));
+        }
+    }
+    t.push_str("# QEMU has no option for vCPU placement or policy:\n");
     for l in &lines {
         t.push_str(l);
         t.push('\n');
@@ -442,6 +567,7 @@ pub fn render(def: &Def<'_>) -> Result<Rendered, VmDefError> {
         text: t,
         argv: Some(groups.into_iter().flat_map(|g| g.args).collect()),
         choices,
+        substitutions: subs,
     })
 }
 
@@ -551,5 +677,103 @@ mod tests {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    fn lab_def_argv(variant: &Variant) -> (Vec<String>, Rendered) {
+        let p = crate::fake::lab_profile();
+        let vms = profiles::host_vms(p.host.as_ref().unwrap());
+        let mut v = vms[0].clone();
+        v.numa_node = Some(0);
+        let d = Def::new(&p.name, &v, &SysRoot::new("/nonexistent"));
+        let base = render(&d).unwrap().argv.unwrap();
+        (base, render_variant(&d, variant).unwrap())
+    }
+
+    #[test]
+    fn the_default_variant_substitutes_nothing() {
+        let (base, r) = lab_def_argv(&Variant::default());
+        assert!(r.substitutions.is_empty());
+        assert_eq!(r.argv.unwrap(), base);
+        assert!(!r.text.contains("Substituted"), "{}", r.text);
+    }
+
+    #[test]
+    fn tcg_substitutes_the_accelerator_and_the_cpu_model_only() {
+        let v = Variant {
+            accel: Accel::Tcg,
+            ..Variant::default()
+        };
+        let (base, r) = lab_def_argv(&v);
+        let argv = r.argv.clone().unwrap();
+        let opts: Vec<&str> = r.substitutions.iter().map(|s| s.option.as_str()).collect();
+        assert_eq!(opts, ["-machine", "-cpu"]);
+        assert_eq!(r.substitutions[0].now.as_deref(), Some("q35,accel=tcg"));
+        assert_eq!(
+            r.substitutions[1].now.as_deref(),
+            Some("max,migratable=off,+tsc-deadline,+invtsc,pmu=off,kvm-hint-dedicated=on")
+        );
+        assert!(r.substitutions.iter().all(|s| !s.why.is_empty()));
+        // The rest of the argv is the profile's, argument for argument.
+        assert_eq!(argv.len(), base.len());
+        let differ: Vec<usize> = (0..argv.len()).filter(|&i| argv[i] != base[i]).collect();
+        assert_eq!(differ.len(), 2, "{argv:?}");
+        assert_eq!(apply(&base, &r.substitutions), argv);
+        assert!(argv.windows(2).any(|w| w == ["-overcommit", "mem-lock=on"]));
+        assert!(
+            r.text
+                .contains("#   -machine q35,accel=kvm -> q35,accel=tcg: no usable KVM here"),
+            "{}",
+            r.text
+        );
+    }
+
+    #[test]
+    fn hugepages_and_locking_are_substituted_only_where_their_cause_holds() {
+        let (p, vms) = ecu();
+        let d = Def::new(&p.name, &vms[0], &SysRoot::new("/nonexistent"));
+        let base = render(&d).unwrap().argv.unwrap();
+        let v = Variant {
+            accel: Accel::Kvm,
+            no_hugepages: Some("0 free 2048 kB hugepages, 2048 needed".into()),
+            no_mem_lock: Some("no CAP_IPC_LOCK".into()),
+        };
+        let r = render_variant(&d, &v).unwrap();
+        let argv = r.argv.clone().unwrap();
+        let s = argv.join(" ");
+        assert!(s.contains("-object memory-backend-ram,id=ram0,size=4096M,share=off,prealloc=on -machine memory-backend=ram0"), "{s}");
+        assert!(!s.contains("hugetlb") && !s.contains("mem-lock"), "{s}");
+        assert_eq!(r.substitutions.len(), 2, "{:?}", r.substitutions);
+        assert!(r.substitutions[0]
+            .why
+            .starts_with("0 free 2048 kB hugepages"));
+        assert_eq!(r.substitutions[1].now, None);
+        assert_eq!(apply(&base, &r.substitutions), argv);
+        assert_eq!(
+            base.len(),
+            argv.len() + 2,
+            "only -overcommit mem-lock=on dropped"
+        );
+        // The lab profile has no hugepages: nothing to substitute for them.
+        let (lab_base, r) = lab_def_argv(&Variant {
+            no_hugepages: Some("none free".into()),
+            ..Variant::default()
+        });
+        assert!(r.substitutions.is_empty());
+        assert_eq!(r.argv.unwrap(), lab_base);
+    }
+
+    #[test]
+    fn other_formats_refuse_a_variant() {
+        let (p, vms) = ecu();
+        let d = Def::new(&p.name, &vms[0], &SysRoot::new("/nonexistent"));
+        let v = Variant {
+            accel: Accel::Tcg,
+            ..Variant::default()
+        };
+        let e = super::super::render(&d, Format::Libvirt, &v).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "A substituted definition (--accel tcg) renders only for --format qemu, not libvirt"
+        );
     }
 }
