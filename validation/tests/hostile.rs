@@ -574,7 +574,8 @@ fn a_host_trace_is_read_as_the_other_records_and_refused_when_tampered_or_outsid
     let r = std::fs::read_to_string(&md).unwrap();
     assert!(r.contains("Host view of the guest's worst spikes"), "{r}");
     assert!(r.contains("kworker/1:2 (pid 77): 30.0 us"), "{r}");
-    assert!(r.contains("tid 50 on CPU 1"), "{r}");
+    assert!(r.contains("CPU 1/KVM (tid 50) on CPU 1"), "{r}");
+    assert!(r.contains("guest clock offset (guest - host) "), "{r}");
     // A run without a host trace has no such section.
     let (dir2, plain) = setup();
     let md2 = dir2.path().join("r.md");

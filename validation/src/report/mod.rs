@@ -159,17 +159,24 @@ pub(crate) mod tests {
         ];
         let mut ev = plain.clone();
         (ev.host_view, ev.host_view_unplaced) = crate::evidence::hostview::spike_views(&runs);
+        ev.host_traces = crate::evidence::hostview::trace_lines(&runs);
         assert!(model::build(&ev).headings().contains(&h.to_string()));
         let md = render(&ev, Format::Md).unwrap();
         assert!(md.contains("kworker/1:0 (pid 77): 30.0 us"), "{md}");
-        assert!(md.contains("tid 50 on CPU 1"), "{md}");
+        assert!(md.contains("CPU 1/KVM (tid 50) on CPU 1"), "{md}");
+        let clock = "guest clock offset (guest - host) 0.0 us +- 2.0 us (synced)";
+        assert!(md.contains(clock), "{md}");
         let html = render(&ev, Format::Html).unwrap();
         assert!(html.contains("id=\"host-view\""), "{html}");
+        assert!(html.contains(clock), "{html}");
         let junit = render(&ev, Format::Junit).unwrap();
         assert!(
-            junit.contains("host view: 35.0 us spike of run run-test on vCPU 1"),
+            junit.contains(
+                "host view: 35.0 us spike of run run-test on vCPU 1 (CPU 1/KVM (tid 50) on CPU 1;"
+            ),
             "{junit}"
         );
+        assert!(junit.contains(clock), "{junit}");
     }
 
     #[test]

@@ -388,11 +388,7 @@ fn host_view_table(ev: &Evidence) -> Table {
                         ),
                         Style::Mono,
                     ),
-                    c(match (v.vcpu_tid, v.host_cpu) {
-                        (Some(t), Some(cpu)) => format!("tid {t} on CPU {cpu}"),
-                        (Some(t), None) => format!("tid {t}"),
-                        _ => "-".into(),
-                    }),
+                    c(v.thread()),
                     c(fmt_num(v.off_cpu_us)),
                     c(fmt_num(v.runnable_wait_us)),
                     c(if v.ran_instead.is_empty() {
@@ -409,13 +405,16 @@ fn host_view_table(ev: &Evidence) -> Table {
 
 /// The host view section (only when a run has a host trace).
 fn host_view_blocks(ev: &Evidence) -> Vec<Block> {
-    if ev.host_view.is_empty() && ev.host_view_unplaced.is_empty() {
+    if ev.host_view.is_empty() && ev.host_view_unplaced.is_empty() && ev.host_traces.is_empty() {
         return vec![];
     }
     let mut b = vec![
         Block::Heading(2, "Host view of the guest's worst spikes".into()),
         Block::Para("Each of the probe's worst samples, moved to the host's CLOCK_REALTIME with the guest clock offset rt-host trace measured, and the host scheduler's events of that vCPU's thread in that window (widened by the clock uncertainty): time off its CPU, of it runnable but waiting (preempted, or woken and not yet running), and the tasks that held its CPU meanwhile.".into()),
     ];
+    if !ev.host_traces.is_empty() {
+        b.push(Block::List(ev.host_traces.clone()));
+    }
     if !ev.host_view.is_empty() {
         b.push(Block::Table(host_view_table(ev)));
     }
