@@ -1191,6 +1191,94 @@ fn kill_9_mid_soak_keeps_the_last_checkpoint_valid_hashed_and_partial() {
 }
 
 #[test]
+fn kill_9_mid_oslat_soak_keeps_the_last_checkpoint_valid_hashed_and_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // SCHED_OTHER on one allowed CPU: no privileges needed.
+    let mut child = bin()
+        .args(["oslat", "-c", &allowed_cpu().to_string(), "-D", "12h", "-q"])
+        .args(["--checkpoint", "1s", "--out"])
+        .arg(&run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = |m: &record::Manifest| {
+        m.tools
+            .first()
+            .and_then(|t| t.partial_reason.as_deref())
+            .is_some_and(|r| r.starts_with("checkpoint 2 "))
+    };
+    let reached = wait_manifest(&run, 30, second);
+    child.kill().unwrap(); // SIGKILL: no handler runs
+    let _ = child.wait();
+    assert!(reached, "no second checkpoint within 30 s");
+    let rd = record::RunDir::open(&run).unwrap();
+    rd.verify()
+        .expect("the last checkpoint is intact and its sha256 is in the manifest");
+    let rec: record::OslatRecord = rd.read_json(record::OSLAT).unwrap();
+    assert!(rec.partial);
+    let t = &rec.threads[0];
+    assert!(t.samples > 1000, "{}", t.samples);
+    assert_eq!(
+        t.gaps.histogram().unwrap().len() + t.out_of_range,
+        t.samples,
+        "the histogram holds every gap counted"
+    );
+    assert!(
+        rec.elapsed_s >= 1.5 && rec.elapsed_s < 60.0,
+        "{}",
+        rec.elapsed_s
+    );
+    let tool = &rd.manifest().tools[0];
+    assert!(tool.partial && tool.end.is_none(), "{tool:?}");
+    let data = validation::evidence::RunData::open(&run).unwrap();
+    let issues = validation::evidence::environment_issues(&data.manifest, "");
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.starts_with("partial run: rt-guest oslat was interrupted (checkpoint")),
+        "{issues:?}"
+    );
+    assert!(data.oslat.unwrap().partial);
+}
+
+#[test]
+fn an_oslat_soak_that_ends_replaces_the_checkpoint_with_the_whole_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = bin()
+        .args([
+            "oslat",
+            "-c",
+            &allowed_cpu().to_string(),
+            "-D",
+            "2500ms",
+            "-q",
+        ])
+        .args(["--checkpoint", "1s", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("checkpoint 1 ("),
+        "-q keeps the checkpoint lines quiet: {err}"
+    );
+    let rd = record::RunDir::open(&run).unwrap();
+    rd.verify().unwrap();
+    let rec: record::OslatRecord = rd.read_json(record::OSLAT).unwrap();
+    assert!(!rec.partial && !rd.manifest().tools[0].partial);
+    assert!(rec.elapsed_s >= 2.5, "{}", rec.elapsed_s);
+    let t = &rec.threads[0];
+    assert_eq!(
+        t.gaps.histogram().unwrap().len() + t.out_of_range,
+        t.samples
+    );
+}
+
+#[test]
 fn a_soak_that_ends_replaces_the_checkpoint_with_the_whole_run() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
