@@ -256,16 +256,7 @@ fn merge_message(
             o.reordered = checked_sum(o.reordered, m.reordered, &path, &what)?;
             o.deadline_misses = checked_sum(o.deadline_misses, m.deadline_misses, &path, &what)?;
             if let (Some(a), Some(b)) = (o.e2e.as_mut(), m.e2e.as_ref()) {
-                for (x, y) in [
-                    (&mut a.ok, b.ok),
-                    (&mut a.ok_some_lost, b.ok_some_lost),
-                    (&mut a.repeated, b.repeated),
-                    (&mut a.wrong_sequence, b.wrong_sequence),
-                    (&mut a.error, b.error),
-                    (&mut a.timeout, b.timeout),
-                ] {
-                    *x = checked_sum(*x, y, &path, &what)?;
-                }
+                crate::evidence::pool::add_e2e(a, b, &path, &what)?;
             }
             o.frame_time_us = o.frame_time_us.max(m.frame_time_us);
             o.wcrt_us = match (o.wcrt_us, m.wcrt_us) {

@@ -212,6 +212,9 @@ pub struct WcrtComparison {
     pub deadline_us: u64,
     /// True when the measurement exceeds the analytic bound.
     pub deviation: bool,
+    /// The receiver's E2E check outcomes over the runs (E2E-protected messages only).
+    #[serde(default)]
+    pub e2e: Option<record::E2eCounts>,
 }
 
 /// A histogram bin for charts: [lo_us, hi_us) with its count.

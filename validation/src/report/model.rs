@@ -174,18 +174,35 @@ fn verdict_table(ev: &Evidence) -> Table {
     }
 }
 
+/// The E2E column of a measured-vs-analysed row: the check outcomes, marked as a
+/// deviation when a check failed or timed out.
+fn e2e_cell(w: &WcrtComparison) -> Cell {
+    match &w.e2e {
+        None => c("not protected"),
+        Some(e) if e.failed() > 0 || e.timeout > 0 => {
+            cs(crate::evidence::deviations::e2e_words(e), Style::Deviation)
+        }
+        Some(e) => c(crate::evidence::deviations::e2e_words(e)),
+    }
+}
+
 fn wcrt_table(ev: &Evidence) -> Table {
+    let e2e = ev.wcrt.iter().any(|w| w.e2e.is_some());
+    let mut headers = vec![
+        "Message",
+        "Frames",
+        "Worst measured (us)",
+        "Analytic WCRT (us)",
+        "Deadline (us)",
+        "Status",
+    ];
+    if e2e {
+        headers.push("E2E checks (receiver)");
+    }
     Table {
         id: Some("wcrt"),
         caption: "Worst measured CAN reception latency against the analytic WCRT".into(),
-        headers: vec![
-            "Message",
-            "Frames",
-            "Worst measured (us)",
-            "Analytic WCRT (us)",
-            "Deadline (us)",
-            "Status",
-        ],
+        headers,
         rows: ev
             .wcrt
             .iter()
@@ -195,14 +212,18 @@ fn wcrt_table(ev: &Evidence) -> Table {
                 } else {
                     Style::Plain
                 };
-                vec![
+                let mut row = vec![
                     c(&w.message),
                     c(w.samples.to_string()),
                     c(fmt_opt(w.measured_max_us)),
                     c(fmt_opt(w.wcrt_us)),
                     c(w.deadline_us.to_string()),
                     cs(wcrt_status(w), st),
-                ]
+                ];
+                if e2e {
+                    row.push(e2e_cell(w));
+                }
+                row
             })
             .collect(),
     }
