@@ -154,11 +154,7 @@ pub fn spike_views(runs: &[RunData]) -> (Vec<SpikeHostView>, Vec<String>) {
                         r.id(),
                         t.cpu,
                         s.wall_ns,
-                        if traces.iter().all(|(_, h)| h.guest_clock.method == "unknown") {
-                            " (the guest clock offset is unknown: run rt-host trace with --clock-dir or --guest-synced)"
-                        } else {
-                            ""
-                        }
+                        why_unplaced(&traces, s.wall_ns)
                     )),
                 }
             }
@@ -166,6 +162,37 @@ pub fn spike_views(runs: &[RunData]) -> (Vec<SpikeHostView>, Vec<String>) {
     }
     views.sort_by(|a, b| b.latency_us.total_cmp(&a.latency_us));
     (views, unplaced)
+}
+
+/// Why no trace placed a spike at guest time `wall_ns`, when the traces can say.
+fn why_unplaced(traces: &[(&str, &HostTraceRecord)], wall_ns: u64) -> String {
+    if traces
+        .iter()
+        .all(|(_, h)| h.guest_clock.method == "unknown")
+    {
+        return " (the guest clock offset is unknown: run rt-host trace with --clock-dir or --guest-synced)".into();
+    }
+    let cut: Vec<String> = traces
+        .iter()
+        .filter(|(_, h)| h.truncated() && h.guest_clock.method != "unknown")
+        .filter(|(_, h)| {
+            let host = i128::from(wall_ns) - i128::from(h.guest_clock.offset_ns);
+            host > i128::from(h.covered_until_ns()) && host <= i128::from(h.end_ns)
+        })
+        .map(|(id, h)| {
+            format!(
+                "{id} kept its first {} of {} events, up to host time {} ns: give rt-host trace a larger --max-events",
+                h.events.len(),
+                h.events_seen,
+                h.covered_until_ns()
+            )
+        })
+        .collect();
+    if cut.is_empty() {
+        String::new()
+    } else {
+        format!(" (the host trace {})", cut.join("; "))
+    }
 }
 
 #[allow(clippy::cast_precision_loss)] // ns far below 2^52
@@ -398,6 +425,18 @@ pub(crate) mod tests {
         assert!(views.is_empty());
         assert!(unplaced[0].contains("--clock-dir"), "{unplaced:?}");
         // No host trace at all: nothing to say.
-        assert_eq!(spike_views(&[g]), (vec![], vec![]));
+        assert_eq!(spike_views(std::slice::from_ref(&g)), (vec![], vec![]));
+        // A trace that kept only its first events says so for a spike after them.
+        let mut cut = host_trace(0, "synced");
+        cut.events_seen = cut.events.len() as u64 + 5;
+        cut.events.truncate(3);
+        let (views, unplaced) = spike_views(&[guest_with_spike(35, at(645)), host_run(cut)]);
+        assert!(views.is_empty());
+        assert!(
+            unplaced[0]
+                .contains("the host trace host kept its first 3 of 12 events, up to host time")
+                && unplaced[0].contains("--max-events"),
+            "{unplaced:?}"
+        );
     }
 }
