@@ -636,6 +636,24 @@ mod tests {
         assert!(e.contains("priority 0 does not fit policy fifo"), "{e}");
     }
 
+    /// [`run`] without a stop flag or status lines.
+    fn run_quietly(
+        c: &OslatConfig,
+        checkpoint: impl FnMut(&OslatCheckpoint<'_>),
+    ) -> Result<OslatOutcome, ProbeError> {
+        let live = Arc::new(Live::new(&c.cpus));
+        let stop = Arc::new(AtomicBool::new(false));
+        run(
+            c,
+            None,
+            stop,
+            live,
+            Duration::from_secs(10),
+            |_| {},
+            checkpoint,
+        )
+    }
+
     #[test]
     fn checkpoints_hold_everything_so_far_and_the_end_holds_the_whole_run() {
         let cpu = sched::get_affinity(0).unwrap().iter().next().unwrap();
@@ -645,25 +663,17 @@ mod tests {
             ..cfg(cpu)
         };
         let mut seen: Vec<(u64, u64, u64, u64, u64)> = Vec::new();
-        let out = run(
-            &c,
-            None,
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(Live::new(&c.cpus)),
-            Duration::from_secs(10),
-            |_| {},
-            |cp| {
-                let g = &cp.outcome.threads[0].gaps;
-                assert!(!cp.outcome.stopped);
-                seen.push((
-                    cp.number,
-                    g.samples,
-                    g.hist.len() + g.out_of_range,
-                    g.buckets.iter().sum(),
-                    cp.outcome.elapsed_ns,
-                ));
-            },
-        )
+        let out = run_quietly(&c, |cp| {
+            let g = &cp.outcome.threads[0].gaps;
+            assert!(!cp.outcome.stopped);
+            seen.push((
+                cp.number,
+                g.samples,
+                g.hist.len() + g.out_of_range,
+                g.buckets.iter().sum(),
+                cp.outcome.elapsed_ns,
+            ));
+        })
         .unwrap();
         // One checkpoint a second over 2.6 s: 2 (a loaded machine may delay the second).
         assert!(!seen.is_empty() && seen.len() <= 2, "{seen:?}");
@@ -697,17 +707,7 @@ mod tests {
     fn an_unprivileged_loop_measures_and_stops() {
         let cpu = sched::get_affinity(0).unwrap().iter().next().unwrap();
         let c = cfg(cpu);
-        let live = Arc::new(Live::new(&c.cpus));
-        let out = run(
-            &c,
-            None,
-            Arc::new(AtomicBool::new(false)),
-            live,
-            Duration::from_secs(10),
-            |_| {},
-            |_| {},
-        )
-        .unwrap();
+        let out = run_quietly(&c, |_| {}).unwrap();
         let g = &out.threads[0].gaps;
         assert!(g.samples > 1000, "{}", g.samples);
         assert_eq!(g.buckets.iter().sum::<u64>(), g.samples);
@@ -719,16 +719,7 @@ mod tests {
             trace_threshold_ns: Some(0),
             ..cfg(cpu)
         };
-        let out = run(
-            &c,
-            None,
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(Live::new(&c.cpus)),
-            Duration::from_secs(10),
-            |_| {},
-            |_| {},
-        )
-        .unwrap();
+        let out = run_quietly(&c, |_| {}).unwrap();
         assert_eq!(out.threshold.map(|t| t.0), Some(cpu));
         assert!(out.threads[0].gaps.samples < 10_000);
     }
