@@ -402,16 +402,22 @@ fn lab_bare_vm_carries_frames_from_can0_to_can1() {
     let _ = fs::remove_dir_all(&out);
 }
 
-/// The tracing instances of `rt-host trace` (`rtvirt-trace-PID`) in this host's tracefs.
-fn trace_instances() -> Vec<String> {
+/// The tracing instances of `rt-host trace` (`rtvirt-trace-PID`) in this host's tracefs;
+/// with `recording`, only those whose `tracing_on` is 1.
+fn trace_instances(recording: bool) -> Vec<String> {
     let Ok(fs) = rt_sys::tracefs::Tracefs::find(&rt_sys::SysRoot::live()) else {
         return vec![];
+    };
+    let on = |n: &str| {
+        fs.read(&format!("instances/{n}/tracing_on"))
+            .is_ok_and(|t| t.trim() == "1")
     };
     fs.root()
         .list(fs.rel("instances"))
         .unwrap_or_default()
         .into_iter()
         .filter(|n| n.starts_with(rt_sys::tracefs::sched::INSTANCE_PREFIX))
+        .filter(|n| !recording || on(n))
         .collect()
 }
 
@@ -447,7 +453,7 @@ fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting rtvirt-lab flow");
-    let before = trace_instances();
+    let before = trace_instances(false);
     // Wait until the vCPU is FIFO (the host is tuned) and rt-host trace records, with a
     // deadline.
     let deadline = Instant::now() + Duration::from_secs(900);
@@ -468,7 +474,7 @@ fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
                     })
                     .unwrap_or(false)
             });
-            if tuned && trace_instances().len() > before.len() {
+            if tuned && trace_instances(true).iter().any(|i| !before.contains(i)) {
                 break pid;
             }
         }
@@ -510,7 +516,7 @@ fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
         .expect("rt-host revert ran");
     assert!(revert.ok, "rt-host revert failed: {}", revert.note);
     assert_eq!(
-        trace_instances(),
+        trace_instances(false),
         before,
         "rt-host trace left its tracefs instance"
     );

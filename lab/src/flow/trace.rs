@@ -283,16 +283,25 @@ impl AroundProbe for TraceAround {
         }
         let t = Instant::now();
         if let Err(e) = self.start() {
-            crate::flow::check_interrupt()?;
+            // The trace was stopped (dropped) already.
             self.running = None;
+            let log = fs::read_to_string(&self.spec.log).unwrap_or_default();
+            let note = match crate::interrupted() {
+                true => format!(
+                    "stopped with SIGINT while it started ({e:#})\n{}",
+                    tail(&log, 10)
+                ),
+                false => format!("{e:#}"),
+            };
             let step = Step {
                 name: STEP.into(),
                 rc: None,
                 secs: t.elapsed().as_secs_f64(),
                 ok: false,
-                note: format!("{e:#}"),
+                note,
             };
             Self::fail(gr, step);
+            crate::flow::check_interrupt()?;
         }
         Ok(())
     }
