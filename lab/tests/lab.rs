@@ -350,9 +350,15 @@ fn lab_report_marks_tcg_run_not_valid() {
     let runs = report["runs"]
         .as_array()
         .expect("report.json lists its runs");
-    assert_eq!(runs.len(), 2, "both run directories are in the report");
+    let mut ids: Vec<&str> = runs.iter().filter_map(|r| r["run_id"].as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        ["run-lab-can", "run-lab-host", "run-lab-vcan"],
+        "the guest's runs and the host trace's are in the report"
+    );
     if s.accel == "tcg" {
-        for r in runs {
+        for r in runs.iter().filter(|r| r["run_id"] != "run-lab-host") {
             let why: Vec<&str> = r["invalid_because"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
@@ -369,6 +375,70 @@ fn lab_report_marks_tcg_run_not_valid() {
             "the HTML report does not say the TCG run is not valid evidence"
         );
     }
+}
+
+/// `rt-host trace` ran on this host around the tuned probe (the clock exchange with
+/// `rt-guest clock-echo` over the 9p share): the report puts the probe's worst spikes
+/// beside the TCG vCPU thread's scheduling, naming the thread and the clock offset.
+#[test]
+#[ignore = "needs root and the QEMU lab: run lab/test.sh"]
+fn lab_report_has_the_host_view_of_the_probe() {
+    let Some(run) = flow() else { return };
+    let s = &run.summary;
+    let step = s
+        .step(lab::flow::trace::STEP)
+        .unwrap_or_else(|| panic!("no rt-host trace step: {:?}", s.steps));
+    assert!(step.ok, "rt-host trace failed: {}", step.note);
+    let host_run = s.out.join("runs").join(lab::flow::trace::RUN_HOST);
+    let rd = record::RunDir::open(&host_run).expect("the host trace's run came out");
+    rd.verify().expect("run-lab-host hashes");
+    assert!(rd.manifest().files.contains_key(record::HOST_TRACE));
+    let md = fs::read_to_string(&s.reports["md"]).unwrap();
+    let view = md
+        .split_once("Host view of the guest's worst spikes")
+        .unwrap_or_else(|| panic!("the report has no host view:\n{md}"))
+        .1;
+    let view = view.split("\n## ").next().unwrap_or(view);
+    let suffix = if s.accel == "kvm" { "KVM" } else { "TCG" };
+    let vcpu1 = vcpu1(&s.vcpus_tuned).expect("vCPU 1 sampled while tuned");
+    // The trace's line names the vCPU thread it recorded, pinned to CPU 1 by the profile.
+    let traced = format!("CPU 1/{suffix} (tid {}, CPUs 1)", vcpu1.tid);
+    assert!(
+        view.contains(&traced),
+        "the host view does not name {traced}:\n{view}"
+    );
+    // Spikes the trace covers are placed on that thread; the others say why not (the
+    // trace keeps its first --max-events events: under TCG about 40 000 a second).
+    let thread = format!("CPU 1/{suffix} (tid {}) on CPU 1", vcpu1.tid);
+    let placed = view.matches(&thread).count();
+    let unplaced: Vec<&str> = view
+        .lines()
+        .filter(|l| l.contains("no host trace covers it"))
+        .collect();
+    assert!(
+        placed > 0
+            || (!unplaced.is_empty() && unplaced.iter().all(|l| l.contains("kept its first"))),
+        "no spike placed on {thread}, and not for want of events:\n{view}"
+    );
+    eprintln!(
+        "host view: {placed} spike(s) placed on {thread}, {} not covered",
+        unplaced.len()
+    );
+    // "guest clock offset (guest - host) X us +- Y us (file_exchange)", both numbers.
+    let clock = view
+        .split_once("guest clock offset (guest - host) ")
+        .unwrap_or_else(|| panic!("no guest clock offset in the host view:\n{view}"))
+        .1;
+    let (offset, rest) = clock.split_once(" us +- ").expect("offset +- uncertainty");
+    let (uncertainty, method) = rest.split_once(" us (").expect("uncertainty and method");
+    let offset: f64 = offset.parse().expect("the offset is a number");
+    let uncertainty: f64 = uncertainty.parse().expect("the uncertainty is a number");
+    assert!(method.starts_with("file_exchange)"), "{clock}");
+    assert!(
+        uncertainty > 0.0 && uncertainty < 1e6,
+        "clock uncertainty {uncertainty} us"
+    );
+    eprintln!("guest - host = {offset} us +- {uncertainty} us");
 }
 
 /// The bare lab VM, without the rtvirt tools: proves the image, the boot, the modules and
@@ -415,8 +485,28 @@ fn lab_bare_vm_carries_frames_from_can0_to_can1() {
     let _ = fs::remove_dir_all(&out);
 }
 
-/// Ctrl-C in the middle of the flow, while the host is tuned: the lab reverts the host,
-/// stops QEMU and fails naming the interruption (a second flow, cut short).
+/// The tracing instances of `rt-host trace` (`rtvirt-trace-PID`) in this host's tracefs;
+/// with `recording`, only those whose `tracing_on` is 1.
+fn trace_instances(recording: bool) -> Vec<String> {
+    let Ok(fs) = rt_sys::tracefs::Tracefs::find(&rt_sys::SysRoot::live()) else {
+        return vec![];
+    };
+    let on = |n: &str| {
+        fs.read(&format!("instances/{n}/tracing_on"))
+            .is_ok_and(|t| t.trim() == "1")
+    };
+    fs.root()
+        .list(fs.rel("instances"))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.starts_with(rt_sys::tracefs::sched::INSTANCE_PREFIX))
+        .filter(|n| !recording || on(n))
+        .collect()
+}
+
+/// Ctrl-C in the middle of the flow, while the host is tuned and traced: the lab stops
+/// the trace (its tracefs instance removed), reverts the host, stops QEMU and fails naming
+/// the interruption (a second flow, cut short).
 #[test]
 #[ignore = "needs root and the QEMU lab: run lab/test.sh"]
 fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
@@ -446,7 +536,9 @@ fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting rtvirt-lab flow");
-    // Wait until the vCPU is FIFO (the host is tuned), with a deadline.
+    let before = trace_instances(false);
+    // Wait until the vCPU is FIFO (the host is tuned) and rt-host trace records, with a
+    // deadline.
     let deadline = Instant::now() + Duration::from_secs(900);
     let qemu = loop {
         assert!(Instant::now() < deadline, "the flow never tuned the vCPU");
@@ -465,7 +557,7 @@ fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
                     })
                     .unwrap_or(false)
             });
-            if tuned {
+            if tuned && trace_instances(true).iter().any(|i| !before.contains(i)) {
                 break pid;
             }
         }
@@ -506,6 +598,18 @@ fn lab_sigint_while_tuned_reverts_the_host_and_stops_qemu() {
         .step("host: rt-host revert")
         .expect("rt-host revert ran");
     assert!(revert.ok, "rt-host revert failed: {}", revert.note);
+    assert_eq!(
+        trace_instances(false),
+        before,
+        "rt-host trace left its tracefs instance"
+    );
+    let trace = summary
+        .step(lab::flow::trace::STEP)
+        .expect("rt-host trace ran");
+    assert!(
+        !trace.ok && trace.note.starts_with("stopped with SIGINT"),
+        "{trace:?}"
+    );
     let after = vcpu1(&summary.vcpus_after).expect("vCPU sampled after revert");
     assert_ne!(
         after.policy, "fifo",

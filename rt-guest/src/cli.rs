@@ -223,6 +223,10 @@ pub struct OslatArgs {
     /// Run time (`60`, `20m`, `2h`; a bare number is seconds). Default 60s.
     #[arg(short = 'D', long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Every INTERVAL (`10m`), write a complete oslat.json marked partial (atomically,
+    /// hashed in the manifest): a crash or power loss loses at most one interval of a soak.
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
+    pub checkpoint: Option<Duration>,
     /// oslat's one-microsecond buckets (5..=1024; the last takes the overflows).
     #[arg(short = 'b', long = "bucket-size", default_value_t = 32, value_parser = parse_count::<usize>)]
     pub buckets: usize,

@@ -11,9 +11,15 @@
 //! reads, where the stop flag and the deadline are checked too. Gaps are kept in
 //! nanoseconds in an HDR histogram with the exact min, mean and max, and in oslat's
 //! one-microsecond buckets (the last one takes the overflows).
+//!
+//! Checkpoints (`--checkpoint`), as the probe's: once per interval the reporting thread
+//! asks every loop for its histogram; the loop, at its next 4096-read check, swaps it for
+//! an empty spare (a pointer swap under a lock nobody else holds then) and copies its
+//! counters, and the reporting thread folds the interval into its totals and hands a
+//! complete picture of the run so far to the caller ([`OslatCheckpoint`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -40,6 +46,8 @@ pub struct OslatConfig {
     pub trace_threshold_ns: Option<u64>,
     /// CPUs of the calling (reporting) thread.
     pub report_cpus: Option<CpuSet>,
+    /// A complete picture of the run so far every this many ns (see [`OslatCheckpoint`]).
+    pub checkpoint_ns: Option<u64>,
 }
 
 impl OslatConfig {
@@ -57,6 +65,12 @@ impl OslatConfig {
         }
         if self.duration_ns == 0 {
             return bad("duration", "a zero duration measures nothing".into());
+        }
+        if self.checkpoint_ns.is_some_and(|c| c < 1_000_000_000) {
+            return bad(
+                "checkpoint",
+                "checkpoints come at most once per second".into(),
+            );
         }
         let p = self.sched.priority;
         if self.sched.policy.is_realtime() != (p > 0) || p > 99 {
@@ -187,7 +201,183 @@ pub struct OslatOutcome {
     pub threshold: Option<(u32, u64)>,
 }
 
+/// A checkpoint: everything measured up to it, as an outcome (the loops go on).
+#[derive(Debug)]
+pub struct OslatCheckpoint<'a> {
+    /// 1, 2, ...
+    pub number: u64,
+    /// The run so far (`stopped` false).
+    pub outcome: &'a OslatOutcome,
+    /// Per thread, the largest gap since the previous checkpoint, ns.
+    pub interval_max_ns: &'a [u64],
+}
+
+/// One loop's side of the checkpoints: the request, and the spare accumulators it swaps
+/// its histogram into (with a copy of its counters).
+struct Exchange {
+    want: AtomicBool,
+    slot: Mutex<Slot>,
+}
+
+struct Slot {
+    gaps: Gaps,
+    filled: bool,
+}
+
+impl Exchange {
+    fn new(cfg: &OslatConfig) -> Exchange {
+        let mut gaps = Gaps::new(cfg.buckets);
+        if cfg.checkpoint_ns.is_none() {
+            // Never swapped: a token histogram.
+            gaps.hist = Histogram::new_with_bounds(1, 2, 1).expect("static bounds are valid");
+        }
+        Exchange {
+            want: AtomicBool::new(false),
+            slot: Mutex::new(Slot {
+                gaps,
+                filled: false,
+            }),
+        }
+    }
+
+    /// The loop's side: hand over the histogram so far and a copy of the counters.
+    fn swap(&self, gaps: &mut Gaps) {
+        if let Ok(mut s) = self.slot.lock() {
+            std::mem::swap(&mut s.gaps.hist, &mut gaps.hist);
+            let g = &mut s.gaps;
+            g.buckets.copy_from_slice(&gaps.buckets);
+            (g.samples, g.min_ns, g.max_ns, g.sum_ns) =
+                (gaps.samples, gaps.min_ns, gaps.max_ns, gaps.sum_ns);
+            (g.overflows, g.out_of_range, g.max_wall_ns) =
+                (gaps.overflows, gaps.out_of_range, gaps.max_wall_ns);
+            s.filled = true;
+        }
+        self.want.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The reporting thread's side: per loop, the histogram of everything before the last
+/// swap, and the picture of the run it hands out.
+struct Collector {
+    totals: Vec<Histogram<u64>>,
+    snapshot: OslatOutcome,
+    interval_max: Vec<u64>,
+    pending: bool,
+    number: u64,
+    last_ns: u64,
+}
+
+impl Collector {
+    fn new(cfg: &OslatConfig, now: u64, wall0: u64) -> Collector {
+        let n = cfg.cpus.len();
+        Collector {
+            totals: (0..n).map(|_| record::hist::new_ns()).collect(),
+            snapshot: OslatOutcome {
+                threads: cfg
+                    .cpus
+                    .iter()
+                    .map(|cpu| OslatThread {
+                        cpu,
+                        tid: 0,
+                        sched: cfg.sched,
+                        gaps: Gaps::new(cfg.buckets),
+                    })
+                    .collect(),
+                start_wall_ns: wall0,
+                end_wall_ns: wall0,
+                elapsed_ns: 0,
+                stopped: false,
+                threshold: None,
+            },
+            interval_max: vec![0; n],
+            pending: false,
+            number: 0,
+            last_ns: now,
+        }
+    }
+
+    /// Ask for the swap; once every loop swapped (or one finished), fold the intervals
+    /// into the totals and call `cb`.
+    fn tick(
+        &mut self,
+        sh: &Shared,
+        now: u64,
+        every: u64,
+        cb: &mut dyn FnMut(&OslatCheckpoint<'_>),
+    ) {
+        if !self.pending {
+            if now.saturating_sub(self.last_ns) >= every {
+                self.last_ns = now;
+                sh.exchange
+                    .iter()
+                    .for_each(|x| x.want.store(true, Ordering::SeqCst));
+                self.pending = true;
+            }
+            return;
+        }
+        let all = sh.exchange.iter().all(|x| !x.want.load(Ordering::SeqCst));
+        if !all && sh.live.finished.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        self.pending = false;
+        for (i, x) in sh.exchange.iter().enumerate() {
+            let Ok(mut slot) = x.slot.lock() else {
+                continue;
+            };
+            if !std::mem::take(&mut slot.filled) {
+                continue;
+            }
+            self.interval_max[i] = if slot.gaps.hist.is_empty() {
+                0
+            } else {
+                slot.gaps.hist.max()
+            };
+            let _ = self.totals[i].add(&slot.gaps.hist);
+            slot.gaps.hist.reset();
+            let t = &mut self.snapshot.threads[i];
+            t.tid = sh.live.threads[i].tid.load(Ordering::Relaxed);
+            let g = &mut t.gaps;
+            g.hist.clone_from(&self.totals[i]);
+            g.buckets.copy_from_slice(&slot.gaps.buckets);
+            (g.samples, g.min_ns, g.max_ns, g.sum_ns) = (
+                slot.gaps.samples,
+                slot.gaps.min_ns,
+                slot.gaps.max_ns,
+                slot.gaps.sum_ns,
+            );
+            (g.overflows, g.out_of_range, g.max_wall_ns) = (
+                slot.gaps.overflows,
+                slot.gaps.out_of_range,
+                slot.gaps.max_wall_ns,
+            );
+        }
+        self.number += 1;
+        let o = &mut self.snapshot;
+        o.elapsed_ns = now.saturating_sub(sh.start_ns.load(Ordering::SeqCst));
+        o.end_wall_ns = o.start_wall_ns + o.elapsed_ns;
+        cb(&OslatCheckpoint {
+            number: self.number,
+            outcome: o,
+            interval_max_ns: &self.interval_max,
+        });
+    }
+
+    /// At the end: a swap not yet folded and the totals go into the loops' results, which
+    /// then hold the whole run.
+    fn finish(&mut self, sh: &Shared, threads: &mut [OslatThread]) {
+        for (i, (x, t)) in sh.exchange.iter().zip(threads.iter_mut()).enumerate() {
+            if let Ok(mut slot) = x.slot.lock() {
+                if std::mem::take(&mut slot.filled) {
+                    let _ = self.totals[i].add(&slot.gaps.hist);
+                }
+            }
+            let _ = t.gaps.hist.add(&self.totals[i]);
+        }
+    }
+}
+
 struct Shared {
+    exchange: Vec<Exchange>,
     cfg: OslatConfig,
     live: Arc<Live>,
     stop: Arc<AtomicBool>,
@@ -200,7 +390,8 @@ struct Shared {
 }
 
 /// Run the loops. `stop` ends them early (within 4096 reads); `report` is called about
-/// once per `report_every` from the calling thread.
+/// once per `report_every` from the calling thread, `checkpoint` once per
+/// `cfg.checkpoint_ns` (never when that is None).
 pub fn run(
     cfg: &OslatConfig,
     ftrace: Option<Ftrace>,
@@ -208,12 +399,14 @@ pub fn run(
     live: Arc<Live>,
     report_every: Duration,
     mut report: impl FnMut(&Live),
+    mut checkpoint: impl FnMut(&OslatCheckpoint<'_>),
 ) -> Result<OslatOutcome, ProbeError> {
     if let Some(cpus) = cfg.report_cpus.as_ref().filter(|c| !c.is_empty()) {
         let _ = sched::set_affinity(0, cpus);
     }
     let n = cfg.cpus.len();
     let sh = Arc::new(Shared {
+        exchange: (0..n).map(|_| Exchange::new(cfg)).collect(),
         cfg: cfg.clone(),
         live: live.clone(),
         stop: stop.clone(),
@@ -246,6 +439,7 @@ pub fn run(
     sh.ready.wait();
     let every = u64::try_from(report_every.as_nanos()).unwrap_or(u64::MAX);
     let mut last = rt::monotonic_ns();
+    let mut collector = cfg.checkpoint_ns.map(|_| Collector::new(cfg, start, wall0));
     while live.finished.load(Ordering::SeqCst) < n {
         std::thread::sleep(Duration::from_millis(20));
         let now = rt::monotonic_ns();
@@ -253,9 +447,15 @@ pub fn run(
             last = now;
             report(&live);
         }
+        if let (Some(c), Some(cp)) = (collector.as_mut(), cfg.checkpoint_ns) {
+            c.tick(&sh, now, cp, &mut checkpoint);
+        }
     }
     let end = rt::monotonic_ns();
-    let threads = join_all(handles)?;
+    let mut threads = join_all(handles)?;
+    if let Some(c) = collector.as_mut() {
+        c.finish(&sh, &mut threads);
+    }
     let threshold = match sh.fired_cpu.load(Ordering::SeqCst) {
         0 => None,
         c => Some((c - 1, sh.fired_ns.load(Ordering::SeqCst))),
@@ -294,7 +494,7 @@ fn spin(sh: &Shared, slot: usize, cpu: u32, mut gaps: Gaps) -> Result<OslatThrea
     live.tid.store(tid, Ordering::Relaxed);
     if !sh.abort.load(Ordering::SeqCst) {
         let end = sh.start_ns.load(Ordering::SeqCst) + sh.cfg.duration_ns;
-        busy_loop(sh, live, cpu, end, &mut gaps);
+        busy_loop(sh, slot, cpu, end, &mut gaps);
     }
     Ok(OslatThread {
         cpu,
@@ -304,8 +504,11 @@ fn spin(sh: &Shared, slot: usize, cpu: u32, mut gaps: Gaps) -> Result<OslatThrea
     })
 }
 
-/// The hot loop: no allocation, no lock, no system call but the vDSO clock read.
-fn busy_loop(sh: &Shared, live: &crate::probe::LiveThread, cpu: u32, end: u64, gaps: &mut Gaps) {
+/// The hot loop: no allocation, no system call but the vDSO clock read, and no lock but
+/// the checkpoint's swap (once per interval, when asked).
+fn busy_loop(sh: &Shared, slot: usize, cpu: u32, end: u64, gaps: &mut Gaps) {
+    let live = &sh.live.threads[slot];
+    let exchange = &sh.exchange[slot];
     let threshold = sh.cfg.trace_threshold_ns.unwrap_or(u64::MAX);
     let mut prev = rt::monotonic_ns();
     let mut i: u32 = 0;
@@ -333,6 +536,11 @@ fn busy_loop(sh: &Shared, live: &crate::probe::LiveThread, cpu: u32, end: u64, g
                 Ordering::Relaxed,
             );
             live.missed.store(gaps.overflows, Ordering::Relaxed);
+            if exchange.want.load(Ordering::Relaxed) {
+                exchange.swap(gaps);
+                // The swap is not part of the next gap.
+                prev = rt::monotonic_ns();
+            }
             if now >= end || sh.stop.load(Ordering::Relaxed) || sh.abort.load(Ordering::Relaxed) {
                 break;
             }
@@ -381,6 +589,7 @@ mod tests {
             buckets: 32,
             trace_threshold_ns: None,
             report_cpus: None,
+            checkpoint_ns: None,
         }
     }
 
@@ -427,20 +636,78 @@ mod tests {
         assert!(e.contains("priority 0 does not fit policy fifo"), "{e}");
     }
 
+    /// [`run`] without a stop flag or status lines.
+    fn run_quietly(
+        c: &OslatConfig,
+        checkpoint: impl FnMut(&OslatCheckpoint<'_>),
+    ) -> Result<OslatOutcome, ProbeError> {
+        let live = Arc::new(Live::new(&c.cpus));
+        let stop = Arc::new(AtomicBool::new(false));
+        run(
+            c,
+            None,
+            stop,
+            live,
+            Duration::from_secs(10),
+            |_| {},
+            checkpoint,
+        )
+    }
+
+    #[test]
+    fn checkpoints_hold_everything_so_far_and_the_end_holds_the_whole_run() {
+        let cpu = sched::get_affinity(0).unwrap().iter().next().unwrap();
+        let c = OslatConfig {
+            duration_ns: 2_600_000_000,
+            checkpoint_ns: Some(1_000_000_000),
+            ..cfg(cpu)
+        };
+        let mut seen: Vec<(u64, u64, u64, u64, u64)> = Vec::new();
+        let out = run_quietly(&c, |cp| {
+            let g = &cp.outcome.threads[0].gaps;
+            assert!(!cp.outcome.stopped);
+            seen.push((
+                cp.number,
+                g.samples,
+                g.hist.len() + g.out_of_range,
+                g.buckets.iter().sum(),
+                cp.outcome.elapsed_ns,
+            ));
+        })
+        .unwrap();
+        // One checkpoint a second over 2.6 s: 2 (a loaded machine may delay the second).
+        assert!(!seen.is_empty() && seen.len() <= 2, "{seen:?}");
+        let mut before = 0;
+        for (i, (n, samples, in_hist, in_buckets, elapsed)) in seen.iter().enumerate() {
+            assert_eq!(*n, i as u64 + 1);
+            assert_eq!(samples, in_hist, "the histogram holds every gap counted");
+            assert_eq!(samples, in_buckets, "the buckets too");
+            assert!(*samples > before, "{seen:?}");
+            assert!(*elapsed >= (i as u64 + 1) * 1_000_000_000, "{seen:?}");
+            before = *samples;
+        }
+        let g = &out.threads[0].gaps;
+        assert!(
+            g.samples > before,
+            "the end holds more than the last checkpoint"
+        );
+        assert_eq!(
+            g.hist.len() + g.out_of_range,
+            g.samples,
+            "nothing lost in the swaps"
+        );
+        assert_eq!(g.buckets.iter().sum::<u64>(), g.samples);
+        let mut c = cfg(cpu);
+        c.checkpoint_ns = Some(999_999_999);
+        let e = c.validate(&CpuSet::from_cpus([0, 1])).unwrap_err();
+        assert!(e.to_string().contains("at most once per second"), "{e}");
+    }
+
     #[test]
     fn an_unprivileged_loop_measures_and_stops() {
         let cpu = sched::get_affinity(0).unwrap().iter().next().unwrap();
         let c = cfg(cpu);
-        let live = Arc::new(Live::new(&c.cpus));
-        let out = run(
-            &c,
-            None,
-            Arc::new(AtomicBool::new(false)),
-            live,
-            Duration::from_secs(10),
-            |_| {},
-        )
-        .unwrap();
+        let out = run_quietly(&c, |_| {}).unwrap();
         let g = &out.threads[0].gaps;
         assert!(g.samples > 1000, "{}", g.samples);
         assert_eq!(g.buckets.iter().sum::<u64>(), g.samples);
@@ -452,15 +719,7 @@ mod tests {
             trace_threshold_ns: Some(0),
             ..cfg(cpu)
         };
-        let out = run(
-            &c,
-            None,
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(Live::new(&c.cpus)),
-            Duration::from_secs(10),
-            |_| {},
-        )
-        .unwrap();
+        let out = run_quietly(&c, |_| {}).unwrap();
         assert_eq!(out.threshold.map(|t| t.0), Some(cpu));
         assert!(out.threads[0].gaps.samples < 10_000);
     }

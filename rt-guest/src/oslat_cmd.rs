@@ -20,7 +20,7 @@ use crate::commands::{
     EXIT_NOT_MET, EXIT_OK,
 };
 use crate::cyclictest::{Sysinfo, RT_TESTS_VERSION};
-use crate::oslat::{self, OslatConfig, OslatOutcome};
+use crate::oslat::{self, OslatCheckpoint, OslatConfig, OslatOutcome};
 use crate::output::{self, Reserve};
 use crate::probe::Live;
 use crate::stalls::{self, StallConfig};
@@ -49,6 +49,9 @@ pub fn config(args: &OslatArgs, profile: Option<&profiles::Profile>) -> OslatCon
         buckets: args.buckets,
         trace_threshold_ns: args.trace_threshold.map(|us| us * 1000),
         report_cpus: args.main_cpus.clone(),
+        checkpoint_ns: args
+            .checkpoint
+            .map(|c| u64::try_from(c.as_nanos()).unwrap_or(u64::MAX)),
     }
 }
 
@@ -120,7 +123,13 @@ pub fn oslat(args: &OslatArgs, argv: Vec<String>) -> Result<u8> {
         head.push_str(&oslatfmt::header(&cfg, &main_cpus));
     }
     print_flush(&head);
-    let outcome = run_loops(&cfg, ftrace, &signals, args.quiet);
+    let checkpointer = Checkpointer {
+        rd: &mut rd,
+        cfg: &cfg,
+        mlock: prep.mlock,
+        quiet: args.quiet,
+    };
+    let outcome = run_loops(&cfg, ftrace, &signals, args.quiet, checkpointer);
     if prep.mlock {
         rt::munlockall();
         let _ = rt::drop_exe_text(&root);
@@ -153,11 +162,61 @@ pub fn oslat(args: &OslatArgs, argv: Vec<String>) -> Result<u8> {
     Ok(code)
 }
 
+/// What a checkpoint needs: the run directory and the record's settings.
+struct Checkpointer<'a> {
+    rd: &'a mut RunDir,
+    cfg: &'a OslatConfig,
+    mlock: bool,
+    quiet: bool,
+}
+
+impl Checkpointer<'_> {
+    /// Write `oslat.json` as it stands (atomically, hashed in the manifest, marked partial)
+    /// and say so; a failed write keeps the previous checkpoint.
+    fn write(&mut self, cp: &OslatCheckpoint<'_>) {
+        let rec = oslatfmt::record(self.cfg, self.mlock, cp.outcome, true);
+        let at = crate::evidence::rfc3339(rt::realtime_ns());
+        if let Some(t) = self.rd.manifest_mut().tools.last_mut() {
+            t.partial_reason = Some(format!(
+                "checkpoint {} at {at}: the run went on (still measuring, or killed)",
+                cp.number
+            ));
+        }
+        let worst = cp.outcome.threads.iter().map(|t| t.gaps.max_ns).max();
+        let win = cp
+            .outcome
+            .threads
+            .iter()
+            .zip(cp.interval_max_ns)
+            .max_by_key(|(_, m)| **m)
+            .map_or((0, 0), |(t, m)| (*m, t.cpu));
+        #[allow(clippy::cast_precision_loss)] // ns of a run fit a double well
+        let line = match self.rd.write_json(record::OSLAT, &rec) {
+            Ok(()) => format!(
+                "checkpoint {} ({:.0} s): max gap {:.1} us this interval (CPU {}), {:.1} us so far",
+                cp.number,
+                cp.outcome.elapsed_ns as f64 / 1e9,
+                win.0 as f64 / 1e3,
+                win.1,
+                worst.unwrap_or(0) as f64 / 1e3
+            ),
+            Err(e) => format!(
+                "warning: checkpoint {} not written ({e:#}): the previous one stays",
+                cp.number
+            ),
+        };
+        if !self.quiet || line.starts_with("warning") {
+            eprintln!("{line}");
+        }
+    }
+}
+
 fn run_loops(
     cfg: &OslatConfig,
     ftrace: Option<Ftrace>,
     signals: &Signals,
     quiet: bool,
+    mut checkpointer: Checkpointer<'_>,
 ) -> Result<OslatOutcome, crate::probe::ProbeError> {
     let live = Arc::new(Live::new(&cfg.cpus));
     let t0 = rt::monotonic_ns();
@@ -178,6 +237,7 @@ fn run_loops(
             let mut e = std::io::stderr().lock();
             let _ = writeln!(e, "{}", status(l, el, planned));
         },
+        |cp| checkpointer.write(cp),
     );
     if !quiet {
         print_flush("Test completed.\n\n");
@@ -245,6 +305,8 @@ fn selftest(args: &OslatArgs, mut cfg: OslatConfig, argv: Vec<String>) -> Result
             priority: 90,
         };
     }
+    // The self-test's runs are judged, not kept: no checkpoints.
+    cfg.checkpoint_ns = None;
     let stall = StallConfig {
         loop_cfg: cfg,
         delay_ns: args.delay_us * 1000,

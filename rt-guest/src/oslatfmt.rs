@@ -387,6 +387,7 @@ pub(crate) mod tests {
             buckets: 32,
             trace_threshold_ns: None,
             report_cpus: None,
+            checkpoint_ns: None,
         };
         let r = record(&cfg, true, &out, true);
         let t = &r.threads[0];

@@ -187,6 +187,7 @@ fn one_run(cfg: &OslatConfig, stop: &Arc<AtomicBool>) -> Result<Gaps, ProbeError
         live,
         Duration::from_secs(3600),
         |_| {},
+        |_| {},
     )?;
     Ok(out
         .threads
@@ -264,6 +265,7 @@ mod tests {
                 buckets: 32,
                 trace_threshold_ns: None,
                 report_cpus: None,
+                checkpoint_ns: None,
             },
             delay_ns: 200_000,
             every_ns: 10_000_000,

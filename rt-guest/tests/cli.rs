@@ -1136,14 +1136,15 @@ fn wait_manifest(run: &Path, secs: u64, cond: impl Fn(&record::Manifest) -> bool
     false
 }
 
-#[test]
-fn kill_9_mid_soak_keeps_the_last_checkpoint_valid_hashed_and_partial() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    let mut child = quiet_probe()
-        .args(["-D", "12h", "-q"])
-        .args(["--checkpoint", "1s", "--no-dma-latency", "--out"])
-        .arg(&run)
+/// Run `cmd` (a soak with `--checkpoint 1s --out run`) until its second checkpoint, kill
+/// it with SIGKILL (no handler runs), and check what it left: the run verifies, its tool
+/// run is partial and unfinished, and validation reads it as a partial run of `tool`.
+fn kill_9_after_the_second_checkpoint(
+    mut cmd: Command,
+    run: &Path,
+    tool: &str,
+) -> validation::evidence::RunData {
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -1154,15 +1155,35 @@ fn kill_9_mid_soak_keeps_the_last_checkpoint_valid_hashed_and_partial() {
             .and_then(|t| t.partial_reason.as_deref())
             .is_some_and(|r| r.starts_with("checkpoint 2 "))
     };
-    let reached = wait_manifest(&run, 30, second);
-    child.kill().unwrap(); // SIGKILL: no handler runs
+    let reached = wait_manifest(run, 30, second);
+    child.kill().unwrap();
     let _ = child.wait();
     assert!(reached, "no second checkpoint within 30 s");
-    let rd = record::RunDir::open(&run).unwrap();
+    let rd = record::RunDir::open(run).unwrap();
     rd.verify()
         .expect("the last checkpoint is intact and its sha256 is in the manifest");
-    assert!(rd.manifest().files.contains_key("probe.json"));
-    let rec: record::ProbeRecord = rd.read_json("probe.json").unwrap();
+    let t = &rd.manifest().tools[0];
+    assert!(t.partial && t.end.is_none(), "{t:?}");
+    let data = validation::evidence::RunData::open(run).unwrap();
+    let issues = validation::evidence::environment_issues(&data.manifest, "");
+    let expected = format!("partial run: {tool} was interrupted (checkpoint");
+    assert!(
+        issues.iter().any(|i| i.starts_with(&expected)),
+        "{issues:?}"
+    );
+    data
+}
+
+#[test]
+fn kill_9_mid_soak_keeps_the_last_checkpoint_valid_hashed_and_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut cmd = quiet_probe();
+    cmd.args(["-D", "12h", "-q"])
+        .args(["--checkpoint", "1s", "--no-dma-latency", "--out"])
+        .arg(&run);
+    let data = kill_9_after_the_second_checkpoint(cmd, &run, "rt-guest probe");
+    let rec = data.probe.expect("probe.json");
     assert!(rec.partial);
     let t = &rec.threads[0];
     assert!(t.samples > 0);
@@ -1176,18 +1197,67 @@ fn kill_9_mid_soak_keeps_the_last_checkpoint_valid_hashed_and_partial() {
         "{}",
         rec.elapsed_s
     );
-    let tool = &rd.manifest().tools[0];
-    assert!(tool.partial && tool.end.is_none(), "{tool:?}");
-    // validation reads it, as a partial run.
-    let data = validation::evidence::RunData::open(&run).unwrap();
-    let issues = validation::evidence::environment_issues(&data.manifest, "");
-    assert!(
-        issues
-            .iter()
-            .any(|i| i.starts_with("partial run: rt-guest probe was interrupted (checkpoint")),
-        "{issues:?}"
+}
+
+#[test]
+fn kill_9_mid_oslat_soak_keeps_the_last_checkpoint_valid_hashed_and_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // SCHED_OTHER on one allowed CPU: no privileges needed.
+    let mut cmd = bin();
+    cmd.args(["oslat", "-c", &allowed_cpu().to_string(), "-D", "12h", "-q"])
+        .args(["--checkpoint", "1s", "--out"])
+        .arg(&run);
+    let data = kill_9_after_the_second_checkpoint(cmd, &run, "rt-guest oslat");
+    let rec = data.oslat.expect("oslat.json");
+    assert!(rec.partial);
+    let t = &rec.threads[0];
+    assert!(t.samples > 1000, "{}", t.samples);
+    assert_eq!(
+        t.gaps.histogram().unwrap().len() + t.out_of_range,
+        t.samples,
+        "the histogram holds every gap counted"
     );
-    assert!(data.probe.unwrap().partial);
+    assert!(
+        rec.elapsed_s >= 1.5 && rec.elapsed_s < 60.0,
+        "{}",
+        rec.elapsed_s
+    );
+}
+
+#[test]
+fn an_oslat_soak_that_ends_replaces_the_checkpoint_with_the_whole_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = bin()
+        .args([
+            "oslat",
+            "-c",
+            &allowed_cpu().to_string(),
+            "-D",
+            "2500ms",
+            "-q",
+        ])
+        .args(["--checkpoint", "1s", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("checkpoint 1 ("),
+        "-q keeps the checkpoint lines quiet: {err}"
+    );
+    let rd = record::RunDir::open(&run).unwrap();
+    rd.verify().unwrap();
+    let rec: record::OslatRecord = rd.read_json(record::OSLAT).unwrap();
+    assert!(!rec.partial && !rd.manifest().tools[0].partial);
+    assert!(rec.elapsed_s >= 2.5, "{}", rec.elapsed_s);
+    let t = &rec.threads[0];
+    assert_eq!(
+        t.gaps.histogram().unwrap().len() + t.out_of_range,
+        t.samples
+    );
 }
 
 #[test]

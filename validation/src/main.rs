@@ -33,7 +33,9 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
-    /// Merge runs (HDR histograms added per CPU / per CAN message) into one run directory.
+    /// Merge runs (HDR histograms added per CPU / per CAN message; a host trace and an
+    /// hwlat record carried unchanged from the one input that has each) into one run
+    /// directory.
     Merge {
         /// Run directories to merge.
         #[arg(required = true)]
@@ -160,6 +162,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
                 for src in &s.sources {
                     rtvirt_cli::outln!("  source {src}");
+                }
+                for c in &s.carried {
+                    rtvirt_cli::outln!("  carried {c}");
                 }
             }
             Ok(ExitCode::SUCCESS)

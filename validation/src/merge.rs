@@ -7,6 +7,12 @@
 //! stays at a few histograms however many messages the runs hold; logs are copied
 //! streamed and checked against their sources' manifests, never through a symlink. The
 //! same run given twice, also inside a merged input, is refused before anything is written.
+//!
+//! A host trace (`host-trace.json`: one host's time line of one VM's vCPU threads) and an
+//! hwlat record (`hwlat.json`: one host's hardware) do not add up like histograms: the
+//! merged run carries the one input's file unchanged (copied and checked against that
+//! input's manifest, hashed in the merged one), so the merged report keeps its host view
+//! and its hwlat requirement; two inputs with such a file are refused, naming both.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -31,6 +37,36 @@ pub struct MergeSummary {
     pub cpus: usize,
     /// CAN messages in the merged can.json.
     pub messages: usize,
+    /// Files carried unchanged from one input (`host-trace.json from run-x`).
+    pub carried: Vec<String>,
+}
+
+/// The files a merged run carries unchanged from the one input that has them.
+pub const CARRIED: [&str; 2] = [record::HOST_TRACE, record::HWLAT];
+
+/// For each of [`CARRIED`], the input that has it; two inputs with the same kind of file
+/// are refused, naming both files.
+pub fn carried(runs: &[RunData]) -> Result<Vec<(&'static str, usize)>, EvidenceError> {
+    let mut out = Vec::new();
+    for name in CARRIED {
+        let with: Vec<usize> = (0..runs.len())
+            .filter(|&i| runs[i].manifest.files.contains_key(name))
+            .collect();
+        match with.as_slice() {
+            [] => {}
+            [i] => out.push((name, *i)),
+            [a, b, ..] => {
+                return Err(EvidenceError::Merge {
+                    what: format!(
+                        "{} and {}: a merged run carries one {name} unchanged (they do not add up like histograms); report these runs side by side instead",
+                        runs[*a].path.join(name).display(),
+                        runs[*b].path.join(name).display()
+                    ),
+                })
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Histograms of one key being merged: the sum, and the exact extremes while every
@@ -220,16 +256,7 @@ fn merge_message(
             o.reordered = checked_sum(o.reordered, m.reordered, &path, &what)?;
             o.deadline_misses = checked_sum(o.deadline_misses, m.deadline_misses, &path, &what)?;
             if let (Some(a), Some(b)) = (o.e2e.as_mut(), m.e2e.as_ref()) {
-                for (x, y) in [
-                    (&mut a.ok, b.ok),
-                    (&mut a.ok_some_lost, b.ok_some_lost),
-                    (&mut a.repeated, b.repeated),
-                    (&mut a.wrong_sequence, b.wrong_sequence),
-                    (&mut a.error, b.error),
-                    (&mut a.timeout, b.timeout),
-                ] {
-                    *x = checked_sum(*x, y, &path, &what)?;
-                }
+                crate::evidence::pool::add_e2e(a, b, &path, &what)?;
             }
             o.frame_time_us = o.frame_time_us.max(m.frame_time_us);
             o.wcrt_us = match (o.wcrt_us, m.wcrt_us) {
@@ -403,6 +430,7 @@ pub fn merge(
     let profile = common_profile(&runs)?;
     let probe = merge_probe(&runs)?;
     let can = merge_can(&runs)?;
+    let carry = carried(&runs)?;
 
     let mut rd = RunDir::open_or_create(out)?;
     rd.begin_tool(
@@ -434,12 +462,24 @@ pub fn merge(
     if let Some(c) = &can {
         rd.write_json(record::CAN, c)?;
     }
+    let mut carried = Vec::new();
+    for (name, i) in carry {
+        let r = &runs[i];
+        rd.copy_from(name, &RunDir::open(&r.path)?, name)?;
+        let what = format!("{name} from {}", r.id());
+        rd.manifest_mut()
+            .environment
+            .notes
+            .push(format!("{what}, carried unchanged"));
+        carried.push(what);
+    }
     rd.end_tool(None)?;
     Ok(MergeSummary {
         out: out.display().to_string(),
         sources,
         cpus: probe.map_or(0, |p| p.threads.len()),
         messages: can.map_or(0, |c| c.messages.len()),
+        carried,
     })
 }
 

@@ -574,7 +574,8 @@ fn a_host_trace_is_read_as_the_other_records_and_refused_when_tampered_or_outsid
     let r = std::fs::read_to_string(&md).unwrap();
     assert!(r.contains("Host view of the guest's worst spikes"), "{r}");
     assert!(r.contains("kworker/1:2 (pid 77): 30.0 us"), "{r}");
-    assert!(r.contains("tid 50 on CPU 1"), "{r}");
+    assert!(r.contains("CPU 1/KVM (tid 50) on CPU 1"), "{r}");
+    assert!(r.contains("guest clock offset (guest - host) "), "{r}");
     // A run without a host trace has no such section.
     let (dir2, plain) = setup();
     let md2 = dir2.path().join("r.md");
@@ -609,5 +610,130 @@ fn a_host_trace_is_read_as_the_other_records_and_refused_when_tampered_or_outsid
     refused(
         &export_json(&[&c], &dir.path().join("c.json")),
         &["\"host-trace.json\"", "symlink"],
+    );
+}
+
+/// An hwlat record (as `rt-host hwlat` writes it) with gaps of `gaps_us` above 10 us.
+fn add_hwlat(run: &Path, gaps_us: &[u64]) {
+    let h = record::HwlatRecord {
+        threshold_us: 10,
+        width_us: 500_000,
+        window_us: 1_000_000,
+        duration_s: 300.0,
+        total_samples: gaps_us.len() as u64,
+        max_us: gaps_us.iter().copied().max().unwrap_or(0),
+        samples: vec![],
+        partial: false,
+    };
+    let mut rd = record::RunDir::open_or_create(run).unwrap();
+    rd.begin_tool("rt-host hwlat", "0.1.0", "0123abcd", vec!["hwlat".into()])
+        .unwrap();
+    rd.write_json(record::HWLAT, &h).unwrap();
+    rd.end_tool(None).unwrap();
+}
+
+fn merge(inputs: &[&Path], out: &Path) -> Output {
+    let mut args = vec!["merge".to_string()];
+    args.extend(inputs.iter().map(|r| r.display().to_string()));
+    args.extend(["--out".into(), out.display().to_string()]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    validation(&a)
+}
+
+#[test]
+fn a_merge_carries_the_host_trace_and_hwlat_hashed_and_keeps_their_evidence() {
+    let (dir, a) = setup();
+    add_host_trace(&a, 1_764_000_000_000_000_000);
+    let b = make_run(
+        dir.path(),
+        "run-b",
+        Fixture {
+            probe_max_us: 25,
+            ..GOOD
+        },
+    );
+    add_hwlat(&b, &[12, 17]);
+    let m = dir.path().join("merged");
+    let o = merge(&[&a, &b], &m);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("carried host-trace.json from run-a"), "{out}");
+    assert!(out.contains("carried hwlat.json from run-b"), "{out}");
+    let rd = record::RunDir::open(&m).unwrap();
+    rd.verify().unwrap();
+    for (file, src) in [("host-trace.json", &a), ("hwlat.json", &b)] {
+        let entry = &rd.manifest().files[file];
+        let original = std::fs::read(src.join(file)).unwrap();
+        assert_eq!(entry.sha256, record::sha256_hex(&original), "{file}");
+        assert_eq!(std::fs::read(m.join(file)).unwrap(), original, "{file}");
+    }
+    // The merged run's report keeps the host view of run-a's spike.
+    let md = dir.path().join("m.md");
+    assert_eq!(export(&m, "md", &md).status.code(), Some(0));
+    let r = std::fs::read_to_string(&md).unwrap();
+    assert!(r.contains("kworker/1:2 (pid 77): 30.0 us"), "{r}");
+    assert!(r.contains("CPU 1/KVM (tid 50) on CPU 1"), "{r}");
+    // ... and run-b's hwlat requirement: the largest gap, 17 us, not "no hwlat.json".
+    let soak = validation(&[
+        "report",
+        "export",
+        m.to_str().unwrap(),
+        "--profile",
+        "soak",
+        "--format",
+        "json",
+        "--out",
+        "-",
+    ]);
+    let v: Value =
+        serde_json::from_slice(&soak.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&soak)));
+    let hw = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["trace"].to_string().contains("hwlat.json"))
+        .unwrap_or_else(|| panic!("no result traced to hwlat.json: {v}"));
+    assert_eq!(hw["measured"], 17.0, "{hw}");
+    // A plain merge carries neither.
+    let (dir2, c) = setup();
+    let d = make_run(dir2.path(), "run-d", Fixture { lost: 2, ..GOOD });
+    let m2 = dir2.path().join("merged");
+    assert_eq!(merge(&[&c, &d], &m2).status.code(), Some(0));
+    let files = record::RunDir::open(&m2).unwrap().manifest().files.clone();
+    assert!(!files.contains_key("host-trace.json") && !files.contains_key("hwlat.json"));
+}
+
+#[test]
+fn a_merge_of_two_host_traces_or_two_hwlat_records_is_refused_naming_both() {
+    let (dir, a) = setup();
+    let b = make_run(dir.path(), "run-b", Fixture { lost: 1, ..GOOD });
+    add_host_trace(&a, 1_764_000_000_000_000_000);
+    add_host_trace(&b, 1_764_000_100_000_000_000);
+    let m = dir.path().join("merged");
+    let o = merge(&[&a, &b], &m);
+    let (fa, fb) = (a.join("host-trace.json"), b.join("host-trace.json"));
+    refused(
+        &o,
+        &[
+            &format!("{} and {}", fa.display(), fb.display()),
+            "carries one host-trace.json",
+        ],
+    );
+    assert!(!m.exists(), "nothing written");
+    let (dir2, c) = setup();
+    let d = make_run(dir2.path(), "run-d", Fixture { lost: 1, ..GOOD });
+    add_hwlat(&c, &[12]);
+    add_hwlat(&d, &[15]);
+    let o = merge(&[&c, &d], &dir2.path().join("merged"));
+    refused(
+        &o,
+        &[
+            &format!(
+                "{} and {}",
+                c.join("hwlat.json").display(),
+                d.join("hwlat.json").display()
+            ),
+            "carries one hwlat.json",
+        ],
     );
 }

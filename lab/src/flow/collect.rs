@@ -29,6 +29,17 @@ pub fn bring_out(share: &Path, out: &Path) -> Result<PathBuf> {
     Ok(runs_dir)
 }
 
+/// Move the run directory `run` (made on this machine) into `runs_dir`; returns its
+/// new place.
+pub fn bring_in(run: &Path, runs_dir: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(runs_dir).with_context(|| format!("Creating {}", runs_dir.display()))?;
+    let name = run.file_name().context("A run directory without a name")?;
+    let dest = runs_dir.join(name);
+    fs::rename(run, &dest)
+        .with_context(|| format!("Moving {} to {}", run.display(), dest.display()))?;
+    Ok(dest)
+}
+
 /// The cross-checks of the runs in `runs_dir` into the summary; returns the run
 /// directories that have a manifest (the ones the report is made of).
 pub fn cross_check(runs_dir: &Path, can: &profiles::Can, summary: &mut Summary) -> Vec<PathBuf> {
@@ -200,6 +211,10 @@ mod tests {
         assert!(runs.join("run-lab-can/x").is_file());
         assert!(!runs.join("old").exists());
         assert!(!share.join("runs").exists());
+        fs::create_dir_all(dir.path().join("run-lab-host")).unwrap();
+        let host = bring_in(&dir.path().join("run-lab-host"), &runs).unwrap();
+        assert_eq!(host, runs.join("run-lab-host"));
+        assert!(host.is_dir() && !dir.path().join("run-lab-host").exists());
     }
 
     #[test]

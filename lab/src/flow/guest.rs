@@ -129,9 +129,39 @@ pub fn untuned(gr: &mut GuestRun<'_>, plan: &GuestPlan<'_>) -> Result<()> {
     Ok(())
 }
 
+/// What runs on the host around the tuned probe (the 2-CPU lab: `rt-host trace`, see
+/// [`crate::flow::trace`]).
+pub trait AroundProbe {
+    /// Before the probe starts.
+    fn before(&mut self, gr: &mut GuestRun<'_>) -> Result<()>;
+    /// After it ended (also when it failed).
+    fn after(&mut self, gr: &mut GuestRun<'_>) -> Result<()>;
+}
+
+/// Nothing around the probe.
+pub struct Nothing;
+
+impl AroundProbe for Nothing {
+    fn before(&mut self, _: &mut GuestRun<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn after(&mut self, _: &mut GuestRun<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// While the host is tuned: self-test, probe, can-sim on the card pair and on vcan0
 /// (skipped when an earlier guest step failed).
 pub fn tuned(gr: &mut GuestRun<'_>, plan: &GuestPlan<'_>) -> Result<()> {
+    tuned_around(gr, plan, &mut Nothing)
+}
+
+/// [`tuned`], with `around` run before and after the probe.
+pub fn tuned_around(
+    gr: &mut GuestRun<'_>,
+    plan: &GuestPlan<'_>,
+    around: &mut dyn AroundProbe,
+) -> Result<()> {
     if !gr.failures.is_empty() {
         return Ok(());
     }
@@ -142,7 +172,10 @@ pub fn tuned(gr: &mut GuestRun<'_>, plan: &GuestPlan<'_>) -> Result<()> {
     gr.step("rt-guest selftest", &selftest, 2 * MINUTE, &[0, 1])?;
     let probe = plan.g.probe(&run_can);
     let probe_timeout = timeout_for(plan.g.probe_duration);
-    gr.step("rt-guest probe", &probe, probe_timeout, &[0, 1])?;
+    around.before(gr)?;
+    let probed = gr.step("rt-guest probe", &probe, probe_timeout, &[0, 1]);
+    around.after(gr)?;
+    probed?;
     let can_timeout = timeout_for(plan.g.can_duration);
     let name = format!("can-sim run {}->{}", can.tx, can.rx);
     let script = plan.g.can_run(&can.tx, &can.rx, &run_can);

@@ -10,6 +10,7 @@ pub mod collect;
 pub mod guest;
 pub mod host;
 pub mod prepare;
+pub mod trace;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -197,10 +198,18 @@ fn stages(st: &mut State, opts: &FlowOptions) -> Result<()> {
     guest_stage(st, &mut agent, &mut failures, |gr| {
         guest::untuned(gr, &plan)
     })?;
+    let mut around = None;
     if let (Some(bin), true) = (&bins.rt_host, failures.is_empty()) {
         stage_tune(st, opts, bin)?;
+        around = Some(trace::TraceAround::new(trace_spec(st, opts, &p, bin)?));
     }
-    guest_stage(st, &mut agent, &mut failures, |gr| guest::tuned(gr, &plan))?;
+    // Dropped on every way out of here (an error, a panic): the trace stops before
+    // cleanup reverts the host.
+    guest_stage(st, &mut agent, &mut failures, |gr| match around.as_mut() {
+        Some(a) => guest::tuned_around(gr, &plan, a),
+        None => guest::tuned(gr, &plan),
+    })?;
+    let host_run = around.and_then(|a| a.run);
     guest_stage(st, &mut agent, &mut failures, |gr| guest::finish(gr, &plan))?;
     if let Some(vm) = st.vm.as_mut() {
         st.summary.vcpus_tuned_end = vcpu_samples(vm.pid, vm.accel.thread_suffix())?;
@@ -210,7 +219,7 @@ fn stages(st: &mut State, opts: &FlowOptions) -> Result<()> {
         let _ = agent.poweroff(vm);
         vm.stop();
     }
-    let runs = stage_collect(st, &p)?;
+    let runs = stage_collect(st, &p, host_run.as_deref())?;
     let evidence = collect::Evidence {
         validation: bins.validation.as_deref(),
         runs: &runs,
@@ -264,6 +273,7 @@ fn stage_boot(
     st.temp.extend([
         st.share.join("cmd"),
         st.share.join("ready"),
+        st.share.join(trace::CLOCK_DIR),
         st.out.join("qmp.sock"),
     ]);
     let (vm, reason, info, secs) = boot::boot_chosen(
@@ -352,16 +362,53 @@ fn stage_tune(st: &mut State, opts: &FlowOptions, rt_host: &Path) -> Result<()> 
     r.check(&mut Local, "host-check.json", &mut st.summary.steps)
 }
 
-/// Runs out of the share, cross-checked, with the lab's notes attached.
-fn stage_collect(st: &mut State, p: &FlowProfile) -> Result<Vec<PathBuf>> {
+/// `rt-host trace` of the VM around the tuned probe: every switch on the profile's
+/// realtime CPUs (where the RT vCPU runs), the clock exchange on the share.
+fn trace_spec(
+    st: &State,
+    opts: &FlowOptions,
+    p: &FlowProfile,
+    rt_host: &Path,
+) -> Result<trace::TraceSpec> {
+    let vm = st.vm.as_ref().context("VM gone")?;
+    let probe = humantime::parse_duration(&opts.probe_duration)
+        .with_context(|| format!("--probe-duration {:?}", opts.probe_duration))?;
+    Ok(trace::TraceSpec {
+        bin: rt_host.to_path_buf(),
+        profile: opts.profile.clone(),
+        vm_pid: vm.pid,
+        cpus: p
+            .loaded
+            .profile
+            .host
+            .as_ref()
+            .map(|h| h.realtime_cpus.to_string())
+            .filter(|c| !c.is_empty()),
+        probe,
+        share: st.share.clone(),
+        out: st.out.join(trace::RUN_HOST),
+        log: st.out.join("host-trace.log"),
+    })
+}
+
+/// Runs out of the share, cross-checked, with the lab's notes attached; the host trace's
+/// run (when it was written) joins them in `OUT/runs`.
+fn stage_collect(st: &mut State, p: &FlowProfile, host_run: Option<&Path>) -> Result<Vec<PathBuf>> {
     let runs_dir = collect::bring_out(&st.share, &st.out)?;
-    let runs = collect::cross_check(&runs_dir, &p.can, &mut st.summary);
+    let mut runs = collect::cross_check(&runs_dir, &p.can, &mut st.summary);
     let attachment = crate::check::Attachment {
         loaded: &p.loaded,
         host_check: collect::host_check(&st.out)?,
         notes: collect::lab_notes(&st.summary, "this host"),
     };
     crate::check::attach(&runs, &attachment)?;
+    if let Some(h) = host_run {
+        let dest = collect::bring_in(h, &runs_dir)?;
+        // Apart from the guest's runs: it carries this host's kernel facts, not the guest's.
+        crate::check::attach(std::slice::from_ref(&dest), &attachment)?;
+        runs.push(dest);
+        st.summary.runs = runs.clone();
+    }
     Ok(runs)
 }
 

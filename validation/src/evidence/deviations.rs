@@ -28,6 +28,7 @@ pub fn wcrt_comparisons(runs: &[RunData]) -> Result<Vec<WcrtComparison>, Evidenc
         let (label, pool) = msg_pool(runs, key)?;
         let measured = (!pool.hist.is_empty()).then(|| ns_to_us(pool.hist.max()));
         out.push(WcrtComparison {
+            e2e: e2e_of(runs, key, &label)?,
             message: label,
             id: key.0,
             samples: pool.hist.len(),
@@ -38,6 +39,39 @@ pub fn wcrt_comparisons(runs: &[RunData]) -> Result<Vec<WcrtComparison>, Evidenc
         });
     }
     Ok(out)
+}
+
+/// The E2E check outcomes of message `key` summed over the runs (None: not protected).
+fn e2e_of(
+    runs: &[RunData],
+    key: (u32, bool),
+    label: &str,
+) -> Result<Option<record::E2eCounts>, EvidenceError> {
+    let mut sum: Option<record::E2eCounts> = None;
+    for r in runs {
+        let msgs = r.can.iter().flat_map(|c| &c.messages);
+        for e in msgs
+            .filter(|m| (m.id, m.extended) == key)
+            .filter_map(|m| m.e2e.as_ref())
+        {
+            match sum.as_mut() {
+                None => sum = Some(e.clone()),
+                Some(s) => {
+                    super::pool::add_e2e(s, e, &r.path.join(record::CAN), &format!("{label} E2E"))?;
+                }
+            }
+        }
+    }
+    Ok(sum)
+}
+
+/// E2E check outcomes in words: `P05: 990 ok, 4 ok after losses, 1 repeated, 2 wrong
+/// sequence, 3 error, 0 timeout (timeout 20000 us)`.
+pub fn e2e_words(e: &record::E2eCounts) -> String {
+    format!(
+        "{}: {} ok, {} ok after losses, {} repeated, {} wrong sequence, {} error, {} timeout (timeout {} us)",
+        e.profile, e.ok, e.ok_some_lost, e.repeated, e.wrong_sequence, e.error, e.timeout, e.timeout_us
+    )
 }
 
 /// An analysis the measurement contradicts cannot carry a slack claim.

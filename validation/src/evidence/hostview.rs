@@ -33,6 +33,9 @@ pub struct SpikeHostView {
     pub uncertainty_us: f64,
     /// The vCPU thread (host tid), when the trace has this vCPU.
     pub vcpu_tid: Option<u32>,
+    /// Its name (`CPU 1/KVM`, `CPU 1/TCG`).
+    #[serde(default)]
+    pub vcpu_name: Option<String>,
     /// The host CPU it ran on (its last switch before or in the window).
     pub host_cpu: Option<u32>,
     /// Time in the window the vCPU thread was not running, us.
@@ -50,10 +53,11 @@ impl SpikeHostView {
     /// The spike and the host's view in one line (for JUnit's output).
     pub fn line(&self) -> String {
         format!(
-            "host view: {} us spike of run {} on vCPU {} (host {}..{} ns +-{} us): off CPU {} us, runnable waiting {} us, ran instead: {}{}",
+            "host view: {} us spike of run {} on vCPU {} ({}; host {}..{} ns +-{} us): off CPU {} us, runnable waiting {} us, ran instead: {}{}",
             fmt_us_f(self.latency_us),
             self.run_id,
             self.cpu,
+            self.thread(),
             self.host_start_ns,
             self.host_end_ns,
             fmt_us_f(self.uncertainty_us),
@@ -63,6 +67,62 @@ impl SpikeHostView {
             if self.note.is_empty() { String::new() } else { format!(" ({})", self.note) }
         )
     }
+}
+
+impl SpikeHostView {
+    /// The host thread and CPU in words: `CPU 1/TCG (tid 812) on CPU 1`.
+    pub fn thread(&self) -> String {
+        let name = self.vcpu_name.as_deref().unwrap_or("vCPU thread");
+        match (self.vcpu_tid, self.host_cpu) {
+            (Some(t), Some(cpu)) => format!("{name} (tid {t}) on CPU {cpu}"),
+            (Some(t), None) => format!("{name} (tid {t})"),
+            _ => "no vCPU thread".into(),
+        }
+    }
+}
+
+/// What each host trace of `runs` is (one line per trace): its guest clock offset with
+/// the uncertainty, its trace clock, the vCPU threads it recorded and how much it kept.
+pub fn trace_lines(runs: &[RunData]) -> Vec<String> {
+    runs.iter()
+        .filter_map(|r| r.host_trace.as_ref().map(|h| (r.id(), h)))
+        .map(|(id, h)| {
+            let threads: Vec<String> = h
+                .vcpus
+                .iter()
+                .map(|v| format!("{} (tid {}, CPUs {})", v.name, v.tid, v.cpus_allowed))
+                .collect();
+            format!(
+                "host trace {id}{}: {}; trace clock {} -> CLOCK_REALTIME by {} +- {} us; vCPU threads {}; {} events seen, {} kept, {} lost by the kernel",
+                if h.partial { " (partial)" } else { "" },
+                guest_clock_words(&h.guest_clock),
+                h.clock.trace_clock,
+                h.clock.method,
+                fmt_us(h.clock.uncertainty_ns),
+                threads.join(", "),
+                h.events_seen,
+                h.events.len(),
+                h.lost_events
+            )
+        })
+        .collect()
+}
+
+/// The guest clock against the host's, in words.
+fn guest_clock_words(t: &record::TimeBase) -> String {
+    match t.method.as_str() {
+        "unknown" => "guest clock offset unknown (its spikes cannot be placed)".into(),
+        m => format!(
+            "guest clock offset (guest - host) {} us +- {} us ({m})",
+            fmt_signed_us(t.offset_ns),
+            fmt_us(t.uncertainty_ns)
+        ),
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // ns far below 2^52
+fn fmt_signed_us(ns: i64) -> String {
+    format!("{:.1}", ns as f64 / 1000.0)
 }
 
 fn fmt_us_f(us: f64) -> String {
@@ -94,11 +154,7 @@ pub fn spike_views(runs: &[RunData]) -> (Vec<SpikeHostView>, Vec<String>) {
                         r.id(),
                         t.cpu,
                         s.wall_ns,
-                        if traces.iter().all(|(_, h)| h.guest_clock.method == "unknown") {
-                            " (the guest clock offset is unknown: run rt-host trace with --clock-dir or --guest-synced)"
-                        } else {
-                            ""
-                        }
+                        why_unplaced(&traces, s.wall_ns)
                     )),
                 }
             }
@@ -106,6 +162,37 @@ pub fn spike_views(runs: &[RunData]) -> (Vec<SpikeHostView>, Vec<String>) {
     }
     views.sort_by(|a, b| b.latency_us.total_cmp(&a.latency_us));
     (views, unplaced)
+}
+
+/// Why no trace placed a spike at guest time `wall_ns`, when the traces can say.
+fn why_unplaced(traces: &[(&str, &HostTraceRecord)], wall_ns: u64) -> String {
+    if traces
+        .iter()
+        .all(|(_, h)| h.guest_clock.method == "unknown")
+    {
+        return " (the guest clock offset is unknown: run rt-host trace with --clock-dir or --guest-synced)".into();
+    }
+    let cut: Vec<String> = traces
+        .iter()
+        .filter(|(_, h)| h.truncated() && h.guest_clock.method != "unknown")
+        .filter(|(_, h)| {
+            let host = i128::from(wall_ns) - i128::from(h.guest_clock.offset_ns);
+            host > i128::from(h.covered_until_ns()) && host <= i128::from(h.end_ns)
+        })
+        .map(|(id, h)| {
+            format!(
+                "{id} kept its first {} of {} events, up to host time {} ns: give rt-host trace a larger --max-events",
+                h.events.len(),
+                h.events_seen,
+                h.covered_until_ns()
+            )
+        })
+        .collect();
+    if cut.is_empty() {
+        String::new()
+    } else {
+        format!(" (the host trace {})", cut.join("; "))
+    }
 }
 
 #[allow(clippy::cast_precision_loss)] // ns far below 2^52
@@ -145,17 +232,20 @@ fn view(
         host_end_ns: end,
         uncertainty_us: us(margin),
         vcpu_tid: None,
+        vcpu_name: None,
         host_cpu: None,
         off_cpu_us: 0.0,
         runnable_wait_us: 0.0,
         ran_instead: vec![],
         note: String::new(),
     };
-    let Some(tid) = h.vcpus.iter().find(|t| t.vcpu == cpu).map(|t| t.tid) else {
+    let Some(thread) = h.vcpus.iter().find(|t| t.vcpu == cpu) else {
         v.note = format!("the host trace has no vCPU {cpu}");
         return Some(v);
     };
+    let tid = thread.tid;
     v.vcpu_tid = Some(tid);
+    v.vcpu_name = Some(thread.name.clone());
     let w = scan(h, tid, lo, hi);
     v.host_cpu = w.cpu;
     v.off_cpu_us = us(w.off_ns);
@@ -335,6 +425,18 @@ pub(crate) mod tests {
         assert!(views.is_empty());
         assert!(unplaced[0].contains("--clock-dir"), "{unplaced:?}");
         // No host trace at all: nothing to say.
-        assert_eq!(spike_views(&[g]), (vec![], vec![]));
+        assert_eq!(spike_views(std::slice::from_ref(&g)), (vec![], vec![]));
+        // A trace that kept only its first events says so for a spike after them.
+        let mut cut = host_trace(0, "synced");
+        cut.events_seen = cut.events.len() as u64 + 5;
+        cut.events.truncate(3);
+        let (views, unplaced) = spike_views(&[guest_with_spike(35, at(645)), host_run(cut)]);
+        assert!(views.is_empty());
+        assert!(
+            unplaced[0]
+                .contains("the host trace host kept its first 3 of 12 events, up to host time")
+                && unplaced[0].contains("--max-events"),
+            "{unplaced:?}"
+        );
     }
 }

@@ -212,6 +212,9 @@ pub struct WcrtComparison {
     pub deadline_us: u64,
     /// True when the measurement exceeds the analytic bound.
     pub deviation: bool,
+    /// The receiver's E2E check outcomes over the runs (E2E-protected messages only).
+    #[serde(default)]
+    pub e2e: Option<record::E2eCounts>,
 }
 
 /// A histogram bin for charts: [lo_us, hi_us) with its count.
@@ -331,6 +334,9 @@ pub struct Evidence {
     /// Worst spikes no host trace could place, and why.
     #[serde(default)]
     pub host_view_unplaced: Vec<String>,
+    /// The host traces: guest clock offset and uncertainty, vCPU threads, events.
+    #[serde(default)]
+    pub host_traces: Vec<String>,
     /// The sample-size rule per percentile claim: samples needed, samples had, time.
     #[serde(default)]
     pub sample_size: Vec<String>,
@@ -378,6 +384,7 @@ pub fn evaluate(
     let deviation_list = deviations::deviations(&results, &wcrt);
     let limits = deviations::limits(runs, &run_infos, &profile_ref, opts);
     let (host_view, host_view_unplaced) = hostview::spike_views(runs);
+    let host_traces = hostview::trace_lines(runs);
     let interval = runs
         .iter()
         .filter_map(|r| r.probe.as_ref())
@@ -406,6 +413,7 @@ pub fn evaluate(
         summary,
         host_view,
         host_view_unplaced,
+        host_traces,
         sample_size,
     })
 }

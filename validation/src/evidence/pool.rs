@@ -164,6 +164,27 @@ pub fn msg_pool(runs: &[RunData], key: (u32, bool)) -> Result<(String, Pool), Ev
     Ok((label, pool))
 }
 
+/// Add `b`'s E2E check outcomes to `a`'s (the profile and timeout stay `a`'s); an
+/// overflow is an error naming `what` in `path`.
+pub fn add_e2e(
+    a: &mut record::E2eCounts,
+    b: &record::E2eCounts,
+    path: &std::path::Path,
+    what: &str,
+) -> Result<(), EvidenceError> {
+    for (x, y) in [
+        (&mut a.ok, b.ok),
+        (&mut a.ok_some_lost, b.ok_some_lost),
+        (&mut a.repeated, b.repeated),
+        (&mut a.wrong_sequence, b.wrong_sequence),
+        (&mut a.error, b.error),
+        (&mut a.timeout, b.timeout),
+    ] {
+        *x = record::checked_sum(*x, y, path, what)?;
+    }
+    Ok(())
+}
+
 /// Every CAN message key over the runs.
 pub fn msg_keys(runs: &[RunData]) -> BTreeSet<(u32, bool)> {
     runs.iter()

@@ -184,6 +184,16 @@ pub fn render(ev: &Evidence) -> Result<String, ReportError> {
         testcase(&mut w, ev, r)?;
     }
     let mut out: Vec<String> = ev.results.iter().map(detail).collect();
+    out.extend(ev.wcrt.iter().filter_map(|w| {
+        w.e2e.as_ref().map(|e| {
+            format!(
+                "E2E {}: {}",
+                w.message,
+                crate::evidence::deviations::e2e_words(e)
+            )
+        })
+    }));
+    out.extend(ev.host_traces.iter().map(|t| format!("host view: {t}")));
     out.extend(ev.host_view.iter().map(|v| v.line()));
     out.extend(
         ev.host_view_unplaced

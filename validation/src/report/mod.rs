@@ -159,17 +159,82 @@ pub(crate) mod tests {
         ];
         let mut ev = plain.clone();
         (ev.host_view, ev.host_view_unplaced) = crate::evidence::hostview::spike_views(&runs);
+        ev.host_traces = crate::evidence::hostview::trace_lines(&runs);
         assert!(model::build(&ev).headings().contains(&h.to_string()));
         let md = render(&ev, Format::Md).unwrap();
         assert!(md.contains("kworker/1:0 (pid 77): 30.0 us"), "{md}");
-        assert!(md.contains("tid 50 on CPU 1"), "{md}");
+        assert!(md.contains("CPU 1/KVM (tid 50) on CPU 1"), "{md}");
+        let clock = "guest clock offset (guest - host) 0.0 us +- 2.0 us (synced)";
+        assert!(md.contains(clock), "{md}");
         let html = render(&ev, Format::Html).unwrap();
         assert!(html.contains("id=\"host-view\""), "{html}");
+        assert!(html.contains(clock), "{html}");
         let junit = render(&ev, Format::Junit).unwrap();
         assert!(
-            junit.contains("host view: 35.0 us spike of run run-test on vCPU 1"),
+            junit.contains(
+                "host view: 35.0 us spike of run run-test on vCPU 1 (CPU 1/KVM (tid 50) on CPU 1;"
+            ),
             "{junit}"
         );
+        assert!(junit.contains(clock), "{junit}");
+    }
+
+    #[test]
+    fn e2e_check_outcomes_stand_beside_measured_and_analytic_latency_in_every_format() {
+        let e2e = |ok, repeated, wrong_sequence, error, timeout| record::E2eCounts {
+            profile: "P01".into(),
+            ok,
+            ok_some_lost: 2,
+            repeated,
+            wrong_sequence,
+            error,
+            timeout,
+            timeout_us: 20_000,
+        };
+        let msgs = |e: record::E2eCounts| {
+            let mut m = can_msg(0xC0, &[(310, 990), (420, 10)], Some(800.0));
+            m.e2e = Some(e);
+            can(vec![m, can_msg(0x1A0, &[(350, 500)], Some(1900.0))])
+        };
+        let runs = [
+            run(good_env(), None, Some(msgs(e2e(990, 1, 0, 0, 0)))),
+            run(good_env(), None, Some(msgs(e2e(995, 0, 2, 3, 1)))),
+        ];
+        let mut ev = sample_evidence();
+        ev.wcrt = crate::evidence::deviations::wcrt_comparisons(&runs).unwrap();
+        let pooled = ev.wcrt[0].e2e.as_ref().expect("0x0C0 is protected");
+        assert_eq!(
+            (pooled.ok, pooled.ok_some_lost, pooled.repeated),
+            (1985, 4, 1)
+        );
+        assert_eq!(
+            (pooled.wrong_sequence, pooled.error, pooled.timeout),
+            (2, 3, 1)
+        );
+        assert_eq!(ev.wcrt[1].e2e, None);
+        let words = "P01: 1985 ok, 4 ok after losses, 1 repeated, 2 wrong sequence, 3 error, 1 timeout (timeout 20000 us)";
+        let md = render(&ev, Format::Md).unwrap();
+        let row = md
+            .lines()
+            .find(|l| l.contains("0x0C0") && l.contains("within WCRT"))
+            .unwrap_or_else(|| panic!("no 0x0C0 row in\n{md}"));
+        assert!(row.contains(words), "{row}");
+        assert!(md.contains("E2E checks (receiver)"), "{md}");
+        assert!(
+            md.lines()
+                .any(|l| l.contains("0x1A0") && l.contains("not protected")),
+            "{md}"
+        );
+        let html = render(&ev, Format::Html).unwrap();
+        assert!(html.contains(words), "{html}");
+        let junit = render(&ev, Format::Junit).unwrap();
+        assert!(
+            junit.contains(&format!("E2E 0x0C0 MsgC0: {words}")),
+            "{junit}"
+        );
+        // No protected message: no E2E column.
+        let plain = sample_evidence();
+        assert!(!render(&plain, Format::Md).unwrap().contains("E2E checks"));
     }
 
     #[test]

@@ -174,18 +174,35 @@ fn verdict_table(ev: &Evidence) -> Table {
     }
 }
 
+/// The E2E column of a measured-vs-analysed row: the check outcomes, marked as a
+/// deviation when a check failed or timed out.
+fn e2e_cell(w: &WcrtComparison) -> Cell {
+    match &w.e2e {
+        None => c("not protected"),
+        Some(e) if e.failed() > 0 || e.timeout > 0 => {
+            cs(crate::evidence::deviations::e2e_words(e), Style::Deviation)
+        }
+        Some(e) => c(crate::evidence::deviations::e2e_words(e)),
+    }
+}
+
 fn wcrt_table(ev: &Evidence) -> Table {
+    let e2e = ev.wcrt.iter().any(|w| w.e2e.is_some());
+    let mut headers = vec![
+        "Message",
+        "Frames",
+        "Worst measured (us)",
+        "Analytic WCRT (us)",
+        "Deadline (us)",
+        "Status",
+    ];
+    if e2e {
+        headers.push("E2E checks (receiver)");
+    }
     Table {
         id: Some("wcrt"),
         caption: "Worst measured CAN reception latency against the analytic WCRT".into(),
-        headers: vec![
-            "Message",
-            "Frames",
-            "Worst measured (us)",
-            "Analytic WCRT (us)",
-            "Deadline (us)",
-            "Status",
-        ],
+        headers,
         rows: ev
             .wcrt
             .iter()
@@ -195,14 +212,18 @@ fn wcrt_table(ev: &Evidence) -> Table {
                 } else {
                     Style::Plain
                 };
-                vec![
+                let mut row = vec![
                     c(&w.message),
                     c(w.samples.to_string()),
                     c(fmt_opt(w.measured_max_us)),
                     c(fmt_opt(w.wcrt_us)),
                     c(w.deadline_us.to_string()),
                     cs(wcrt_status(w), st),
-                ]
+                ];
+                if e2e {
+                    row.push(e2e_cell(w));
+                }
+                row
             })
             .collect(),
     }
@@ -388,11 +409,7 @@ fn host_view_table(ev: &Evidence) -> Table {
                         ),
                         Style::Mono,
                     ),
-                    c(match (v.vcpu_tid, v.host_cpu) {
-                        (Some(t), Some(cpu)) => format!("tid {t} on CPU {cpu}"),
-                        (Some(t), None) => format!("tid {t}"),
-                        _ => "-".into(),
-                    }),
+                    c(v.thread()),
                     c(fmt_num(v.off_cpu_us)),
                     c(fmt_num(v.runnable_wait_us)),
                     c(if v.ran_instead.is_empty() {
@@ -409,13 +426,16 @@ fn host_view_table(ev: &Evidence) -> Table {
 
 /// The host view section (only when a run has a host trace).
 fn host_view_blocks(ev: &Evidence) -> Vec<Block> {
-    if ev.host_view.is_empty() && ev.host_view_unplaced.is_empty() {
+    if ev.host_view.is_empty() && ev.host_view_unplaced.is_empty() && ev.host_traces.is_empty() {
         return vec![];
     }
     let mut b = vec![
         Block::Heading(2, "Host view of the guest's worst spikes".into()),
         Block::Para("Each of the probe's worst samples, moved to the host's CLOCK_REALTIME with the guest clock offset rt-host trace measured, and the host scheduler's events of that vCPU's thread in that window (widened by the clock uncertainty): time off its CPU, of it runnable but waiting (preempted, or woken and not yet running), and the tasks that held its CPU meanwhile.".into()),
     ];
+    if !ev.host_traces.is_empty() {
+        b.push(Block::List(ev.host_traces.clone()));
+    }
     if !ev.host_view.is_empty() {
         b.push(Block::Table(host_view_table(ev)));
     }
