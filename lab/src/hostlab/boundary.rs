@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use crate::flow::guest::GuestPlan;
 use crate::guest::Output;
 use crate::hostlab::image::{CAN_SIM, RT_GUEST};
-use crate::hostlab::inner::{InnerWatch, INNER_SHARE};
+use crate::hostlab::inner::{InnerWatch, CLOCK_DIR, CLOCK_TAG};
 use crate::hostlab::HostLab;
 use crate::initramfs::GUEST_SHARE;
 use crate::qemu::tail;
@@ -36,6 +36,8 @@ pub const RUN_H2G: &str = "run-boundary-h2g";
 pub const RUN_G2H: &str = "run-boundary-g2h";
 /// Where the outer host writes its runs (in its share: `share/runs-outer` here).
 pub const OUTER_RUNS: &str = "/lab/runs-outer";
+/// Where the guest mounts the outer host's [`CLOCK_DIR`].
+pub const GUEST_CLOCK: &str = "/run/rtvirt-clock";
 /// Seconds from reading the sender's clock to the first release: the receiver starts
 /// (through the agent) and measures the clock offset in that time.
 pub const LEAD_S: u64 = 8;
@@ -70,8 +72,8 @@ impl Direction {
     pub fn clock_dir(self) -> (String, String) {
         let name = format!("clock-{}", &self.run()["run-boundary-".len()..]);
         (
-            format!("{INNER_SHARE}/{name}"),
-            format!("{GUEST_SHARE}/{name}"),
+            format!("{CLOCK_DIR}/{name}"),
+            format!("{GUEST_CLOCK}/{name}"),
         )
     }
 }
@@ -89,6 +91,8 @@ pub struct Side<'a> {
     pub out: String,
     /// The clock-exchange directory (receiver only).
     pub clock_dir: Option<String>,
+    /// How long the receiver listens after the last release (`--drain`; None: can-sim's).
+    pub drain: Option<String>,
 }
 
 impl Side<'_> {
@@ -102,6 +106,9 @@ impl Side<'_> {
             "{} run {} --role {role} {iface} {} --start-at {start} --duration {duration} --out {}",
             self.can_sim, self.profile, self.iface, self.out
         );
+        if let Some(d) = &self.drain {
+            s.push_str(&format!(" --drain {d}"));
+        }
         if let Some(d) = &self.clock_dir {
             s.push_str(&format!(" --clock-dir {d}"));
         }
@@ -121,6 +128,7 @@ pub fn sides<'a>(d: Direction, profile: &'a str, tx: &'a str, rx: &'a str) -> (S
                 iface: "vcan0",
                 out: format!("{OUTER_RUNS}/{run}-tx"),
                 clock_dir: None,
+                drain: None,
             },
             Side {
                 can_sim: "can-sim",
@@ -128,6 +136,7 @@ pub fn sides<'a>(d: Direction, profile: &'a str, tx: &'a str, rx: &'a str) -> (S
                 iface: rx,
                 out: format!("{GUEST_RUNS}/{run}"),
                 clock_dir: Some(guest_clock),
+                drain: None,
             },
         ),
         Direction::GuestToHost => (
@@ -137,6 +146,7 @@ pub fn sides<'a>(d: Direction, profile: &'a str, tx: &'a str, rx: &'a str) -> (S
                 iface: tx,
                 out: format!("{GUEST_RUNS}/{run}-tx"),
                 clock_dir: None,
+                drain: None,
             },
             Side {
                 can_sim: CAN_SIM,
@@ -144,6 +154,7 @@ pub fn sides<'a>(d: Direction, profile: &'a str, tx: &'a str, rx: &'a str) -> (S
                 iface: "vcan0",
                 out: format!("{OUTER_RUNS}/{run}"),
                 clock_dir: Some(outer_clock),
+                drain: None,
             },
         ),
     }
@@ -156,6 +167,14 @@ pub fn sides<'a>(d: Direction, profile: &'a str, tx: &'a str, rx: &'a str) -> (S
 pub fn echo_and_start_script(rt_guest: &str, dir: &str, runs: &str) -> String {
     format!(
         "rm -rf {dir} && mkdir -p {dir} {runs} || exit 2\nsetsid {rt_guest} clock-echo {dir} --timeout 10m > {dir}.log 2>&1 < /dev/null &\necho start_at=$(( $(date +%s) + {LEAD_S} ))000000000"
+    )
+}
+
+/// The guest's script that mounts the outer host's clock directory (once).
+pub fn mount_clock_script() -> String {
+    // kernel-path-ok: shell that runs in the guest.
+    format!(
+        "mkdir -p {GUEST_CLOCK} && {{ grep -q ' {GUEST_CLOCK} ' /proc/mounts || mount -t 9p -o trans=virtio,version=9p2000.L {CLOCK_TAG} {GUEST_CLOCK}; }}"
     )
 }
 
@@ -207,6 +226,17 @@ impl HostLab {
         if !failures.is_empty() {
             return Ok(());
         }
+        let mount = mount_clock_script();
+        let out = self.side(
+            On::Guest,
+            "boundary: mount the outer host's clock directory",
+            &mount,
+            Duration::from_secs(60),
+            failures,
+        )?;
+        if out.rc != 0 {
+            return Ok(());
+        }
         for d in [Direction::HostToGuest, Direction::GuestToHost] {
             crate::flow::check_interrupt()?;
             self.boundary_run(d, plan, failures)?;
@@ -221,14 +251,19 @@ impl HostLab {
         failures: &mut Vec<String>,
     ) -> Result<()> {
         let dur = plan.g.can_duration;
-        let (sender, receiver) = sides(d, plan.g.profile, &plan.can.tx, &plan.can.rx);
+        let (sender, mut receiver) = sides(d, plan.g.profile, &plan.can.tx, &plan.can.rx);
+        let run_s = humantime::parse_duration(dur).map_or(30, |t| t.as_secs());
+        if d == Direction::GuestToHost {
+            // The nested guest's controller sends slower than the schedule releases
+            // (seconds behind after 10 s here): the host listens until it is through.
+            receiver.drain = Some(format!("{}s", 2 * run_s + 2));
+        }
         let (outer_clock, guest_clock) = d.clock_dir();
         let (on_sender, on_receiver, echo, clock, runs) = match d {
             Direction::HostToGuest => (On::Outer, On::Guest, RT_GUEST, outer_clock, OUTER_RUNS),
             Direction::GuestToHost => (On::Guest, On::Outer, "rt-guest", guest_clock, GUEST_RUNS),
         };
-        let run_s = humantime::parse_duration(dur).map_or(30, |t| t.as_secs());
-        let timeout = Duration::from_secs(LEAD_S + run_s + 120);
+        let timeout = Duration::from_secs(LEAD_S + 3 * run_s + 120);
         let short = Duration::from_secs(60);
         let name = |what: &str| format!("boundary {}: {what}", d.label());
         let start = self.side(
@@ -363,23 +398,31 @@ mod tests {
         );
         assert_eq!(
             r.command("$T", "10s"),
-            "can-sim run /etc/rtvirt/profiles/hil.ron --role receiver --rx can1 --start-at $T --duration 10s --out /tmp/runs/run-boundary-h2g --clock-dir /lab/clock-h2g"
+            "can-sim run /etc/rtvirt/profiles/hil.ron --role receiver --rx can1 --start-at $T --duration 10s --out /tmp/runs/run-boundary-h2g --clock-dir /run/rtvirt-clock/clock-h2g"
         );
         let (s, r) = sides(Direction::GuestToHost, "p.ron", "can0", "can1");
         assert!(s.command("1", "5s").contains("--role sender --tx can0"));
+        let mut r2 = r.clone();
+        r2.drain = Some("22s".into());
+        assert!(r2.command("1", "10s").contains(
+            "--duration 10s --out /lab/runs-outer/run-boundary-g2h --drain 22s --clock-dir"
+        ));
         assert!(s.out.starts_with("/tmp/runs/"), "{}", s.out);
         let rc = r.command("1", "5s");
         assert!(
             rc.starts_with("/usr/bin/can-sim run p.ron --role receiver --rx vcan0")
                 && rc.ends_with(
-                    "--out /lab/runs-outer/run-boundary-g2h --clock-dir /lab/inner/clock-g2h"
+                    "--out /lab/runs-outer/run-boundary-g2h --clock-dir /run/rtvirt-clock/clock-g2h"
                 ),
             "{rc}"
         );
         // One directory, seen from both sides.
         assert_eq!(
             Direction::HostToGuest.clock_dir(),
-            ("/lab/inner/clock-h2g".into(), "/lab/clock-h2g".into())
+            (
+                "/run/rtvirt-clock/clock-h2g".into(),
+                "/run/rtvirt-clock/clock-h2g".into()
+            )
         );
     }
 
@@ -424,5 +467,12 @@ mod tests {
             "{w}"
         );
         assert_eq!(stop_script("/lab/clock-g2h"), "touch /lab/clock-g2h/stop");
+        let m = mount_clock_script();
+        assert!(
+            m.ends_with(
+                "mount -t 9p -o trans=virtio,version=9p2000.L rtvirtclock /run/rtvirt-clock; }"
+            ),
+            "{m}"
+        );
     }
 }
