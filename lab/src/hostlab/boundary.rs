@@ -443,7 +443,7 @@ mod tests {
             s.contains("setsid /usr/bin/rt-guest clock-echo /lab/inner/clock-h2g --timeout 10m")
         );
         assert!(
-            s.ends_with("echo start_at=$(( $(date +%s) + 8 ))000000000"),
+            s.ends_with("echo start_at=$(( $(date +%s) + 25 ))000000000"),
             "{s}"
         );
         assert!(echo_and_start_script("rt-guest", "/lab/c", GUEST_RUNS)
