@@ -305,7 +305,6 @@ fn host_lab_report_has_only_the_honest_non_ok_host_items() {
     }
 }
 
-/// The guest image, built once for the tests that boot their own outer host.
 /// `RUN/can-tx.json`'s `sent` (frames the sender wrote, by id text).
 fn sender_sent(dir: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
     let tx: Value = serde_json::from_str(&fs::read_to_string(dir.join("can-tx.json")).unwrap())
@@ -391,6 +390,7 @@ fn host_lab_can_crosses_the_vm_boundary_both_ways() {
     }
 }
 
+/// The guest image, built once for the tests that boot their own outer host.
 fn guest_initrd() -> PathBuf {
     static INITRD: OnceLock<PathBuf> = OnceLock::new();
     INITRD
