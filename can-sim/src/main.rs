@@ -514,11 +514,11 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         );
     }
     let mut opts = run_options(&a, &can);
+    if a.clock_dir.is_some() && opts.role != run::Role::Receiver {
+        bail!("--clock-dir measures the receiver's clock against the sender's: it needs --role receiver");
+    }
     transport::check_af_can()?;
     if let Some(d) = &a.clock_dir {
-        if opts.role != run::Role::Receiver {
-            bail!("--clock-dir measures the receiver's clock against the sender's: it needs --role receiver");
-        }
         opts.time_base = clock_exchange(d, Duration::from_secs(60))?;
         eprintln!(
             "can-sim: clock offset (receiver - sender) {} ns +- {} ns ({})",
