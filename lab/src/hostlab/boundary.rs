@@ -176,8 +176,8 @@ pub fn echo_and_start_script(rt_guest: &str, dir: &str, runs: &str) -> String {
 
 /// The guest's script that mounts the outer host's clock directory (once).
 pub fn mount_clock_script() -> String {
-    // kernel-path-ok: shell that runs in the guest.
     format!(
+        // kernel-path-ok: shell that runs in the guest.
         "mkdir -p {GUEST_CLOCK} && {{ grep -q ' {GUEST_CLOCK} ' /proc/mounts || mount -t 9p -o trans=virtio,version=9p2000.L {CLOCK_TAG} {GUEST_CLOCK}; }}"
     )
 }
