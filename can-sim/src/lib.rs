@@ -14,10 +14,12 @@
 //! - [`dbc`]: a CAN matrix from a DBC file;
 //! - [`transport`]: SocketCAN sockets, kernel RX timestamps, error frames, netlink set-up;
 //! - [`run`]: the sender and receiver threads of `can-sim run`;
+//! - [`clock`]: the receiver's time base when sender and receiver run on two clocks;
 //! - [`analyze`]: the per-message report of `can-sim analyze`.
 
 pub mod analyze;
 pub mod canlog;
+pub mod clock;
 pub mod dbc;
 pub mod e2e;
 pub mod metrics;

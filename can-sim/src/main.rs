@@ -148,6 +148,11 @@ struct RunArgs {
     /// How far --clock-offset-ns may be off, ns (recorded: the error bound of every latency).
     #[arg(long, default_value_t = 0)]
     clock_uncertainty_ns: u64,
+    /// Receiver only: measure the clock offset through this directory shared with the
+    /// sender's machine (`rt-guest clock-echo DIR` runs there), before the run (applied)
+    /// and after it (widens the uncertainty by the drift); recorded as `file_exchange`.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["time_base", "clock_offset_ns", "clock_uncertainty_ns"])]
+    clock_dir: Option<PathBuf>,
 }
 
 /// can-sim's exit codes (in every `--help` and man page).
@@ -502,14 +507,24 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
             loaded.origin
         );
     };
-    if !["same_clock", "ptp_kvm", "echo_rtt"].contains(&a.time_base.as_str()) {
+    if !["same_clock", "ptp_kvm", "echo_rtt", "synced"].contains(&a.time_base.as_str()) {
         bail!(
-            "--time-base {:?} is not same_clock, ptp_kvm or echo_rtt",
+            "--time-base {:?} is not same_clock, ptp_kvm, echo_rtt or synced (file_exchange: use --clock-dir)",
             a.time_base
         );
     }
-    let opts = run_options(&a, &can);
+    let mut opts = run_options(&a, &can);
+    if a.clock_dir.is_some() && opts.role != run::Role::Receiver {
+        bail!("--clock-dir measures the receiver's clock against the sender's: it needs --role receiver");
+    }
     transport::check_af_can()?;
+    if let Some(d) = &a.clock_dir {
+        opts.time_base = clock_exchange(d, Duration::from_secs(60))?;
+        eprintln!(
+            "can-sim: clock offset (receiver - sender) {} ns +- {} ns ({})",
+            opts.time_base.offset_ns, opts.time_base.uncertainty_ns, opts.time_base.method
+        );
+    }
     if a.setup {
         setup_ifaces(&can, &opts)?;
     }
@@ -542,13 +557,16 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
     );
     let outcome = run::run(&can, &opts, signals.stop.clone());
     bar.finish();
-    let outcome = match outcome {
+    let mut outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
             let _ = rd.end_tool(Some(format!("error: {e}")));
             return Err(e.into());
         }
     };
+    if let Some(d) = &a.clock_dir {
+        remeasure(d, &opts.time_base, &mut outcome);
+    }
     let partial = signals.partial();
     let bad = write_outcome(&mut rd, outcome, partial.clone(), a.json)?;
     eprintln!("can-sim: wrote {}", dir.display());
@@ -560,6 +578,33 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The receiver's time base from the exchange through `dir` (the sender's side answers).
+fn clock_exchange(dir: &std::path::Path, first: Duration) -> Result<record::TimeBase> {
+    let rounds =
+        record::clocksync::exchange(dir, can_sim::clock::ROUNDS, first, &rt_sys::rt::realtime_ns)
+            .with_context(|| format!("Measuring the clock offset through {}", dir.display()))?;
+    let measured = record::clocksync::estimate(&rounds)
+        .with_context(|| format!("No clock exchange round through {}", dir.display()))?;
+    Ok(can_sim::clock::receiver_base(&measured))
+}
+
+/// After the run: measure again and record an uncertainty that covers the drift; when
+/// the sender's side no longer answers, keep the first measurement and say so.
+fn remeasure(dir: &std::path::Path, applied: &record::TimeBase, outcome: &mut run::RunOutcome) {
+    let after = match clock_exchange(dir, Duration::from_secs(5)) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            outcome.tx.warnings.push(format!(
+                "the clock offset was not measured again after the run ({e:#}): its uncertainty is the first measurement's"
+            ));
+            None
+        }
+    };
+    if let Some(r) = outcome.record.as_mut() {
+        r.time_base = can_sim::clock::recorded(applied, after.as_ref());
+    }
 }
 
 /// Write can.json (when something was received), can-tx.json and can.log, end the tool

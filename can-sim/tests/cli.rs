@@ -201,6 +201,27 @@ fn run_without_socketcan_or_interface_is_a_clear_error() {
     );
 }
 
+#[test]
+fn the_clock_exchange_is_the_receivers_and_replaces_a_stated_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut c = can_sim();
+        c.args(["run", "lab", "--duration", "1s", "--clock-dir"])
+            .arg(dir.path())
+            .args(extra);
+        out(&mut c)
+    };
+    let (code, _, stderr) = run(&["--role", "sender"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--clock-dir measures the receiver's clock against the sender's: it needs --role receiver"), "{stderr}");
+    let (code, _, stderr) = run(&["--role", "receiver", "--clock-offset-ns", "5"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("'--clock-dir <DIR>' cannot be used with '--clock-offset-ns"),
+        "{stderr}"
+    );
+}
+
 /// Bash completes below the top level (clap_complete's hyphenated-name bug worked around):
 /// the generated script, loaded in a real bash, offers a subcommand's options.
 #[test]

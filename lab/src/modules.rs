@@ -22,9 +22,12 @@ pub const LAB_MODULES: &[&str] = &[
     "virtio_pci",
 ];
 
-/// The modules the host lab's outer host loads at boot: virtio-9p for the share. KVM
-/// comes separately ([`HOST_LAB_KVM`]), for the CPU vendor the outer host sees.
-pub const HOST_LAB_MODULES: &[&str] = &["9pnet_virtio", "9p", "virtio_pci"];
+/// The modules the host lab's outer host loads at boot: virtio-9p for the share, and
+/// SocketCAN (CAN core, raw sockets, `vcan`) for the host side of the inner VMs' CAN
+/// buses (QEMU `can-host-socketcan`) and the restbus there. KVM comes separately
+/// ([`HOST_LAB_KVM`]), for the CPU vendor the outer host sees.
+pub const HOST_LAB_MODULES: &[&str] =
+    &["9pnet_virtio", "9p", "virtio_pci", "can", "can-raw", "vcan"];
 
 /// The KVM stack of the outer host per vendor module: (`kvm_amd` | `kvm_intel`, the
 /// CPU flag that needs it). `kvm_amd` pulls in `ccp`, `kvm` and `irqbypass`.
@@ -184,6 +187,19 @@ kernel/net/can/can-raw.ko: kernel/net/can/can.ko
             1
         );
         assert_eq!(order.len(), 11);
+    }
+
+    #[test]
+    fn the_outer_hosts_socketcan_comes_with_its_dependencies() {
+        let dep = ModulesDep::parse(DEP)
+            .unwrap()
+            .with_builtin("kernel/fs/9p/9p.ko\nkernel/net/9p/9pnet_virtio.ko\n");
+        let order = dep.load_order(HOST_LAB_MODULES).unwrap();
+        let names: Vec<_> = order.iter().map(|p| module_name(p)).collect();
+        let pos = |n: &str| names.iter().position(|m| *m == n).unwrap();
+        assert!(pos("can") < pos("can-raw"), "{names:?}");
+        assert!(pos("can-dev") < pos("vcan"), "{names:?}");
+        assert!(!names.contains(&"kvaser_pci"), "{names:?}");
     }
 
     #[test]

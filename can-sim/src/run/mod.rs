@@ -504,7 +504,8 @@ struct Threads {
     ecus: Vec<JoinHandle<EcuReport>>,
 }
 
-/// Wait for the senders (or, receiving only, for the end of sending), stop the paced bus,
+/// Wait for the senders (or, receiving only, for the end of sending: `end_ns` on this
+/// process's clock), stop the paced bus,
 /// let frames in flight arrive for `drain` (cut short by a second stop request), then
 /// stop and collect the receiver.
 fn finish(
@@ -567,7 +568,8 @@ fn can_record(
     end_ns: u64,
 ) -> CanRecord {
     let plan = &sh.plan;
-    let actual_end = realtime_ns().min(end_ns).max(sh.start_ns + 1);
+    let now = crate::clock::to_sender(realtime_ns(), opts.time_base.offset_ns);
+    let actual_end = now.min(end_ns).max(sh.start_ns + 1);
     let elapsed_ns = actual_end - sh.start_ns;
     let errors = (can.error_rate_per_s > 0.0).then_some(ErrorModel {
         rate_per_s: can.error_rate_per_s,
@@ -621,7 +623,9 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
     let mut warnings: Vec<String> = lock_memory().into_iter().collect();
     let log_cap = estimate_frames(&plan, opts.duration);
     let (start_ns, end_ns) = timeline(opts);
-    if start_ns < realtime_ns() {
+    // The schedule is on the sender's clock; this process waits on its own.
+    let offset = opts.time_base.offset_ns;
+    if crate::clock::to_receiver(start_ns, offset) < realtime_ns() {
         warnings.push(format!(
             "the start time {start_ns} ns was already past when the threads started"
         ));
@@ -643,7 +647,6 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
         end_ns,
         log_cap,
     };
-    let offset = opts.time_base.offset_ns;
     let threads = Threads {
         rx: socks
             .rx
@@ -660,7 +663,8 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
         },
     };
     ctx.barrier.wait();
-    let (ecus, rxr) = finish(&sh, &bus, threads, end_ns, opts.drain);
+    let local_end = crate::clock::to_receiver(end_ns, offset);
+    let (ecus, rxr) = finish(&sh, &bus, threads, local_end, opts.drain);
     Ok(outcome(can, opts, &sh, ecus, rxr, warnings, end_ns))
 }
 
@@ -678,7 +682,10 @@ fn outcome(
         Role::Receiver => plan
             .messages
             .iter()
-            .map(|m| scheduled_releases(m, sh.start_ns, realtime_ns().min(end_ns)))
+            .map(|m| {
+                let now = crate::clock::to_sender(realtime_ns(), opts.time_base.offset_ns);
+                scheduled_releases(m, sh.start_ns, now.min(end_ns))
+            })
             .collect(),
         _ => sh.sent.iter().map(|a| a.load(Ordering::Relaxed)).collect(),
     };

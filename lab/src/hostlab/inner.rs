@@ -29,6 +29,12 @@ use crate::qemu::{option, tail, Vm};
 pub const INNER_SHARE: &str = "/lab/inner";
 /// The name of the second VM.
 pub const OTHER_NAME: &str = "other";
+/// A directory in the outer host's memory the guest also sees (mount tag
+/// [`CLOCK_TAG`]): the clock exchange between the two goes through it, one 9p hop
+/// instead of two through the share of this machine.
+pub const CLOCK_DIR: &str = "/run/rtvirt-clock";
+/// Its 9p mount tag in the guest.
+pub const CLOCK_TAG: &str = "rtvirtclock";
 
 /// What `rt-host vm --format qemu --json` prints that the lab reads.
 #[derive(Debug, serde::Deserialize)]
@@ -64,7 +70,8 @@ pub fn render(outer: &mut Outer, profile: &str, vm: &str) -> Result<Vec<String>>
 
 /// What the lab adds to the guest's rendered definition: its kernel and image (its serial
 /// console is the definition's `-serial mon:stdio`, kept by the start script), no reboot
-/// (the guest's poweroff ends QEMU), the agent's share. The CAN cards are the profile's.
+/// (the guest's poweroff ends QEMU), the agent's share, the clock-exchange directory
+/// ([`CLOCK_DIR`]). The CAN cards are the profile's.
 pub fn lab_args() -> Vec<String> {
     let append = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1";
     [
@@ -79,9 +86,11 @@ pub fn lab_args() -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain([format!(
-        "local,path={INNER_SHARE},mount_tag={SHARE_TAG},security_model=none"
-    )])
+    .chain([
+        format!("local,path={INNER_SHARE},mount_tag={SHARE_TAG},security_model=none"),
+        "-virtfs".into(),
+        format!("local,path={CLOCK_DIR},mount_tag={CLOCK_TAG},security_model=none"),
+    ])
     .collect()
 }
 
@@ -190,7 +199,7 @@ pub fn start(outer: &mut Outer, tag: &str, argv: &[String], housekeeping: &str) 
         .with_context(|| format!("Writing {}", script.display()))?;
     outer.sh_ok(
         &format!(
-            "mkdir -p {INNER_SHARE}\nsetsid sh {GUEST_SHARE}/{tag}-start.sh > {GUEST_SHARE}/{tag}-qemu.log 2>&1 < /dev/null &"
+            "mkdir -p {INNER_SHARE} {CLOCK_DIR}\nsetsid sh {GUEST_SHARE}/{tag}-start.sh > {GUEST_SHARE}/{tag}-qemu.log 2>&1 < /dev/null &"
         ),
         Duration::from_secs(30),
     )?;
@@ -336,7 +345,7 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.ends_with("-virtfs local,path=/lab/inner,mount_tag=rtvirtlab,security_model=none"),
+            line.ends_with("-virtfs local,path=/lab/inner,mount_tag=rtvirtlab,security_model=none -virtfs local,path=/run/rtvirt-clock,mount_tag=rtvirtclock,security_model=none"),
             "{line}"
         );
         assert_eq!(qmp_socket(&a).as_deref(), Some("/run/rtvirt-ecu0.qmp"));

@@ -10,9 +10,10 @@
 //! guest's and the outer host's images), boot the outer host, start the VMs in it, the
 //! guest before tuning, the outer host before tuning (IRQs spread as a balancer would,
 //! snapshot, `rt-host check`), tune (`rt-host setup`, snapshot, `check`), the guest
-//! tuned, revert (`rt-host revert`, snapshot), stop, `host-lab.json`, the runs and the
+//! tuned, CAN across the VM boundary ([`boundary`]), revert (`rt-host revert`, snapshot), stop, `host-lab.json`, the runs and the
 //! report. The guest and report stages are the 2-CPU flow's ([`crate::flow`]).
 
+pub mod boundary;
 pub mod image;
 pub mod inner;
 pub mod outer;
@@ -238,6 +239,7 @@ impl HostLab {
             .collect();
         let modprobe_conf =
             rt_host::modprobe::file_text(&self.profile.loaded.profile.name, &load_time);
+        let can_ifaces = image::can_host_interfaces(&host);
         let img = timed(
             &mut self.summary.steps,
             "host: build outer host image",
@@ -248,6 +250,7 @@ impl HostLab {
                     rt_host,
                     extra_profile: file.as_deref(),
                     modprobe_conf: &modprobe_conf,
+                    can_ifaces: &can_ifaces,
                 };
                 let img = image::build(&layout, &std_kernel, &payload, &out)?;
                 let note = format!(
@@ -519,6 +522,7 @@ impl HostLab {
         let before = self.stage_before()?;
         let tuned = self.stage_tune()?;
         self.guest_stage(&mut failures, |gr| gstage::tuned(gr, &plan))?;
+        self.stage_boundary(&plan, &mut failures)?;
         self.guest_stage(&mut failures, |gr| gstage::finish(gr, &plan))?;
         let after = self.stage_revert()?;
         self.stage_stop()?;
@@ -530,7 +534,10 @@ impl HostLab {
         let journal = self.out.join("journal");
         self.stage_record(&snaps, &journal)?;
         let runs_dir = collect::bring_out(&inner::share_on_host(&self.share()), &self.out)?;
-        let runs = collect::cross_check(&runs_dir, &p.can, &mut self.summary);
+        let across = boundary::bring_out(&self.share(), &runs_dir)?;
+        let mut runs = collect::cross_check(&runs_dir, &p.can, &mut self.summary);
+        runs.extend(across);
+        self.summary.runs.clone_from(&runs);
         let mut notes = collect::lab_notes(&self.summary, "the outer host");
         notes.push(format!(
             "rtvirt host lab: the KVM host is a {}-CPU QEMU {} VM ({}) on a machine running {}; the guest is nested: timings are not real-time evidence",

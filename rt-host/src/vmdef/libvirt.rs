@@ -525,6 +525,40 @@ mod tests {
     }
 
     #[test]
+    fn a_can_bus_joined_to_a_host_interface_renders_the_bridge_and_why() {
+        let p = crate::fake::lab_profile();
+        let mut v = profiles::host_vms(p.host.as_ref().unwrap())[0].clone();
+        v.can_buses = vec![profiles::CanBus {
+            id: "canbus0".into(),
+            controller: profiles::CanController::KvaserPci,
+            controllers: 1,
+            host_interface: Some("vcan0".into()),
+        }];
+        let d = Def::new(&p.name, &v, &SysRoot::new("/nonexistent"));
+        let r = render(&d).unwrap();
+        let args: Vec<&str> = r
+            .text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("<qemu:arg value=\""))
+            .map(|l| l.trim_end_matches("\"/>"))
+            .collect();
+        assert_eq!(
+            args[args.len() - 2..],
+            [
+                "-object",
+                "can-host-socketcan,id=canbus0-host,canbus=canbus0,if=vcan0"
+            ]
+        );
+        assert!(
+            r.choices
+                .iter()
+                .any(|c| c.knob == Knob::CanBus && c.why.contains("host SocketCAN interface vcan0")),
+            "{:?}",
+            r.choices
+        );
+    }
+
+    #[test]
     fn comments_never_hold_a_double_dash() {
         let r = render_bundled("ecu");
         for l in r

@@ -11,7 +11,7 @@ use record::{checked_sum, msg_label};
 use super::pool::Pool;
 use super::sufficiency::{finish, judge_count, judge_percentile};
 use super::{BoundKind, EvalOptions, EvidenceError, RequirementResult, RunData, Verdict};
-use crate::fmt::{f, fmt_num, pct_label};
+use crate::fmt::{f, fmt_num, ns_to_us, pct_label};
 
 fn base(req: &Requirement, label: String, unit: &str, kind: BoundKind) -> RequirementResult {
     let bound = match &req.metric {
@@ -203,7 +203,45 @@ fn can_hist(
             .push(format!("no message {} in can.json", which_msg(id, runs)));
     }
     judge_percentile(&mut r, &pool, p, opts);
+    if !jitter {
+        clock_uncertainty(&mut r, id, runs);
+    }
     Ok(finish(&mut r, pool))
+}
+
+/// A latency measured across two clocks (restbus on the host, ECU in a guest) is only as
+/// exact as the offset between them (`can.json` `time_base`): a verdict that the
+/// uncertainty could turn is inconclusive, with the reason. Jitter (differences on one
+/// clock) is not affected.
+fn clock_uncertainty(r: &mut RequirementResult, id: Option<u32>, runs: &[RunData]) {
+    let worst = runs
+        .iter()
+        .filter_map(|run| run.can.as_ref())
+        .filter(|c| c.messages.iter().any(|m| id.is_none_or(|i| i == m.id)))
+        .max_by_key(|c| c.time_base.uncertainty_ns)
+        .map(|c| &c.time_base)
+        .filter(|t| t.uncertainty_ns > 0);
+    let (Some(t), Some(m), Some(b)) = (worst, r.measured, r.bound) else {
+        return;
+    };
+    let u = ns_to_us(t.uncertainty_ns);
+    let turns = match r.data_verdict {
+        Verdict::Pass => m + u > b,
+        Verdict::Fail => m - u <= b,
+        Verdict::Inconclusive => false,
+    };
+    if turns {
+        r.data_verdict = Verdict::Inconclusive;
+        r.reasons.push(format!(
+            "the latency is measured across two clocks ({} time base) whose offset is known only to +- {} us: the {} us measured lies in {}..{} us, on both sides of the {} us bound",
+            t.method,
+            fmt_num(u),
+            fmt_num(m),
+            fmt_num((m - u).max(0.0)),
+            fmt_num(m + u),
+            fmt_num(b)
+        ));
+    }
 }
 
 fn probe_missed(req: &Requirement, runs: &[RunData]) -> Result<RequirementResult, EvidenceError> {
@@ -612,6 +650,46 @@ mod tests {
             r.reasons,
             vec!["no E2E-protected message in can.json".to_string()]
         );
+    }
+
+    #[test]
+    fn can_latency_across_two_clocks_is_no_more_exact_than_their_offset() {
+        // Max latency 900 us (bucket upper edge), jitter untouched by the offset.
+        let lat = |bound| {
+            req(
+                "R-X",
+                Metric::CanLatency {
+                    percentile: 100.0,
+                    id: Some(0xC0),
+                },
+                Some(bound),
+                None,
+            )
+        };
+        let with = |uncertainty_ns| {
+            let mut c = can(vec![can_msg(0xC0, &[(300, 1000), (900, 2)], Some(800.0))]);
+            c.role = "receiver".into();
+            c.time_base = record::TimeBase {
+                method: "file_exchange".into(),
+                offset_ns: -3_000_000,
+                uncertainty_ns,
+            };
+            [run(good_env(), None, Some(c))]
+        };
+        // +- 50 us: 900 us is clearly inside 2000 us and clearly above 500 us.
+        assert_eq!(eval(&lat(2000.0), &with(50_000)).verdict, Verdict::Pass);
+        assert_eq!(eval(&lat(500.0), &with(50_000)).verdict, Verdict::Fail);
+        // +- 1.5 ms: the same 900 us could be 2.4 ms or 0 us.
+        for bound in [2000.0, 500.0] {
+            let r = eval(&lat(bound), &with(1_500_000));
+            assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+            assert!(
+                r.reasons
+                    .iter()
+                    .any(|s| s.contains("file_exchange time base") && s.contains("+- 1500 us")),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,482 @@
+//! CAN across the VM boundary: the restbus on the outer host, the ECU in the guest, and
+//! the reverse. The guest's CAN bus is joined to the outer host's `vcan0` by QEMU's
+//! `can-host-socketcan` (the profile's `can_buses[].host_interface`, rendered by `rt-host
+//! vm`), so a frame `can-sim` sends on `vcan0` reaches the guest's controllers, and one
+//! the guest sends reaches `vcan0`.
+//!
+//! Each direction is one split `can-sim run`: `--role sender` on one side, `--role
+//! receiver` on the other, both with the same `--start-at` (on the sender's clock). The
+//! two sides read two clocks, so the receiver measures the offset with `--clock-dir`
+//! (record::clocksync's file exchange through the directory the outer host shares with
+//! the guest, `rt-guest clock-echo` answering on the sender's side), before and after
+//! the run; can.json records it as `time_base` (`file_exchange`, offset, uncertainty).
+//!
+//! Pure scripts here (tested); [`super::HostLab::stage_boundary`] runs them.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::flow::guest::GuestPlan;
+use crate::guest::Output;
+use crate::hostlab::image::{CAN_SIM, RT_GUEST};
+use crate::hostlab::inner::{InnerWatch, CLOCK_DIR, CLOCK_TAG};
+use crate::hostlab::HostLab;
+use crate::initramfs::GUEST_SHARE;
+use crate::qemu::tail;
+use crate::scripts::GUEST_RUNS;
+use crate::summary::Step;
+
+/// The receiver's run of the restbus on the host, ECU in the guest (in the guest's runs).
+pub const RUN_H2G: &str = "run-boundary-h2g";
+/// The receiver's run of the ECU in the guest sending, the host receiving (in the outer
+/// host's runs, moved beside the guest's on this machine).
+pub const RUN_G2H: &str = "run-boundary-g2h";
+/// Where the outer host writes its runs (in its share: `share/runs-outer` here).
+pub const OUTER_RUNS: &str = "/lab/runs-outer";
+/// Where the guest mounts the outer host's [`CLOCK_DIR`].
+pub const GUEST_CLOCK: &str = "/run/rtvirt-clock";
+/// Seconds from reading the sender's clock to the first release: the receiver starts
+/// (through the agent) and measures the clock offset in that time (8 rounds of the
+/// exchange took 5-15 s under nested TCG here; 20 rounds did not fit in 18 s).
+pub const LEAD_S: u64 = 25;
+/// How long each direction sends (shorter than the flow's CAN runs: the nested guest's
+/// controller falls seconds behind the schedule, and the host waits it out).
+pub const DURATION: &str = "5s";
+
+/// Which side sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Restbus on the outer host (vcan0), ECU (receiver) in the guest.
+    HostToGuest,
+    /// The guest sends, the outer host receives on vcan0.
+    GuestToHost,
+}
+
+impl Direction {
+    /// The receiver's run directory name.
+    pub fn run(self) -> &'static str {
+        match self {
+            Direction::HostToGuest => RUN_H2G,
+            Direction::GuestToHost => RUN_G2H,
+        }
+    }
+
+    /// `host->guest`, `guest->host`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::HostToGuest => "host->guest",
+            Direction::GuestToHost => "guest->host",
+        }
+    }
+
+    /// The clock-exchange directory as (the outer host sees it, the guest sees it).
+    pub fn clock_dir(self) -> (String, String) {
+        let name = format!("clock-{}", &self.run()["run-boundary-".len()..]);
+        (
+            format!("{CLOCK_DIR}/{name}"),
+            format!("{GUEST_CLOCK}/{name}"),
+        )
+    }
+}
+
+/// One side's can-sim command line.
+#[derive(Debug, Clone)]
+pub struct Side<'a> {
+    /// The `can-sim` binary.
+    pub can_sim: &'a str,
+    /// The profile (its path in the images).
+    pub profile: &'a str,
+    /// The interface.
+    pub iface: &'a str,
+    /// The run directory.
+    pub out: String,
+    /// The clock-exchange directory (receiver only).
+    pub clock_dir: Option<String>,
+    /// How long the receiver listens after the last release (`--drain`; None: can-sim's).
+    pub drain: Option<String>,
+}
+
+impl Side<'_> {
+    /// `can-sim run` for this side; `start` is a shell word (`$T`).
+    pub fn command(&self, start: &str, duration: &str) -> String {
+        let (role, iface) = match &self.clock_dir {
+            Some(_) => ("receiver", "--rx"),
+            None => ("sender", "--tx"),
+        };
+        let mut s = format!(
+            "{} run {} --role {role} {iface} {} --start-at {start} --duration {duration} --out {}",
+            self.can_sim, self.profile, self.iface, self.out
+        );
+        if let Some(d) = &self.drain {
+            s.push_str(&format!(" --drain {d}"));
+        }
+        if let Some(d) = &self.clock_dir {
+            s.push_str(&format!(" --clock-dir {d}"));
+        }
+        s
+    }
+}
+
+/// The two sides of `d` (sender, receiver) for profile `profile`, the guest's `tx`/`rx`.
+pub fn sides<'a>(d: Direction, profile: &'a str, tx: &'a str, rx: &'a str) -> (Side<'a>, Side<'a>) {
+    let (outer_clock, guest_clock) = d.clock_dir();
+    let run = d.run();
+    match d {
+        Direction::HostToGuest => (
+            Side {
+                can_sim: CAN_SIM,
+                profile,
+                iface: "vcan0",
+                out: format!("{OUTER_RUNS}/{run}-tx"),
+                clock_dir: None,
+                drain: None,
+            },
+            Side {
+                can_sim: "can-sim",
+                profile,
+                iface: rx,
+                out: format!("{GUEST_RUNS}/{run}"),
+                clock_dir: Some(guest_clock),
+                drain: None,
+            },
+        ),
+        Direction::GuestToHost => (
+            Side {
+                can_sim: "can-sim",
+                profile,
+                iface: tx,
+                out: format!("{GUEST_RUNS}/{run}-tx"),
+                clock_dir: None,
+                drain: None,
+            },
+            Side {
+                can_sim: CAN_SIM,
+                profile,
+                iface: "vcan0",
+                out: format!("{OUTER_RUNS}/{run}"),
+                clock_dir: Some(outer_clock),
+                drain: None,
+            },
+        ),
+    }
+}
+
+/// The sender's side, first: a fresh clock-exchange directory `dir` with `rt-guest
+/// clock-echo` answering in it (in the background, until `stop`), the directory `runs`,
+/// then the start time printed as `start_at=NS` ([`LEAD_S`] from now, on this side's
+/// clock).
+pub fn echo_and_start_script(rt_guest: &str, dir: &str, runs: &str) -> String {
+    format!(
+        "rm -rf {dir} && mkdir -p {dir} {runs} || exit 2\nsetsid {rt_guest} clock-echo {dir} --timeout 10m > {dir}.log 2>&1 < /dev/null &\necho start_at=$(( $(date +%s) + {LEAD_S} ))000000000"
+    )
+}
+
+/// The guest's script that mounts the outer host's clock directory (once).
+pub fn mount_clock_script() -> String {
+    format!(
+        // kernel-path-ok: shell that runs in the guest.
+        "mkdir -p {GUEST_CLOCK} && {{ grep -q ' {GUEST_CLOCK} ' /proc/mounts || mount -t 9p -o trans=virtio,version=9p2000.L {CLOCK_TAG} {GUEST_CLOCK}; }}"
+    )
+}
+
+/// The start time an [`echo_and_start_script`] printed.
+pub fn parse_start(output: &str) -> Option<u64> {
+    output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("start_at="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Run `command` in the background (its output and exit code in `TAG.out`, `TAG.rc`).
+pub fn background_script(command: &str, tag: &str) -> String {
+    format!(
+        "mkdir -p \"$(dirname {tag})\" && rm -f {tag}.out {tag}.rc\nsetsid sh -c '{command} > {tag}.out 2>&1; echo $? > {tag}.rc' < /dev/null > /dev/null 2>&1 &"
+    )
+}
+
+/// Wait up to `secs` for a [`background_script`] to end: print its output, exit with
+/// its exit code (124 when it did not end).
+pub fn wait_script(tag: &str, secs: u64) -> String {
+    format!(
+        "i=0\nwhile [ ! -s {tag}.rc ]; do\n    sleep 0.2; i=$((i + 1))\n    [ $i -lt {n} ] || {{ echo \"{tag} did not end in {secs} s\"; cat {tag}.out; exit 124; }}\ndone\ncat {tag}.out\nexit $(cat {tag}.rc)",
+        n = secs * 5
+    )
+}
+
+/// End the clock echo of `dir`.
+pub fn stop_script(dir: &str) -> String {
+    format!("touch {dir}/stop")
+}
+
+/// Where a step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On {
+    Outer,
+    Guest,
+}
+
+impl HostLab {
+    /// CAN across the VM boundary, host->guest then guest->host (skipped when an earlier
+    /// guest step failed). A side's exit code outside 0 and 1 (1: frames lost or late) is
+    /// a failure in `failures`; the flow goes on.
+    pub fn stage_boundary(
+        &mut self,
+        plan: &GuestPlan<'_>,
+        failures: &mut Vec<String>,
+    ) -> Result<()> {
+        if !failures.is_empty() {
+            return Ok(());
+        }
+        let mount = mount_clock_script();
+        let out = self.side(
+            On::Guest,
+            "boundary: mount the outer host's clock directory",
+            &mount,
+            Duration::from_secs(60),
+            failures,
+        )?;
+        if out.rc != 0 {
+            return Ok(());
+        }
+        for d in [Direction::HostToGuest, Direction::GuestToHost] {
+            crate::flow::check_interrupt()?;
+            self.boundary_run(d, plan, failures)?;
+        }
+        Ok(())
+    }
+
+    fn boundary_run(
+        &mut self,
+        d: Direction,
+        plan: &GuestPlan<'_>,
+        failures: &mut Vec<String>,
+    ) -> Result<()> {
+        let dur = DURATION;
+        let (sender, mut receiver) = sides(d, plan.g.profile, &plan.can.tx, &plan.can.rx);
+        let run_s = humantime::parse_duration(dur).map_or(30, |t| t.as_secs());
+        if d == Direction::GuestToHost {
+            // The nested guest's controller sends slower than the schedule releases
+            // (seconds behind after 10 s here): the host listens until it is through.
+            receiver.drain = Some(format!("{}s", 3 * run_s + 5));
+        }
+        let (outer_clock, guest_clock) = d.clock_dir();
+        let (on_sender, on_receiver, echo, clock, runs) = match d {
+            Direction::HostToGuest => (On::Outer, On::Guest, RT_GUEST, outer_clock, OUTER_RUNS),
+            Direction::GuestToHost => (On::Guest, On::Outer, "rt-guest", guest_clock, GUEST_RUNS),
+        };
+        let timeout = Duration::from_secs(LEAD_S + 3 * run_s + 120);
+        let short = Duration::from_secs(60);
+        let name = |what: &str| format!("boundary {}: {what}", d.label());
+        let start = self.side(
+            on_sender,
+            &name("clock echo, start time (sender side)"),
+            &echo_and_start_script(echo, &clock, runs),
+            short,
+            failures,
+        )?;
+        let Some(t) = parse_start(&start.output) else {
+            failures.push(format!(
+                "boundary {}: no start time: {}",
+                d.label(),
+                tail(&start.output, 5)
+            ));
+            return Ok(());
+        };
+        let t = t.to_string();
+        let tag = format!("{}-bg", receiver.out);
+        let bg = background_script(&receiver.command(&t, dur), &tag);
+        self.side(on_receiver, &name("receiver started"), &bg, short, failures)?;
+        self.side(
+            on_sender,
+            &name(&format!("can-sim sender on {}", sender.iface)),
+            &sender.command(&t, dur),
+            timeout,
+            failures,
+        )?;
+        self.side(
+            on_receiver,
+            &name(&format!("can-sim receiver on {}", receiver.iface)),
+            &wait_script(&tag, timeout.as_secs()),
+            timeout + short,
+            failures,
+        )?;
+        self.side(
+            on_sender,
+            &name("clock echo stopped"),
+            &stop_script(&clock),
+            short,
+            failures,
+        )?;
+        Ok(())
+    }
+
+    /// Run `script` on one side as a step; exit codes 0 and 1 are fine (can-sim: 1 when
+    /// frames were lost or late, which the run records).
+    fn side(
+        &mut self,
+        on: On,
+        name: &str,
+        script: &str,
+        timeout: Duration,
+        failures: &mut Vec<String>,
+    ) -> Result<Output> {
+        eprintln!("lab: {name}");
+        let o = self.outer.as_mut().context("The outer host is gone")?;
+        let out = match on {
+            On::Outer => o.sh(script, timeout)?,
+            On::Guest => {
+                let vm = self.inner.as_ref().context("The guest is not running")?;
+                let agent = self.inner_agent.as_mut().context("No guest agent")?;
+                let mut w = InnerWatch {
+                    outer: &mut o.vm,
+                    inner: vm,
+                };
+                agent.run(&mut w, script, timeout)?
+            }
+        };
+        let ok = [0, 1].contains(&out.rc);
+        if !ok {
+            eprintln!("lab: {name} exited {}:\n{}", out.rc, tail(&out.output, 15));
+            failures.push(format!(
+                "`{name}` exited {}: {}",
+                out.rc,
+                tail(&out.output, 8)
+            ));
+        }
+        self.summary.steps.push(Step {
+            name: name.to_string(),
+            rc: Some(out.rc),
+            secs: out.secs,
+            ok,
+            note: tail(&out.output, 15),
+        });
+        Ok(out)
+    }
+}
+
+/// The outer host's runs (`share/runs-outer` here) moved into `runs_dir` beside the
+/// guest's; returns the receivers' run directories that have a manifest, in direction
+/// order (the ones the report takes).
+pub fn bring_out(share: &Path, runs_dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let outer = share.join(
+        OUTER_RUNS
+            .trim_start_matches(GUEST_SHARE)
+            .trim_start_matches('/'),
+    );
+    if let Ok(entries) = fs::read_dir(&outer) {
+        fs::create_dir_all(runs_dir)?;
+        for e in entries.flatten() {
+            let to = runs_dir.join(e.file_name());
+            if to.exists() {
+                fs::remove_dir_all(&to).with_context(|| format!("Removing {}", to.display()))?;
+            }
+            fs::rename(e.path(), &to)
+                .with_context(|| format!("Moving {} to {}", e.path().display(), to.display()))?;
+        }
+    }
+    Ok([RUN_H2G, RUN_G2H]
+        .iter()
+        .map(|r| runs_dir.join(r))
+        .filter(|d| d.join("manifest.json").is_file())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_direction_has_a_sender_and_a_receiver_measuring_the_clock() {
+        let (s, r) = sides(
+            Direction::HostToGuest,
+            "/etc/rtvirt/profiles/hil.ron",
+            "can0",
+            "can1",
+        );
+        assert_eq!(
+            s.command("$T", "10s"),
+            "/usr/bin/can-sim run /etc/rtvirt/profiles/hil.ron --role sender --tx vcan0 --start-at $T --duration 10s --out /lab/runs-outer/run-boundary-h2g-tx"
+        );
+        assert_eq!(
+            r.command("$T", "10s"),
+            "can-sim run /etc/rtvirt/profiles/hil.ron --role receiver --rx can1 --start-at $T --duration 10s --out /tmp/runs/run-boundary-h2g --clock-dir /run/rtvirt-clock/clock-h2g"
+        );
+        let (s, r) = sides(Direction::GuestToHost, "p.ron", "can0", "can1");
+        assert!(s.command("1", "5s").contains("--role sender --tx can0"));
+        let mut r2 = r.clone();
+        r2.drain = Some("22s".into());
+        assert!(r2.command("1", "10s").contains(
+            "--duration 10s --out /lab/runs-outer/run-boundary-g2h --drain 22s --clock-dir"
+        ));
+        assert!(s.out.starts_with("/tmp/runs/"), "{}", s.out);
+        let rc = r.command("1", "5s");
+        assert!(
+            rc.starts_with("/usr/bin/can-sim run p.ron --role receiver --rx vcan0")
+                && rc.ends_with(
+                    "--out /lab/runs-outer/run-boundary-g2h --clock-dir /run/rtvirt-clock/clock-g2h"
+                ),
+            "{rc}"
+        );
+        // One directory, seen from both sides.
+        assert_eq!(
+            Direction::HostToGuest.clock_dir(),
+            (
+                "/run/rtvirt-clock/clock-h2g".into(),
+                "/run/rtvirt-clock/clock-h2g".into()
+            )
+        );
+    }
+
+    #[test]
+    fn the_sender_side_starts_the_echo_and_names_the_start() {
+        let s = echo_and_start_script(RT_GUEST, "/lab/inner/clock-h2g", OUTER_RUNS);
+        assert!(
+            s.starts_with(
+                "rm -rf /lab/inner/clock-h2g && mkdir -p /lab/inner/clock-h2g /lab/runs-outer"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("setsid /usr/bin/rt-guest clock-echo /lab/inner/clock-h2g --timeout 10m")
+        );
+        assert!(
+            s.ends_with("echo start_at=$(( $(date +%s) + 25 ))000000000"),
+            "{s}"
+        );
+        assert!(echo_and_start_script("rt-guest", "/lab/c", GUEST_RUNS)
+            .contains("mkdir -p /lab/c /tmp/runs"));
+        assert_eq!(
+            parse_start("x\nstart_at=1764600000000000000\n"),
+            Some(1_764_600_000_000_000_000)
+        );
+        assert_eq!(parse_start("start_at=\n"), None);
+        assert_eq!(parse_start(""), None);
+    }
+
+    #[test]
+    fn background_runs_report_their_exit_code() {
+        let b = background_script("can-sim run x", "/tmp/runs/bg");
+        assert!(
+            b.contains(
+                "setsid sh -c 'can-sim run x > /tmp/runs/bg.out 2>&1; echo $? > /tmp/runs/bg.rc'"
+            ),
+            "{b}"
+        );
+        let w = wait_script("/tmp/runs/bg", 30);
+        assert!(
+            w.contains("[ $i -lt 150 ]") && w.ends_with("exit $(cat /tmp/runs/bg.rc)"),
+            "{w}"
+        );
+        assert_eq!(stop_script("/lab/clock-g2h"), "touch /lab/clock-g2h/stop");
+        let m = mount_clock_script();
+        assert!(
+            m.ends_with(
+                "mount -t 9p -o trans=virtio,version=9p2000.L rtvirtclock /run/rtvirt-clock; }"
+            ),
+            "{m}"
+        );
+    }
+}
