@@ -13,6 +13,7 @@ pub mod commands;
 pub mod cyclictest;
 pub mod evidence;
 pub mod guest;
+mod handoff;
 pub mod latency;
 pub mod oslat;
 pub mod oslat_cmd;

@@ -19,7 +19,7 @@
 //! complete picture of the run so far to the caller ([`OslatCheckpoint`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -27,6 +27,7 @@ use rt_sys::rt::{self, Ftrace};
 use rt_sys::sched::{self, SchedParams};
 use rt_sys::CpuSet;
 
+use crate::handoff::{self, Handoff};
 use crate::probe::{
     block_stop_signals, join_all, mark_and_stop, pin_and_set, Finished, Live, ProbeError,
 };
@@ -212,48 +213,30 @@ pub struct OslatCheckpoint<'a> {
     pub interval_max_ns: &'a [u64],
 }
 
-/// One loop's side of the checkpoints: the request, and the spare accumulators it swaps
-/// its histogram into (with a copy of its counters).
-struct Exchange {
-    want: AtomicBool,
-    slot: Mutex<Slot>,
+/// One loop's side of the checkpoints ([`Handoff`]): the spare accumulators it swaps its
+/// histogram into, with a copy of its counters.
+type Exchange = Handoff<Gaps>;
+
+/// A loop's spare: a token histogram when there will be no checkpoint to swap it in.
+fn spare(cfg: &OslatConfig) -> Exchange {
+    let mut gaps = Gaps::new(cfg.buckets);
+    if cfg.checkpoint_ns.is_none() {
+        gaps.hist = Histogram::new_with_bounds(1, 2, 1).expect("static bounds are valid");
+    }
+    Handoff::new(gaps)
 }
 
-struct Slot {
-    gaps: Gaps,
-    filled: bool,
-}
-
-impl Exchange {
-    fn new(cfg: &OslatConfig) -> Exchange {
-        let mut gaps = Gaps::new(cfg.buckets);
-        if cfg.checkpoint_ns.is_none() {
-            // Never swapped: a token histogram.
-            gaps.hist = Histogram::new_with_bounds(1, 2, 1).expect("static bounds are valid");
-        }
-        Exchange {
-            want: AtomicBool::new(false),
-            slot: Mutex::new(Slot {
-                gaps,
-                filled: false,
-            }),
-        }
-    }
-
-    /// The loop's side: hand over the histogram so far and a copy of the counters.
-    fn swap(&self, gaps: &mut Gaps) {
-        if let Ok(mut s) = self.slot.lock() {
-            std::mem::swap(&mut s.gaps.hist, &mut gaps.hist);
-            let g = &mut s.gaps;
-            g.buckets.copy_from_slice(&gaps.buckets);
-            (g.samples, g.min_ns, g.max_ns, g.sum_ns) =
-                (gaps.samples, gaps.min_ns, gaps.max_ns, gaps.sum_ns);
-            (g.overflows, g.out_of_range, g.max_wall_ns) =
-                (gaps.overflows, gaps.out_of_range, gaps.max_wall_ns);
-            s.filled = true;
-        }
-        self.want.store(false, Ordering::SeqCst);
-    }
+/// The loop's side: hand over the histogram so far and a copy of the counters (when asked,
+/// and never waiting: `false` when the reporting thread holds the spare).
+fn hand_over(x: &Exchange, gaps: &mut Gaps) -> bool {
+    x.offer(|g| {
+        std::mem::swap(&mut g.hist, &mut gaps.hist);
+        g.buckets.copy_from_slice(&gaps.buckets);
+        (g.samples, g.min_ns, g.max_ns, g.sum_ns) =
+            (gaps.samples, gaps.min_ns, gaps.max_ns, gaps.sum_ns);
+        (g.overflows, g.out_of_range, g.max_wall_ns) =
+            (gaps.overflows, gaps.out_of_range, gaps.max_wall_ns);
+    })
 }
 
 /// The reporting thread's side: per loop, the histogram of everything before the last
@@ -308,48 +291,34 @@ impl Collector {
         if !self.pending {
             if now.saturating_sub(self.last_ns) >= every {
                 self.last_ns = now;
-                sh.exchange
-                    .iter()
-                    .for_each(|x| x.want.store(true, Ordering::SeqCst));
+                handoff::request(&sh.exchange);
                 self.pending = true;
             }
             return;
         }
-        let all = sh.exchange.iter().all(|x| !x.want.load(Ordering::SeqCst));
-        if !all && sh.live.finished.load(Ordering::SeqCst) == 0 {
+        if !handoff::answered(&sh.exchange) && sh.live.finished.load(Ordering::SeqCst) == 0 {
             return;
         }
         self.pending = false;
         for (i, x) in sh.exchange.iter().enumerate() {
-            let Ok(mut slot) = x.slot.lock() else {
-                continue;
-            };
-            if !std::mem::take(&mut slot.filled) {
-                continue;
-            }
-            self.interval_max[i] = if slot.gaps.hist.is_empty() {
-                0
-            } else {
-                slot.gaps.hist.max()
-            };
-            let _ = self.totals[i].add(&slot.gaps.hist);
-            slot.gaps.hist.reset();
-            let t = &mut self.snapshot.threads[i];
-            t.tid = sh.live.threads[i].tid.load(Ordering::Relaxed);
-            let g = &mut t.gaps;
-            g.hist.clone_from(&self.totals[i]);
-            g.buckets.copy_from_slice(&slot.gaps.buckets);
-            (g.samples, g.min_ns, g.max_ns, g.sum_ns) = (
-                slot.gaps.samples,
-                slot.gaps.min_ns,
-                slot.gaps.max_ns,
-                slot.gaps.sum_ns,
-            );
-            (g.overflows, g.out_of_range, g.max_wall_ns) = (
-                slot.gaps.overflows,
-                slot.gaps.out_of_range,
-                slot.gaps.max_wall_ns,
-            );
+            x.take(|slot| {
+                self.interval_max[i] = if slot.hist.is_empty() {
+                    0
+                } else {
+                    slot.hist.max()
+                };
+                let _ = self.totals[i].add(&slot.hist);
+                slot.hist.reset();
+                let t = &mut self.snapshot.threads[i];
+                t.tid = sh.live.threads[i].tid.load(Ordering::Relaxed);
+                let g = &mut t.gaps;
+                g.hist.clone_from(&self.totals[i]);
+                g.buckets.copy_from_slice(&slot.buckets);
+                (g.samples, g.min_ns, g.max_ns, g.sum_ns) =
+                    (slot.samples, slot.min_ns, slot.max_ns, slot.sum_ns);
+                (g.overflows, g.out_of_range, g.max_wall_ns) =
+                    (slot.overflows, slot.out_of_range, slot.max_wall_ns);
+            });
         }
         self.number += 1;
         let o = &mut self.snapshot;
@@ -366,11 +335,9 @@ impl Collector {
     /// then hold the whole run.
     fn finish(&mut self, sh: &Shared, threads: &mut [OslatThread]) {
         for (i, (x, t)) in sh.exchange.iter().zip(threads.iter_mut()).enumerate() {
-            if let Ok(mut slot) = x.slot.lock() {
-                if std::mem::take(&mut slot.filled) {
-                    let _ = self.totals[i].add(&slot.gaps.hist);
-                }
-            }
+            x.take(|slot| {
+                let _ = self.totals[i].add(&slot.hist);
+            });
             let _ = t.gaps.hist.add(&self.totals[i]);
         }
     }
@@ -406,7 +373,7 @@ pub fn run(
     }
     let n = cfg.cpus.len();
     let sh = Arc::new(Shared {
-        exchange: (0..n).map(|_| Exchange::new(cfg)).collect(),
+        exchange: (0..n).map(|_| spare(cfg)).collect(),
         cfg: cfg.clone(),
         live: live.clone(),
         stop: stop.clone(),
@@ -536,8 +503,7 @@ fn busy_loop(sh: &Shared, slot: usize, cpu: u32, end: u64, gaps: &mut Gaps) {
                 Ordering::Relaxed,
             );
             live.missed.store(gaps.overflows, Ordering::Relaxed);
-            if exchange.want.load(Ordering::Relaxed) {
-                exchange.swap(gaps);
+            if hand_over(exchange, gaps) {
                 // The swap is not part of the next gap.
                 prev = rt::monotonic_ns();
             }

@@ -18,6 +18,7 @@ use rt_sys::rt::{self, Ftrace};
 use rt_sys::sched::{self, SchedParams};
 use rt_sys::{CpuSet, SysError};
 
+use crate::handoff::{self, Handoff};
 use crate::latency::{classify, Spike, Stats, UsBuckets};
 
 /// Errors of the probe; each names the thread or setting.
@@ -245,22 +246,15 @@ pub struct Outcome {
     pub breaktrace: Option<(u32, u64)>,
 }
 
-/// Where a measurement thread hands its interval histogram to the reporting thread: the
-/// reporting thread leaves an empty histogram in `hist` and sets `want`; after its next
-/// sample the measurement thread swaps its histogram with it (`try_lock`: it never waits)
-/// and copies its statistics. No allocation, no blocking in the loop.
+/// What a measurement thread hands over at a checkpoint ([`Handoff`]): its interval
+/// histogram (swapped with the empty spare) and a copy of its statistics.
 #[derive(Debug)]
-struct Exchange {
-    want: AtomicBool,
-    slot: std::sync::Mutex<Slot>,
-}
-
-#[derive(Debug)]
-struct Slot {
+struct Spare {
     hist: Histogram<u64>,
     stats: Stats,
-    filled: bool,
 }
+
+type Exchange = Handoff<Spare>;
 
 /// One thread's data at a checkpoint: everything measured from the start to the swap.
 #[derive(Debug)]
@@ -323,36 +317,25 @@ impl Collector {
                 return;
             }
             self.last_ns = now;
-            for x in &sh.exchange {
-                x.want.store(true, Ordering::SeqCst);
-            }
+            handoff::request(&sh.exchange);
             self.pending = true;
             return;
         }
-        let mut all = true;
-        for x in &sh.exchange {
-            all &= !x.want.load(Ordering::SeqCst);
-        }
-        if !all && sh.live.finished.load(Ordering::SeqCst) == 0 {
+        if !handoff::answered(&sh.exchange) && sh.live.finished.load(Ordering::SeqCst) == 0 {
             return;
         }
         self.pending = false;
         for (i, x) in sh.exchange.iter().enumerate() {
-            let Ok(mut slot) = x.slot.lock() else {
-                continue;
-            };
-            if !slot.filled {
-                continue;
-            }
-            slot.filled = false;
-            self.interval_max[i] = if slot.hist.is_empty() {
-                0
-            } else {
-                slot.hist.max()
-            };
-            let _ = self.totals[i].add(&slot.hist);
-            slot.hist.reset();
-            self.stats[i] = slot.stats;
+            x.take(|slot| {
+                self.interval_max[i] = if slot.hist.is_empty() {
+                    0
+                } else {
+                    slot.hist.max()
+                };
+                let _ = self.totals[i].add(&slot.hist);
+                slot.hist.reset();
+                self.stats[i] = slot.stats;
+            });
         }
         self.number += 1;
         let cp = Checkpoint {
@@ -380,12 +363,9 @@ impl Collector {
     /// which then hold the whole run.
     fn finish(&mut self, sh: &Shared, threads: &mut [ThreadResult]) {
         for (i, (x, t)) in sh.exchange.iter().zip(threads.iter_mut()).enumerate() {
-            if let Ok(mut slot) = x.slot.lock() {
-                if slot.filled {
-                    let _ = self.totals[i].add(&slot.hist);
-                    slot.filled = false;
-                }
-            }
+            x.take(|slot| {
+                let _ = self.totals[i].add(&slot.hist);
+            });
             let _ = t.hist.add(&self.totals[i]);
         }
     }
@@ -412,17 +392,15 @@ fn shared_state(
 ) -> Arc<Shared> {
     let n = cfg.cpus.len();
     let exchange = (0..n)
-        .map(|_| Exchange {
-            want: AtomicBool::new(false),
-            slot: std::sync::Mutex::new(Slot {
+        .map(|_| {
+            Exchange::new(Spare {
                 // The spare histogram: full size only when it will be swapped in.
                 hist: match cfg.checkpoint_ns {
                     Some(_) => record::hist::new_ns(),
                     None => Histogram::new_with_bounds(1, 2, 1).expect("static bounds are valid"),
                 },
                 stats: Stats::default(),
-                filled: false,
-            }),
+            })
         })
         .collect();
     Arc::new(Shared {
@@ -769,15 +747,10 @@ fn cycles(
 /// Swap the interval histogram out when the reporting thread asked for it (never waits).
 #[inline]
 fn hand_over(x: &Exchange, hist: &mut Histogram<u64>, stats: &Stats) {
-    if !x.want.load(Ordering::Relaxed) {
-        return;
-    }
-    if let Ok(mut s) = x.slot.try_lock() {
+    x.offer(|s| {
         std::mem::swap(hist, &mut s.hist);
         s.stats = *stats;
-        s.filled = true;
-        x.want.store(false, Ordering::SeqCst);
-    }
+    });
 }
 
 /// Write `msg` (and a newline) to the trace marker, then stop tracing; formatted into a
