@@ -206,9 +206,8 @@ pub fn mem_lock_refused(
 /// The substitutions for `accel` on the machine at `root`.
 pub fn variant(accel: Accel, vm: &VmView, root: &SysRoot) -> Variant {
     let free = vm.hugepage_kib.map_or(Ok(0), |kib| {
-        root.read_trim(hugepages::free_path(kib, None))
+        root.read_u64(hugepages::free_path(kib, None))
             .map_err(|e| e.to_string())
-            .and_then(|t| t.parse::<u64>().map_err(|e| format!("{t:?}: {e}")))
     });
     Variant {
         accel: accel.into(),
