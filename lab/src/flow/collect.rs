@@ -29,12 +29,15 @@ pub fn bring_out(share: &Path, out: &Path) -> Result<PathBuf> {
     Ok(runs_dir)
 }
 
-/// Move the run directory `run` (made on this machine) into `runs_dir`; returns its
-/// new place.
+/// Move the run directory `run` (made on this machine or in the outer host) into
+/// `runs_dir`, replacing one of the same name; returns its new place.
 pub fn bring_in(run: &Path, runs_dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(runs_dir).with_context(|| format!("Creating {}", runs_dir.display()))?;
     let name = run.file_name().context("A run directory without a name")?;
     let dest = runs_dir.join(name);
+    if dest.exists() {
+        fs::remove_dir_all(&dest).with_context(|| format!("Removing {}", dest.display()))?;
+    }
     fs::rename(run, &dest)
         .with_context(|| format!("Moving {} to {}", run.display(), dest.display()))?;
     Ok(dest)

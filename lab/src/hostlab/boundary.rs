@@ -367,14 +367,8 @@ pub fn bring_out(share: &Path, runs_dir: &Path) -> Result<Vec<std::path::PathBuf
             .trim_start_matches('/'),
     );
     if let Ok(entries) = fs::read_dir(&outer) {
-        fs::create_dir_all(runs_dir)?;
         for e in entries.flatten() {
-            let to = runs_dir.join(e.file_name());
-            if to.exists() {
-                fs::remove_dir_all(&to).with_context(|| format!("Removing {}", to.display()))?;
-            }
-            fs::rename(e.path(), &to)
-                .with_context(|| format!("Moving {} to {}", e.path().display(), to.display()))?;
+            crate::flow::collect::bring_in(&e.path(), runs_dir)?;
         }
     }
     Ok([RUN_H2G, RUN_G2H]
