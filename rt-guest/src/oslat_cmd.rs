@@ -338,12 +338,13 @@ fn selftest(args: &OslatArgs, mut cfg: OslatConfig, argv: Vec<String>) -> Result
         )?;
     }
     rtvirt_cli::outln!(
-        "oslat selftest on cpu {}: {} ({} stalls of {} us injected, {} late, {} detected; median {:.1} us, max {:.1} us)",
+        "oslat selftest on cpu {}: {} ({} stalls of {} us injected, {} late, {} disturbed, {} detected; median {:.1} us, max {:.1} us)",
         result.cpu,
         if result.passed { "PASSED" } else { "FAILED" },
         result.injected,
         result.delay_us,
         result.injected_late,
+        result.injected_disturbed,
         result.detected,
         result.detected_median_us,
         result.max_us

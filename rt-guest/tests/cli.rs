@@ -1084,12 +1084,11 @@ fn root_oslat_selftest_detects_the_injected_stalls() {
         .unwrap_or_else(|e| panic!("{e}: {out:?}"));
     assert_eq!(v["passed"], true, "{v:#}");
     assert_eq!(out.status.code(), Some(0));
-    // 3 s of injections every 10 ms, less the late ones.
-    let injected = v["injected"].as_u64().unwrap();
-    assert!(
-        injected + v["injected_late"].as_u64().unwrap() >= 290,
-        "{v:#}"
-    );
+    // 3 s of wakeups every 10 ms: injected, late or disturbed, and most of them injected.
+    let n = |k: &str| v[k].as_u64().unwrap();
+    let wakeups = n("injected") + n("injected_late") + n("injected_disturbed");
+    assert!(wakeups >= 290, "{v:#}");
+    assert!(n("injected") * 2 >= wakeups, "{v:#}");
     let median = v["detected_median_us"].as_f64().unwrap();
     assert!((200.0..250.0).contains(&median), "{v:#}");
 }
