@@ -208,9 +208,9 @@ impl UsBuckets {
     /// `buckets` buckets (0 .. buckets-1 us).
     pub fn new(buckets: usize) -> Self {
         UsBuckets {
-            counts: vec![0; buckets].into_boxed_slice(),
+            counts: resident_zeros(buckets),
             overflows: 0,
-            cycles: vec![0; buckets].into_boxed_slice(),
+            cycles: resident_zeros(buckets),
             cycles_len: 0,
         }
     }
@@ -243,6 +243,15 @@ impl UsBuckets {
     pub fn overflow_cycles(&self) -> &[u64] {
         &self.cycles[..self.cycles_len]
     }
+}
+
+/// `n` zeros, every page written once so resident before a real-time loop counts into
+/// them (see `record::hist::new_ns`: zeroed allocations may be untouched pages).
+pub fn resident_zeros(n: usize) -> Box<[u64]> {
+    let mut v = vec![0; n].into_boxed_slice();
+    // Opaque to the optimiser, which would drop zero stores into calloc'd memory.
+    std::hint::black_box(&mut v).fill(0);
+    v
 }
 
 /// ns to whole us, truncated (cyclictest's unit).

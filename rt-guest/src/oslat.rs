@@ -122,7 +122,7 @@ impl Gaps {
     pub fn new(buckets: usize) -> Gaps {
         Gaps {
             hist: record::hist::new_ns(),
-            buckets: vec![0; buckets.max(1)].into_boxed_slice(),
+            buckets: crate::latency::resident_zeros(buckets.max(1)),
             samples: 0,
             min_ns: u64::MAX,
             max_ns: 0,
@@ -453,6 +453,11 @@ fn spin(sh: &Shared, slot: usize, cpu: u32, mut gaps: Gaps) -> Result<OslatThrea
         let now = rt::monotonic_ns();
         scratch.record(now.saturating_sub(prev));
         prev = now;
+    }
+    // And the rare branches (bucket overflow, beyond the histogram's range), whose code
+    // would otherwise fault in at the first such gap (see the probe's `warm_branches`).
+    for gap in [5_000, 50_000, record::hist::HIGHEST_NS + 1] {
+        scratch.record(gap);
     }
     drop(scratch);
     sh.ready.wait();
