@@ -407,22 +407,51 @@ fn lab_report_has_the_host_view_of_the_probe() {
         view.contains(&traced),
         "the host view does not name {traced}:\n{view}"
     );
-    // Spikes the trace covers are placed on that thread; the others say why not (the
-    // trace keeps its first --max-events events: under TCG about 40 000 a second).
+    // Every spike falls inside the recording (it covers the whole probe): each is either
+    // placed on that thread, or said to have no host events kept, with what the whole-run
+    // summary saw of its vCPU then.
     let thread = format!("CPU 1/{suffix} (tid {}) on CPU 1", vcpu1.tid);
     let placed = view.matches(&thread).count();
-    let unplaced: Vec<&str> = view
+    let not_kept: Vec<&str> = view
+        .lines()
+        .filter(|l| l.contains("no host events kept for it"))
+        .collect();
+    let uncovered: Vec<&str> = view
         .lines()
         .filter(|l| l.contains("no host trace covers it"))
         .collect();
     assert!(
-        placed > 0
-            || (!unplaced.is_empty() && unplaced.iter().all(|l| l.contains("kept its first"))),
-        "no spike placed on {thread}, and not for want of events:\n{view}"
+        uncovered.is_empty(),
+        "spikes outside the recording:\n{view}"
+    );
+    assert!(placed > 0, "no spike placed on {thread}:\n{view}");
+    assert!(
+        not_kept.iter().all(|l| l.contains("over every event")),
+        "a spike without kept events and without its summary:\n{view}"
     );
     eprintln!(
-        "host view: {placed} spike(s) placed on {thread}, {} not covered",
-        unplaced.len()
+        "host view: {placed} spike(s) placed on {thread}, {} without kept host events",
+        not_kept.len()
+    );
+    // The trace's own threads ran off the measured CPU 1: none of their switches there.
+    let h: record::HostTraceRecord = rd.read_json(record::HOST_TRACE).unwrap();
+    let reader = h
+        .reader
+        .as_ref()
+        .expect("the record says where the trace ran");
+    let cpus = rt_sys::CpuSet::parse(&reader.cpus).unwrap();
+    assert!(!cpus.contains(1), "the trace ran on CPUs {}", reader.cpus);
+    assert_eq!(reader.switches_on_recorded_cpus, 0, "{reader:?}");
+    assert!(
+        h.keep.is_some() && !h.windows.is_empty(),
+        "whole-run summaries"
+    );
+    eprintln!(
+        "host trace: {} events seen, {} kept, {} dropped; reader on CPUs {}",
+        h.events_seen,
+        h.events.len(),
+        h.events_dropped(),
+        reader.cpus
     );
     // "guest clock offset (guest - host) X us +- Y us (file_exchange)", both numbers.
     let clock = view

@@ -5,8 +5,12 @@
 //! offset of the guest's `CLOCK_REALTIME` (so a guest spike can be placed on the host's
 //! time line), each with its uncertainty.
 //!
-//! The events are bounded (`max_events`, the first ones are kept); the per-vCPU summary
-//! ([`VcpuSummary`], built by [`SummaryBuilder`]) covers every event seen.
+//! The events kept are bounded (`max_events`) but chosen over the whole run: the run is
+//! cut into slices ([`KeepRule`]), and the events of the slices around the longest
+//! vCPU waits (runnable but not running) are kept ([`KeptSlice`]); every slice is
+//! summarised per window ([`WindowSummary`]) and the per-vCPU summary ([`VcpuSummary`],
+//! built by [`SummaryBuilder`]) covers every event seen. Records written before (no
+//! `keep`) kept the first `max_events` events.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -197,6 +201,13 @@ pub struct VcpuSummary {
     pub wakeup_latency_max_ns: u64,
     /// Migrations to another CPU.
     pub migrations: u64,
+    /// The longest time off its CPU (preempted, or halted/sleeping until it ran again),
+    /// ns (0 in records written before it was counted).
+    #[serde(default)]
+    pub off_cpu_max_ns: u64,
+    /// When it began (host `CLOCK_REALTIME` ns; 0: none).
+    #[serde(default)]
+    pub off_cpu_max_at_ns: u64,
 }
 
 /// One vCPU's state while summarising: the summary, its last switch out (time, still
@@ -243,12 +254,17 @@ impl SummaryBuilder {
                     *out = Some((*t_ns, runnable, *next));
                 }
                 if let Some((s, out, woke)) = self.by_tid.get_mut(next) {
-                    if let Some((t0, true, by)) = out.take() {
+                    if let Some((t0, runnable, by)) = out.take() {
                         let d = t_ns.saturating_sub(t0);
-                        s.preempted_ns = s.preempted_ns.saturating_add(d);
-                        if d > s.preempted_max_ns {
-                            (s.preempted_max_ns, s.preempted_max_at_ns) = (d, t0);
-                            s.preempted_max_by = by;
+                        if d > s.off_cpu_max_ns {
+                            (s.off_cpu_max_ns, s.off_cpu_max_at_ns) = (d, t0);
+                        }
+                        if runnable {
+                            s.preempted_ns = s.preempted_ns.saturating_add(d);
+                            if d > s.preempted_max_ns {
+                                (s.preempted_max_ns, s.preempted_max_at_ns) = (d, t0);
+                                s.preempted_max_by = by;
+                            }
                         }
                     }
                     if let Some(w) = woke.take() {
@@ -270,12 +286,121 @@ impl SummaryBuilder {
         }
     }
 
+    /// The tasks the summaries name so far (who preempted each vCPU longest).
+    pub fn named(&self) -> impl Iterator<Item = u32> + '_ {
+        self.by_tid.values().map(|x| x.0.preempted_max_by)
+    }
+
     /// The summaries, by vCPU index.
     pub fn finish(self) -> Vec<VcpuSummary> {
         let mut v: Vec<VcpuSummary> = self.by_tid.into_values().map(|x| x.0).collect();
         v.sort_by_key(|s| s.vcpu);
         v
     }
+}
+
+/// How the events to keep were chosen (records written before this have none: they kept
+/// the first `max_events` events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepRule {
+    /// Slice length, ns: the unit events are kept or dropped in.
+    pub slice_ns: u64,
+    /// A slice's score is the longest vCPU wait (runnable, not running) within this of it,
+    /// ns: the slices around a long wait are kept together.
+    pub pad_ns: u64,
+    /// At most this many events of one slice are kept (the first ones).
+    pub slice_cap: u64,
+    /// Length of the whole-run summary windows, ns.
+    pub window_ns: u64,
+    /// Slices that had events.
+    pub slices_seen: u64,
+    /// Events not kept: in slices dropped for lower scores.
+    pub dropped_slices_events: u64,
+    /// Events not kept: beyond the cap of a kept slice.
+    pub dropped_over_cap: u64,
+}
+
+/// A slice whose events were kept (host `CLOCK_REALTIME` ns).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeptSlice {
+    /// Start.
+    pub start_ns: u64,
+    /// End (the next slice's start).
+    pub end_ns: u64,
+    /// Its score: the longest vCPU wait near it, ns.
+    pub score_ns: u64,
+    /// Events it had.
+    pub seen: u64,
+    /// Of those, not kept (beyond `slice_cap`): its picture has holes when not 0.
+    pub dropped: u64,
+}
+
+/// One vCPU thread in a summary window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowVcpu {
+    /// Thread id.
+    pub tid: u32,
+    /// Times it left its CPU.
+    pub switches_out: u64,
+    /// The longest time off its CPU of the spans ending in the window, ns.
+    pub off_max_ns: u64,
+    /// The longest wait (runnable, not running) ending in the window, ns.
+    pub wait_max_ns: u64,
+    /// Time runnable but not running, of the waits ending in the window, ns.
+    pub wait_ns: u64,
+}
+
+/// The whole run, window by window, over every event (kept or not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSummary {
+    /// Start (host `CLOCK_REALTIME` ns).
+    pub start_ns: u64,
+    /// End.
+    pub end_ns: u64,
+    /// Events seen in it.
+    pub events: u64,
+    /// Of those, kept.
+    pub kept: u64,
+    /// Per vCPU thread.
+    pub vcpus: Vec<WindowVcpu>,
+}
+
+/// Where the trace's own threads ran: on housekeeping CPUs, away from the measured ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderPlacement {
+    /// The CPUs its threads (the reader of the trace, the main thread) were pinned to.
+    pub cpus: String,
+    /// The CPUs kept free of it: those recorded whole and the vCPU threads' CPUs.
+    pub measured_cpus: String,
+    /// Its thread ids.
+    pub tids: Vec<u32>,
+    /// Empty when no vCPU thread may run on its CPUs; else which do, and why.
+    pub note: String,
+    /// Switches of its threads seen on CPUs recorded whole (0: it never ran there).
+    pub switches_on_recorded_cpus: u64,
+}
+
+/// Whether a host time span has its events in a record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Coverage<'a> {
+    /// Every event of the span was kept (`capped`: a slice of it was cut at its cap).
+    Kept {
+        /// A slice was cut.
+        capped: bool,
+    },
+    /// The span is inside the recording but its events were not kept; the summary
+    /// window it ends in, when the record has windows.
+    NotKept {
+        /// The whole-run summary of that moment.
+        window: Option<&'a WindowSummary>,
+    },
+    /// Outside the recording.
+    Outside,
 }
 
 /// `host-trace.json`.
@@ -307,7 +432,8 @@ pub struct HostTraceRecord {
     pub end_ns: u64,
     /// Every task the events name.
     pub tasks: Vec<Task>,
-    /// The events, in time order (the first `max_events`).
+    /// The events kept, in time order (those of `slices`, each slice preceded by the last
+    /// switch of each vCPU thread and on its CPU before it, so its state is known).
     pub events: Vec<HostEvent>,
     /// Events recorded in all (also those not kept).
     pub events_seen: u64,
@@ -320,6 +446,18 @@ pub struct HostTraceRecord {
     pub summary: Vec<VcpuSummary>,
     /// True when interrupted.
     pub partial: bool,
+    /// How the kept events were chosen; None: the first `max_events` (older records).
+    #[serde(default)]
+    pub keep: Option<KeepRule>,
+    /// The slices whose events were kept, in time order.
+    #[serde(default)]
+    pub slices: Vec<KeptSlice>,
+    /// The whole run, window by window.
+    #[serde(default)]
+    pub windows: Vec<WindowSummary>,
+    /// Where the trace's own threads ran.
+    #[serde(default)]
+    pub reader: Option<ReaderPlacement>,
 }
 
 impl HostTraceRecord {
@@ -328,13 +466,58 @@ impl HostTraceRecord {
         self.events_seen > self.events.len() as u64
     }
 
-    /// The host time the last kept event has (the end when nothing was cut).
+    /// Events seen but not kept.
+    pub fn events_dropped(&self) -> u64 {
+        match &self.keep {
+            Some(k) => k.dropped_slices_events.saturating_add(k.dropped_over_cap),
+            None => self.events_seen.saturating_sub(self.events.len() as u64),
+        }
+    }
+
+    /// For an older record (the first `max_events` kept): the host time the last kept
+    /// event has (the end when nothing was cut).
     pub fn covered_until_ns(&self) -> u64 {
-        if self.truncated() {
+        if self.keep.is_none() && self.truncated() {
             self.events.last().map_or(self.start_ns, HostEvent::t_ns)
         } else {
             self.end_ns
         }
+    }
+
+    /// Whether the events of host span `[lo, hi]` were kept.
+    pub fn coverage(&self, lo: u64, hi: u64) -> Coverage<'_> {
+        if lo < self.start_ns || hi > self.end_ns {
+            return Coverage::Outside;
+        }
+        if self.keep.is_none() {
+            return match hi <= self.covered_until_ns() {
+                true => Coverage::Kept { capped: false },
+                false => Coverage::NotKept { window: None },
+            };
+        }
+        // The kept slices must cover [lo, hi] without a gap.
+        let (mut at, mut capped, mut any) = (lo, false, false);
+        for sl in self
+            .slices
+            .iter()
+            .filter(|s| s.end_ns > lo && s.start_ns <= hi)
+        {
+            if sl.start_ns > at {
+                break;
+            }
+            capped |= sl.dropped > 0;
+            any = true;
+            at = at.max(sl.end_ns);
+        }
+        if any && at >= hi {
+            return Coverage::Kept { capped };
+        }
+        let window = self
+            .windows
+            .iter()
+            .find(|w| w.start_ns <= hi && hi < w.end_ns)
+            .or_else(|| self.windows.last().filter(|w| w.end_ns <= hi));
+        Coverage::NotKept { window }
     }
 
     /// The comm of `pid` (`pid N` when the events do not name it).
@@ -371,6 +554,13 @@ impl HostTraceRecord {
             .position(|w| w[1].t_ns() < w[0].t_ns())
         {
             return bad(format!("event {} is earlier than the one before it", w + 1));
+        }
+        if let Some(w) = self
+            .slices
+            .windows(2)
+            .position(|w| w[1].start_ns < w[0].end_ns || w[0].end_ns < w[0].start_ns)
+        {
+            return bad(format!("kept slice {} overlaps the one after it", w));
         }
         let mut seen = std::collections::BTreeSet::new();
         for v in &self.vcpus {
@@ -456,6 +646,11 @@ mod tests {
         assert_eq!((s.preempted_max_at_ns, s.preempted_max_by), (1_000, 77));
         assert_eq!(s.wakeup_latency_max_ns, 5_000);
         assert_eq!(s.migrations, 1);
+        assert_eq!(
+            (s.off_cpu_max_ns, s.off_cpu_max_at_ns),
+            (55_000, 40_000),
+            "the halt, woken late"
+        );
     }
 
     #[test]
@@ -483,6 +678,61 @@ mod tests {
         );
     }
 
+    #[test]
+    fn coverage_needs_kept_slices_without_a_gap_and_older_records_still_read() {
+        let mut r = sample();
+        r.end_ns = 100;
+        r.keep = Some(KeepRule {
+            slice_ns: 10,
+            pad_ns: 20,
+            slice_cap: 5,
+            window_ns: 50,
+            slices_seen: 10,
+            dropped_slices_events: 7,
+            dropped_over_cap: 1,
+        });
+        let sl = |a: u64, dropped: u64| KeptSlice {
+            start_ns: a,
+            end_ns: a + 10,
+            score_ns: 3,
+            seen: 2,
+            dropped,
+        };
+        r.slices = vec![sl(0, 0), sl(10, 1), sl(30, 0)];
+        r.windows = vec![WindowSummary {
+            start_ns: 0,
+            end_ns: 50,
+            events: 12,
+            kept: 4,
+            vcpus: vec![],
+        }];
+        assert_eq!(r.coverage(2, 8), Coverage::Kept { capped: false });
+        assert_eq!(r.coverage(5, 15), Coverage::Kept { capped: true });
+        assert_eq!(
+            r.coverage(15, 32),
+            Coverage::NotKept {
+                window: Some(&r.windows[0])
+            },
+            "20..30 was dropped"
+        );
+        assert_eq!(r.coverage(90, 120), Coverage::Outside);
+        assert_eq!(r.events_dropped(), 8);
+        r.check(Path::new("/r/host-trace.json")).unwrap();
+        r.slices.swap(0, 1);
+        let e = r.check(Path::new("/r/host-trace.json")).unwrap_err();
+        assert!(e.to_string().contains("kept slice 0 overlaps"), "{e}");
+        // A record written before slices: the first events kept, up to the last of them.
+        let mut old = serde_json::to_value(sample()).unwrap();
+        for k in ["keep", "slices", "windows", "reader"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let mut old: HostTraceRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(old.coverage(1, 2), Coverage::Kept { capped: false });
+        old.events_seen = 5;
+        assert_eq!(old.coverage(1, 3), Coverage::NotKept { window: None });
+        assert_eq!(old.events_dropped(), 3);
+    }
+
     fn sample() -> HostTraceRecord {
         HostTraceRecord {
             vm_pid: 40,
@@ -505,6 +755,10 @@ mod tests {
             lost_events: 0,
             summary: vec![],
             partial: false,
+            keep: None,
+            slices: vec![],
+            windows: vec![],
+            reader: None,
         }
     }
 }

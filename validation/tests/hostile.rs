@@ -556,6 +556,10 @@ fn add_host_trace(run: &Path, t0: u64) {
         lost_events: 0,
         summary: vec![],
         partial: false,
+        keep: None,
+        slices: vec![],
+        windows: vec![],
+        reader: None,
     };
     let mut rd = record::RunDir::open_or_create(run).unwrap();
     rd.begin_tool("rt-host trace", "0.1.0", "0123abcd", vec!["trace".into()])

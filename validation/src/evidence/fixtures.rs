@@ -345,5 +345,9 @@ pub(crate) fn host_trace(offset_ns: i64, method: &str) -> HostTraceRecord {
         lost_events: 0,
         summary: vec![],
         partial: false,
+        keep: None,
+        slices: vec![],
+        windows: vec![],
+        reader: None,
     }
 }

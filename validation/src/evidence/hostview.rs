@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use record::hosttrace::Coverage;
 use record::{HostEvent, HostTraceRecord, ProbeSpike};
 use serde::{Deserialize, Serialize};
 
@@ -93,7 +94,7 @@ pub fn trace_lines(runs: &[RunData]) -> Vec<String> {
                 .map(|v| format!("{} (tid {}, CPUs {})", v.name, v.tid, v.cpus_allowed))
                 .collect();
             format!(
-                "host trace {id}{}: {}; trace clock {} -> CLOCK_REALTIME by {} +- {} us; vCPU threads {}; {} events seen, {} kept, {} lost by the kernel",
+                "host trace {id}{}: {}; trace clock {} -> CLOCK_REALTIME by {} +- {} us; vCPU threads {}; {} events seen, {} kept{}, {} dropped, {} lost by the kernel{}",
                 if h.partial { " (partial)" } else { "" },
                 guest_clock_words(&h.guest_clock),
                 h.clock.trace_clock,
@@ -102,10 +103,35 @@ pub fn trace_lines(runs: &[RunData]) -> Vec<String> {
                 threads.join(", "),
                 h.events_seen,
                 h.events.len(),
-                h.lost_events
+                match &h.keep {
+                    Some(k) => format!(
+                        " (those of {} slices of {} ms around the longest vCPU waits)",
+                        h.slices.len(),
+                        k.slice_ns / 1_000_000
+                    ),
+                    None => " (the first ones)".into(),
+                },
+                h.events_dropped(),
+                h.lost_events,
+                reader_words(h)
             )
         })
         .collect()
+}
+
+/// Where the trace's own threads ran, in words (older records do not say).
+fn reader_words(h: &HostTraceRecord) -> String {
+    let Some(p) = &h.reader else {
+        return String::new();
+    };
+    let mut t = format!(
+        "; the trace ran on host CPUs {} (measured: {}), {} switches of its own on the CPUs recorded whole",
+        p.cpus, p.measured_cpus, p.switches_on_recorded_cpus
+    );
+    if !p.note.is_empty() {
+        t.push_str(&format!(" (NOTE: {})", p.note));
+    }
+    t
 }
 
 /// The guest clock against the host's, in words.
@@ -143,18 +169,30 @@ pub fn spike_views(runs: &[RunData]) -> (Vec<SpikeHostView>, Vec<String>) {
     for r in runs {
         for t in r.probe.iter().flat_map(|p| &p.threads) {
             for s in &t.worst {
-                match traces
+                let found: Vec<Placed> = traces
                     .iter()
-                    .find_map(|(id, h)| view(r.id(), t.cpu, s, id, h))
-                {
-                    Some(v) => views.push(v),
-                    None => unplaced.push(format!(
+                    .map(|(id, h)| view(r.id(), t.cpu, s, id, h))
+                    .collect();
+                let not_kept = found.iter().find_map(|p| match p {
+                    Placed::NotKept(why) => Some(why.clone()),
+                    _ => None,
+                });
+                match (found.into_iter().find_map(Placed::view), not_kept) {
+                    (Some(v), _) => views.push(v),
+                    (None, Some(why)) => unplaced.push(format!(
+                        "the {} us spike of run {} on CPU {} at guest time {} ns: no host events kept for it ({why})",
+                        us(s.latency_ns),
+                        r.id(),
+                        t.cpu,
+                        s.wall_ns,
+                    )),
+                    (None, None) => unplaced.push(format!(
                         "the {} us spike of run {} on CPU {} at guest time {} ns: no host trace covers it{}",
                         us(s.latency_ns),
                         r.id(),
                         t.cpu,
                         s.wall_ns,
-                        why_unplaced(&traces, s.wall_ns)
+                        why_unplaced(&traces)
                     )),
                 }
             }
@@ -164,35 +202,15 @@ pub fn spike_views(runs: &[RunData]) -> (Vec<SpikeHostView>, Vec<String>) {
     (views, unplaced)
 }
 
-/// Why no trace placed a spike at guest time `wall_ns`, when the traces can say.
-fn why_unplaced(traces: &[(&str, &HostTraceRecord)], wall_ns: u64) -> String {
+/// Why no trace placed a spike.
+fn why_unplaced(traces: &[(&str, &HostTraceRecord)]) -> String {
     if traces
         .iter()
         .all(|(_, h)| h.guest_clock.method == "unknown")
     {
         return " (the guest clock offset is unknown: run rt-host trace with --clock-dir or --guest-synced)".into();
     }
-    let cut: Vec<String> = traces
-        .iter()
-        .filter(|(_, h)| h.truncated() && h.guest_clock.method != "unknown")
-        .filter(|(_, h)| {
-            let host = i128::from(wall_ns) - i128::from(h.guest_clock.offset_ns);
-            host > i128::from(h.covered_until_ns()) && host <= i128::from(h.end_ns)
-        })
-        .map(|(id, h)| {
-            format!(
-                "{id} kept its first {} of {} events, up to host time {} ns: give rt-host trace a larger --max-events",
-                h.events.len(),
-                h.events_seen,
-                h.covered_until_ns()
-            )
-        })
-        .collect();
-    if cut.is_empty() {
-        String::new()
-    } else {
-        format!(" (the host trace {})", cut.join("; "))
-    }
+    " (it falls outside the recording)".into()
 }
 
 #[allow(clippy::cast_precision_loss)] // ns far below 2^52
@@ -200,28 +218,86 @@ fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
-/// The host view of spike `s` (guest CPU `cpu`) through trace `h`, when `h` places it.
-fn view(
-    run: &str,
-    cpu: u32,
-    s: &ProbeSpike,
+/// What one trace says of a spike.
+enum Placed {
+    /// Its host view.
+    View(Box<SpikeHostView>),
+    /// Inside the recording, but its events were not kept: why, and what the whole-run
+    /// summary says of that moment.
+    NotKept(String),
+    /// Outside the recording, or the guest clock is unknown.
+    No,
+}
+
+impl Placed {
+    fn view(self) -> Option<SpikeHostView> {
+        match self {
+            Placed::View(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+/// Why the events of a spike at `[lo, hi]` were not kept, with the summary window it
+/// falls in (vCPU `cpu`'s waits there, counted over every event).
+fn not_kept(
     host_run: &str,
     h: &HostTraceRecord,
-) -> Option<SpikeHostView> {
+    cpu: u32,
+    window: Option<&record::hosttrace::WindowSummary>,
+) -> String {
+    let Some(k) = &h.keep else {
+        return format!(
+            "the host trace {host_run} kept its first {} of {} events, up to host time {} ns: give rt-host trace a larger --max-events",
+            h.events.len(),
+            h.events_seen,
+            h.covered_until_ns()
+        );
+    };
+    let mut t = format!(
+        "the host trace {host_run} kept the events of {} slices of {} ms around its longest vCPU waits, {} of {} events",
+        h.slices.len(),
+        k.slice_ns / 1_000_000,
+        h.events.len(),
+        h.events_seen
+    );
+    let tid = h.vcpus.iter().find(|v| v.vcpu == cpu).map(|v| v.tid);
+    let wv = window.and_then(|w| Some((w, w.vcpus.iter().find(|x| Some(x.tid) == tid)?)));
+    if let Some((w, x)) = wv {
+        t.push_str(&format!(
+            "; over every event, in host {}..{} ns vCPU {cpu} waited runnable at most {} us ({} us in all) and was off its CPU at most {} us",
+            w.start_ns,
+            w.end_ns,
+            fmt_us(x.wait_max_ns),
+            fmt_us(x.wait_ns),
+            fmt_us(x.off_max_ns)
+        ));
+    }
+    t
+}
+
+/// The host view of spike `s` (guest CPU `cpu`) through trace `h`, when `h` places it.
+fn view(run: &str, cpu: u32, s: &ProbeSpike, host_run: &str, h: &HostTraceRecord) -> Placed {
     if h.guest_clock.method == "unknown" {
-        return None;
+        return Placed::No;
     }
     let end = i128::from(s.wall_ns) - i128::from(h.guest_clock.offset_ns);
-    let end = u64::try_from(end).ok()?;
+    let Ok(end) = u64::try_from(end) else {
+        return Placed::No;
+    };
     let start = end.saturating_sub(s.latency_ns);
     let margin = h
         .guest_clock
         .uncertainty_ns
         .saturating_add(h.clock.uncertainty_ns);
     let (lo, hi) = (start.saturating_sub(margin), end.saturating_add(margin));
-    if lo < h.start_ns || hi > h.covered_until_ns() {
-        return None;
-    }
+    let capped = match h.coverage(lo, hi) {
+        Coverage::Outside => return Placed::No,
+        Coverage::NotKept { window } => {
+            return Placed::NotKept(not_kept(host_run, h, cpu, window));
+        }
+        Coverage::Kept { capped } => capped,
+    };
     let mut v = SpikeHostView {
         run_id: run.to_string(),
         cpu,
@@ -241,7 +317,7 @@ fn view(
     };
     let Some(thread) = h.vcpus.iter().find(|t| t.vcpu == cpu) else {
         v.note = format!("the host trace has no vCPU {cpu}");
-        return Some(v);
+        return Placed::View(Box::new(v));
     };
     let tid = thread.tid;
     v.vcpu_tid = Some(tid);
@@ -257,12 +333,19 @@ fn view(
         .map(|(pid, ns)| format!("{} (pid {pid}): {} us", h.comm(*pid), fmt_us(*ns)))
         .collect();
     v.note = match (w.seen, &h.cpus, h.lost_events) {
-        (false, _, _) => "no event of the vCPU thread in the window: it ran (or slept) throughout".into(),
+        (false, _, _) => "host quiet: every event of the window was kept, none of the vCPU thread: it ran (or slept) throughout".into(),
         (_, None, _) => "only the vCPU threads' switches were recorded: who ran in between is known only at its switches".into(),
         (_, Some(_), 0) => String::new(),
         (_, Some(_), n) => format!("the kernel lost {n} events in this trace: the picture may have holes"),
     };
-    Some(v)
+    if capped {
+        v.note = format!(
+            "{}{}a slice of this window had more events than the trace keeps of one (its first ones kept): the picture may have holes",
+            v.note,
+            if v.note.is_empty() { "" } else { "; " }
+        );
+    }
+    Placed::View(Box::new(v))
 }
 
 fn fmt_us(ns: u64) -> String {
@@ -437,6 +520,80 @@ pub(crate) mod tests {
                 .contains("the host trace host kept its first 3 of 12 events, up to host time")
                 && unplaced[0].contains("--max-events"),
             "{unplaced:?}"
+        );
+    }
+
+    /// The fixture as `rt-host trace` writes it now: the events of host 0..1000 us kept
+    /// (one slice), the rest of the run (to 10 ms) only summarised.
+    fn sliced() -> HostTraceRecord {
+        use record::hosttrace::{KeepRule, KeptSlice, WindowSummary, WindowVcpu};
+        let mut h = host_trace(0, "synced");
+        h.events_seen = 900;
+        h.keep = Some(KeepRule {
+            slice_ns: 1_000_000,
+            pad_ns: 20_000_000,
+            slice_cap: 5000,
+            window_ns: 1_000_000_000,
+            slices_seen: 10,
+            dropped_slices_events: 900 - 7,
+            dropped_over_cap: 0,
+        });
+        h.slices = vec![KeptSlice {
+            start_ns: at(0),
+            end_ns: at(1000),
+            score_ns: 40_000,
+            seen: 7,
+            dropped: 0,
+        }];
+        h.windows = vec![WindowSummary {
+            start_ns: at(0),
+            end_ns: at(10_000),
+            events: 900,
+            kept: 7,
+            vcpus: vec![WindowVcpu {
+                tid: 50,
+                switches_out: 300,
+                off_max_ns: 140_000,
+                wait_max_ns: 41_000,
+                wait_ns: 90_000,
+            }],
+        }];
+        h
+    }
+
+    #[test]
+    fn a_sliced_trace_places_kept_spikes_and_says_when_none_were_kept() {
+        // Kept: the halt and late wakeup of the fixture, as before.
+        let (views, unplaced) = spike_views(&[guest_with_spike(200, at(645)), host_run(sliced())]);
+        assert_eq!(unplaced, Vec::<String>::new());
+        assert_eq!(
+            (views[0].off_cpu_us, views[0].runnable_wait_us),
+            (140.0, 40.0)
+        );
+        // Kept, and nothing of the vCPU thread in it: the host was quiet.
+        let (views, _) = spike_views(&[guest_with_spike(50, at(900)), host_run(sliced())]);
+        assert_eq!(views[0].off_cpu_us, 0.0);
+        assert!(views[0].note.starts_with("host quiet"), "{}", views[0].note);
+        // In the recording but in a dropped slice: not placed, and the summary said.
+        let (views, unplaced) = spike_views(&[guest_with_spike(50, at(5000)), host_run(sliced())]);
+        assert!(views.is_empty());
+        assert_eq!(
+            unplaced,
+            vec![format!(
+                "the 50 us spike of run run-test on CPU 1 at guest time {} ns: no host events kept for it (the host trace host kept the events of 1 slices of 1 ms around its longest vCPU waits, 7 of 900 events; over every event, in host {}..{} ns vCPU 1 waited runnable at most 41.0 us (90.0 us in all) and was off its CPU at most 140.0 us)",
+                at(5000),
+                at(0),
+                at(10_000)
+            )]
+        );
+        // A slice cut at its cap says the picture may have holes.
+        let mut capped = sliced();
+        capped.slices[0].dropped = 3;
+        let (views, _) = spike_views(&[guest_with_spike(200, at(645)), host_run(capped)]);
+        assert!(
+            views[0].note.contains("may have holes"),
+            "{}",
+            views[0].note
         );
     }
 }

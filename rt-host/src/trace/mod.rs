@@ -9,9 +9,12 @@
 //! `CLOCK_REALTIME` is tied to it by an exchange through a shared directory with
 //! `rt-guest clock-echo` (`--clock-dir`), or declared synchronised (`--guest-synced`), so
 //! that validation can put a guest spike next to what the host ran at that moment.
-//! See `docs/host-trace.md`.
+//! Its own threads run on housekeeping CPUs ([`reader`]); what it keeps is bounded but
+//! chosen over the whole run ([`keep`]). See `docs/host-trace.md`.
 
-use std::collections::BTreeMap;
+pub mod keep;
+pub mod reader;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -19,10 +22,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use record::clocksync;
-use record::hosttrace::{ClockMap, SummaryBuilder, Task, VcpuSummary, VcpuThread};
-use record::{HostEvent, HostTraceRecord, TimeBase};
-use rt_sys::tracefs::sched::{Recorder, SchedConfig, SchedEvent, SchedLine};
+use record::hosttrace::{ClockMap, ReaderPlacement, VcpuThread};
+use record::{HostTraceRecord, TimeBase};
+use rt_sys::tracefs::sched::{Recorder, SchedConfig};
 use rt_sys::{threads, CpuSet, SysError, SysRoot};
+
+use keep::{Collector, KeepConfig};
 
 use crate::vm::{self, VmThreads};
 
@@ -46,6 +51,14 @@ pub enum TraceError {
         /// The cause.
         #[source]
         source: record::RecordError,
+    },
+    /// Every online CPU is recorded whole: none is left for the trace's own threads.
+    #[error("No CPU is left for rt-host trace's own threads: CPUs {online} are online and every switch is recorded on {recorded} (give --cpus only the CPUs under test)")]
+    NoHousekeeping {
+        /// The online CPUs.
+        online: String,
+        /// The CPUs recorded whole.
+        recorded: String,
     },
     /// A bad option.
     #[error("Invalid option {option}: {detail}")]
@@ -97,7 +110,7 @@ pub struct TraceOptions {
     pub cpus: CpuScope,
     /// Per-CPU buffer, KiB.
     pub buffer_kb: u64,
-    /// Events kept in the record (the first ones).
+    /// Events kept in the record at most (those around the longest vCPU waits).
     pub max_events: u64,
     /// Shared directory for the clock exchange with `rt-guest clock-echo`.
     pub clock_dir: Option<PathBuf>,
@@ -137,119 +150,6 @@ pub fn choose_cpus(scope: &CpuScope, vcpus: &[VcpuThread], online: &CpuSet) -> O
             }
             (!all.is_empty() && !online.is_subset(&all)).then_some(all)
         }
-    }
-}
-
-/// Events as the recorder hands them: the first `max` kept (times still on the trace
-/// clock), every one counted and summarised, every task named.
-#[derive(Debug)]
-pub struct Collector {
-    kept: Vec<HostEvent>,
-    max: u64,
-    seen: u64,
-    tasks: BTreeMap<u32, String>,
-    summary: SummaryBuilder,
-}
-
-impl Collector {
-    /// For `vcpus`, keeping at most `max` events.
-    pub fn new(vcpus: &[VcpuThread], max: u64) -> Self {
-        Collector {
-            kept: Vec::new(),
-            max,
-            seen: 0,
-            tasks: BTreeMap::new(),
-            summary: SummaryBuilder::new(vcpus),
-        }
-    }
-
-    fn name(&mut self, pid: u32, comm: &str) {
-        if pid != 0 {
-            self.tasks.entry(pid).or_insert_with(|| comm.to_string());
-        }
-    }
-
-    /// Take one event (trace clock time).
-    pub fn add(&mut self, l: SchedLine) {
-        let (t_ns, cpu) = (l.ts_ns, l.cpu);
-        let e = match l.event {
-            SchedEvent::Switch(s) => {
-                self.name(s.prev_pid, &s.prev_comm);
-                self.name(s.next_pid, &s.next_comm);
-                HostEvent::Switch {
-                    t_ns,
-                    cpu,
-                    prev: s.prev_pid,
-                    prev_prio: s.prev_prio,
-                    prev_state: s.prev_state,
-                    next: s.next_pid,
-                    next_prio: s.next_prio,
-                }
-            }
-            SchedEvent::Wakeup {
-                comm,
-                pid,
-                target_cpu,
-                ..
-            } => {
-                self.name(pid, &comm);
-                HostEvent::Wakeup {
-                    t_ns,
-                    cpu,
-                    pid,
-                    target_cpu,
-                }
-            }
-            SchedEvent::Migrate {
-                comm,
-                pid,
-                orig_cpu,
-                dest_cpu,
-                ..
-            } => {
-                self.name(pid, &comm);
-                HostEvent::Migrate {
-                    t_ns,
-                    cpu,
-                    pid,
-                    orig_cpu,
-                    dest_cpu,
-                }
-            }
-            SchedEvent::Marker(_) => return,
-        };
-        self.seen += 1;
-        self.summary.add(&e);
-        if (self.kept.len() as u64) < self.max {
-            self.kept.push(e);
-        }
-    }
-
-    /// The kept events with host `CLOCK_REALTIME` times, the tasks, the summaries.
-    pub fn finish(self, map: &ClockMap) -> (Vec<HostEvent>, u64, Vec<Task>, Vec<VcpuSummary>) {
-        let mut events = self.kept;
-        for e in &mut events {
-            match e {
-                HostEvent::Switch { t_ns, .. }
-                | HostEvent::Wakeup { t_ns, .. }
-                | HostEvent::Migrate { t_ns, .. } => *t_ns = map.to_realtime(*t_ns),
-            }
-        }
-        // trace_pipe merges the CPUs' buffers in time order; a stable sort keeps that and
-        // mends the rare event of one CPU read ahead of another's.
-        events.sort_by_key(HostEvent::t_ns);
-        let tasks = self
-            .tasks
-            .into_iter()
-            .map(|(pid, comm)| Task { pid, comm })
-            .collect();
-        let mut summary = self.summary.finish();
-        for s in &mut summary {
-            if s.preempted_max_ns > 0 {
-                s.preempted_max_at_ns = map.to_realtime(s.preempted_max_at_ns);
-            }
-        }
-        (events, self.seen, tasks, summary)
     }
 }
 
@@ -304,7 +204,9 @@ fn clock_map(rec: &Recorder) -> Option<ClockMap> {
     })
 }
 
-/// Record the vCPU threads of `vm` for `opts.duration` (until `stop` is set).
+/// Record the vCPU threads of `vm` for `opts.duration` (until `stop` is set). The calling
+/// thread is pinned to the housekeeping CPUs first ([`reader::reader_cpus`]) and left
+/// there (the record is written from there too).
 pub fn record(
     root: &SysRoot,
     vm: &VmThreads,
@@ -314,15 +216,22 @@ pub fn record(
     let vcpus = vcpu_threads(root, vm)?;
     let online = rt_sys::cpulist::online(root).map_err(sys("Reading the online CPUs"))?;
     let cpus = choose_cpus(&opts.cpus, &vcpus, &online);
+    let place_self = reader::reader_cpus(&online, cpus.as_ref(), &vcpus)?;
+    let own = reader::pin_self(&place_self.cpus)?;
     let cfg = SchedConfig {
         tids: vcpus.iter().map(|v| v.tid).collect(),
         cpus: cpus.clone(),
         buffer_kb: opts.buffer_kb,
     };
     let guest_start = guest_clock_at(opts, Duration::from_secs(60))?;
+    let keep = KeepConfig::for_run(
+        opts.duration,
+        opts.max_events,
+        guest_start.as_ref().map_or(0, |g| g.uncertainty_ns),
+    );
     let mut rec = Recorder::start(root, &cfg).map_err(sys("Setting up the scheduler trace"))?;
     let place = rec.place();
-    let mut col = Collector::new(&vcpus, opts.max_events);
+    let mut col = Collector::new(&vcpus, keep, &[own], cpus.clone());
     let start_ns = rt_sys::rt::realtime_ns();
     rec.mark_clock().map_err(sys("Writing a clock marker"))?;
     let end = Instant::now() + opts.duration;
@@ -350,7 +259,7 @@ pub fn record(
         detail: "no clock marker came back and the trace clock is not mono: times cannot be tied to CLOCK_REALTIME".into(),
     })?;
     let guest_clock = finish_guest_clock(opts, guest_start)?;
-    let (events, events_seen, tasks, summary) = col.finish(&map);
+    let got = col.finish(&map);
     Ok(HostTraceRecord {
         vm_pid: vm.pid,
         vm_found_by: vm.found_by.clone(),
@@ -362,13 +271,23 @@ pub fn record(
         guest_clock,
         start_ns,
         end_ns,
-        tasks,
-        events,
-        events_seen,
+        tasks: got.tasks,
+        events: got.events,
+        events_seen: got.seen,
         max_events: opts.max_events,
         lost_events: lost,
-        summary,
+        summary: got.summary,
         partial: stop.load(Ordering::Relaxed),
+        keep: Some(got.keep),
+        slices: got.slices,
+        windows: got.windows,
+        reader: Some(ReaderPlacement {
+            cpus: place_self.cpus.to_string(),
+            measured_cpus: place_self.measured.to_string(),
+            tids: vec![own],
+            note: place_self.note,
+            switches_on_recorded_cpus: got.own_on_recorded,
+        }),
     })
 }
 
@@ -412,10 +331,11 @@ pub fn text(r: &HostTraceRecord) -> String {
     );
     let _ = writeln!(
         o,
-        "  {} events ({} kept, at most {}), {} lost by the kernel; recorded in {}, {}",
+        "  {} events, {} kept (at most {}), {} dropped, {} lost by the kernel; recorded in {}, {}",
         r.events_seen,
         r.events.len(),
         r.max_events,
+        r.events_dropped(),
         r.lost_events,
         r.place,
         match &r.cpus {
@@ -423,6 +343,12 @@ pub fn text(r: &HostTraceRecord) -> String {
             None => "the vCPU threads' switches only".into(),
         }
     );
+    if let Some(k) = &r.keep {
+        let _ = writeln!(o, "  {}", keep_text(r, k));
+    }
+    if let Some(p) = &r.reader {
+        let _ = writeln!(o, "  {}", reader_text(p));
+    }
     let _ = writeln!(
         o,
         "  trace clock {} -> CLOCK_REALTIME by {} (+-{} ns); guest clock: {}",
@@ -450,6 +376,37 @@ pub fn text(r: &HostTraceRecord) -> String {
         );
     }
     o
+}
+
+/// What was kept, in words.
+fn keep_text(r: &HostTraceRecord, k: &record::hosttrace::KeepRule) -> String {
+    format!(
+        "kept: the events of {} of {} slices of {} ms, those within {} ms of the longest vCPU waits ({} events dropped with their slices, {} over the cap of {} a slice); {} summary windows of {} s over every event",
+        r.slices.len(),
+        k.slices_seen,
+        k.slice_ns / 1_000_000,
+        k.pad_ns / 1_000_000,
+        k.dropped_slices_events,
+        k.dropped_over_cap,
+        k.slice_cap,
+        r.windows.len(),
+        k.window_ns / 1_000_000_000
+    )
+}
+
+/// Where the trace ran, in words.
+pub fn reader_text(p: &ReaderPlacement) -> String {
+    let mut t = format!(
+        "its own threads (tid {}) ran on CPUs {}, off the measured CPUs {}; {} switches of theirs on the CPUs recorded whole",
+        p.tids.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+        p.cpus,
+        p.measured_cpus,
+        p.switches_on_recorded_cpus
+    );
+    if !p.note.is_empty() {
+        t.push_str(&format!("\n  NOTE: {}", p.note));
+    }
+    t
 }
 
 /// The guest clock in words.
@@ -480,7 +437,8 @@ pub struct TraceArgs {
     /// own run directory, beside the guest's, and both to `validation report`).
     #[arg(long, value_name = "RUN_DIR")]
     pub out: PathBuf,
-    /// Events kept in the record (the first ones; the per-vCPU summary counts all).
+    /// Events kept in the record at most: those of the 10 ms slices around the longest
+    /// vCPU waits over the whole run (the summaries count every event).
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     pub max_events: u64,
     /// CPUs on which every switch is recorded: `auto` (the vCPUs' CPUs when they are
@@ -574,7 +532,7 @@ pub fn command(a: &TraceArgs) -> Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rt_sys::tracefs::sched::Switch;
+    use record::HostEvent;
 
     fn v(vcpu: u32, tid: u32, cpus: &str) -> VcpuThread {
         VcpuThread {
@@ -606,59 +564,6 @@ mod tests {
             .contains("auto, threads"));
     }
 
-    fn sw(t: u64, prev: (u32, &str, &str), next: (u32, &str)) -> SchedLine {
-        SchedLine {
-            cpu: 2,
-            ts_ns: t,
-            event: SchedEvent::Switch(Switch {
-                prev_comm: prev.1.into(),
-                prev_pid: prev.0,
-                prev_prio: 120,
-                prev_state: prev.2.into(),
-                next_comm: next.1.into(),
-                next_pid: next.0,
-                next_prio: 120,
-            }),
-        }
-    }
-
-    #[test]
-    fn the_collector_keeps_the_first_events_maps_times_and_counts_all() {
-        let vc = [v(0, 10, "2")];
-        let mut c = Collector::new(&vc, 2);
-        c.add(sw(1_000, (10, "CPU 0/KVM", "R"), (77, "kworker/2:1")));
-        c.add(sw(51_000, (77, "kworker/2:1", "I"), (10, "CPU 0/KVM")));
-        c.add(sw(60_000, (10, "CPU 0/KVM", "S"), (0, "swapper/2")));
-        c.add(SchedLine {
-            cpu: 2,
-            ts_ns: 61_000,
-            event: SchedEvent::Marker("rtvirt-sync 9".into()),
-        });
-        // Realtime = trace + 1 s.
-        let map = ClockMap::from_points("mono", &[(0, 1_000_000_000, 1_000_000_000)]).unwrap();
-        let (events, seen, tasks, summary) = c.finish(&map);
-        assert_eq!((events.len(), seen), (2, 3), "two kept, three seen");
-        assert_eq!(events[0].t_ns(), 1_000_001_000);
-        assert_eq!(
-            tasks,
-            vec![
-                Task {
-                    pid: 10,
-                    comm: "CPU 0/KVM".into()
-                },
-                Task {
-                    pid: 77,
-                    comm: "kworker/2:1".into()
-                }
-            ],
-            "the idle task is not named"
-        );
-        assert_eq!(summary[0].switches_out, 2);
-        assert_eq!(summary[0].preempted_max_ns, 50_000);
-        assert_eq!(summary[0].preempted_max_at_ns, 1_000_001_000);
-        assert_eq!(summary[0].preempted_max_by, 77);
-    }
-
     #[test]
     fn the_guest_clock_without_a_method_is_unknown_and_says_so() {
         let opts = TraceOptions {
@@ -682,6 +587,105 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(guest_clock_text(&t), "synced, guest - host = 0 us +- 20 us");
+    }
+
+    /// The fake machine with a fake tracefs (no instances: the recorder works at its top
+    /// level), `CPU 1/TCG` pinned to CPU 1 and `CPU 0/TCG` on CPU 0.
+    fn fake_with_tracefs(dir: &std::path::Path) -> crate::fake::FakeMachine {
+        let m = crate::fake::FakeMachine::new(dir);
+        let q = crate::fake::QEMU_PID;
+        m.thread(q, q + 2, "CPU 0/TCG", 1, 0x40_0040, 0, 0, "0");
+        m.thread(q, q + 3, "CPU 1/TCG", 1, 0x40_0040, 0, 0, "1");
+        let t = "sys/kernel/tracing";
+        for e in rt_sys::tracefs::sched::EVENTS {
+            m.put(&format!("{t}/events/sched/{e}/enable"), "0\n");
+            m.put(&format!("{t}/events/sched/{e}/filter"), "none\n");
+        }
+        for (f, v) in [
+            ("available_tracers", "function nop\n"),
+            ("current_tracer", "nop\n"),
+            ("tracing_on", "1\n"),
+            ("trace_clock", "[local] global mono\n"),
+            ("buffer_size_kb", "1408\n"),
+            ("trace_marker", ""),
+            ("trace_pipe", ""),
+        ] {
+            m.put(&format!("{t}/{f}"), v);
+        }
+        m
+    }
+
+    #[test]
+    fn the_running_reader_is_pinned_off_the_measured_cpu_and_counts_itself_there() {
+        let d = tempfile::tempdir().unwrap();
+        let m = fake_with_tracefs(d.path());
+        let vm = vm::find(
+            &m.root,
+            &profiles::Vm::default(),
+            Some(crate::fake::QEMU_PID),
+        )
+        .unwrap()
+        .expect("the fake QEMU");
+        let opts = TraceOptions {
+            duration: Duration::from_secs(60),
+            cpus: CpuScope::List(CpuSet::from_cpus([1])),
+            buffer_kb: 1024,
+            max_events: 1000,
+            clock_dir: None,
+            guest_synced_ns: Some(20_000),
+        };
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (during, r) = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let me = rt_sys::sched::gettid();
+                rt_sys::sched::set_affinity(me, &CpuSet::from_cpus([0, 1])).unwrap();
+                tx.send(me).unwrap();
+                record(&m.root, &vm, &opts, &stop)
+            });
+            let tid = rx.recv().unwrap();
+            // Until the recorder set tracing up, then what the reader's affinity is.
+            let on = m
+                .root
+                .path("sys/kernel/tracing/events/sched/sched_switch/enable");
+            let t0 = Instant::now();
+            while std::fs::read_to_string(&on).unwrap().trim() != "1" {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "the recording did not start"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let during = rt_sys::sched::get_affinity(tid).unwrap();
+            // It ran on the measured CPU once (as the kernel would trace it), and the
+            // vCPU thread switched on its own: both are seen; only the first is its own.
+            let pipe = m.root.path("sys/kernel/tracing/trace_pipe");
+            let mut f = std::fs::OpenOptions::new().append(true).open(pipe).unwrap();
+            std::io::Write::write_all(&mut f, format!(
+                "  t-{tid} [001] d..2. 100.000100: sched_switch: prev_comm=rt-host prev_pid={tid} prev_prio=120 prev_state=S ==> next_comm=CPU 1/TCG next_pid=4003 next_prio=120\n\
+                 CPU 1/TCG-4003 [001] d..2. 100.000200: sched_switch: prev_comm=CPU 1/TCG prev_pid=4003 prev_prio=120 prev_state=S ==> next_comm=swapper/1 next_pid=0 next_prio=120\n"
+            ).as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            stop.store(true, Ordering::SeqCst);
+            (during, h.join().unwrap().unwrap())
+        });
+        assert_eq!(during, CpuSet::from_cpus([0]), "the reader, while it read");
+        assert!(!during.contains(1), "off the measured CPU 1");
+        let p = r.reader.clone().expect("placement recorded");
+        assert_eq!((p.cpus.as_str(), p.measured_cpus.as_str()), ("0", "1"));
+        assert!(
+            p.note.contains("beside CPU 0/TCG (vCPU 0, CPUs 0)"),
+            "{}",
+            p.note
+        );
+        assert_eq!(p.switches_on_recorded_cpus, 1, "{r:?}");
+        assert_eq!((r.events_seen, r.events.len()), (2, 2));
+        assert!(r.partial);
+        assert!(
+            text(&r).contains("NOTE: no online CPU is free"),
+            "{}",
+            text(&r)
+        );
     }
 
     /// A QEMU (TCG, no disk: SeaBIOS halts and wakes vCPU 0) ended when dropped.
