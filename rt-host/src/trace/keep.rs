@@ -337,15 +337,11 @@ impl Collector {
                 next,
                 ..
             } => {
-                if self.vcpus.values().any(|v| v.cpu == Some(*cpu)) {
-                    self.cpu_last.insert(*cpu, e.clone());
-                }
                 if let Some(st) = self.vcpus.get_mut(prev) {
                     st.off = Some((*t_ns, prev_state.starts_with('R')));
                     (st.woke, st.last_wakeup) = (None, None);
                     st.cpu = Some(*cpu);
                     st.last_switch = Some(e.clone());
-                    self.cpu_last.insert(*cpu, e.clone());
                     if let Some(w) = self.window_vcpu(*t_ns, *prev) {
                         w.switches_out += 1;
                     }
@@ -356,7 +352,6 @@ impl Collector {
                     (st.woke, st.last_wakeup) = (None, None);
                     st.cpu = Some(*cpu);
                     st.last_switch = Some(e.clone());
-                    self.cpu_last.insert(*cpu, e.clone());
                     let wait = waited.map(|w0| (w0, t_ns.saturating_sub(w0)));
                     if let Some(w) = self.window_vcpu(*t_ns, *next) {
                         if let Some(t0) = off {
@@ -370,6 +365,9 @@ impl Collector {
                     if let Some((w0, d)) = wait {
                         self.raise(w0, *t_ns, d);
                     }
+                }
+                if self.vcpus.values().any(|v| v.cpu == Some(*cpu)) {
+                    self.cpu_last.insert(*cpu, e.clone());
                 }
             }
             HostEvent::Wakeup { t_ns, pid, .. } => {
@@ -575,15 +573,7 @@ fn pids(e: &HostEvent) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn v(vcpu: u32, tid: u32, cpus: &str) -> VcpuThread {
-        VcpuThread {
-            vcpu,
-            tid,
-            name: format!("CPU {vcpu}/KVM"),
-            cpus_allowed: cpus.into(),
-        }
-    }
+    use crate::trace::tests::v;
 
     fn sw(t: u64, prev: u32, state: &str, next: u32) -> HostEvent {
         HostEvent::Switch {

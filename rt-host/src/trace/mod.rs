@@ -530,11 +530,12 @@ pub fn command(a: &TraceArgs) -> Result<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use record::HostEvent;
 
-    fn v(vcpu: u32, tid: u32, cpus: &str) -> VcpuThread {
+    /// A vCPU thread `CPU n/KVM` allowed on `cpus`.
+    pub(crate) fn v(vcpu: u32, tid: u32, cpus: &str) -> VcpuThread {
         VcpuThread {
             vcpu,
             tid,
