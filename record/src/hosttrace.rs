@@ -335,6 +335,10 @@ pub struct KeptSlice {
     pub seen: u64,
     /// Of those, not kept (beyond `slice_cap`): its picture has holes when not 0.
     pub dropped: u64,
+    /// No event happened from here to `start_ns` (the slices before it were empty).
+    pub quiet_from_ns: u64,
+    /// Nor from `end_ns` to here.
+    pub quiet_until_ns: u64,
 }
 
 /// One vCPU thread in a summary window.
@@ -497,17 +501,24 @@ impl HostTraceRecord {
         }
         // The kept slices must cover [lo, hi] without a gap.
         let (mut at, mut capped, mut any) = (lo, false, false);
+        let reach = |s: &KeptSlice| {
+            (
+                s.quiet_from_ns.min(s.start_ns),
+                s.quiet_until_ns.max(s.end_ns),
+            )
+        };
         for sl in self
             .slices
             .iter()
-            .filter(|s| s.end_ns > lo && s.start_ns <= hi)
+            .filter(|s| reach(s).1 > lo && reach(s).0 <= hi)
         {
-            if sl.start_ns > at {
+            let (from, until) = reach(sl);
+            if from > at {
                 break;
             }
             capped |= sl.dropped > 0;
             any = true;
-            at = at.max(sl.end_ns);
+            at = at.max(until);
         }
         if any && at >= hi {
             return Coverage::Kept { capped };
@@ -697,6 +708,8 @@ mod tests {
             score_ns: 3,
             seen: 2,
             dropped,
+            quiet_from_ns: a,
+            quiet_until_ns: a + 10,
         };
         r.slices = vec![sl(0, 0), sl(10, 1), sl(30, 0)];
         r.windows = vec![WindowSummary {
@@ -716,6 +729,10 @@ mod tests {
             "20..30 was dropped"
         );
         assert_eq!(r.coverage(90, 120), Coverage::Outside);
+        // 20..30 had no event at all: no gap.
+        r.slices[2].quiet_from_ns = 20;
+        assert_eq!(r.coverage(15, 32), Coverage::Kept { capped: true });
+        r.slices[2].quiet_from_ns = 30;
         assert_eq!(r.events_dropped(), 8);
         r.check(Path::new("/r/host-trace.json")).unwrap();
         r.slices.swap(0, 1);

@@ -85,6 +85,10 @@ struct Slice {
     seen: u64,
     dropped: u64,
     score: u64,
+    /// The first of the empty slices before it.
+    quiet_from: u64,
+    /// The next slice with events (None: none came, up to the end).
+    quiet_until: Option<u64>,
 }
 
 /// What is known of one vCPU thread while streaming.
@@ -146,6 +150,7 @@ pub struct Collector {
     /// Waits that score slices still to come: (until, score), until rising, score falling.
     forward: VecDeque<(u64, u64)>,
     prune_at: usize,
+    last_slice: Option<u64>,
     kept_events: u64,
     dropped_slices_events: u64,
     slices_seen: u64,
@@ -180,6 +185,7 @@ impl Collector {
             heap: BinaryHeap::new(),
             forward: VecDeque::new(),
             prune_at: 4096,
+            last_slice: None,
             kept_events: 0,
             dropped_slices_events: 0,
             slices_seen: 0,
@@ -410,9 +416,12 @@ impl Collector {
         }
         let horizon = self.cfg.pending_slices();
         while self.pending.front().is_some_and(|s| s.idx + horizon < idx) {
-            let s = self.pending.pop_front().expect("front");
+            let mut s = self.pending.pop_front().expect("front");
+            s.quiet_until = Some(self.pending.front().map_or(idx, |n| n.idx));
             self.settle(s);
         }
+        let quiet_from = self.last_slice.map_or(0, |l| l + 1);
+        self.last_slice = Some(idx);
         let start = idx * self.cfg.slice_ns;
         while self.forward.front().is_some_and(|f| f.0 < start) {
             self.forward.pop_front();
@@ -424,6 +433,8 @@ impl Collector {
             seen: 0,
             dropped: 0,
             score: self.forward.front().map_or(0, |f| f.1),
+            quiet_from,
+            quiet_until: None,
         });
     }
 
@@ -482,7 +493,8 @@ impl Collector {
 
     /// Everything, with host `CLOCK_REALTIME` times.
     pub fn finish(mut self, map: &ClockMap) -> Collected {
-        while let Some(s) = self.pending.pop_front() {
+        while let Some(mut s) = self.pending.pop_front() {
+            s.quiet_until = self.pending.front().map(|n| n.idx);
             self.settle(s);
         }
         let (len, wlen) = (self.cfg.slice_ns, self.cfg.window_ns);
@@ -499,6 +511,8 @@ impl Collector {
                 score_ns: s.score,
                 seen: s.seen,
                 dropped: s.dropped,
+                quiet_from_ns: map.to_realtime(s.quiet_from * len),
+                quiet_until_ns: s.quiet_until.map_or(u64::MAX, |n| map.to_realtime(n * len)),
             });
             events.extend(s.events);
         }
@@ -719,6 +733,11 @@ mod tests {
         assert_eq!(lead, vec![1_005_000_000, 1_041_000_000, 1_045_000_000]);
         assert_eq!(got.slices.len(), 2, "slices 0 and 4: {:?}", got.slices);
         assert_eq!(got.slices[1].score_ns, 40 * MS, "the wait it ends");
+        // Slices 1-3 had no event: slice 4 is quiet back to the end of slice 0, and the
+        // last one to the end of the recording.
+        assert_eq!(got.slices[1].quiet_from_ns, 1_000_000_000 + 10 * MS);
+        assert_eq!(got.slices[0].quiet_until_ns, 1_000_000_000 + 40 * MS);
+        assert_eq!(got.slices[1].quiet_until_ns, u64::MAX);
     }
 
     #[test]

@@ -645,12 +645,11 @@ pub(crate) mod tests {
                 record(&m.root, &vm, &opts, &stop)
             });
             let tid = rx.recv().unwrap();
-            // Until the recorder set tracing up, then what the reader's affinity is.
-            let on = m
-                .root
-                .path("sys/kernel/tracing/events/sched/sched_switch/enable");
+            // Until the recorder set tracing up and wrote its first clock marker (what the
+            // pipe held before is dropped), then what the reader's affinity is.
+            let marker = m.root.path("sys/kernel/tracing/trace_marker");
             let t0 = Instant::now();
-            while std::fs::read_to_string(&on).unwrap().trim() != "1" {
+            while std::fs::read_to_string(&marker).unwrap().trim() != "rtvirt-sync 1" {
                 assert!(
                     t0.elapsed() < Duration::from_secs(10),
                     "the recording did not start"

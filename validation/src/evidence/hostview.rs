@@ -544,6 +544,8 @@ pub(crate) mod tests {
             score_ns: 40_000,
             seen: 7,
             dropped: 0,
+            quiet_from_ns: at(0),
+            quiet_until_ns: at(1000),
         }];
         h.windows = vec![WindowSummary {
             start_ns: at(0),
