@@ -1,8 +1,10 @@
 //! A bounded picture of the whole recording: events stream through a [`Collector`], which
 //! counts and summarises every one ([`record::hosttrace::SummaryBuilder`], per window
 //! [`WindowSummary`]) and keeps the full events only of the slices (10 ms) around the
-//! longest vCPU waits (runnable but not running: preempted, or woken and not yet in),
-//! up to `max_events`. A slice is scored once `pad` has passed after it, by the longest
+//! longest vCPU waits (runnable but not running: preempted, or woken and not yet in) and,
+//! for the vCPUs on the CPUs under test (recorded whole), around the end of their longest
+//! spans off CPU (a halt woken late: under TCG the guest's worst spikes), up to
+//! `max_events`. A slice is scored once `pad` has passed after it, by the longest
 //! wait within `pad` of it; the kept slices form a min-heap by score, the lowest evicted
 //! when the budget is exceeded. Memory stays below [`KeepConfig::held_bound`] events,
 //! whatever the length of the run.
@@ -94,6 +96,8 @@ struct Slice {
 /// What is known of one vCPU thread while streaming.
 #[derive(Debug, Default)]
 struct VcpuState {
+    /// On the CPUs under test: its spans off CPU score too.
+    measured: bool,
     /// Off its CPU since, runnable when it left.
     off: Option<(u64, bool)>,
     woke: Option<u64>,
@@ -174,7 +178,17 @@ impl Collector {
             order: vcpus.iter().map(|v| v.tid).collect(),
             vcpus: vcpus
                 .iter()
-                .map(|v| (v.tid, VcpuState::default()))
+                .map(|v| {
+                    let allowed = CpuSet::parse(&v.cpus_allowed).unwrap_or_default();
+                    let measured = recorded
+                        .as_ref()
+                        .is_some_and(|r| !allowed.is_empty() && allowed.is_subset(r));
+                    let st = VcpuState {
+                        measured,
+                        ..VcpuState::default()
+                    };
+                    (v.tid, st)
+                })
                 .collect(),
             cpu_last: BTreeMap::new(),
             own: own.to_vec(),
@@ -355,6 +369,7 @@ impl Collector {
                 if let Some(st) = self.vcpus.get_mut(next) {
                     let waited = st.waiting_since();
                     let off = st.off.take().map(|(t0, _)| t0);
+                    let measured = st.measured;
                     (st.woke, st.last_wakeup) = (None, None);
                     st.cpu = Some(*cpu);
                     st.last_switch = Some(e.clone());
@@ -370,6 +385,11 @@ impl Collector {
                     }
                     if let Some((w0, d)) = wait {
                         self.raise(w0, *t_ns, d);
+                    }
+                    if let Some(t0) = off.filter(|_| measured) {
+                        // Its end, where a guest spike from it lies.
+                        let from = t0.max(t_ns.saturating_sub(self.cfg.pad_ns));
+                        self.raise(from, *t_ns, t_ns.saturating_sub(t0));
                     }
                 }
                 if self.vcpus.values().any(|v| v.cpu == Some(*cpu)) {
@@ -614,8 +634,9 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     /// vCPU thread 10 on CPU 1 halts and wakes every ms, other tasks switching in between;
-    /// at `long_at` ms it is preempted by task 77 for `long_ms`.
-    fn stream(c: &mut Collector, ms: u64, long: &[(u64, u64)]) {
+    /// at each `(ms, d)` of `long` it is preempted by task 77 for d ms, at each of `halts`
+    /// it halts for d ms.
+    fn stream(c: &mut Collector, ms: u64, long: &[(u64, u64)], halts: &[(u64, u64)]) {
         for i in 0..ms {
             let t = i * MS;
             if let Some(&(_, d)) = long.iter().find(|l| l.0 == i) {
@@ -624,6 +645,21 @@ mod tests {
                 continue;
             }
             if long.iter().any(|l| i > l.0 && i < l.0 + l.1) {
+                continue;
+            }
+            if let Some(&(_, d)) = halts.iter().find(|l| l.0 == i) {
+                // Halts at +100 us and is woken (and runs) only d ms later.
+                c.take(sw(t + 100_000, 10, "S", 0));
+                c.take(HostEvent::Wakeup {
+                    t_ns: t + d * MS,
+                    cpu: 0,
+                    pid: 10,
+                    target_cpu: 1,
+                });
+                c.take(sw(t + d * MS + 5_000, 0, "R", 10));
+                continue;
+            }
+            if halts.iter().any(|l| i > l.0 && i < l.0 + l.1) {
                 continue;
             }
             c.take(sw(t + 100_000, 10, "S", 0));
@@ -647,21 +683,27 @@ mod tests {
     #[test]
     fn the_slices_around_the_longest_waits_are_kept_and_all_is_counted() {
         let vc = [v(1, 10, "1")];
-        // 3 s; preempted 8 ms at 500 ms, 3 ms at 2000 ms, 5 ms at 2600 ms; room for about
-        // 18 slices of 50 events (and their lead-in): each wait takes 5 (its pad).
-        let mut c = Collector::new(&vc, cfg(1000), &[], Some(CpuSet::from_cpus([1])));
-        stream(&mut c, 3000, &[(500, 8), (2000, 3), (2600, 5)]);
+        // 3 s; preempted 8 ms at 500 ms, 3 ms at 2000 ms, 5 ms at 2600 ms, halted 6 ms at
+        // 1200 ms (on CPU 1, recorded whole: its off-CPU span scores); room for about 24
+        // slices of 50 events (and their lead-in): each takes 5 (its pad).
+        let mut c = Collector::new(&vc, cfg(1300), &[], Some(CpuSet::from_cpus([1])));
+        stream(
+            &mut c,
+            3000,
+            &[(500, 8), (2000, 3), (2600, 5)],
+            &[(1200, 6)],
+        );
         let got = c.finish(&map());
-        assert!(got.events.len() <= 1000, "{}", got.events.len());
-        assert!(got.slices.len() >= 15, "{:?}", got.slices);
+        assert!(got.events.len() <= 1300, "{}", got.events.len());
+        assert!(got.slices.len() >= 20, "{:?}", got.slices);
         let s = &got.summary[0];
         assert_eq!(s.preempted_max_ns, 8 * MS, "over every event");
         assert_eq!(s.preempted_max_at_ns, 1_000_000_000 + 500 * MS);
         assert_eq!(s.preemptions, 3);
-        assert_eq!(got.seen, 5 * (3000 - 16) + 6);
+        assert_eq!(got.seen, 5 * (3000 - 22) + 6 + 3);
         // Each long wait's slices (and their pad) are kept: the record covers them.
         let rec = record_of(&got);
-        for (at, d) in [(500, 8), (2000, 3), (2600, 5)] {
+        for (at, d) in [(500, 8), (2000, 3), (2600, 5), (1200, 6)] {
             let (lo, hi) = (
                 1_000_000_000 + at * MS - 2 * MS,
                 1_000_000_000 + (at + d) * MS + 2 * MS,
@@ -678,7 +720,7 @@ mod tests {
             record::hosttrace::Coverage::NotKept { window: Some(w) } => {
                 assert_eq!(w.start_ns, 2_000_000_000);
                 assert_eq!(w.vcpus[0].wait_max_ns, 5_000, "woken 5 us before it ran");
-                assert_eq!(w.events, 5 * 1000);
+                assert_eq!(w.events, 5 * 1000 - 5 * 6 + 3, "the halt at 1200 ms");
             }
             other => panic!("{other:?}"),
         }
@@ -708,7 +750,7 @@ mod tests {
             tasks: c.tasks.clone(),
             events: c.events.clone(),
             events_seen: c.seen,
-            max_events: 1000,
+            max_events: 1300,
             lost_events: 0,
             summary: c.summary.clone(),
             partial: false,
