@@ -302,7 +302,12 @@ impl Session {
             return Ok(());
         }
         self.pipe = None;
-        let mut first = self.fs.write_line("tracing_on", "0").err();
+        // Tracing is stopped first only when this session turned it on; a start that
+        // failed before then leaves `tracing_on` as it found it.
+        let mut first = None;
+        if self.restore.iter().any(|(n, _)| n == "tracing_on") {
+            first = self.fs.write_line("tracing_on", "0").err();
+        }
         if let Some(pos) = self.restore.iter().position(|(n, _)| n == "current_tracer") {
             let (n, v) = self.restore.remove(pos);
             first = first.or(self.fs.write_line(&n, &v).err());
@@ -484,13 +489,21 @@ pub struct HwlatConfig {
 }
 
 impl HwlatConfig {
-    /// The settings the session writes.
-    pub fn settings(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("tracing_thresh", self.threshold_us.to_string()),
-            ("hwlat_detector/window", self.window_us.to_string()),
-            ("hwlat_detector/width", self.width_us.to_string()),
-        ]
+    /// The settings the session writes, in an order the kernel takes from a detector whose
+    /// window is `window_now_us`: it refuses a width above the window in force and a
+    /// window below the width in force (EINVAL, seen in the lab guest's 6.1 when a 400 ms
+    /// window was written before the width while the default 500 ms width held). The
+    /// width goes first when it fits the window in force, else the window (it is then
+    /// above both widths). Put back in reverse, the old values fit in the same way.
+    pub fn settings(&self, window_now_us: u64) -> Vec<(&'static str, String)> {
+        let width = ("hwlat_detector/width", self.width_us.to_string());
+        let window = ("hwlat_detector/window", self.window_us.to_string());
+        let thresh = ("tracing_thresh", self.threshold_us.to_string());
+        if self.width_us <= window_now_us {
+            vec![thresh, width, window]
+        } else {
+            vec![thresh, window, width]
+        }
     }
 
     /// Check the settings (the kernel wants width < window).
@@ -518,7 +531,12 @@ pub fn hwlat_run(
 ) -> Result<Vec<HwlatSample>, SysError> {
     cfg.validate()?;
     let fs = Tracefs::with_tracer(root, "hwlat")?;
-    let mut s = Session::start(fs, "hwlat", &cfg.settings())?;
+    let window_now = fs.read("hwlat_detector/window")?;
+    let window_now: u64 = window_now.trim().parse().map_err(|_| SysError::Parse {
+        what: fs.display("hwlat_detector/window"),
+        detail: format!("not a number of us: {:?}", window_now.trim()),
+    })?;
+    let mut s = Session::start(fs, "hwlat", &cfg.settings(window_now))?;
     let mut buf = Vec::new();
     let end = std::time::Instant::now() + duration;
     while std::time::Instant::now() < end && !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -645,6 +663,17 @@ mod tests {
         assert_eq!(t("current_tracer"), "nop");
         assert_eq!(t("tracing_thresh"), "0");
         assert_eq!(t("tracing_on"), "1", "as found before");
+        // A start that fails (here on the width, a directory, after tracing_thresh was
+        // written) puts back what it wrote and leaves tracing_on alone.
+        let w = root.path("sys/kernel/tracing/hwlat_detector/width");
+        std::fs::remove_file(&w).unwrap();
+        std::fs::create_dir(&w).unwrap();
+        let e = hwlat_run(&root, &cfg, std::time::Duration::ZERO, &stop).unwrap_err();
+        assert!(e.to_string().contains("hwlat_detector/width"), "{e}");
+        assert_eq!(
+            (t("current_tracer"), t("tracing_on"), t("tracing_thresh")),
+            ("nop".into(), "1".into(), "0".into())
+        );
         let bad = HwlatConfig {
             width_us: 2_000_000,
             ..cfg
@@ -654,6 +683,70 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("below the window"));
+    }
+
+    #[test]
+    fn hwlat_width_and_window_are_written_in_an_order_the_kernel_takes() {
+        let names = |c: &HwlatConfig, now: u64| -> Vec<&str> {
+            c.settings(now).into_iter().map(|(n, _)| n).collect()
+        };
+        let cfg = |width_us, window_us| HwlatConfig {
+            threshold_us: 10,
+            width_us,
+            window_us,
+        };
+        // Default detector (width 500 ms, window 1 s): a 200/400 ms pair must set the
+        // width first (a 400 ms window is below the 500 ms width in force).
+        let small = cfg(200_000, 400_000);
+        assert_eq!(
+            names(&small, 1_000_000),
+            [
+                "tracing_thresh",
+                "hwlat_detector/width",
+                "hwlat_detector/window"
+            ]
+        );
+        // A width above the window in force: the window first.
+        let big = cfg(1_500_000, 2_000_000);
+        assert_eq!(
+            names(&big, 1_000_000),
+            [
+                "tracing_thresh",
+                "hwlat_detector/window",
+                "hwlat_detector/width"
+            ]
+        );
+        // Simulate the kernel's rule on both orders, forwards and put back in reverse.
+        for (c, (width0, window0)) in [(small, (500_000, 1_000_000)), (big, (500_000, 1_000_000))] {
+            let (mut width, mut window) = (width0, window0);
+            let mut apply = |n: &str, v: u64| {
+                let ok = match n {
+                    "hwlat_detector/width" => v <= window,
+                    "hwlat_detector/window" => v >= width,
+                    _ => true,
+                };
+                assert!(ok, "{n} = {v} refused with width {width}, window {window}");
+                match n {
+                    "hwlat_detector/width" => width = v,
+                    "hwlat_detector/window" => window = v,
+                    _ => {}
+                }
+            };
+            let s = c.settings(window0);
+            for (n, v) in &s {
+                apply(n, v.parse().unwrap());
+            }
+            for (n, _) in s.iter().rev() {
+                let old = if *n == "hwlat_detector/width" {
+                    width0
+                } else {
+                    window0
+                };
+                if n.starts_with("hwlat_detector") {
+                    apply(n, old);
+                }
+            }
+        }
     }
 
     #[test]
