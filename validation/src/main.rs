@@ -33,9 +33,9 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
-    /// Merge runs (HDR histograms added per CPU / per CAN message; a host trace and an
-    /// hwlat record carried unchanged from the one input that has each) into one run
-    /// directory.
+    /// Merge runs (HDR histograms added per CPU / per CAN message; a host trace, an hwlat
+    /// record and an oslat record carried unchanged from the one input that has each) into
+    /// one run directory.
     Merge {
         /// Run directories to merge.
         #[arg(required = true)]

@@ -8,11 +8,12 @@
 //! streamed and checked against their sources' manifests, never through a symlink. The
 //! same run given twice, also inside a merged input, is refused before anything is written.
 //!
-//! A host trace (`host-trace.json`: one host's time line of one VM's vCPU threads) and an
-//! hwlat record (`hwlat.json`: one host's hardware) do not add up like histograms: the
-//! merged run carries the one input's file unchanged (copied and checked against that
-//! input's manifest, hashed in the merged one), so the merged report keeps its host view
-//! and its hwlat requirement; two inputs with such a file are refused, naming both.
+//! A host trace (`host-trace.json`: one host's time line of one VM's vCPU threads), an
+//! hwlat record (`hwlat.json`: one host's hardware) and an oslat record (`oslat.json`: the
+//! guest's busy loops) are carried: the merged run carries the one input's file unchanged
+//! (copied and checked against that input's manifest, hashed in the merged one), so the
+//! merged report keeps its host view and its hwlat and oslat requirements; two inputs with
+//! such a file are refused, naming both.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -42,7 +43,7 @@ pub struct MergeSummary {
 }
 
 /// The files a merged run carries unchanged from the one input that has them.
-pub const CARRIED: [&str; 2] = [record::HOST_TRACE, record::HWLAT];
+pub const CARRIED: [&str; 3] = [record::HOST_TRACE, record::HWLAT, record::OSLAT];
 
 /// For each of [`CARRIED`], the input that has it; two inputs with the same kind of file
 /// are refused, naming both files.
@@ -58,7 +59,7 @@ pub fn carried(runs: &[RunData]) -> Result<Vec<(&'static str, usize)>, EvidenceE
             [a, b, ..] => {
                 return Err(EvidenceError::Merge {
                     what: format!(
-                        "{} and {}: a merged run carries one {name} unchanged (they do not add up like histograms); report these runs side by side instead",
+                        "{} and {}: a merged run carries one {name} unchanged; report these runs side by side instead",
                         runs[*a].path.join(name).display(),
                         runs[*b].path.join(name).display()
                     ),

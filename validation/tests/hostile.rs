@@ -636,6 +636,40 @@ fn add_hwlat(run: &Path, gaps_us: &[u64]) {
     rd.end_tool(None).unwrap();
 }
 
+/// An oslat record (as `rt-guest oslat` writes it) on CPU 1: 100000 gaps of 1 us and one
+/// of `worst_us`.
+fn add_oslat(run: &Path, worst_us: u64) {
+    let gaps = hist_of(&[(1, 100_000), (worst_us, 1)]);
+    let o = record::OslatRecord {
+        settings: record::OslatSettings {
+            policy: "fifo".into(),
+            priority: 1,
+            duration_s: 300.0,
+            buckets: 32,
+            mlock: true,
+            clock: "CLOCK_MONOTONIC".into(),
+        },
+        threads: vec![record::OslatThread {
+            cpu: 1,
+            tid: 101,
+            policy: "fifo".into(),
+            priority: 1,
+            samples: gaps.samples,
+            overflows: 0,
+            out_of_range: 0,
+            max_at: None,
+            gaps,
+        }],
+        elapsed_s: 300.0,
+        partial: false,
+    };
+    let mut rd = record::RunDir::open_or_create(run).unwrap();
+    rd.begin_tool("rt-guest oslat", "0.1.0", "0123abcd", vec!["oslat".into()])
+        .unwrap();
+    rd.write_json(record::OSLAT, &o).unwrap();
+    rd.end_tool(None).unwrap();
+}
+
 fn merge(inputs: &[&Path], out: &Path) -> Output {
     let mut args = vec!["merge".to_string()];
     args.extend(inputs.iter().map(|r| r.display().to_string()));
@@ -740,4 +774,91 @@ fn a_merge_of_two_host_traces_or_two_hwlat_records_is_refused_naming_both() {
             "carries one hwlat.json",
         ],
     );
+}
+
+/// The soak profile's results over `run`, by requirement id: (the data's verdict,
+/// measured).
+fn soak_results(run: &Path) -> std::collections::BTreeMap<String, (String, Value)> {
+    let o = validation(&[
+        "report",
+        "export",
+        run.to_str().unwrap(),
+        "--profile",
+        "soak",
+        "--format",
+        "json",
+        "--out",
+        "-",
+    ]);
+    let v: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                (
+                    r["data_verdict"].as_str().unwrap_or_default().to_string(),
+                    r["measured"].clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_merge_carries_oslat_and_its_requirement_and_hwlats_evaluate_on_the_merged_run() {
+    let (dir, a) = setup();
+    add_oslat(&a, 33);
+    let b = make_run(dir.path(), "run-b", Fixture { lost: 1, ..GOOD });
+    add_hwlat(&b, &[12, 25]);
+    let m = dir.path().join("merged");
+    let o = merge(&[&a, &b], &m);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("carried oslat.json from run-a"), "{out}");
+    assert!(out.contains("carried hwlat.json from run-b"), "{out}");
+    let rd = record::RunDir::open(&m).unwrap();
+    rd.verify().unwrap();
+    let original = std::fs::read(a.join("oslat.json")).unwrap();
+    assert_eq!(
+        rd.manifest().files["oslat.json"].sha256,
+        record::sha256_hex(&original)
+    );
+    assert_eq!(std::fs::read(m.join("oslat.json")).unwrap(), original);
+    // The soak profile's oslat (max <= 40 us) and hwlat (<= 20 us) requirements read the
+    // merged run: 33 us passes, 25 us fails; neither is "no oslat.json/hwlat.json".
+    let r = soak_results(&m);
+    // (The oslat max is the histogram's: 33 us within its 0.1 % precision.)
+    let near = |v: &Value, us: f64| v.as_f64().is_some_and(|m| (us..us * 1.001).contains(&m));
+    let (st, measured) = &r["TSR-SOAK-004"];
+    assert!(st == "Pass" && near(measured, 33.0), "{r:?}");
+    let (st, measured) = &r["TSR-SOAK-005"];
+    assert!(st == "Fail" && near(measured, 25.0), "{r:?}");
+    // The inputs on their own: each requirement only where its record is.
+    let ra = soak_results(&a);
+    assert!(near(&ra["TSR-SOAK-004"].1, 33.0), "{ra:?}");
+    assert_eq!(
+        ra["TSR-SOAK-005"].1,
+        Value::Null,
+        "no hwlat in run-a: {ra:?}"
+    );
+    // Two inputs with oslat: refused, naming both, nothing written.
+    let c = make_run(dir.path(), "run-c", Fixture { lost: 2, ..GOOD });
+    add_oslat(&c, 12);
+    let m2 = dir.path().join("merged2");
+    refused(
+        &merge(&[&a, &c], &m2),
+        &[
+            &format!(
+                "{} and {}",
+                a.join("oslat.json").display(),
+                c.join("oslat.json").display()
+            ),
+            "carries one oslat.json",
+        ],
+    );
+    assert!(!m2.exists(), "nothing written");
 }
