@@ -1150,6 +1150,52 @@ fn hwlat_reads_the_detector_on_a_fake_tracefs_and_says_when_it_is_missing() {
     assert!(m["files"]["hwlat.json"]["sha256"].is_string(), "{m:#}");
 }
 
+/// This machine's kernel has no hwlat tracer (`available_tracers`: blk function nop):
+/// `rt-host hwlat` says so, naming the file and what it lists, exits 2, writes no run and
+/// changes nothing in tracefs. (The real detector runs in the lab guest: lab/tests/tracers.rs.)
+#[test]
+#[ignore = "needs root: reads this host's tracefs"]
+fn hwlat_on_this_host_says_the_tracer_is_not_available_here() {
+    if !testkit::require_root() {
+        return;
+    }
+    let live = rt_sys::SysRoot::live();
+    let fs = match rt_sys::tracefs::Tracefs::find(&live) {
+        Ok(fs) => fs,
+        Err(e) => {
+            testkit::require(false, format!("no tracefs here: {e}"));
+            return;
+        }
+    };
+    if !testkit::require(
+        !fs.tracers.iter().any(|t| t == "hwlat"),
+        "this host's kernel has the hwlat tracer: the lab test runs it for real",
+    ) {
+        return;
+    }
+    let tracer = fs.read("current_tracer").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("run");
+    let out = bin()
+        .args(["hwlat", "--duration", "1s", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let listed = format!(
+        "{} lists: {})",
+        fs.display("available_tracers"),
+        fs.tracers.join(" ")
+    );
+    assert!(
+        err.contains("the hwlat tracer: not available here") && err.contains(&listed),
+        "{err}"
+    );
+    assert!(!dir.exists(), "no run is written");
+    assert_eq!(fs.read("current_tracer").unwrap(), tracer);
+}
+
 /// `hold --systemd-unit --json`: the unit's name, path and text; the text passes
 /// `systemd-analyze verify` (which also checks that ExecStart's binary exists).
 #[test]
