@@ -24,6 +24,14 @@ pub struct TimerlatCpu {
     pub irq: HistSummary,
     /// timerlat thread latency (how late the thread ran; includes the IRQ part), ns.
     pub thread: HistSummary,
+    /// Activations whose IRQ and thread latencies were both read (same activation id).
+    #[serde(default)]
+    pub paired: u64,
+    /// Paired activations whose thread latency was below their IRQ latency (the kernel
+    /// measures the thread part from the same timer expiry, so 0 unless events were lost
+    /// or misread).
+    #[serde(default)]
+    pub thread_below_irq: u64,
 }
 
 /// `timerlat.json`.

@@ -29,6 +29,10 @@ pub struct Collector {
     cpus: Vec<u32>,
     irq: Vec<Histogram<u64>>,
     thread: Vec<Histogram<u64>>,
+    /// Per CPU: the last IRQ event (activation id, ns), for pairing with its thread event.
+    last_irq: Vec<Option<(u64, u64)>>,
+    paired: Vec<u64>,
+    thread_below_irq: Vec<u64>,
     ring: VecDeque<String>,
     carry: String,
     after: Option<usize>,
@@ -74,6 +78,9 @@ impl Collector {
             period_us,
             irq: cpus.iter().map(|_| record::hist::new_ns()).collect(),
             thread: cpus.iter().map(|_| record::hist::new_ns()).collect(),
+            last_irq: vec![None; cpus.len()],
+            paired: vec![0; cpus.len()],
+            thread_below_irq: vec![0; cpus.len()],
             cpus,
             ring: VecDeque::with_capacity(RING_LINES),
             carry: String::new(),
@@ -123,11 +130,7 @@ impl Collector {
             Some(ev) => {
                 self.events += 1;
                 if let Some(i) = self.cpus.iter().position(|c| *c == ev.cpu) {
-                    let h = match ev.context {
-                        Context::Irq => &mut self.irq[i],
-                        Context::Thread | Context::UserRet => &mut self.thread[i],
-                    };
-                    let _ = h.record(ev.latency_ns.clamp(1, record::hist::HIGHEST_NS));
+                    self.account(i, &ev);
                 }
                 let above = self.save_above_ns.is_some_and(|b| ev.latency_ns > b);
                 if ev.context == Context::Thread
@@ -148,6 +151,27 @@ impl Collector {
                 self.after = Some(n - 1);
             }
         }
+    }
+
+    /// One event of measured CPU `i`: into its histogram, and a thread event paired with
+    /// the IRQ event of the same activation.
+    fn account(&mut self, i: usize, ev: &tracefs::TimerlatEvent) {
+        let h = match ev.context {
+            Context::Irq => {
+                self.last_irq[i] = Some((ev.id, ev.latency_ns));
+                &mut self.irq[i]
+            }
+            Context::Thread | Context::UserRet => {
+                if ev.context == Context::Thread {
+                    if let Some((_, irq_ns)) = self.last_irq[i].filter(|(id, _)| *id == ev.id) {
+                        self.paired[i] += 1;
+                        self.thread_below_irq[i] += u64::from(ev.latency_ns < irq_ns);
+                    }
+                }
+                &mut self.thread[i]
+            }
+        };
+        let _ = h.record(ev.latency_ns.clamp(1, record::hist::HIGHEST_NS));
     }
 
     fn keep(&mut self) {
@@ -180,6 +204,8 @@ impl Collector {
                 cpu: *cpu,
                 irq: HistSummary::from_hist(&self.irq[i]),
                 thread: HistSummary::from_hist(&self.thread[i]),
+                paired: self.paired[i],
+                thread_below_irq: self.thread_below_irq[i],
             })
             .collect();
         let rec = TimerlatRecord {
@@ -217,6 +243,9 @@ mod tests {
         let t = &rec.cpus[0];
         assert_eq!(t.irq.samples + t.thread.samples, lines);
         assert!(t.thread.samples >= t.irq.samples.saturating_sub(1));
+        // Each thread event follows its IRQ event (same id), and is the larger.
+        assert_eq!(t.paired, t.thread.samples, "{t:?}");
+        assert_eq!(t.thread_below_irq, 0);
         // The first thread latency, 789.58 us, is the worst: above 500 us.
         assert!(
             (789_000..790_500).contains(&t.thread.max_ns),
@@ -230,6 +259,31 @@ mod tests {
         );
         assert_eq!(rec.trace_file.as_deref(), Some("timerlat-trace.txt"));
         assert_eq!(rec.save_above_us, Some(500));
+    }
+
+    #[test]
+    fn thread_events_pair_with_the_irq_event_of_their_activation_only() {
+        let mut c = Collector::with_session(None, &CpuSet::from_cpus([1]), 1000, None);
+        let ev = |id: u32, ctx: &str, ns: u64| {
+            format!("   <idle>-0  [001] d.h1  5.0: #{id}  context {ctx} timer_latency  {ns} ns\n")
+        };
+        // #1 paired (thread above irq), #2 inverted, #3's thread without its IRQ event (a
+        // lost event), CPU 0's events not measured.
+        for l in [
+            ev(1, "irq", 900),
+            ev(1, "thread", 5000),
+            ev(2, "irq", 7000),
+            ev(2, "thread", 3000),
+            ev(3, "thread", 4000),
+            "   <idle>-0  [000] d.h1  5.0: #4  context irq timer_latency  100 ns\n".into(),
+        ] {
+            c.feed(&l);
+        }
+        let (rec, _) = c.finish(false);
+        let t = &rec.cpus[0];
+        assert_eq!((t.irq.samples, t.thread.samples), (2, 3));
+        assert_eq!((t.paired, t.thread_below_irq), (2, 1));
+        assert_eq!(rec.events, 6);
     }
 
     #[test]
