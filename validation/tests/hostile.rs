@@ -712,26 +712,8 @@ fn a_merge_carries_the_host_trace_and_hwlat_hashed_and_keeps_their_evidence() {
     assert!(r.contains("kworker/1:2 (pid 77): 30.0 us"), "{r}");
     assert!(r.contains("CPU 1/KVM (tid 50) on CPU 1"), "{r}");
     // ... and run-b's hwlat requirement: the largest gap, 17 us, not "no hwlat.json".
-    let soak = validation(&[
-        "report",
-        "export",
-        m.to_str().unwrap(),
-        "--profile",
-        "soak",
-        "--format",
-        "json",
-        "--out",
-        "-",
-    ]);
-    let v: Value =
-        serde_json::from_slice(&soak.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&soak)));
-    let hw = v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["trace"].to_string().contains("hwlat.json"))
-        .unwrap_or_else(|| panic!("no result traced to hwlat.json: {v}"));
-    assert_eq!(hw["measured"], 17.0, "{hw}");
+    let soak = soak_results(&m);
+    assert_eq!(soak["TSR-SOAK-005"].1, 17.0, "{soak:?}");
     // A plain merge carries neither.
     let (dir2, c) = setup();
     let d = make_run(dir2.path(), "run-d", Fixture { lost: 2, ..GOOD });
