@@ -126,9 +126,11 @@ fn boot(rt_host: &Path) -> Boot {
         .output()
         .expect("running rtvirt-lab boot");
     let secs = start.elapsed().as_secs_f64();
-    // The image is most of the directory's size (16 MB); the share, console and QEMU log
-    // stay for a failure's diagnosis.
+    // The image and the static rt-host are most of the directory's size (16 and 8 MB);
+    // the runs, the commands' output, the console and QEMU's log stay for a failure's
+    // diagnosis.
     let _ = fs::remove_file(out.join("initrd.gz"));
+    let _ = fs::remove_dir_all(share.join("bin"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!(
         "rtvirt-lab boot ({secs:.0} s, {}):\n{stderr}",
