@@ -7,8 +7,15 @@
 //!
 //! The exchange runs from the receiver, so it measures sender minus receiver; can.json
 //! records receiver minus sender ([`record::TimeBase::offset_ns`]): the sign flips here.
+//!
+//! The other time base needs no second clock: `can-sim run --role round-trip` sends the
+//! matrix and receives each frame back from a `--role echo` on the far side ([`RoundTrips`]
+//! keeps the round trips), so every one-way latency lies in 0..=RTT on the sender's clock
+//! and is recorded as RTT/2, the time base `round_trip_echo` with RTT/2 as uncertainty.
 
-use record::TimeBase;
+use hdrhistogram::Histogram;
+use record::hist;
+use record::{RttStats, TimeBase};
 
 /// The method recorded in can.json for offsets measured by the file exchange.
 pub const METHOD: &str = record::clocksync::METHOD;
@@ -24,6 +31,7 @@ pub fn receiver_base(measured: &TimeBase) -> TimeBase {
         method: METHOD.into(),
         offset_ns: measured.offset_ns.saturating_neg(),
         uncertainty_ns: measured.uncertainty_ns,
+        rtt: None,
     }
 }
 
@@ -56,6 +64,81 @@ pub fn to_sender(receiver_ns: u64, offset_ns: i64) -> u64 {
     receiver_ns.saturating_add_signed(offset_ns.saturating_neg())
 }
 
+/// The method recorded in can.json for latencies estimated as half an echo's round trip.
+pub const ROUND_TRIP: &str = "round_trip_echo";
+
+/// The round trips of a `--role round-trip` run, frame by frame (fed by the receive loop:
+/// no allocation per frame).
+#[derive(Debug, Clone)]
+pub struct RoundTrips {
+    rtt: Histogram<u64>,
+    min_ns: u64,
+    max_ns: u64,
+    /// Echoes received before their frame's release (a clock step), or beyond the
+    /// histogram's range: not counted.
+    pub out_of_range: u64,
+}
+
+impl Default for RoundTrips {
+    fn default() -> Self {
+        RoundTrips {
+            rtt: hist::new_ns(),
+            min_ns: u64::MAX,
+            max_ns: 0,
+            out_of_range: 0,
+        }
+    }
+}
+
+impl RoundTrips {
+    /// The echo of a frame released at `release_ns` came back at `rx_ns` (one clock):
+    /// the time the far side received it, estimated as the release plus half the round
+    /// trip (the one-way latency lies in 0..=RTT). None when the echo is not usable.
+    pub fn on_echo(&mut self, release_ns: u64, rx_ns: u64) -> Option<u64> {
+        let rtt = rx_ns.checked_sub(release_ns)?;
+        if !hist::record(&mut self.rtt, rtt.max(1)) {
+            self.out_of_range += 1;
+            return None;
+        }
+        self.min_ns = self.min_ns.min(rtt);
+        self.max_ns = self.max_ns.max(rtt);
+        Some(release_ns + rtt / 2)
+    }
+
+    /// Frames whose round trip was counted.
+    pub fn samples(&self) -> u64 {
+        self.rtt.len()
+    }
+
+    /// Min, median, p99, max (exact extremes; median and p99 from the histogram).
+    pub fn stats(&self) -> RttStats {
+        if self.rtt.is_empty() {
+            return RttStats::default();
+        }
+        RttStats {
+            samples: self.rtt.len(),
+            min_ns: self.min_ns,
+            median_ns: hist::value_at_percentile(&self.rtt, 50.0).min(self.max_ns),
+            p99_ns: hist::value_at_percentile(&self.rtt, 99.0).min(self.max_ns),
+            max_ns: self.max_ns,
+        }
+    }
+
+    /// The time base to record: `round_trip_echo`, no offset (one clock), uncertainty
+    /// half the longest round trip (rounded up), so every frame's true one-way latency
+    /// lies within it of the RTT/2 recorded. With no echo back, uncertainty 0 (and no
+    /// latency either).
+    pub fn time_base(&self) -> TimeBase {
+        let stats = self.stats();
+        TimeBase {
+            method: ROUND_TRIP.into(),
+            offset_ns: 0,
+            uncertainty_ns: stats.max_ns.div_ceil(2),
+            rtt: Some(stats),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +148,7 @@ mod tests {
             method: METHOD.into(),
             offset_ns,
             uncertainty_ns,
+            rtt: None,
         }
     }
 
@@ -93,5 +177,40 @@ mod tests {
         // A better end measurement never narrows what the start measurement allows.
         let r = recorded(&applied, Some(&tb(-3_000_000, 1_000)));
         assert_eq!(r.uncertainty_ns, 40_000);
+    }
+
+    #[test]
+    fn round_trips_give_half_the_rtt_and_its_bound() {
+        let mut r = RoundTrips::default();
+        assert_eq!(r.time_base().uncertainty_ns, 0);
+        assert_eq!(r.stats().samples, 0);
+        let t0 = 1_700_000_000_000_000_000u64;
+        // 100 frames with round trips of 1..=100 ms, one of 301 us odd (rounding up).
+        for k in 1..=100u64 {
+            let rel = t0 + k * 10_000_000;
+            let est = r.on_echo(rel, rel + k * 1_000_000).unwrap();
+            assert_eq!(est, rel + k * 500_000, "frame {k}: RTT/2 after the release");
+        }
+        assert_eq!(r.on_echo(t0, t0 + 301_001), Some(t0 + 150_500));
+        // An echo before its release (a clock step) is not a round trip.
+        assert_eq!(r.on_echo(t0 + 10, t0), None);
+        let s = r.stats();
+        assert_eq!((s.samples, s.min_ns, s.max_ns), (101, 301_001, 100_000_000));
+        // Median and p99 within the histogram's 3 significant digits.
+        assert!(s.median_ns.abs_diff(50_000_000) <= 50_000, "{s:?}");
+        assert!(s.p99_ns.abs_diff(99_000_000) <= 100_000, "{s:?}");
+        let tb = r.time_base();
+        assert_eq!(
+            (tb.method.as_str(), tb.offset_ns, tb.uncertainty_ns),
+            ("round_trip_echo", 0, 50_000_000)
+        );
+        assert_eq!(tb.rtt, Some(s));
+        // Odd maximum: the half-width rounds up, so it still covers that frame.
+        let mut r = RoundTrips::default();
+        r.on_echo(t0, t0 + 3);
+        assert_eq!(r.time_base().uncertainty_ns, 2);
+        // Beyond the histogram's 60 s: counted apart, no estimate.
+        assert_eq!(r.on_echo(t0, t0 + 61_000_000_000), None);
+        assert_eq!((r.out_of_range, r.samples()), (1, 1));
     }
 }

@@ -130,16 +130,23 @@ struct RunArgs {
     #[arg(long)]
     json: bool,
     /// Which side to play: both (one process), sender (the restbus: no receiver, no
-    /// can.json) or receiver (the ECU side: sent = what the schedule releases).
+    /// can.json), receiver (the ECU side: sent = what the schedule releases), echo (send
+    /// every frame of the matrix straight back on its reply id: can-echo.json; ends
+    /// --drain after the last frame, or --duration + --drain after it starts) or
+    /// round-trip (send, and receive the echoes: latency RTT/2, time base
+    /// round_trip_echo).
     #[arg(long, default_value = "both")]
     role: run::Role,
+    /// Echo and round-trip: a frame's reply id is its id XOR this (hex with 0x, or decimal).
+    #[arg(long, default_value = "0x400", value_parser = parse_mask)]
+    echo_xor: u32,
     /// Start of the schedule, ns since the epoch on the sender's CLOCK_REALTIME (give both
     /// sides of a split run the same; default: now + 500 ms).
     #[arg(long, value_name = "NS")]
     start_at: Option<u64>,
     /// How receive and release times relate: same_clock, ptp_kvm (the guest's clock
-    /// follows the host's through ptp_kvm) or echo_rtt (offset bounded by half an echo
-    /// round trip); recorded in can.json.
+    /// follows the host's through ptp_kvm) or synced (both synchronised otherwise, to
+    /// --clock-uncertainty-ns); recorded in can.json (round_trip_echo: --role round-trip).
     #[arg(long, default_value = "same_clock")]
     time_base: String,
     /// Receiver clock minus sender clock, ns (taken off every receive time).
@@ -493,8 +500,19 @@ fn run_options(a: &RunArgs, can: &profiles::Can) -> run::RunOptions {
             method: a.time_base.clone(),
             offset_ns: a.clock_offset_ns,
             uncertainty_ns: a.clock_uncertainty_ns,
+            rtt: None,
         },
+        echo_xor: a.echo_xor,
     }
+}
+
+/// `0x400` or `1024`.
+fn parse_mask(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?} is not a mask (0x400 or 1024): {e}"))
 }
 
 fn run_cmd(a: RunArgs) -> Result<ExitCode> {
@@ -507,9 +525,9 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
             loaded.origin
         );
     };
-    if !["same_clock", "ptp_kvm", "echo_rtt", "synced"].contains(&a.time_base.as_str()) {
+    if !["same_clock", "ptp_kvm", "synced"].contains(&a.time_base.as_str()) {
         bail!(
-            "--time-base {:?} is not same_clock, ptp_kvm, echo_rtt or synced (file_exchange: use --clock-dir)",
+            "--time-base {:?} is not same_clock, ptp_kvm or synced (file_exchange: use --clock-dir; round_trip_echo: --role round-trip)",
             a.time_base
         );
     }
@@ -518,6 +536,9 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         bail!("--clock-dir measures the receiver's clock against the sender's: it needs --role receiver");
     }
     transport::check_af_can()?;
+    if opts.role == run::Role::Echo {
+        return echo_cmd(&a, &loaded, &can, &opts);
+    }
     if let Some(d) = &a.clock_dir {
         opts.time_base = clock_exchange(d, Duration::from_secs(60))?;
         eprintln!(
@@ -538,6 +559,11 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         run::Role::Both => format!("{} -> {}", opts.tx, opts.rx),
         run::Role::Sender => format!("sending on {} (sender only)", opts.tx),
         run::Role::Receiver => format!("receiving on {} (receiver only)", opts.rx),
+        run::Role::RoundTrip => format!(
+            "{} -> echo -> {} (round trip, reply id XOR 0x{:X})",
+            opts.tx, opts.rx, opts.echo_xor
+        ),
+        run::Role::Echo => unreachable!("the echo role returned above"),
     };
     eprintln!(
         "can-sim: {} messages from {} ECUs, {path}, {}, {} s",
@@ -574,6 +600,63 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         eprintln!("can-sim: partial run ({p})");
     }
     Ok(if bad {
+        ExitCode::from(rtvirt_cli::exit::NOT_MET)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `--role echo`: echo the matrix until the window closes, write `can-echo.json`. Exit 1
+/// when nothing was echoed.
+fn echo_cmd(
+    a: &RunArgs,
+    loaded: &profiles::Loaded,
+    can: &profiles::Can,
+    opts: &run::RunOptions,
+) -> Result<ExitCode> {
+    if a.setup {
+        setup_ifaces(can, opts)?;
+    }
+    let dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(record::new_run_name()));
+    let mut rd = open_run_dir(&dir, loaded)?;
+    let signals = Signals::register()?;
+    eprintln!(
+        "can-sim: echoing {} -> {} on reply id XOR 0x{:X}, until {} s quiet (at most {} s)",
+        opts.rx,
+        opts.tx,
+        opts.echo_xor,
+        opts.drain.as_secs_f64(),
+        (opts.duration + opts.drain).as_secs_f64()
+    );
+    let r = match run::echo::run_echo(can, opts, opts.echo_xor, signals.stop.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = rd.end_tool(Some(format!("error: {e}")));
+            return Err(e.into());
+        }
+    };
+    rd.write_json("can-echo.json", &r)?;
+    rd.end_tool(signals.partial())?;
+    if a.json {
+        rtvirt_cli::outln!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        rtvirt_cli::outln!(
+            "echoed {} frames ({} ENOBUFS retries, {} refused), turnaround max {:.1} us, ended: {}",
+            r.total(),
+            r.tx_enobufs,
+            r.tx_errors,
+            us(r.turnaround_max_ns),
+            r.ended
+        );
+        for w in &r.warnings {
+            rtvirt_cli::outln!("warning: {w}");
+        }
+    }
+    eprintln!("can-sim: wrote {}", dir.display());
+    Ok(if r.total() == 0 || r.tx_errors > 0 {
         ExitCode::from(rtvirt_cli::exit::NOT_MET)
     } else {
         ExitCode::SUCCESS
@@ -712,6 +795,17 @@ fn print_summary(rec: &record::CanRecord, tx: &run::TxReport) {
         rec.time_base.method,
         tx.foreign_frames
     );
+    if let Some(r) = &rec.time_base.rtt {
+        rtvirt_cli::outln!(
+            "round trips: {} frames, min {:.1} us, median {:.1} us, p99 {:.1} us, max {:.1} us (one-way latency = RTT/2 +- {:.1} us)",
+            r.samples,
+            us(r.min_ns),
+            us(r.median_ns),
+            us(r.p99_ns),
+            us(r.max_ns),
+            us(rec.time_base.uncertainty_ns)
+        );
+    }
     for e in &rec.bus_errors {
         rtvirt_cli::outln!("bus error: {e}");
     }

@@ -66,6 +66,7 @@ pub fn estimate(rounds: &[Round]) -> Option<TimeBase> {
         method: METHOD.into(),
         offset_ns: best.offset_ns(),
         uncertainty_ns: best.uncertainty_ns(),
+        rtt: None,
     })
 }
 
@@ -80,6 +81,7 @@ pub fn combine(a: &TimeBase, b: &TimeBase) -> TimeBase {
         method: a.method.clone(),
         offset_ns: i64::try_from((lo + hi) / 2).unwrap_or(i64::MAX),
         uncertainty_ns: u64::try_from((hi - lo + 1) / 2).unwrap_or(u64::MAX),
+        rtt: None,
     }
 }
 
@@ -205,11 +207,13 @@ mod tests {
             method: METHOD.into(),
             offset_ns: 1000,
             uncertainty_ns: 100,
+            rtt: None,
         };
         let b = TimeBase {
             method: METHOD.into(),
             offset_ns: 1500,
             uncertainty_ns: 50,
+            rtt: None,
         };
         let c = combine(&a, &b);
         assert_eq!((c.offset_ns, c.uncertainty_ns), (1225, 325));

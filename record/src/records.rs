@@ -235,7 +235,8 @@ fn role_both() -> String {
 pub struct TimeBase {
     /// `same_clock` (one process: sender and receiver read the same CLOCK_REALTIME),
     /// `ptp_kvm` (guest clock synchronised to the host's through the ptp_kvm device),
-    /// `echo_rtt` (one-way latency bounded by half an echo round trip), `file_exchange`
+    /// `round_trip_echo` (the far side echoes every frame back; each one-way latency lies
+    /// in 0..=RTT and is recorded as RTT/2, see [`RttStats`]), `file_exchange`
     /// (NTP-style exchange through a shared directory, see `clocksync`), `synced` (both
     /// clocks synchronised by other means, uncertainty as stated by the user), or
     /// `unknown`.
@@ -245,6 +246,29 @@ pub struct TimeBase {
     pub offset_ns: i64,
     /// How far the offset may be off, ns (the bound on every latency's error).
     pub uncertainty_ns: u64,
+    /// The round trips a `round_trip_echo` time base rests on (None for the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt: Option<RttStats>,
+}
+
+/// Round trips of a `round_trip_echo` time base, frame by frame: nominal release on the
+/// sender's clock to the kernel's receive timestamp of the echo, on the same clock. Each
+/// frame's one-way latency lies in `0..=RTT`; it is recorded as RTT/2 and
+/// [`TimeBase::uncertainty_ns`] is `max_ns / 2` (rounded up), the half-width that covers
+/// every frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RttStats {
+    /// Frames whose echo came back.
+    pub samples: u64,
+    /// Shortest round trip, ns.
+    pub min_ns: u64,
+    /// Median round trip, ns.
+    pub median_ns: u64,
+    /// 99th percentile, ns.
+    pub p99_ns: u64,
+    /// Longest round trip, ns.
+    pub max_ns: u64,
 }
 
 impl Default for TimeBase {
@@ -253,6 +277,7 @@ impl Default for TimeBase {
             method: "same_clock".into(),
             offset_ns: 0,
             uncertainty_ns: 0,
+            rtt: None,
         }
     }
 }

@@ -543,6 +543,7 @@ fn add_host_trace(run: &Path, t0: u64) {
             method: "file_exchange".into(),
             offset_ns: offset,
             uncertainty_ns: 1000,
+            rtt: None,
         },
         start_ns: t0,
         end_ns: t0 + 1_000_000,

@@ -6,15 +6,18 @@
 //! [`run`] is a sequence of stages: plan, sockets, memory lock, shared state, then the
 //! threads (receiver, bus, ECUs; each sets affinity, then `SCHED_FIFO`, then waits on a
 //! `Barrier`), then the end of sending, the drain, and the records. A run plays one of
-//! three roles ([`Role`]): both sides in one process (one clock), only the senders (a
+//! roles ([`Role`]): both sides in one process (one clock), only the senders (a
 //! restbus), or only the receiver (the ECU side), so the two sides can run on two
-//! machines against a start time given to both (`start_at_ns`).
+//! machines against a start time given to both (`start_at_ns`); or, with no common clock,
+//! the round trip: the senders and a receiver of the echoes that a far side playing
+//! [`echo`] sends back.
 //!
 //! Sender threads sleep with `clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME)` (rt-sys)
 //! until each release of their precomputed schedule. Nothing in the send and receive
 //! loops allocates (buffers and histograms are sized up front; a histogram grows only for
 //! a value far beyond the message's deadline).
 
+pub mod echo;
 mod rx;
 mod tx;
 
@@ -36,8 +39,8 @@ use serde::Serialize;
 use socketcan::id::FdFlags;
 use socketcan::{CanAnyFrame, CanDataFrame, CanFdFrame, EmbeddedFrame, ExtendedId, Id, StandardId};
 
-pub use self::rx::{account, instance_in_order, message_index, Accounted};
-use self::rx::{rx_loop, RxResult};
+pub use self::rx::{account, account_at, instance_in_order, message_index, Accounted, Rx};
+use self::rx::{rx_loop, RxMode, RxResult};
 use self::tx::{bus_loop, ecu_loop, Bus, Sink};
 pub use self::tx::{simulate_paced, PacedBus, END_GRACE_NS};
 use crate::canlog;
@@ -58,6 +61,12 @@ pub enum Role {
     Sender,
     /// Only the receiver: the ECU side; `sent` is what the schedule releases.
     Receiver,
+    /// The far side of a round trip: every frame of the matrix straight back on its reply
+    /// id ([`echo`]; `can-echo.json`, no `can.json`).
+    Echo,
+    /// The senders, and a receiver of the echoes: latency RTT/2, time base
+    /// `round_trip_echo`.
+    RoundTrip,
 }
 
 impl FromStr for Role {
@@ -68,7 +77,11 @@ impl FromStr for Role {
             "both" => Ok(Role::Both),
             "sender" => Ok(Role::Sender),
             "receiver" => Ok(Role::Receiver),
-            _ => Err(format!("{s:?} is not a role (both, sender, receiver)")),
+            "echo" => Ok(Role::Echo),
+            "round-trip" => Ok(Role::RoundTrip),
+            _ => Err(format!(
+                "{s:?} is not a role (both, sender, receiver, echo, round-trip)"
+            )),
         }
     }
 }
@@ -79,6 +92,8 @@ impl fmt::Display for Role {
             Role::Both => "both",
             Role::Sender => "sender",
             Role::Receiver => "receiver",
+            Role::Echo => "echo",
+            Role::RoundTrip => "round-trip",
         })
     }
 }
@@ -106,6 +121,8 @@ pub struct RunOptions {
     pub start_at_ns: Option<u64>,
     /// How receive and release times relate; its offset is taken off every timestamp.
     pub time_base: TimeBase,
+    /// Reply id = id XOR this, for [`Role::Echo`] and [`Role::RoundTrip`].
+    pub echo_xor: u32,
 }
 
 /// What one sender thread saw.
@@ -174,6 +191,12 @@ pub enum RunError {
     /// The matrix.
     #[error(transparent)]
     Timing(#[from] timing::TimingError),
+    /// The reply ids of a round trip.
+    #[error(transparent)]
+    Echo(#[from] echo::EchoError),
+    /// `run` was asked for the echo role (that is [`echo::run_echo`]).
+    #[error("The echo role runs through run_echo, not run")]
+    EchoRole,
     /// A signal's values.
     #[error(transparent)]
     Signal(#[from] SignalError),
@@ -403,7 +426,7 @@ fn spawn_receiver(
     sh: &Arc<Shared>,
     ctx: &Ctx,
     sock: CanSock,
-    offset_ns: i64,
+    mode: RxMode,
 ) -> Result<JoinHandle<RxResult>, RunError> {
     let (sh, b, cpus, prio, cap) = (
         sh.clone(),
@@ -415,7 +438,7 @@ fn spawn_receiver(
     spawn_named("can/rx".into(), move || {
         let _ = setup_thread(cpus, prio);
         b.wait();
-        rx_loop(&sock, &sh, cap, offset_ns)
+        rx_loop(&sock, &sh, cap, mode)
     })
 }
 
@@ -602,7 +625,10 @@ fn can_record(
         messages,
         partial: sh.stop.load(Ordering::Relaxed),
         role: opts.role.to_string(),
-        time_base: opts.time_base.clone(),
+        time_base: rxr.rtt.as_ref().map_or_else(
+            || opts.time_base.clone(),
+            crate::clock::RoundTrips::time_base,
+        ),
     }
 }
 
@@ -619,6 +645,13 @@ fn timeline(opts: &RunOptions) -> (u64, u64) {
 /// Run the simulation. `stop` ends it early (Ctrl-C); the result is then partial.
 pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOutcome, RunError> {
     let plan = Plan::from_can(can)?.with_payloads(can)?;
+    let mode = match opts.role {
+        Role::Echo => return Err(RunError::EchoRole),
+        Role::RoundTrip => RxMode::Echoes(echo::reply_index(&plan, opts.echo_xor)?),
+        _ => RxMode::OneWay {
+            clock_offset_ns: opts.time_base.offset_ns,
+        },
+    };
     let socks = open_sockets(&plan, opts)?;
     let mut warnings: Vec<String> = lock_memory().into_iter().collect();
     let log_cap = estimate_frames(&plan, opts.duration);
@@ -650,7 +683,7 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
     let threads = Threads {
         rx: socks
             .rx
-            .map(|s| spawn_receiver(&sh, &ctx, s, offset))
+            .map(|s| spawn_receiver(&sh, &ctx, s, mode))
             .transpose()?,
         bus: socks
             .bus
@@ -783,6 +816,62 @@ mod tests {
             account(&plan, &index, &mut stats, start, &other, 0),
             Accounted::Foreign(270_000)
         );
+    }
+
+    /// A round trip's receive path: the echo (reply id) of each frame is timed from its
+    /// release, accounted at release + RTT/2, and the time base says so.
+    #[test]
+    fn echoes_are_accounted_at_half_the_round_trip() {
+        let p = profiles::load("hil").unwrap().profile;
+        let plan = Plan::from_can(p.can.as_ref().unwrap()).unwrap();
+        let replies = echo::reply_index(&plan, echo::DEFAULT_XOR).unwrap();
+        let mut stats: Vec<MsgStats> = plan.messages.iter().map(MsgStats::new).collect();
+        let mut book = crate::clock::RoundTrips::default();
+        let start = 1_700_000_000_000_000_000u64;
+        let i = plan.find(0x0C0, false).unwrap();
+        let m = &plan.messages[i];
+        for (seq, rtt) in [(0u64, 2_000_000u64), (1, 8_000_000), (2, 4_000_000)] {
+            let rel = m.nominal_release(start, seq);
+            let f = build_frame(m, seq, rel, start).unwrap();
+            let e = echo::echo_frame(&f, echo::DEFAULT_XOR).unwrap();
+            let at = Rx {
+                ts_ns: rel + rtt,
+                rtt: Some(&mut book),
+            };
+            assert_eq!(
+                account_at(&plan, &replies, &mut stats, start, &e, at),
+                Accounted::Ours(m.frame_ns)
+            );
+            // The frame itself (this process's, through the loopback) is not an echo.
+            let at = Rx {
+                ts_ns: rel,
+                rtt: Some(&mut book),
+            };
+            assert!(matches!(
+                account_at(&plan, &replies, &mut stats, start, &f, at),
+                Accounted::Foreign(_)
+            ));
+        }
+        let r = stats[i].record(m, 3, None, start, m.nominal_release(start, 3));
+        assert_eq!((r.received, r.lost), (3, 0));
+        // Latency RTT/2: 1, 4 and 2 ms (within the histogram's resolution).
+        assert!(
+            r.latency.min_ns.abs_diff(1_000_000) <= 1_000,
+            "{:?}",
+            r.latency
+        );
+        assert!(
+            r.latency.max_ns.abs_diff(4_000_000) <= 4_000,
+            "{:?}",
+            r.latency
+        );
+        let tb = book.time_base();
+        assert_eq!(
+            (tb.method.as_str(), tb.uncertainty_ns),
+            ("round_trip_echo", 4_000_000)
+        );
+        let s = tb.rtt.unwrap();
+        assert_eq!((s.samples, s.min_ns, s.max_ns), (3, 2_000_000, 8_000_000));
     }
 
     #[test]
@@ -923,8 +1012,10 @@ mod tests {
         assert_eq!(Role::Receiver.to_string(), "receiver");
         assert_eq!(
             "ecu".parse::<Role>().unwrap_err(),
-            "\"ecu\" is not a role (both, sender, receiver)"
+            "\"ecu\" is not a role (both, sender, receiver, echo, round-trip)"
         );
+        assert_eq!("round-trip".parse::<Role>(), Ok(Role::RoundTrip));
+        assert_eq!(Role::Echo.to_string(), "echo");
         let p = profiles::load("lab").unwrap().profile;
         let plan = Plan::from_can(p.can.as_ref().unwrap()).unwrap();
         let m = &plan.messages[0]; // 10 ms, offset 0

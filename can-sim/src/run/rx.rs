@@ -10,6 +10,7 @@ use socketcan::CanAnyFrame;
 
 use super::Shared;
 use crate::canlog::{self, Logged};
+use crate::clock::RoundTrips;
 use crate::metrics::MsgStats;
 use crate::payload;
 use crate::schedule::{MessagePlan, Plan};
@@ -26,6 +27,8 @@ pub(super) struct RxResult {
     pub(super) bus_ns: u64,
     pub(super) kernel_ts: bool,
     pub(super) error: Option<String>,
+    /// A round-trip run's echoes (None: frames are received one way).
+    pub(super) rtt: Option<RoundTrips>,
 }
 
 impl RxResult {
@@ -40,22 +43,30 @@ impl RxResult {
             bus_ns: 0,
             kernel_ts: why.is_none(),
             error: None,
+            rtt: None,
         }
     }
 }
 
-/// The receive loop, until `rx_stop`. `clock_offset_ns` (receiver clock - sender clock)
-/// is taken off every timestamp before it is compared with a release.
-pub(super) fn rx_loop(
-    sock: &CanSock,
-    sh: &Shared,
-    log_cap: usize,
-    clock_offset_ns: i64,
-) -> RxResult {
+/// How the receiver takes frames: one way (`clock_offset_ns`, receiver clock - sender
+/// clock, taken off every timestamp before it is compared with a release), or as the
+/// echoes of a round trip (the reply ids, [`super::echo::reply_index`]; the matrix's own
+/// ids are this process's frames seen through the loopback).
+pub(super) enum RxMode {
+    OneWay { clock_offset_ns: i64 },
+    Echoes(HashMap<(u32, bool), usize>),
+}
+
+/// The receive loop, until `rx_stop`.
+pub(super) fn rx_loop(sock: &CanSock, sh: &Shared, log_cap: usize, mode: RxMode) -> RxResult {
     let plan = &sh.plan;
-    let index = message_index(plan);
+    let (index, own, clock_offset_ns) = match mode {
+        RxMode::OneWay { clock_offset_ns } => (message_index(plan), None, clock_offset_ns),
+        RxMode::Echoes(replies) => (replies, Some(message_index(plan)), 0),
+    };
     let mut r = RxResult::empty(plan, None);
     r.log = Vec::with_capacity(log_cap);
+    r.rtt = own.is_some().then(RoundTrips::default);
     let mut err_counts: BTreeMap<String, u64> = BTreeMap::new();
     while !sh.rx_stop.load(Ordering::Relaxed) {
         let got = match sock.recv() {
@@ -85,7 +96,17 @@ pub(super) fn rx_loop(
         let ts = got
             .ts_ns
             .saturating_add_signed(clock_offset_ns.saturating_neg());
-        match account(plan, &index, &mut r.stats, sh.start_ns, &got.frame, ts) {
+        if let Some(own) = &own {
+            if own.contains_key(&canlog::frame_id(&got.frame)) {
+                r.bus_ns += bus_ns(plan, &got.frame);
+                continue;
+            }
+        }
+        let at = Rx {
+            ts_ns: ts,
+            rtt: r.rtt.as_mut(),
+        };
+        match account_at(plan, &index, &mut r.stats, sh.start_ns, &got.frame, at) {
             Accounted::Ours(ns) => r.bus_ns += ns,
             Accounted::Foreign(ns) => {
                 r.foreign += 1;
@@ -169,19 +190,51 @@ pub fn account(
     frame: &CanAnyFrame,
     ts_ns: u64,
 ) -> Accounted {
-    let (id, ext) = canlog::frame_id(frame);
+    let at = Rx { ts_ns, rtt: None };
+    account_at(plan, index, stats, start_ns, frame, at)
+}
+
+/// When a frame came, and whether it is the echo of a round trip.
+pub struct Rx<'a> {
+    /// Receive time on the sender's clock, ns.
+    pub ts_ns: u64,
+    /// A round trip's bookkeeping: the frame is an echo, its latency half the round trip.
+    pub rtt: Option<&'a mut RoundTrips>,
+}
+
+/// [`account`] for a frame received at `at`: an echo (`at.rtt`) is timed from its release
+/// to its return, and accounted as received at release + RTT/2 (the far side's reception,
+/// estimated).
+pub fn account_at(
+    plan: &Plan,
+    index: &HashMap<(u32, bool), usize>,
+    stats: &mut [MsgStats],
+    start_ns: u64,
+    frame: &CanAnyFrame,
+    at: Rx<'_>,
+) -> Accounted {
     let data = canlog::frame_data(frame);
-    let Some(&i) = index.get(&(id, ext)) else {
-        let fd = matches!(frame, CanAnyFrame::Fd(_));
-        let len = u8::try_from(data.len()).unwrap_or(64);
-        let bits = timing::can_frame_bits(fd, ext, true, true, len);
-        return Accounted::Foreign(timing::bits_to_ns(u64::from(bits), plan.bitrate));
+    let Some(&i) = index.get(&canlog::frame_id(frame)) else {
+        return Accounted::Foreign(bus_ns(plan, frame));
     };
     let m = &plan.messages[i];
     let st = &mut stats[i];
-    let (seq, release) = instance(m, st, start_ns, data, ts_ns);
-    st.on_frame(m, seq, release, ts_ns);
+    let (seq, release) = instance(m, st, start_ns, data, at.ts_ns);
+    let ts = match (at.rtt, release) {
+        (Some(book), Some(rel)) => book.on_echo(rel, at.ts_ns).unwrap_or(at.ts_ns),
+        _ => at.ts_ns,
+    };
+    st.on_frame(m, seq, release, ts);
     Accounted::Ours(m.frame_ns)
+}
+
+/// Worst-case bus time of a frame not accounted as one of the matrix, ns.
+fn bus_ns(plan: &Plan, frame: &CanAnyFrame) -> u64 {
+    let (_, ext) = canlog::frame_id(frame);
+    let fd = matches!(frame, CanAnyFrame::Fd(_));
+    let len = u8::try_from(canlog::frame_data(frame).len()).unwrap_or(64);
+    let bits = timing::can_frame_bits(fd, ext, true, true, len);
+    timing::bits_to_ns(u64::from(bits), plan.bitrate)
 }
 
 /// (id, extended) -> message index.

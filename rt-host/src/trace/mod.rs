@@ -174,11 +174,13 @@ fn guest_clock_at(
             method: "synced".into(),
             offset_ns: 0,
             uncertainty_ns: u,
+            rtt: None,
         },
         None => TimeBase {
             method: "unknown".into(),
             offset_ns: 0,
             uncertainty_ns: u64::MAX,
+            rtt: None,
         },
     }))
 }

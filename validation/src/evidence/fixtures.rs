@@ -326,6 +326,7 @@ pub(crate) fn host_trace(offset_ns: i64, method: &str) -> HostTraceRecord {
             method: method.into(),
             offset_ns,
             uncertainty_ns: 2_000,
+            rtt: None,
         },
         start_ns: at(0),
         end_ns: at(10_000),

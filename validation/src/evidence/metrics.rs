@@ -673,6 +673,7 @@ mod tests {
                 method: "file_exchange".into(),
                 offset_ns: -3_000_000,
                 uncertainty_ns,
+                rtt: None,
             };
             [run(good_env(), None, Some(c))]
         };
