@@ -390,6 +390,114 @@ fn host_lab_can_crosses_the_vm_boundary_both_ways() {
     }
 }
 
+/// `RUN/can-echo.json`'s `echoed` (frames the echo side sent back, by id text).
+fn echoed(dir: &std::path::Path) -> (std::collections::BTreeMap<String, u64>, Value) {
+    let e: Value = serde_json::from_str(&fs::read_to_string(dir.join("can-echo.json")).unwrap())
+        .unwrap_or_else(|e| panic!("{}/can-echo.json: {e}", dir.display()));
+    let by_id = serde_json::from_value(e["echoed"].clone()).expect("echoed is id -> count");
+    (by_id, e)
+}
+
+/// The round trip across the boundary, both ways: the near side sends, the far side
+/// echoes every frame on its reply id, the near side times each round trip on its own
+/// clock. can.json says `round_trip_echo`, with RTT/2 as the latency and half the longest
+/// round trip as the uncertainty.
+#[test]
+#[ignore = "needs root, QEMU and the cached kernels: run lab/test.sh"]
+fn host_lab_round_trip_echo_times_the_boundary_on_one_clock() {
+    let Some(run) = flow() else { return };
+    let runs = run.summary.out.join("runs");
+    for (dir, rx) in [
+        ("run-roundtrip-h2g", "vcan0"),
+        ("run-roundtrip-g2h", "can1"),
+    ] {
+        let text = fs::read_to_string(runs.join(dir).join("can.json"))
+            .unwrap_or_else(|e| panic!("no can.json of {dir} ({e}):\n{}", run.stderr));
+        let c: record::CanRecord = serde_json::from_str(&text).expect("can.json parses");
+        assert_eq!(
+            (c.role.as_str(), c.rx.as_str()),
+            ("round-trip", rx),
+            "{dir}"
+        );
+        let tb = &c.time_base;
+        assert_eq!(
+            (tb.method.as_str(), tb.offset_ns),
+            ("round_trip_echo", 0),
+            "{dir}"
+        );
+        let rtt = tb
+            .rtt
+            .as_ref()
+            .unwrap_or_else(|| panic!("{dir}: no RTT: {tb:?}"));
+        assert!(rtt.samples > 0, "{dir}: no echo came back: {tb:?}");
+        assert!(
+            rtt.min_ns <= rtt.median_ns && rtt.median_ns <= rtt.p99_ns && rtt.p99_ns <= rtt.max_ns,
+            "{dir}: {rtt:?}"
+        );
+        assert_eq!(tb.uncertainty_ns, rtt.max_ns.div_ceil(2), "{dir}: {tb:?}");
+        let sent = sender_sent(&runs.join(dir));
+        let (back, echo) = echoed(&runs.join(format!("{dir}-echo")));
+        assert_eq!(echo["tx_errors"], 0, "{dir}: {echo}");
+        let mut latencies = 0;
+        for m in &c.messages {
+            let id = id_text(m);
+            let wrote = sent[&id];
+            // Every echo received was echoed, every echo was of a frame sent.
+            assert!(
+                m.received <= back[&id] && back[&id] <= wrote,
+                "{dir} {id}: {} received, {} echoed, {wrote} sent",
+                m.received,
+                back[&id]
+            );
+            assert_eq!(m.received + m.lost, m.sent, "{dir} {id}");
+            assert_eq!(m.duplicates, 0, "{dir} {id}");
+            assert!(m.received > 0, "{dir} {id}: no echo: {m:?}");
+            // The latency is half the round trip: within the RTT range, halved (to the
+            // histogram's 3 significant digits).
+            let lat = &m.latency;
+            let tol = |v: u64| v / 500 + 1;
+            assert!(
+                lat.min_ns * 2 + tol(lat.min_ns * 2) >= rtt.min_ns
+                    && lat.max_ns <= tb.uncertainty_ns + tol(tb.uncertainty_ns),
+                "{dir} {id}: latency {}..{} ns against RTT {rtt:?}",
+                lat.min_ns,
+                lat.max_ns
+            );
+            latencies += lat.samples;
+        }
+        assert_eq!(latencies, rtt.samples, "{dir}: one round trip per latency");
+        let (got, total): (u64, u64) = c
+            .messages
+            .iter()
+            .fold((0, 0), |(g, t), m| (g + m.received, t + m.sent));
+        eprintln!(
+            "{dir}: {got} of {total} frames came back; RTT min {} / median {} / p99 {} / max {} us; latency RTT/2 +- {} us; echo side: {}",
+            rtt.min_ns / 1000,
+            rtt.median_ns / 1000,
+            rtt.p99_ns / 1000,
+            rtt.max_ns / 1000,
+            tb.uncertainty_ns / 1000,
+            echo
+        );
+    }
+    // ptp_kvm was tried once in the guest: its step says what the module did.
+    let step = |name: &str| {
+        run.summary
+            .steps
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no step {name:?}"))
+    };
+    let host = step(lab::hostlab::boundary::PTP_KVM_HOST_STEP);
+    let guest = step(lab::hostlab::boundary::PTP_KVM_GUEST_STEP);
+    assert!(host.note.contains("host clocksource: "), "{host:?}");
+    assert!(guest.note.contains("insmod rc="), "{guest:?}");
+    eprintln!(
+        "ptp_kvm, outer host:\n{}\nptp_kvm, guest:\n{}",
+        host.note, guest.note
+    );
+}
+
 /// The guest image, built once for the tests that boot their own outer host.
 fn guest_initrd() -> PathBuf {
     static INITRD: OnceLock<PathBuf> = OnceLock::new();

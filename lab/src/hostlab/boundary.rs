@@ -11,6 +11,12 @@
 //! the guest, `rt-guest clock-echo` answering on the sender's side), before and after
 //! the run; can.json records it as `time_base` (`file_exchange`, offset, uncertainty).
 //!
+//! Then the round trip, which needs no second clock: `can-sim run --role round-trip` on
+//! one side sends the matrix and receives every frame back from `--role echo` on the
+//! other (reply id = id XOR 0x400), and times each round trip on its own clock: can.json
+//! records latency RTT/2 and the time base `round_trip_echo` (uncertainty half the
+//! longest round trip, RTT min/median/p99/max).
+//!
 //! Pure scripts here (tested); [`super::HostLab::stage_boundary`] runs them.
 
 use std::fs;
@@ -21,7 +27,7 @@ use anyhow::{Context, Result};
 
 use crate::flow::guest::GuestPlan;
 use crate::guest::Output;
-use crate::hostlab::image::{CAN_SIM, RT_GUEST};
+use crate::hostlab::image::{CAN_SIM, INNER_PTP_KVM, RT_GUEST};
 use crate::hostlab::inner::{InnerWatch, CLOCK_DIR, CLOCK_TAG};
 use crate::hostlab::HostLab;
 use crate::initramfs::GUEST_SHARE;
@@ -45,6 +51,28 @@ pub const LEAD_S: u64 = 25;
 /// How long each direction sends (shorter than the flow's CAN runs: the nested guest's
 /// controller falls seconds behind the schedule, and the host waits it out).
 pub const DURATION: &str = "5s";
+
+/// The round trip measured on the outer host (frames host -> guest -> host; in the outer
+/// host's runs).
+pub const RUN_RT_H2G: &str = "run-roundtrip-h2g";
+/// The round trip measured in the guest (guest -> host -> guest; in the guest's runs).
+pub const RUN_RT_G2H: &str = "run-roundtrip-g2h";
+/// Seconds from the round-trip side's start to its first release: the echo side (started
+/// just before, in the background) opens its sockets in that time.
+pub const RT_LEAD_S: u64 = 6;
+/// How long the round-trip side listens for echoes after its last release (the guest's
+/// controller falls seconds behind under nested TCG).
+pub const RT_DRAIN: &str = "15s";
+/// The echo side ends this long after the last frame it echoed (or after
+/// [`ECHO_MAX`] + this in all).
+pub const ECHO_IDLE: &str = "10s";
+/// The echo side's longest run.
+pub const ECHO_MAX: &str = "90s";
+
+/// The step names of the `ptp_kvm` try (their notes say what happened).
+pub const PTP_KVM_HOST_STEP: &str = "ptp_kvm: outer host clocksource, module for the guest";
+/// The guest's step.
+pub const PTP_KVM_GUEST_STEP: &str = "ptp_kvm: insmod in the guest";
 
 /// Which side sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +108,52 @@ impl Direction {
             format!("{GUEST_CLOCK}/{name}"),
         )
     }
+}
+
+/// The two commands of a round trip in direction `d` (the first side of `d` measures):
+/// (echo side, round-trip side); `tx`/`rx` are the guest's interfaces, the outer host uses
+/// `vcan0` for both. `start` is a shell word.
+pub fn round_trip_commands(
+    d: Direction,
+    profile: &str,
+    tx: &str,
+    rx: &str,
+    start: &str,
+) -> (String, String) {
+    let (echo_bin, echo_if, echo_out, rt_bin, rt_if, out) = match d {
+        Direction::HostToGuest => (
+            "can-sim",
+            (tx, rx),
+            GUEST_RUNS,
+            CAN_SIM,
+            ("vcan0", "vcan0"),
+            format!("{OUTER_RUNS}/{RUN_RT_H2G}"),
+        ),
+        Direction::GuestToHost => (
+            CAN_SIM,
+            ("vcan0", "vcan0"),
+            OUTER_RUNS,
+            "can-sim",
+            (tx, rx),
+            format!("{GUEST_RUNS}/{RUN_RT_G2H}"),
+        ),
+    };
+    let run = &out[out.rfind('/').map_or(0, |i| i + 1)..];
+    (
+        format!(
+            "{echo_bin} run {profile} --role echo --tx {} --rx {} --duration {ECHO_MAX} --drain {ECHO_IDLE} --out {echo_out}/{run}-echo",
+            echo_if.0, echo_if.1
+        ),
+        format!(
+            "{rt_bin} run {profile} --role round-trip --tx {} --rx {} --start-at {start} --duration {DURATION} --drain {RT_DRAIN} --out {out}",
+            rt_if.0, rt_if.1
+        ),
+    )
+}
+
+/// The round-trip side's start time: [`RT_LEAD_S`] from now, on its clock.
+pub fn round_trip_start() -> String {
+    format!("$(( $(date +%s) + {RT_LEAD_S} ))000000000")
 }
 
 /// One side's can-sim command line.
@@ -182,6 +256,25 @@ pub fn mount_clock_script() -> String {
     )
 }
 
+/// The outer host's half of the `ptp_kvm` try: the guest kernel's module into the clock
+/// directory (the guest sees it there), and the outer host's clocksource (KVM answers the
+/// guest's `ptp_kvm` only on a `tsc` host clocksource).
+pub fn ptp_kvm_host_script() -> String {
+    format!(
+        // kernel-path-ok: shell that runs in the outer host.
+        "cp {INNER_PTP_KVM} {CLOCK_DIR}/ptp_kvm.ko\ncs=/sys/devices/system/clocksource/clocksource0\necho \"host clocksource: $(cat $cs/current_clocksource) (available: $(cat $cs/available_clocksource))\"\ndmesg | grep -i -m 4 'tsc' || true\nexit 0"
+    )
+}
+
+/// The guest's half: load `ptp_kvm`, say what it made of it (the `insmod` error and the
+/// kernel's lines, or the PTP clock it registered).
+pub fn ptp_kvm_guest_script() -> String {
+    format!(
+        // kernel-path-ok: shell that runs in the guest.
+        "insmod {GUEST_CLOCK}/ptp_kvm.ko 2>&1; echo \"insmod rc=$?\"\nls /dev/ptp* 2>&1\nfor c in /sys/class/ptp/*/clock_name; do [ -e \"$c\" ] && echo \"$c: $(cat $c)\"; done\ndmesg | grep -i -E 'ptp|kvm-clock|clocksource' | tail -n 6\nexit 0"
+    )
+}
+
 /// The start time an [`echo_and_start_script`] printed.
 pub fn parse_start(output: &str) -> Option<u64> {
     output
@@ -241,10 +334,72 @@ impl HostLab {
         if out.rc != 0 {
             return Ok(());
         }
+        // Once: could ptp_kvm give the guest the host's clock? (Its outcome is in the
+        // steps; it does not fail the flow.)
+        let short = Duration::from_secs(60);
+        let host = ptp_kvm_host_script();
+        self.side(On::Outer, PTP_KVM_HOST_STEP, &host, short, failures)?;
+        let guest = ptp_kvm_guest_script();
+        self.side(On::Guest, PTP_KVM_GUEST_STEP, &guest, short, failures)?;
         for d in [Direction::HostToGuest, Direction::GuestToHost] {
             crate::flow::check_interrupt()?;
             self.boundary_run(d, plan, failures)?;
         }
+        for d in [Direction::HostToGuest, Direction::GuestToHost] {
+            crate::flow::check_interrupt()?;
+            self.round_trip(d, plan, failures)?;
+        }
+        Ok(())
+    }
+
+    /// One round trip: the echo in the background on the far side, the round-trip run on
+    /// the near side, then the echo's end.
+    fn round_trip(
+        &mut self,
+        d: Direction,
+        plan: &GuestPlan<'_>,
+        failures: &mut Vec<String>,
+    ) -> Result<()> {
+        let (echo, measure) = round_trip_commands(
+            d,
+            plan.g.profile,
+            &plan.can.tx,
+            &plan.can.rx,
+            &round_trip_start(),
+        );
+        let (near, far, tag) = match d {
+            Direction::HostToGuest => (
+                On::Outer,
+                On::Guest,
+                format!("{GUEST_RUNS}/{RUN_RT_H2G}-echo-bg"),
+            ),
+            Direction::GuestToHost => (
+                On::Guest,
+                On::Outer,
+                format!("{OUTER_RUNS}/{RUN_RT_G2H}-echo-bg"),
+            ),
+        };
+        let name = |what: &str| format!("round trip {}: {what}", d.label());
+        let short = Duration::from_secs(60);
+        let bg = background_script(&echo, &tag);
+        self.side(far, &name("echo started (far side)"), &bg, short, failures)?;
+        let secs = |t: &str| humantime::parse_duration(t).map_or(60, |t| t.as_secs());
+        let timeout = Duration::from_secs(RT_LEAD_S + secs(DURATION) + secs(RT_DRAIN) + 60);
+        self.side(
+            near,
+            &name("can-sim round-trip (near side)"),
+            &measure,
+            timeout,
+            failures,
+        )?;
+        let echo_secs = secs(ECHO_MAX) + secs(ECHO_IDLE) + 30;
+        self.side(
+            far,
+            &name("echo ended"),
+            &wait_script(&tag, echo_secs),
+            Duration::from_secs(echo_secs) + short,
+            failures,
+        )?;
         Ok(())
     }
 
@@ -358,8 +513,8 @@ impl HostLab {
 }
 
 /// The outer host's runs (`share/runs-outer` here) moved into `runs_dir` beside the
-/// guest's; returns the receivers' run directories that have a manifest, in direction
-/// order (the ones the report takes).
+/// guest's; returns the receivers' and round-trip sides' run directories that have a
+/// manifest, in direction order (the ones the report takes).
 pub fn bring_out(share: &Path, runs_dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let outer = share.join(
         OUTER_RUNS
@@ -371,7 +526,7 @@ pub fn bring_out(share: &Path, runs_dir: &Path) -> Result<Vec<std::path::PathBuf
             crate::flow::collect::bring_in(&e.path(), runs_dir)?;
         }
     }
-    Ok([RUN_H2G, RUN_G2H]
+    Ok([RUN_H2G, RUN_G2H, RUN_RT_H2G, RUN_RT_G2H]
         .iter()
         .map(|r| runs_dir.join(r))
         .filter(|d| d.join("manifest.json").is_file())
@@ -471,6 +626,59 @@ mod tests {
                 "mount -t 9p -o trans=virtio,version=9p2000.L rtvirtclock /run/rtvirt-clock; }"
             ),
             "{m}"
+        );
+    }
+
+    #[test]
+    fn a_round_trip_is_an_echo_on_the_far_side_and_a_round_trip_on_the_near_one() {
+        let (echo, rt) = round_trip_commands(
+            Direction::HostToGuest,
+            "/etc/rtvirt/profiles/hil.ron",
+            "can0",
+            "can1",
+            "$T",
+        );
+        assert_eq!(
+            echo,
+            "can-sim run /etc/rtvirt/profiles/hil.ron --role echo --tx can0 --rx can1 --duration 90s --drain 10s --out /tmp/runs/run-roundtrip-h2g-echo"
+        );
+        assert_eq!(
+            rt,
+            "/usr/bin/can-sim run /etc/rtvirt/profiles/hil.ron --role round-trip --tx vcan0 --rx vcan0 --start-at $T --duration 5s --drain 15s --out /lab/runs-outer/run-roundtrip-h2g"
+        );
+        let (echo, rt) = round_trip_commands(Direction::GuestToHost, "p.ron", "can0", "can1", "1");
+        assert!(
+            echo.starts_with("/usr/bin/can-sim run p.ron --role echo --tx vcan0 --rx vcan0")
+                && echo.ends_with("--out /lab/runs-outer/run-roundtrip-g2h-echo"),
+            "{echo}"
+        );
+        assert!(
+            rt.starts_with("can-sim run p.ron --role round-trip --tx can0 --rx can1 --start-at 1")
+                && rt.ends_with("--out /tmp/runs/run-roundtrip-g2h"),
+            "{rt}"
+        );
+        assert_eq!(round_trip_start(), "$(( $(date +%s) + 6 ))000000000");
+    }
+
+    #[test]
+    fn ptp_kvm_is_tried_with_the_guest_kernels_module() {
+        let h = ptp_kvm_host_script();
+        assert!(
+            h.starts_with("cp /inner/ptp_kvm.ko /run/rtvirt-clock/ptp_kvm.ko\n"),
+            "{h}"
+        );
+        assert!(
+            h.contains("current_clocksource") && h.ends_with("exit 0"),
+            "{h}"
+        );
+        let g = ptp_kvm_guest_script();
+        assert!(
+            g.starts_with("insmod /run/rtvirt-clock/ptp_kvm.ko 2>&1; echo \"insmod rc=$?\""),
+            "{g}"
+        );
+        assert!(
+            g.contains("/sys/class/ptp/*/clock_name") && g.ends_with("exit 0"),
+            "{g}"
         );
     }
 }

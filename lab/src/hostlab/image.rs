@@ -18,6 +18,10 @@ use crate::modules::{module_name, HOST_LAB_KVM, HOST_LAB_MODULES};
 
 /// Where the outer host keeps the inner guest's kernel.
 pub const INNER_KERNEL: &str = "/inner/vmlinuz";
+/// The guest kernel's `ptp_kvm` module, for the guest to try (not loaded at its boot).
+pub const INNER_PTP_KVM: &str = "/inner/ptp_kvm.ko";
+/// Where `ptp_kvm` sits among a kernel's modules (Debian builds it as a module).
+pub const PTP_KVM_MODULE: &str = "kernel/drivers/ptp/ptp_kvm.ko";
 /// Where the outer host keeps the inner guest's initramfs.
 pub const INNER_INITRD: &str = "/inner/initrd.gz";
 /// QEMU in the outer host.
@@ -92,6 +96,8 @@ pub struct Payload<'a> {
     pub inner_kernel: &'a Path,
     /// The guest's initramfs.
     pub inner_initrd: &'a Path,
+    /// The guest kernel's `ptp_kvm.ko`, when it has one.
+    pub inner_ptp_kvm: Option<&'a Path>,
     /// The rt-host binary.
     pub rt_host: &'a Path,
     /// A profile file beyond the bundled ones (the one the flow runs).
@@ -150,6 +156,9 @@ pub fn build(layout: &Layout, kernel: &Kernel, p: &Payload, dir: &Path) -> Resul
     }
     stage.put(p.inner_kernel, INNER_KERNEL, None)?;
     stage.put(p.inner_initrd, INNER_INITRD, None)?;
+    if let Some(ko) = p.inner_ptp_kvm {
+        stage.put(ko, INNER_PTP_KVM, None)?;
+    }
     stage.put_profiles(&layout.root, p.extra_profile)?;
     stage.put_text(p.modprobe_conf, MODPROBE_CONF, None)?;
     let setup = setup_lines(p.can_ifaces);

@@ -240,6 +240,11 @@ impl HostLab {
         let modprobe_conf =
             rt_host::modprobe::file_text(&self.profile.loaded.profile.name, &load_time);
         let can_ifaces = image::can_host_interfaces(&host);
+        let ptp_kvm = inner_kernel
+            .modules
+            .as_ref()
+            .map(|m| m.join(image::PTP_KVM_MODULE))
+            .filter(|p| p.is_file());
         let img = timed(
             &mut self.summary.steps,
             "host: build outer host image",
@@ -247,6 +252,7 @@ impl HostLab {
                 let payload = image::Payload {
                     inner_kernel: &inner_kernel.vmlinuz,
                     inner_initrd: &inner_initrd,
+                    inner_ptp_kvm: ptp_kvm.as_deref(),
                     rt_host,
                     extra_profile: file.as_deref(),
                     modprobe_conf: &modprobe_conf,
