@@ -73,6 +73,17 @@ pub fn render(outer: &mut Outer, profile: &str, vm: &str) -> Result<Vec<String>>
 /// (the guest's poweroff ends QEMU), the agent's share, the clock-exchange directory
 /// ([`CLOCK_DIR`]). The CAN cards are the profile's.
 pub fn lab_args() -> Vec<String> {
+    let mut a = boot_args(INNER_SHARE);
+    a.push("-virtfs".into());
+    a.push(format!(
+        "local,path={CLOCK_DIR},mount_tag={CLOCK_TAG},security_model=none"
+    ));
+    a
+}
+
+/// The kernel, image, no reboot and the agent's share `share` (a directory of the outer
+/// host) of a guest that boots the lab's image.
+fn boot_args(share: &str) -> Vec<String> {
     let append = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1";
     [
         "-kernel",
@@ -86,12 +97,61 @@ pub fn lab_args() -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain([
-        format!("local,path={INNER_SHARE},mount_tag={SHARE_TAG},security_model=none"),
-        "-virtfs".into(),
-        format!("local,path={CLOCK_DIR},mount_tag={CLOCK_TAG},security_model=none"),
-    ])
+    .chain([format!(
+        "local,path={share},mount_tag={SHARE_TAG},security_model=none"
+    )])
     .collect()
+}
+
+/// The agent's share of a further profile VM `name` in the outer host.
+pub fn vm_share(name: &str) -> String {
+    format!("{INNER_SHARE}-{name}")
+}
+
+/// The HMP monitor of a further profile VM `name`, a pair of FIFOs (`PATH.in`,
+/// `PATH.out`: QEMU's `pipe:` chardev) the outer host's shell can write `cont` into.
+pub fn monitor_pipe(name: &str) -> String {
+    format!("/run/rtvirt-{name}.mon")
+}
+
+/// A further profile VM that can boot the lab's image later: the rendered definition,
+/// the lab's kernel, image and its own share ([`vm_share`]), an HMP monitor on
+/// [`monitor_pipe`], paused (`-S`) until [`resume_script`].
+pub fn bootable_paused_argv(rendered: &[String], name: &str) -> Vec<String> {
+    std::iter::once(QEMU.to_string())
+        .chain(rendered.iter().cloned())
+        .chain(boot_args(&vm_share(name)))
+        .chain([
+            "-monitor".to_string(),
+            format!("pipe:{}", monitor_pipe(name)),
+            "-S".to_string(),
+        ])
+        .collect()
+}
+
+/// Before a [`bootable_paused_argv`] VM starts: its share and its monitor's FIFOs.
+pub fn prepare_script(name: &str) -> String {
+    let m = monitor_pipe(name);
+    format!(
+        "mkdir -p {} && rm -f {m}.in {m}.out && mkfifo {m}.in {m}.out",
+        vm_share(name)
+    )
+}
+
+/// Let a [`bootable_paused_argv`] VM run: `cont` on its monitor (QEMU's answers drained
+/// from the other FIFO so it never blocks on them).
+pub fn resume_script(name: &str) -> String {
+    let m = monitor_pipe(name);
+    format!("(cat {m}.out > /dev/null &) ; echo cont > {m}.in")
+}
+
+/// Where a further VM's share is on this machine.
+pub fn vm_share_on_host(outer_share: &Path, name: &str) -> PathBuf {
+    outer_share.join(
+        vm_share(name)
+            .trim_start_matches(GUEST_SHARE)
+            .trim_start_matches('/'),
+    )
 }
 
 /// The guest's whole command line: QEMU, the rendered definition, the lab's additions.
@@ -388,5 +448,33 @@ mod tests {
             Path::new("/o/share/inner")
         );
         assert!(widen_script(141, 2, "0-3").contains("taskset -p -c 0-3"));
+    }
+
+    #[test]
+    fn a_further_vm_can_boot_the_lab_image_once_resumed() {
+        let rendered = vec!["-name".to_string(), "guest=ecu1,debug-threads=on".into()];
+        let a = bootable_paused_argv(&rendered, "ecu1").join(" ");
+        assert!(
+            a.starts_with("/usr/bin/qemu-system-x86_64 -name guest=ecu1,debug-threads=on -kernel /inner/vmlinuz -initrd /inner/initrd.gz"),
+            "{a}"
+        );
+        assert!(
+            a.ends_with("-virtfs local,path=/lab/inner-ecu1,mount_tag=rtvirtlab,security_model=none -monitor pipe:/run/rtvirt-ecu1.mon -S"),
+            "{a}"
+        );
+        // No clock directory: that is the guest's.
+        assert!(!a.contains(CLOCK_TAG), "{a}");
+        assert_eq!(
+            prepare_script("ecu1"),
+            "mkdir -p /lab/inner-ecu1 && rm -f /run/rtvirt-ecu1.mon.in /run/rtvirt-ecu1.mon.out && mkfifo /run/rtvirt-ecu1.mon.in /run/rtvirt-ecu1.mon.out"
+        );
+        assert_eq!(
+            resume_script("ecu1"),
+            "(cat /run/rtvirt-ecu1.mon.out > /dev/null &) ; echo cont > /run/rtvirt-ecu1.mon.in"
+        );
+        assert_eq!(
+            vm_share_on_host(Path::new("/o/share"), "ecu1"),
+            Path::new("/o/share/inner-ecu1")
+        );
     }
 }

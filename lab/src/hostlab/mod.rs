@@ -62,8 +62,10 @@ pub struct HostLab {
     pub inner: Option<InnerVm>,
     /// Its agent (its share is nested in the outer host's).
     pub inner_agent: Option<Agent>,
-    /// The profile's other VMs, started paused.
+    /// The profile's other VMs, started paused (each can boot the lab's image once resumed).
     pub paused: Vec<InnerVm>,
+    /// The agent of the first of them, once it was resumed and booted.
+    pub second_agent: Option<Agent>,
     /// The second VM, which rt-host must not touch.
     pub other: Option<InnerVm>,
     /// Set once `rt-host setup` was attempted: cleanup reverts.
@@ -155,6 +157,7 @@ impl HostLab {
             inner: None,
             inner_agent: None,
             paused: Vec::new(),
+            second_agent: None,
             other: None,
             tuned: None,
             facts: OuterHost::default(),
@@ -442,7 +445,11 @@ impl HostLab {
             },
         )?;
         let (tag, argv) = if paused {
-            (view.name.clone(), inner::paused_argv(&rendered))
+            o.sh_ok(&inner::prepare_script(&view.name), Duration::from_secs(30))?;
+            (
+                view.name.clone(),
+                inner::bootable_paused_argv(&rendered, &view.name),
+            )
         } else {
             ("inner".to_string(), inner::argv(&rendered))
         };
