@@ -535,6 +535,11 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
     if a.clock_dir.is_some() && opts.role != run::Role::Receiver {
         bail!("--clock-dir measures the receiver's clock against the sender's: it needs --role receiver");
     }
+    if matches!(opts.role, run::Role::Echo | run::Role::RoundTrip) {
+        // The reply ids, before anything touches the bus.
+        let plan = can_sim::schedule::Plan::from_can(&can)?;
+        run::echo::reply_index(&plan, opts.echo_xor)?;
+    }
     transport::check_af_can()?;
     if opts.role == run::Role::Echo {
         return echo_cmd(&a, &loaded, &can, &opts);

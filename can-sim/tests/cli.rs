@@ -222,6 +222,30 @@ fn the_clock_exchange_is_the_receivers_and_replaces_a_stated_offset() {
     );
 }
 
+#[test]
+fn round_trip_reply_ids_are_checked_before_the_bus() {
+    let (code, _, stderr) =
+        out(can_sim().args(["run", "lab", "--role", "round-trip", "--echo-xor", "0x800"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("is beyond the 11-bit identifiers of its frame format"),
+        "{stderr}"
+    );
+    let (code, _, stderr) =
+        out(can_sim().args(["run", "lab", "--role", "echo", "--echo-xor", "0"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--echo-xor 0 would echo every frame on its own id"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = out(can_sim().args(["run", "lab", "--role", "ping"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("is not a role (both, sender, receiver, echo, round-trip)"),
+        "{stderr}"
+    );
+}
+
 /// Bash completes below the top level (clap_complete's hyphenated-name bug worked around):
 /// the generated script, loaded in a real bash, offers a subcommand's options.
 #[test]
