@@ -329,6 +329,17 @@ pub fn two_vm_commands(profile: &str, tx: &str, rx: &str, start: &str) -> (Strin
     )
 }
 
+/// A round trip's two sides: the echo's command (run in the background, its output in
+/// `tag`) on `far`, the round-trip run's on `near`; `label` starts the steps' names.
+struct Echoing {
+    far: On,
+    near: On,
+    label: String,
+    echo: String,
+    measure: String,
+    tag: String,
+}
+
 /// Where a step runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum On {
@@ -463,32 +474,15 @@ impl HostLab {
             &round_trip_start(),
         );
         let tag = format!("{GUEST_SHARE}/{TWO_VMS_ECHO}-bg");
-        let bg = background_script(&echo, &tag);
-        self.side(
-            On::Second,
-            &format!("two VMs: echo started in {name}"),
-            &bg,
-            short,
-            failures,
-        )?;
-        let secs = |t: &str| humantime::parse_duration(t).map_or(60, |t| t.as_secs());
-        let timeout = Duration::from_secs(RT_LEAD_S + secs(DURATION) + secs(RT_DRAIN) + 60);
-        self.side(
-            On::Guest,
-            &format!("two VMs: can-sim round-trip in the guest, {name} echoing"),
-            &measure,
-            timeout,
-            failures,
-        )?;
-        let echo_secs = secs(ECHO_MAX) + secs(ECHO_IDLE) + 30;
-        self.side(
-            On::Second,
-            &format!("two VMs: echo in {name} ended"),
-            &wait_script(&tag, echo_secs),
-            Duration::from_secs(echo_secs) + short,
-            failures,
-        )?;
-        Ok(())
+        let sides = Echoing {
+            far: On::Second,
+            near: On::Guest,
+            label: format!("two VMs, {name} echoing"),
+            echo,
+            measure,
+            tag,
+        };
+        self.echo_round_trip(&sides, failures)
     }
 
     /// One round trip: the echo in the background on the far side, the round-trip run on
@@ -518,24 +512,39 @@ impl HostLab {
                 format!("{OUTER_RUNS}/{RUN_RT_G2H}-echo-bg"),
             ),
         };
-        let name = |what: &str| format!("round trip {}: {what}", d.label());
-        let short = Duration::from_secs(60);
-        let bg = background_script(&echo, &tag);
-        self.side(far, &name("echo started (far side)"), &bg, short, failures)?;
-        let secs = |t: &str| humantime::parse_duration(t).map_or(60, |t| t.as_secs());
-        let timeout = Duration::from_secs(RT_LEAD_S + secs(DURATION) + secs(RT_DRAIN) + 60);
-        self.side(
+        let sides = Echoing {
+            far,
             near,
-            &name("can-sim round-trip (near side)"),
-            &measure,
-            timeout,
+            label: format!("round trip {}", d.label()),
+            echo,
+            measure,
+            tag,
+        };
+        self.echo_round_trip(&sides, failures)
+    }
+
+    /// The echo in the background on the far side, the round-trip run on the near side,
+    /// then the echo's end.
+    fn echo_round_trip(&mut self, e: &Echoing, failures: &mut Vec<String>) -> Result<()> {
+        let name = |what: &str| format!("{}: {what}", e.label);
+        let short = Duration::from_secs(60);
+        let bg = background_script(&e.echo, &e.tag);
+        self.side(
+            e.far,
+            &name("echo started (far side)"),
+            &bg,
+            short,
             failures,
         )?;
+        let secs = |t: &str| humantime::parse_duration(t).map_or(60, |t| t.as_secs());
+        let timeout = Duration::from_secs(RT_LEAD_S + secs(DURATION) + secs(RT_DRAIN) + 60);
+        let what = name("can-sim round-trip (near side)");
+        self.side(e.near, &what, &e.measure, timeout, failures)?;
         let echo_secs = secs(ECHO_MAX) + secs(ECHO_IDLE) + 30;
         self.side(
-            far,
+            e.far,
             &name("echo ended"),
-            &wait_script(&tag, echo_secs),
+            &wait_script(&e.tag, echo_secs),
             Duration::from_secs(echo_secs) + short,
             failures,
         )?;
