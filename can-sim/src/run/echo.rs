@@ -149,7 +149,7 @@ pub fn classify(
 pub struct EchoReport {
     /// `echo`.
     pub role: String,
-    /// Receiving and sending interfaces.
+    /// Receiving interface.
     pub rx: String,
     /// Sending interface.
     pub tx: String,
@@ -167,9 +167,10 @@ pub struct EchoReport {
     pub tx_error_first: Option<String>,
     /// ENOBUFS retries.
     pub tx_enobufs: u64,
-    /// Longest time from receiving a frame to its echo written, ns.
+    /// Longest time from a frame's kernel receive timestamp to its echo accepted by the
+    /// kernel, ns (a full TX queue shows here: the write waits for room).
     pub turnaround_max_ns: u64,
-    /// Start and end of echoing, ns since the epoch.
+    /// Start of echoing, ns since the epoch.
     pub start_ns: u64,
     /// End of echoing.
     pub end_ns: u64,
