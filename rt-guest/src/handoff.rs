@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use hdrhistogram::Histogram;
+
 /// One thread's handoff: the request and the spare it swaps into.
 #[derive(Debug)]
 pub(crate) struct Handoff<S> {
@@ -65,6 +67,19 @@ pub(crate) fn request<S>(all: &[Handoff<S>]) {
         .for_each(|h| h.want.store(true, Ordering::SeqCst));
 }
 
+/// Fold an interval histogram a thread handed over into its running total and empty it
+/// for the next swap. Returns the interval's max (0 when it is empty).
+pub(crate) fn fold(total: &mut Histogram<u64>, interval: &mut Histogram<u64>) -> u64 {
+    let max = if interval.is_empty() {
+        0
+    } else {
+        interval.max()
+    };
+    let _ = total.add(&*interval);
+    interval.reset();
+    max
+}
+
 /// Whether every thread has answered the request.
 pub(crate) fn answered<S>(all: &[Handoff<S>]) -> bool {
     all.iter().all(|h| !h.want.load(Ordering::SeqCst))
@@ -86,5 +101,16 @@ mod tests {
         h[0].take(|s| got.push(*s));
         h[0].take(|s| got.push(*s));
         assert_eq!(got, [7], "taken once");
+    }
+
+    #[test]
+    fn a_fold_adds_the_interval_to_the_total_and_empties_it() {
+        let (mut total, mut interval) = (record::hist::new_ns(), record::hist::new_ns());
+        assert_eq!(fold(&mut total, &mut interval), 0, "empty interval");
+        interval.record(5000).unwrap();
+        interval.record(7000).unwrap();
+        let max = fold(&mut total, &mut interval);
+        assert_eq!(max, interval.highest_equivalent(7000));
+        assert_eq!((total.len(), interval.len()), (2, 0));
     }
 }

@@ -302,13 +302,7 @@ impl Collector {
         self.pending = false;
         for (i, x) in sh.exchange.iter().enumerate() {
             x.take(|slot| {
-                self.interval_max[i] = if slot.hist.is_empty() {
-                    0
-                } else {
-                    slot.hist.max()
-                };
-                let _ = self.totals[i].add(&slot.hist);
-                slot.hist.reset();
+                self.interval_max[i] = handoff::fold(&mut self.totals[i], &mut slot.hist);
                 let t = &mut self.snapshot.threads[i];
                 t.tid = sh.live.threads[i].tid.load(Ordering::Relaxed);
                 let g = &mut t.gaps;

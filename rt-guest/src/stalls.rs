@@ -156,12 +156,25 @@ pub fn judge(cfg: &StallConfig, baseline: &Gaps, run: &Gaps, inj: Injections) ->
     }
 }
 
-fn inject(
-    cfg: &StallConfig,
-    cpu: u32,
-    stop: &AtomicBool,
-    counts: &[AtomicU64; 3],
-) -> Result<(), String> {
+/// [`Injections`] as the injector thread counts them.
+#[derive(Default)]
+struct Counts {
+    injected: AtomicU64,
+    late: AtomicU64,
+    disturbed: AtomicU64,
+}
+
+impl Counts {
+    fn load(&self) -> Injections {
+        Injections {
+            injected: self.injected.load(Ordering::SeqCst),
+            late: self.late.load(Ordering::SeqCst),
+            disturbed: self.disturbed.load(Ordering::SeqCst),
+        }
+    }
+}
+
+fn inject(cfg: &StallConfig, cpu: u32, stop: &AtomicBool, counts: &Counts) -> Result<(), String> {
     let prio = cfg.loop_cfg.sched.priority.max(1) + 5;
     sched::set_affinity(0, &CpuSet::from_cpus([cpu]))
         .and_then(|()| {
@@ -186,7 +199,7 @@ fn inject(
         }
         let woke = rt::monotonic_ns();
         if woke - t > cfg.delay_ns / 4 {
-            counts[1].fetch_add(1, Ordering::Relaxed);
+            counts.late.fetch_add(1, Ordering::Relaxed);
         } else {
             let mut now = woke;
             while now < woke + cfg.delay_ns {
@@ -194,7 +207,12 @@ fn inject(
                 now = rt::monotonic_ns();
             }
             let stretched = now - t > cfg.delay_ns + cfg.delay_ns / 4;
-            counts[if stretched { 2 } else { 0 }].fetch_add(1, Ordering::Relaxed);
+            let n = if stretched {
+                &counts.disturbed
+            } else {
+                &counts.injected
+            };
+            n.fetch_add(1, Ordering::Relaxed);
         }
         t += cfg.every_ns;
     }
@@ -242,7 +260,7 @@ pub fn run(cfg: &StallConfig, stop: Arc<AtomicBool>) -> Result<StallResult, Prob
         });
     }
     let baseline = one_run(&cfg.loop_cfg, &stop)?;
-    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let counts = Arc::new(Counts::default());
     let handle = {
         let (c, s, n) = (cfg.clone(), stop.clone(), counts.clone());
         std::thread::Builder::new()
@@ -263,12 +281,7 @@ pub fn run(cfg: &StallConfig, stop: Arc<AtomicBool>) -> Result<StallResult, Prob
         setting: "selftest injector",
         detail,
     })?;
-    let inj = Injections {
-        injected: counts[0].load(Ordering::SeqCst),
-        late: counts[1].load(Ordering::SeqCst),
-        disturbed: counts[2].load(Ordering::SeqCst),
-    };
-    Ok(judge(cfg, &baseline, &gaps, inj))
+    Ok(judge(cfg, &baseline, &gaps, counts.load()))
 }
 
 #[cfg(test)]
