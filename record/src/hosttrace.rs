@@ -494,9 +494,10 @@ impl HostTraceRecord {
             return Coverage::Outside;
         }
         if self.keep.is_none() {
-            return match hi <= self.covered_until_ns() {
-                true => Coverage::Kept { capped: false },
-                false => Coverage::NotKept { window: None },
+            return if hi <= self.covered_until_ns() {
+                Coverage::Kept { capped: false }
+            } else {
+                Coverage::NotKept { window: None }
             };
         }
         // The kept slices must cover [lo, hi] without a gap.

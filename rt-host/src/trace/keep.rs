@@ -179,7 +179,7 @@ impl Collector {
             vcpus: vcpus
                 .iter()
                 .map(|v| {
-                    let allowed = CpuSet::parse(&v.cpus_allowed).unwrap_or_default();
+                    let allowed = super::allowed(v);
                     let measured = recorded
                         .as_ref()
                         .is_some_and(|r| !allowed.is_empty() && allowed.is_subset(r));
@@ -304,20 +304,21 @@ impl Collector {
             }
         }
         self.window_event(t);
-        self.advance(t / self.cfg.slice_ns);
-        let cap = self.cfg.slice_cap;
         let idx = t / self.cfg.slice_ns;
+        self.advance(idx);
+        // Scores only: the event then goes into its slice without a copy.
+        self.track(&e);
+        let cap = self.cfg.slice_cap;
         let s = match self.pending.iter().rposition(|s| s.idx <= idx) {
             Some(i) => &mut self.pending[i],
             None => self.pending.front_mut().expect("advance made a slice"),
         };
         s.seen += 1;
         if s.seen <= cap {
-            s.events.push(e.clone());
+            s.events.push(e);
         } else {
             s.dropped += 1;
         }
-        self.track(&e);
     }
 
     /// Count `t` in its window (beyond the expected ones: in the last).

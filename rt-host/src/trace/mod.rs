@@ -144,13 +144,22 @@ pub fn choose_cpus(scope: &CpuScope, vcpus: &[VcpuThread], online: &CpuSet) -> O
         CpuScope::Threads => None,
         CpuScope::List(l) => Some(l.clone()),
         CpuScope::Auto => {
-            let mut all = CpuSet::new();
-            for v in vcpus {
-                all = all.union(&CpuSet::parse(&v.cpus_allowed).unwrap_or_default());
-            }
+            let all = vcpu_cpus(vcpus);
             (!all.is_empty() && !online.is_subset(&all)).then_some(all)
         }
     }
+}
+
+/// The CPUs vCPU thread `v` may run on, as recorded (empty when unreadable).
+fn allowed(v: &VcpuThread) -> CpuSet {
+    CpuSet::parse(&v.cpus_allowed).unwrap_or_default()
+}
+
+/// The CPUs any of the vCPU threads may run on.
+fn vcpu_cpus(vcpus: &[VcpuThread]) -> CpuSet {
+    vcpus
+        .iter()
+        .fold(CpuSet::new(), |all, v| all.union(&allowed(v)))
 }
 
 /// The guest's clock against the host's: measured through `dir`, declared synchronised,

@@ -33,10 +33,7 @@ pub fn reader_cpus(
     vcpus: &[VcpuThread],
 ) -> Result<ReaderCpus, TraceError> {
     let recorded = recorded.cloned().unwrap_or_default();
-    let allowed = |v: &VcpuThread| CpuSet::parse(&v.cpus_allowed).unwrap_or_default();
-    let vcpu_cpus = vcpus
-        .iter()
-        .fold(CpuSet::new(), |all, v| all.union(&allowed(v)));
+    let vcpu_cpus = super::vcpu_cpus(vcpus);
     let measured = recorded.union(&vcpu_cpus);
     let free = online.difference(&measured);
     if !free.is_empty() {
@@ -55,7 +52,7 @@ pub fn reader_cpus(
     }
     let sharing: Vec<String> = vcpus
         .iter()
-        .filter(|v| !allowed(v).intersection(&cpus).is_empty())
+        .filter(|v| !super::allowed(v).intersection(&cpus).is_empty())
         .map(|v| format!("{} (vCPU {}, CPUs {})", v.name, v.vcpu, v.cpus_allowed))
         .collect();
     let note = format!(
