@@ -508,11 +508,7 @@ fn run_options(a: &RunArgs, can: &profiles::Can) -> run::RunOptions {
 
 /// `0x400` or `1024`.
 fn parse_mask(s: &str) -> Result<u32, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => u32::from_str_radix(hex, 16),
-        None => s.parse(),
-    };
-    r.map_err(|e| format!("{s:?} is not a mask (0x400 or 1024): {e}"))
+    dbc::parse_hex_or_dec(s).map_err(|e| format!("{s:?} is not a mask (0x400 or 1024): {e}"))
 }
 
 fn run_cmd(a: RunArgs) -> Result<ExitCode> {
@@ -639,7 +635,7 @@ fn echo_cmd(
         opts.drain.as_secs_f64(),
         (opts.duration + opts.drain).as_secs_f64()
     );
-    let r = match run::echo::run_echo(can, opts, opts.echo_xor, signals.stop.clone()) {
+    let r = match run::echo::run_echo(can, opts, signals.stop.clone()) {
         Ok(r) => r,
         Err(e) => {
             let _ = rd.end_tool(Some(format!("error: {e}")));

@@ -220,9 +220,14 @@ fn timing(dbc: &Dbc, m: &DbcMessage, opts: &ImportOptions) -> Result<Timing, Str
 
 /// `0x1F0` or `496` as an id.
 fn parse_id(s: &str) -> Option<u32> {
+    parse_hex_or_dec(s).ok()
+}
+
+/// `0x1F0` (hex with `0x` or `0X`) or `496` (decimal) as a number.
+pub fn parse_hex_or_dec(s: &str) -> Result<u32, std::num::ParseIntError> {
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u32::from_str_radix(h, 16).ok(),
-        None => s.parse().ok(),
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse(),
     }
 }
 

@@ -211,14 +211,15 @@ impl EchoWindow {
     }
 }
 
-/// Echo the matrix of `can` from `opts.rx` to `opts.tx` until the window closes or `stop`.
-/// The echo thread (`can/echo`) runs at the highest ECU priority, off the ECU CPUs.
+/// Echo the matrix of `can` from `opts.rx` to `opts.tx` on the reply ids of
+/// `opts.echo_xor` until the window closes or `stop`. The echo thread (`can/echo`) runs at
+/// the highest ECU priority, off the ECU CPUs.
 pub fn run_echo(
     can: &Can,
     opts: &RunOptions,
-    xor: u32,
     stop: Arc<AtomicBool>,
 ) -> Result<EchoReport, RunError> {
+    let xor = opts.echo_xor;
     let plan = Plan::from_can(can)?;
     let replies = reply_index(&plan, xor)?;
     let matrix = message_index(&plan);
