@@ -140,14 +140,35 @@ pub fn round_trip_commands(
     };
     let run = &out[out.rfind('/').map_or(0, |i| i + 1)..];
     (
-        format!(
-            "{echo_bin} run {profile} --role echo --tx {} --rx {} --duration {ECHO_MAX} --drain {ECHO_IDLE} --out {echo_out}/{run}-echo",
-            echo_if.0, echo_if.1
+        echo_command(
+            echo_bin,
+            profile,
+            echo_if,
+            &format!("{echo_out}/{run}-echo"),
         ),
-        format!(
-            "{rt_bin} run {profile} --role round-trip --tx {} --rx {} --start-at {start} --duration {DURATION} --drain {RT_DRAIN} --out {out}",
-            rt_if.0, rt_if.1
-        ),
+        round_trip_command(rt_bin, profile, rt_if, start, &out),
+    )
+}
+
+/// `can-sim run --role echo` on `(tx, rx)`, for at most [`ECHO_MAX`], ending
+/// [`ECHO_IDLE`] after the last frame, into `out`.
+fn echo_command(can_sim: &str, profile: &str, (tx, rx): (&str, &str), out: &str) -> String {
+    format!(
+        "{can_sim} run {profile} --role echo --tx {tx} --rx {rx} --duration {ECHO_MAX} --drain {ECHO_IDLE} --out {out}"
+    )
+}
+
+/// `can-sim run --role round-trip` on `(tx, rx)` from `start` (a shell word), for
+/// [`DURATION`], listening [`RT_DRAIN`] after, into `out`.
+fn round_trip_command(
+    can_sim: &str,
+    profile: &str,
+    (tx, rx): (&str, &str),
+    start: &str,
+    out: &str,
+) -> String {
+    format!(
+        "{can_sim} run {profile} --role round-trip --tx {tx} --rx {rx} --start-at {start} --duration {DURATION} --drain {RT_DRAIN} --out {out}"
     )
 }
 
@@ -320,11 +341,18 @@ pub const VM_B_IFACE: &str = "can0";
 /// are VM A's interfaces. `start` is a shell word.
 pub fn two_vm_commands(profile: &str, tx: &str, rx: &str, start: &str) -> (String, String) {
     (
-        format!(
-            "can-sim run {profile} --role echo --tx {VM_B_IFACE} --rx {VM_B_IFACE} --duration {ECHO_MAX} --drain {ECHO_IDLE} --out {GUEST_SHARE}/{TWO_VMS_ECHO}"
+        echo_command(
+            "can-sim",
+            profile,
+            (VM_B_IFACE, VM_B_IFACE),
+            &format!("{GUEST_SHARE}/{TWO_VMS_ECHO}"),
         ),
-        format!(
-            "can-sim run {profile} --role round-trip --tx {tx} --rx {rx} --start-at {start} --duration {DURATION} --drain {RT_DRAIN} --out {GUEST_RUNS}/{RUN_TWO_VMS}"
+        round_trip_command(
+            "can-sim",
+            profile,
+            (tx, rx),
+            start,
+            &format!("{GUEST_RUNS}/{RUN_TWO_VMS}"),
         ),
     )
 }
