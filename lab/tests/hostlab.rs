@@ -305,11 +305,22 @@ fn host_lab_report_has_only_the_honest_non_ok_host_items() {
     }
 }
 
+/// `RUN/FILE` parsed.
+fn run_json(dir: &std::path::Path, file: &str) -> Value {
+    let path = dir.join(file);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `v[field]` as frame counts by id text.
+fn id_counts(v: &Value, field: &str) -> std::collections::BTreeMap<String, u64> {
+    serde_json::from_value(v[field].clone())
+        .unwrap_or_else(|e| panic!("{field} is not id -> count: {e}"))
+}
+
 /// `RUN/can-tx.json`'s `sent` (frames the sender wrote, by id text).
 fn sender_sent(dir: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
-    let tx: Value = serde_json::from_str(&fs::read_to_string(dir.join("can-tx.json")).unwrap())
-        .unwrap_or_else(|e| panic!("{}/can-tx.json: {e}", dir.display()));
-    serde_json::from_value(tx["sent"].clone()).expect("can-tx.json sent is id -> count")
+    id_counts(&run_json(dir, "can-tx.json"), "sent")
 }
 
 fn id_text(m: &record::CanMessageRecord) -> String {
@@ -392,10 +403,8 @@ fn host_lab_can_crosses_the_vm_boundary_both_ways() {
 
 /// `RUN/can-echo.json`'s `echoed` (frames the echo side sent back, by id text).
 fn echoed(dir: &std::path::Path) -> (std::collections::BTreeMap<String, u64>, Value) {
-    let e: Value = serde_json::from_str(&fs::read_to_string(dir.join("can-echo.json")).unwrap())
-        .unwrap_or_else(|e| panic!("{}/can-echo.json: {e}", dir.display()));
-    let by_id = serde_json::from_value(e["echoed"].clone()).expect("echoed is id -> count");
-    (by_id, e)
+    let e = run_json(dir, "can-echo.json");
+    (id_counts(&e, "echoed"), e)
 }
 
 /// One round-trip run `dir` (receiving on `rx`) and its echo side's `echo_dir`, checked:
