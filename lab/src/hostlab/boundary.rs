@@ -52,6 +52,9 @@ pub const LEAD_S: u64 = 25;
 /// controller falls seconds behind the schedule, and the host waits it out).
 pub const DURATION: &str = "5s";
 
+/// The timeout of a short step (starting a background run, a script, waiting out a mount).
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The round trip measured on the outer host (frames host -> guest -> host; in the outer
 /// host's runs).
 pub const RUN_RT_H2G: &str = "run-roundtrip-h2g";
@@ -394,7 +397,7 @@ impl HostLab {
             On::Guest,
             "boundary: mount the outer host's clock directory",
             &mount,
-            Duration::from_secs(60),
+            STEP_TIMEOUT,
             failures,
         )?;
         if out.rc != 0 {
@@ -402,11 +405,16 @@ impl HostLab {
         }
         // Once: could ptp_kvm give the guest the host's clock? (Its outcome is in the
         // steps; it does not fail the flow.)
-        let short = Duration::from_secs(60);
         let host = ptp_kvm_host_script();
-        self.side(On::Outer, PTP_KVM_HOST_STEP, &host, short, failures)?;
+        self.side(On::Outer, PTP_KVM_HOST_STEP, &host, STEP_TIMEOUT, failures)?;
         let guest = ptp_kvm_guest_script();
-        self.side(On::Guest, PTP_KVM_GUEST_STEP, &guest, short, failures)?;
+        self.side(
+            On::Guest,
+            PTP_KVM_GUEST_STEP,
+            &guest,
+            STEP_TIMEOUT,
+            failures,
+        )?;
         for d in [Direction::HostToGuest, Direction::GuestToHost] {
             crate::flow::check_interrupt()?;
             self.boundary_run(d, plan, failures)?;
@@ -433,13 +441,12 @@ impl HostLab {
             .iter()
             .find(|v| v.pid == b.pid)
             .map_or_else(|| b.tag.clone(), |v| v.name.clone());
-        let short = Duration::from_secs(60);
         let resume = crate::hostlab::inner::resume_script(&name);
         let r = self.side(
             On::Outer,
             &format!("two VMs: resume {name}"),
             &resume,
-            short,
+            STEP_TIMEOUT,
             failures,
         )?;
         if r.rc != 0 {
@@ -489,7 +496,7 @@ impl HostLab {
             On::Second,
             &format!("two VMs: {name} {VM_B_IFACE} up"),
             &up,
-            short,
+            STEP_TIMEOUT,
             failures,
         )?;
         if r.rc != 0 {
@@ -555,13 +562,12 @@ impl HostLab {
     /// then the echo's end.
     fn echo_round_trip(&mut self, e: &Echoing, failures: &mut Vec<String>) -> Result<()> {
         let name = |what: &str| format!("{}: {what}", e.label);
-        let short = Duration::from_secs(60);
         let bg = background_script(&e.echo, &e.tag);
         self.side(
             e.far,
             &name("echo started (far side)"),
             &bg,
-            short,
+            STEP_TIMEOUT,
             failures,
         )?;
         let secs = |t: &str| humantime::parse_duration(t).map_or(60, |t| t.as_secs());
@@ -573,7 +579,7 @@ impl HostLab {
             e.far,
             &name("echo ended"),
             &wait_script(&e.tag, echo_secs),
-            Duration::from_secs(echo_secs) + short,
+            Duration::from_secs(echo_secs) + STEP_TIMEOUT,
             failures,
         )?;
         Ok(())
@@ -599,13 +605,12 @@ impl HostLab {
             Direction::GuestToHost => (On::Guest, On::Outer, "rt-guest", guest_clock, GUEST_RUNS),
         };
         let timeout = Duration::from_secs(LEAD_S + 3 * run_s + 120);
-        let short = Duration::from_secs(60);
         let name = |what: &str| format!("boundary {}: {what}", d.label());
         let start = self.side(
             on_sender,
             &name("clock echo, start time (sender side)"),
             &echo_and_start_script(echo, &clock, runs),
-            short,
+            STEP_TIMEOUT,
             failures,
         )?;
         let Some(t) = parse_start(&start.output) else {
@@ -619,7 +624,13 @@ impl HostLab {
         let t = t.to_string();
         let tag = format!("{}-bg", receiver.out);
         let bg = background_script(&receiver.command(&t, dur), &tag);
-        self.side(on_receiver, &name("receiver started"), &bg, short, failures)?;
+        self.side(
+            on_receiver,
+            &name("receiver started"),
+            &bg,
+            STEP_TIMEOUT,
+            failures,
+        )?;
         self.side(
             on_sender,
             &name(&format!("can-sim sender on {}", sender.iface)),
@@ -631,14 +642,14 @@ impl HostLab {
             on_receiver,
             &name(&format!("can-sim receiver on {}", receiver.iface)),
             &wait_script(&tag, timeout.as_secs()),
-            timeout + short,
+            timeout + STEP_TIMEOUT,
             failures,
         )?;
         self.side(
             on_sender,
             &name("clock echo stopped"),
             &stop_script(&clock),
-            short,
+            STEP_TIMEOUT,
             failures,
         )?;
         Ok(())
