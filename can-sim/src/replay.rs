@@ -86,7 +86,7 @@ pub fn replay(
     if fd {
         transport::check_fd_mtu(iface)?;
     }
-    let sock = CanSock::open(iface, fd)?;
+    let sock = CanSock::open_tx(iface, fd)?;
     let mut clock = ReplayClock::new(max_gap_ns);
     let start = rt_sys::rt::realtime_ns() + 100_000_000;
     let mut s = ReplaySummary {

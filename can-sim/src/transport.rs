@@ -140,6 +140,19 @@ impl CanSock {
         Ok(s)
     }
 
+    /// Open a sending socket: like [`Self::open`], with an empty receive filter, so the
+    /// kernel never queues other senders' frames on a socket nobody reads (each would be a
+    /// clone per frame in the sender's context, per sending socket on the bus).
+    pub fn open_tx(iface: &str, fd: bool) -> Result<CanSock, TransportError> {
+        let s = CanSock::open(iface, fd)?;
+        let r = match &s {
+            CanSock::Classic(c) => c.set_filter_drop_all(),
+            CanSock::Fd(c) => c.set_filter_drop_all(),
+        };
+        r.map_err(open_err(iface, "set an empty receive filter"))?;
+        Ok(s)
+    }
+
     /// Open a receiving socket: kernel RX timestamps on, error frames on, 100 ms read
     /// timeout so the receiver can notice a stop request.
     pub fn open_rx(iface: &str, fd: bool) -> Result<CanSock, TransportError> {

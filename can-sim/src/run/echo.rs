@@ -225,7 +225,7 @@ pub fn run_echo(
     let matrix = message_index(&plan);
     let fd = plan.has_fd();
     let rx = CanSock::open_rx(&opts.rx, fd)?;
-    let tx = CanSock::open(&opts.tx, fd)?;
+    let tx = CanSock::open_tx(&opts.tx, fd)?;
     let dur = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4);
     let start = realtime_ns();
     let win = EchoWindow {

@@ -393,13 +393,13 @@ fn open_sockets(plan: &Plan, opts: &RunOptions) -> Result<Sockets, RunError> {
     let mut ecus = Vec::new();
     for _ in &plan.ecus {
         ecus.push(if sends && !opts.pace {
-            Some(CanSock::open(&opts.tx, fd)?)
+            Some(CanSock::open_tx(&opts.tx, fd)?)
         } else {
             None
         });
     }
     let bus = (sends && opts.pace)
-        .then(|| CanSock::open(&opts.tx, fd))
+        .then(|| CanSock::open_tx(&opts.tx, fd))
         .transpose()?;
     Ok(Sockets { rx, ecus, bus })
 }
