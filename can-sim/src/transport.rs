@@ -223,6 +223,34 @@ impl CanSock {
         }
     }
 
+    /// Receive what is queued, up to [`RX_BATCH`] frames with one `recvmmsg(2)` (waiting
+    /// for the first as long as the read timeout allows), each with its kernel timestamp;
+    /// read them with [`RxBatch::frames`]. `Ok(0)` when the read timed out.
+    pub fn recv_batch(&self, batch: &mut RxBatch) -> io::Result<usize> {
+        let fd = match self {
+            CanSock::Classic(c) => c.as_fd(),
+            CanSock::Fd(c) => c.as_fd(),
+        };
+        batch.n = 0;
+        match rt_sys::net::recv_batch(fd, &mut batch.bufs, &mut batch.got) {
+            Ok(n) => {
+                batch.n = n;
+                Ok(n)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Write one frame once (no retry).
     pub fn write_once(&self, frame: &CanAnyFrame) -> io::Result<()> {
         match (self, frame) {
@@ -337,6 +365,92 @@ impl CanSock {
         // is usually ready at once: the short sleep is what actually lets the queue drain.
         let _ = poll(&mut fds, PollTimeout::from(1u8));
         std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// Frames received with one `recvmmsg(2)` at most.
+pub const RX_BATCH: usize = rt_sys::net::MAX_BATCH;
+
+/// The buffers of [`CanSock::recv_batch`]: the frames of one `recvmmsg(2)`, as the kernel
+/// structs (`can_frame`, 16 bytes, or `canfd_frame`, 72) with their receive times.
+pub struct RxBatch {
+    bufs: [[u8; 72]; RX_BATCH],
+    got: [rt_sys::net::Datagram; RX_BATCH],
+    n: usize,
+}
+
+impl Default for RxBatch {
+    fn default() -> Self {
+        RxBatch {
+            bufs: [[0; 72]; RX_BATCH],
+            got: [rt_sys::net::Datagram::default(); RX_BATCH],
+            n: 0,
+        }
+    }
+}
+
+impl RxBatch {
+    /// The frames of the last [`CanSock::recv_batch`], in the order received. A frame
+    /// without a kernel timestamp gets the user-space time of the batch (`kernel` false);
+    /// a datagram that is no CAN frame (neither `CAN_MTU` nor `CANFD_MTU` bytes) is
+    /// `ErrorKind::InvalidData`.
+    pub fn frames(&self) -> impl Iterator<Item = io::Result<Received>> + '_ {
+        let mut user_ns = None;
+        self.got[..self.n]
+            .iter()
+            .zip(&self.bufs)
+            .map(move |(g, buf)| {
+                let frame = (!g.truncated)
+                    .then(|| frame_from_bytes(&buf[..g.len]))
+                    .flatten()
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "a datagram of {} bytes{} is no CAN frame (16 or 72 bytes)",
+                                g.len,
+                                if g.truncated { " (truncated)" } else { "" }
+                            ),
+                        )
+                    })?;
+                Ok(match g.ts_ns {
+                    Some(ts_ns) => Received {
+                        frame,
+                        ts_ns,
+                        kernel: true,
+                    },
+                    None => Received {
+                        frame,
+                        ts_ns: *user_ns.get_or_insert_with(rt_sys::rt::realtime_ns),
+                        kernel: false,
+                    },
+                })
+            })
+    }
+}
+
+/// The frame in a kernel struct as [`frame_bytes`] writes it: 16 bytes (`can_frame`) or
+/// 72 (`canfd_frame`); None for any other length.
+pub fn frame_from_bytes(b: &[u8]) -> Option<CanAnyFrame> {
+    let id = u32::from_ne_bytes(b.get(..4)?.try_into().ok()?);
+    match b.len() {
+        16 => {
+            let mut f = socketcan::frame::can_frame_default();
+            f.can_id = id;
+            f.can_dlc = b[4];
+            f.len8_dlc = b[7];
+            f.data.copy_from_slice(&b[8..16]);
+            Some(CanAnyFrame::from(f))
+        }
+        72 => {
+            let mut f = socketcan::frame::canfd_frame_default();
+            f.can_id = id;
+            f.len = b[4];
+            f.flags = b[5];
+            f.data.copy_from_slice(&b[8..72]);
+            Some(CanAnyFrame::from(f))
+        }
+        _ => None,
     }
 }
 
@@ -585,6 +699,50 @@ mod tests {
             (b[4], b[5] & 0x01, b[8], b[19], b[20]),
             (12, 0x01, 0xAA, 0xAA, 0)
         );
+    }
+
+    /// What `frame_bytes` writes, `frame_from_bytes` reads back: data frames (standard,
+    /// extended), a remote frame's DLC, an error frame, an FD frame's flags and 64 bytes.
+    #[test]
+    fn frames_read_back_from_the_kernel_structs() {
+        use socketcan::id::FdFlags;
+        use socketcan::{
+            CanDataFrame, CanErrorFrame, CanFdFrame, CanRemoteFrame, ExtendedId, StandardId,
+        };
+        let frames = [
+            CanAnyFrame::Normal(
+                CanDataFrame::new(StandardId::new(0x123).unwrap(), &[1, 2, 3]).unwrap(),
+            ),
+            CanAnyFrame::Normal(
+                CanDataFrame::new(ExtendedId::new(0x18FF5021).unwrap(), &[9; 8]).unwrap(),
+            ),
+            CanAnyFrame::Remote(
+                CanRemoteFrame::new_remote(StandardId::new(0x7FF).unwrap(), 4).unwrap(),
+            ),
+            CanAnyFrame::Error(CanErrorFrame::new_error(0x004, &[0, 8, 0, 0, 0, 0, 0, 0]).unwrap()),
+            CanAnyFrame::Fd(
+                CanFdFrame::with_flags(
+                    ExtendedId::new(0x1ABCDE).unwrap(),
+                    &[0x5A; 64],
+                    FdFlags::BRS,
+                )
+                .unwrap(),
+            ),
+        ];
+        let (mut a, mut b) = ([0u8; 72], [0u8; 72]);
+        for f in &frames {
+            let n = frame_bytes(f, &mut a);
+            let back = frame_from_bytes(&a[..n]).expect("a kernel struct");
+            assert_eq!(
+                std::mem::discriminant(f),
+                std::mem::discriminant(&back),
+                "{f:?} came back as {back:?}"
+            );
+            assert_eq!(frame_bytes(&back, &mut b), n);
+            assert_eq!(a[..n], b[..n], "{f:?} came back as {back:?}");
+        }
+        assert!(frame_from_bytes(&a[..15]).is_none());
+        assert!(frame_from_bytes(&a[..3]).is_none());
     }
 
     #[test]

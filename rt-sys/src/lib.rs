@@ -19,6 +19,7 @@ pub mod journal;
 pub mod kernel;
 pub mod kvm;
 pub mod libvirt;
+pub mod net;
 pub mod procmem;
 pub mod qmp;
 pub mod root;

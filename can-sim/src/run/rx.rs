@@ -15,7 +15,7 @@ use crate::metrics::MsgStats;
 use crate::payload;
 use crate::schedule::{MessagePlan, Plan};
 use crate::timing;
-use crate::transport::{self, CanSock};
+use crate::transport::{self, CanSock, RxBatch};
 
 /// What the receiver saw.
 pub(super) struct RxResult {
@@ -68,49 +68,56 @@ pub(super) fn rx_loop(sock: &CanSock, sh: &Shared, log_cap: usize, mode: RxMode)
     r.log = Vec::with_capacity(log_cap);
     r.rtt = own.is_some().then(RoundTrips::default);
     let mut err_counts: BTreeMap<String, u64> = BTreeMap::new();
-    while !sh.rx_stop.load(Ordering::Relaxed) {
-        let got = match sock.recv() {
-            Ok(Some(g)) => g,
-            Ok(None) => continue,
-            Err(e) => {
-                r.error = Some(format!("receive failed: {e}"));
-                break;
+    // One recvmmsg(2) takes every frame queued (up to RX_BATCH), not one system call each.
+    let mut batch = Box::<RxBatch>::default();
+    'run: while !sh.rx_stop.load(Ordering::Relaxed) {
+        if let Err(e) = sock.recv_batch(&mut batch) {
+            r.error = Some(format!("receive failed: {e}"));
+            break;
+        }
+        for got in batch.frames() {
+            let got = match got {
+                Ok(g) => g,
+                Err(e) => {
+                    r.error = Some(format!("receive failed: {e}"));
+                    break 'run;
+                }
+            };
+            r.kernel_ts &= got.kernel;
+            if r.log.len() < log_cap {
+                r.log.push(Logged {
+                    ts_ns: got.ts_ns,
+                    frame: got.frame,
+                });
+            } else {
+                r.log_dropped += 1;
             }
-        };
-        r.kernel_ts &= got.kernel;
-        if r.log.len() < log_cap {
-            r.log.push(Logged {
-                ts_ns: got.ts_ns,
-                frame: got.frame,
-            });
-        } else {
-            r.log_dropped += 1;
-        }
-        if let CanAnyFrame::Error(ef) = got.frame {
-            // Error frames are rare; naming them may allocate.
-            *err_counts
-                .entry(transport::describe_error_frame(&ef))
-                .or_default() += 1;
-            continue;
-        }
-        let ts = got
-            .ts_ns
-            .saturating_add_signed(clock_offset_ns.saturating_neg());
-        if let Some(own) = &own {
-            if own.contains_key(&canlog::frame_id(&got.frame)) {
-                r.bus_ns += bus_ns(plan, &got.frame);
+            if let CanAnyFrame::Error(ef) = got.frame {
+                // Error frames are rare; naming them may allocate.
+                *err_counts
+                    .entry(transport::describe_error_frame(&ef))
+                    .or_default() += 1;
                 continue;
             }
-        }
-        let at = Rx {
-            ts_ns: ts,
-            rtt: r.rtt.as_mut(),
-        };
-        match account_at(plan, &index, &mut r.stats, sh.start_ns, &got.frame, at) {
-            Accounted::Ours(ns) => r.bus_ns += ns,
-            Accounted::Foreign(ns) => {
-                r.foreign += 1;
-                r.bus_ns += ns;
+            let ts = got
+                .ts_ns
+                .saturating_add_signed(clock_offset_ns.saturating_neg());
+            if let Some(own) = &own {
+                if own.contains_key(&canlog::frame_id(&got.frame)) {
+                    r.bus_ns += bus_ns(plan, &got.frame);
+                    continue;
+                }
+            }
+            let at = Rx {
+                ts_ns: ts,
+                rtt: r.rtt.as_mut(),
+            };
+            match account_at(plan, &index, &mut r.stats, sh.start_ns, &got.frame, at) {
+                Accounted::Ours(ns) => r.bus_ns += ns,
+                Accounted::Foreign(ns) => {
+                    r.foreign += 1;
+                    r.bus_ns += ns;
+                }
             }
         }
     }
