@@ -4,16 +4,23 @@ import json, os, re, statistics, sys
 
 out, log = sys.argv[1], sys.argv[2]
 text = open(log).read()
-cangen = [float(x) for x in re.findall(r"cangen run \d+: \d+ frames in [\d.]+ s = (\d+) frames/s", text)]
-rates = []
-for i in range(1, len(cangen) + 1):
-    r = json.load(open(f"{out}/flood{i}/can.json"))
-    rates.append(r["messages"][0]["sent"] / r["elapsed_s"])
+# Send rate (rate.sh): "rate X round i: R frames/s", two runs of each sender per round.
+runs = {}
+for label, rnd, rate in re.findall(r"^rate (\w) round (\d+): (\d+) frames/s", text, re.M):
+    runs.setdefault(label, {}).setdefault(int(rnd), []).append(float(rate))
 def mmm(xs):
     return "min %.2f / median %.2f / max %.2f" % (min(xs), statistics.median(xs), max(xs))
-print("cangen frames/s:", [round(x) for x in cangen])
-print("can-sim frames/s:", [round(x) for x in rates])
-print("send rate can-sim / cangen:", mmm([a / b for a, b in zip(rates, cangen)]))
+names = {"A": "cangen -g 0 (any CPU, SCHED_OTHER)", "P": "cangen -g 0 (CPU 1, SCHED_FIFO 80)",
+         "S": "can-sim sender (CPU 1, SCHED_FIFO 80)", "B": "can-sim run, own receiver"}
+for label in "APSB":
+    if label in runs:
+        print(f"{names[label]}, frames/s by round:",
+              [[round(x) for x in runs[label][r]] for r in sorted(runs[label])])
+for x, y in (("S", "P"), ("S", "A"), ("B", "A"), ("B", "P")):
+    if x in runs and y in runs:
+        rounds = sorted(set(runs[x]) & set(runs[y]))
+        ratio = [statistics.mean(runs[x][r]) / statistics.mean(runs[y][r]) for r in rounds]
+        print(f"send rate {names[x]} / {names[y]}, per round:", mmm(ratio))
 ratios = {"p50": [], "p99": [], "max": []}
 for i in [k for k in range(1, 10) if os.path.exists(f"{out}/probe{k}/probe.json")]:
     t = json.load(open(f"{out}/probe{i}/probe.json"))["threads"][0]["latency"]

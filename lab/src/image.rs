@@ -1,5 +1,5 @@
 //! The guest image: static `rt-guest` and `can-sim`, busybox, can-utils (with their shared
-//! libraries), iproute2 `ip`, the kernel modules, the bundled profiles and the lab agent's
+//! libraries), iproute2 `ip`, util-linux `chrt`, the kernel modules, the bundled profiles and the lab agent's
 //! `/init` (see [`crate::initramfs`] and [`crate::guest`]).
 
 use std::path::{Path, PathBuf};
@@ -21,6 +21,9 @@ const TOOLS: &[(&str, bool)] = &[
     ("cangen", true),
     ("ip", true),
     ("cyclictest", false),
+    // util-linux `chrt` (busybox has none): benchmarks place a reference tool as rtvirt
+    // places its own threads.
+    ("chrt", false),
 ];
 
 /// What went into an image.
