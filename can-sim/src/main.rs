@@ -126,6 +126,10 @@ struct RunArgs {
     /// How long the receiver keeps listening after the last release.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     drain: Duration,
+    /// After --drain, go on listening while frames still come (a sender's queue
+    /// emptying), until none came for this long; at most another --drain.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    drain_idle: Option<Duration>,
     /// Print the can.json record on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -493,6 +497,7 @@ fn run_options(a: &RunArgs, can: &profiles::Can) -> run::RunOptions {
         duration: a.duration,
         pace: can.pace && !a.no_pace,
         drain: a.drain,
+        drain_idle: a.drain_idle,
         lead: Duration::from_millis(500),
         role: a.role,
         start_at_ns: a.start_at,

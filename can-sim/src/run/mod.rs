@@ -111,6 +111,9 @@ pub struct RunOptions {
     pub pace: bool,
     /// Time the receiver keeps listening after the last release.
     pub drain: Duration,
+    /// After `drain`, listen on until no frame came for this long (at most another
+    /// `drain`); None: stop at the end of `drain`.
+    pub drain_idle: Option<Duration>,
     /// Delay from set-up to the first release (threads start, sockets open), when no
     /// start time is given.
     pub lead: Duration,
@@ -256,6 +259,8 @@ pub(crate) struct Shared {
     stop: Arc<AtomicBool>,
     senders_done: AtomicBool,
     rx_stop: AtomicBool,
+    /// Kernel time of the newest frame the receiver took, ns (0: none yet).
+    last_rx_ns: AtomicU64,
     queue_max: AtomicU64,
 }
 
@@ -272,6 +277,7 @@ impl Shared {
             stop,
             senders_done: AtomicBool::new(false),
             rx_stop: AtomicBool::new(false),
+            last_rx_ns: AtomicU64::new(0),
             queue_max: AtomicU64::new(0),
         }
     }
@@ -529,14 +535,15 @@ struct Threads {
 
 /// Wait for the senders (or, receiving only, for the end of sending: `end_ns` on this
 /// process's clock), stop the paced bus,
-/// let frames in flight arrive for `drain` (cut short by a second stop request), then
-/// stop and collect the receiver.
+/// let frames in flight arrive for `drain` (cut short by a second stop request) and,
+/// with `drain_idle`, on while they keep coming (see [`drain_until_idle`]), then stop and
+/// collect the receiver.
 fn finish(
     sh: &Shared,
     bus: &Bus,
     t: Threads,
     end_ns: u64,
-    drain: Duration,
+    (drain, drain_idle): (Duration, Option<Duration>),
 ) -> (Vec<EcuReport>, Option<RxResult>) {
     let ecus: Vec<EcuReport> = t.ecus.into_iter().filter_map(|h| h.join().ok()).collect();
     if ecus.is_empty() {
@@ -555,11 +562,30 @@ fn finish(
         while realtime_ns() < drain_end {
             thread::sleep(Duration::from_millis(10));
         }
+        if let Some(idle) = drain_idle {
+            let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4);
+            let cap = drain_end.saturating_add(ns(drain));
+            while !drain_until_idle(
+                realtime_ns(),
+                sh.last_rx_ns.load(Ordering::Relaxed),
+                ns(idle),
+                cap,
+            ) && !sh.stop.load(Ordering::Relaxed)
+            {
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
         sh.rx_stop.store(true, Ordering::Release);
         h.join()
             .unwrap_or_else(|_| RxResult::empty(&sh.plan, Some("receiver thread panicked")))
     });
     (ecus, rx)
+}
+
+/// Whether an idle drain is over at `now_ns`: no frame for `idle_ns` since the newest
+/// (`last_rx_ns`, 0: none came) or the cap reached.
+pub fn drain_until_idle(now_ns: u64, last_rx_ns: u64, idle_ns: u64, cap_ns: u64) -> bool {
+    now_ns >= cap_ns || now_ns.saturating_sub(last_rx_ns) >= idle_ns
 }
 
 /// Transmit problems as bus errors: the receiver's own error and failed writes.
@@ -697,7 +723,7 @@ pub fn run(can: &Can, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<RunOut
     };
     ctx.barrier.wait();
     let local_end = crate::clock::to_receiver(end_ns, offset);
-    let (ecus, rxr) = finish(&sh, &bus, threads, local_end, opts.drain);
+    let (ecus, rxr) = finish(&sh, &bus, threads, local_end, (opts.drain, opts.drain_idle));
     Ok(outcome(can, opts, &sh, ecus, rxr, warnings, end_ns))
 }
 
@@ -751,6 +777,20 @@ fn outcome(
 mod tests {
     use super::*;
     use crate::metrics::MsgStats;
+
+    /// An idle drain goes on while frames are younger than the idle time, ends after a
+    /// gap of that long, when none came at all, and at the cap whatever still comes.
+    #[test]
+    fn an_idle_drain_ends_after_a_quiet_gap_or_at_the_cap() {
+        let (idle, cap) = (2_000, 100_000);
+        assert!(!drain_until_idle(50_000, 49_000, idle, cap));
+        assert!(!drain_until_idle(50_000, 48_001, idle, cap));
+        assert!(drain_until_idle(50_000, 48_000, idle, cap));
+        assert!(drain_until_idle(50_000, 0, idle, cap));
+        assert!(drain_until_idle(100_000, 99_999, idle, cap));
+        // A frame stamped after `now` (another CPU's clock read) keeps it going.
+        assert!(!drain_until_idle(50_000, 50_010, idle, cap));
+    }
 
     #[test]
     fn frames_carry_the_payload_and_format() {

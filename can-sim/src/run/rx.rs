@@ -75,6 +75,7 @@ pub(super) fn rx_loop(sock: &CanSock, sh: &Shared, log_cap: usize, mode: RxMode)
             r.error = Some(format!("receive failed: {e}"));
             break;
         }
+        let mut newest = 0;
         for got in batch.frames() {
             let got = match got {
                 Ok(g) => g,
@@ -83,6 +84,7 @@ pub(super) fn rx_loop(sock: &CanSock, sh: &Shared, log_cap: usize, mode: RxMode)
                     break 'run;
                 }
             };
+            newest = got.ts_ns;
             r.kernel_ts &= got.kernel;
             if r.log.len() < log_cap {
                 r.log.push(Logged {
@@ -119,6 +121,10 @@ pub(super) fn rx_loop(sock: &CanSock, sh: &Shared, log_cap: usize, mode: RxMode)
                     r.bus_ns += ns;
                 }
             }
+        }
+        if newest > 0 {
+            // For an idle drain (`--drain-idle`): when the last frame came.
+            sh.last_rx_ns.store(newest, Ordering::Relaxed);
         }
     }
     r.bus_errors = err_counts

@@ -55,6 +55,10 @@ pub const DURATION: &str = "5s";
 /// The timeout of a short step (starting a background run, a script, waiting out a mount).
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The guest->host receiver's `--drain-idle`: after its drain it listens on until no
+/// frame came for this long (the nested guest's controller still emptying its queue).
+const G2H_DRAIN_IDLE: &str = "2s";
+
 /// The round trip measured on the outer host (frames host -> guest -> host; in the outer
 /// host's runs).
 pub const RUN_RT_H2G: &str = "run-roundtrip-h2g";
@@ -195,6 +199,8 @@ pub struct Side<'a> {
     pub clock_dir: Option<String>,
     /// How long the receiver listens after the last release (`--drain`; None: can-sim's).
     pub drain: Option<String>,
+    /// Then on while frames still come, until none for this long (`--drain-idle`).
+    pub drain_idle: Option<&'static str>,
 }
 
 impl Side<'_> {
@@ -210,6 +216,9 @@ impl Side<'_> {
         );
         if let Some(d) = &self.drain {
             s.push_str(&format!(" --drain {d}"));
+        }
+        if let Some(d) = self.drain_idle {
+            s.push_str(&format!(" --drain-idle {d}"));
         }
         if let Some(d) = &self.clock_dir {
             s.push_str(&format!(" --clock-dir {d}"));
@@ -231,6 +240,7 @@ pub fn sides<'a>(d: Direction, profile: &'a str, tx: &'a str, rx: &'a str) -> (S
                 out: format!("{OUTER_RUNS}/{run}-tx"),
                 clock_dir: None,
                 drain: None,
+                drain_idle: None,
             },
             Side {
                 can_sim: "can-sim",
@@ -239,6 +249,7 @@ pub fn sides<'a>(d: Direction, profile: &'a str, tx: &'a str, rx: &'a str) -> (S
                 out: format!("{GUEST_RUNS}/{run}"),
                 clock_dir: Some(guest_clock),
                 drain: None,
+                drain_idle: None,
             },
         ),
         Direction::GuestToHost => (
@@ -249,6 +260,7 @@ pub fn sides<'a>(d: Direction, profile: &'a str, tx: &'a str, rx: &'a str) -> (S
                 out: format!("{GUEST_RUNS}/{run}-tx"),
                 clock_dir: None,
                 drain: None,
+                drain_idle: None,
             },
             Side {
                 can_sim: CAN_SIM,
@@ -257,6 +269,7 @@ pub fn sides<'a>(d: Direction, profile: &'a str, tx: &'a str, rx: &'a str) -> (S
                 out: format!("{OUTER_RUNS}/{run}"),
                 clock_dir: Some(outer_clock),
                 drain: None,
+                drain_idle: None,
             },
         ),
     }
@@ -598,6 +611,9 @@ impl HostLab {
             // The nested guest's controller sends slower than the schedule releases
             // (seconds behind after 10 s here): the host listens until it is through.
             receiver.drain = Some(format!("{}s", 3 * run_s + 5));
+            // A loaded host can put it further behind (a 1087-frame TX queue, 24.9 s once):
+            // while its frames still come, the host keeps listening (up to twice as long).
+            receiver.drain_idle = Some(G2H_DRAIN_IDLE);
         }
         let (outer_clock, guest_clock) = d.clock_dir();
         let (on_sender, on_receiver, echo, clock, runs) = match d {
@@ -758,8 +774,9 @@ mod tests {
         assert!(s.command("1", "5s").contains("--role sender --tx can0"));
         let mut r2 = r.clone();
         r2.drain = Some("22s".into());
+        r2.drain_idle = Some(G2H_DRAIN_IDLE);
         assert!(r2.command("1", "10s").contains(
-            "--duration 10s --out /lab/runs-outer/run-boundary-g2h --drain 22s --clock-dir"
+            "--duration 10s --out /lab/runs-outer/run-boundary-g2h --drain 22s --drain-idle 2s --clock-dir"
         ));
         assert!(s.out.starts_with("/tmp/runs/"), "{}", s.out);
         let rc = r.command("1", "5s");
