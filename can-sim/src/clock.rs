@@ -17,6 +17,12 @@ use hdrhistogram::Histogram;
 use record::hist;
 use record::{RttStats, TimeBase};
 
+/// A duration in ns, saturated at `u64::MAX / 4` (585 years / 4: never reached, and
+/// still safe to add to a time since the epoch).
+pub fn duration_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).map_or(u64::MAX / 4, |n| n.min(u64::MAX / 4))
+}
+
 /// The method recorded in can.json for offsets measured by the file exchange.
 pub const METHOD: &str = record::clocksync::METHOD;
 

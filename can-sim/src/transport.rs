@@ -15,7 +15,7 @@ use socketcan::{
     SocketOptions,
 };
 use std::io::IoSlice;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 /// Errors of the transport; each names the interface.
 #[derive(Debug, thiserror::Error)]
@@ -209,17 +209,15 @@ impl CanSock {
                     kernel: false,
                 },
             })),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(e) if timed_out(&e) => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            CanSock::Classic(c) => c.as_fd(),
+            CanSock::Fd(c) => c.as_fd(),
         }
     }
 
@@ -227,26 +225,14 @@ impl CanSock {
     /// for the first as long as the read timeout allows), each with its kernel timestamp;
     /// read them with [`RxBatch::frames`]. `Ok(0)` when the read timed out.
     pub fn recv_batch(&self, batch: &mut RxBatch) -> io::Result<usize> {
-        let fd = match self {
-            CanSock::Classic(c) => c.as_fd(),
-            CanSock::Fd(c) => c.as_fd(),
-        };
+        let fd = self.fd();
         batch.n = 0;
         match rt_sys::net::recv_batch(fd, &mut batch.bufs, &mut batch.got) {
             Ok(n) => {
                 batch.n = n;
                 Ok(n)
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(0)
-            }
+            Err(e) if timed_out(&e) => Ok(0),
             Err(e) => Err(e),
         }
     }
@@ -308,10 +294,7 @@ impl CanSock {
         mut sent: impl FnMut(usize),
         mut failed: impl FnMut(&io::Error),
     ) -> u64 {
-        let fd = match self {
-            CanSock::Classic(c) => c.as_raw_fd(),
-            CanSock::Fd(c) => c.as_raw_fd(),
-        };
+        let fd = self.fd().as_raw_fd();
         let mut enobufs = 0;
         let mut done = 0;
         while done < batch.n {
@@ -356,16 +339,21 @@ impl CanSock {
     }
 
     fn wait_writable(&self) {
-        let fd = match self {
-            CanSock::Classic(c) => c.as_fd(),
-            CanSock::Fd(c) => c.as_fd(),
-        };
+        let fd = self.fd();
         let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
         // CAN_RAW reports POLLOUT from the socket's send buffer, not the device queue, so it
         // is usually ready at once: the short sleep is what actually lets the queue drain.
         let _ = poll(&mut fds, PollTimeout::from(1u8));
         std::thread::sleep(Duration::from_micros(100));
     }
+}
+
+/// A read that only timed out (or was interrupted): no frame, no error.
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 /// Frames received with one `recvmmsg(2)` at most.

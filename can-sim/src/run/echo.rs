@@ -11,13 +11,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use socketcan::{CanAnyFrame, ExtendedId, Frame, Id, StandardId};
 
 use super::{message_index, setup_thread, spawn_named, RunError, RunOptions};
 use crate::canlog;
+use crate::clock::duration_ns;
 use crate::schedule::Plan;
 use crate::transport::CanSock;
 use profiles::Can;
@@ -226,11 +226,10 @@ pub fn run_echo(
     let fd = plan.has_fd();
     let rx = CanSock::open_rx(&opts.rx, fd)?;
     let tx = CanSock::open_tx(&opts.tx, fd)?;
-    let dur = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4);
     let start = realtime_ns();
     let win = EchoWindow {
-        end_ns: start.saturating_add(dur(opts.duration) + dur(opts.drain)),
-        idle_ns: dur(opts.drain),
+        end_ns: start.saturating_add(duration_ns(opts.duration) + duration_ns(opts.drain)),
+        idle_ns: duration_ns(opts.drain),
     };
     let allowed = rt_sys::sched::get_affinity(0).unwrap_or_default();
     let (cpus, _) = super::helper_placement(&allowed, &can.ecus);

@@ -44,6 +44,7 @@ use self::rx::{rx_loop, RxMode, RxResult};
 use self::tx::{bus_loop, ecu_loop, Bus, Sink};
 pub use self::tx::{simulate_paced, PacedBus, END_GRACE_NS};
 use crate::canlog;
+use crate::clock::duration_ns;
 use crate::payload;
 use crate::rta::{self, ErrorModel};
 use crate::schedule::{EcuSchedule, MessagePlan, Plan};
@@ -353,7 +354,7 @@ pub fn helper_placement(allowed: &CpuSet, ecus: &[profiles::Ecu]) -> (Option<Cpu
 }
 
 fn estimate_frames(plan: &Plan, duration: Duration) -> usize {
-    let d = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+    let d = duration_ns(duration);
     let n: u64 = plan
         .messages
         .iter()
@@ -558,17 +559,16 @@ fn finish(
         let _ = h.join();
     }
     let rx = t.rx.map(|h| {
-        let drain_end = realtime_ns() + u64::try_from(drain.as_nanos()).unwrap_or(0);
+        let drain_end = realtime_ns() + duration_ns(drain);
         while realtime_ns() < drain_end {
             thread::sleep(Duration::from_millis(10));
         }
         if let Some(idle) = drain_idle {
-            let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4);
-            let cap = drain_end.saturating_add(ns(drain));
+            let cap = drain_end.saturating_add(duration_ns(drain));
             while !drain_until_idle(
                 realtime_ns(),
                 sh.last_rx_ns.load(Ordering::Relaxed),
-                ns(idle),
+                duration_ns(idle),
                 cap,
             ) && !sh.stop.load(Ordering::Relaxed)
             {
@@ -660,11 +660,11 @@ fn can_record(
 
 /// The start and end of sending.
 fn timeline(opts: &RunOptions) -> (u64, u64) {
-    let lead = u64::try_from(opts.lead.as_nanos()).unwrap_or(500_000_000);
+    let lead = duration_ns(opts.lead);
     let start = opts
         .start_at_ns
         .unwrap_or_else(|| (realtime_ns() + lead) / 1_000_000 * 1_000_000);
-    let end = start.saturating_add(u64::try_from(opts.duration.as_nanos()).unwrap_or(u64::MAX / 4));
+    let end = start.saturating_add(duration_ns(opts.duration));
     (start, end)
 }
 
