@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-$root/lab/out/can-sim-bench-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out/share/bench"
-cp "$root"/can-sim/bench/{flood.ron,jitter.ron,fd-e2e.ron,rate.sh,jitter.sh,fd.sh} "$out/share/bench/"
+cp "$root"/can-sim/bench/{flood.ron,jitter.ron,fd-e2e.ron,rate.sh,rate-lib.sh,jitter.sh,fd.sh} "$out/share/bench/"
 lab=${RTVIRT_LAB:-$root/target/debug/rtvirt-lab}
 [ -x "$lab" ] || (cd "$root" && cargo build -p lab)
 "$lab" boot --out "$out" --exec "sh /lab/bench/rate.sh" --exec "sh /lab/bench/fd.sh" \
