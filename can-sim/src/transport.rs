@@ -1,12 +1,12 @@
 //! SocketCAN transport: `AF_CAN`/`CAN_RAW` sockets (classic and FD) through the socketcan
 //! crate, kernel RX timestamps (`SO_TIMESTAMPNS`, `CLOCK_REALTIME`, delivered as
-//! `SCM_TIMESTAMPNS` with each `recvmsg`), error frames (`CAN_RAW_ERR_FILTER`), transmit
+//! `SCM_TIMESTAMPNS` with each frame of a `recvmmsg`), error frames (`CAN_RAW_ERR_FILTER`), transmit
 //! back-off on `ENOBUFS` (full device queue), and interface set-up over rtnetlink
 //! (`IFLA_CAN_BITTIMING`, vcan creation, link up).
 //! See <https://docs.kernel.org/networking/can.html>.
 
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders};
@@ -184,34 +184,6 @@ impl CanSock {
             }
         }
         Ok(s)
-    }
-
-    /// Receive one frame with its kernel timestamp (ns since the epoch, `CLOCK_REALTIME`;
-    /// `kernel` false when no `SCM_TIMESTAMPNS` came and user-space time was taken).
-    /// `Ok(None)` when the read timed out.
-    pub fn recv(&self) -> io::Result<Option<Received>> {
-        let r = match self {
-            CanSock::Classic(c) => c
-                .read_frame_with_timestamps()
-                .map(|(f, t)| (CanAnyFrame::from(f), t)),
-            CanSock::Fd(c) => c.read_frame_with_timestamps(),
-        };
-        match r {
-            Ok((frame, ts)) => Ok(Some(match ts.socket {
-                Some(t) => Received {
-                    frame,
-                    ts_ns: system_time_ns(t),
-                    kernel: true,
-                },
-                None => Received {
-                    frame,
-                    ts_ns: rt_sys::rt::realtime_ns(),
-                    kernel: false,
-                },
-            })),
-            Err(e) if timed_out(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
@@ -518,13 +490,6 @@ impl TxBatch {
     }
 }
 
-/// A `SystemTime` as ns since the epoch (0 before it).
-pub fn system_time_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// Describe an error frame (`CAN_ERR_*` classes of `linux/can/error.h`): every cause,
 /// e.g. "bus off", "controller problem: receive error passive", with the error counters
 /// when the driver reports them.
@@ -744,11 +709,5 @@ mod tests {
         }
         assert!(!b.push(&f, 99));
         assert_eq!(b.len(), BATCH);
-    }
-
-    #[test]
-    fn timestamps_convert_to_ns() {
-        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
-        assert_eq!(system_time_ns(t), 1_700_000_000_123_456_789);
     }
 }

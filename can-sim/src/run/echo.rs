@@ -19,7 +19,7 @@ use super::{message_index, setup_thread, spawn_named, RunError, RunOptions};
 use crate::canlog;
 use crate::clock::duration_ns;
 use crate::schedule::Plan;
-use crate::transport::CanSock;
+use crate::transport::{CanSock, RxBatch};
 use profiles::Can;
 use rt_sys::rt::realtime_ns;
 
@@ -280,45 +280,59 @@ fn echo_loop(
 ) -> EchoReport {
     let mut r = EchoReport::default();
     let mut last = None;
-    loop {
-        let now = realtime_ns();
+    // Checked before each frame is taken, as with one read per frame.
+    let ended = |last| {
         if stop.load(Ordering::Relaxed) {
-            r.ended = "stopped".into();
+            return Some("stopped".to_string());
+        }
+        win.over(realtime_ns(), last).map(String::from)
+    };
+    let mut batch = Box::<RxBatch>::default();
+    'run: loop {
+        if let Some(why) = ended(last) {
+            r.ended = why;
             break;
         }
-        if let Some(why) = win.over(now, last) {
-            r.ended = why.into();
+        if let Err(e) = rx.recv_batch(&mut batch) {
+            r.ended = format!("receive failed: {e}");
             break;
         }
-        let got = match rx.recv() {
-            Ok(Some(g)) => g,
-            Ok(None) => continue,
-            Err(e) => {
-                r.ended = format!("receive failed: {e}");
-                break;
-            }
-        };
-        match classify(matrix, replies, &got.frame) {
-            Seen::Matrix(i) => {
-                last = Some(got.ts_ns);
-                let Some(f) = echo_frame(&got.frame, xor) else {
-                    continue;
-                };
-                match tx.write_backoff(&f, || !stop.load(Ordering::Relaxed)) {
-                    Ok(n) => {
-                        r.tx_enobufs += n;
-                        counts[i] += 1;
-                        let took = realtime_ns().saturating_sub(got.ts_ns);
-                        r.turnaround_max_ns = r.turnaround_max_ns.max(took);
-                    }
-                    Err(e) => {
-                        r.tx_errors += 1;
-                        r.tx_error_first.get_or_insert_with(|| e.to_string());
-                    }
+        for (k, got) in batch.frames().enumerate() {
+            if k > 0 {
+                if let Some(why) = ended(last) {
+                    r.ended = why;
+                    break 'run;
                 }
             }
-            Seen::Echo => r.echoes_seen += 1,
-            Seen::Foreign => r.foreign_frames += 1,
+            let got = match got {
+                Ok(g) => g,
+                Err(e) => {
+                    r.ended = format!("receive failed: {e}");
+                    break 'run;
+                }
+            };
+            match classify(matrix, replies, &got.frame) {
+                Seen::Matrix(i) => {
+                    last = Some(got.ts_ns);
+                    let Some(f) = echo_frame(&got.frame, xor) else {
+                        continue;
+                    };
+                    match tx.write_backoff(&f, || !stop.load(Ordering::Relaxed)) {
+                        Ok(n) => {
+                            r.tx_enobufs += n;
+                            counts[i] += 1;
+                            let took = realtime_ns().saturating_sub(got.ts_ns);
+                            r.turnaround_max_ns = r.turnaround_max_ns.max(took);
+                        }
+                        Err(e) => {
+                            r.tx_errors += 1;
+                            r.tx_error_first.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                }
+                Seen::Echo => r.echoes_seen += 1,
+                Seen::Foreign => r.foreign_frames += 1,
+            }
         }
     }
     r.end_ns = realtime_ns();
